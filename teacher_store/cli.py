@@ -1,0 +1,57 @@
+"""The `distill` command: a thin dispatcher over each package's own subcommands.
+
+Each package keeps its subcommands in its own ``cli`` module exposing ``register(subparsers)``;
+those modules import nothing heavy at import time, so ``distill --help`` stays fast. Packages
+are looked up by name so that this lower layer does not import the layers above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+_COMMAND_MODULES = ("teacher_store.commands", "api.cli", "student.cli", "models.cli")
+
+
+class CommandError(Exception):
+    """An expected failure of a command: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill",
+        description="Knowledge distillation from a precomputed sparse teacher store.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a real missing dependency, not an absent command module
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as e:
+        print(f"distill {args.command}: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        # Bad input (paths, configs, stores): one line naming the problem, never a traceback.
+        print(f"distill {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Shared fixtures: real bundled photos and the real offline teacher, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never reach for a hub in tests
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from teacher_store.demo_data import write_demo_data
+
+    root = tmp_path_factory.mktemp("demo") / "images"
+    write_demo_data(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from models import create_teacher
+
+    return create_teacher("efficientnet_lite0")

@@ -1,8 +1,13 @@
-"""Subcommands of the teacher-store layer: demo-data, generate, info, verify, show."""
+"""Subcommands of the teacher-store layer: demo-data, generate, info, verify, show.
+
+Nothing heavy is imported at module level: `distill --help` must stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 
 def _run_demo_data(args: argparse.Namespace) -> int:
@@ -14,7 +19,105 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_generate(args: argparse.Namespace) -> int:
+    from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.recipe import get_recipe
+
+    fields = {
+        k: v
+        for k, v in vars(args).items()
+        if k in GenerateConfig.model_fields and v is not None and k != "recipe"
+    }
+    cfg = GenerateConfig(recipe=get_recipe(args.recipe), progress=not args.quiet, **fields)
+    s = run_generate(cfg)
+    if s["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0
+    state = "complete" if s["complete"] else "INCOMPLETE"
+    print(
+        f"store {s['store']}: {state}; {s['units_written']} shard units written, "
+        f"{s['units_skipped']} already committed, {s['views_computed']} views at "
+        f"{s['views_per_s']:.1f} views/s on {s['device']} x{s['world_size']}"
+    )
+    for b in s["bad_samples"]:
+        print(f"  unreadable image (its views are marked missing): {b['path']}: {b['error']}")
+    return 0 if s["complete"] else 1
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from teacher_store.inspection import format_info, store_info
+
+    info = store_info(args.store)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from teacher_store.inspection import verify_store
+
+    report = verify_store(args.store, args.data, fraction=args.fraction, device=args.device)
+    if not report.ok:
+        print(f"distill verify: FAILED: {report.reason}", file=sys.stderr)
+        return 1
+    print(f"store {args.store}: OK ({report.summary})")
+    return 0
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from teacher_store.inspection import show_view
+
+    top = show_view(args.store, args.data, args.sample, args.view, args.out, size=args.size)
+    print(f"wrote {args.out}: sample {args.sample}, view {args.view}")
+    for name, p in top:
+        print(f"  {p:6.3f}  {name}")
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="run the teacher over augmented views into a Zarr store")
+    p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>)")
+    p.add_argument("--out", required=True, help="output store directory")
+    p.add_argument("--teacher", default="efficientnet_lite0", help="builtin or timm model name")
+    p.add_argument("--checkpoint", help="local weights file for --teacher")
+    p.add_argument("--views", type=int, help="view slots R per sample (default 8)")
+    p.add_argument("--topk", type=int, help="top-K outputs kept per view (default 10)")
+    p.add_argument("--seed", type=int, help="store seed; view seeds derive from it (default 0)")
+    p.add_argument("--batch-size", type=int, help="teacher batch (part of the config: default 32)")
+    p.add_argument("--workers", type=int, help="DataLoader workers rendering views (default 2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    p.add_argument("--recipe", default="default", help="augmentation preset name or JSON/YAML file")
+    p.add_argument("--img-size", type=int, help="teacher input size (default: the teacher's)")
+    p.add_argument(
+        "--value-encoding", choices=("logprob-f16", "prob-u8"), help="default logprob-f16"
+    )
+    p.add_argument("--chunk-samples", type=int, help="samples per chunk (default 1024)")
+    p.add_argument("--shard-samples", type=int, help="samples per shard (default 4096)")
+    p.add_argument("--shard-views", type=int, help="view slots per shard (default 4)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no autocast")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace another store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_generate)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-data", help="write a small ImageFolder of real bundled photos")
     p.add_argument("dir", help="output directory (created if missing)")
     p.set_defaults(func=_run_demo_data)
+    _add_generate(sub)
+    p = sub.add_parser("info", help="summarize a store: size, bytes per view, teacher, recipe")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run_info)
+    p = sub.add_parser("verify", help="check shard checksums, dataset, and re-run the teacher")
+    p.add_argument("store")
+    p.add_argument("--data", required=True, help="the ImageFolder the store was built from")
+    p.add_argument("--fraction", type=float, default=0.05, help="share of teacher batches redone")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=_run_verify)
+    p = sub.add_parser("show", help="render one stored view with the teacher's top-5")
+    p.add_argument("store")
+    p.add_argument("--data", required=True)
+    p.add_argument("--sample", type=int, required=True)
+    p.add_argument("--view", type=int, required=True)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--size", type=int, help="render size (default: the teacher's input size)")
+    p.set_defaults(func=_run_show)

@@ -1,0 +1,328 @@
+"""`distill generate`: run the teacher over R augmented views per sample into a store.
+
+Each rank owns whole shard units taken from the store's list of uncommitted units, so any world
+size, and any number of interruptions, yields the same bytes. Within a unit, views are ordered
+sample-major and cut into teacher batches of ``batch_size``: batch composition is a function of
+the config alone (a network's float results can change with batch composition).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from teacher_store.codec import CODEC_VERSION, decode
+from teacher_store.dataset import CorruptImageError, ImageFolder
+from teacher_store.recipe import Recipe, get_recipe
+from teacher_store.replay import render_view, view_to_float
+from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
+from teacher_store.store import ShardUnit, committed_units, create_store, finalize, shard_units
+from teacher_store.store import write_unit as _write_unit
+
+# Config fields that do not change a store's bytes: a resume may change them freely.
+RUNTIME_FIELDS = ("data", "out", "checkpoint", "workers", "device", "overwrite", "progress")
+
+
+class GenerateConfig(BaseModel):
+    """Everything `distill generate` needs; saved in the store's attrs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = 1
+    data: str
+    out: str
+    teacher: str = "efficientnet_lite0"
+    checkpoint: str | None = None
+    views: int = Field(8, ge=1)
+    topk: int = Field(10, ge=1)
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    recipe: Recipe = Field(default_factory=lambda: get_recipe("default"))
+    value_encoding: str = "logprob-f16"
+    img_size: int | None = Field(None, ge=8)
+    amp: bool = True  # autocast (bf16) on CUDA; a no-op on CPU
+    chunk_samples: int = Field(1024, ge=1)
+    shard_samples: int = Field(4096, ge=1)
+    shard_views: int = Field(4, ge=1)
+    workers: int = Field(2, ge=0)
+    device: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
+        return cls.model_validate(d)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
+            )
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def _libraries() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "timm", "zarr", "numcodecs", "pillow", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def build_attrs(cfg: GenerateConfig, folder: ImageFolder, teacher: Any) -> StoreAttrs:
+    """The store's attrs: layout clamped to the data, identity, and the full config."""
+    if cfg.value_encoding not in VALUE_ENCODINGS:
+        raise ValueError(f"unknown --value-encoding {cfg.value_encoding!r}: {VALUE_ENCODINGS}")
+    if cfg.topk > teacher.num_classes:
+        raise ValueError(f"--topk {cfg.topk} exceeds the teacher's {teacher.num_classes} classes")
+    n = len(folder)
+    chunk = min(cfg.chunk_samples, n)
+    shard = min(max(cfg.shard_samples, chunk), -(-n // chunk) * chunk)
+    if shard % chunk:
+        raise ValueError(f"--shard-samples {shard} must be a multiple of chunk size {chunk}")
+    teacher_dict = teacher.to_dict()
+    if cfg.img_size:
+        teacher_dict["input_size"] = [3, cfg.img_size, cfg.img_size]
+    return StoreAttrs(
+        codec_version=CODEC_VERSION,
+        num_samples=n,
+        views=cfg.views,
+        topk=cfg.topk,
+        num_classes=teacher.num_classes,
+        value_encoding=cfg.value_encoding,  # type: ignore[arg-type]
+        store_seed=cfg.seed,
+        chunk_samples=chunk,
+        shard_samples=shard,
+        shard_views=min(cfg.shard_views, cfg.views),
+        teacher=teacher_dict,
+        dataset=folder.fingerprint().to_dict(),
+        recipe=cfg.recipe.to_dict(),
+        config=cfg.to_dict(),
+        libraries=_libraries(),
+    )
+
+
+@dataclass(frozen=True)
+class _Item:
+    unit: int  # position in this rank's work list
+    sample: int
+    views: torch.Tensor  # [rs, 3, H, W] uint8
+    ok: torch.Tensor  # [rs] bool
+    bad: tuple[tuple[int, str, str], ...]  # (sample, relative path, error)
+
+
+class _ViewDataset(torch.utils.data.Dataset[_Item]):
+    """One item per (unit, sample): the sample's views for the unit's slots, rendered."""
+
+    def __init__(
+        self, folder: ImageFolder, attrs: StoreAttrs, recipe: Recipe, units: list[ShardUnit]
+    ):
+        self.folder, self.attrs, self.recipe = folder, attrs, recipe
+        self.size = int(attrs.teacher["input_size"][1])
+        self.index = [(u, s) for u, unit in enumerate(units) for s in range(unit.start, unit.stop)]
+        self.units = units
+        self._cache: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _image(self, i: int) -> Any:
+        if i not in self._cache:
+            if len(self._cache) >= 64:  # bounded: partners are random, the base is sequential
+                self._cache.pop(next(iter(self._cache)))
+            try:
+                self._cache[i] = self.folder.load(i)
+            except CorruptImageError as e:
+                self._cache[i] = e
+        return self._cache[i]
+
+    def __getitem__(self, k: int) -> _Item:
+        u, sample = self.index[k]
+        unit, a = self.units[u], self.attrs
+        rs = unit.slot_stop - unit.slot_start
+        views = torch.zeros(rs, 3, self.size, self.size, dtype=torch.uint8)
+        ok = torch.zeros(rs, dtype=torch.bool)
+        bad = []
+        base = self._image(sample)
+        for j, slot in enumerate(range(unit.slot_start, unit.slot_stop)):
+            if isinstance(base, Exception):
+                bad.append((sample, self.folder.paths[sample], str(base)))
+                break
+            params = decode(a.store_seed, slot, sample, a.num_samples, self.recipe, a.views)
+            partner = self._image(params.mix.partner) if params.mix else None
+            if isinstance(partner, Exception):
+                assert params.mix is not None
+                bad.append(
+                    (params.mix.partner, self.folder.paths[params.mix.partner], str(partner))
+                )
+                continue
+            views[j] = render_view(base, params, self.size, partner=partner)
+            ok[j] = True
+        return _Item(u, sample, views, ok, tuple(bad))
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+class _UnitWriter:
+    """Collects one unit's teacher outputs and writes the unit when its last sample is in."""
+
+    def __init__(self, unit: ShardUnit, attrs: StoreAttrs) -> None:
+        rs, n, k = unit.slot_stop - unit.slot_start, unit.stop - unit.start, attrs.topk
+        self.unit, self.attrs = unit, attrs
+        self.ids = np.zeros((rs, n, k), attrs.ids_dtype)
+        self.values = np.zeros((rs, n, k), attrs.values_dtype)
+        self.valid = np.zeros((rs, n), np.uint8)
+        self.bad: dict[int, dict[str, Any]] = {}
+
+    def put(self, where: list[tuple[int, int]], ids: np.ndarray, logp: np.ndarray) -> None:
+        js, ss = (np.array(x) for x in zip(*where, strict=True))
+        self.ids[js, ss] = ids
+        self.values[js, ss] = encode_values(logp, self.attrs.value_encoding)
+        self.valid[js, ss] = 1
+
+    def write(self, out: str) -> dict[str, Any]:
+        return _write_unit(
+            out, self.unit, self.ids, self.values, self.valid, list(self.bad.values())
+        )
+
+
+class _Teacher:
+    """Teacher forward to top-K log-probs on ``device``; autocast only on CUDA."""
+
+    def __init__(
+        self, model: torch.nn.Module, info: Any, cfg: GenerateConfig, device: torch.device
+    ):
+        self.model = model.to(device).eval()
+        self.mean, self.std = info.mean, info.std
+        self.k, self.device = cfg.topk, device
+        self.amp = cfg.amp and device.type == "cuda"
+        if device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, views: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        x = view_to_float(views.to(self.device, non_blocking=True), self.mean, self.std)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(x)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [B, C]
+        vals, ids = logp.topk(self.k, dim=-1, sorted=True)  # rank order, descending
+        return ids.cpu().numpy(), vals.cpu().numpy()
+
+
+def _run_units(
+    cfg: GenerateConfig, dataset: _ViewDataset, teacher: _Teacher, bar: Any
+) -> Iterator[dict[str, Any]]:
+    """Render, batch and run the teacher unit by unit; yield each unit's committed record."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=cfg.workers, collate_fn=lambda x: x
+    )
+    writer: _UnitWriter | None = None
+    pending: list[torch.Tensor] = []
+    where: list[tuple[int, int]] = []
+
+    def flush() -> None:
+        if pending:
+            assert writer is not None
+            ids, logp = teacher(torch.stack(pending))
+            writer.put(where, ids, logp)
+            bar.update(len(pending))
+            pending.clear()
+            where.clear()
+
+    for item in loader:
+        if writer is None or dataset.units[item.unit] is not writer.unit:
+            if writer is not None:  # previous unit complete: batches never span units
+                flush()
+                yield writer.write(cfg.out)
+            writer = _UnitWriter(dataset.units[item.unit], dataset.attrs)
+        for s, path, err in item.bad:
+            writer.bad[s] = {"sample": s, "path": path, "error": err}
+        for j in torch.nonzero(item.ok).flatten().tolist():
+            pending.append(item.views[j])
+            where.append((j, item.sample - writer.unit.start))
+            if len(pending) == cfg.batch_size:
+                flush()
+    if writer is not None:
+        flush()
+        yield writer.write(cfg.out)
+
+
+def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
+    """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
+    from tqdm import tqdm
+
+    from models import create_teacher
+
+    rank, world, local_rank = _dist_env()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = resolve_device(cfg.device, local_rank)
+    folder = ImageFolder.scan(cfg.data)
+    model, info = create_teacher(cfg.teacher, cfg.checkpoint)
+    attrs = build_attrs(cfg, folder, info)
+    resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
+    _barrier(world)
+    units = shard_units(attrs)
+    done = committed_units(cfg.out, units)
+    todo = [u for u in units if u.name not in done]
+    _barrier(world)  # every rank has its list before anyone commits a unit
+    mine = todo[rank::world]
+    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine)
+    total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
+    bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
+    t0 = time.perf_counter()
+    records = list(_run_units(cfg, dataset, _Teacher(model, info, cfg, device), bar))
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    _barrier(world)
+    manifest = None
+    if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
+        manifest = finalize(cfg.out, units)
+    _barrier(world)
+    return {
+        "store": str(Path(cfg.out)),
+        "resumed": bool(resumed and done),
+        "units": len(units),
+        "units_skipped": len(done),
+        "units_written": len(records),
+        "views_computed": total,
+        "views_per_s": total / elapsed if elapsed > 0 else 0.0,
+        "complete": manifest is not None,
+        "bad_samples": manifest["bad_samples"] if manifest else [],
+        "device": str(device),
+        "world_size": world,
+    }

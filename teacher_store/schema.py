@@ -1,0 +1,123 @@
+"""The store's schema: versions, self-describing attrs, and the value encodings.
+
+A store is one Zarr v3 group with arrays ``ids`` [R, N, K] (uint16 or uint32 class ids in rank
+order), ``values`` [R, N, K] (the teacher's top-K log-probabilities, encoded) and ``valid``
+[R, N] (uint8, 1 where the view was computed). R = view slots, N = samples, K = top-K.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
+
+SCHEMA_VERSION = 1
+STORE_KIND = "distill-teacher-store"
+
+ValueEncoding = Literal["logprob-f16", "prob-u8"]
+VALUE_ENCODINGS: tuple[str, ...] = ("logprob-f16", "prob-u8")
+# prob-u8: p ~= q / 255, so the reconstruction error is at most 1/510 < 2e-3 for every entry.
+_U8_SCALE = 255.0
+
+
+class StoreAttrs(BaseModel):
+    """Root attrs of a store. Everything a reader needs to interpret and trust the arrays."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["distill-teacher-store"] = STORE_KIND
+    schema_version: int = SCHEMA_VERSION
+    codec_version: int
+    num_samples: int
+    views: int
+    topk: int
+    num_classes: int
+    value_encoding: ValueEncoding
+    temperature: float = 1.0  # the stored log-probs are softmax(logits / temperature)
+    store_seed: int
+    chunk_samples: int
+    shard_samples: int
+    shard_views: int
+    teacher: dict[str, Any]
+    dataset: dict[str, Any]
+    recipe: dict[str, Any]
+    config: dict[str, Any]
+    libraries: dict[str, str]
+
+    @field_validator("topk")
+    @classmethod
+    def _topk_positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"topk must be >= 1, got {v}")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
+        return cls.model_validate(d)
+
+    @property
+    def ids_dtype(self) -> np.dtype:
+        return ids_dtype(self.num_classes)
+
+    @property
+    def values_dtype(self) -> np.dtype:
+        return values_dtype(self.value_encoding)
+
+
+def ids_dtype(num_classes: int) -> np.dtype:
+    return np.dtype("uint16") if num_classes <= 65535 else np.dtype("uint32")
+
+
+def values_dtype(encoding: str) -> np.dtype:
+    if encoding == "logprob-f16":
+        return np.dtype("float16")
+    if encoding == "prob-u8":
+        return np.dtype("uint8")
+    raise ValueError(f"unknown value encoding {encoding!r}; known: {', '.join(VALUE_ENCODINGS)}")
+
+
+def encode_values(logprobs: np.ndarray, encoding: str) -> np.ndarray:
+    """Encode float log-probabilities [..., K] (rank order, descending) for storage."""
+    logprobs = np.asarray(logprobs, dtype=np.float32)
+    if encoding == "logprob-f16":
+        # float16 bottoms out near -65504; log-probs that small are zero probability anyway.
+        return np.clip(logprobs, -60000.0, 0.0).astype(np.float16)
+    if encoding == "prob-u8":
+        return np.rint(np.exp(logprobs) * _U8_SCALE).astype(np.uint8)
+    values_dtype(encoding)  # raises for an unknown encoding
+    raise AssertionError("unreachable")
+
+
+def decode_values(values: np.ndarray, encoding: str) -> np.ndarray:
+    """Stored values [..., K] -> float32 log-probabilities (``-inf`` for zero probability)."""
+    if encoding == "logprob-f16":
+        return np.asarray(values, dtype=np.float32)
+    if encoding == "prob-u8":
+        with np.errstate(divide="ignore"):
+            return np.log(np.asarray(values, dtype=np.float32) / _U8_SCALE)
+    values_dtype(encoding)
+    raise AssertionError("unreachable")
+
+
+def check_readable(attrs: dict[str, Any], where: str, codec_version: int) -> StoreAttrs:
+    """Validate a store's raw root attrs; refuse versions this code does not understand."""
+    if attrs.get("kind") != STORE_KIND:
+        raise ValueError(f"{where} is not a distill teacher store (no kind={STORE_KIND!r} attr)")
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{where} has schema version {attrs.get('schema_version')}, this distill reads "
+            f"{SCHEMA_VERSION}; upgrade distill or regenerate the store"
+        )
+    if attrs.get("codec_version") != codec_version:
+        raise ValueError(
+            f"{where} was written with view codec version {attrs.get('codec_version')}, this "
+            f"distill replays version {codec_version}; views would not match the targets"
+        )
+    try:
+        return StoreAttrs.from_dict(attrs)
+    except ValueError as e:
+        raise ValueError(f"{where} has malformed attrs: {e}") from None

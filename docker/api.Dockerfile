@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1.7
+# Slim image of the store service (FastAPI/uvicorn): no torch, no timm, no compilers.
+# Build from the repository root:  docker build -f docker/api.Dockerfile -t distill-api .
+#
+# The base image is pinned by version tag. Pinning by digest was not possible where this file
+# was written (no registry access); for bit-for-bit rebuilds, replace the tag in both FROM lines
+# with `python:3.11.14-slim-bookworm@sha256:<digest>` from your registry.
+
+# ---- builder: a virtual environment with the pinned runtime dependencies and the project ----
+FROM python:3.11.14-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first: this layer is rebuilt only when the pinned requirements change.
+COPY docker/requirements-api.txt /tmp/requirements-api.txt
+RUN pip install --no-cache-dir -r /tmp/requirements-api.txt
+# Then the project itself, without its dependencies (torch, timm, ... are not needed to serve).
+COPY pyproject.toml README.md ./
+COPY teacher_store ./teacher_store
+COPY api ./api
+COPY student ./student
+COPY models ./models
+# Importing the app fails the build if it needs a package requirements-api.txt lacks (torch...).
+RUN pip install --no-cache-dir --no-deps . \
+    && python -c "import api.main"
+
+# ---- final: the virtual environment only, run as an unprivileged user ----
+FROM python:3.11.14-slim-bookworm
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    DISTILL_ROOT=/stores
+# Same uid/gid as the jobs image, so both can share named volumes.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /stores \
+    && chown app:app /stores
+COPY --from=builder /opt/venv /opt/venv
+COPY --chmod=0755 docker/entrypoint-api.sh /usr/local/bin/distill-entrypoint
+USER 10001:10001
+WORKDIR /home/app
+EXPOSE 8000
+# python's urllib, so the image needs no curl; an HTTP error status or no answer fails it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+ENTRYPOINT ["/usr/local/bin/distill-entrypoint"]
+# Settings come from the environment (DISTILL_ROOT, DISTILL_TOKEN_FILE, DISTILL_MAX_BLOCK, ...).
+# uvicorn starts the app directly rather than `distill serve`: the app needs api/ and
+# teacher_store/ only, while the `distill` dispatcher imports every layer's command module
+# (student/, models/), which this torch-free image does not promise to import.
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]

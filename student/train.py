@@ -290,7 +290,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         device,
         (tuple(module.pretrained_cfg["mean"]), tuple(module.pretrained_cfg["std"])),
         TargetCache(reader, block=int(attrs.chunk_samples)),
-        min(total, cfg.max_steps or total),
+        total,  # max_steps only stops early: it must not change the schedule
         int(cfg.warmup_epochs * steps_per_epoch),
         _online_teacher(cfg, device),
     )

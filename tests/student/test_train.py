@@ -1,0 +1,136 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from student.config import TrainConfig
+from student.data import ReplayDataset, TargetCache
+from student.train import _build_run, _Ctx, _step, run_train
+from teacher_store.cli import main
+from teacher_store.dataset import ImageFolder
+from teacher_store.store import LocalStore
+
+
+def _cfg(store, data, out, **kw) -> TrainConfig:
+    base = dict(
+        store=str(store),
+        data=str(data),
+        model="tf_efficientnetv2_b0",
+        out=str(out),
+        epochs=2,
+        batch_size=4,
+        img_size=64,
+        workers=0,
+        val_fraction=0.2,
+        progress=False,
+        tensorboard=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_decreases_on_a_fixed_batch(small_store, demo_data, tmp_path):
+    cfg = _cfg(small_store, demo_data, tmp_path, lr=3e-3, warmup_epochs=0, sched="constant")
+    reader = LocalStore(small_store)
+    folder = ImageFolder.scan(demo_data)
+    ds = ReplayDataset(folder, reader.attrs, 64)
+    samples = np.array([0, 3, 5, 9])
+    batch = torch.utils.data.default_collate([ds[(0, int(s))] for s in samples])
+    run = _build_run(cfg, reader.attrs.num_classes, 64, torch.device("cpu"))
+    m = run.model.pretrained_cfg
+    ctx = _Ctx(cfg, torch.device("cpu"), (m["mean"], m["std"]), TargetCache(reader, 8), 100, 0)
+    losses = [_step(run, ctx, batch, 0, samples) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _weights(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["model"], state["step"], state["cursor"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(small_store, demo_data, tmp_path):
+    full = tmp_path / "full"
+    run_train(_cfg(small_store, demo_data, full, epochs=3, checkpoint_every=1))
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable, "-m", "teacher_store.cli", "train", "--store", str(small_store),
+        "--data", str(demo_data), "--model", "tf_efficientnetv2_b0", "--out", str(killed),
+        "--epochs", "3", "--batch-size", "4", "--img-size", "64", "--workers", "0",
+        "--val-fraction", "0.2", "--checkpoint-every", "1", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "last.pth").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = _weights(killed / "last.pth")[1]
+    assert step_at_kill >= 1
+    run_train(_cfg(small_store, demo_data, killed, epochs=3, checkpoint_every=1, resume=True))
+    a, step_a, cur_a = _weights(full / "last.pth")
+    b, step_b, cur_b = _weights(killed / "last.pth")
+    assert step_a == step_b and cur_a == cur_b
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_changed_options(small_store, demo_data, tmp_path):
+    run_train(_cfg(small_store, demo_data, tmp_path, epochs=1))
+    with pytest.raises(ValueError, match="lr"):
+        run_train(_cfg(small_store, demo_data, tmp_path, epochs=1, lr=0.5, resume=True))
+
+
+def test_metrics_config_and_eval(small_store, demo_data, tmp_path, capsys):
+    s = run_train(_cfg(small_store, demo_data, tmp_path, epochs=1, ema=True))
+    assert 0.0 <= s["teacher_agreement"] <= 100.0 and s["eval_samples"] > 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model"] == "tf_efficientnetv2_b0" and saved["ema"] is True
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == s["step"]
+    assert main(["eval", "--checkpoint", str(tmp_path / "last.pth"), "--data", str(demo_data)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["eval_samples"] == s["eval_samples"]
+    assert out["teacher_agreement"] == pytest.approx(s["teacher_agreement"])
+
+
+def test_mismatched_dataset_is_a_clear_error(small_store, demo_data, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(demo_data, other)
+    shutil.copy(other / "cat" / "chelsea.png", other / "cat" / "chelsea2.png")
+    args = ["train", "--store", str(small_store), "--data", str(other), "--model",
+            "tf_efficientnetv2_b0", "--out", str(tmp_path / "r"), "--img-size", "64"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not the dataset the store was built from" in err and "Traceback" not in err
+    assert "--allow-dataset-mismatch" in err
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_see_disjoint_samples(small_store, demo_data, tmp_path):
+    bindir = os.path.dirname(sys.executable)
+    out = tmp_path / "ddp"
+    cmd = [
+        os.path.join(bindir, "torchrun"), "--nproc_per_node", "2", "--no-python",
+        os.path.join(bindir, "distill"),
+        "train", "--store", str(small_store), "--data", str(demo_data),
+        "--model", "tf_efficientnetv2_b0", "--out", str(out), "--epochs", "1",
+        "--batch-size", "2", "--img-size", "64", "--workers", "0", "--record-samples", "--quiet",
+        "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = np.load(out / "samples" / "epoch0-rank0.npy")
+    b = np.load(out / "samples" / "epoch0-rank1.npy")
+    assert len(a) == len(b) > 0
+    assert not set(a.tolist()) & set(b.tolist())
+    assert (out / "last.pth").exists()

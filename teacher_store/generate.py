@@ -119,7 +119,8 @@ def build_attrs(cfg: GenerateConfig, folder: ImageFolder, teacher: Any) -> Store
         teacher=teacher_dict,
         dataset=folder.fingerprint().to_dict(),
         recipe=cfg.recipe.to_dict(),
-        config=cfg.to_dict(),
+        # Runtime fields (paths, workers, device, ...) stay out: they must not change the bytes.
+        config={k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS},
         libraries=_libraries(),
     )
 
@@ -228,7 +229,7 @@ class _Teacher:
         self.k, self.device = cfg.topk, device
         self.amp = cfg.amp and device.type == "cuda"
         if device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @torch.inference_mode()
     def __call__(self, views: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
 SCHEMA_VERSION = 1
-STORE_KIND = "distill-teacher-store"
+STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
 ValueEncoding = Literal["logprob-f16", "prob-u8"]
 VALUE_ENCODINGS: tuple[str, ...] = ("logprob-f16", "prob-u8")

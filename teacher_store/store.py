@@ -75,8 +75,10 @@ def shard_units(attrs: StoreAttrs) -> list[ShardUnit]:
 
 
 def _compressors(typesize: int) -> list[Any]:
-    shuffle = "bitshuffle" if typesize == 1 else "shuffle"
-    return [BloscCodec(cname="zstd", clevel=7, shuffle=shuffle), Crc32cCodec()]
+    # Bit-shuffle for bytes (probabilities), byte-shuffle for wider ids and float16 values.
+    if typesize == 1:
+        return [BloscCodec(cname="zstd", clevel=7, shuffle="bitshuffle"), Crc32cCodec()]
+    return [BloscCodec(cname="zstd", clevel=7, shuffle="shuffle"), Crc32cCodec()]
 
 
 def _read_root_attrs(path: Path) -> dict[str, Any] | None:
@@ -142,6 +144,12 @@ def _create_arrays(root: Path, attrs: StoreAttrs) -> None:
     (root / BOOK / "shards").mkdir(parents=True, exist_ok=True)
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    assert isinstance(node, zarr.Array), name
+    return node
+
+
 def _file_record(path: Path) -> dict[str, int]:
     data = path.read_bytes()
     return {"size": len(data), "crc32c": crc32c.crc32c(data)}
@@ -165,9 +173,8 @@ def write_unit(
     root = Path(path)
     group = zarr.open_group(root, mode="r+")
     sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
-    group["ids"][sl] = ids
-    group["values"][sl] = values
-    group["valid"][sl] = valid
+    for name, data in (("ids", ids), ("values", values), ("valid", valid)):
+        _array(group, name)[sl] = data
     files = {}
     for key in unit.keys().values():
         f = root / key
@@ -282,7 +289,7 @@ class LocalStore:
             raise ValueError(f"view slot {slot} out of range [0, {a.views})")
         if not 0 <= start < stop <= a.num_samples:
             raise ValueError(f"sample range [{start}, {stop}) outside [0, {a.num_samples})")
-        ids = np.asarray(self.group["ids"][slot, start:stop])
-        values = np.asarray(self.group["values"][slot, start:stop])
-        valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
+        ids = np.asarray(_array(self.group, "ids")[slot, start:stop])
+        values = np.asarray(_array(self.group, "values")[slot, start:stop])
+        valid = np.asarray(_array(self.group, "valid")[slot, start:stop]).astype(bool)
         return TargetBlock(slot, start, ids, values, valid, a.value_encoding)

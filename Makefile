@@ -1,33 +1,65 @@
 # `make demo` and `make test` are the two commands a user needs; both set up .venv first.
 PYTHON ?= python3
 VENV := .venv
-PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
 .PHONY: setup demo test lint clean
 
 setup: $(STAMP)
 
 # Re-installs only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	@touch $(STAMP)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
 
-# The whole path on real bundled photos and the real offline teacher; each step says what it does.
+# The whole path on real bundled photos and the real offline teacher (EfficientNet-Lite0):
+# demo data -> teacher store -> service -> student streaming from the service -> summary.
 demo: $(STAMP)
-	@echo "== 1/1 demo data: real photos from scikit-image/scikit-learn -> $(DEMO_DIR)/images"
-	HF_HUB_OFFLINE=1 $(VENV)/bin/distill demo-data $(DEMO_DIR)/images
+	export HF_HUB_OFFLINE=1
+	D=$(DEMO_DIR)
+	echo "== 1/6 demo data: real photos bundled in scikit-image/scikit-learn -> $$D/images"
+	$(BIN)/distill demo-data $$D/images
+	echo "== 2/6 teacher store: efficientnet_lite0 on 8 augmented views per photo, top-10 -> $$D/stores/demo"
+	$(BIN)/distill generate --data $$D/images --out $$D/stores/demo --views 8 --topk 10 \
+	  --img-size 160 --batch-size 16 --workers 1 --overwrite --quiet
+	echo "== 3/6 store summary"
+	$(BIN)/distill info $$D/stores/demo
+	PORT=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	URL=http://127.0.0.1:$$PORT/v1/stores/demo
+	echo "== 4/6 service: distill serve --root $$D/stores on 127.0.0.1:$$PORT"
+	$(BIN)/distill serve --root $$D/stores --port $$PORT > $$D/serve.log 2>&1 &
+	SERVER=$$!
+	trap 'kill $$SERVER 2>/dev/null; wait $$SERVER 2>/dev/null || true; echo "service stopped"' EXIT
+	$(BIN)/python -c "import sys,time,urllib.request as u
+	for _ in range(300):
+	    try: u.urlopen('http://127.0.0.1:$$PORT/readyz'); sys.exit(0)
+	    except OSError: time.sleep(0.1)
+	sys.exit('service did not become ready; see $$D/serve.log')"
+	echo "serving $$URL"
+	$(BIN)/python -c "import numpy as np; from teacher_store.client import StoreClient
+	c = StoreClient('$$URL'); b = c.read_block(0, 0, 4); names = c.attrs.teacher['class_names']
+	for i, p in zip(b.ids[:, 0], np.exp(b.logprobs()[:, 0])): print(f'  client block, view 0: top-1 {names[i]!r} p={p:.3f}')"
+	echo "== 5/6 student: tf_efficientnetv2_b0 at 128 px, streaming targets from $$URL"
+	rm -rf $$D/runs/demo
+	$(BIN)/distill train --store $$URL --data $$D/images --model tf_efficientnetv2_b0 \
+	  --out $$D/runs/demo --epochs 4 --batch-size 8 --img-size 128 --lr 2e-3 --warmup-epochs 0 \
+	  --workers 1 --val-fraction 0.2 --quiet
+	echo "== 6/6 done: store $$D/stores/demo, run $$D/runs/demo (metrics.jsonl, last.pth)"
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy teacher_store api
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy teacher_store api
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -1,0 +1,77 @@
+"""The FastAPI app: ``uvicorn api.main:app`` with settings from ``DISTILL_*`` environment variables.
+
+Nothing is opened at import: the lifespan reads the settings, opens the caches and scans the
+root once; routes are thin and share the :class:`~api.service.Service`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api import routes_blocks, routes_health, routes_stores, routes_zarr
+from api.errors import install_error_handlers
+from api.guard import OverloadGuard, check_token
+from api.metrics import Metrics, MetricsMiddleware
+from api.service import Service
+from api.settings import Settings
+
+log = logging.getLogger("distill.api")
+API_VERSION = "1"
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, minus its 422s (this service answers 400 + ErrorBody) and HEAD twins."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for path in schema.get("paths", {}).values():
+            path.pop("head", None)
+            for op in path.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; ``settings`` default to the environment, read when the app starts."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings if settings is not None else Settings()  # type: ignore[call-arg]
+        svc = Service.create(cfg, metrics)
+        await run_in_threadpool(svc.registry.scan)
+        app.state.service = svc
+        app.state.token = svc.token
+        log.info("serving %d stores from %s", len(svc.registry.list()), cfg.root)
+        yield
+        app.state.service = None
+
+    app = FastAPI(
+        title="distill teacher-store service",
+        version=API_VERSION,
+        summary="Sparse teacher targets over HTTP: metadata, a zarr key space, binary blocks.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.service = None
+    app.state.token = None
+    install_error_handlers(app)
+    protected = [Depends(check_token)]
+    for module in (routes_stores, routes_zarr, routes_blocks):
+        app.include_router(module.router, dependencies=protected)
+    app.include_router(routes_health.router)
+    app.add_middleware(OverloadGuard)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

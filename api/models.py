@@ -1,0 +1,65 @@
+"""Response schemas of the JSON endpoints (frozen pydantic models, shown in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Progress(_Frozen):
+    committed_units: int = Field(description="shard units committed so far")
+    total_units: int | None = Field(description="shard units of the whole store")
+
+
+class StoreSummary(_Frozen):
+    name: str
+    state: Literal["complete", "incomplete", "invalid"]
+    complete: bool
+    progress: Progress
+    error: str | None = Field(None, description="why an invalid store cannot be served")
+    url: str = Field(description="this store's metadata URL")
+
+
+class ArrayInfo(_Frozen):
+    shape: list[int]
+    dtype: str
+    shard_shape: list[int] | None
+    chunk_shape: list[int] | None
+    bytes: int = Field(description="bytes on disk of its committed shard files")
+
+
+class StoreDetail(StoreSummary):
+    teacher_name: str | None = None
+    teacher_architecture: str | None = None
+    teacher_weights_sha256: str | None = None
+    topk: int | None = None
+    views: int | None = None
+    num_samples: int | None = None
+    num_classes: int | None = None
+    value_encoding: str | None = None
+    temperature: float | None = None
+    recipe: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = Field(None, description="dataset fingerprint")
+    bytes_on_disk: int | None = Field(None, description="committed shard bytes")
+    bytes_per_view: float | None = Field(None, description="bytes_on_disk / (views * samples)")
+    arrays: dict[str, ArrayInfo] = Field(default_factory=dict)
+    bad_samples: int | None = Field(None, description="samples whose image was unreadable")
+    max_block: int = Field(description="most samples one block request may ask for")
+    zarr_url: str | None = Field(None, description="prefix of the zarr key space")
+    blocks_url: str | None = Field(None, description="block endpoint, {view} to fill in")
+    attrs: dict[str, Any] | None = Field(None, description="the store's full root attrs")
+
+
+class StoreList(_Frozen):
+    root: str = Field(description="served folder (its name only)")
+    stores: list[StoreSummary]
+
+
+class Health(_Frozen):
+    status: Literal["ok", "starting"]
+    stores: int | None = None

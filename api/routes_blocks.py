@@ -1,0 +1,74 @@
+"""``GET /v1/stores/{name}/blocks/{view}?start=a&stop=b``: targets of one view slot, binary.
+
+The body is the block wire format of :mod:`teacher_store.blockfmt` (ids, values in the store's
+encoding, valid flags; little-endian; crc32c).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.errors import DATA_ERRORS, ApiError
+from api.service import ServiceDep, data_store
+from teacher_store.blockfmt import MEDIA_TYPE
+
+router = APIRouter(prefix="/v1")
+_DOC = {
+    200: {
+        "description": "One block in the distill block format (see teacher_store.blockfmt)",
+        "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **DATA_ERRORS,
+}
+
+
+def check_bounds(
+    views: int, samples: int, max_block: int, view: int, start: int, stop: int
+) -> None:
+    """400 naming the bad value and its limit."""
+    if view >= views:
+        raise ApiError(
+            400,
+            "bad_view",
+            f"view {view} out of range: this store has {views} view slots [0, {views})",
+        )
+    if start >= samples:
+        raise ApiError(
+            400,
+            "bad_range",
+            f"start {start} out of range: this store has {samples} samples [0, {samples})",
+        )
+    if stop > samples:
+        raise ApiError(400, "bad_range", f"stop {stop} exceeds the store's {samples} samples")
+    if stop <= start:
+        raise ApiError(
+            400, "bad_range", f"empty range: stop {stop} must be greater than start {start}"
+        )
+    if stop - start > max_block:
+        raise ApiError(
+            400,
+            "block_too_large",
+            f"range of {stop - start} samples exceeds the maximum block of {max_block} samples "
+            "(DISTILL_MAX_BLOCK); split it into smaller requests",
+        )
+
+
+@router.get("/stores/{name}/blocks/{view}", responses=_DOC, response_class=Response)
+async def get_block(
+    name: str,
+    view: Annotated[int, Path(ge=0, description="view slot")],
+    start: Annotated[int, Query(ge=0, description="first sample")],
+    stop: Annotated[int, Query(ge=1, description="one past the last sample")],
+    svc: ServiceDep,
+) -> Response:
+    """Ids, values (stored encoding) and valid flags of view slot ``view`` for ``[start, stop)``."""
+    entry = data_store(svc, name)
+    attrs = entry.attrs
+    assert attrs is not None
+    check_bounds(attrs.views, attrs.num_samples, svc.settings.max_block, view, start, stop)
+    body = await run_in_threadpool(svc.blocks.read, entry, view, start, stop)
+    return Response(body, media_type=MEDIA_TYPE)

@@ -1,0 +1,92 @@
+"""``/v1/stores/{name}/zarr/{key}``: the store's own zarr key space (GET/HEAD, Range, ETag).
+
+Served keys: the group's and arrays' ``zarr.json`` (consolidated metadata at the root),
+``_distill/manifest.json`` (read-only) and every shard file the manifest lists. Every other key
+is 404 (zarr reads that as "fill value"), except that a key the manifest lists but whose file is
+missing or damaged is a 409 JSON error: never a 404, never wrong bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.cache import FileRecord, FileState
+from api.errors import DATA_ERRORS, ApiError, StoreDamaged
+from api.service import Service, ServiceDep, data_store
+from api.zarr_keys import (
+    base_headers,
+    check_key,
+    etag_matches,
+    etag_of,
+    not_modified,
+    parse_range,
+    unsatisfiable,
+)
+
+router = APIRouter(prefix="/v1")
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The key's bytes", "content": _BINARY},
+    206: {"description": "The requested byte range", "content": _BINARY},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    416: {"description": "Range not satisfiable", "model": DATA_ERRORS[400]["model"]},
+    **DATA_ERRORS,
+}
+
+
+async def _state(
+    svc: Service, store: str, key: str, real: str, want: FileRecord | None
+) -> FileState:
+    """Resolve, stat and (first time only, in a worker thread) verify a served key."""
+    found = svc.files.resolve(store, real, key)
+    if found is None:
+        raise StoreDamaged(store, key, "is missing")
+    state = svc.files.known(store, key, *found, want)
+    if state is None:
+        state = await run_in_threadpool(svc.files.verify, store, key, *found, want)
+    return state
+
+
+async def _serve(request: Request, name: str, key: str, svc: Service) -> Response:
+    entry = data_store(svc, name)
+    check_key(key)
+    want = entry.committed(key)
+    if want is False:
+        raise ApiError(404, "no_such_key", f"store {name!r} has no key {key!r}")
+    state = await _state(svc, name, key, entry.real, want)
+    headers = base_headers(key, etag_of(state.size, state.crc))
+    if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
+        return not_modified(headers)
+    rng = parse_range(request.headers.get("range"), state.size)
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != headers["etag"]:
+        rng = None
+    if rng is False:
+        raise unsatisfiable(state.size)
+    start, stop, status = (0, state.size, 200) if rng is None else (rng.start, rng.stop, 206)  # type: ignore[union-attr]
+    if status == 206:
+        headers["content-range"] = f"bytes {start}-{stop - 1}/{state.size}"
+    headers["content-length"] = str(stop - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    data = svc.files.cached(state)
+    if data is not None:
+        body = data if (start, stop) == (0, len(data)) else data[start:stop]
+    else:
+        body = await run_in_threadpool(svc.files.read, state, start, stop)
+    return Response(body, status_code=status, headers=headers)
+
+
+@router.api_route(
+    "/stores/{name}/zarr/{key:path}",
+    methods=["GET", "HEAD"],
+    responses=_DOC,
+    response_class=Response,
+)
+async def zarr_key(name: str, key: str, request: Request, svc: ServiceDep) -> Response:
+    """One zarr key of a complete store (GET or HEAD); ``Range: bytes=a-b | a- | -n`` → 206."""
+    return await _serve(request, name, key, svc)

@@ -1,0 +1,73 @@
+"""The service's heavy objects, created once in the app's lifespan and shared by all routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.blocks import BlockReader
+from api.cache import ByteLRU, FileCache
+from api.errors import ApiError
+from api.metrics import Metrics
+from api.registry import NAME_RE, Registry, StoreEntry
+from api.settings import Settings, read_token
+
+
+@dataclass
+class Service:
+    settings: Settings
+    registry: Registry
+    files: FileCache
+    chunks: ByteLRU
+    blocks: BlockReader
+    token: str | None
+
+    @classmethod
+    def create(cls, settings: Settings, metrics: Metrics) -> Service:
+        root = settings.root
+        if not root.is_dir():
+            raise ValueError(f"--root {root} is not a directory")
+        token = read_token(settings.token_file)
+        half = settings.cache_bytes // 2
+        files = FileCache(half)
+        chunks = ByteLRU("chunks", settings.cache_bytes - half)
+        metrics.watch_caches([files.lru, chunks])
+        registry = Registry(root, settings.rescan_interval_s)
+        return cls(settings, registry, files, chunks, BlockReader(files, chunks), token)
+
+
+def service(request: Request) -> Service:
+    svc: Service | None = getattr(request.app.state, "service", None)
+    if svc is None:
+        raise ApiError(
+            503, "starting", "the service is starting; retry shortly", {"retry-after": "1"}
+        )
+    return svc
+
+
+ServiceDep = Annotated[Service, Depends(service)]
+
+
+def find_store(svc: Service, name: str) -> StoreEntry:
+    """The store called ``name`` (404 when there is none)."""
+    entry = svc.registry.get(name) if NAME_RE.match(name) else None
+    if entry is None:
+        raise ApiError(404, "unknown_store", f"no store named {name!r} under the served root")
+    return entry
+
+
+def data_store(svc: Service, name: str) -> StoreEntry:
+    """A store whose data may be served (409 for unfinished or unreadable stores)."""
+    entry = find_store(svc, name)
+    if entry.state == "incomplete":
+        raise ApiError(
+            409,
+            "store_incomplete",
+            f"store {name!r} is unfinished ({entry.committed_units}/{entry.total_units} shard "
+            "units committed); finish it with the same `distill generate` before reading it",
+        )
+    if entry.state == "invalid":
+        raise ApiError(409, "store_invalid", entry.error or f"store {name!r} cannot be served")
+    return entry

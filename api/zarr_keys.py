@@ -1,0 +1,102 @@
+"""The zarr key space of a store over HTTP: key checks, Range parsing, ETags, responses.
+
+Implements the contract of DESIGN.md §3 that stock zarr-python (fsspec/obstore) relies on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from starlette.responses import Response
+
+from api.errors import ApiError
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_BAD_KEY_CHARS = ("\\", "\x00", "%", ":")
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could name anything outside the store (400); return the key unchanged."""
+    parts = key.split("/")
+    if (
+        not key
+        or key.startswith("/")
+        or any(c in key for c in _BAD_KEY_CHARS)
+        or any(p in ("", ".", "..") for p in parts)
+        or any(ord(c) < 32 for c in key)
+    ):
+        raise ApiError(400, "bad_key", f"invalid zarr key {key!r}: keys are relative a/b/c paths")
+    return key
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    stop: int  # exclusive
+
+
+def parse_range(header: str | None, total: int) -> ByteRange | bool | None:
+    """A satisfiable single range, None to send everything, or False when unsatisfiable (416).
+
+    ``bytes=a-b``, ``bytes=a-`` and ``bytes=-n`` are understood; anything else (other units,
+    several ranges, garbage, a > b) is ignored, as RFC 9110 allows, and the whole body is sent.
+    """
+    if header is None:
+        return None
+    m = _RANGE.match(header)
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        n = int(last)
+        if n == 0 or total == 0:
+            return False
+        return ByteRange(max(0, total - n), total)
+    a = int(first)
+    b = int(last) if last else total - 1
+    if last and b < a:
+        return None
+    if a >= total:
+        return False
+    return ByteRange(a, min(b, total - 1) + 1)
+
+
+def etag_of(size: int, crc: int) -> str:
+    return f'"{crc:08x}-{size:x}"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    tags = (t.strip() for t in if_none_match.split(","))
+    return any((t[2:] if t.startswith("W/") else t) == etag for t in tags)
+
+
+def base_headers(key: str, etag: str) -> dict[str, str]:
+    media = "application/json" if key.endswith(".json") else "application/octet-stream"
+    return {
+        "content-type": media,
+        "accept-ranges": "bytes",
+        "etag": etag,
+        "cache-control": IMMUTABLE,
+    }
+
+
+def not_modified(headers: dict[str, str]) -> Response:
+    keep = {k: v for k, v in headers.items() if k in ("etag", "cache-control")}
+    return Response(status_code=304, headers=keep)
+
+
+def unsatisfiable(total: int) -> ApiError:
+    return ApiError(
+        416,
+        "range_not_satisfiable",
+        f"requested range is outside the {total} bytes of this key",
+        {"content-range": f"bytes */{total}", "accept-ranges": "bytes"},
+    )

@@ -1,0 +1,175 @@
+"""The binary wire format of one target block (server and client share it).
+
+A block holds the stored targets of one view slot for a contiguous sample range
+``[start, start + n)``: class ids, values in the store's own encoding (not decoded), and the
+valid flags. Everything is little-endian. Layout::
+
+    offset  size  field
+    0       4     magic b"DTGB"
+    4       2     format version (uint16, currently 1)
+    6       2     header size in bytes (uint16, 40 in version 1; readers skip to it)
+    8       1     ids dtype code     (1 = uint16, 2 = uint32)
+    9       1     values dtype code  (1 = float16, 2 = uint8)
+    10      1     value encoding     (1 = logprob-f16, 2 = prob-u8)
+    11      1     valid dtype code   (1 = uint8, 0 or 1)
+    12      4     K, top-k per view (uint32)
+    16      4     n, samples in the block (uint32)
+    20      4     view slot (uint32)
+    24      8     start, first sample id (uint64)
+    32      4     crc32c of everything after the header (uint32)
+    36      4     reserved, 0
+    40      ...   ids     n*K * itemsize(ids)     row-major [n, K], rank order
+                  values  n*K * itemsize(values)  row-major [n, K], stored encoding
+                  valid   n bytes                 1 where the view was computed
+
+Total size = header + n*K*(ids itemsize + values itemsize) + n. A reader must check the
+magic, the version, that the size matches exactly, and the crc, and must refuse a block whose
+slot/start/n differ from what it asked for.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import crc32c
+import numpy as np
+
+from teacher_store.store import TargetBlock
+
+MAGIC = b"DTGB"
+FORMAT_VERSION = 1
+MEDIA_TYPE = "application/octet-stream"
+_HEADER = struct.Struct("<4sHHBBBBIIIQII")
+HEADER_SIZE = _HEADER.size  # 40
+
+_IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
+_VALUES_CODES: dict[int, np.dtype] = {1: np.dtype("<f2"), 2: np.dtype("u1")}
+_ENCODING_CODES: dict[int, str] = {1: "logprob-f16", 2: "prob-u8"}
+_VALID_CODES: dict[int, np.dtype] = {1: np.dtype("u1")}
+
+
+class BlockFormatError(ValueError):
+    """Bytes that are not a well-formed block (wrong magic, version, size or checksum)."""
+
+
+def _code(table: Mapping[int, object], value: object, what: str) -> int:
+    for code, v in table.items():
+        if v == value:
+            return code
+    raise ValueError(f"{what} {value} has no block format code; known: {list(table.values())}")
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    slot: int
+    start: int
+    n: int
+    topk: int
+    ids_dtype: np.dtype
+    values_dtype: np.dtype
+    encoding: str
+    crc: int = 0
+
+    @property
+    def payload_size(self) -> int:
+        k = self.n * self.topk
+        return k * self.ids_dtype.itemsize + k * self.values_dtype.itemsize + self.n
+
+    @property
+    def total_size(self) -> int:
+        return HEADER_SIZE + self.payload_size
+
+    def pack(self) -> bytes:
+        return _HEADER.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            HEADER_SIZE,
+            _code(_IDS_CODES, self.ids_dtype.newbyteorder("<"), "ids dtype"),
+            _code(_VALUES_CODES, self.values_dtype.newbyteorder("<"), "values dtype"),
+            _code(_ENCODING_CODES, self.encoding, "value encoding"),
+            1,
+            self.topk,
+            self.n,
+            self.slot,
+            self.start,
+            self.crc,
+            0,
+        )
+
+    @classmethod
+    def unpack(cls, buf: bytes | bytearray | memoryview) -> BlockHeader:
+        if len(buf) < HEADER_SIZE:
+            raise BlockFormatError(f"block of {len(buf)} bytes is shorter than its header")
+        magic, version, hsize, ic, vc, ec, valc, k, n, slot, start, crc, _ = _HEADER.unpack_from(
+            buf
+        )
+        if magic != MAGIC:
+            raise BlockFormatError(f"not a target block (magic {bytes(magic)!r}, want {MAGIC!r})")
+        if version != FORMAT_VERSION or hsize != HEADER_SIZE:
+            raise BlockFormatError(
+                f"block format version {version} (header {hsize} B); this reader knows "
+                f"version {FORMAT_VERSION}: upgrade distill"
+            )
+        if ic not in _IDS_CODES or vc not in _VALUES_CODES or ec not in _ENCODING_CODES:
+            raise BlockFormatError(f"unknown dtype/encoding codes {ic}/{vc}/{ec} in block")
+        if valc not in _VALID_CODES:
+            raise BlockFormatError(f"unknown valid dtype code {valc} in block")
+        return cls(slot, start, n, k, _IDS_CODES[ic], _VALUES_CODES[vc], _ENCODING_CODES[ec], crc)
+
+
+class BlockBuffer:
+    """A block being assembled in place: fill ``ids``/``values``/``valid``, then ``seal()``."""
+
+    def __init__(self, header: BlockHeader) -> None:
+        self.header = header
+        self.buf = bytearray(header.total_size)
+        self.ids, self.values, self.valid = _views(self.buf, header)
+
+    def seal(self) -> memoryview:
+        """Write the header (with the payload crc) and return the finished bytes."""
+        mv = memoryview(self.buf)
+        crc = crc32c.crc32c(mv[HEADER_SIZE:])
+        mv[:HEADER_SIZE] = replace(self.header, crc=crc).pack()
+        return mv
+
+
+def _views(
+    buf: bytes | bytearray | memoryview, h: BlockHeader
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    k = h.n * h.topk
+    o1 = HEADER_SIZE
+    o2 = o1 + k * h.ids_dtype.itemsize
+    o3 = o2 + k * h.values_dtype.itemsize
+    ids = np.frombuffer(buf, h.ids_dtype, k, o1).reshape(h.n, h.topk)
+    values = np.frombuffer(buf, h.values_dtype, k, o2).reshape(h.n, h.topk)
+    valid = np.frombuffer(buf, np.uint8, h.n, o3)
+    return ids, values, valid
+
+
+def encode_block(block: TargetBlock) -> bytes:
+    """Serialize a :class:`TargetBlock` (ids/values in their stored dtypes)."""
+    n, k = block.ids.shape
+    header = BlockHeader(
+        block.slot, block.start, n, k, block.ids.dtype, block.values.dtype, block.encoding
+    )
+    out = BlockBuffer(header)
+    out.ids[...] = block.ids
+    out.values[...] = block.values
+    out.valid[...] = block.valid
+    return bytes(out.seal())
+
+
+def decode_block(buf: bytes | bytearray | memoryview) -> TargetBlock:
+    """Parse and verify a block. Arrays share ``buf`` (writable when ``buf`` is a bytearray)."""
+    h = BlockHeader.unpack(buf)
+    if len(buf) != h.total_size:
+        raise BlockFormatError(
+            f"block is {len(buf)} bytes, its header (n={h.n}, K={h.topk}) says {h.total_size}"
+        )
+    crc = crc32c.crc32c(memoryview(buf)[HEADER_SIZE:])
+    if crc != h.crc:
+        raise BlockFormatError(f"block payload fails its crc32c ({crc:#010x} != {h.crc:#010x})")
+    ids, values, valid = _views(buf, h)
+    return TargetBlock(h.slot, h.start, ids, values, valid != 0, h.encoding)

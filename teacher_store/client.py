@@ -1,0 +1,475 @@
+"""One reader for a store wherever it lives: a local folder, an fsspec URL, or the service.
+
+``StoreClient(url_or_path)`` picks the backend from the address:
+
+- ``http(s)://host:port[/prefix]/v1/stores/NAME`` — the distill service; blocks come from its
+  block endpoint in the binary format of :mod:`teacher_store.blockfmt` (split to the server's
+  ``max_block``), with retries and exponential backoff on connection errors, 429 and 503
+  (honouring ``Retry-After``);
+- any other URL (``http://host/v1/stores/NAME/zarr/``, ``s3://...``, ``file://...``) — zarr over
+  fsspec, attrs from the root ``zarr.json``, completeness from ``_distill/manifest.json``;
+- anything else — a local folder read with :class:`~teacher_store.store.LocalStore`.
+
+Every backend has the same interface (``attrs``, ``read_block``, ``iter_blocks``), refuses
+unfinished stores, checks the dataset fingerprint against ``expected_fingerprint``, and returns
+read-only arrays. The client pickles without its sessions, threads and cache (DataLoader
+workers reopen lazily). This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import requests
+import urllib3
+
+from teacher_store.blockfmt import BlockFormatError, decode_block
+from teacher_store.schema import StoreAttrs, check_readable
+from teacher_store.store import LocalStore, TargetBlock
+
+_SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
+_RETRY_STATUS = frozenset({429, 502, 503, 504})
+_MAX_RETRY_AFTER_S = 60.0
+
+
+class StoreClientError(OSError):
+    """A request to a store failed for good (after retries, or with a non-retryable status)."""
+
+    def __init__(self, message: str, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class _Backend(Protocol):
+    attrs: StoreAttrs
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
+
+    def close(self) -> None: ...
+
+
+def _codec_version() -> int:
+    from teacher_store.codec import CODEC_VERSION
+
+    return CODEC_VERSION
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(max(when - time.time(), 0.0), _MAX_RETRY_AFTER_S)
+
+
+class RetryPolicy:
+    """Bounded attempts with exponential backoff (jittered), or the server's Retry-After."""
+
+    def __init__(self, attempts: int = 5, backoff_s: float = 0.25, max_backoff_s: float = 8.0):
+        if attempts < 1:
+            raise ValueError(f"retries must allow at least 1 attempt, got {attempts}")
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
+        return base * (1.0 + 0.25 * random.random())
+
+
+def _readonly(block: TargetBlock) -> TargetBlock:
+    for a in (block.ids, block.values, block.valid):
+        a.flags.writeable = False
+    return block
+
+
+def _check_block(block: TargetBlock, slot: int, start: int, stop: int, attrs: StoreAttrs) -> None:
+    n = stop - start
+    if (block.slot, block.start, block.ids.shape) != (slot, start, (n, attrs.topk)):
+        raise BlockFormatError(
+            f"server answered slot {block.slot} [{block.start}, +{block.ids.shape[0]}) x "
+            f"K={block.ids.shape[1]} for slot {slot} [{start}, {stop}) x K={attrs.topk}"
+        )
+    if block.encoding != attrs.value_encoding or block.ids.dtype != attrs.ids_dtype:
+        raise BlockFormatError(
+            f"server answered {block.encoding}/{block.ids.dtype}, the store has "
+            f"{attrs.value_encoding}/{attrs.ids_dtype}"
+        )
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytearray
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _read_body(r: requests.Response) -> bytearray:
+    """The whole body into one bytearray (no intermediate chunks when the length is known)."""
+    length = r.headers.get("Content-Length")
+    if length is None or r.headers.get("Content-Encoding"):
+        return bytearray(r.content)
+    buf = bytearray(int(length))
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        n = r.raw.readinto(view[got:])
+        if not n:
+            raise requests.exceptions.ChunkedEncodingError(
+                f"body ended after {got} of {len(buf)} bytes"
+            )
+        got += n
+    return buf
+
+
+def _detail(reply: _Reply) -> str:
+    try:
+        return str(reply.json().get("detail", f"HTTP {reply.status}"))
+    except (ValueError, AttributeError):
+        return bytes(reply.body[:200]).decode("utf-8", "replace") or f"HTTP {reply.status}"
+
+
+def _query(params: dict[str, int] | None) -> str:
+    return "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
+
+
+class _ServiceBackend:
+    """The distill service: metadata from ``GET {base}``, data from ``{base}/blocks/{view}``."""
+
+    def __init__(self, base: str, token: str | None, retry: RetryPolicy, timeout_s: float):
+        self.base = base.rstrip("/")
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._local = threading.local()
+        info = self.get(self.base).json()
+        if info.get("state") != "complete":
+            p = info.get("progress") or {}
+            why = info.get("error") or (
+                f"unfinished: {p.get('committed_units')}/{p.get('total_units')} shard units "
+                "committed; finish it with the same `distill generate`"
+            )
+            raise ValueError(f"store {self.base} cannot be read ({why})")
+        self.attrs = check_readable(info["attrs"], self.base, _codec_version())
+        self.max_block = max(1, int(info.get("max_block") or self.attrs.num_samples))
+
+    def _session(self) -> requests.Session:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+            s.headers.update(self.headers)
+        return s
+
+    def _once(self, url: str, params: dict[str, int] | None) -> _Reply:
+        with self._session().get(url, params=params, timeout=self.timeout_s, stream=True) as r:
+            return _Reply(r.status_code, dict(r.headers), _read_body(r))
+
+    def get(self, url: str, params: dict[str, int] | None = None) -> _Reply:
+        """GET with retries on connection errors, 429 and 5xx-unavailable; raises on 4xx."""
+        last = "no attempt made"
+        for attempt in range(self.retry.attempts):
+            wait: float | None = None
+            try:
+                reply = self._once(url, params)
+                if reply.status < 400:
+                    return reply
+                if reply.status not in _RETRY_STATUS:
+                    raise StoreClientError(
+                        f"GET {url}{_query(params)}: HTTP {reply.status}: {_detail(reply)}",
+                        url,
+                        reply.status,
+                    )
+                wait = _retry_after(reply.headers.get("Retry-After"))
+                last = f"HTTP {reply.status}: {_detail(reply)}"
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as e:
+                last = f"{type(e).__name__}: {e}"
+            except requests.exceptions.ChunkedEncodingError as e:
+                last = f"connection broke mid-body: {e}"
+            if attempt + 1 < self.retry.attempts:
+                time.sleep(self.retry.delay(attempt, wait))
+        raise StoreClientError(
+            f"GET {url}{_query(params)} failed after {self.retry.attempts} attempts ({last})", url
+        )
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        parts = []
+        for a in range(start, stop, self.max_block):
+            b = min(stop, a + self.max_block)
+            url = f"{self.base}/blocks/{slot}"
+            reply = self.get(url, {"start": a, "stop": b})
+            try:
+                block = decode_block(reply.body)
+                _check_block(block, slot, a, b, self.attrs)
+            except BlockFormatError as e:
+                where = f"GET {url}{_query({'start': a, 'stop': b})}"
+                raise StoreClientError(f"{where}: {e}", url) from e
+            parts.append(block)
+        if len(parts) == 1:
+            return parts[0]
+        cat = [np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "values", "valid")]
+        return TargetBlock(slot, start, cat[0], cat[1], cat[2], self.attrs.value_encoding)
+
+    def close(self) -> None:
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
+
+
+class _LocalBackend:
+    def __init__(self, path: str) -> None:
+        self.store = LocalStore(path, require_complete=True)
+        self.attrs = self.store.attrs
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        return self.store.read_block(slot, start, stop)
+
+    def close(self) -> None:
+        pass
+
+
+def _transient(e: BaseException) -> bool:
+    """Connection trouble or an overloaded server, as raised through zarr/fsspec."""
+    if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
+        return False
+    status = getattr(e, "status", None) or getattr(e, "code", None)
+    if isinstance(status, int):
+        return status in _RETRY_STATUS
+    try:
+        import aiohttp
+    except ImportError:
+        return isinstance(e, OSError | TimeoutError)
+    return isinstance(
+        e, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | OSError | TimeoutError
+    )
+
+
+class _FsspecBackend:
+    """zarr over fsspec (any protocol): attrs from zarr.json, completeness from the manifest."""
+
+    def __init__(self, url: str, token: str | None, retry: RetryPolicy) -> None:
+        import fsspec
+        import zarr
+
+        self.url = url.rstrip("/") + "/"
+        self.retry = retry
+        opts: dict[str, Any] = {}
+        if token and url.startswith(("http://", "https://")):
+            opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
+        self.group = self._retrying(
+            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
+        )
+        self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
+        fs, path = fsspec.core.url_to_fs(self.url, **opts)
+        if not self._retrying(lambda: fs.exists(path.rstrip("/") + "/_distill/manifest.json")):
+            raise ValueError(
+                f"store {self.url} is unfinished (no _distill/manifest.json); finish it with "
+                "the same `distill generate` before reading it"
+            )
+
+    def _retrying(self, fn: Any) -> Any:
+        for attempt in range(self.retry.attempts):
+            try:
+                return fn()
+            except Exception as e:
+                if not _transient(e) or attempt + 1 == self.retry.attempts:
+                    if _transient(e):
+                        raise StoreClientError(
+                            f"{self.url}: failed after {self.retry.attempts} attempts "
+                            f"({type(e).__name__}: {e})",
+                            self.url,
+                        ) from e
+                    raise
+                time.sleep(self.retry.delay(attempt, None))
+        raise AssertionError("unreachable")
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        def read() -> TargetBlock:
+            ids = np.asarray(self.group["ids"][slot, start:stop])
+            values = np.asarray(self.group["values"][slot, start:stop])
+            valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
+            return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)
+
+        block: TargetBlock = self._retrying(read)
+        return block
+
+    def close(self) -> None:
+        pass
+
+
+def _fingerprint_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str | None:
+    for key, value in want.items():
+        if key not in have:
+            return f"the store's dataset fingerprint has no {key!r}"
+        if have[key] != value:
+            if isinstance(value, list | tuple) and len(value) > 4:
+                return (
+                    f"{key} differs ({len(have[key])} entries in the store, {len(value)} expected)"
+                )
+            return f"{key} is {have[key]!r} in the store, {value!r} expected"
+    return None
+
+
+class StoreClient:
+    """Read a complete store from a path, an fsspec URL or the service (see the module doc)."""
+
+    def __init__(
+        self,
+        url_or_path: str | os.PathLike[str],
+        token: str | None = None,
+        expected_fingerprint: dict[str, Any] | None = None,
+        prefetch: int = 2,
+        max_cache_blocks: int = 4,
+        retries: int = 5,
+        backoff_s: float = 0.25,
+        timeout_s: float = 60.0,
+    ) -> None:
+        if prefetch < 0 or max_cache_blocks < 0:
+            raise ValueError("prefetch and max_cache_blocks must be >= 0")
+        self.url = os.fspath(url_or_path)
+        self.token = token
+        self.expected_fingerprint = dict(expected_fingerprint) if expected_fingerprint else None
+        self.prefetch = prefetch
+        self.max_cache_blocks = max_cache_blocks
+        self.retry = RetryPolicy(retries, backoff_s)
+        self.timeout_s = timeout_s
+        self._attrs: StoreAttrs | None = None
+        self._reset()
+        self._open()
+
+    @property
+    def kind(self) -> str:
+        """``service``, ``fsspec`` or ``local``."""
+        if _SERVICE_URL.match(self.url):
+            return "service"
+        return "fsspec" if "://" in self.url else "local"
+
+    def _reset(self) -> None:
+        self._backend: _Backend | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._cache: OrderedDict[tuple[int, int, int], TargetBlock] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _open(self) -> _Backend:
+        with self._lock:
+            if self._backend is not None:
+                return self._backend
+            kind = self.kind
+            backend: _Backend
+            if kind == "service":
+                backend = _ServiceBackend(self.url, self.token, self.retry, self.timeout_s)
+            elif kind == "fsspec":
+                backend = _FsspecBackend(self.url, self.token, self.retry)
+            else:
+                backend = _LocalBackend(self.url)
+            self._validate(backend.attrs)
+            self._backend = backend
+            return backend
+
+    def _validate(self, attrs: StoreAttrs) -> None:
+        if self._attrs is not None and attrs != self._attrs:
+            raise ValueError(f"store {self.url} changed since this client was created")
+        if self.expected_fingerprint is not None:
+            why = _fingerprint_mismatch(attrs.dataset, self.expected_fingerprint)
+            if why is not None:
+                raise ValueError(
+                    f"store {self.url} was built from a different dataset than expected: {why}"
+                )
+        self._attrs = attrs
+
+    @property
+    def attrs(self) -> StoreAttrs:
+        if self._attrs is None:
+            self._open()
+        assert self._attrs is not None
+        return self._attrs
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        """Targets of view slot ``slot`` for samples ``[start, stop)`` (read-only arrays)."""
+        a = self.attrs
+        if not 0 <= slot < a.views:
+            raise ValueError(f"view slot {slot} out of range [0, {a.views})")
+        if not 0 <= start < stop <= a.num_samples:
+            raise ValueError(f"sample range [{start}, {stop}) outside [0, {a.num_samples})")
+        key = (slot, start, stop)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        block = _readonly(self._open().read_block(slot, start, stop))
+        if self.max_cache_blocks:
+            with self._lock:
+                self._cache[key] = block
+                while len(self._cache) > self.max_cache_blocks:
+                    self._cache.popitem(last=False)
+        return block
+
+    def iter_blocks(self, slot: int, ranges: Iterable[tuple[int, int]]) -> Iterator[TargetBlock]:
+        """Blocks for ``ranges`` in order, fetching up to ``prefetch`` ahead in threads."""
+        if self.prefetch == 0:
+            for start, stop in ranges:
+                yield self.read_block(slot, start, stop)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.prefetch, thread_name_prefix="store-prefetch")
+        pending: deque[Future[TargetBlock]] = deque()
+        it = iter(ranges)
+        try:
+            for start, stop in it:
+                pending.append(self._pool.submit(self.read_block, slot, start, stop))
+                if len(pending) > self.prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._backend is not None:
+            self._backend.close()
+        self._reset()
+
+    def __enter__(self) -> StoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["_attrs"] = self._attrs
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()  # sessions, threads and the cache are rebuilt lazily in this process
+
+    def __repr__(self) -> str:
+        return f"StoreClient({self.url!r}, kind={self.kind})"

@@ -1,0 +1,277 @@
+"""`distill generate` on real photos with the real Lite0 teacher (CPU, 64 px views).
+
+The reference store is built once per module; every other run must reproduce its bytes.
+Every run here uses ONE torch intra-op thread: on CPU the teacher's float results (and so a few
+float16 roundings) change with the thread count, and torchrun gives each rank
+OMP_NUM_THREADS=1, so byte-identity holds for an equal per-process thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from teacher_store.cli import main
+from teacher_store.codec import CODEC_VERSION, decode
+from teacher_store.dataset import ImageFolder
+from teacher_store.generate import RUNTIME_FIELDS, GenerateConfig, run_generate
+from teacher_store.recipe import get_recipe
+from teacher_store.replay import render_view, view_to_float
+from teacher_store.schema import SCHEMA_VERSION
+from teacher_store.store import BOOK, LocalStore
+
+BIN = Path(sys.executable).parent
+SMALL = {
+    "views": 2,
+    "topk": 5,
+    "img_size": 64,
+    "batch_size": 4,
+    "shard_samples": 8,
+    "chunk_samples": 4,
+    "shard_views": 1,
+    "workers": 0,
+    "progress": False,
+}
+
+
+def _cfg(data: Path, out: Path, **kw: object) -> GenerateConfig:
+    return GenerateConfig(data=str(data), out=str(out), **{**SMALL, **kw})  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _generate(cfg: GenerateConfig) -> dict:
+    with _one_thread():
+        return run_generate(cfg)
+
+
+def _cli_args(data: Path, out: Path) -> list[str]:
+    return [
+        "generate",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--views",
+        "2",
+        "--topk",
+        "5",
+        "--img-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--shard-samples",
+        "8",
+        "--chunk-samples",
+        "4",
+        "--shard-views",
+        "1",
+        "--workers",
+        "0",
+        "--quiet",
+    ]
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, demo_data: Path):
+    out = tmp_path_factory.mktemp("gen") / "ref"
+    summary = _generate(_cfg(demo_data, out))
+    return out, summary, _digest(out)
+
+
+def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
+    out, summary, digest = reference
+    _, info = lite0
+    assert summary["complete"] and summary["units"] == 6 and summary["units_written"] == 6
+    assert summary["views_computed"] == 17 * 2 and summary["bad_samples"] == []
+    manifest = json.loads((out / BOOK / "manifest.json").read_text())
+    assert manifest["units"] == 6 and manifest["bad_samples"] == []
+    assert len(manifest["files"]) == 18 and set(manifest["files"]) <= set(digest)
+
+    store = LocalStore(out)
+    a = store.attrs
+    assert (a.schema_version, a.codec_version) == (SCHEMA_VERSION, CODEC_VERSION)
+    assert (a.views, a.num_samples, a.topk, a.num_classes) == (2, 17, 5, 1000)
+    assert a.value_encoding == "logprob-f16" and a.temperature == 1.0
+    assert a.teacher["weights_sha256"] == info.weights_sha256
+    assert a.teacher["architecture"] == "tf_efficientnet_lite0"
+    assert a.teacher["input_size"] == [3, 64, 64]
+    assert a.teacher["mean"] == list(info.mean) and a.teacher["std"] == list(info.std)
+    assert len(a.teacher["class_names"]) == 1000
+    assert a.dataset == ImageFolder.scan(demo_data).fingerprint().to_dict()
+    assert a.recipe == get_recipe("default").to_dict()
+    assert a.libraries["torch"] and a.libraries["zarr"]
+    # The creation config is kept, minus the fields that do not change the bytes.
+    assert not set(RUNTIME_FIELDS) & set(a.config)
+    assert a.config["batch_size"] == 4 and a.config["img_size"] == 64 and a.config["seed"] == 0
+    rebuilt = GenerateConfig.from_dict({**a.config, "data": str(demo_data), "out": str(out)})
+    assert rebuilt.recipe == get_recipe("default")
+    for slot in range(2):
+        assert store.read_block(slot, 0, 17).valid.all()
+
+
+def test_stored_topk_equals_a_fresh_teacher_run(reference, demo_data, lite0):
+    """Each view replayed alone (batch of one): ids exact, values within the f16 error."""
+    out, _, _ = reference
+    model, info = lite0
+    store = LocalStore(out)
+    a = store.attrs
+    folder = ImageFolder.scan(demo_data)
+    recipe = get_recipe("default")
+    images = [folder.load(i) for i in range(len(folder))]
+    worst = 0.0
+    for slot in range(a.views):
+        block = store.read_block(slot, 0, a.num_samples)
+        for i in range(a.num_samples):
+            params = decode(a.store_seed, slot, i, a.num_samples, recipe, a.views)
+            partner = images[params.mix.partner] if params.mix else None
+            view = render_view(images[i], params, 64, partner=partner)
+            with torch.inference_mode():
+                logits = model(view_to_float(view[None], info.mean, info.std))
+            logp, ids = torch.log_softmax(logits.float(), -1)[0].topk(a.topk)
+            np.testing.assert_array_equal(block.ids[i], ids.numpy(), err_msg=f"view {slot},{i}")
+            stored = block.logprobs()[i].astype(np.float64)
+            fresh = logp.double().numpy()
+            # f16 rounding (half an ulp: 2^-11 relative) + batch-of-one vs batch-of-4 float noise.
+            bound = 2.0**-11 * np.abs(fresh) + 1e-4 * np.maximum(1.0, np.abs(fresh))
+            assert np.all(np.abs(stored - fresh) <= bound), (slot, i, stored, fresh)
+            worst = max(worst, float(np.abs(np.exp(stored) - np.exp(fresh)).max()))
+    assert worst < 2e-3
+
+
+def _wait_for_record(proc: subprocess.Popen, shards: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if shards.is_dir() and any(p.suffix == ".json" for p in shards.iterdir()):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"generate ended (rc {proc.returncode}) before any unit")
+        time.sleep(0.002)
+    raise AssertionError("no shard record appeared in time")
+
+
+def test_sigkill_mid_run_then_resume_is_byte_identical(reference, demo_data, tmp_path):
+    _, _, want = reference
+    out = tmp_path / "killed"
+    cmd = [str(BIN / "distill"), *_cli_args(demo_data, out)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_record(proc, out / BOOK / "shards", timeout=120)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / BOOK / "manifest.json").exists(), "killed too late: the run had finished"
+    assert not LocalStore(out, require_complete=False).complete
+
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "complete" in done.stdout and "already committed" in done.stdout
+    assert " 0 already committed" not in done.stdout  # it did resume, not restart
+    assert _digest(out) == want
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_is_byte_identical(reference, demo_data, tmp_path):
+    _, _, want = reference
+    out = tmp_path / "ddp"
+    cmd = [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(BIN / "distill"),
+        *_cli_args(demo_data, out),
+    ]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x2" in done.stdout  # rank 0's summary: world size 2
+    assert _digest(out) == want
+
+
+def test_corrupt_jpeg_is_reported_and_not_fatal(demo_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    (data / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG" * 10)
+    out = tmp_path / "store"
+    with _one_thread():
+        assert main(_cli_args(data, out)) == 0
+    printed = capsys.readouterr().out
+    assert "complete" in printed and "unreadable image" in printed and "cat/broken.jpg" in printed
+
+    folder = ImageFolder.scan(data)
+    bad = folder.paths.index("cat/broken.jpg")
+    manifest = json.loads((out / BOOK / "manifest.json").read_text())
+    assert [b["path"] for b in manifest["bad_samples"]] == ["cat/broken.jpg"]
+    assert manifest["bad_samples"][0]["sample"] == bad
+    store = LocalStore(out)
+    a = store.attrs
+    recipe = get_recipe("default")
+    for slot in range(a.views):
+        valid = store.read_block(slot, 0, a.num_samples).valid
+        for i in range(a.num_samples):
+            p = decode(a.store_seed, slot, i, a.num_samples, recipe, a.views)
+            uses_bad = i == bad or (p.mix is not None and p.mix.partner == bad)
+            assert valid[i] == (not uses_bad), (slot, i)
+    assert not store.read_block(0, bad, bad + 1).valid[0]
+
+
+def test_other_config_into_a_store_is_refused_unless_overwrite(reference, demo_data, tmp_path):
+    src, _, want = reference
+    out = tmp_path / "store"
+    shutil.copytree(src, out)
+    # The same config resumes a complete store as a no-op.
+    again = _generate(_cfg(demo_data, out))
+    assert again["complete"] and again["units_written"] == 0 and again["units_skipped"] == 6
+    assert _digest(out) == want
+    with pytest.raises(ValueError, match="different store"):
+        _generate(_cfg(demo_data, out, topk=3))
+    assert _digest(out) == want  # untouched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a store"):
+        _generate(_cfg(demo_data, other))
+    s = _generate(_cfg(demo_data, out, topk=3, overwrite=True))
+    assert s["complete"] and LocalStore(out).attrs.topk == 3
+
+
+def test_workers_do_not_change_the_bytes(reference, demo_data, tmp_path):
+    _, _, want = reference
+    out = tmp_path / "w2"
+    assert _generate(_cfg(demo_data, out, workers=2))["complete"]
+    assert _digest(out) == want

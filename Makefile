@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # The whole path on real bundled photos and the real offline teacher (EfficientNet-Lite0):
 # demo data -> teacher store -> service -> student streaming from the service -> summary.
 demo: $(STAMP)
-	export HF_HUB_OFFLINE=1
+	@export HF_HUB_OFFLINE=1
 	D=$(DEMO_DIR)
 	echo "== 1/6 demo data: real photos bundled in scikit-image/scikit-learn -> $$D/images"
 	$(BIN)/distill demo-data $$D/images
@@ -37,15 +37,16 @@ demo: $(STAMP)
 	$(BIN)/distill serve --root $$D/stores --port $$PORT > $$D/serve.log 2>&1 &
 	SERVER=$$!
 	trap 'kill $$SERVER 2>/dev/null; wait $$SERVER 2>/dev/null || true; echo "service stopped"' EXIT
-	$(BIN)/python -c "import sys,time,urllib.request as u
-	for _ in range(300):
-	    try: u.urlopen('http://127.0.0.1:$$PORT/readyz'); sys.exit(0)
-	    except OSError: time.sleep(0.1)
-	sys.exit('service did not become ready; see $$D/serve.log')"
+	for _ in $$(seq 150); do
+	  $(BIN)/python -c "import urllib.request as u; u.urlopen('$$URL'.rsplit('/v1', 1)[0] + '/readyz')" 2>/dev/null && break
+	  kill -0 $$SERVER 2>/dev/null || { cat $$D/serve.log; exit 1; }
+	  sleep 0.2
+	done
 	echo "serving $$URL"
-	$(BIN)/python -c "import numpy as np; from teacher_store.client import StoreClient
-	c = StoreClient('$$URL'); b = c.read_block(0, 0, 4); names = c.attrs.teacher['class_names']
-	for i, p in zip(b.ids[:, 0], np.exp(b.logprobs()[:, 0])): print(f'  client block, view 0: top-1 {names[i]!r} p={p:.3f}')"
+	$(BIN)/python -c "import numpy as np; from teacher_store.client import StoreClient; \
+	  c = StoreClient('$$URL'); b = c.read_block(0, 0, 4); names = c.attrs.teacher['class_names']; \
+	  print('client fetched view slot 0, samples 0-3; teacher top-1:', \
+	        [(names[i], round(float(p), 3)) for i, p in zip(b.ids[:, 0], np.exp(b.logprobs()[:, 0]))])"
 	echo "== 5/6 student: tf_efficientnetv2_b0 at 128 px, streaming targets from $$URL"
 	rm -rf $$D/runs/demo
 	$(BIN)/distill train --store $$URL --data $$D/images --model tf_efficientnetv2_b0 \

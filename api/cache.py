@@ -18,7 +18,7 @@ from typing import Any
 
 import crc32c
 
-from api.errors import StoreDamaged
+from api.errors import StoreDamaged, io_error
 
 _READ = 1 << 20
 
@@ -116,7 +116,7 @@ class FileCache:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StoreDamaged(store, key, f"cannot be read ({e.strerror})") from None
+            raise io_error(store, key, e) from None
         if not stat.S_ISREG(st.st_mode):
             return None
         return real, st
@@ -132,9 +132,11 @@ class FileCache:
         sig = _sig(st)
         with self._lock:
             known = self._verified.get(real)
-        if known is not None and known[0] == sig:
-            return FileState(store, key, real, sig, st.st_size, known[1])
-        return None
+        if known is None or known[0] != sig:
+            return None
+        if want is not None and known[1] != want.crc32c:
+            raise StoreDamaged(store, key, "fails its crc32c checksum (corrupt)")
+        return FileState(store, key, real, sig, st.st_size, known[1])
 
     def verify(
         self, store: str, key: str, real: str, st: os.stat_result, want: FileRecord | None
@@ -144,8 +146,12 @@ class FileCache:
         if state is not None:
             return state
         sig = _sig(st)
-        data = self._load(real, st.st_size)
-        crc = crc32c.crc32c(data) if data is not None else _crc_file(real)
+        self.lru.misses += 1  # first use (or changed on disk): read from disk to verify
+        try:
+            data = self._load(real, st.st_size)
+            crc = crc32c.crc32c(data) if data is not None else _crc_file(real)
+        except OSError as e:
+            raise io_error(store, key, e) from None
         if want is not None and crc != want.crc32c:
             raise StoreDamaged(store, key, "fails its crc32c checksum (corrupt)")
         if data is not None and len(data) != st.st_size:
@@ -167,16 +173,24 @@ class FileCache:
         data: bytes | None = self.lru.get((state.real, state.sig))
         return data
 
-    def read(self, state: FileState, start: int = 0, stop: int | None = None) -> bytes:
+    def read(
+        self, state: FileState, start: int = 0, stop: int | None = None, count: bool = True
+    ) -> bytes:
         """Bytes [start, stop) of a verified file, from the cache when it holds them."""
         stop = state.size if stop is None else stop
-        data = self.lru.get((state.real, state.sig), count=False)
-        if data is None and state.size <= self.max_entry:
-            data = self._load(state.real, state.size)
-            if data is None or len(data) != state.size or crc32c.crc32c(data) != state.crc:
-                raise StoreDamaged(state.store, state.key, "changed on disk since it was verified")
-            self.lru.put((state.real, state.sig), data, len(data))
-        if data is not None:
-            return data if (start, stop) == (0, len(data)) else data[start:stop]
-        with open(state.real, "rb") as f:
-            return os.pread(f.fileno(), stop - start, start)
+        data = self.lru.get((state.real, state.sig), count=count)
+        try:
+            if data is None and state.size <= self.max_entry:
+                data = self._load(state.real, state.size)
+                if data is None or len(data) != state.size or crc32c.crc32c(data) != state.crc:
+                    raise StoreDamaged(state.store, state.key, "changed on disk since verified")
+                self.lru.put((state.real, state.sig), data, len(data))
+            if data is not None:
+                return data if (start, stop) == (0, len(data)) else data[start:stop]
+            with open(state.real, "rb") as f:
+                part = os.pread(f.fileno(), stop - start, start)
+        except OSError as e:
+            raise io_error(state.store, state.key, e) from None
+        if len(part) != stop - start:
+            raise StoreDamaged(state.store, state.key, "shrank on disk since it was verified")
+        return part

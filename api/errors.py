@@ -51,6 +51,13 @@ class StoreDamaged(Exception):
         self.key = key
 
 
+def io_error(store: str, key: str, e: OSError) -> ApiError:
+    """A real storage fault on the server (permissions, I/O error): a 500, said plainly."""
+    return ApiError(
+        500, "io_error", f"server cannot read {key} of store {store!r}: {e.strerror or e}"
+    )
+
+
 def error_response(
     status: int, error: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:

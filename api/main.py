@@ -7,6 +7,7 @@ root once; routes are thin and share the :class:`~api.service.Service`.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,13 +27,20 @@ API_VERSION = "1"
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, minus its 422s (this service answers 400 + ErrorBody) and HEAD twins."""
+    """FastAPI's schema, minus its 422s (this service answers 400 + ErrorBody), HEAD twins, and
+    the bearer security scheme when no token is configured (then nothing needs auth)."""
     if app.openapi_schema is None:
-        schema = FastAPI.openapi(app)
+        with warnings.catch_warnings():  # GET and HEAD share one route; HEAD is dropped below
+            warnings.filterwarnings("ignore", "Duplicate Operation ID", UserWarning)
+            schema = FastAPI.openapi(app)
         for path in schema.get("paths", {}).values():
             path.pop("head", None)
             for op in path.values():
                 op.get("responses", {}).pop("422", None)
+                if app.state.token is None:
+                    op.pop("security", None)
+        if app.state.token is None:
+            schema.get("components", {}).pop("securitySchemes", None)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema

@@ -26,6 +26,7 @@ from teacher_store.schema import STORE_KIND, StoreAttrs, check_readable
 from teacher_store.store import BOOK, shard_units
 
 log = logging.getLogger("distill.api")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = f"{BOOK}/manifest.json"
 State = Literal["complete", "incomplete", "invalid"]

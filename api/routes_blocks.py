@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.errors import DATA_ERRORS, ApiError
-from api.service import ServiceDep, data_store
+from api.service import ServiceDep, StoreName, data_store
 from teacher_store.blockfmt import MEDIA_TYPE
 
 router = APIRouter(prefix="/v1")
@@ -59,7 +59,7 @@ def check_bounds(
 
 @router.get("/stores/{name}/blocks/{view}", responses=_DOC, response_class=Response)
 async def get_block(
-    name: str,
+    name: StoreName,
     view: Annotated[int, Path(ge=0, description="view slot")],
     start: Annotated[int, Query(ge=0, description="first sample")],
     stop: Annotated[int, Query(ge=1, description="one past the last sample")],

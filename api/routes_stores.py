@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from api.errors import ERROR_RESPONSES
 from api.models import ArrayInfo, Progress, StoreDetail, StoreList, StoreSummary
 from api.registry import StoreEntry
-from api.service import Service, ServiceDep, find_store
+from api.service import Service, ServiceDep, StoreName, find_store
 
 router = APIRouter(prefix="/v1")
 
@@ -80,6 +80,6 @@ async def list_stores(request: Request, svc: ServiceDep) -> StoreList:
 @router.get(
     "/stores/{name}", response_model=StoreDetail, responses=ERROR_RESPONSES, name="store_detail"
 )
-async def store_detail(name: str, request: Request, svc: ServiceDep) -> StoreDetail:
+async def store_detail(name: StoreName, request: Request, svc: ServiceDep) -> StoreDetail:
     """Teacher, K, views, samples, encoding, recipe, dataset fingerprint, bytes, completeness."""
     return _detail(find_store(svc, name), svc, request)

@@ -8,16 +8,17 @@ missing or damaged is a 409 JSON error: never a 404, never wrong bytes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.cache import FileRecord, FileState
 from api.errors import DATA_ERRORS, ApiError, StoreDamaged
-from api.service import Service, ServiceDep, data_store
+from api.service import Service, ServiceDep, StoreName, data_store
 from api.zarr_keys import (
+    KEY_PATTERN,
     base_headers,
     check_key,
     etag_matches,
@@ -28,6 +29,14 @@ from api.zarr_keys import (
 )
 
 router = APIRouter(prefix="/v1")
+ZarrKey = Annotated[
+    str,
+    Path(
+        pattern=KEY_PATTERN,
+        max_length=1024,
+        description="a zarr key, e.g. zarr.json, ids/zarr.json, ids/c/0/0/0",
+    ),
+]
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 _DOC: dict[int | str, dict[str, Any]] = {
     200: {"description": "The key's bytes", "content": _BINARY},
@@ -77,7 +86,7 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
     if data is not None:
         body = data if (start, stop) == (0, len(data)) else data[start:stop]
     else:
-        body = await run_in_threadpool(svc.files.read, state, start, stop)
+        body = await run_in_threadpool(svc.files.read, state, start, stop, False)
     return Response(body, status_code=status, headers=headers)
 
 
@@ -87,6 +96,6 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
     responses=_DOC,
     response_class=Response,
 )
-async def zarr_key(name: str, key: str, request: Request, svc: ServiceDep) -> Response:
+async def zarr_key(name: StoreName, key: ZarrKey, request: Request, svc: ServiceDep) -> Response:
     """One zarr key of a complete store (GET or HEAD); ``Range: bytes=a-b | a- | -n`` → 206."""
     return await _serve(request, name, key, svc)

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi import Path as PathParam
 
 from api.blocks import BlockReader
 from api.cache import ByteLRU, FileCache
 from api.errors import ApiError
 from api.metrics import Metrics
-from api.registry import NAME_RE, Registry, StoreEntry
+from api.registry import NAME_PATTERN, NAME_RE, Registry, StoreEntry
 from api.settings import Settings, read_token
 
 
@@ -48,6 +49,10 @@ def service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(service)]
+StoreName = Annotated[
+    str,
+    PathParam(pattern=NAME_PATTERN, max_length=128, description="store folder name under the root"),
+]
 
 
 def find_store(svc: Service, name: str) -> StoreEntry:

@@ -14,20 +14,19 @@ from api.errors import ApiError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-_BAD_KEY_CHARS = ("\\", "\x00", "%", ":")
+# Keys are relative a/b/c paths of letters, digits, '_', '.', '-' (what zarr writes).
+KEY_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+_KEY_RE = re.compile(KEY_PATTERN)
 
 
 def check_key(key: str) -> str:
-    """Reject keys that could name anything outside the store (400); return the key unchanged."""
-    parts = key.split("/")
-    if (
-        not key
-        or key.startswith("/")
-        or any(c in key for c in _BAD_KEY_CHARS)
-        or any(p in ("", ".", "..") for p in parts)
-        or any(ord(c) < 32 for c in key)
-    ):
+    """400 for a key outside :data:`KEY_PATTERN` (NUL, backslash, absolute, empty segment...);
+    404 for '.'/'..' segments (no such key exists). Defence in depth: routes also serve only
+    whitelisted keys, and resolve paths and check containment before reading."""
+    if not _KEY_RE.match(key):
         raise ApiError(400, "bad_key", f"invalid zarr key {key!r}: keys are relative a/b/c paths")
+    if any(p in (".", "..") for p in key.split("/")):
+        raise ApiError(404, "no_such_key", f"no key {key!r}: keys have no '.' or '..' segments")
     return key
 
 

@@ -1,0 +1,51 @@
+"""A served root with real stores, a live uvicorn server over it, and a secret outside it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.store_fixtures import LiveServer, build_store, make_attrs
+
+SECRET = b"TOP-SECRET-outside-the-root-3f9a1c"
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """base/secret.txt (outside), base/root/{demo,wide,partial} and a pristine copy of demo."""
+    base = tmp_path_factory.mktemp("served")
+    (base / "secret.txt").write_bytes(SECRET)
+    root = base / "root"
+    root.mkdir()
+    build_store(root / "demo", make_attrs())
+    wide = make_attrs(300, views=2, topk=3, num_classes=70000, encoding="prob-u8", chunk=64)
+    build_store(root / "wide", wide, seed=1)
+    build_store(root / "partial", make_attrs(600), seed=2, units=3)
+    (root / "not-a-store").mkdir()
+    (root / "not-a-store" / "zarr.json").write_text('{"attributes": {}}')
+    return {"base": base, "root": root, "demo": root / "demo", "secret": base / "secret.txt"}
+
+
+@pytest.fixture(scope="session")
+def server(served: dict[str, Path]) -> Iterator[LiveServer]:
+    from api.main import create_app
+    from api.settings import Settings
+
+    settings = Settings(root=served["root"], max_block=512, rescan_interval_s=0.0)
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def token_server(served: dict[str, Path]) -> Iterator[tuple[LiveServer, str]]:
+    from api.main import create_app
+    from api.settings import Settings
+
+    token = "s3cret-token-for-tests"
+    token_file = served["base"] / "token.txt"
+    token_file.write_text(token + "\n")
+    settings = Settings(root=served["root"], token_file=token_file)
+    with LiveServer(create_app(settings)) as live:
+        yield live, token

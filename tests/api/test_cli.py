@@ -1,0 +1,74 @@
+"""`distill serve` as users run it: a subprocess with uvicorn workers and settings from env."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from teacher_store.client import StoreClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _distill(*args: str) -> list[str]:
+    return [sys.executable, "-m", "teacher_store.cli", *args]
+
+
+@pytest.mark.slow
+def test_distill_serve_with_workers_and_token(served: dict[str, Path], tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("cli-token\n")
+    port = _free_port()
+    cmd = _distill("serve", "--root", str(served["root"]), "--port", str(port), "--workers", "2",
+                   "--token-file", str(token_file), "--max-block", "100")  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        assert requests.get(f"{base}/v1/stores", timeout=5).status_code == 401
+        detail = requests.get(
+            f"{base}/v1/stores/demo", headers={"Authorization": "Bearer cli-token"}, timeout=5
+        ).json()
+        assert detail["max_block"] == 100  # settings reached the workers through the env
+        client = StoreClient(f"{base}/v1/stores/demo", token="cli-token")
+        want = StoreClient(served["demo"]).read_block(2, 0, 1000)
+        np.testing.assert_array_equal(client.read_block(2, 0, 1000).values, want.values)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+
+
+def test_distill_serve_bad_root(tmp_path: Path) -> None:
+    r = subprocess.run(
+        _distill("serve", "--root", str(tmp_path / "missing")),
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "is not a directory" in r.stderr
+    r = subprocess.run(
+        _distill("serve", "--root", str(tmp_path), "--token-file", str(tmp_path / "nope")),
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "token file" in r.stderr

@@ -1,0 +1,153 @@
+"""Traversal never leaks a byte, the bearer token guards /v1, damaged stores never serve data."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import zarr
+
+from teacher_store.client import StoreClient, StoreClientError
+from tests.api.conftest import SECRET
+from tests.store_fixtures import LiveServer, copy_store
+
+
+def _raw_get(server: LiveServer, path: str) -> tuple[int, bytes]:
+    """Send ``path`` byte for byte (no client-side normalisation of dots or escapes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=False, skip_accept_encoding=True)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _traversals(served: dict[str, Path]) -> list[str]:
+    secret = str(served["secret"])
+    z = "/v1/stores/demo/zarr/"
+    return [
+        z + "../../../secret.txt",
+        z + "ids/../../../secret.txt",
+        z + "..%2F..%2F..%2Fsecret.txt",
+        z + "%2e%2e/%2e%2e/%2e%2e/secret.txt",
+        z + "%2E%2E%2F%2E%2E%2F%2E%2E%2Fsecret.txt",
+        z + "..%5C..%5C..%5Csecret.txt",
+        z + "ids\\..\\..\\..\\secret.txt",
+        z + "/" + secret.lstrip("/"),
+        z + secret.replace("/", "%2F"),
+        z + "zarr.json%00../../../secret.txt",
+        z + "%252e%252e/%252e%252e/secret.txt",
+        "/v1/stores/..%2Fsecret.txt/zarr/zarr.json",
+        "/v1/stores/%2e%2e/zarr/secret.txt",
+        "/v1/stores/../zarr/secret.txt",
+        "/v1/stores/demo/blocks/0/../../../../secret.txt?start=0&stop=1",
+        "/../../secret.txt",
+    ]
+
+
+def test_traversal_never_leaks(server: LiveServer, served: dict[str, Path]) -> None:
+    for path in _traversals(served):
+        status, body = _raw_get(server, path)
+        assert SECRET not in body, path
+        assert status in (400, 404, 405), (path, status, body[:200])
+        assert json.loads(body)["status"] == status
+
+
+def test_symlinks_out_of_the_root(server: LiveServer, served: dict[str, Path]) -> None:
+    root = served["root"]
+    store = copy_store(served["demo"], root / "linked")
+    shard = store / "ids/c/0/0/0"
+    shard.unlink()
+    shard.symlink_to(served["secret"])  # a committed key now points outside the root
+    (store / "ids/c/evil").symlink_to(served["secret"])  # an uncommitted key, too
+    outside = served["base"] / "outside-store"
+    copy_store(served["demo"], outside)
+    (root / "escaped").symlink_to(outside, target_is_directory=True)  # a store dir outside
+    try:
+        base = f"{server.url}/v1/stores"
+        r = requests.get(f"{base}/linked/zarr/ids/c/0/0/0", timeout=10)
+        assert r.status_code == 409 and SECRET not in r.content
+        assert "outside the store" in r.json()["detail"]
+        r = requests.get(f"{base}/linked/zarr/ids/c/evil", timeout=10)
+        assert r.status_code == 404 and SECRET not in r.content
+        r = requests.get(f"{base}/linked/blocks/0?start=0&stop=10", timeout=10)
+        assert r.status_code == 409 and SECRET not in r.content
+        assert requests.get(f"{base}/escaped/zarr/zarr.json", timeout=10).status_code == 404
+        names = [s["name"] for s in requests.get(base, timeout=10).json()["stores"]]
+        assert "escaped" not in names and "linked" in names
+    finally:
+        os.unlink(root / "escaped")
+
+
+def test_token_required(token_server: tuple[LiveServer, str], served: dict[str, Path]) -> None:
+    live, token = token_server
+    url = f"{live.url}/v1/stores/demo"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"}):
+        for path in ("", "/zarr/zarr.json", "/blocks/0?start=0&stop=4"):
+            r = requests.get(url + path, headers=headers, timeout=10)
+            assert r.status_code == 401, (headers, path)
+            assert r.json()["error"] == "unauthorized" and token not in r.text
+            assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert requests.get(f"{live.url}/v1/stores", timeout=10).status_code == 401
+    ok = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert ok.status_code == 200 and ok.json()["complete"]
+    for open_path in ("/healthz", "/readyz", "/metrics"):
+        assert requests.get(live.url + open_path, timeout=10).status_code == 200
+    with pytest.raises(StoreClientError) as err:
+        StoreClient(url, retries=1)
+    assert err.value.status == 401
+    client = StoreClient(url, token=token)
+    local = StoreClient(served["demo"])
+    np.testing.assert_array_equal(client.read_block(1, 3, 99).ids, local.read_block(1, 3, 99).ids)
+    remote = zarr.open_group(
+        f"{url}/zarr/",
+        mode="r",
+        storage_options={"client_kwargs": {"headers": {"Authorization": f"Bearer {token}"}}},
+    )
+    np.testing.assert_array_equal(remote["values"][:], zarr.open_group(served["demo"])["values"][:])
+
+
+def _damaged(served: dict[str, Path], name: str, key: str, how: str) -> Path:
+    store = copy_store(served["demo"], served["root"] / name)
+    f = store / key
+    data = bytearray(f.read_bytes())
+    if how == "truncate":
+        f.write_bytes(bytes(data[:-10]))
+    else:
+        data[len(data) // 3] ^= 0x10
+        f.write_bytes(bytes(data))
+    return store
+
+
+@pytest.mark.parametrize(("how", "phrase"), [("truncate", "manifest says"), ("flip", "checksum")])
+def test_damaged_shard_clear_error_never_wrong_data(
+    server: LiveServer, served: dict[str, Path], how: str, phrase: str
+) -> None:
+    key = "values/c/1/1/0"  # slot 2, samples [256, 512)
+    _damaged(served, f"damaged-{how}", key, how)
+    base = f"{server.url}/v1/stores/damaged-{how}"
+    r = requests.get(f"{base}/zarr/{key}", timeout=10)
+    assert r.status_code == 409
+    body = r.json()
+    assert body["error"] == "store_damaged" and key in body["detail"] and phrase in body["detail"]
+    assert "regenerate" in body["detail"].lower()
+    assert requests.head(f"{base}/zarr/{key}", timeout=10).status_code == 409
+    r = requests.get(f"{base}/blocks/2?start=250&stop=300", timeout=10)
+    assert r.status_code == 409 and key in r.json()["detail"]
+    with pytest.raises(StoreClientError, match="damaged"):
+        StoreClient(base, retries=1).read_block(2, 300, 310)
+    good = requests.get(f"{base}/blocks/0?start=250&stop=300", timeout=10)  # other shards serve
+    assert good.status_code == 200
+    remote = zarr.open_group(f"{base}/zarr/", mode="r")
+    with pytest.raises(Exception):  # noqa: B017 - zarr/fsspec raise their own error types
+        remote["values"][2, 256:512]
+    np.testing.assert_array_equal(
+        remote["values"][0, :], zarr.open_group(served["demo"])["values"][0, :]
+    )

@@ -1,0 +1,191 @@
+"""Generation throughput vs a bare teacher-forward loop, as a ratio, in one run.
+
+On the bundled demo photos with the real EfficientNet-Lite0 teacher at its 224 px input:
+
+* ``run_generate`` (decode + augment + render in the DataLoader, teacher forward, top-K, encode,
+  write and commit shards) with ``workers=0`` and ``workers=2``. Throughput is the job's own
+  views/s (the unit loop: from the first image decode to the last shard commit), and also
+  end-to-end wall time including teacher construction, store creation and the final manifest.
+* The bare loop: the same views, pre-rendered by the codec and cut into the very same teacher
+  batches (``inspection.unit_batches``), normalized to float32 channels-last tensors up front;
+  only ``model(x)`` is timed. A second bare figure times generate's own teacher call
+  (normalize + forward + log-softmax + top-K) on the uint8 batches.
+
+Both sides use the same torch thread count (``--threads``, default 1: on a 2-core box that
+leaves one core for the DataLoader workers). Every measurement runs ``--repeats`` times after a
+warm-up (oneDNN builds its kernels on first use) and the best is kept.
+
+Usage: ``python bench/generate.py [--views 6] [--threads 1] [--repeats 3]``.
+Goal: generation / bare >= 0.9 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import machine, set_threads, table
+
+
+def _batches(store_path: Path, data: Path) -> tuple[list[Any], Any]:
+    """The store's teacher batches, rendered: list of uint8 [B, 3, H, W] tensors."""
+    import numpy as np
+    import torch
+
+    from teacher_store.codec import decode
+    from teacher_store.dataset import ImageFolder
+    from teacher_store.inspection import unit_batches
+    from teacher_store.recipe import Recipe
+    from teacher_store.replay import render_view
+    from teacher_store.store import LocalStore, shard_units
+
+    store = LocalStore(store_path)
+    a = store.attrs
+    folder = ImageFolder.scan(data)
+    images = [folder.load(i) for i in range(len(folder))]
+    recipe = Recipe.from_dict(a.recipe)
+    size = int(a.teacher["input_size"][1])
+    out = []
+    for u in shard_units(a):
+        v = np.asarray(store.group["valid"][u.slot_start : u.slot_stop, u.start : u.stop]) != 0
+        for batch in unit_batches(u, v, int(a.config["batch_size"])):
+            views = []
+            for slot, sample in batch:
+                p = decode(a.store_seed, slot, sample, a.num_samples, recipe, a.views)
+                partner = images[p.mix.partner] if p.mix is not None else None
+                views.append(render_view(images[sample], p, size, partner=partner))
+            out.append(torch.stack(views))
+    return out, a
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--views", type=int, default=6, help="view slots R per photo (default 6)")
+    ap.add_argument("--topk", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement")
+    args = ap.parse_args()
+    set_threads(args.threads)
+
+    import torch
+
+    from models import create_teacher
+    from teacher_store.demo_data import write_demo_data
+    from teacher_store.generate import GenerateConfig, _Teacher, run_generate
+    from teacher_store.replay import view_to_float
+
+    print(machine())
+    work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
+    try:
+        data = work / "images"
+        write_demo_data(data)
+
+        def cfg(out: Path, workers: int) -> GenerateConfig:
+            return GenerateConfig(
+                data=str(data),
+                out=str(out),
+                views=args.views,
+                topk=args.topk,
+                batch_size=args.batch_size,
+                workers=workers,
+                progress=False,
+                device="cpu",
+                overwrite=True,
+            )
+
+        # Warm-up (also the store whose batches the bare loop replays).
+        ref = work / "warmup"
+        run_generate(cfg(ref, 0))
+        batches, attrs = _batches(ref, data)
+        nviews = sum(len(b) for b in batches)
+        model, info = create_teacher(attrs.config["teacher"])
+        model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        floats = [
+            view_to_float(b, info.mean, info.std).contiguous(memory_format=torch.channels_last)
+            for b in batches
+        ]
+        teacher = _Teacher(model, info, cfg(ref, 0), torch.device("cpu"))
+
+        def bare() -> float:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for x in floats:
+                    model(x)
+            return nviews / (time.perf_counter() - t0)
+
+        def bare_teacher_call() -> float:
+            t0 = time.perf_counter()
+            for b in batches:
+                teacher(b)
+            return nviews / (time.perf_counter() - t0)
+
+        def generate(workers: int) -> tuple[float, float]:
+            out = work / f"w{workers}"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            s = run_generate(cfg(out, workers))
+            wall = time.perf_counter() - t0
+            assert s["complete"] and s["views_computed"] == nviews, s
+            return float(s["views_per_s"]), nviews / wall
+
+        bare()  # warm the float path too
+        results: dict[str, list[float]] = {}
+        for _ in range(max(1, args.repeats)):  # interleaved, so that drift hits all alike
+            results.setdefault("bare", []).append(bare())
+            results.setdefault("bare_call", []).append(bare_teacher_call())
+            for w in (0, 2):
+                loop, e2e = generate(w)
+                results.setdefault(f"gen{w}", []).append(loop)
+                results.setdefault(f"gen{w}_e2e", []).append(e2e)
+        best = {k: max(v) for k, v in results.items()}
+        b = best["bare"]
+        print(
+            f"{nviews} views of {len(list(data.rglob('*.*')))} demo photos at "
+            f"{attrs.teacher['input_size'][1]} px, batch {args.batch_size}, top-{args.topk}, "
+            f"{torch.get_num_threads()} torch thread(s); best of {args.repeats}"
+        )
+        rows = [
+            ["bare loop: model(x) on pre-normalized channels-last tensors", b, 1.0],
+            [
+                "bare loop: generate's teacher call (normalize+forward+top-K)",
+                best["bare_call"],
+                best["bare_call"] / b,
+            ],
+        ]
+        for w in (0, 2):
+            rows.append(
+                [f"run_generate workers={w}: job loop", best[f"gen{w}"], best[f"gen{w}"] / b]
+            )
+            rows.append(
+                [
+                    f"run_generate workers={w}: end to end (incl. setup)",
+                    best[f"gen{w}_e2e"],
+                    best[f"gen{w}_e2e"] / b,
+                ]
+            )
+        print(table(["what", "views/s", "ratio to bare model(x)"], rows))
+        top = max(best["gen0"], best["gen2"]) / b
+        print(
+            f"\ngoal generation / bare >= 0.9: best job-loop ratio {top:.2f} "
+            f"(workers=0 {best['gen0'] / b:.2f}, workers=2 {best['gen2'] / b:.2f}) -> "
+            f"{'met' if top >= 0.9 else 'NOT met'}",
+            flush=True,
+        )
+        print(
+            "all runs: "
+            + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in v) for k, v in results.items()),
+            file=sys.stderr,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

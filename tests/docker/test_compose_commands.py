@@ -115,7 +115,8 @@ def test_compose_commands_run_outside_docker(tmp_path: Path) -> None:
             timeout=600,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "teacher_agreement" in done.stdout
+        assert "trained tiny_vit_5m_224" in done.stdout
+        assert (tmp_path / "runs" / "demo" / "last.pth").is_file()
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api import routes_blocks, routes_health, routes_stores, routes_zarr
@@ -47,13 +48,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _settings_from_env() -> Settings:
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as e:
+        problems = "; ".join(
+            f"DISTILL_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
+        )
+        raise ValueError(f"bad service settings ({problems}); e.g. DISTILL_ROOT=/stores") from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; ``settings`` default to the environment, read when the app starts."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cfg = settings if settings is not None else Settings()  # type: ignore[call-arg]
+        cfg = settings if settings is not None else _settings_from_env()
         svc = Service.create(cfg, metrics)
         await run_in_threadpool(svc.registry.scan)
         app.state.service = svc

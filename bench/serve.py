@@ -183,8 +183,9 @@ def run(root: Path, url: str, attrs: StoreAttrs, args: argparse.Namespace) -> No
     local = StoreClient(root / "bench", max_cache_blocks=0)
     remote = StoreClient(url, max_cache_blocks=0, prefetch=0)
     views_per_s(local.read_block, attrs, args.block)  # page cache warm, like the server's
+    best_local = max(views_per_s(local.read_block, attrs, args.block) for _ in range(2))
     rows = [
-        ("local (LocalStore via zarr)", views_per_s(local.read_block, attrs, args.block)),
+        ("local (LocalStore via zarr), best of 2", best_local),
         ("service, server cold", views_per_s(remote.read_block, attrs, args.block)),
         ("service, server warm", views_per_s(remote.read_block, attrs, args.block)),
     ]

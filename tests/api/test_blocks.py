@@ -128,3 +128,21 @@ def test_openapi_documents_models(server: LiveServer) -> None:
     schemas = spec["components"]["schemas"]
     assert {"StoreList", "StoreDetail", "ErrorBody", "Health"} <= schemas.keys()
     assert "422" not in paths["/v1/stores/{name}/blocks/{view}"]["get"]["responses"]
+
+
+def test_unreadable_store_is_listed_with_the_reason(
+    server: LiveServer, served: dict[str, Path]
+) -> None:
+    import json
+
+    from tests.store_fixtures import build_store, make_attrs
+
+    store = build_store(served["root"] / "future", make_attrs(100), seed=9)
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["codec_version"] = 999
+    (store / "zarr.json").write_text(json.dumps(meta))
+    d = requests.get(f"{server.url}/v1/stores/future").json()
+    assert d["state"] == "invalid" and "codec version 999" in d["error"]
+    r = _block(server, "future", 0, 0, 10)
+    assert r.status_code == 409 and r.json()["error"] == "store_invalid"
+    assert "codec version 999" in r.json()["detail"]

@@ -119,18 +119,37 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     return name, stages
 
 
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((root / BOOK / "manifest.json").read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{root}/{BOOK}/manifest.json is unreadable: {e}") from None
+
+
 def store_info(path: str) -> dict[str, Any]:
-    """A JSON-safe summary of the store at ``path``; works on unfinished stores too."""
-    from teacher_store.store import LocalStore
+    """A JSON-safe summary of the store at ``path``; works on unfinished stores too.
+
+    Reads attrs (refusing versions this code does not understand), the manifest or the unit
+    records, and file sizes; it checks nothing else (that is :func:`verify_store`'s job), so it
+    also describes a damaged store.
+    """
+    from teacher_store.codec import CODEC_VERSION
+    from teacher_store.schema import check_readable
+    from teacher_store.store import _read_root_attrs
 
     root = Path(path)
-    store = LocalStore(root, require_complete=False)
-    a = store.attrs
+    raw = _read_root_attrs(root)
+    if raw is None:
+        raise ValueError(f"{root} is not a store (no zarr.json); check the path")
+    a = check_readable(raw, str(root), CODEC_VERSION)
     units = shard_units(a)
-    if store.manifest is not None:
+    manifest = _read_manifest(root)
+    if manifest is not None:
         recorded = {u.name for u in units}
-        files = dict(store.manifest["files"])
-        bad = list(store.manifest.get("bad_samples", []))
+        files = dict(manifest["files"])
+        bad = list(manifest.get("bad_samples", []))
     else:
         recs = _records(root, units)
         recorded = set(recs)
@@ -153,7 +172,7 @@ def store_info(path: str) -> dict[str, Any]:
     t = a.teacher
     return {
         "path": str(root),
-        "complete": store.complete,
+        "complete": manifest is not None,
         "units_committed": len(recorded),
         "units_total": len(units),
         "bytes_on_disk": disk,
@@ -298,7 +317,7 @@ class VerifyReport:
 
 
 def _fail(reason: str) -> VerifyReport:
-    return VerifyReport(False, reason, "")
+    return VerifyReport(False, " ".join(reason.split()), "")  # always one line
 
 
 def unit_batches(

@@ -37,8 +37,8 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _generate(data: Path, out: Path) -> Path:
-    run_generate(GenerateConfig(data=str(data), out=str(out), **SMALL))  # type: ignore[arg-type]
+def _generate(data: Path, out: Path, **kw: object) -> Path:
+    run_generate(GenerateConfig(data=str(data), out=str(out), **{**SMALL, **kw}))  # type: ignore[arg-type]
     return out
 
 
@@ -123,6 +123,13 @@ def test_verify_ok_reruns_the_teacher_on_the_stored_batches(store, demo_data):
     assert "top-K ids equal" in report.summary
 
 
+def test_verify_ok_on_a_prob_u8_store(demo_data, tmp_path):
+    out = _generate(demo_data, tmp_path / "u8", value_encoding="prob-u8", views=1)
+    report = verify_store(str(out), str(demo_data), fraction=1.0, device="cpu")
+    assert report.ok, report.reason
+    assert "values within the prob-u8 error" in report.summary
+
+
 def test_unit_batches_follow_generate_order(store):
     s = LocalStore(store)
     unit = shard_units(s.attrs)[0]  # slot 0, samples 0..7
@@ -154,6 +161,7 @@ def test_verify_fails_on_a_truncated_shard(store, demo_data, tmp_path):
     f.write_bytes(f.read_bytes()[:-7])
     report = verify_store(str(out), str(demo_data))
     assert not report.ok and "ids/c/1/2/0" in report.reason
+    assert store_info(str(out))["complete"]  # info still describes a damaged store
 
 
 def test_verify_fails_on_a_mismatched_dataset(store, demo_data, tmp_path, capsys):

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import requests
 import urllib3
+from requests.structures import CaseInsensitiveDict
 
 from teacher_store.blockfmt import BlockFormatError, decode_block
 from teacher_store.schema import StoreAttrs, check_readable
@@ -122,7 +123,7 @@ def _check_block(block: TargetBlock, slot: int, start: int, stop: int, attrs: St
 @dataclass(frozen=True)
 class _Reply:
     status: int
-    headers: dict[str, str]
+    headers: CaseInsensitiveDict[str]
     body: bytearray
 
     def json(self) -> Any:
@@ -186,7 +187,7 @@ class _ServiceBackend:
 
     def _once(self, url: str, params: dict[str, int] | None) -> _Reply:
         with self._session().get(url, params=params, timeout=self.timeout_s, stream=True) as r:
-            return _Reply(r.status_code, dict(r.headers), _read_body(r))
+            return _Reply(r.status_code, CaseInsensitiveDict(r.headers), _read_body(r))
 
     def get(self, url: str, params: dict[str, int] | None = None) -> _Reply:
         """GET with retries on connection errors, 429 and 5xx-unavailable; raises on 4xx."""

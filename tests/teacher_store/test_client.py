@@ -140,7 +140,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
             if len(self.hits) <= self.fail:
                 body = b'{"status":503,"error":"overloaded","detail":"busy"}'
                 self.send_response(503)
-                self.send_header("Retry-After", self.retry_after)
+                self.send_header("retry-after", self.retry_after)  # lower case, like starlette
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -194,3 +194,23 @@ def test_gives_up_with_a_clear_error(flaky: Any) -> None:
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1/stores/demo"
     with pytest.raises(StoreClientError, match=r"127\.0\.0\.1.*failed after 2 attempts"):
         StoreClient(dead, retries=2, backoff_s=0.01)
+
+
+def test_client_rides_out_the_servers_overload_guard(root: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    settings = Settings(root=root, max_inflight=1, retry_after_s=0)
+    local = StoreClient(root / "demo")
+    with LiveServer(create_app(settings)) as live:
+        client = StoreClient(f"{live.url}/v1/stores/demo", retries=50, backoff_s=0.001)
+        jobs = [(s % 3, (s * 97) % 800, (s * 97) % 800 + 100) for s in range(48)]
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda j: client.read_block(*j), jobs))
+        for block, job in zip(got, jobs, strict=True):
+            _same(block, local.read_block(*job))
+        metrics = requests.get(f"{live.url}/metrics", timeout=10).text
+    rejected = [ln for ln in metrics.splitlines() if 'status="503"' in ln and "_total" in ln]
+    assert rejected and sum(float(ln.split()[-1]) for ln in rejected) >= 1

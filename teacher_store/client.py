@@ -373,8 +373,15 @@ class StoreClient:
         self._pool: ThreadPoolExecutor | None = None
         self._cache: OrderedDict[tuple[int, int, int], TargetBlock] = OrderedDict()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _forked(self) -> None:
+        """In a forked child (DataLoader workers) drop the parent's sockets, threads and lock."""
+        if self._pid != os.getpid():
+            self._reset()
 
     def _open(self) -> _Backend:
+        self._forked()
         with self._lock:
             if self._backend is not None:
                 return self._backend
@@ -416,6 +423,7 @@ class StoreClient:
         if not 0 <= start < stop <= a.num_samples:
             raise ValueError(f"sample range [{start}, {stop}) outside [0, {a.num_samples})")
         key = (slot, start, stop)
+        self._forked()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -431,6 +439,7 @@ class StoreClient:
 
     def iter_blocks(self, slot: int, ranges: Iterable[tuple[int, int]]) -> Iterator[TargetBlock]:
         """Blocks for ``ranges`` in order, fetching up to ``prefetch`` ahead in threads."""
+        self._forked()
         if self.prefetch == 0:
             for start, stop in ranges:
                 yield self.read_block(slot, start, stop)

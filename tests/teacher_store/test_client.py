@@ -214,3 +214,30 @@ def test_client_rides_out_the_servers_overload_guard(root: Path) -> None:
         metrics = requests.get(f"{live.url}/metrics", timeout=10).text
     rejected = [ln for ln in metrics.splitlines() if 'status="503"' in ln and "_total" in ln]
     assert rejected and sum(float(ln.split()[-1]) for ln in rejected) >= 1
+
+
+def test_fork_inherited_client_reopens(root: Path, live: LiveServer) -> None:
+    import multiprocessing as mp
+
+    client = StoreClient(f"{live.url}/v1/stores/demo", prefetch=2)
+    list(client.iter_blocks(0, [(0, 50), (50, 100)]))  # parent's session and threads in use
+    want = StoreClient(root / "demo").read_block(2, 0, 200)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:  # like DataLoader workers started by fork
+        sums = pool.map(_sum_ids, [client] * 2)  # pickled: a fresh client per task
+    assert sums == [int(want.ids.astype(np.int64).sum())] * 2
+    q: Any = ctx.Queue()
+    proc = ctx.Process(target=_forked_read, args=(client, q))  # inherited, not pickled
+    proc.start()
+    assert q.get(timeout=30) == int(want.ids.astype(np.int64).sum())
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+
+
+def _sum_ids(client: StoreClient) -> int:
+    return int(client.read_block(2, 0, 200).ids.astype(np.int64).sum())
+
+
+def _forked_read(client: StoreClient, q: Any) -> None:
+    blocks = list(client.iter_blocks(2, [(0, 100), (100, 200)]))
+    q.put(int(sum(b.ids.astype(np.int64).sum() for b in blocks)))

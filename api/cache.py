@@ -8,6 +8,7 @@ and then read by range. A file whose size, inode or mtime changes is verified ag
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
@@ -72,7 +73,10 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class FileState:
-    """A verified file: where it really is, its stat signature, size and crc32c."""
+    """A verified file: where it really is, its stat signature, size, crc32c and a content
+    digest (blake2b-64, for the ETag: the whole-file crc32c of a zarr shard is no content
+    identity, since every shard is a chain of crc32c-suffixed segments and the CRC of such a
+    chain depends only on the segment lengths)."""
 
     store: str
     key: str
@@ -80,18 +84,23 @@ class FileState:
     sig: tuple[int, int, int, int]
     size: int
     crc: int
+    digest: str
 
 
 def _sig(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _crc_file(path: str) -> int:
-    crc = 0
+def _checksums(data: bytes | None, path: str) -> tuple[int, str]:
+    """crc32c and blake2b-64 hex digest of ``data``, or of the file streamed when data is None."""
+    if data is not None:
+        return crc32c.crc32c(data), hashlib.blake2b(data, digest_size=8).hexdigest()
+    crc, h = 0, hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
         while block := f.read(_READ):
             crc = crc32c.crc32c(block, crc)
-    return crc
+            h.update(block)
+    return crc, h.hexdigest()
 
 
 class FileCache:
@@ -100,7 +109,7 @@ class FileCache:
     def __init__(self, capacity: int, max_entry: int | None = None) -> None:
         self.lru = ByteLRU("files", capacity)
         self.max_entry = capacity // 4 if max_entry is None else max_entry
-        self._verified: dict[str, tuple[tuple[int, int, int, int], int]] = {}
+        self._verified: dict[str, tuple[tuple[int, int, int, int], int, str]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, store: str, store_real: str, key: str) -> tuple[str, os.stat_result] | None:
@@ -136,7 +145,7 @@ class FileCache:
             return None
         if want is not None and known[1] != want.crc32c:
             raise StoreDamaged(store, key, "fails its crc32c checksum (corrupt)")
-        return FileState(store, key, real, sig, st.st_size, known[1])
+        return FileState(store, key, real, sig, st.st_size, known[1], known[2])
 
     def verify(
         self, store: str, key: str, real: str, st: os.stat_result, want: FileRecord | None
@@ -149,7 +158,7 @@ class FileCache:
         self.lru.misses += 1  # first use (or changed on disk): read from disk to verify
         try:
             data = self._load(real, st.st_size)
-            crc = crc32c.crc32c(data) if data is not None else _crc_file(real)
+            crc, digest = _checksums(data, real)
         except OSError as e:
             raise io_error(store, key, e) from None
         if want is not None and crc != want.crc32c:
@@ -157,10 +166,10 @@ class FileCache:
         if data is not None and len(data) != st.st_size:
             raise StoreDamaged(store, key, "changed while being read")
         with self._lock:
-            self._verified[real] = (sig, crc)
+            self._verified[real] = (sig, crc, digest)
         if data is not None:
             self.lru.put((real, sig), data, len(data))
-        return FileState(store, key, real, sig, st.st_size, crc)
+        return FileState(store, key, real, sig, st.st_size, crc, digest)
 
     def _load(self, real: str, size: int) -> bytes | None:
         if size > self.max_entry:

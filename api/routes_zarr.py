@@ -67,7 +67,7 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
     if want is False:
         raise ApiError(404, "no_such_key", f"store {name!r} has no key {key!r}")
     state = await _state(svc, name, key, entry.real, want)
-    headers = base_headers(key, etag_of(state.size, state.crc))
+    headers = base_headers(key, etag_of(state.size, state.digest))
     if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
         return not_modified(headers)
     rng = parse_range(request.headers.get("range"), state.size)

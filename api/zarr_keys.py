@@ -64,8 +64,9 @@ def parse_range(header: str | None, total: int) -> ByteRange | bool | None:
     return ByteRange(a, min(b, total - 1) + 1)
 
 
-def etag_of(size: int, crc: int) -> str:
-    return f'"{crc:08x}-{size:x}"'
+def etag_of(size: int, digest: str) -> str:
+    """A strong ETag from the content digest (blake2b-64) and the size."""
+    return f'"{digest}-{size:x}"'
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

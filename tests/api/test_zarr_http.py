@@ -133,3 +133,21 @@ def test_manifest_served_read_only(server: LiveServer, served: dict[str, Path]) 
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     assert r.content == (served["demo"] / "_distill/manifest.json").read_bytes()
     assert _get(server, "_distill/shards/0.0.json").status_code == 404
+
+
+def test_etags_identify_content_not_the_degenerate_crc(
+    server: LiveServer, served: dict[str, Path]
+) -> None:
+    """A zarr shard is a chain of crc32c-suffixed segments, so its whole-file crc32c (what the
+    manifest records) depends only on segment lengths: different shards share it. ETags must not."""
+    import json
+
+    files = json.loads((served["demo"] / "_distill/manifest.json").read_text())["files"]
+    by_crc: dict[int, list[str]] = {}
+    for key, rec in files.items():
+        by_crc.setdefault(rec["crc32c"], []).append(key)
+    same = next(keys for keys in by_crc.values() if len(keys) > 1)
+    contents = {(served["demo"] / k).read_bytes() for k in same}
+    assert len(contents) == len(same)  # different bytes, one crc32c
+    etags = {_get(server, k).headers["ETag"] for k in same}
+    assert len(etags) == len(same)

@@ -69,6 +69,7 @@ class FileRecord:
 
     size: int
     crc32c: int
+    sha256: str = ""  # absent in manifests written before it was recorded
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,29 @@ def _sig(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _checksums(data: bytes | None, path: str) -> tuple[int, str]:
-    """crc32c and blake2b-64 hex digest of ``data``, or of the file streamed when data is None."""
+def _checksums(data: bytes | None, path: str) -> tuple[int, str, str]:
+    """crc32c, blake2b-64 and sha256 hex digests of ``data`` (or of the file, streamed)."""
     if data is not None:
-        return crc32c.crc32c(data), hashlib.blake2b(data, digest_size=8).hexdigest()
-    crc, h = 0, hashlib.blake2b(digest_size=8)
+        blake = hashlib.blake2b(data, digest_size=8).hexdigest()
+        return crc32c.crc32c(data), blake, hashlib.sha256(data).hexdigest()
+    crc, h, sha = 0, hashlib.blake2b(digest_size=8), hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(_READ):
             crc = crc32c.crc32c(block, crc)
             h.update(block)
-    return crc, h.hexdigest()
+            sha.update(block)
+    return crc, h.hexdigest(), sha.hexdigest()
+
+
+def _mismatch(want: FileRecord | None, crc: int, sha: str) -> str | None:
+    """Why a file's checksums do not match its manifest record, or None."""
+    if want is None:
+        return None
+    if crc != want.crc32c:
+        return "fails its crc32c checksum (corrupt)"
+    if want.sha256 and sha != want.sha256:  # same segment layout, other content: swapped
+        return "fails its sha256 (not the file the manifest recorded)"
+    return None
 
 
 class FileCache:
@@ -109,7 +123,7 @@ class FileCache:
     def __init__(self, capacity: int, max_entry: int | None = None) -> None:
         self.lru = ByteLRU("files", capacity)
         self.max_entry = capacity // 4 if max_entry is None else max_entry
-        self._verified: dict[str, tuple[tuple[int, int, int, int], int, str]] = {}
+        self._verified: dict[str, tuple[tuple[int, int, int, int], int, str, str]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, store: str, store_real: str, key: str) -> tuple[str, os.stat_result] | None:
@@ -143,8 +157,9 @@ class FileCache:
             known = self._verified.get(real)
         if known is None or known[0] != sig:
             return None
-        if want is not None and known[1] != want.crc32c:
-            raise StoreDamaged(store, key, "fails its crc32c checksum (corrupt)")
+        why = _mismatch(want, known[1], known[3])
+        if why:
+            raise StoreDamaged(store, key, why)
         return FileState(store, key, real, sig, st.st_size, known[1], known[2])
 
     def verify(
@@ -158,15 +173,16 @@ class FileCache:
         self.lru.misses += 1  # first use (or changed on disk): read from disk to verify
         try:
             data = self._load(real, st.st_size)
-            crc, digest = _checksums(data, real)
+            crc, digest, sha = _checksums(data, real)
         except OSError as e:
             raise io_error(store, key, e) from None
-        if want is not None and crc != want.crc32c:
-            raise StoreDamaged(store, key, "fails its crc32c checksum (corrupt)")
+        why = _mismatch(want, crc, sha)
+        if why:
+            raise StoreDamaged(store, key, why)
         if data is not None and len(data) != st.st_size:
             raise StoreDamaged(store, key, "changed while being read")
         with self._lock:
-            self._verified[real] = (sig, crc, digest)
+            self._verified[real] = (sig, crc, digest, sha)
         if data is not None:
             self.lru.put((real, sig), data, len(data))
         return FileState(store, key, real, sig, st.st_size, crc, digest)

@@ -81,7 +81,7 @@ def _attrs_of(root_meta: dict[str, Any], where: str) -> StoreAttrs:
 def _load_complete(entry: StoreEntry, root_meta: dict[str, Any]) -> None:
     manifest = json.loads((entry.path / MANIFEST).read_text())
     entry.files = {
-        k: FileRecord(int(v["size"]), int(v["crc32c"]))
+        k: FileRecord(int(v["size"]), int(v["crc32c"]), str(v.get("sha256", "")))
         for k, v in manifest["files"].items()
         if int(v["size"]) > 0
     }

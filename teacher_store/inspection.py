@@ -36,6 +36,7 @@ to the values is not, which is what the crc32c checksums are for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -376,6 +377,12 @@ def _check_files(root: Path, manifest: dict[str, Any]) -> str | None:
             return (
                 f"shard {key} fails its checksum (crc32c {crc:08x}, manifest {want['crc32c']:08x})"
                 ": the file is damaged; regenerate the store or restore it"
+            )
+        # crc32c cannot tell apart two shards of the same segment layout; sha256 can.
+        if want.get("sha256") and hashlib.sha256(data).hexdigest() != want["sha256"]:
+            return (
+                f"shard {key} fails its sha256 (not the file the manifest recorded): it was "
+                "replaced or swapped; regenerate the store or restore it"
             )
     return None
 

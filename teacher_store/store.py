@@ -3,13 +3,14 @@
 Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``
 samples. A unit is one zarr shard file per array, written whole by exactly one writer (zarr
 loses data when two writers touch one shard). Once its files are written, the writer records
-them (size and crc32c) in ``_distill/shards/<unit>.json`` with an atomic rename; a unit counts as
-done only when that record exists and matches the files. The store is final when
+them (size, crc32c, sha256) in ``_distill/shards/<unit>.json`` with an atomic rename; a unit
+counts as done only when that record exists and matches the files. The store is final when
 ``_distill/manifest.json`` and the consolidated metadata are written, last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -150,9 +151,16 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def _file_record(path: Path) -> dict[str, int]:
+def _file_record(path: Path) -> dict[str, Any]:
+    """Size, crc32c and sha256 of a file. The crc32c alone is no content identity: a zarr shard
+    is a chain of crc32c-suffixed segments, whose whole-file crc32c depends only on the segment
+    lengths; sha256 tells a stale or swapped shard of the same layout apart."""
     data = path.read_bytes()
-    return {"size": len(data), "crc32c": crc32c.crc32c(data)}
+    return {
+        "size": len(data),
+        "crc32c": crc32c.crc32c(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
@@ -178,14 +186,14 @@ def write_unit(
     files = {}
     for key in unit.keys().values():
         f = root / key
-        files[key] = _file_record(f) if f.is_file() else {"size": 0, "crc32c": 0}
+        files[key] = _file_record(f) if f.is_file() else {"size": 0, "crc32c": 0, "sha256": ""}
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     _atomic_write_json(root / BOOK / "shards" / f"{unit.name}.json", record)
     return record
 
 
 def committed_units(path: str | os.PathLike[str], units: list[ShardUnit]) -> set[str]:
-    """Names of units whose record exists and whose files match it (size and crc32c)."""
+    """Names of units whose record exists and whose files match it (size, crc32c, sha256)."""
     root = Path(path)
     done = set()
     for unit in units:

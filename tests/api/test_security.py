@@ -151,3 +151,27 @@ def test_damaged_shard_clear_error_never_wrong_data(
     np.testing.assert_array_equal(
         remote["values"][0, :], zarr.open_group(served["demo"])["values"][0, :]
     )
+
+
+def test_swapped_shard_with_matching_crc32c_is_refused(
+    server: LiveServer, served: dict[str, Path]
+) -> None:
+    """A shard replaced by another of the same segment layout keeps size and whole-file crc32c
+    (zarr shards are chains of crc32c-suffixed segments); the manifest's sha256 catches it."""
+    import json
+
+    store = copy_store(served["demo"], served["root"] / "swapped")
+    files = json.loads((store / "_distill" / "manifest.json").read_text())["files"]
+    pair = next(
+        (a, b)
+        for a in sorted(files)
+        for b in sorted(files)
+        if a < b
+        and files[a]["size"] == files[b]["size"] > 0
+        and files[a]["crc32c"] == files[b]["crc32c"]
+        and files[a]["sha256"] != files[b]["sha256"]
+    )
+    (store / pair[0]).write_bytes((store / pair[1]).read_bytes())
+    r = requests.get(f"{server.url}/v1/stores/swapped/zarr/{pair[0]}", timeout=10)
+    assert r.status_code == 409
+    assert pair[0] in r.json()["detail"] and "sha256" in r.json()["detail"]

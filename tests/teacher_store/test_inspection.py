@@ -261,3 +261,32 @@ def test_cli_paths(store, demo_data, tmp_path, capsys):
     assert "out of range" in err and err.count("\n") == 1 and "Traceback" not in err
     assert main(["verify", str(store), "--data", str(demo_data), "--fraction", "2"]) == 2
     assert "--fraction" in capsys.readouterr().err
+
+
+def test_verify_catches_a_swapped_shard_of_the_same_layout(tmp_path, demo_data):
+    """Two shards with the same segment lengths share a whole-file crc32c; sha256 tells them
+    apart, so a swapped shard is caught even though every crc32c still matches."""
+    import json
+    import shutil
+
+    from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.inspection import verify_store
+
+    out = tmp_path / "s"
+    cfg = GenerateConfig(
+        data=str(demo_data), out=str(out), views=2, topk=5, img_size=64, batch_size=4,
+        shard_samples=8, chunk_samples=8, shard_views=1, workers=0, progress=False,
+    )  # fmt: skip
+    run_generate(cfg)
+    files = json.loads((out / "_distill" / "manifest.json").read_text())["files"]
+    valid = sorted(k for k in files if k.startswith("valid/") and files[k]["size"])
+    pair = next(
+        (a, b)
+        for i, a in enumerate(valid)
+        for b in valid[i + 1 :]
+        if files[a]["size"] == files[b]["size"] and files[a]["sha256"] != files[b]["sha256"]
+    )
+    shutil.copyfile(out / pair[1], out / pair[0])
+    report = verify_store(str(out), str(demo_data), fraction=0.01, device="cpu")
+    assert not report.ok
+    assert pair[0] in report.reason and "sha256" in report.reason

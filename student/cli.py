@@ -31,6 +31,14 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--token-file", str, "bearer token for the service"),
     ("--teacher", str, "online-KD baseline: run this teacher every step"),
     ("--teacher-checkpoint", str, "weights for --teacher"),
+    (
+        "--curriculum-stages",
+        int,
+        "stages M of --curriculum (default: 4 progressive, 3 efficientrain)",
+    ),
+    ("--size-start", int, "first image size / bandwidth of --curriculum (default ~img_size/2)"),
+    ("--drop-rate-start", float, "progressive: first-stage dropout (default drop_rate / 3)"),
+    ("--drop-path-start", float, "progressive: first-stage drop path (default 0)"),
 )
 
 
@@ -74,6 +82,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sched", choices=("cosine", "constant"))
     p.add_argument("--view-schedule", choices=("wrap", "stretch"), help="epoch -> view slot")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--recipe", choices=("resnet-rs",), help="training-recipe preset; flags override its values"
+    )
+    p.add_argument(
+        "--curriculum",
+        choices=("efficientnetv2-progressive", "efficientrain"),
+        help="progressive resizing + regularization, or EfficientTrain++ low-frequency cropping "
+        "(needs a store generated with the matching --recipe)",
+    )
+    p.add_argument(
+        "--lowfreq-mode", choices=("crop", "downsample"), help="efficientrain: default crop"
+    )
     for name, help_text in (
         ("ema", "keep an EMA of the weights"),
         ("amp", "bf16 autocast on CUDA"),
@@ -82,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("resume", "continue from RUN_DIR/last.pth"),
         ("allow-dataset-mismatch", "train although --data differs from the store's dataset"),
         ("record-samples", "save each rank's sample order per epoch"),
+        ("ema-warmup", "ramp the EMA decay up over the first steps (timm)"),
     ):
         p.add_argument(f"--{name}", action="store_true", default=None, help=help_text)
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no autocast")

@@ -6,11 +6,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from student.recipes import CURRICULUM_DEFAULTS, RECIPES, apply_presets
 
 
 class TrainConfig(BaseModel):
-    """Everything a training run needs; its resolved form is saved in RUN_DIR and checkpoints."""
+    """Everything a training run needs; its resolved form is saved in RUN_DIR and checkpoints.
+
+    ``recipe`` and ``curriculum`` presets (student/recipes.py) fill the options that were not
+    given explicitly: the validator sees exactly the keys passed in (YAML + CLI flags, or
+    keywords), so explicit values always win and a saved dict round-trips unchanged.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -56,6 +63,41 @@ class TrainConfig(BaseModel):
     progress: bool = True
     resume: bool = False  # continue from RUN_DIR/last.pth
     record_samples: bool = False  # write each rank's sample ids per epoch (audits, tests)
+    recipe: str | None = None  # training-recipe preset, see student/recipes.py
+    curriculum: str | None = None  # efficientnetv2-progressive | efficientrain
+    curriculum_stages: int | None = Field(None, ge=2)  # default: the curriculum's own
+    size_start: int | None = Field(None, ge=8)  # first image size / bandwidth of a curriculum
+    drop_rate_start: float | None = Field(None, ge=0, lt=1)  # progressive: first-stage dropout
+    drop_path_start: float | None = Field(None, ge=0, lt=1)  # progressive: first-stage drop path
+    lowfreq_mode: Literal["crop", "downsample"] = "crop"  # efficientrain: how views shrink
+    ema_warmup: bool = False  # timm's EMA warmup (decay ramps up over the first steps)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _presets(cls, data: Any) -> Any:
+        return apply_presets(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _check_presets(self) -> TrainConfig:
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; use one of {sorted(RECIPES)}")
+        if self.curriculum is None:
+            return self
+        if self.curriculum not in CURRICULUM_DEFAULTS:
+            raise ValueError(
+                f"unknown curriculum {self.curriculum!r}; use one of {sorted(CURRICULUM_DEFAULTS)}"
+            )
+        if self.view_schedule != "stretch":
+            raise ValueError(
+                f"curriculum {self.curriculum} needs view_schedule='stretch' (the view slot must "
+                f"follow training progress), got {self.view_schedule!r}"
+            )
+        if self.img_size and self.size_start and self.size_start > self.img_size:
+            raise ValueError(
+                f"size_start {self.size_start} exceeds img_size {self.img_size}: "
+                "a curriculum grows the size up to img_size"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -35,3 +35,42 @@ def slot_for_epoch(epoch: int, epochs: int, views: int, mode: str = "wrap") -> i
     if mode == "stretch":
         return min(views - 1, epoch * views // epochs)
     raise ValueError(f"unknown view schedule {mode!r}; use wrap or stretch")
+
+
+def round_size(x: float, quantum: int) -> int:
+    """``x`` rounded to the nearest multiple of ``quantum`` (half to even), at least ``quantum``."""
+    if quantum < 1:
+        raise ValueError(f"quantum must be >= 1, got {quantum}")
+    if not x > 0:
+        raise ValueError(f"size must be > 0, got {x}")
+    return max(quantum, quantum * round(x / quantum))
+
+
+def linear_ramp(stage: int, stages: int, start: float, end: float) -> float:
+    """EfficientNetV2 Algorithm 1: ``start + (end - start) * stage / (stages - 1)``.
+
+    Stage 0 gets ``start`` and stage ``stages - 1`` gets ``end`` exactly; one stage gets ``end``.
+    """
+    if stages < 1:
+        raise ValueError(f"stages must be >= 1, got {stages}")
+    if not 0 <= stage < stages:
+        raise ValueError(f"stage {stage} outside [0, {stages})")
+    if stages == 1:
+        return end
+    t = stage / (stages - 1)
+    return (1.0 - t) * start + t * end
+
+
+def stage_for_epoch(epoch: int, epochs: int, views: int, stages: int) -> int:
+    """The curriculum stage of ``epoch``: the store's stage of the view slot it trains on.
+
+    With ``view_schedule="stretch"`` the epoch reads slot ``s = floor(epoch * R / E)`` and the
+    store drew that slot's views in stage ``floor(s * M / R)`` (``Recipe.stage_of``). Using the
+    same stage on the student side keeps both halves of the curriculum in lockstep; when M
+    divides R this equals ``floor(epoch * M / E)``, the paper's equal split of training into M
+    stages.
+    """
+    if views < stages:
+        raise ValueError(f"{views} view slots cannot hold {stages} stages (need views >= stages)")
+    slot = slot_for_epoch(epoch, epochs, views, "stretch")
+    return slot * stages // views

@@ -21,9 +21,19 @@ import torch
 
 from student.checkpoint import load_checkpoint, save_checkpoint
 from student.config import TrainConfig
+from student.curriculum import (
+    Curriculum,
+    Regularizers,
+    build_curriculum,
+    check_family,
+    check_store,
+    compute_fraction,
+)
 from student.data import BatchPlan, ReplayDataset, TargetCache, split_samples
 from student.evaluate import classes_aligned, evaluate
 from student.loss import mixed_label_loss, sparse_kd_loss
+from student.lowfreq import reduce_batch
+from student.recipes import resolve_recipe
 from student.sampler import Cursor, epoch_order, rank_order
 from student.schedule import lr_at, slot_for_epoch
 from teacher_store.dataset import DatasetFingerprint, ImageFolder
@@ -92,18 +102,26 @@ class _Run:
         torch.set_rng_state(state["rng"])
 
 
-def _build_run(cfg: TrainConfig, num_classes: int, img_size: int, device: torch.device) -> _Run:
+def _build_run(
+    cfg: TrainConfig,
+    num_classes: int,
+    img_size: int,
+    device: torch.device,
+    rates: tuple[float, float] | None = None,
+) -> _Run:
+    """Model, optimizer and EMA; ``rates`` = the largest (dropout, drop path) a schedule sets."""
     import timm.optim
     from timm.utils import ModelEmaV3
 
     from models import create_student
 
     torch.manual_seed(cfg.seed)  # init, dropout and drop-path; checkpointed with the run
+    drop_rate, drop_path = rates or (cfg.drop_rate, cfg.drop_path)
     kw: dict[str, Any] = {}
-    if cfg.drop_path:
-        kw["drop_path_rate"] = cfg.drop_path
-    if cfg.drop_rate:
-        kw["drop_rate"] = cfg.drop_rate
+    if drop_path:
+        kw["drop_path_rate"] = drop_path
+    if drop_rate:
+        kw["drop_rate"] = drop_rate
     model = create_student(cfg.model, num_classes, img_size=img_size, **kw).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -111,7 +129,7 @@ def _build_run(cfg: TrainConfig, num_classes: int, img_size: int, device: torch.
     optimizer = timm.optim.create_optimizer_v2(
         model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **opt_kw
     )
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema else None
     return _Run(cfg, model, optimizer, ema)
 
 
@@ -161,6 +179,8 @@ class _Ctx:
     total_steps: int
     warmup_steps: int
     teacher: Any = None  # (model, mean, std) in online-KD baseline mode
+    curriculum: Curriculum | None = None
+    regs: Regularizers | None = None
 
 
 def _teacher_targets(ctx: _Ctx, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +201,9 @@ def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.nd
         ids, logp, valid = (t.to(dev) for t in ctx.targets.gather(slot, samples))
         weight = valid & batch["ok"].to(dev)
     x = view_to_float(images, *ctx.norm)
+    band = ctx.curriculum.bandwidth(run.step, ctx.total_steps) if ctx.curriculum else None
+    if band is not None:  # EfficientTrain++: keep the lowest band x band frequencies
+        x = reduce_batch(x, band, ctx.curriculum.lowfreq_mode)  # type: ignore[union-attr]
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     run.model.train()
@@ -230,7 +253,8 @@ def _train_epoch(run: _Run, ctx: _Ctx, dataset: ReplayDataset, plan: BatchPlan, 
     return {"loss": float(np.mean(losses)) if losses else math.nan, "images": seen, "time": elapsed}
 
 
-def _setup(cfg: TrainConfig) -> tuple[Any, ImageFolder, torch.device, Path]:
+def _setup(cfg: TrainConfig) -> tuple[TrainConfig, Any, ImageFolder, torch.device, Path]:
+    """Open data and store, settle presets against them; returns the resolved config."""
     rank, world, local_rank = dist_env()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
@@ -240,6 +264,7 @@ def _setup(cfg: TrainConfig) -> tuple[Any, ImageFolder, torch.device, Path]:
     folder = ImageFolder.scan(cfg.data)
     reader = open_targets(cfg.store, token, None)
     _check_dataset(reader.attrs, folder, cfg.allow_dataset_mismatch)
+    cfg, notes = _resolve_recipe(cfg, reader.attrs, folder)
     if cfg.hard_label_weight and not classes_aligned(reader.attrs, folder):
         raise ValueError(
             "--hard-label-weight needs the teacher's classes to be the folder's classes "
@@ -248,8 +273,37 @@ def _setup(cfg: TrainConfig) -> tuple[Any, ImageFolder, torch.device, Path]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    return reader, folder, device, out
+    return cfg, reader, folder, device, out
+
+
+def _resolve_recipe(
+    cfg: TrainConfig, attrs: Any, folder: ImageFolder
+) -> tuple[TrainConfig, list[str]]:
+    """Store- and model-dependent preset values (see student/recipes.py)."""
+    if cfg.recipe is None:
+        return cfg, []
+    from models import create_student
+
+    img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
+    try:
+        with torch.device("meta"):  # parameter count without allocating weights
+            probe = create_student(cfg.model, attrs.num_classes, img_size=img_size)
+    except (RuntimeError, NotImplementedError):  # a model whose init needs real tensors
+        probe = create_student(cfg.model, attrs.num_classes, img_size=img_size)
+    params = sum(p.numel() for p in probe.parameters())
+    return resolve_recipe(cfg, attrs.recipe, classes_aligned(attrs, folder), params)
+
+
+def _curriculum(cfg: TrainConfig, attrs: Any, img_size: int) -> Curriculum | None:
+    """The run's curriculum, checked against the model family and the store's schedule."""
+    curriculum = build_curriculum(cfg, img_size)
+    if curriculum is not None:
+        check_family(curriculum, cfg.model)
+        check_store(curriculum, attrs.recipe, int(attrs.views), cfg.epochs)
+    return curriculum
 
 
 def _online_teacher(cfg: TrainConfig, device: torch.device) -> Any:
@@ -264,10 +318,11 @@ def _online_teacher(cfg: TrainConfig, device: torch.device) -> Any:
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) a student; returns a summary of the last epoch and evaluation."""
 
-    reader, folder, device, out = _setup(cfg)
+    cfg, reader, folder, device, out = _setup(cfg)
     rank, world, local_rank = dist_env()
     attrs = reader.attrs
     img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
+    curriculum = _curriculum(cfg, attrs, img_size)
     train_ids, val_ids = split_samples(attrs.num_samples, cfg.val_fraction, cfg.seed)
     steps_per_epoch = len(train_ids) // world // cfg.batch_size
     if steps_per_epoch < 1:
@@ -275,7 +330,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
             f"--batch-size {cfg.batch_size} x {world} ranks exceeds the {len(train_ids)} "
             "training samples; lower it"
         )
-    run = _build_run(cfg, attrs.num_classes, img_size, device)
+    rates = None
+    if curriculum is not None:
+        rates = (max(curriculum.drop_rate), max(curriculum.drop_path))
+    run = _build_run(cfg, attrs.num_classes, img_size, device, rates)
     if cfg.resume:
         _resume(run, out)
     module = run.model
@@ -293,6 +351,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         total,  # max_steps only stops early: it must not change the schedule
         int(cfg.warmup_epochs * steps_per_epoch),
         _online_teacher(cfg, device),
+        curriculum,
+        Regularizers(module, *rates) if rates else None,
     )
     dataset = ReplayDataset(folder, attrs, img_size)
     logger = _Logger(out, rank == 0, cfg.tensorboard)
@@ -311,6 +371,36 @@ def _epoch_order(cfg: TrainConfig, attrs: Any, train_ids: np.ndarray, epoch: int
     block = min(len(train_ids), int(attrs.chunk_samples))
     pos = epoch_order(cfg.seed, epoch, len(train_ids), block, _WINDOW_BLOCKS)
     return rank_order(train_ids[pos], rank, world)
+
+
+def _epoch_settings(ctx: _Ctx, dataset: ReplayDataset, epoch: int) -> dict[str, Any]:
+    """Apply the curriculum's plan for ``epoch`` (render size, dropout, drop path)."""
+    if ctx.curriculum is None:
+        return {"img_size": dataset.img_size}
+    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(dataset.attrs.views))
+    dataset.img_size = plan.img_size  # DataLoader workers are created per epoch
+    if ctx.regs is not None:
+        ctx.regs.set(plan.drop_rate, plan.drop_path)
+    return {
+        "stage": plan.stage,
+        "img_size": plan.img_size,
+        "drop_rate": plan.drop_rate,
+        "drop_path": plan.drop_path,
+    }
+
+
+def _band_stats(ctx: _Ctx, first: int, last: int) -> dict[str, Any]:
+    """EfficientTrain++ bandwidths of steps ``first..last-1`` and the compute consumed."""
+    c = ctx.curriculum
+    bands = [c.bandwidth(s, ctx.total_steps) for s in range(first, last)] if c else []
+    if not bands or bands[0] is None:
+        return {}
+    return {
+        "bandwidth_min": min(bands),
+        "bandwidth_max": max(bands),
+        "bandwidth_mean": float(np.mean(bands)),
+        "compute_fraction": compute_fraction(last, ctx.total_steps, c.size_start, c.size_end),  # type: ignore[union-attr]
+    }
 
 
 def _loop(
@@ -333,6 +423,7 @@ def _loop(
         start = run.cursor.position if epoch == run.cursor.epoch else 0
         run.cursor = Cursor(epoch, start)
         plan = BatchPlan(order, slot, cfg.batch_size, start)
+        settings, first_step = _epoch_settings(ctx, dataset, epoch), run.step
         if cfg.record_samples:
             (out / "samples").mkdir(exist_ok=True)
             np.save(out / "samples" / f"epoch{epoch}-rank{rank}.npy", order)
@@ -353,6 +444,9 @@ def _loop(
             "slot": slot,
             "loss": stats["loss"],
             "images_per_s": world * stats["images"] / max(stats["time"], 1e-9),
+            "train_time_s": stats["time"],
+            **settings,
+            **_band_stats(ctx, first_step, run.step),
         }
         if rank == 0:
             eval_model = run.ema.module if run.ema is not None else module

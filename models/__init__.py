@@ -1,4 +1,4 @@
-"""Thin factories over timm: teachers (with offline weights) and students.
+"""Thin factories over timm: teachers (with offline weights), students, and compound scaling.
 
 Re-exports are resolved lazily (PEP 562) so that `distill --help`, which imports this package's
 ``cli`` module, does not pay for importing timm and torch.
@@ -17,6 +17,12 @@ _EXPORTS = {
     "STUDENT_FAMILIES": "models.students",
     "create_student": "models.students",
     "student_family": "models.students",
+    "SCALE_FAMILIES": "models.scaling",
+    "ScaledConfig": "models.scaling",
+    "build_scaled": "models.scaling",
+    "measure": "models.scaling",
+    "rule_multipliers": "models.scaling",
+    "scale_config": "models.scaling",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -54,7 +54,13 @@ def _run_info(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     from teacher_store.inspection import verify_store
 
-    report = verify_store(args.store, args.data, fraction=args.fraction, device=args.device)
+    report = verify_store(
+        args.store,
+        args.data,
+        fraction=args.fraction,
+        device=args.device,
+        checkpoint=args.checkpoint,
+    )
     if not report.ok:
         print(f"distill verify: FAILED: {report.reason}", file=sys.stderr)
         return 1
@@ -93,6 +99,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-samples", type=int, help="samples per shard (default 4096)")
     p.add_argument("--shard-views", type=int, help="view slots per shard (default 4)")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no autocast")
+    p.add_argument("--threads", type=int, help="torch CPU threads (part of the store's identity)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace another store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
@@ -112,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="the ImageFolder the store was built from")
     p.add_argument("--fraction", type=float, default=0.05, help="share of teacher batches redone")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--checkpoint", help="the teacher's weights, for a non-builtin teacher")
     p.set_defaults(func=_run_verify)
     p = sub.add_parser("show", help="render one stored view with the teacher's top-5")
     p.add_argument("store")

@@ -26,7 +26,14 @@ from teacher_store.dataset import CorruptImageError, ImageFolder
 from teacher_store.recipe import Recipe, get_recipe
 from teacher_store.replay import render_view, view_to_float
 from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
-from teacher_store.store import ShardUnit, committed_units, create_store, finalize, shard_units
+from teacher_store.store import (
+    ShardUnit,
+    committed_units,
+    create_store,
+    finalize,
+    recorded_config,
+    shard_units,
+)
 from teacher_store.store import write_unit as _write_unit
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
@@ -51,6 +58,9 @@ class GenerateConfig(BaseModel):
     value_encoding: str = "logprob-f16"
     img_size: int | None = Field(None, ge=8)
     amp: bool = True  # autocast (bf16) on CUDA; a no-op on CPU
+    # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of
+    # the store's identity. None: the store's recorded value, else torch's default.
+    threads: int | None = Field(None, ge=1)
     chunk_samples: int = Field(1024, ge=1)
     shard_samples: int = Field(4096, ge=1)
     shard_views: int = Field(4, ge=1)
@@ -91,8 +101,14 @@ def _libraries() -> dict[str, str]:
     return out
 
 
-def build_attrs(cfg: GenerateConfig, folder: ImageFolder, teacher: Any) -> StoreAttrs:
-    """The store's attrs: layout clamped to the data, identity, and the full config."""
+def build_attrs(
+    cfg: GenerateConfig, folder: ImageFolder, teacher: Any, device_type: str = "cpu"
+) -> StoreAttrs:
+    """The store's attrs: layout clamped to the data, identity, and the config.
+
+    The config recorded is the part that decides the bytes (runtime fields such as paths and
+    worker counts are left out); the device type is recorded too: CPU and CUDA teachers differ.
+    """
     if cfg.value_encoding not in VALUE_ENCODINGS:
         raise ValueError(f"unknown --value-encoding {cfg.value_encoding!r}: {VALUE_ENCODINGS}")
     if cfg.topk > teacher.num_classes:
@@ -120,6 +136,7 @@ def build_attrs(cfg: GenerateConfig, folder: ImageFolder, teacher: Any) -> Store
         dataset=folder.fingerprint().to_dict(),
         recipe=cfg.recipe.to_dict(),
         # Runtime fields (paths, workers, device, ...) stay out: they must not change the bytes.
+        device_type=device_type,
         config={k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS},
         libraries=_libraries(),
     )
@@ -281,6 +298,21 @@ def _run_units(
         yield writer.write(cfg.out)
 
 
+def _pin_threads(cfg: GenerateConfig) -> GenerateConfig:
+    """Fix torch's thread count for this job: asked for, else the store's, else the default.
+
+    Every process of a job (any world size, any resume) then computes with the same count, so
+    the teacher's CPU float results, and hence the store's bytes, do not depend on how the job
+    was launched (torchrun starts each rank with one thread).
+    """
+    threads = cfg.threads
+    if threads is None:
+        recorded = recorded_config(cfg.out) or {}
+        threads = int(recorded.get("threads") or torch.get_num_threads())
+    torch.set_num_threads(threads)
+    return cfg.model_copy(update={"threads": threads})
+
+
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
     from tqdm import tqdm
@@ -292,9 +324,10 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
     device = resolve_device(cfg.device, local_rank)
+    cfg = _pin_threads(cfg)
     folder = ImageFolder.scan(cfg.data)
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
-    attrs = build_attrs(cfg, folder, info)
+    attrs = build_attrs(cfg, folder, info, device.type)
     resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
     _barrier(world)
     units = shard_units(attrs)

@@ -449,7 +449,11 @@ def _compare_view(
 
 
 def verify_store(
-    path: str, data: str, fraction: float = 0.05, device: str = "auto"
+    path: str,
+    data: str,
+    fraction: float = 0.05,
+    device: str = "auto",
+    checkpoint: str | None = None,
 ) -> VerifyReport:
     """Check a store: readable, complete, checksums, dataset, and a teacher spot check.
 
@@ -496,7 +500,7 @@ def verify_store(
     if fraction == 0:
         return VerifyReport(True, "", head + "; teacher spot check skipped (--fraction 0)")
     try:
-        spot = _spot_check(store, folder, fraction, device)
+        spot = _spot_check(store, folder, fraction, device, checkpoint)
     except (ValueError, OSError) as e:
         return _fail(f"spot check: {e}".splitlines()[0])
     if spot.ok:
@@ -504,7 +508,9 @@ def verify_store(
     return spot
 
 
-def _spot_check(store: Any, folder: Any, fraction: float, device: str) -> VerifyReport:
+def _spot_check(
+    store: Any, folder: Any, fraction: float, device: str, checkpoint: str | None
+) -> VerifyReport:
     import torch
 
     from models import create_teacher
@@ -526,10 +532,12 @@ def _spot_check(store: Any, folder: Any, fraction: float, device: str) -> Verify
         return VerifyReport(True, "", "no valid views to re-run the teacher on")
 
     dev = resolve_device(device)
-    gen_dev = str(a.config.get("device") or "unknown")
+    if a.config.get("threads"):  # the store's thread count: CPU float results depend on it
+        torch.set_num_threads(int(a.config["threads"]))
+    gen_dev = a.device_type
     same_device = gen_dev == dev.type
     try:
-        model, info = create_teacher(a.config["teacher"], a.config.get("checkpoint"))
+        model, info = create_teacher(a.config["teacher"], checkpoint)
     except (ValueError, OSError) as e:
         raise ValueError(
             f"cannot rebuild the store's teacher {a.config['teacher']!r}: {e}"

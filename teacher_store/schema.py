@@ -36,6 +36,7 @@ class StoreAttrs(BaseModel):
     value_encoding: ValueEncoding
     temperature: float = 1.0  # the stored log-probs are softmax(logits / temperature)
     store_seed: int
+    device_type: str = "unknown"  # where the teacher ran: CPU and CUDA differ in float results
     chunk_samples: int
     shard_samples: int
     shard_views: int

@@ -92,6 +92,27 @@ def _read_root_attrs(path: Path) -> dict[str, Any] | None:
         raise ValueError(f"{meta} is unreadable ({e}); remove it or pass --overwrite") from None
 
 
+def recorded_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The generation config recorded in an existing store's attrs, or None."""
+    root = Path(path)
+    attrs = _read_root_attrs(root) if root.is_dir() else None
+    return dict(attrs.get("config") or {}) if attrs else None
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of the attrs (and config options) that differ; library versions do not count."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        if k == "libraries" or old.get(k) == new.get(k):
+            continue
+        if k == "config" and isinstance(old.get(k), dict):
+            oc, nc = old[k], new.get(k) or {}
+            out += [f"config.{c}" for c in sorted(set(oc) | set(nc)) if oc.get(c) != nc.get(c)]
+        else:
+            out.append(k)
+    return out
+
+
 def create_store(path: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False) -> bool:
     """Create an empty store at ``path``, or accept an existing one with the same config.
 
@@ -104,13 +125,11 @@ def create_store(path: str | os.PathLike[str], attrs: StoreAttrs, overwrite: boo
         raise ValueError(f"output {root} exists and is not a directory")
     if root.is_dir() and any(root.iterdir()):
         old = _read_root_attrs(root)
-        same = old is not None and all(
-            old.get(k) == v for k, v in attrs.to_dict().items() if k != "libraries"
-        )
-        if same:
+        diff = _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
+        if not diff:
             return True
         if not overwrite:
-            what = "a different store (other config)" if old is not None else "not a store"
+            what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
             raise ValueError(f"output {root} is {what}; choose another --out or pass --overwrite")
         shutil.rmtree(root)
     _create_arrays(root, attrs)

@@ -275,3 +275,29 @@ def test_workers_do_not_change_the_bytes(reference, demo_data, tmp_path):
     out = tmp_path / "w2"
     assert _generate(_cfg(demo_data, out, workers=2))["complete"]
     assert _digest(out) == want
+
+
+def test_thread_count_is_recorded_and_reused(tmp_path, demo_data):
+    """CPU float results depend on torch's thread count: a store records it, a re-run without
+    --threads adopts it (so torchrun's one-thread ranks match), and another count is refused
+    naming the option."""
+    import torch
+
+    from teacher_store.generate import GenerateConfig, run_generate
+
+    before = torch.get_num_threads()
+    try:
+        kw = dict(
+            data=str(demo_data), out=str(tmp_path / "s"), views=1, topk=3, img_size=32,
+            batch_size=8, shard_samples=8, chunk_samples=8, workers=0, progress=False,
+        )  # fmt: skip
+        first = run_generate(GenerateConfig(threads=1, **kw))
+        assert first["complete"]
+        torch.set_num_threads(2)
+        again = run_generate(GenerateConfig(**kw))
+        assert again["units_written"] == 0 and again["units_skipped"] == first["units"]
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match=r"config\.threads"):
+            run_generate(GenerateConfig(threads=2, **kw))
+    finally:
+        torch.set_num_threads(before)

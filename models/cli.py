@@ -127,7 +127,7 @@ def _run_scale(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    where = f"{device} ({threads} threads)" if threads else str(device)
+    where = f"{device} ({threads} thread{'s' * (threads != 1)})" if threads else str(device)
     print(
         f"{base_cfg.base} scaled by rule {args.rule}"
         + (f" ({args.regime} regime)" if args.rule == "resnet-rs" else "")

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from student.lowfreq import LowFreqMode
 from student.recipes import EFFICIENTRAIN, PROGRESSIVE
 from student.schedule import linear_ramp, round_size, stage_for_epoch
 
@@ -75,7 +76,7 @@ class Curriculum:
     size_end: int
     drop_rate: tuple[float, float]
     drop_path: tuple[float, float]
-    lowfreq_mode: str = "crop"
+    lowfreq_mode: LowFreqMode = "crop"
     version: int = CURRICULUM_VERSION
 
     def __post_init__(self) -> None:
@@ -250,12 +251,14 @@ class Regularizers:
         from timm.layers import DropPath
 
         self.model, self.built = model, (drop_rate, drop_path)
-        self.dropouts = [
+        self.dropouts: list[torch.nn.Dropout] = [
             m
             for m in model.modules()
             if isinstance(m, torch.nn.Dropout) and drop_rate > 0 and math.isclose(m.p, drop_rate)
         ]
-        self.paths = [(m, m.drop_prob) for m in model.modules() if isinstance(m, DropPath)]
+        self.paths: list[tuple[Any, float]] = [
+            (m, float(m.drop_prob)) for m in model.modules() if isinstance(m, DropPath)
+        ]
 
     def set(self, drop_rate: float, drop_path: float) -> None:
         if drop_rate > self.built[0] + 1e-12 or drop_path > self.built[1] + 1e-12:
@@ -264,9 +267,9 @@ class Regularizers:
                 f"{self.built}"
             )
         if hasattr(self.model, "drop_rate"):
-            self.model.drop_rate = drop_rate
+            setattr(self.model, "drop_rate", drop_rate)  # noqa: B010 (a plain attribute in timm)
         for m in self.dropouts:
             m.p = drop_rate
         scale = drop_path / self.built[1] if self.built[1] > 0 else 0.0
-        for m, base in self.paths:
-            m.drop_prob = base * scale
+        for path, base in self.paths:
+            path.drop_prob = base * scale

@@ -201,9 +201,10 @@ def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.nd
         ids, logp, valid = (t.to(dev) for t in ctx.targets.gather(slot, samples))
         weight = valid & batch["ok"].to(dev)
     x = view_to_float(images, *ctx.norm)
-    band = ctx.curriculum.bandwidth(run.step, ctx.total_steps) if ctx.curriculum else None
-    if band is not None:  # EfficientTrain++: keep the lowest band x band frequencies
-        x = reduce_batch(x, band, ctx.curriculum.lowfreq_mode)  # type: ignore[union-attr]
+    if ctx.curriculum is not None:  # EfficientTrain++: keep the lowest band x band frequencies
+        band = ctx.curriculum.bandwidth(run.step, ctx.total_steps)
+        if band is not None:
+            x = reduce_batch(x, band, ctx.curriculum.lowfreq_mode)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     run.model.train()
@@ -392,14 +393,14 @@ def _epoch_settings(ctx: _Ctx, dataset: ReplayDataset, epoch: int) -> dict[str, 
 def _band_stats(ctx: _Ctx, first: int, last: int) -> dict[str, Any]:
     """EfficientTrain++ bandwidths of steps ``first..last-1`` and the compute consumed."""
     c = ctx.curriculum
-    bands = [c.bandwidth(s, ctx.total_steps) for s in range(first, last)] if c else []
-    if not bands or bands[0] is None:
+    if c is None or c.bandwidth(0, ctx.total_steps) is None or last <= first:
         return {}
+    bands = [int(c.bandwidth(s, ctx.total_steps) or 0) for s in range(first, last)]
     return {
         "bandwidth_min": min(bands),
         "bandwidth_max": max(bands),
         "bandwidth_mean": float(np.mean(bands)),
-        "compute_fraction": compute_fraction(last, ctx.total_steps, c.size_start, c.size_end),  # type: ignore[union-attr]
+        "compute_fraction": compute_fraction(last, ctx.total_steps, c.size_start, c.size_end),
     }
 
 

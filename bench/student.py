@@ -1,0 +1,448 @@
+"""Student training speed: from the store through the service vs in-memory targets vs online KD.
+
+One run, same data, same student, same config, same views; only where the teacher targets come
+from changes:
+
+  (a) service  -- ``distill serve`` (a real uvicorn server on 127.0.0.1) over the store's parent
+                  folder; the trainer streams blocks with ``teacher_store.client.StoreClient``
+                  (store URL ``http://127.0.0.1:PORT/v1/stores/NAME``);
+  (b) memory   -- the same store copied into fsspec's in-process memory filesystem
+                  (``memory://``): targets cost ~nothing, the ceiling;
+  (c) online   -- online KD: ``TrainConfig(teacher=efficientnet_lite0)`` runs the real teacher
+                  every step on the same replayed views (K = C, dense KD).
+
+All three go through ``student.train.run_train``. Data: the real demo photos
+(``teacher_store.demo_data.write_demo_data``, 17 photos) each copied ``--copies`` times under new
+names, so that one epoch is many steps (a 17-photo epoch is a single batch of 16, and per-epoch
+DataLoader start-up would dominate). images/s is the trainer's own per-epoch figure (loop time
+only: no setup, evaluation or checkpoint), summed over epochs >= ``--skip-epochs`` (epoch 0 warms
+allocators and caches). Runs are interleaved (a, b, c, a, b, c, ...) so drifting load from other
+jobs on the machine hits every variant alike.
+
+Usage: ``python bench/student.py [--work DIR] [--repeats 2] [--img-size 128]``; see --help.
+Goals: (a)/(b) >= 0.95 and (a)/(c) >= 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from _common import REPO, free_port, load, machine, set_threads, table, timed
+
+
+def write_photos(out: Path, copies: int) -> int:
+    """The demo photos, each copied ``copies`` times as ``<class>/<stem>-<k><ext>``."""
+    from teacher_store.demo_data import write_demo_data
+
+    src = out.parent / (out.name + "-src")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    n = 0
+    for f in write_demo_data(src):
+        (out / f.parent.name).mkdir(parents=True, exist_ok=True)
+        for k in range(copies):
+            shutil.copyfile(f, out / f.parent.name / f"{f.stem}-{k:02d}{f.suffix}")
+            n += 1
+    shutil.rmtree(src)
+    return n
+
+
+class Service:
+    """``distill serve --root ROOT`` as a subprocess on a free loopback port."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.port = free_port()
+        exe = Path(sys.executable).with_name("distill")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "teacher_store.cli"]
+        cmd += ["serve", "--root", str(root), "--port", str(self.port), "--log-level", "warning"]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(f"distill serve did not become ready; see {log}") from None
+                time.sleep(0.1)
+
+    def block_requests(self) -> int:
+        """Block requests answered so far (from the service's Prometheus /metrics)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return int(
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("distill_requests_total{") and "/blocks/" in line
+            )
+        )
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/stores/{name}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def cpu_seconds(pids: tuple[int, ...] = ()) -> float:
+    """CPU seconds (user + system) of this process, its reaped children (DataLoader workers are
+    joined at the end of every epoch) and the live processes ``pids`` (the server)."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def service_ready() -> str | None:
+    """None when the service and its client exist and `distill serve --help` works; else why."""
+    for f in ("api/main.py", "teacher_store/client.py"):
+        if not (REPO / f).is_file():
+            return f"{f} is missing"
+    exe = Path(sys.executable).with_name("distill")
+    r = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"`distill serve --help` failed: {r.stderr.strip()[-200:]}"
+    return None
+
+
+def memory_store(path: Path, name: str) -> str:
+    """Copy a store folder into fsspec's in-process memory filesystem; return its URL."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    dst = f"/bench/{name}"
+    if fs.exists(dst):
+        fs.rm(dst, recursive=True)
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            fs.pipe(f"{dst}/{f.relative_to(path).as_posix()}", f.read_bytes())
+    return f"memory://{dst}"
+
+
+def recs_of(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run (metrics.jsonl)."""
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def steady_rate(run_dir: Path, skip: int, images_per_epoch: int) -> tuple[float, int, float]:
+    """(images/s, images, loop seconds) over the epochs >= ``skip`` of a run's metrics.jsonl.
+
+    The trainer logs each epoch's images/s over its loop time only (no setup, evaluation or
+    checkpoint); an epoch is ``images_per_epoch`` images (no max_steps here), so its time is
+    images / rate.
+    """
+    images = seconds = 0.0
+    for rec in recs_of(run_dir):
+        if rec["epoch"] >= skip:
+            seconds += images_per_epoch / float(rec["images_per_s"])
+            images += images_per_epoch
+    return (images / seconds if seconds else float("nan")), int(images), seconds
+
+
+def cost_breakdown(
+    data: Path, store: Path, args: argparse.Namespace, batches: int = 4
+) -> dict[str, float]:
+    """CPU milliseconds per image, measured one at a time in this process: replaying a view
+    (what a DataLoader worker does), one student training step, one teacher forward."""
+    import timm.optim
+    import torch
+
+    from models import create_student, create_teacher
+    from student.data import ReplayDataset
+    from student.loss import sparse_kd_loss
+    from teacher_store.dataset import ImageFolder
+    from teacher_store.replay import view_to_float
+    from teacher_store.store import LocalStore
+
+    attrs = LocalStore(store).attrs
+    folder = ImageFolder.scan(data)
+    ds = ReplayDataset(folder, attrs, args.img_size)
+    bs = args.batch_size
+    keys = [(s % attrs.views, s % len(folder)) for s in range(bs * batches)]
+    t0 = time.perf_counter()
+    images = torch.stack([ds[k]["image"] for k in keys])
+    out = {"replay a view": 1e3 * (time.perf_counter() - t0) / len(keys)}
+    model = create_student(args.student, attrs.num_classes, img_size=args.img_size)
+    opt = timm.optim.create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)
+    norm = (model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    teacher, info = create_teacher(args.teacher)
+    ids = torch.arange(attrs.num_classes).expand(bs, -1)
+
+    def student_step(x: torch.Tensor, logp: torch.Tensor) -> None:
+        model.train()
+        loss = sparse_kd_loss(model(view_to_float(x, *norm)), ids, logp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def teacher_fwd(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.log_softmax(teacher(view_to_float(x, info.mean, info.std)), -1)
+
+    logp = teacher_fwd(images[:bs]).clone()
+    student_step(images[:bs], logp)  # warm-up
+    for name, fn in (
+        ("student train step", lambda x: student_step(x, logp)),
+        ("teacher forward", teacher_fwd),
+    ):
+        t0 = time.perf_counter()
+        for b in range(1, batches):
+            fn(images[b * bs : (b + 1) * bs])
+        out[name] = 1e3 * (time.perf_counter() - t0) / (bs * (batches - 1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--copies", type=int, default=12, help="copies of each of the 17 demo photos")
+    p.add_argument("--teacher", default="efficientnet_lite0")
+    p.add_argument("--student", default="tf_efficientnetv2_b0")
+    p.add_argument("--img-size", type=int, default=128, help="student (and store) resolution")
+    p.add_argument("--views", type=int, default=3, help="R view slots in the store")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--recipe", default="default", help="store augmentation recipe")
+    p.add_argument(
+        "--chunk-samples",
+        type=int,
+        default=64,
+        help="store chunk = the trainer's block: several block fetches per epoch",
+    )
+    p.add_argument("--epochs", type=int, default=3, help="student epochs per run")
+    p.add_argument("--skip-epochs", type=int, default=1, help="warm-up epochs left out of img/s")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="interleaved rounds of (a, b, c)")
+    p.add_argument("--no-breakdown", action="store_true", help="skip the per-image cost table")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+
+    set_threads(args.threads)
+    from student.config import TrainConfig
+    from student.train import run_train
+    from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.recipe import get_recipe
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-student-"))
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t_start = time.perf_counter()
+    print(f"# bench/student.py: {machine()}; at start: {load()}", flush=True)
+    data, stores = work / "photos", work / "stores"
+    with timed("data", times):
+        n = write_photos(data, args.copies)
+    steps_per_epoch = n // args.batch_size
+    with timed("store", times):
+        gen = run_generate(
+            GenerateConfig(
+                data=str(data),
+                out=str(stores / "demo"),
+                teacher=args.teacher,
+                views=args.views,
+                topk=args.topk,
+                batch_size=32,
+                recipe=get_recipe(args.recipe),
+                chunk_samples=args.chunk_samples,
+                shard_samples=args.chunk_samples * 4,
+                img_size=args.img_size,
+                workers=1,
+                device="cpu",
+                overwrite=True,
+                progress=False,
+            )
+        )
+    notes = []
+    why = service_ready()
+    service = None
+    if why is None:
+        with timed("service start", times):
+            service = Service(stores, work / "serve.log")
+        url_a = service.url("demo")
+    else:
+        url_a = str(stores / "demo")
+        notes.append(f"(a) ran against the LOCAL store path, not the service: {why}")
+    url_b = memory_store(stores / "demo", "demo")
+    variants: dict[str, dict[str, Any]] = {
+        "a": {"label": "(a) store via the service", "store": url_a},
+        "b": {"label": "(b) in-memory targets (ceiling)", "store": url_b},
+        "c": {
+            "label": f"(c) online KD ({args.teacher} every step)",
+            "store": str(stores / "demo"),
+            "teacher": args.teacher,
+        },
+    }
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    try:
+        for rep in range(args.repeats):
+            for key, v in variants.items():
+                out = work / "runs" / f"{key}{rep}"
+                shutil.rmtree(out, ignore_errors=True)
+                extra = {"teacher": v["teacher"]} if "teacher" in v else {}
+                cfg = TrainConfig(
+                    store=v["store"],
+                    data=str(data),
+                    model=args.student,
+                    out=str(out),
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    img_size=args.img_size,
+                    warmup_epochs=0.0,
+                    workers=args.workers,
+                    seed=0,
+                    device="cpu",
+                    val_fraction=0.0,
+                    tensorboard=False,
+                    progress=False,
+                    **extra,
+                )
+                pids = (service.proc.pid,) if service is not None else ()
+                with timed(f"{key} round {rep}", times):
+                    t0, c0 = time.perf_counter(), cpu_seconds(pids)
+                    summary = run_train(cfg)
+                    wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - c0
+                per_epoch = steps_per_epoch * args.batch_size
+                ips, imgs, secs = steady_rate(out, args.skip_epochs, per_epoch)
+                results[key].append(
+                    {
+                        "ips": ips,
+                        "images": imgs,
+                        "loop_s": secs,
+                        "wall_s": wall,
+                        "cpu_ms_per_image": 1e3 * cpu / (len(recs_of(out)) * per_epoch),
+                        "loss": summary["loss"],
+                    }
+                )
+                print(
+                    f"  {key} round {rep}: {ips:.1f} img/s, "
+                    f"{results[key][-1]['cpu_ms_per_image']:.1f} CPU ms/img",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if service is not None:
+            served = service.block_requests()
+            notes.append(f"the service answered {served} block requests during the (a) runs")
+    finally:
+        if service is not None:
+            service.close()
+    costs: dict[str, float] = {}
+    if not args.no_breakdown:
+        with timed("cost breakdown", times):
+            costs = cost_breakdown(data, stores / "demo", args)
+    total = time.perf_counter() - t_start
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    rate = {k: mean([r["ips"] for r in rs]) for k, rs in results.items()}
+    cpu = {k: mean([r["cpu_ms_per_image"] for r in rs]) for k, rs in results.items()}
+    print()
+    print(
+        f"settings: {n} images (17 demo photos x {args.copies}), store: {args.teacher} at "
+        f"{args.img_size} px, R={args.views}, K={args.topk}, recipe {args.recipe!r}, "
+        f"blocks of {args.chunk_samples} samples "
+        f"({gen['views_per_s']:.1f} views/s); student {args.student} at {args.img_size} px, "
+        f"batch {args.batch_size}, {steps_per_epoch} steps/epoch x {args.epochs} epochs, "
+        f"workers {args.workers}, fp32, AdamW; img/s over epochs >= {args.skip_epochs}; "
+        f"{args.repeats} interleaved round(s)"
+    )
+    print()
+    rows = []
+    for k, rs in results.items():
+        per = ", ".join(f"{r['ips']:.1f}" for r in rs)
+        rows.append(
+            [
+                variants[k]["label"],
+                f"{rate[k]:.1f}" + (f" ({per})" if len(rs) > 1 else ""),
+                f"{mean([r['loop_s'] for r in rs]):.1f}",
+                f"{mean([r['wall_s'] for r in rs]):.1f}",
+                f"{cpu[k]:.1f}",
+            ]
+        )
+    headers = ["variant", "images/s", "timed loop s", "run_train wall s", "CPU ms / image"]
+    print(table(headers, rows))
+    print()
+    ab, ac = rate["a"] / rate["b"], rate["a"] / rate["c"]
+    cab, cac = cpu["b"] / cpu["a"], cpu["c"] / cpu["a"]
+    print(
+        f"(a)/(b) = {ab:.3f} by images/s, {cab:.3f} by CPU per image "
+        f"(goal >= 0.95: {'met' if ab >= 0.95 else 'missed'})"
+    )
+    print(
+        f"(a)/(c) = {ac:.3f} by images/s, {cac:.3f} by CPU per image "
+        f"(goal >= 2: {'met' if ac >= 2 else 'missed'})"
+    )
+    print(
+        "CPU ms / image: user+system CPU of the trainer, its DataLoader workers and (a) the "
+        "server over the whole run_train call (setup and checkpoints included), per trained "
+        "image; unlike images/s it hardly moves when other jobs share the cores."
+    )
+    if costs:
+        print()
+        print(
+            f"per-image cost, each part timed alone in the main process ({args.threads} threads, "
+            f"batch {args.batch_size}, {args.img_size} px):"
+        )
+        print(table(["work", "wall ms / image"], [[k, f"{v:.1f}"] for k, v in costs.items()]))
+        rep, stu, tea = (
+            costs[k] for k in ("replay a view", "student train step", "teacher forward")
+        )
+        print(
+            "online KD adds the teacher forward to the training loop's serial work: "
+            f"(student + teacher) / student = {(stu + tea) / stu:.2f}x when the loop is the "
+            f"bottleneck, (replay + student + teacher) / (replay + student) = "
+            f"{(rep + stu + tea) / (rep + stu):.2f}x when all CPU work adds up; "
+            "(a)/(c) >= 2 needs a teacher forward at least as costly as a student training step"
+        )
+    for note in notes:
+        print(f"NOTE: {note}")
+    print(f"at end: {load()}")
+    print(f"total wall time {total:.0f} s; " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "results": results,
+                    "ratios": {"a/b": ab, "a/c": ac, "cpu a/b": cab, "cpu a/c": cac},
+                    "costs_ms_per_image": costs,
+                    "args": vars(args),
+                },
+                indent=1,
+            )
+        )
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

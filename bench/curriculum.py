@@ -127,7 +127,7 @@ def train_student(
     if kind == "progressive":
         extra = {"drop_rate": args.drop_rate, "drop_path": args.drop_path}
     elif kind == "efficientrain":
-        extra = {"lowfreq_mode": args.lowfreq_mode}
+        extra = {"lowfreq_mode": args.lowfreq_mode, "size_start": args.bandwidth_start}
     cfg = TrainConfig(
         store=str(store),
         data=str(data),
@@ -192,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
         "--drop-path", type=float, default=0.05, help="progressive: last-stage drop path"
     )
     p.add_argument("--lowfreq-mode", choices=("crop", "downsample"), default="crop")
+    p.add_argument(
+        "--bandwidth-start", type=int, help="efficientrain: first bandwidth B0 (default 3/7 S)"
+    )
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers of the students")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds (repeats)")
     p.add_argument("--json", help="also write the results to this JSON file")

@@ -88,3 +88,30 @@ def timed(label: str, times: dict[str, float]) -> Iterator[None]:
     finally:
         times[label] = time.perf_counter() - t0
         print(f"[{label}: {times[label]:.1f} s]", file=sys.stderr, flush=True)
+
+
+def mnist_student_config(
+    args: Any, store: Path, data: Path, out: Path, seed: int, **extra: Any
+) -> Any:
+    """The student run the MNIST benchmarks share: ``args`` supplies student, epochs,
+    batch_size, img_size, lr and workers; every train digit trains (the test folder is held out)."""
+    from student.config import TrainConfig
+
+    return TrainConfig(
+        store=str(store),
+        data=str(data),
+        model=args.student,
+        out=str(out),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        lr=args.lr,
+        warmup_epochs=1.0,
+        workers=args.workers,
+        seed=seed,
+        device="cpu",
+        val_fraction=0.0,
+        tensorboard=False,
+        progress=False,
+        **extra,
+    )

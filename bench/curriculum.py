@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load, machine, set_threads, table, timed
+from _common import load, machine, mnist_student_config, set_threads, table, timed
 
 KINDS = ("fixed", "progressive", "efficientrain")
 CURRICULUM = {
@@ -118,7 +118,6 @@ def train_student(
     args: argparse.Namespace, kind: str, store: Path, data: Path, test: Path, out: Path, seed: int
 ) -> dict[str, Any]:
     """One student run: wall and CPU time of ``run_train``, held-out top-1, per-epoch records."""
-    from student.config import TrainConfig
     from student.evaluate import run_eval
     from student.train import run_train
 
@@ -128,25 +127,7 @@ def train_student(
         extra = {"drop_rate": args.drop_rate, "drop_path": args.drop_path}
     elif kind == "efficientrain":
         extra = {"lowfreq_mode": args.lowfreq_mode, "size_start": args.bandwidth_start}
-    cfg = TrainConfig(
-        store=str(store),
-        data=str(data),
-        model=args.student,
-        out=str(out),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        img_size=args.img_size,
-        lr=args.lr,
-        warmup_epochs=1.0,
-        workers=args.workers,
-        seed=seed,
-        device="cpu",
-        val_fraction=0.0,  # every train digit trains; the test folder is the held-out set
-        tensorboard=False,
-        progress=False,
-        curriculum=CURRICULUM[kind],
-        **extra,
-    )
+    cfg = mnist_student_config(args, store, data, out, seed, curriculum=CURRICULUM[kind], **extra)
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     run_train(cfg)
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0

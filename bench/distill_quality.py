@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load, machine, set_threads, table, timed
+from _common import load, machine, mnist_student_config, set_threads, table, timed
 
 
 def _recipe() -> Any:
@@ -158,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     import torch
 
-    from student.config import TrainConfig
     from student.evaluate import run_eval
     from student.train import run_train
     from teacher_store.demo_data import write_mnist
@@ -216,24 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     def train(name: str, store: Path, seed: int, **extra: Any) -> dict[str, Any]:
         out = work / "runs" / f"{name}-s{seed}"
         shutil.rmtree(out, ignore_errors=True)
-        cfg = TrainConfig(
-            store=str(store),
-            data=str(train_dir),
-            model=args.student,
-            out=str(out),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            img_size=args.img_size,
-            lr=args.lr,
-            warmup_epochs=1.0,
-            workers=args.workers,
-            seed=seed,
-            device="cpu",
-            val_fraction=0.0,  # every train digit trains; the test folder is the held-out set
-            tensorboard=False,
-            progress=False,
-            **extra,
-        )
+        cfg = mnist_student_config(args, store, train_dir, out, seed, **extra)
         t0 = time.perf_counter()
         summary = run_train(cfg)
         wall = time.perf_counter() - t0

@@ -418,10 +418,7 @@ class StoreClient:
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
         """Targets of view slot ``slot`` for samples ``[start, stop)`` (read-only arrays)."""
         a = self.attrs
-        if not 0 <= slot < a.views:
-            raise ValueError(f"view slot {slot} out of range [0, {a.views})")
-        if not 0 <= start < stop <= a.num_samples:
-            raise ValueError(f"sample range [{start}, {stop}) outside [0, {a.num_samples})")
+        a.check_block(slot, start, stop)
         key = (slot, start, stop)
         self._forked()
         with self._lock:

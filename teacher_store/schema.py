@@ -60,6 +60,13 @@ class StoreAttrs(BaseModel):
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
         return cls.model_validate(d)
 
+    def check_block(self, slot: int, start: int, stop: int) -> None:
+        """Raise ValueError unless slot and [start, stop) address stored views."""
+        if not 0 <= slot < self.views:
+            raise ValueError(f"view slot {slot} out of range [0, {self.views})")
+        if not 0 <= start < stop <= self.num_samples:
+            raise ValueError(f"sample range [{start}, {stop}) outside [0, {self.num_samples})")
+
     @property
     def ids_dtype(self) -> np.dtype:
         return ids_dtype(self.num_classes)

@@ -312,10 +312,7 @@ class LocalStore:
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
         a = self.attrs
-        if not 0 <= slot < a.views:
-            raise ValueError(f"view slot {slot} out of range [0, {a.views})")
-        if not 0 <= start < stop <= a.num_samples:
-            raise ValueError(f"sample range [{start}, {stop}) outside [0, {a.num_samples})")
+        a.check_block(slot, start, stop)
         ids = np.asarray(_array(self.group, "ids")[slot, start:stop])
         values = np.asarray(_array(self.group, "values")[slot, start:stop])
         valid = np.asarray(_array(self.group, "valid")[slot, start:stop]).astype(bool)

@@ -14,6 +14,38 @@ import numpy as np
 from teacher_store.schema import StoreAttrs, encode_values
 from teacher_store.store import create_store, finalize, shard_units, write_unit
 
+# A generation config small enough for CPU tests on the demo photos (GenerateConfig kwargs).
+SMALL_GENERATE: dict[str, Any] = {
+    "views": 2,
+    "topk": 5,
+    "img_size": 64,
+    "batch_size": 4,
+    "shard_samples": 8,
+    "chunk_samples": 4,
+    "shard_views": 1,
+    "workers": 0,
+    "progress": False,
+}
+
+
+def student_config(store: Any, data: Any, out: Any, **kw: Any) -> Any:
+    """A tiny CPU TrainConfig (64 px tf_efficientnetv2_b0, batch 4); ``kw`` overrides."""
+    from student.config import TrainConfig
+
+    base: dict[str, Any] = {
+        "store": str(store),
+        "data": str(data),
+        "model": "tf_efficientnetv2_b0",
+        "out": str(out),
+        "batch_size": 4,
+        "img_size": 64,
+        "workers": 0,
+        "val_fraction": 0.2,
+        "progress": False,
+        "tensorboard": False,
+    }
+    return TrainConfig(**{**base, **kw})
+
 
 def make_attrs(
     num_samples: int = 1000,

@@ -18,6 +18,7 @@ from student.curriculum import (
 from student.train import run_train
 from teacher_store.cli import main
 from teacher_store.recipe import get_recipe
+from tests.store_fixtures import student_config
 
 
 def _store(demo_data, root, recipe: str, views: int):
@@ -53,20 +54,7 @@ def efficientrain_store(demo_data, tmp_path_factory):
 
 
 def _cfg(store, data, out, **kw) -> TrainConfig:
-    base = dict(
-        store=str(store),
-        data=str(data),
-        model="tf_efficientnetv2_b0",
-        out=str(out),
-        batch_size=4,
-        img_size=64,
-        workers=0,
-        val_fraction=0.2,
-        progress=False,
-        tensorboard=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return student_config(store, data, out, **kw)
 
 
 # ---------------------------------------------------------------- pure schedules

@@ -15,24 +15,11 @@ from student.train import _build_run, _Ctx, _step, run_train
 from teacher_store.cli import main
 from teacher_store.dataset import ImageFolder
 from teacher_store.store import LocalStore
+from tests.store_fixtures import student_config
 
 
 def _cfg(store, data, out, **kw) -> TrainConfig:
-    base = dict(
-        store=str(store),
-        data=str(data),
-        model="tf_efficientnetv2_b0",
-        out=str(out),
-        epochs=2,
-        batch_size=4,
-        img_size=64,
-        workers=0,
-        val_fraction=0.2,
-        progress=False,
-        tensorboard=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return student_config(store, data, out, **{"epochs": 2, **kw})
 
 
 def test_loss_decreases_on_a_fixed_batch(small_store, demo_data, tmp_path):

@@ -31,19 +31,10 @@ from teacher_store.recipe import get_recipe
 from teacher_store.replay import render_view, view_to_float
 from teacher_store.schema import SCHEMA_VERSION
 from teacher_store.store import BOOK, LocalStore
+from tests.store_fixtures import SMALL_GENERATE
 
 BIN = Path(sys.executable).parent
-SMALL = {
-    "views": 2,
-    "topk": 5,
-    "img_size": 64,
-    "batch_size": 4,
-    "shard_samples": 8,
-    "chunk_samples": 4,
-    "shard_views": 1,
-    "workers": 0,
-    "progress": False,
-}
+SMALL = SMALL_GENERATE
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> GenerateConfig:

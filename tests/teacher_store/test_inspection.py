@@ -14,18 +14,9 @@ from teacher_store.cli import main
 from teacher_store.generate import GenerateConfig, run_generate
 from teacher_store.inspection import format_info, show_view, store_info, unit_batches, verify_store
 from teacher_store.store import BOOK, LocalStore, shard_units
+from tests.store_fixtures import SMALL_GENERATE
 
-SMALL = {
-    "views": 2,
-    "topk": 5,
-    "img_size": 64,
-    "batch_size": 4,
-    "shard_samples": 8,
-    "chunk_samples": 4,
-    "shard_views": 1,
-    "workers": 0,
-    "progress": False,
-}
+SMALL = SMALL_GENERATE
 
 
 @pytest.fixture(scope="module", autouse=True)

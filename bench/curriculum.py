@@ -185,8 +185,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     set_threads(args.threads)
-    import torch
-    from distill_quality import teacher_top1, train_teacher
+    from distill_quality import teacher_checkpoint
 
     from teacher_store.demo_data import write_mnist
 
@@ -201,19 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         files = write_mnist(train_dir, args.n, split=args.test_fraction, test_out=test_dir)
     rec = recipes(args.magnitude)
     with timed("teacher", times):
-        model, ckpt = train_teacher(
-            train_dir,
-            args.teacher,
-            rec["fixed"],
-            args.img_size,
-            args.teacher_epochs,
-            128,
-            args.teacher_lr,
-            0,
-        )
-        ckpt_path = work / "teacher.pth"
-        torch.save(ckpt, ckpt_path)
-        t_top1 = teacher_top1(model, ckpt, test_dir, args.img_size)
+        ckpt_path, t_top1 = teacher_checkpoint(args, rec["fixed"], train_dir, test_dir, work)
     stores = {k: work / "stores" / k for k in KINDS}
     for kind in KINDS:
         with timed(f"store {kind}", times):

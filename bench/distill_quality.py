@@ -134,6 +134,22 @@ def teacher_top1(model: Any, ckpt: dict[str, Any], test: Path, size: int) -> flo
     return 100.0 * float((pred == torch.tensor(folder.labels)).float().mean())
 
 
+def teacher_checkpoint(
+    args: Any, recipe: Any, train_dir: Path, test_dir: Path, work: Path
+) -> tuple[Path, float]:
+    """Train the MNIST teacher (``args``: teacher, img_size, teacher_epochs, teacher_lr), save
+    its checkpoint as ``work/teacher.pth``; returns the path and its held-out top-1."""
+    import torch
+
+    model, ckpt = train_teacher(
+        train_dir, args.teacher, recipe, args.img_size, args.teacher_epochs, 128,
+        args.teacher_lr, 0,
+    )  # fmt: skip
+    path = work / "teacher.pth"
+    torch.save(ckpt, path)
+    return path, teacher_top1(model, ckpt, test_dir, args.img_size)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
@@ -156,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     set_threads(args.threads)
-    import torch
 
     from student.evaluate import run_eval
     from student.train import run_train
@@ -174,19 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "mnist", ignore_errors=True)
         files = write_mnist(train_dir, args.n, split=args.test_fraction, test_out=test_dir)
     with timed("teacher", times):
-        model, ckpt = train_teacher(
-            train_dir,
-            args.teacher,
-            recipe,
-            args.img_size,
-            args.teacher_epochs,
-            128,
-            args.teacher_lr,
-            0,
-        )
-        ckpt_path = work / "teacher.pth"
-        torch.save(ckpt, ckpt_path)
-        t_top1 = teacher_top1(model, ckpt, test_dir, args.img_size)
+        ckpt_path, t_top1 = teacher_checkpoint(args, recipe, train_dir, test_dir, work)
     stores = {10: work / "stores" / "k10"}
     if args.topk5:
         stores[5] = work / "stores" / "k5"

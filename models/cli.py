@@ -72,7 +72,8 @@ def _format_table(rows: list[dict[str, Any]], batch: int) -> str:
 
 
 def _run_scale(args: argparse.Namespace) -> int:
-    from models.scaling import DEFAULT_ALPHA, build_scaled, measure, resolve_device, scale_config
+    from models.runtime import resolve_device
+    from models.scaling import DEFAULT_ALPHA, build_scaled, measure, scale_config
 
     svals = [_number(t, "--s") for t in args.s]
     if args.rule == "resnet-rs":

@@ -1,0 +1,68 @@
+"""Device and distributed environment, one place for every entry point (generate, train, scale).
+
+torch is imported inside the functions, so that importing this module (e.g. for ``distill
+--help`` or the pure scaling code) stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: its rank among ``world`` processes and its torch device."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: Any  # torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> Any:
+    """``auto`` → this rank's CUDA device when CUDA is visible, else cpu; ``cuda`` without CUDA
+    is a ValueError naming the fix."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
+            )
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device("cpu")
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_runtime(device: str = "auto") -> Runtime:
+    """Join torchrun's process group when launched by it (nccl on CUDA, else gloo)."""
+    import torch
+
+    rank, world, local_rank = dist_env()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return Runtime(rank, world, local_rank, resolve_device(device, local_rank))
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (no-op for one process)."""
+    import torch
+
+    if world > 1:
+        torch.distributed.barrier()

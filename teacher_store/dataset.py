@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from dataclasses import dataclass
+import stat
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+# Pillow's own default (Image.MAX_IMAGE_PIXELS): about a 9459 x 9459 image, 256 MiB as RGB.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# Image.open itself refuses images over twice Pillow's global limit, before we see the size.
+PILLOW_HARD_LIMIT = 2 * DEFAULT_MAX_IMAGE_PIXELS
 
 
 class CorruptImageError(ValueError):
@@ -49,37 +56,195 @@ class DatasetFingerprint:
         return None
 
 
+def default_max_image_pixels() -> int:
+    """``DISTILL_MAX_IMAGE_PIXELS`` from the environment, else Pillow's default limit."""
+    raw = os.environ.get("DISTILL_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= PILLOW_HARD_LIMIT:
+        raise ValueError(
+            f"DISTILL_MAX_IMAGE_PIXELS={raw!r} must be an integer in [1, {PILLOW_HARD_LIMIT}]"
+        )
+    return value
+
+
+def printable_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as printable UTF-8 text: bytes that are not UTF-8 appear as ``\\xNN`` escapes.
+
+    File names are bytes on POSIX; Python decodes undecodable bytes to lone surrogates, which
+    cannot be printed or written as UTF-8 JSON. Use this for every message and record.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _Walk:
+    """Walk the class folders once: no directory twice, no link out of the root, no loops.
+
+    Real directories are walked first and marked visited, so a link to a folder of the dataset
+    (including ``..`` or another class) is skipped instead of indexing its files a second time
+    under another label; links are resolved afterwards, each against the dataset root.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.root = os.path.realpath(base)
+        st = os.stat(base)
+        self.seen = {(st.st_dev, st.st_ino)}
+        self.items: list[tuple[str, int, int]] = []
+        self.skipped: list[tuple[str, str]] = []
+        self.links: list[tuple[str, int]] = []  # (relative path, label), resolved last
+
+    def skip(self, rel: str, reason: str) -> None:
+        self.skipped.append((printable_path(rel), reason))
+
+    def directory(self, rel: str, label: int) -> None:
+        """Index the real tree under ``rel``; queue the links found in it."""
+        stack = [rel]
+        while stack:
+            d = stack.pop()
+            try:
+                st = os.stat(self.base / d)
+                if (st.st_dev, st.st_ino) in self.seen:
+                    self.skip(d, "directory already indexed (a link loop or a second path to it)")
+                    continue
+                self.seen.add((st.st_dev, st.st_ino))
+                entries = sorted(os.scandir(self.base / d), key=lambda e: e.name)
+            except OSError as e:
+                self.skip(d, f"unreadable directory: {e.strerror}")
+                continue
+            for entry in entries:
+                child = f"{d}/{entry.name}"
+                if entry.is_symlink():
+                    self.links.append((child, label))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(child)
+                elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+                    self.items.append((child, label, entry.stat(follow_symlinks=False).st_size))
+
+    def link(self, rel: str, label: int) -> None:
+        """Follow one link if it resolves, inside the root, to an image or an unvisited folder."""
+        full = self.base / rel
+        try:
+            st = os.stat(full)
+        except OSError as e:
+            what = "symlink loop" if e.errno == errno.ELOOP else f"broken link ({e.strerror})"
+            self.skip(rel, what)
+            return
+        target = os.path.realpath(full)
+        if not _inside(target, self.root):
+            self.skip(rel, f"link resolves outside the dataset root, to {printable_path(target)}")
+        elif stat.S_ISDIR(st.st_mode):
+            self.directory(rel, label)
+        elif rel.lower().endswith(IMAGE_EXTENSIONS) and stat.S_ISREG(st.st_mode):
+            self.items.append((rel, label, st.st_size))
+
+    def run(self, classes: tuple[str, ...]) -> None:
+        for label, name in enumerate(classes):
+            if not (self.base / name).is_symlink():
+                self.directory(name, label)
+        for label, name in enumerate(classes):
+            if (self.base / name).is_symlink():
+                self.links.append((name, label))
+        while self.links:  # a followed link may queue more links
+            self.link(*self.links.pop(0))
+
+
+def _class_folders(base: Path) -> tuple[str, ...]:
+    """Sorted class folder names; a class folder whose name is not UTF-8 is refused."""
+    names = []
+    for p in base.iterdir():
+        if p.is_dir():
+            if not _is_utf8(p.name):
+                raise ValueError(
+                    f"class folder {printable_path(p)} has a name that is not UTF-8: class "
+                    "names are recorded in the store as text; rename the folder"
+                )
+            names.append(p.name)
+    return tuple(sorted(names))
+
+
 @dataclass(frozen=True)
 class ImageFolder:
-    """Sorted ``root/<class>/<file>`` index; sample i is ``paths[i]`` with label ``labels[i]``."""
+    """Sorted ``root/<class>/<file>`` index; sample i is ``paths[i]`` with label ``labels[i]``.
+
+    Paths are ``str`` as the OS gives them: a name that is not UTF-8 holds lone surrogates
+    (``os.fsdecode``); :func:`printable_path` shows it. ``skipped`` lists the (printable path,
+    reason) of entries the walk left out (links out of the root, link loops, broken links,
+    unreadable folders); it is not part of the fingerprint.
+    """
 
     root: Path
     paths: tuple[str, ...]  # relative to root, '/'-separated, sorted
     labels: tuple[int, ...]
     classes: tuple[str, ...]
     sizes: tuple[int, ...]
+    skipped: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    max_image_pixels: int = field(default_factory=lambda: default_max_image_pixels(), compare=False)
 
     @classmethod
-    def scan(cls, root: str | os.PathLike[str]) -> ImageFolder:
+    def scan(cls, root: str | os.PathLike[str], max_image_pixels: int | None = None) -> ImageFolder:
+        """Index ``root``; images over ``max_image_pixels`` (default: the environment's
+        ``DISTILL_MAX_IMAGE_PIXELS``, else Pillow's limit) load as corrupt."""
         base = Path(root)
         if not base.is_dir():
             raise ValueError(
-                f"dataset directory {base} does not exist (expected root/<class>/<img>)"
+                f"dataset directory {printable_path(base)} does not exist "
+                "(expected root/<class>/<img>)"
             )
-        classes = tuple(sorted(p.name for p in base.iterdir() if p.is_dir()))
-        items: list[tuple[str, int, int]] = []
-        for label, cls_name in enumerate(classes):
-            for dirpath, _, files in os.walk(base / cls_name, followlinks=True):
-                for f in files:
-                    if f.lower().endswith(IMAGE_EXTENSIONS):
-                        full = Path(dirpath) / f
-                        rel = full.relative_to(base).as_posix()
-                        items.append((rel, label, full.stat().st_size))
-        if not items:
-            raise ValueError(f"no images found under {base} (expected root/<class>/<img>)")
-        items.sort()
-        paths, labels, sizes = zip(*items, strict=True)
-        return cls(base, tuple(paths), tuple(labels), classes, tuple(sizes))
+        classes = _class_folders(base)
+        walk = _Walk(base)
+        walk.run(classes)
+        if not walk.items:
+            raise ValueError(
+                f"no images found under {printable_path(base)} (expected root/<class>/<img>)"
+                + (
+                    f"; skipped: {walk.skipped[0][0]} ({walk.skipped[0][1]})"
+                    if walk.skipped
+                    else ""
+                )
+            )
+        walk.items.sort()
+        paths, labels, sizes = zip(*walk.items, strict=True)
+        limit = default_max_image_pixels() if max_image_pixels is None else max_image_pixels
+        # A class folder skipped whole keeps its name and label: labels stay the folder order.
+        return cls(
+            base,
+            tuple(paths),
+            tuple(labels),
+            classes,
+            tuple(sizes),
+            tuple(sorted(walk.skipped)),
+            limit,
+        )
+
+    def skipped_summary(self, limit: int = 5) -> str | None:
+        """One warning line (plus up to ``limit`` entries) about what the walk skipped."""
+        if not self.skipped:
+            return None
+        lines = [
+            f"warning: {len(self.skipped)} entries under {printable_path(self.root)} were "
+            "skipped (not part of the dataset):"
+        ]
+        lines += [f"  {rel}: {reason}" for rel, reason in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"  ... and {len(self.skipped) - limit} more")
+        return "\n".join(lines)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -87,18 +252,41 @@ class ImageFolder:
     def fingerprint(self) -> DatasetFingerprint:
         h = hashlib.sha256()
         for rel, size in zip(self.paths, self.sizes, strict=True):
-            h.update(f"{rel}\0{size}\n".encode())
+            # The name's raw bytes (os.fsencode): equal to its UTF-8 text for every UTF-8 name, and
+            # still deterministic for names that are not UTF-8.
+            h.update(os.fsencode(rel) + f"\0{size}\n".encode())
         return DatasetFingerprint(len(self.paths), h.hexdigest(), self.classes)
 
     def load(self, index: int) -> Image.Image:
         """Decode sample ``index`` as RGB; raise CorruptImageError naming the file."""
-        return load_image(self.root / self.paths[index])
+        return load_image(self.root / self.paths[index], self.max_image_pixels)
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+def load_image(
+    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> Image.Image:
+    """Decode ``path`` as RGB; an image over ``max_pixels`` is refused before it is decoded.
+
+    The limit is checked here, per call, rather than through Pillow's global
+    ``Image.MAX_IMAGE_PIXELS``, so callers with other limits do not affect each other.
+    """
+    shown = printable_path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            # Pillow warns from Image.open between its limit and twice it; we decide below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise CorruptImageError(
+                        f"image {shown} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                        f"{max_pixels:,} (--max-image-pixels / DISTILL_MAX_IMAGE_PIXELS)"
+                    )
+                im.load()
+                return im.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise CorruptImageError(f"image {shown} is too large to decode: {e}") from None
+    except CorruptImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f"cannot decode image {path}: {e}") from None
+        raise CorruptImageError(f"cannot decode image {shown}: {e}") from None

@@ -263,6 +263,8 @@ def _setup(cfg: TrainConfig) -> tuple[TrainConfig, Any, ImageFolder, torch.devic
     device = resolve_device(cfg.device, local_rank)
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
     folder = ImageFolder.scan(cfg.data)
+    if folder.skipped and rank == 0:
+        print(folder.skipped_summary(), file=sys.stderr)
     reader = open_targets(cfg.store, token, None)
     _check_dataset(reader.attrs, folder, cfg.allow_dataset_mismatch)
     cfg, notes = _resolve_recipe(cfg, reader.attrs, folder)

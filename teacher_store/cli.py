@@ -8,12 +8,16 @@ are looked up by name so that this lower layer does not import the layers above 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 _COMMAND_MODULES = ("teacher_store.commands", "api.cli", "student.cli", "models.cli")
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class CommandError(Exception):
@@ -49,7 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as e:
         print(f"distill {args.command}: {e}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as e:
+    except OSError as e:
+        if e.errno not in _NO_SPACE:
+            print(f"distill {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        # Out of space is no bad input: the job failed, and re-running it resumes or redoes it.
+        name = e.filename if isinstance(e.filename, (str, bytes, os.PathLike)) else None
+        where = f" writing {os.fsencode(name).decode('utf-8', 'backslashreplace')}" if name else ""
+        print(
+            f"distill {args.command}: {e.strerror}{where}; free space and re-run the same command",
+            file=sys.stderr,
+        )
+        return 1
+    except ValueError as e:
         # Bad input (paths, configs, stores): one line naming the problem, never a traceback.
         print(f"distill {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -78,6 +78,18 @@ def _run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pixel_limit(text: str) -> int:
+    from teacher_store.dataset import PILLOW_HARD_LIMIT
+
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= PILLOW_HARD_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {PILLOW_HARD_LIMIT}]")
+    return value
+
+
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="run the teacher over augmented views into a Zarr store")
     p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>)")
@@ -92,6 +104,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument("--recipe", default="default", help="augmentation preset name or JSON/YAML file")
     p.add_argument("--img-size", type=int, help="teacher input size (default: the teacher's)")
+    p.add_argument(
+        "--max-image-pixels",
+        type=_pixel_limit,
+        help="images with more pixels are bad samples (default: $DISTILL_MAX_IMAGE_PIXELS, "
+        "else Pillow's 89478485); part of the store's config",
+    )
     p.add_argument(
         "--value-encoding", choices=("logprob-f16", "prob-u8"), help="default logprob-f16"
     )

@@ -8,6 +8,8 @@ the config alone (a network's float results can change with batch composition).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 import time
@@ -21,8 +23,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from teacher_store.cli import CommandError
 from teacher_store.codec import CODEC_VERSION, decode
-from teacher_store.dataset import CorruptImageError, ImageFolder
+from teacher_store.dataset import (
+    PILLOW_HARD_LIMIT,
+    CorruptImageError,
+    ImageFolder,
+    default_max_image_pixels,
+    printable_path,
+)
 from teacher_store.recipe import Recipe, get_recipe
 from teacher_store.replay import render_view, view_to_float
 from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
@@ -57,6 +66,12 @@ class GenerateConfig(BaseModel):
     recipe: Recipe = Field(default_factory=lambda: get_recipe("default"))
     value_encoding: str = "logprob-f16"
     img_size: int | None = Field(None, ge=8)
+    # Images with more pixels are bad samples (decompression bombs); part of the store's
+    # identity since it decides which views are valid. Default: DISTILL_MAX_IMAGE_PIXELS, else
+    # Pillow's limit; Pillow refuses more than twice its limit itself, hence the bound.
+    max_image_pixels: int = Field(
+        default_factory=default_max_image_pixels, ge=1, le=PILLOW_HARD_LIMIT
+    )
     amp: bool = True  # autocast (bf16) on CUDA; a no-op on CPU
     # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of
     # the store's identity. None: the store's recorded value, else torch's default.
@@ -186,15 +201,14 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         base = self._image(sample)
         for j, slot in enumerate(range(unit.slot_start, unit.slot_stop)):
             if isinstance(base, Exception):
-                bad.append((sample, self.folder.paths[sample], str(base)))
+                bad.append((sample, printable_path(self.folder.paths[sample]), str(base)))
                 break
             params = decode(a.store_seed, slot, sample, a.num_samples, self.recipe, a.views)
             partner = self._image(params.mix.partner) if params.mix else None
             if isinstance(partner, Exception):
                 assert params.mix is not None
-                bad.append(
-                    (params.mix.partner, self.folder.paths[params.mix.partner], str(partner))
-                )
+                path = printable_path(self.folder.paths[params.mix.partner])
+                bad.append((params.mix.partner, path, str(partner)))
                 continue
             views[j] = render_view(base, params, self.size, partner=partner)
             ok[j] = True
@@ -313,10 +327,48 @@ def _pin_threads(cfg: GenerateConfig) -> GenerateConfig:
     return cfg.model_copy(update={"threads": threads})
 
 
+class StoreWriteError(CommandError):
+    """Writing the store failed (disk full, quota, I/O error): the job is unfinished (exit 1)
+    and resumable, since only committed units count."""
+
+
+# errno -> what to do about it; other OSErrors while writing are bad input (a path, rights).
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "free space",
+    errno.EDQUOT: "free space (disk quota exceeded)",
+    errno.EFBIG: "free space or raise the file size limit",
+    errno.EIO: "check the disk",
+}
+
+
+def _write_failure(e: BaseException) -> OSError | None:
+    """The disk-full or I/O OSError behind ``e`` (zarr may wrap it), or None."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _WRITE_ERRNOS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _store_writes(out: str) -> Iterator[None]:
+    """Turn a disk-full or I/O error while writing ``out`` into a one-line, resumable failure."""
+    try:
+        yield
+    except Exception as e:
+        err = _write_failure(e)
+        if err is None:
+            raise
+        where = f" ({printable_path(err.filename)})" if err.filename else ""
+        raise StoreWriteError(
+            f"cannot write the store {printable_path(out)}: {err.strerror}{where}; "
+            f"{_WRITE_ERRNOS[err.errno or 0]} and re-run the same command to resume"
+        ) from None
+
+
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
-    from tqdm import tqdm
-
     from models import create_teacher
 
     rank, world, local_rank = dist_env()
@@ -325,9 +377,22 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         torch.distributed.init_process_group(backend)
     device = resolve_device(cfg.device, local_rank)
     cfg = _pin_threads(cfg)
-    folder = ImageFolder.scan(cfg.data)
+    folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
+    warning = folder.skipped_summary()
+    if warning and rank == 0:
+        print(warning, file=sys.stderr)
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     attrs = build_attrs(cfg, folder, info, device.type)
+    with _store_writes(cfg.out):
+        return _generate(cfg, folder, attrs, _Teacher(model, info, cfg, device))
+
+
+def _generate(
+    cfg: GenerateConfig, folder: ImageFolder, attrs: StoreAttrs, teacher: _Teacher
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    rank, world, _ = dist_env()
     resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
     _barrier(world)
     units = shard_units(attrs)
@@ -339,7 +404,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
     bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
     t0 = time.perf_counter()
-    records = list(_run_units(cfg, dataset, _Teacher(model, info, cfg, device), bar))
+    records = list(_run_units(cfg, dataset, teacher, bar))
     bar.close()
     elapsed = time.perf_counter() - t0
     _barrier(world)
@@ -357,6 +422,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         "views_per_s": total / elapsed if elapsed > 0 else 0.0,
         "complete": manifest is not None,
         "bad_samples": manifest["bad_samples"] if manifest else [],
-        "device": str(device),
+        "skipped": [{"path": p, "reason": r} for p, r in folder.skipped],
+        "device": str(teacher.device),
         "world_size": world,
     }

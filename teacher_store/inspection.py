@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -484,9 +485,11 @@ def verify_store(
         return _fail(problem)
     nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
     try:
-        folder = ImageFolder.scan(data)
+        folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
     except (ValueError, OSError) as e:
         return _fail(f"dataset: {e}")
+    if folder.skipped:
+        print(folder.skipped_summary(), file=sys.stderr)
     diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
     if diff:
         return _fail(
@@ -669,7 +672,7 @@ def show_view(
         raise ValueError(f"--view {view} out of range: the store has view slots 0..{a.views - 1}")
     if size is not None and size < 8:
         raise ValueError(f"--size {size} too small (at least 8)")
-    folder = ImageFolder.scan(data)
+    folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
     diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
     if diff:
         raise ValueError(

@@ -132,7 +132,20 @@ def create_store(path: str | os.PathLike[str], attrs: StoreAttrs, overwrite: boo
             what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
             raise ValueError(f"output {root} is {what}; choose another --out or pass --overwrite")
         shutil.rmtree(root)
-    _create_arrays(root, attrs)
+    existed = root.is_dir()
+    try:
+        _create_arrays(root, attrs)
+    except OSError:
+        # A half-created store (disk full) has no root zarr.json and would be refused as "not a
+        # store" on the re-run; remove what was written so the same command starts afresh.
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        for child in list(root.iterdir()) if existed else []:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        raise
     return False
 
 
@@ -184,8 +197,12 @@ def _file_record(path: Path) -> dict[str, Any]:
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a disk-full write leaves no stray temporary file
+        raise
 
 
 def write_unit(

@@ -518,6 +518,7 @@ def _spot_check(
 
     from models import create_teacher
     from teacher_store.codec import decode
+    from teacher_store.dataset import printable_path
     from teacher_store.generate import GenerateConfig, _Teacher, resolve_device
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
@@ -607,7 +608,7 @@ def _spot_check(
             f"(max |Δp| {max_dp:.1e})",
         )
     slot, sample, first = failed[0]
-    what = f"view {slot} of sample {sample} ({folder.paths[sample]})"
+    what = f"view {slot} of sample {sample} ({printable_path(folder.paths[sample])})"
     if same_device:
         return _fail(
             f"spot check: {what} differs from a fresh teacher run on the same device type: "
@@ -627,7 +628,7 @@ def _spot_check(
             "views outside the same-device bound",
         )
     slot, sample, worst = results[int(np.argmax(dps))]
-    what = f"view {slot} of sample {sample} ({folder.paths[sample]})"
+    what = f"view {slot} of sample {sample} ({printable_path(folder.paths[sample])})"
     return _fail(
         f"spot check: {what} differs from a fresh teacher run (max |Δp| {worst.max_dp:.2e}; "
         f"{worst.detail or 'ids agree'}); {outliers} of {nviews} views over the cross-device "
@@ -657,7 +658,7 @@ def show_view(
     from PIL import Image, ImageDraw, ImageFont
 
     from teacher_store.codec import decode
-    from teacher_store.dataset import DatasetFingerprint, ImageFolder
+    from teacher_store.dataset import DatasetFingerprint, ImageFolder, printable_path
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
     from teacher_store.store import LocalStore
@@ -691,8 +692,9 @@ def show_view(
                 "re-run the same `distill generate`"
             )
         raise ValueError(
-            f"view {view} of sample {sample} has no targets: its image {folder.paths[sample]} "
-            "(or its mixing partner) was unreadable when the store was made"
+            f"view {view} of sample {sample} has no targets: its image "
+            f"{printable_path(folder.paths[sample])} (or its mixing partner) was unreadable "
+            "when the store was made"
         )
     recipe = Recipe.from_dict(a.recipe)
     params = decode(a.store_seed, view, sample, a.num_samples, recipe, a.views)
@@ -711,7 +713,7 @@ def show_view(
         for i, lp in zip(block.ids[0][:5], logp[:5], strict=True)
     ]
     lines = [
-        f"sample {sample}: {folder.paths[sample]}",
+        f"sample {sample}: {printable_path(folder.paths[sample])}",
         f"view slot {view} (slots 0..{a.views - 1})",
     ]
     if params.mix is not None:

@@ -404,8 +404,10 @@ def _generate(
     total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
     bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
     t0 = time.perf_counter()
-    records = list(_run_units(cfg, dataset, teacher, bar))
-    bar.close()
+    try:
+        records = list(_run_units(cfg, dataset, teacher, bar))
+    finally:
+        bar.close()  # a failure's one-line message then starts on a line of its own
     elapsed = time.perf_counter() - t0
     _barrier(world)
     manifest = None

@@ -7,6 +7,8 @@ generation, so a repeated block costs only copies.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from api.cache import ByteLRU, FileCache
@@ -57,7 +59,11 @@ class BlockReader:
             return arr
         key = layout.shard_key(coords)
         want = store.files.get(key)
-        if want is None:  # no shard file committed: the whole shard is the fill value
+        if want is None:  # a shard the manifest records as never written: the fill value
+            if key not in store.empty:
+                raise StoreDamaged(store.name, key, "is not in the manifest")
+            if os.path.lexists(os.path.join(store.real, key)):
+                raise StoreDamaged(store.name, key, "exists, but the manifest records size 0")
             arr = np.full(layout.inner, layout.fill, dtype=layout.dtype)
         else:
             found = self.files.resolve(store.name, store.real, key)

@@ -6,6 +6,7 @@ root once; routes are thin and share the :class:`~api.service.Service`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -14,7 +15,6 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from api import routes_blocks, routes_health, routes_stores, routes_zarr
 from api.errors import install_error_handlers
@@ -66,11 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings if settings is not None else _settings_from_env()
         svc = Service.create(cfg, metrics)
-        await run_in_threadpool(svc.registry.scan)
         app.state.service = svc
         app.state.token = svc.token
-        log.info("serving %d stores from %s", len(svc.registry.list()), cfg.root)
+        # The first scan runs in a worker thread while the app already answers: /healthz at
+        # once, /readyz 503 until it ends, /v1 requests wait for it.
+        first = asyncio.ensure_future(svc.registry.refresh())
         yield
+        first.cancel()
         app.state.service = None
 
     app = FastAPI(

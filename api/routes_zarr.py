@@ -8,6 +8,7 @@ missing or damaged is a 409 JSON error: never a 404, never wrong bytes.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -65,6 +66,8 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
     check_key(key)
     want = entry.committed(key)
     if want is False:
+        if key in entry.empty and os.path.lexists(os.path.join(entry.real, key)):
+            raise StoreDamaged(name, key, "exists, but the manifest records it with size 0")
         raise ApiError(404, "no_such_key", f"store {name!r} has no key {key!r}")
     state = await _state(svc, name, key, entry.real, want)
     headers = base_headers(key, etag_of(state.size, state.digest))

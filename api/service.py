@@ -39,12 +39,14 @@ class Service:
         return cls(settings, registry, files, chunks, BlockReader(files, chunks), token)
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
+    """The running service, its store view refreshed (off the event loop) when it is stale."""
     svc: Service | None = getattr(request.app.state, "service", None)
     if svc is None:
         raise ApiError(
             503, "starting", "the service is starting; retry shortly", {"retry-after": "1"}
         )
+    await svc.registry.refresh()
     return svc
 
 

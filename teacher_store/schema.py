@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 SCHEMA_VERSION = 1
 STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
@@ -46,12 +53,21 @@ class StoreAttrs(BaseModel):
     config: dict[str, Any]
     libraries: dict[str, str]
 
-    @field_validator("topk")
+    @field_validator(
+        "num_samples", "views", "topk", "num_classes", "chunk_samples", "shard_samples",
+        "shard_views",
+    )  # fmt: skip
     @classmethod
-    def _topk_positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"topk must be >= 1, got {v}")
+    def _positive(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1:  # 0 or negative counts would make empty ranges or divide by zero
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
+
+    @property
+    def unit_count(self) -> int:
+        """How many shard units the store has, by arithmetic (never by listing them)."""
+        groups = -(-self.views // self.shard_views)
+        return groups * -(-self.num_samples // self.shard_samples)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -127,5 +143,80 @@ def check_readable(attrs: dict[str, Any], where: str, codec_version: int) -> Sto
         )
     try:
         return StoreAttrs.from_dict(attrs)
-    except ValueError as e:
-        raise ValueError(f"{where} has malformed attrs: {e}") from None
+    except ValidationError as e:
+        raise ValueError(f"{where} has malformed attrs: {validation_message(e)}") from None
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class FileEntry(_Record):
+    """What a unit record or the manifest says about one shard file (size 0: never written)."""
+
+    size: int = Field(ge=0)
+    crc32c: int = Field(ge=0, lt=1 << 32)
+    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+
+
+def _check_keys(files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+    for key in files:
+        parts = key.split("/")
+        if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"file key {key!r} is not a relative a/b/c path inside the store")
+    return files
+
+
+class UnitRecord(_Record):
+    """``_distill/shards/<unit>.json``: one committed shard unit."""
+
+    unit: str
+    files: dict[str, FileEntry]
+    bad: list[dict[str, Any]] = []
+
+    _keys = field_validator("files")(_check_keys)
+
+
+class Manifest(_Record):
+    """``_distill/manifest.json``: every committed file of a finished store."""
+
+    units: int = Field(ge=1)
+    files: dict[str, FileEntry]
+    bad_samples: list[dict[str, Any]] = []
+
+    _keys = field_validator("files")(_check_keys)
+
+
+class NodeMeta(BaseModel):
+    """One entry of the root's consolidated metadata (only what readers rely on is checked)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    node_type: Literal["array", "group"]
+    shape: list[int] | None = None
+    data_type: str | None = None
+
+
+class ConsolidatedMeta(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    metadata: dict[str, NodeMeta]
+
+
+class RootMeta(BaseModel):
+    """A store's root ``zarr.json``: attributes, and consolidated metadata once finalized."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    node_type: Literal["group"] = "group"
+    attributes: dict[str, Any] = {}
+    consolidated_metadata: ConsolidatedMeta | None = None
+
+
+def validation_message(e: ValidationError) -> str:
+    """A one-line summary of a pydantic error: ``where: what`` for each problem."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -1,0 +1,196 @@
+"""Damaged stores (files failing their schema) are listed as damaged, naming the file, answer 409
+on data, and never stop the service or the other stores: at startup and swapped in while serving.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from teacher_store.store import LocalStore
+from tests.store_fixtures import LiveServer, build_store, copy_store, make_attrs
+
+MANIFEST = "_distill/manifest.json"
+Damage = Callable[[Path], None]
+
+
+def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _attr(name: str, value: int) -> Damage:
+    def damage(store: Path) -> None:
+        _edit_json(store / "zarr.json", lambda d: d["attributes"].__setitem__(name, value))
+
+    return damage
+
+
+def _manifest_files(value: Any) -> Damage:
+    def damage(store: Path) -> None:
+        _edit_json(store / MANIFEST, lambda d: d.__setitem__("files", value))
+
+    return damage
+
+
+def _consolidated_not_object(store: Path) -> None:
+    _edit_json(
+        store / "zarr.json", lambda d: d["consolidated_metadata"]["metadata"].__setitem__("ids", 5)
+    )
+
+
+def _truncate(key: str) -> Damage:
+    def damage(store: Path) -> None:
+        data = (store / key).read_bytes()
+        (store / key).write_bytes(data[: len(data) // 2])
+
+    return damage
+
+
+def _write(key: str, data: bytes) -> Damage:
+    def damage(store: Path) -> None:
+        (store / key).write_bytes(data)
+
+    return damage
+
+
+def _size_of_first_shard(size: int) -> Damage:
+    def damage(store: Path) -> None:
+        def edit(d: dict[str, Any]) -> None:
+            d["files"]["ids/c/0/0/0"]["size"] = size
+
+        _edit_json(store / MANIFEST, edit)
+
+    return damage
+
+
+# name -> (damage, the file the reason must name)
+DAMAGES: dict[str, tuple[Damage, str]] = {
+    "files-list": (_manifest_files([]), MANIFEST),
+    "files-string": (_manifest_files("oops"), MANIFEST),
+    "consolidated-int": (_consolidated_not_object, "zarr.json"),
+    "shard-views-0": (_attr("shard_views", 0), "zarr.json"),
+    "shard-samples-0": (_attr("shard_samples", 0), "zarr.json"),
+    "views-negative": (_attr("views", -1), "zarr.json"),
+    "root-truncated": (_truncate("zarr.json"), "zarr.json"),
+    "root-empty": (_write("zarr.json", b""), "zarr.json"),
+    "root-garbage": (_write("zarr.json", b"\x00\xffnot json{"), "zarr.json"),
+    "root-list": (_write("zarr.json", b"[1, 2]"), "zarr.json"),
+    "manifest-garbage": (_write(MANIFEST, b'{\n  "files": oops'), MANIFEST),
+    "manifest-truncated": (_truncate(MANIFEST), MANIFEST),
+    "size-zero-existing": (_size_of_first_shard(0), "ids/c/0/0/0"),
+    "size-negative": (_size_of_first_shard(-5), MANIFEST),
+}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("pristine")
+    return build_store(base / "good", make_attrs(64, views=2, topk=3, chunk=16, shard=32), seed=5)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, pristine: Path) -> Iterator[LiveServer]:
+    """A server started over the good store and one copy per damage, all damaged at start."""
+    from api.main import create_app
+    from api.settings import Settings
+
+    root = tmp_path_factory.mktemp("damaged-root")
+    copy_store(pristine, root / "good")
+    for name, (damage, _) in DAMAGES.items():
+        damage(copy_store(pristine, root / f"start-{name}"))
+    with LiveServer(create_app(Settings(root=root, rescan_interval_s=0.0))) as server:
+        server.root = root  # type: ignore[attr-defined]
+        yield server
+
+
+def _check_good(live: LiveServer, pristine: Path) -> None:
+    r = requests.get(f"{live.url}/v1/stores/good/zarr/ids/c/0/0/0", timeout=10)
+    assert r.status_code == 200 and r.content == (pristine / "ids/c/0/0/0").read_bytes()
+    from teacher_store.client import StoreClient
+
+    remote = StoreClient(f"{live.url}/v1/stores/good").read_block(1, 3, 40)
+    local = LocalStore(pristine).read_block(1, 3, 40)
+    np.testing.assert_array_equal(remote.ids, local.ids)
+    np.testing.assert_array_equal(remote.values, local.values)
+    np.testing.assert_array_equal(remote.valid, local.valid)
+
+
+def _check_damaged(live: LiveServer, name: str, file: str) -> None:
+    stores = {
+        s["name"]: s for s in requests.get(f"{live.url}/v1/stores", timeout=10).json()["stores"]
+    }
+    assert stores[name]["state"] == "invalid", stores[name]
+    assert file in stores[name]["error"] and "damaged" in stores[name]["error"]
+    base = f"{live.url}/v1/stores/{name}"
+    detail = requests.get(base, timeout=10)
+    assert detail.status_code == 200 and detail.json()["state"] == "invalid"
+    for path in ("/blocks/0?start=0&stop=4", "/zarr/zarr.json", "/zarr/ids/c/0/0/0"):
+        r = requests.get(base + path, timeout=10)
+        assert r.status_code == 409, (name, path, r.status_code, r.text[:200])
+        assert file in r.json()["detail"]
+    assert requests.get(f"{live.url}/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGES))
+def test_damaged_at_start(live: LiveServer, pristine: Path, name: str) -> None:
+    _check_damaged(live, f"start-{name}", DAMAGES[name][1])
+    _check_good(live, pristine)
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGES))
+def test_damaged_while_serving(live: LiveServer, pristine: Path, name: str) -> None:
+    root: Path = live.root  # type: ignore[attr-defined]
+    store = copy_store(pristine, root / f"live-{name}")
+    assert requests.get(f"{live.url}/v1/stores/live-{name}/blocks/0?start=0&stop=4", timeout=10).ok
+    DAMAGES[name][0](store)
+    _check_damaged(live, f"live-{name}", DAMAGES[name][1])
+    _check_good(live, pristine)
+    shutil.rmtree(store)
+    assert requests.get(f"{live.url}/v1/stores/live-{name}", timeout=10).status_code == 404
+
+
+def test_shard_appearing_behind_a_size_zero_entry(live: LiveServer, pristine: Path) -> None:
+    """A shard the manifest says was never written (size 0) must not read as fill values once a
+    file is there: the zarr key and the block answer 409, naming the key."""
+    root: Path = live.root  # type: ignore[attr-defined]
+    store = copy_store(pristine, root / "appearing")
+    key = "valid/c/0/1"  # slots 0-1 x samples [32, 64): forget it, as if it were never written
+    shard = (store / key).read_bytes()
+    (store / key).unlink()
+    _edit_json(store / MANIFEST, lambda d: d["files"].__setitem__(key, {"size": 0, "crc32c": 0}))
+    base = f"{live.url}/v1/stores/appearing"
+    assert requests.get(f"{base}/zarr/{key}", timeout=10).status_code == 404  # fill value: right
+    block = requests.get(f"{base}/blocks/1?start=32&stop=36", timeout=10)
+    assert block.status_code == 200
+    (store / key).write_bytes(shard)  # manifest unchanged: the store is not reopened
+    r = requests.get(f"{base}/zarr/{key}", timeout=10)
+    assert r.status_code == 409 and key in r.json()["detail"]
+    r = requests.get(f"{base}/blocks/0?start=32&stop=36", timeout=10)  # chunk not cached yet
+    assert r.status_code == 409 and key in r.json()["detail"]
+
+
+def test_not_a_store_is_not_listed_but_damage_is_logged(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    root: Path = live.root  # type: ignore[attr-defined]
+    (root / "plain-group").mkdir()
+    (root / "plain-group" / "zarr.json").write_text('{"node_type": "group", "attributes": {}}')
+    (root / "lost-root").mkdir()
+    (root / "lost-root" / "_distill").mkdir()  # bookkeeping without zarr.json: a damaged store
+    with caplog.at_level("WARNING", logger="distill.api"):
+        stores = {
+            s["name"]: s for s in requests.get(f"{live.url}/v1/stores", timeout=10).json()["stores"]
+        }
+    assert "plain-group" not in stores
+    assert stores["lost-root"]["state"] == "invalid"
+    assert "zarr.json is missing" in stores["lost-root"]["error"]
+    assert any("lost-root" in r.getMessage() for r in caplog.records)

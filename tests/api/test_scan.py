@@ -1,0 +1,69 @@
+"""Store scans cost what is on disk, not what the attrs claim, and never block the event loop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import requests
+
+from tests.store_fixtures import LiveServer, build_store, make_attrs
+
+
+def _claim_views(store: Path, views: int) -> None:
+    doc = json.loads((store / "zarr.json").read_text())
+    doc["attributes"].update(views=views, shard_views=1)
+    (store / "zarr.json").write_text(json.dumps(doc))
+
+
+def test_huge_claimed_counts_are_counted_not_listed(tmp_path: Path) -> None:
+    """A store claiming 10**12 views cannot be listed unit by unit (that would never end nor
+    fit in memory): it is listed with its unit count computed, and its records counted."""
+    from api.main import create_app
+    from api.settings import Settings
+
+    root = tmp_path / "root"
+    attrs = make_attrs(64, views=2, topk=3, chunk=16, shard=32, shard_views=1)
+    unfinished = build_store(root / "unfinished", attrs, units=2)
+    _claim_views(unfinished, 10**12)
+    finished = build_store(root / "finished", attrs)
+    _claim_views(finished, 2_000_000)
+    with LiveServer(create_app(Settings(root=root))) as live:
+        r = requests.get(f"{live.url}/v1/stores", timeout=5)
+        stores = {s["name"]: s for s in r.json()["stores"]}
+        assert stores["unfinished"]["progress"] == {"committed_units": 2, "total_units": 2 * 10**12}
+        assert stores["unfinished"]["state"] == "incomplete"
+        assert stores["finished"]["state"] == "invalid"
+        assert "4 shard units" in stores["finished"]["error"]  # manifest vs attrs
+        assert "_distill/manifest.json" in stores["finished"]["error"]
+        r = requests.get(f"{live.url}/v1/stores/finished/blocks/1999999?start=0&stop=4", timeout=5)
+        assert r.status_code == 409
+
+
+def test_healthz_answers_while_a_scan_is_running(tmp_path: Path) -> None:
+    from api.main import create_app
+    from api.settings import Settings
+
+    root = tmp_path / "root"
+    build_store(root / "demo", make_attrs(64, views=2, topk=3, chunk=16, shard=32))
+    app = create_app(Settings(root=root, rescan_interval_s=0.0))
+    with LiveServer(app) as live:
+        assert requests.get(f"{live.url}/v1/stores", timeout=5).ok
+        registry = app.state.service.registry
+        result: list[requests.Response] = []
+        with registry._lock:  # a scan now waits here, as a slow disk would make it wait
+            shutil.copytree(root / "demo", root / "demo2")
+            waiting = threading.Thread(
+                target=lambda: result.append(requests.get(f"{live.url}/v1/stores", timeout=30))
+            )
+            waiting.start()
+            waiting.join(0.5)
+            assert waiting.is_alive()  # the /v1 request waits for the scan ...
+            health = requests.get(f"{live.url}/healthz", timeout=5)  # ... /healthz does not
+            assert health.status_code == 200 and waiting.is_alive()
+            assert requests.get(f"{live.url}/readyz", timeout=5).status_code == 200
+        waiting.join(10)
+        names = {s["name"] for s in result[0].json()["stores"]}
+        assert names == {"demo", "demo2"}

@@ -13,8 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
+from swagger_ui_bundle import swagger_ui_path
 
 from api import routes_blocks, routes_health, routes_stores, routes_zarr
 from api.errors import install_error_handlers
@@ -46,6 +50,25 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI from the pinned ``swagger-ui-bundle-v2`` package, served here
+    under ``/static/swagger-ui/``: nothing is fetched from a CDN (offline machines see docs)."""
+    app.mount("/static/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        base = request.scope.get("root_path", "").rstrip("/")
+        static = f"{base}/static/swagger-ui"
+        return get_swagger_ui_html(
+            openapi_url=f"{base}{app.openapi_url}",
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
+        )
 
 
 def _settings_from_env() -> Settings:
@@ -80,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=API_VERSION,
         summary="Sparse teacher targets over HTTP: metadata, a zarr key space, binary blocks.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own /docs and /redoc load their assets from CDNs
+        redoc_url=None,
     )
     app.state.metrics = metrics
     app.state.service = None
@@ -89,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (routes_stores, routes_zarr, routes_blocks):
         app.include_router(module.router, dependencies=protected)
     app.include_router(routes_health.router)
+    _install_docs(app)
     app.add_middleware(OverloadGuard)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

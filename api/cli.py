@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from api.settings import ConnectionLimits
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -19,13 +23,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
         read_token(Path(args.token_file))  # fail now, with a clear message, not in every worker
         env["DISTILL_TOKEN_FILE"] = str(Path(args.token_file).resolve())
-    if args.max_block is not None:
-        env["DISTILL_MAX_BLOCK"] = str(args.max_block)
-    if args.cache_bytes is not None:
-        env["DISTILL_CACHE_BYTES"] = str(args.cache_bytes)
-    if args.max_inflight is not None:
-        env["DISTILL_MAX_INFLIGHT"] = str(args.max_inflight)
+    for flag, var in _PASSED:
+        value = getattr(args, flag)
+        if value is not None:
+            env[f"DISTILL_{var}"] = str(value)
     os.environ.update(env)  # workers import api.main:app and read their settings from here
+    limits = _limits()
     print(f"distill serve: {root} on http://{args.host}:{args.port}/v1/stores", flush=True)
     uvicorn.run(
         "api.main:app",
@@ -34,8 +37,36 @@ def _run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=args.access_log,
+        **limits.uvicorn_options(),
     )
     return 0
+
+
+# flag attribute -> DISTILL_ variable read by api.settings (Settings or ConnectionLimits)
+_PASSED = (
+    ("max_block", "MAX_BLOCK"),
+    ("cache_bytes", "CACHE_BYTES"),
+    ("max_inflight", "MAX_INFLIGHT"),
+    ("max_inflight_bytes", "MAX_INFLIGHT_BYTES"),
+    ("max_body_bytes", "MAX_BODY_BYTES"),
+    ("limit_concurrency", "LIMIT_CONCURRENCY"),
+    ("timeout_keep_alive", "TIMEOUT_KEEP_ALIVE_S"),
+    ("header_timeout", "HEADER_TIMEOUT_S"),
+    ("send_timeout", "SEND_TIMEOUT_S"),
+    ("max_header_bytes", "MAX_HEADER_BYTES"),
+)
+
+
+def _limits() -> ConnectionLimits:
+    from pydantic import ValidationError
+
+    from api.settings import ConnectionLimits
+    from teacher_store.schema import validation_message
+
+    try:
+        return ConnectionLimits()  # type: ignore[call-arg]
+    except ValidationError as e:
+        raise ValueError(f"bad connection limits: {validation_message(e)}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +79,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-block", type=int, help="most samples per block request (131072)")
     p.add_argument("--cache-bytes", type=int, help="cache budget in bytes (256 MiB)")
     p.add_argument("--max-inflight", type=int, help="requests in flight before 503 (64)")
+    p.add_argument(
+        "--max-inflight-bytes", type=int, help="response bytes not yet sent before 503 (256 MiB)"
+    )
+    p.add_argument("--max-body-bytes", type=int, help="largest request body, else 413 (1024)")
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        help="open connections + requests before uvicorn answers 503 (512)",
+    )
+    p.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        help="seconds an idle connection stays open after a response (5)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds for a whole request head, else the connection closes (10)",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=float,
+        help="seconds a client may read nothing of a response, else abort (30)",
+    )
+    p.add_argument("--max-header-bytes", type=int, help="largest request head (16384)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=_run_serve)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,43 @@ class Settings(BaseSettings):
     max_inflight: int = Field(64, ge=1, description="concurrent requests before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503")
     rescan_interval_s: float = Field(1.0, ge=0.0, description="least time between root scans")
+    max_inflight_bytes: int = Field(
+        256 * MiB, ge=1, description="response bytes held for unfinished sends before 503"
+    )
+    max_body_bytes: int = Field(1024, ge=0, description="largest request body (GET only): 413")
+
+
+class ConnectionLimits(BaseSettings):
+    """uvicorn's connection limits (``distill serve`` flags, or ``DISTILL_*`` variables).
+
+    uvicorn 0.54 closes an idle connection only after a response (``timeout_keep_alive``); one
+    that sends nothing, or only part of its headers, stays open for ever (measured with raw
+    sockets), and a client that stops reading pins its response. ``api.protocol`` adds the
+    header and send timeouts.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DISTILL_", frozen=True, extra="ignore")
+
+    timeout_keep_alive_s: float = Field(5.0, gt=0, description="idle time after a response")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="time for a whole request head, from connect or last response"
+    )
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="time a client may read nothing of a response before close"
+    )
+    limit_concurrency: int = Field(
+        512, ge=1, description="open connections + requests before uvicorn answers 503"
+    )
+    max_header_bytes: int = Field(16384, ge=1024, description="largest request head (h11)")
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``."""
+        return {
+            "http": "api.protocol:GuardedH11Protocol",
+            "timeout_keep_alive": self.timeout_keep_alive_s,
+            "limit_concurrency": self.limit_concurrency,
+            "h11_max_incomplete_event_size": self.max_header_bytes,
+        }
 
 
 def read_token(path: Path | None) -> str | None:

@@ -116,15 +116,17 @@ def copy_store(src: Path, dst: Path) -> Path:
 class LiveServer:
     """A real uvicorn server on 127.0.0.1 (random free port) in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **config: Any) -> None:
+        """``config``: more ``uvicorn.Config`` options (``ConnectionLimits.uvicorn_options()``)."""
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        self.server = uvicorn.Server(config)
+        options = {"log_level": "warning", "lifespan": "on", "access_log": False, **config}
+        uv_config = uvicorn.Config(app, **options)
+        self.server = uvicorn.Server(uv_config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )

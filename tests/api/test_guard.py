@@ -18,7 +18,9 @@ def test_overload_guard_503_with_retry_after() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    settings = SimpleNamespace(max_inflight=1, retry_after_s=3)
+    settings = SimpleNamespace(
+        max_inflight=1, retry_after_s=3, max_inflight_bytes=1 << 30, max_body_bytes=0
+    )
     app = SimpleNamespace(state=SimpleNamespace(service=SimpleNamespace(settings=settings)))
     guard = OverloadGuard(slow_app)
 

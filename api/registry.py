@@ -209,7 +209,10 @@ def _open_entry(
         _load_complete(entry, root)
         entry.state = "complete"
     except _Invalid as e:
-        entry.error = f"store {name!r} is damaged and cannot be served: {e}"
+        entry.error = (
+            f"store {name!r} is damaged and cannot be served: {e}; restore the file or "
+            "regenerate the store (re-run the same `distill generate`)"
+        )
     except Exception as e:  # one store's surprise must never stop the scan of the others
         log.exception("store %r: unexpected error while opening it", name)
         entry.error = f"store {name!r} cannot be served: {type(e).__name__}: {e}"

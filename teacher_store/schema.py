@@ -218,5 +218,6 @@ def validation_message(e: ValidationError) -> str:
     parts = []
     for err in e.errors():
         where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts)

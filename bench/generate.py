@@ -35,8 +35,11 @@ from typing import Any
 from _common import machine, set_threads, table
 
 
-def _batches(store_path: Path, data: Path) -> tuple[list[Any], Any]:
-    """The store's teacher batches, rendered: list of uint8 [B, 3, H, W] tensors."""
+def rendered_batches(
+    store_path: Path, data: Path, max_batches: int | None = None
+) -> tuple[list[Any], Any]:
+    """The store's teacher batches, rendered: list of uint8 [B, 3, H, W] tensors (the first
+    ``max_batches`` of them when given), and the store's attrs."""
     import numpy as np
     import torch
 
@@ -57,6 +60,8 @@ def _batches(store_path: Path, data: Path) -> tuple[list[Any], Any]:
     for u in shard_units(a):
         v = np.asarray(store.group["valid"][u.slot_start : u.slot_stop, u.start : u.stop]) != 0
         for batch in unit_batches(u, v, int(a.config["batch_size"])):
+            if max_batches is not None and len(out) >= max_batches:
+                return out, a
             views = []
             for slot, sample in batch:
                 p = decode(a.store_seed, slot, sample, a.num_samples, recipe, a.views)
@@ -105,7 +110,7 @@ def main() -> int:
         # Warm-up (also the store whose batches the bare loop replays).
         ref = work / "warmup"
         run_generate(cfg(ref, 0))
-        batches, attrs = _batches(ref, data)
+        batches, attrs = rendered_batches(ref, data)
         nviews = sum(len(b) for b in batches)
         model, info = create_teacher(attrs.config["teacher"])
         model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]

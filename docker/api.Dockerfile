@@ -52,4 +52,4 @@ ENTRYPOINT ["/usr/local/bin/distill-entrypoint"]
 # uvicorn starts the app directly rather than `distill serve`: the app needs api/ and
 # teacher_store/ only, while the `distill` dispatcher imports every layer's command module
 # (student/, models/), which this torch-free image does not promise to import.
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--http", "api.protocol:GuardedH11Protocol", "--limit-concurrency", "512", "--timeout-keep-alive", "5", "--h11-max-incomplete-event-size", "16384"]

@@ -38,6 +38,7 @@ API_RUNTIME = {
     "fsspec",
     "aiohttp",
     "requests",
+    "swagger-ui-bundle-v2",  # /docs assets, served by the app (no CDN)
 }
 BASE_TAG = re.compile(r"python:3\.11\.\d+-slim-bookworm")
 

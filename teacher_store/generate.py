@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
 from teacher_store.codec import CODEC_VERSION, decode
 from teacher_store.dataset import (
@@ -90,20 +90,6 @@ class GenerateConfig(BaseModel):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
         return cls.model_validate(d)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                "--device cuda asked for, but no CUDA GPU is visible; use --device cpu"
-            )
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device("cpu")
 
 
 def _libraries() -> dict[str, str]:
@@ -213,17 +199,6 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
             views[j] = render_view(base, params, self.size, partner=partner)
             ok[j] = True
         return _Item(u, sample, views, ok, tuple(bad))
-
-
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
 
 
 class _UnitWriter:
@@ -371,11 +346,8 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
     from models import create_teacher
 
-    rank, world, local_rank = dist_env()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    device = resolve_device(cfg.device, local_rank)
+    runtime = init_runtime(cfg.device)
+    rank, device = runtime.rank, runtime.device
     cfg = _pin_threads(cfg)
     folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
     warning = folder.skipped_summary()
@@ -394,11 +366,11 @@ def _generate(
 
     rank, world, _ = dist_env()
     resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
-    _barrier(world)
+    barrier(world)
     units = shard_units(attrs)
     done = committed_units(cfg.out, units)
     todo = [u for u in units if u.name not in done]
-    _barrier(world)  # every rank has its list before anyone commits a unit
+    barrier(world)  # every rank has its list before anyone commits a unit
     mine = todo[rank::world]
     dataset = _ViewDataset(folder, attrs, cfg.recipe, mine)
     total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
@@ -409,11 +381,11 @@ def _generate(
     finally:
         bar.close()  # a failure's one-line message then starts on a line of its own
     elapsed = time.perf_counter() - t0
-    _barrier(world)
+    barrier(world)
     manifest = None
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
         manifest = finalize(cfg.out, units)
-    _barrier(world)
+    barrier(world)
     return {
         "store": str(Path(cfg.out)),
         "resumed": bool(resumed and done),

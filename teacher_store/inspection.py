@@ -517,9 +517,10 @@ def _spot_check(
     import torch
 
     from models import create_teacher
+    from models.runtime import resolve_device
     from teacher_store.codec import decode
     from teacher_store.dataset import printable_path
-    from teacher_store.generate import GenerateConfig, _Teacher, resolve_device
+    from teacher_store.generate import GenerateConfig, _Teacher
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
 

@@ -1,5 +1,8 @@
 """Block assembly: one view slot x a sample range, from cached decoded chunks, into the wire format.
 
+Every block carries the store's identity (the digest of its manifest, see
+:func:`teacher_store.blockfmt.store_identity`), so a client notices a store replaced under it.
+
 Shard files are verified (size + crc32c) on first use by :class:`FileCache`; decoded inner
 chunks and parsed shard indexes are kept in their own byte-bounded LRU, keyed by the store's
 generation, so a repeated block costs only copies.
@@ -31,7 +34,7 @@ class BlockReader:
         assert attrs is not None
         header = BlockHeader(
             slot, start, stop - start, attrs.topk, attrs.ids_dtype, attrs.values_dtype,
-            attrs.value_encoding,
+            attrs.value_encoding, store.identity,
         )  # fmt: skip
         out = BlockBuffer(header)
 

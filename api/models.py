@@ -53,6 +53,11 @@ class StoreDetail(StoreSummary):
     zarr_url: str | None = Field(None, description="prefix of the zarr key space")
     blocks_url: str | None = Field(None, description="block endpoint, {view} to fill in")
     attrs: dict[str, Any] | None = Field(None, description="the store's full root attrs")
+    identity: str | None = Field(
+        None,
+        description="16 hex digits of sha256(_distill/manifest.json): every block and zarr "
+        "ETag carries it; it changes when the store is regenerated or replaced",
+    )
 
 
 class StoreList(_Frozen):

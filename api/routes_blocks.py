@@ -1,7 +1,8 @@
 """``GET /v1/stores/{name}/blocks/{view}?start=a&stop=b``: targets of one view slot, binary.
 
 The body is the block wire format of :mod:`teacher_store.blockfmt` (ids, values in the store's
-encoding, valid flags; little-endian; crc32c).
+encoding, valid flags, the store's identity; little-endian; crc32c). The identity is also sent
+as the ``X-Distill-Store-Identity`` response header.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.errors import DATA_ERRORS, ApiError
-from api.service import ServiceDep, StoreName, data_store
-from teacher_store.blockfmt import MEDIA_TYPE
+from api.errors import DATA_ERRORS, ApiError, StoreDamaged
+from api.registry import StoreEntry
+from api.service import Service, ServiceDep, StoreName, data_store
+from teacher_store.blockfmt import IDENTITY_HEADER, MEDIA_TYPE
 
 router = APIRouter(prefix="/v1")
 _DOC = {
@@ -67,8 +69,23 @@ async def get_block(
 ) -> Response:
     """Ids, values (stored encoding) and valid flags of view slot ``view`` for ``[start, stop)``."""
     entry = data_store(svc, name)
+    try:
+        body = await _read(svc, entry, view, start, stop)
+    except StoreDamaged:
+        # Files that disagree with the manifest last scanned may be a store replaced since that
+        # scan: rescan now, and answer from the new store (its blocks carry its identity, so
+        # the client sees the change) rather than calling a healthy new store damaged.
+        await run_in_threadpool(svc.registry.scan)
+        fresh = data_store(svc, name)
+        if fresh.uid == entry.uid:
+            raise
+        entry, body = fresh, await _read(svc, fresh, view, start, stop)
+    return Response(body, media_type=MEDIA_TYPE, headers={IDENTITY_HEADER: entry.identity})
+
+
+async def _read(svc: Service, entry: StoreEntry, view: int, start: int, stop: int) -> memoryview:
     attrs = entry.attrs
     assert attrs is not None
     check_bounds(attrs.views, attrs.num_samples, svc.settings.max_block, view, start, stop)
-    body = await run_in_threadpool(svc.blocks.read, entry, view, start, stop)
-    return Response(body, media_type=MEDIA_TYPE)
+    body: memoryview = await run_in_threadpool(svc.blocks.read, entry, view, start, stop)
+    return body

@@ -67,6 +67,7 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
         zarr_url=f"{base}/zarr/" if complete else None,
         blocks_url=f"{base}/blocks/{{view}}" if complete else None,
         attrs=a.to_dict(),
+        identity=e.identity if complete else None,
     )
 
 

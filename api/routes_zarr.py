@@ -70,7 +70,7 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
             raise StoreDamaged(name, key, "exists, but the manifest records it with size 0")
         raise ApiError(404, "no_such_key", f"store {name!r} has no key {key!r}")
     state = await _state(svc, name, key, entry.real, want)
-    headers = base_headers(key, etag_of(state.size, state.digest))
+    headers = base_headers(key, etag_of(state.size, state.digest, entry.identity), entry.identity)
     if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
         return not_modified(headers)
     rng = parse_range(request.headers.get("range"), state.size)

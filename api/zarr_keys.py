@@ -64,9 +64,14 @@ def parse_range(header: str | None, total: int) -> ByteRange | bool | None:
     return ByteRange(a, min(b, total - 1) + 1)
 
 
-def etag_of(size: int, digest: str) -> str:
-    """A strong ETag from the content digest (blake2b-64) and the size."""
-    return f'"{digest}-{size:x}"'
+def etag_of(size: int, digest: str, identity: str = "") -> str:
+    """A strong ETag from the store identity, the content digest (blake2b-64) and the size.
+
+    The identity (the digest of the store's manifest) ties every key to one store: after the
+    store is replaced, no cached key of the old one revalidates (304) or splices into a range
+    (If-Range) read of the new one, even where the bytes of that key happen to be equal.
+    """
+    return f'"{identity}-{digest}-{size:x}"' if identity else f'"{digest}-{size:x}"'
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -78,18 +83,25 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any((t[2:] if t.startswith("W/") else t) == etag for t in tags)
 
 
-def base_headers(key: str, etag: str) -> dict[str, str]:
+def base_headers(key: str, etag: str, identity: str = "") -> dict[str, str]:
     media = "application/json" if key.endswith(".json") else "application/octet-stream"
-    return {
+    headers = {
         "content-type": media,
         "accept-ranges": "bytes",
         "etag": etag,
         "cache-control": IMMUTABLE,
     }
+    if identity:
+        headers["x-distill-store-identity"] = identity
+    return headers
 
 
 def not_modified(headers: dict[str, str]) -> Response:
-    keep = {k: v for k, v in headers.items() if k in ("etag", "cache-control")}
+    keep = {
+        k: v
+        for k, v in headers.items()
+        if k in ("etag", "cache-control", "x-distill-store-identity")
+    }
     return Response(status_code=304, headers=keep)
 
 

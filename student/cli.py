@@ -27,7 +27,18 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--workers", int, "DataLoader workers (default 2)"),
     ("--seed", int, "default 0"),
     ("--max-steps", int, "stop after this many steps"),
-    ("--checkpoint-every", int, "steps between mid-epoch checkpoints (default: per epoch)"),
+    (
+        "--checkpoint-every",
+        int,
+        "also checkpoint every N steps, mid-epoch (a crash costs at most N steps; "
+        "default: at epoch ends only)",
+    ),
+    (
+        "--retry-budget-s",
+        float,
+        "how long one store read keeps retrying an unreachable or overloaded service before "
+        "the run fails (default 600)",
+    ),
     ("--token-file", str, "bearer token for the service"),
     ("--teacher", str, "online-KD baseline: run this teacher every step"),
     ("--teacher-checkpoint", str, "weights for --teacher"),
@@ -45,12 +56,18 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
 def _run_train(args: argparse.Namespace) -> int:
     from student.config import load_train_config
     from student.train import run_train
+    from teacher_store.cli import CommandError
+    from teacher_store.client import StoreChangedError
+    from teacher_store.retry import RetryBudgetError
 
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k not in ("func", "command", "config")
     }
     cfg = load_train_config(args.config, overrides)
-    s = run_train(cfg)
+    try:
+        s = run_train(cfg)
+    except (StoreChangedError, RetryBudgetError) as e:
+        raise CommandError(str(e)) from None  # a failed job (exit 1), not bad input (2)
     keys = ("epoch", "step", "loss", "images_per_s", "teacher_agreement", "top1", "top5")
     print("trained " + cfg.model + ": " + ", ".join(f"{k}={_fmt(s[k])}" for k in keys if k in s))
     print(f"checkpoint: {cfg.out}/last.pth")

@@ -59,6 +59,7 @@ class TrainConfig(BaseModel):
     teacher_checkpoint: str | None = None
     max_steps: int | None = Field(None, ge=1)  # stop early (benchmarks, smoke runs)
     checkpoint_every: int = Field(0, ge=0)  # steps between mid-epoch checkpoints (0: per epoch)
+    retry_budget_s: float = Field(600.0, ge=0)  # how long a store read retries an outage
     tensorboard: bool = True
     progress: bool = True
     resume: bool = False  # continue from RUN_DIR/last.pth

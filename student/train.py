@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.runtime import dist_env, resolve_device
 from student.checkpoint import load_checkpoint, save_checkpoint
 from student.config import TrainConfig
 from student.curriculum import (
@@ -37,25 +38,46 @@ from student.recipes import resolve_recipe
 from student.sampler import Cursor, epoch_order, rank_order
 from student.schedule import lr_at, slot_for_epoch
 from teacher_store.dataset import DatasetFingerprint, ImageFolder
-from teacher_store.generate import dist_env, resolve_device
 from teacher_store.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
 RUNTIME_FIELDS = frozenset(
-    {"workers", "progress", "device", "max_steps", "tensorboard", "token_file", "store", "resume"}
+    {
+        "workers",
+        "progress",
+        "device",
+        "max_steps",
+        "tensorboard",
+        "token_file",
+        "store",
+        "resume",
+        "retry_budget_s",
+        "checkpoint_every",
+    }
 )
 _WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 
 
-def open_targets(url_or_path: str, token: str | None, expected: dict[str, Any] | None) -> Any:
-    """A store reader with ``.attrs`` and ``.read_block``: local path, fsspec URL or service."""
-    if "://" not in url_or_path:
-        from teacher_store.store import LocalStore
+def open_targets(
+    url_or_path: str,
+    token: str | None,
+    expected: dict[str, Any] | None,
+    retry_budget_s: float = 600.0,
+) -> Any:
+    """A store reader with ``.attrs`` and ``.read_block``: local path, fsspec URL or service.
 
-        return LocalStore(url_or_path)
+    Every block is checked against the identity of the store as opened, so a store replaced
+    during training stops it (:class:`~teacher_store.client.StoreChangedError`).
+    """
     from teacher_store.client import StoreClient
 
-    return StoreClient(url_or_path, token=token, expected_fingerprint=expected)
+    return StoreClient(  # no block cache of its own: TargetCache keeps the blocks
+        url_or_path,
+        token=token,
+        expected_fingerprint=expected,
+        max_cache_blocks=0,
+        retry_budget_s=retry_budget_s,
+    )
 
 
 def _check_dataset(attrs: Any, folder: ImageFolder, allow: bool) -> None:
@@ -233,8 +255,14 @@ def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.nd
 
 def _train_epoch(run: _Run, ctx: _Ctx, dataset: ReplayDataset, plan: BatchPlan, bar: Any) -> dict:
     cfg = ctx.cfg
+    # Its own generator: a loader draws a seed when it starts, and from the global RNG that
+    # draw would shift dropout / drop path after a mid-epoch resume (which starts one more).
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=plan, num_workers=cfg.workers, pin_memory=ctx.device.type == "cuda"
+        dataset,
+        batch_sampler=plan,
+        num_workers=cfg.workers,
+        pin_memory=ctx.device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     losses, seen, t0 = [], 0, time.perf_counter()
     for b, batch in enumerate(loader, start=plan.start):
@@ -265,7 +293,7 @@ def _setup(cfg: TrainConfig) -> tuple[TrainConfig, Any, ImageFolder, torch.devic
     folder = ImageFolder.scan(cfg.data)
     if folder.skipped and rank == 0:
         print(folder.skipped_summary(), file=sys.stderr)
-    reader = open_targets(cfg.store, token, None)
+    reader = open_targets(cfg.store, token, None, cfg.retry_budget_s)
     _check_dataset(reader.attrs, folder, cfg.allow_dataset_mismatch)
     cfg, notes = _resolve_recipe(cfg, reader.attrs, folder)
     if cfg.hard_label_weight and not classes_aligned(reader.attrs, folder):
@@ -453,18 +481,19 @@ def _loop(
         }
         if rank == 0:
             eval_model = run.ema.module if run.ema is not None else module
-            record.update(
-                evaluate(
-                    eval_model,
-                    dataset.folder,
-                    split[1],
-                    ctx.targets,
-                    attrs,
-                    img_size,
-                    ctx.norm,
-                    ctx.device,
+            with torch.random.fork_rng(devices=[]):  # evaluation leaves training's RNG alone
+                record.update(
+                    evaluate(
+                        eval_model,
+                        dataset.folder,
+                        split[1],
+                        ctx.targets,
+                        attrs,
+                        img_size,
+                        ctx.norm,
+                        ctx.device,
+                    )
                 )
-            )
             save_checkpoint(out / "last.pth", run.state())
         logger.log(record)
         summary = record

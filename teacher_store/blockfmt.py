@@ -2,12 +2,13 @@
 
 A block holds the stored targets of one view slot for a contiguous sample range
 ``[start, start + n)``: class ids, values in the store's own encoding (not decoded), and the
-valid flags. Everything is little-endian. Layout::
+valid flags, tagged with the identity of the store they came from. Everything is
+little-endian. Layout (version 2)::
 
     offset  size  field
     0       4     magic b"DTGB"
-    4       2     format version (uint16, currently 1)
-    6       2     header size in bytes (uint16, 40 in version 1; readers skip to it)
+    4       2     format version (uint16, currently 2)
+    6       2     header size in bytes (uint16, 48 in version 2; readers skip to it)
     8       1     ids dtype code     (1 = uint16, 2 = uint32)
     9       1     values dtype code  (1 = float16, 2 = uint8)
     10      1     value encoding     (1 = logprob-f16, 2 = prob-u8)
@@ -16,19 +17,23 @@ valid flags. Everything is little-endian. Layout::
     16      4     n, samples in the block (uint32)
     20      4     view slot (uint32)
     24      8     start, first sample id (uint64)
-    32      4     crc32c of everything after the header (uint32)
-    36      4     reserved, 0
-    40      ...   ids     n*K * itemsize(ids)     row-major [n, K], rank order
+    32      8     store identity: the first 8 bytes of sha256(_distill/manifest.json)
+    40      4     reserved, 0
+    44      4     crc32c of the whole block except this field (header bytes 0-43, then body)
+    48      ...   ids     n*K * itemsize(ids)     row-major [n, K], rank order
                   values  n*K * itemsize(values)  row-major [n, K], stored encoding
                   valid   n bytes                 1 where the view was computed
 
 Total size = header + n*K*(ids itemsize + values itemsize) + n. A reader must check the
-magic, the version, that the size matches exactly, and the crc, and must refuse a block whose
-slot/start/n differ from what it asked for.
+magic, the version, that the size matches exactly, and the crc, must refuse a block whose
+slot/start/n differ from what it asked for, and must refuse a block whose store identity
+differs from the store it opened (the store was replaced while it was being read). Version 1
+(40-byte header, no identity, crc of the body only) is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -39,10 +44,14 @@ import numpy as np
 from teacher_store.store import TargetBlock
 
 MAGIC = b"DTGB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MEDIA_TYPE = "application/octet-stream"
-_HEADER = struct.Struct("<4sHHBBBBIIIQII")
-HEADER_SIZE = _HEADER.size  # 40
+IDENTITY_HEADER = "X-Distill-Store-Identity"  # the same identity as an HTTP response header
+_HEADER = struct.Struct("<4sHHBBBBIIIQ8sII")
+HEADER_SIZE = _HEADER.size  # 48
+_CRC_AT = HEADER_SIZE - 4  # the crc is the header's last field; it covers all bytes but itself
+IDENTITY_BYTES = 8
+_NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 _IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
 _VALUES_CODES: dict[int, np.dtype] = {1: np.dtype("<f2"), 2: np.dtype("u1")}
@@ -52,6 +61,27 @@ _VALID_CODES: dict[int, np.dtype] = {1: np.dtype("u1")}
 
 class BlockFormatError(ValueError):
     """Bytes that are not a well-formed block (wrong magic, version, size or checksum)."""
+
+
+def store_identity(manifest_bytes: bytes | bytearray | memoryview) -> str:
+    """The identity of a store: 16 hex digits of the sha256 of its ``manifest.json`` bytes.
+
+    The manifest is written last and records every file's size, crc32c and sha256, so it
+    names the store's bytes: a regenerated or replaced store has another identity.
+    """
+    return hashlib.sha256(manifest_bytes).hexdigest()[: 2 * IDENTITY_BYTES]
+
+
+def _identity_bytes(identity: str) -> bytes:
+    if not identity:
+        return _NO_IDENTITY
+    try:
+        raw = bytes.fromhex(identity)
+    except ValueError:
+        raw = b""
+    if len(raw) != IDENTITY_BYTES:
+        raise ValueError(f"store identity {identity!r} is not {2 * IDENTITY_BYTES} hex digits")
+    return raw
 
 
 def _code(table: Mapping[int, object], value: object, what: str) -> int:
@@ -70,6 +100,7 @@ class BlockHeader:
     ids_dtype: np.dtype
     values_dtype: np.dtype
     encoding: str
+    identity: str = ""  # store_identity() of the store the block comes from ("" = none)
     crc: int = 0
 
     @property
@@ -94,29 +125,33 @@ class BlockHeader:
             self.n,
             self.slot,
             self.start,
-            self.crc,
+            _identity_bytes(self.identity),
             0,
+            self.crc,
         )
 
     @classmethod
     def unpack(cls, buf: bytes | bytearray | memoryview) -> BlockHeader:
         if len(buf) < HEADER_SIZE:
             raise BlockFormatError(f"block of {len(buf)} bytes is shorter than its header")
-        magic, version, hsize, ic, vc, ec, valc, k, n, slot, start, crc, _ = _HEADER.unpack_from(
-            buf
+        magic, version, hsize, ic, vc, ec, valc, k, n, slot, start, ident, _, crc = (
+            _HEADER.unpack_from(buf)
         )
         if magic != MAGIC:
             raise BlockFormatError(f"not a target block (magic {bytes(magic)!r}, want {MAGIC!r})")
         if version != FORMAT_VERSION or hsize != HEADER_SIZE:
             raise BlockFormatError(
                 f"block format version {version} (header {hsize} B); this reader knows "
-                f"version {FORMAT_VERSION}: upgrade distill"
+                f"version {FORMAT_VERSION}: run the same distill version on server and client"
             )
         if ic not in _IDS_CODES or vc not in _VALUES_CODES or ec not in _ENCODING_CODES:
             raise BlockFormatError(f"unknown dtype/encoding codes {ic}/{vc}/{ec} in block")
         if valc not in _VALID_CODES:
             raise BlockFormatError(f"unknown valid dtype code {valc} in block")
-        return cls(slot, start, n, k, _IDS_CODES[ic], _VALUES_CODES[vc], _ENCODING_CODES[ec], crc)
+        identity = "" if ident == _NO_IDENTITY else bytes(ident).hex()
+        return cls(
+            slot, start, n, k, _IDS_CODES[ic], _VALUES_CODES[vc], _ENCODING_CODES[ec], identity, crc
+        )
 
 
 class BlockBuffer:
@@ -128,11 +163,17 @@ class BlockBuffer:
         self.ids, self.values, self.valid = _views(self.buf, header)
 
     def seal(self) -> memoryview:
-        """Write the header (with the payload crc) and return the finished bytes."""
+        """Write the header and the crc (of header and body) and return the finished bytes."""
         mv = memoryview(self.buf)
-        crc = crc32c.crc32c(mv[HEADER_SIZE:])
-        mv[:HEADER_SIZE] = replace(self.header, crc=crc).pack()
+        mv[:HEADER_SIZE] = replace(self.header, crc=0).pack()
+        struct.pack_into("<I", mv, _CRC_AT, _crc_of(mv))
         return mv
+
+
+def _crc_of(buf: bytes | bytearray | memoryview) -> int:
+    """crc32c of every byte of a block except the crc field itself."""
+    mv = memoryview(buf)
+    return int(crc32c.crc32c(mv[HEADER_SIZE:], crc32c.crc32c(mv[:_CRC_AT])))
 
 
 def _views(
@@ -148,12 +189,14 @@ def _views(
     return ids, values, valid
 
 
-def encode_block(block: TargetBlock) -> bytes:
-    """Serialize a :class:`TargetBlock` (ids/values in their stored dtypes)."""
+def encode_block(block: TargetBlock, identity: str = "") -> bytes:
+    """Serialize a :class:`TargetBlock` (ids/values in their stored dtypes) of store
+    ``identity`` (see :func:`store_identity`)."""
     n, k = block.ids.shape
     header = BlockHeader(
-        block.slot, block.start, n, k, block.ids.dtype, block.values.dtype, block.encoding
-    )
+        block.slot, block.start, n, k, block.ids.dtype, block.values.dtype, block.encoding,
+        identity,
+    )  # fmt: skip
     out = BlockBuffer(header)
     out.ids[...] = block.ids
     out.values[...] = block.values
@@ -161,15 +204,22 @@ def encode_block(block: TargetBlock) -> bytes:
     return bytes(out.seal())
 
 
-def decode_block(buf: bytes | bytearray | memoryview) -> TargetBlock:
-    """Parse and verify a block. Arrays share ``buf`` (writable when ``buf`` is a bytearray)."""
+def decode_block_with_header(
+    buf: bytes | bytearray | memoryview,
+) -> tuple[BlockHeader, TargetBlock]:
+    """Parse and verify a block; its header (with the store identity) and its targets."""
     h = BlockHeader.unpack(buf)
     if len(buf) != h.total_size:
         raise BlockFormatError(
             f"block is {len(buf)} bytes, its header (n={h.n}, K={h.topk}) says {h.total_size}"
         )
-    crc = crc32c.crc32c(memoryview(buf)[HEADER_SIZE:])
+    crc = _crc_of(buf)
     if crc != h.crc:
-        raise BlockFormatError(f"block payload fails its crc32c ({crc:#010x} != {h.crc:#010x})")
+        raise BlockFormatError(f"block fails its crc32c ({crc:#010x} != {h.crc:#010x})")
     ids, values, valid = _views(buf, h)
-    return TargetBlock(h.slot, h.start, ids, values, valid != 0, h.encoding)
+    return h, TargetBlock(h.slot, h.start, ids, values, valid != 0, h.encoding)
+
+
+def decode_block(buf: bytes | bytearray | memoryview) -> TargetBlock:
+    """Parse and verify a block. Arrays share ``buf`` (writable when ``buf`` is a bytearray)."""
+    return decode_block_with_header(buf)[1]

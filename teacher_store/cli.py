@@ -75,4 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m teacher_store.cli`: run the imported module, not this __main__ copy, whose
+    # CommandError is another class than the one the commands raise (that would be a traceback).
+    from teacher_store import cli
+
+    sys.exit(cli.main())

@@ -4,58 +4,65 @@
 
 - ``http(s)://host:port[/prefix]/v1/stores/NAME`` — the distill service; blocks come from its
   block endpoint in the binary format of :mod:`teacher_store.blockfmt` (split to the server's
-  ``max_block``), with retries and exponential backoff on connection errors, 429 and 503
-  (honouring ``Retry-After``);
+  ``max_block``), retrying connection errors, 429 and 503 with exponential backoff (honouring
+  ``Retry-After``) until a total time budget is spent (``retry_budget_s``, default 10 min;
+  every wait is logged at WARNING with its reason and the time left);
 - any other URL (``http://host/v1/stores/NAME/zarr/``, ``s3://...``, ``file://...``) — zarr over
   fsspec, attrs from the root ``zarr.json``, completeness from ``_distill/manifest.json``;
 - anything else — a local folder read with :class:`~teacher_store.store.LocalStore`.
 
 Every backend has the same interface (``attrs``, ``read_block``, ``iter_blocks``), refuses
 unfinished stores, checks the dataset fingerprint against ``expected_fingerprint``, and returns
-read-only arrays. The client pickles without its sessions, threads and cache (DataLoader
-workers reopen lazily). This module must not import torch.
+read-only arrays. Every backend learns the store's identity (``store_identity`` of its manifest)
+when it opens and checks it on every block: the identity in each service block's header, or the
+manifest (stat signature, re-hashed when it changes) after each local/fsspec read. A store
+regenerated or replaced while it is read raises :class:`StoreChangedError`, never mixed data.
+The client pickles without its sessions, threads and cache (DataLoader workers reopen lazily).
+This module must not import torch.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
-import random
 import re
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
-from teacher_store.blockfmt import BlockFormatError, decode_block
+from teacher_store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
 from teacher_store.schema import StoreAttrs, check_readable
 from teacher_store.store import LocalStore, TargetBlock
 
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
-_MAX_RETRY_AFTER_S = 60.0
+_MANIFEST = "_distill/manifest.json"
 
 
-class StoreClientError(OSError):
-    """A request to a store failed for good (after retries, or with a non-retryable status)."""
+class StoreChangedError(ValueError):
+    """The store was regenerated or replaced while this client was reading it."""
 
-    def __init__(self, message: str, url: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
+    def __init__(self, url: str, old: str, new: str) -> None:
+        super().__init__(
+            f"store {url} changed while reading (identity {old} → {new or 'no manifest'}): it "
+            "was regenerated or replaced; restart training against the new store"
+        )
+        self.url, self.old, self.new = url, old, new
 
 
 class _Backend(Protocol):
     attrs: StoreAttrs
+    identity: str
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
 
@@ -66,38 +73,6 @@ def _codec_version() -> int:
     from teacher_store.codec import CODEC_VERSION
 
     return CODEC_VERSION
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), capped."""
-    if not value:
-        return None
-    try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return min(max(when - time.time(), 0.0), _MAX_RETRY_AFTER_S)
-
-
-class RetryPolicy:
-    """Bounded attempts with exponential backoff (jittered), or the server's Retry-After."""
-
-    def __init__(self, attempts: int = 5, backoff_s: float = 0.25, max_backoff_s: float = 8.0):
-        if attempts < 1:
-            raise ValueError(f"retries must allow at least 1 attempt, got {attempts}")
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after
-        base = min(self.backoff_s * (2**attempt), self.max_backoff_s)
-        return base * (1.0 + 0.25 * random.random())
 
 
 def _readonly(block: TargetBlock) -> TargetBlock:
@@ -177,6 +152,12 @@ class _ServiceBackend:
             raise ValueError(f"store {self.base} cannot be read ({why})")
         self.attrs = check_readable(info["attrs"], self.base, _codec_version())
         self.max_block = max(1, int(info.get("max_block") or self.attrs.num_samples))
+        self.identity = str(info.get("identity") or "")
+        if not self.identity:
+            raise ValueError(
+                f"service {self.base} reports no store identity: it is older than this client; "
+                "run the same distill version on server and client"
+            )
 
     def _session(self) -> requests.Session:
         s: requests.Session | None = getattr(self._local, "session", None)
@@ -191,8 +172,8 @@ class _ServiceBackend:
 
     def get(self, url: str, params: dict[str, int] | None = None) -> _Reply:
         """GET with retries on connection errors, 429 and 5xx-unavailable; raises on 4xx."""
-        last = "no attempt made"
-        for attempt in range(self.retry.attempts):
+        tries = self.retry.start(f"GET {url}{_query(params)}")
+        while True:
             wait: float | None = None
             try:
                 reply = self._once(url, params)
@@ -204,26 +185,40 @@ class _ServiceBackend:
                         url,
                         reply.status,
                     )
-                wait = _retry_after(reply.headers.get("Retry-After"))
+                wait = retry_after(reply.headers.get("Retry-After"))
                 last = f"HTTP {reply.status}: {_detail(reply)}"
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as e:
                 last = f"{type(e).__name__}: {e}"
             except requests.exceptions.ChunkedEncodingError as e:
                 last = f"connection broke mid-body: {e}"
-            if attempt + 1 < self.retry.attempts:
-                time.sleep(self.retry.delay(attempt, wait))
-        raise StoreClientError(
-            f"GET {url}{_query(params)} failed after {self.retry.attempts} attempts ({last})", url
-        )
+            if not tries.again(last, wait):
+                raise tries.error(last, url)
+
+    def _recheck(self, err: StoreClientError) -> NoReturn:
+        """After a 404/409 for a block: StoreChangedError if the store was replaced."""
+        try:
+            now = str(self.get(self.base).json().get("identity") or "")
+        except (StoreClientError, ValueError, AttributeError):
+            raise err from None
+        if now != self.identity:
+            raise StoreChangedError(self.base, self.identity, now) from err
+        raise err
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
         parts = []
         for a in range(start, stop, self.max_block):
             b = min(stop, a + self.max_block)
             url = f"{self.base}/blocks/{slot}"
-            reply = self.get(url, {"start": a, "stop": b})
             try:
-                block = decode_block(reply.body)
+                reply = self.get(url, {"start": a, "stop": b})
+            except StoreClientError as e:
+                if e.status not in (404, 409):
+                    raise
+                self._recheck(e)
+            try:
+                header, block = decode_block_with_header(reply.body)
+                if header.identity != self.identity:
+                    raise StoreChangedError(self.base, self.identity, header.identity)
                 _check_block(block, slot, a, b, self.attrs)
             except BlockFormatError as e:
                 where = f"GET {url}{_query({'start': a, 'stop': b})}"
@@ -240,13 +235,54 @@ class _ServiceBackend:
             s.close()
 
 
+class _ManifestWatch:
+    """The store identity from its manifest, re-hashed only when the manifest's signature
+    (``sig()``: stat or fsspec info fields; None when it has none) changes."""
+
+    def __init__(self, url: str, sig: Any, read: Any) -> None:
+        self.url, self._sig, self._read = url, sig, read
+        self.last_sig = self._sig()
+        self.identity = self._hash()
+        if not self.identity:
+            raise ValueError(f"store {url} has no {_MANIFEST}; it is unfinished")
+
+    def _hash(self) -> str:
+        try:
+            return store_identity(self._read())
+        except FileNotFoundError:
+            return ""
+
+    def check(self) -> None:
+        """StoreChangedError unless the manifest still has the identity seen at open."""
+        try:
+            sig = self._sig()
+        except FileNotFoundError:
+            sig = "missing"
+        if sig is not None and sig == self.last_sig:
+            return
+        now = "" if sig == "missing" else self._hash()
+        if now != self.identity:
+            raise StoreChangedError(self.url, self.identity, now)
+        self.last_sig = sig
+
+
+def _stat_sig(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)  # through the store's own path: a folder swapped in is seen
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class _LocalBackend:
     def __init__(self, path: str) -> None:
+        manifest = Path(path) / _MANIFEST
         self.store = LocalStore(path, require_complete=True)
         self.attrs = self.store.attrs
+        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), manifest.read_bytes)
+        self.identity = self.watch.identity
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        return self.store.read_block(slot, start, stop)
+        block = self.store.read_block(slot, start, stop)
+        self.watch.check()  # after the read: a swap during it is caught too
+        return block
 
     def close(self) -> None:
         pass
@@ -285,27 +321,36 @@ class _FsspecBackend:
         )
         self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
         fs, path = fsspec.core.url_to_fs(self.url, **opts)
-        if not self._retrying(lambda: fs.exists(path.rstrip("/") + "/_distill/manifest.json")):
+        self.fs, self.manifest = fs, path.rstrip("/") + "/" + _MANIFEST
+        if not self._retrying(lambda: fs.exists(self.manifest)):
             raise ValueError(
-                f"store {self.url} is unfinished (no _distill/manifest.json); finish it with "
+                f"store {self.url} is unfinished (no {_MANIFEST}); finish it with "
                 "the same `distill generate` before reading it"
             )
+        read = lambda: self._retrying(lambda: fs.cat_file(self.manifest))  # noqa: E731
+        self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
+        self.identity = self.watch.identity
+
+    def _manifest_sig(self) -> tuple[Any, ...] | None:
+        """What the filesystem says about the manifest (size, mtime, ETag...); None if nothing
+        but the size, which cannot tell two manifests apart (then every check re-hashes)."""
+        self.fs.invalidate_cache(self.manifest)
+        info = self._retrying(lambda: self.fs.info(self.manifest))
+        keys = ("mtime", "LastModified", "last_modified", "ETag", "etag", "ino", "created")
+        found = tuple((k, str(info[k])) for k in keys if info.get(k) is not None)
+        return (info.get("size"), *found) if found else None
 
     def _retrying(self, fn: Any) -> Any:
-        for attempt in range(self.retry.attempts):
+        tries = self.retry.start(self.url)
+        while True:
             try:
                 return fn()
             except Exception as e:
-                if not _transient(e) or attempt + 1 == self.retry.attempts:
-                    if _transient(e):
-                        raise StoreClientError(
-                            f"{self.url}: failed after {self.retry.attempts} attempts "
-                            f"({type(e).__name__}: {e})",
-                            self.url,
-                        ) from e
+                if not _transient(e):
                     raise
-                time.sleep(self.retry.delay(attempt, None))
-        raise AssertionError("unreachable")
+                reason = f"{type(e).__name__}: {e}"
+                if not tries.again(reason):
+                    raise tries.error(reason, self.url) from e
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
         def read() -> TargetBlock:
@@ -314,7 +359,14 @@ class _FsspecBackend:
             valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
             return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)
 
-        block: TargetBlock = self._retrying(read)
+        try:
+            block: TargetBlock = self._retrying(read)
+        except (StoreChangedError, RetryBudgetError):
+            raise
+        except Exception:
+            self.watch.check()  # a store replaced under the read explains the failure
+            raise
+        self.watch.check()  # after the read: a swap during it is caught too
         return block
 
     def close(self) -> None:
@@ -344,10 +396,13 @@ class StoreClient:
         expected_fingerprint: dict[str, Any] | None = None,
         prefetch: int = 2,
         max_cache_blocks: int = 4,
-        retries: int = 5,
+        retry_budget_s: float = 600.0,
+        retries: int | None = None,
         backoff_s: float = 0.25,
         timeout_s: float = 60.0,
     ) -> None:
+        """``retry_budget_s``: how long one read keeps retrying an unreachable or overloaded
+        store before it fails; ``retries`` additionally caps the attempts (None: no cap)."""
         if prefetch < 0 or max_cache_blocks < 0:
             raise ValueError("prefetch and max_cache_blocks must be >= 0")
         self.url = os.fspath(url_or_path)
@@ -355,9 +410,10 @@ class StoreClient:
         self.expected_fingerprint = dict(expected_fingerprint) if expected_fingerprint else None
         self.prefetch = prefetch
         self.max_cache_blocks = max_cache_blocks
-        self.retry = RetryPolicy(retries, backoff_s)
+        self.retry = RetryPolicy(retry_budget_s, backoff_s, attempts=retries)
         self.timeout_s = timeout_s
         self._attrs: StoreAttrs | None = None
+        self._identity = ""
         self._reset()
         self._open()
 
@@ -393,13 +449,16 @@ class StoreClient:
                 backend = _FsspecBackend(self.url, self.token, self.retry)
             else:
                 backend = _LocalBackend(self.url)
-            self._validate(backend.attrs)
+            self._validate(backend.attrs, backend.identity)
             self._backend = backend
             return backend
 
-    def _validate(self, attrs: StoreAttrs) -> None:
+    def _validate(self, attrs: StoreAttrs, identity: str) -> None:
+        if self._identity and identity != self._identity:
+            raise StoreChangedError(self.url, self._identity, identity)
         if self._attrs is not None and attrs != self._attrs:
             raise ValueError(f"store {self.url} changed since this client was created")
+        self._identity = identity
         if self.expected_fingerprint is not None:
             why = _fingerprint_mismatch(attrs.dataset, self.expected_fingerprint)
             if why is not None:
@@ -407,6 +466,13 @@ class StoreClient:
                     f"store {self.url} was built from a different dataset than expected: {why}"
                 )
         self._attrs = attrs
+
+    @property
+    def identity(self) -> str:
+        """The store's identity (:func:`~teacher_store.blockfmt.store_identity`) at open."""
+        if not self._identity:
+            self._open()
+        return self._identity
 
     @property
     def attrs(self) -> StoreAttrs:
@@ -471,7 +537,7 @@ class StoreClient:
 
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        state["_attrs"] = self._attrs
+        state["_attrs"], state["_identity"] = self._attrs, self._identity
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -41,6 +41,12 @@ def _weights(path):
     return state["model"], state["step"], state["cursor"]
 
 
+def _same_threads_env() -> dict[str, str]:
+    """The child computes with this process's thread count: float sums differ across counts."""
+    threads = str(torch.get_num_threads())
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads}
+
+
 def test_resume_after_sigkill_matches_uninterrupted_run(small_store, demo_data, tmp_path):
     full = tmp_path / "full"
     run_train(_cfg(small_store, demo_data, full, epochs=3, checkpoint_every=1))
@@ -51,7 +57,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(small_store, demo_data, 
         "--epochs", "3", "--batch-size", "4", "--img-size", "64", "--workers", "0",
         "--val-fraction", "0.2", "--checkpoint-every", "1", "--quiet",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = _same_threads_env()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "last.pth").exists() and time.time() < deadline:
@@ -121,3 +127,34 @@ def test_torchrun_two_ranks_see_disjoint_samples(small_store, demo_data, tmp_pat
     assert len(a) == len(b) > 0
     assert not set(a.tolist()) & set(b.tolist())
     assert (out / "last.pth").exists()
+
+
+def test_sigkill_after_a_mid_epoch_checkpoint_resumes_exactly(small_store, demo_data, tmp_path):
+    """--checkpoint-every N: a crash mid-epoch costs at most N steps, and the resumed run ends
+    with the weights of an uninterrupted one (dropout on: the RNG stream must match too)."""
+    kw = {"epochs": 2, "batch_size": 2, "checkpoint_every": 2, "drop_rate": 0.2}
+    full = tmp_path / "full"
+    run_train(_cfg(small_store, demo_data, full, **kw))
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable, "-m", "teacher_store.cli", "train", "--store", str(small_store),
+        "--data", str(demo_data), "--model", "tf_efficientnetv2_b0", "--out", str(killed),
+        "--epochs", "2", "--batch-size", "2", "--img-size", "64", "--workers", "0",
+        "--val-fraction", "0.2", "--checkpoint-every", "2", "--drop-rate", "0.2", "--quiet",
+    ]  # fmt: skip
+    env = _same_threads_env()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "last.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, step_at_kill, cursor = _weights(killed / "last.pth")
+    assert step_at_kill % 2 == 0 and cursor["epoch"] == 0 and cursor["position"] > 0, cursor
+    assert not (killed / "metrics.jsonl").exists()  # killed before its first epoch ended
+    run_train(_cfg(small_store, demo_data, killed, resume=True, **kw))
+    a, step_a, cur_a = _weights(full / "last.pth")
+    b, step_b, cur_b = _weights(killed / "last.pth")
+    assert step_a == step_b > step_at_kill and cur_a == cur_b
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
+import crc32c
 import numpy as np
 import pytest
 
@@ -13,9 +15,13 @@ from teacher_store.blockfmt import (
     BlockFormatError,
     BlockHeader,
     decode_block,
+    decode_block_with_header,
     encode_block,
+    store_identity,
 )
 from teacher_store.store import TargetBlock
+
+IDENT = store_identity(b'{"files": {}}\n')
 
 
 def _block(ids_dtype: str, values_dtype: str, encoding: str, n: int = 7, k: int = 3) -> TargetBlock:
@@ -32,17 +38,21 @@ def _block(ids_dtype: str, values_dtype: str, encoding: str, n: int = 7, k: int 
 )
 def test_round_trip_and_layout(ids: str, values: str, enc: str) -> None:
     block = _block(ids, values, enc)
-    raw = encode_block(block)
+    raw = encode_block(block, IDENT)
     n, k = block.ids.shape
     isz, vsz = np.dtype(ids).itemsize, np.dtype(values).itemsize
-    assert len(raw) == HEADER_SIZE + n * k * (isz + vsz) + n == 40 + n * k * (isz + vsz) + n
+    assert len(raw) == HEADER_SIZE + n * k * (isz + vsz) + n == 48 + n * k * (isz + vsz) + n
     magic, version, hsize = struct.unpack_from("<4sHH", raw)
-    assert (magic, version, hsize) == (MAGIC, 1, 40)
+    assert (magic, version, hsize) == (MAGIC, 2, 48)
     assert struct.unpack_from("<III Q", raw, 12) == (k, n, 2, 1234567890123)
-    ids_bytes = raw[40 : 40 + n * k * isz]
+    assert raw[32:40] == bytes.fromhex(IDENT) and raw[40:44] == bytes(4)
+    # the crc covers the header (all but its own field) and then the body
+    assert struct.unpack_from("<I", raw, 44)[0] == crc32c.crc32c(raw[48:], crc32c.crc32c(raw[:44]))
+    ids_bytes = raw[48 : 48 + n * k * isz]
     assert ids_bytes == block.ids.astype(np.dtype(ids).newbyteorder("<")).tobytes()
     assert raw[-n:] == block.valid.astype(np.uint8).tobytes()
-    back = decode_block(bytearray(raw))
+    header, back = decode_block_with_header(bytearray(raw))
+    assert header.identity == IDENT
     assert (back.slot, back.start, back.encoding) == (2, 1234567890123, enc)
     for f in ("ids", "values", "valid"):
         np.testing.assert_array_equal(getattr(back, f), getattr(block, f))
@@ -64,6 +74,31 @@ def test_refuses_damage() -> None:
         decode_block(raw[:4] + struct.pack("<H", 9) + raw[6:])
     with pytest.raises(BlockFormatError, match="shorter"):
         decode_block(raw[:10])
+
+
+def test_identity_is_tied_to_the_manifest_and_covered_by_the_crc() -> None:
+    assert hashlib.sha256(b'{"files": {}}\n').hexdigest()[:16] == IDENT
+    assert store_identity(b'{"files": {}} \n') != IDENT  # any other manifest byte: other store
+    raw = encode_block(_block("uint16", "float16", "logprob-f16"), IDENT)
+    for at in (32, 39):  # first and last identity byte
+        flipped = bytearray(raw)
+        flipped[at] ^= 0x01
+        with pytest.raises(BlockFormatError, match="crc32c"):
+            decode_block(flipped)
+    block = _block("uint16", "float16", "logprob-f16")
+    other = store_identity(b"another manifest")
+    assert decode_block_with_header(encode_block(block, other))[0].identity == other != IDENT
+    unnamed = decode_block_with_header(encode_block(block))[0]
+    assert unnamed.identity == ""  # no identity given: all-zero bytes, read back as ""
+    with pytest.raises(ValueError, match="16 hex digits"):
+        encode_block(_block("uint16", "float16", "logprob-f16"), "abc")
+
+
+def test_refuses_version_1_blocks() -> None:
+    raw = bytearray(encode_block(_block("uint16", "float16", "logprob-f16"), IDENT))
+    struct.pack_into("<HH", raw, 4, 1, 40)  # what a version-1 server sends
+    with pytest.raises(BlockFormatError, match=r"version 1 .*knows version 2"):
+        decode_block(raw)
 
 
 def test_header_rejects_unknown_dtype() -> None:

@@ -85,8 +85,9 @@ def main() -> int:
 
     from models import create_teacher
     from teacher_store.demo_data import write_demo_data
-    from teacher_store.generate import GenerateConfig, _Teacher, run_generate
+    from teacher_store.generate import GenerateConfig, run_generate
     from teacher_store.replay import view_to_float
+    from teacher_store.teacher import Teacher
 
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
@@ -118,7 +119,7 @@ def main() -> int:
             view_to_float(b, info.mean, info.std).contiguous(memory_format=torch.channels_last)
             for b in batches
         ]
-        teacher = _Teacher(model, info, cfg(ref, 0), torch.device("cpu"))
+        teacher = Teacher(model, info, torch.device("cpu"), args.topk)
 
         cpu: dict[str, list[float]] = {}
 

@@ -47,21 +47,20 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
     from models import create_teacher
     from teacher_store.codec import decode
     from teacher_store.dataset import ImageFolder
-    from teacher_store.generate import GenerateConfig, _Teacher
+    from teacher_store.generate import GenerateConfig
     from teacher_store.inspection import unit_batches
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
     from teacher_store.store import LocalStore, shard_units
+    from teacher_store.teacher import Teacher
 
     store = LocalStore(store_path)
     a = store.attrs
     folder = ImageFolder.scan(data)
     images = [folder.load(i) for i in range(len(folder))]
     model, info = create_teacher(a.config["teacher"])
-    cfg = GenerateConfig.from_dict(
-        {**a.config, "data": str(data), "out": str(store_path), "topk": a.num_classes}
-    )
-    teacher = _Teacher(model, info, cfg, torch.device("cpu"))
+    cfg = GenerateConfig.from_dict({**a.config, "data": str(data), "out": str(store_path)})
+    teacher = Teacher(model, info, torch.device("cpu"), a.num_classes, cfg.amp)
     recipe = Recipe.from_dict(a.recipe)
     size = int(a.teacher["input_size"][1])
     r, n, c = a.views, a.num_samples, a.num_classes

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teacher_store.codec import decode, mix64
+from teacher_store.codec import mix64
 from teacher_store.dataset import CorruptImageError, ImageFolder
-from teacher_store.recipe import Recipe
-from teacher_store.replay import render_view
+from teacher_store.replay import Replayer
 from teacher_store.schema import StoreAttrs
 from teacher_store.store import TargetBlock
 
@@ -40,30 +39,31 @@ def split_samples(
 
 
 class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
-    """Item ``(slot, sample)`` -> the stored view rendered at ``img_size`` plus label info."""
+    """Item ``(slot, sample)`` -> the stored view rendered at ``img_size`` plus label info.
 
-    def __init__(self, folder: ImageFolder, attrs: StoreAttrs, img_size: int) -> None:
+    ``img_size`` may change between epochs (progressive resizing). ``cache_size``: decoded
+    images each worker keeps; none by default, since samples come shuffled (few hits).
+    """
+
+    def __init__(
+        self, folder: ImageFolder, attrs: StoreAttrs, img_size: int, cache_size: int = 0
+    ) -> None:
         self.folder, self.attrs, self.img_size = folder, attrs, img_size
-        self.recipe = Recipe.from_dict(attrs.recipe)
+        self.replay = Replayer(folder, attrs, cache_size=cache_size)
 
     def __len__(self) -> int:
         return len(self.folder) * self.attrs.views
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         slot, sample = key
-        a = self.attrs
-        params = decode(a.store_seed, slot, sample, a.num_samples, self.recipe, a.views)
-        label = self.folder.labels[sample]
-        partner_label, lam, ok = label, 1.0, True
         try:
-            image = self.folder.load(sample)
-            partner = None
-            if params.mix is not None:
-                partner = self.folder.load(params.mix.partner)
-                partner_label, lam = self.folder.labels[params.mix.partner], params.mix.lam
-            pixels = render_view(image, params, self.img_size, partner=partner)
+            view = self.replay.render(slot, sample, self.img_size)
+            pixels, label, ok = view.pixels, view.label, True
+            partner_label, lam = view.partner_label, view.lam
         except CorruptImageError:  # the store marks such views missing; the loss masks them
-            pixels, ok = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8), False
+            pixels = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
+            label = self.folder.labels[sample]
+            partner_label, lam, ok = label, 1.0, False
         return {
             "image": pixels,
             "sample": sample,

@@ -18,6 +18,8 @@ _EXPORTS = {
     "RECIPES": "teacher_store.recipe",
     "get_recipe": "teacher_store.recipe",
     "render_view": "teacher_store.replay",
+    "Replayer": "teacher_store.replay",
+    "ReplayedView": "teacher_store.replay",
     "view_to_float": "teacher_store.replay",
     "SCHEMA_VERSION": "teacher_store.schema",
     "StoreAttrs": "teacher_store.schema",
@@ -30,6 +32,7 @@ _EXPORTS = {
     "TargetBlock": "teacher_store.store",
     "GenerateConfig": "teacher_store.generate",
     "run_generate": "teacher_store.generate",
+    "Teacher": "teacher_store.teacher",
     "StoreClient": "teacher_store.client",
     "write_demo_data": "teacher_store.demo_data",
 }

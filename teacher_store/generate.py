@@ -24,16 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
-from teacher_store.codec import CODEC_VERSION, decode
+from teacher_store.codec import CODEC_VERSION
 from teacher_store.dataset import (
     PILLOW_HARD_LIMIT,
-    CorruptImageError,
     ImageFolder,
     default_max_image_pixels,
     printable_path,
 )
 from teacher_store.recipe import Recipe, get_recipe
-from teacher_store.replay import render_view, view_to_float
+from teacher_store.replay import Replayer, UnreadableSampleError
 from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
 from teacher_store.store import (
     ShardUnit,
@@ -44,6 +43,7 @@ from teacher_store.store import (
     shard_units,
 )
 from teacher_store.store import write_unit as _write_unit
+from teacher_store.teacher import Teacher
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
 RUNTIME_FIELDS = ("data", "out", "checkpoint", "workers", "device", "overwrite", "progress")
@@ -158,45 +158,31 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
     def __init__(
         self, folder: ImageFolder, attrs: StoreAttrs, recipe: Recipe, units: list[ShardUnit]
     ):
-        self.folder, self.attrs, self.recipe = folder, attrs, recipe
+        self.folder, self.attrs = folder, attrs
         self.size = int(attrs.teacher["input_size"][1])
         self.index = [(u, s) for u, unit in enumerate(units) for s in range(unit.start, unit.stop)]
         self.units = units
-        self._cache: dict[int, Any] = {}
+        # 64 images: the base is sequential, partners are random
+        self.replay = Replayer(folder, attrs, recipe, cache_size=64)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _image(self, i: int) -> Any:
-        if i not in self._cache:
-            if len(self._cache) >= 64:  # bounded: partners are random, the base is sequential
-                self._cache.pop(next(iter(self._cache)))
-            try:
-                self._cache[i] = self.folder.load(i)
-            except CorruptImageError as e:
-                self._cache[i] = e
-        return self._cache[i]
-
     def __getitem__(self, k: int) -> _Item:
         u, sample = self.index[k]
-        unit, a = self.units[u], self.attrs
+        unit = self.units[u]
         rs = unit.slot_stop - unit.slot_start
         views = torch.zeros(rs, 3, self.size, self.size, dtype=torch.uint8)
         ok = torch.zeros(rs, dtype=torch.bool)
         bad = []
-        base = self._image(sample)
         for j, slot in enumerate(range(unit.slot_start, unit.slot_stop)):
-            if isinstance(base, Exception):
-                bad.append((sample, printable_path(self.folder.paths[sample]), str(base)))
-                break
-            params = decode(a.store_seed, slot, sample, a.num_samples, self.recipe, a.views)
-            partner = self._image(params.mix.partner) if params.mix else None
-            if isinstance(partner, Exception):
-                assert params.mix is not None
-                path = printable_path(self.folder.paths[params.mix.partner])
-                bad.append((params.mix.partner, path, str(partner)))
+            try:
+                views[j] = self.replay.render(slot, sample, self.size).pixels
+            except UnreadableSampleError as e:  # a bad sample, not a failure: the view is invalid
+                bad.append((e.sample, printable_path(self.folder.paths[e.sample]), str(e)))
+                if e.sample == sample:
+                    break  # its own image: none of the sample's views can be rendered
                 continue
-            views[j] = render_view(base, params, self.size, partner=partner)
             ok[j] = True
         return _Item(u, sample, views, ok, tuple(bad))
 
@@ -224,33 +210,8 @@ class _UnitWriter:
         )
 
 
-class _Teacher:
-    """Teacher forward to top-K log-probs on ``device``; autocast only on CUDA."""
-
-    def __init__(
-        self, model: torch.nn.Module, info: Any, cfg: GenerateConfig, device: torch.device
-    ):
-        self.model = model.to(device).eval()
-        self.mean, self.std = info.mean, info.std
-        self.k, self.device = cfg.topk, device
-        self.amp = cfg.amp and device.type == "cuda"
-        if device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-    @torch.inference_mode()
-    def __call__(self, views: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = view_to_float(views.to(self.device, non_blocking=True), self.mean, self.std)
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits = self.model(x)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [B, C]
-        vals, ids = logp.topk(self.k, dim=-1, sorted=True)  # rank order, descending
-        return ids.cpu().numpy(), vals.cpu().numpy()
-
-
 def _run_units(
-    cfg: GenerateConfig, dataset: _ViewDataset, teacher: _Teacher, bar: Any
+    cfg: GenerateConfig, dataset: _ViewDataset, teacher: Teacher, bar: Any
 ) -> Iterator[dict[str, Any]]:
     """Render, batch and run the teacher unit by unit; yield each unit's committed record."""
     loader = torch.utils.data.DataLoader(
@@ -356,11 +317,11 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     attrs = build_attrs(cfg, folder, info, device.type)
     with _store_writes(cfg.out):
-        return _generate(cfg, folder, attrs, _Teacher(model, info, cfg, device))
+        return _generate(cfg, folder, attrs, Teacher(model, info, device, cfg.topk, cfg.amp))
 
 
 def _generate(
-    cfg: GenerateConfig, folder: ImageFolder, attrs: StoreAttrs, teacher: _Teacher
+    cfg: GenerateConfig, folder: ImageFolder, attrs: StoreAttrs, teacher: Teacher
 ) -> dict[str, Any]:
     from tqdm import tqdm
 

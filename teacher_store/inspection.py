@@ -137,7 +137,6 @@ def store_info(path: str) -> dict[str, Any]:
     records, and file sizes; it checks nothing else (that is :func:`verify_store`'s job), so it
     also describes a damaged store.
     """
-    from teacher_store.codec import CODEC_VERSION
     from teacher_store.schema import check_readable
     from teacher_store.store import _read_root_attrs
 
@@ -145,7 +144,7 @@ def store_info(path: str) -> dict[str, Any]:
     raw = _read_root_attrs(root)
     if raw is None:
         raise ValueError(f"{root} is not a store (no zarr.json); check the path")
-    a = check_readable(raw, str(root), CODEC_VERSION)
+    a = check_readable(raw, str(root))
     units = shard_units(a)
     manifest = _read_manifest(root)
     if manifest is not None:
@@ -518,11 +517,10 @@ def _spot_check(
 
     from models import create_teacher
     from models.runtime import resolve_device
-    from teacher_store.codec import decode
     from teacher_store.dataset import printable_path
-    from teacher_store.generate import GenerateConfig, _Teacher
-    from teacher_store.recipe import Recipe
-    from teacher_store.replay import render_view
+    from teacher_store.generate import GenerateConfig
+    from teacher_store.replay import Replayer
+    from teacher_store.teacher import Teacher
 
     a = store.attrs
     units = shard_units(a)
@@ -554,10 +552,9 @@ def _spot_check(
         )
     # attrs.config omits runtime fields (paths, workers, device); fill the required ones.
     base = {"data": str(folder.root), "out": str(store.path), **a.config}
-    cfg = GenerateConfig.from_dict({**base, "topk": a.num_classes})
-    teacher = _Teacher(model, info, cfg, dev)
-    recipe = Recipe.from_dict(a.recipe)
-    size = int(a.teacher["input_size"][1])
+    cfg = GenerateConfig.from_dict(base)
+    teacher = Teacher(model, info, dev, a.num_classes, cfg.amp)  # all classes: see _compare_view
+    replay = Replayer(folder, a)
 
     # Map global batch indices to (unit, batch within unit).
     wanted: dict[int, list[int]] = {}
@@ -568,15 +565,6 @@ def _spot_check(
                 wanted.setdefault(ui, []).append(g - start)
         start += c
 
-    cache: dict[int, Any] = {}
-
-    def image(i: int) -> Any:
-        if i not in cache:
-            if len(cache) >= 64:
-                cache.pop(next(iter(cache)))
-            cache[i] = folder.load(i)
-        return cache[i]
-
     results: list[tuple[int, int, _Compare]] = []
     for ui, local in wanted.items():
         u = units[ui]
@@ -584,11 +572,7 @@ def _spot_check(
         ids = np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop])
         vals = np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop])
         for b in local:
-            views = []
-            for slot, sample in batches[b]:
-                params = decode(a.store_seed, slot, sample, a.num_samples, recipe, a.views)
-                partner = image(params.mix.partner) if params.mix is not None else None
-                views.append(render_view(image(sample), params, size, partner=partner))
+            views = [replay.render(slot, sample).pixels for slot, sample in batches[b]]
             fresh_ids, fresh_logp = teacher(torch.stack(views))
             for v, (slot, sample) in enumerate(batches[b]):
                 j, s = slot - u.slot_start, sample - u.start
@@ -658,10 +642,8 @@ def show_view(
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from teacher_store.codec import decode
     from teacher_store.dataset import DatasetFingerprint, ImageFolder, printable_path
-    from teacher_store.recipe import Recipe
-    from teacher_store.replay import render_view
+    from teacher_store.replay import Replayer
     from teacher_store.store import LocalStore
 
     store = LocalStore(path, require_complete=False)
@@ -697,12 +679,9 @@ def show_view(
             f"{printable_path(folder.paths[sample])} (or its mixing partner) was unreadable "
             "when the store was made"
         )
-    recipe = Recipe.from_dict(a.recipe)
-    params = decode(a.store_seed, view, sample, a.num_samples, recipe, a.views)
-    partner = folder.load(params.mix.partner) if params.mix is not None else None
-    px = int(size or a.teacher["input_size"][1])
-    arr = render_view(folder.load(sample), params, px, partner=partner).permute(1, 2, 0).numpy()
-    img = Image.fromarray(arr, "RGB")
+    replayed = Replayer(folder, a, cache_size=0).render(view, sample, size)
+    params = replayed.params
+    img = Image.fromarray(replayed.pixels.permute(1, 2, 0).numpy(), "RGB")
     factor = max(1, -(-224 // max(img.size)))
     if factor > 1:
         img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)

@@ -7,17 +7,36 @@ batch. Crop and geometric ops are defined in normalized coordinates, so a view r
 another size is the same view (progressive resizing keeps the teacher's targets valid).
 Bytes are identical across processes, workers, batch sizes and torch thread counts; across
 machines they are identical for the same Pillow and numpy builds (both are pinned).
+
+:class:`Replayer` replays a store's view ``(slot, sample)`` from its dataset (decode, load the
+image and its mixing partner, render); generation, verify, show and the student all use it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from teacher_store.codec import AugParams, MixParams, ViewParams, crop_box, det_cos, det_sin
+from teacher_store.codec import (
+    AugParams,
+    MixParams,
+    ViewParams,
+    crop_box,
+    decode,
+    det_cos,
+    det_sin,
+)
+from teacher_store.dataset import CorruptImageError, ImageFolder
+from teacher_store.recipe import Recipe
+
+if TYPE_CHECKING:
+    from teacher_store.schema import StoreAttrs
 
 FILL = (128, 128, 128)  # fill colour of the geometric ops
 MIN_SIZE = 8
@@ -193,3 +212,111 @@ def view_to_float(batch: torch.Tensor, mean: Sequence[float], std: Sequence[floa
     m = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
     return batch.to(torch.float32).div_(255.0).sub_(m).div_(s)
+
+
+# --------------------------------------------------------------------------------------------
+# replaying a store's views
+
+
+class UnreadableSampleError(CorruptImageError):
+    """A view's base or partner image cannot be decoded; ``sample`` says which of the two."""
+
+    def __init__(self, message: str, sample: int) -> None:
+        super().__init__(message)
+        self.sample = sample
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.sample))
+
+
+@dataclass(frozen=True)
+class ReplayedView:
+    """One replayed view and what a loss or a report needs about it."""
+
+    pixels: torch.Tensor  # uint8 [3, H, W]
+    params: ViewParams
+    label: int  # the sample's class (dataset folder order)
+    partner_label: int  # the mixing partner's class; ``label`` when the view is not mixed
+    lam: float  # weight of the sample's own image; 1.0 when the view is not mixed
+
+    @property
+    def partner(self) -> int | None:
+        """The mixing partner's sample id, None when the view is not mixed."""
+        return None if self.params.mix is None else self.params.mix.partner
+
+
+class Replayer:
+    """Replays a store's views ``(slot, sample)`` over its dataset: decode, load, render.
+
+    Holds the store's codec inputs (seed, sample count, view slots, recipe) and canonical size
+    (the teacher's input size), and a bounded LRU of decoded images (``cache_size`` images, 0:
+    none): a view also loads its mixing partner, a random other sample. Which images load as
+    corrupt is the folder's business (scan it with the store's ``max_image_pixels``); a
+    corrupt image is remembered as such and not decoded again. Pickling drops the cache, so
+    each DataLoader worker starts with its own empty one.
+    """
+
+    def __init__(
+        self,
+        folder: ImageFolder,
+        attrs: StoreAttrs,
+        recipe: Recipe | None = None,
+        cache_size: int = 64,
+    ) -> None:
+        self.folder = folder
+        self.store_seed, self.num_samples = int(attrs.store_seed), int(attrs.num_samples)
+        self.num_slots = int(attrs.views)
+        self.recipe = Recipe.from_dict(attrs.recipe) if recipe is None else recipe
+        input_size = attrs.teacher.get("input_size")  # [3, H, W]
+        self.size: int | None = int(input_size[1]) if input_size else None
+        self.cache_size = cache_size
+        self._cache: OrderedDict[int, Image.Image | str] = OrderedDict()  # str: load error
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()
+        return state
+
+    def params(self, slot: int, sample: int) -> ViewParams:
+        """The decoded parameters of view ``slot`` of ``sample``."""
+        return decode(self.store_seed, slot, sample, self.num_samples, self.recipe, self.num_slots)
+
+    def image(self, sample: int) -> Image.Image:
+        """Sample ``sample``'s decoded image; UnreadableSampleError when it is corrupt."""
+        got = self._cache.get(sample)
+        if got is not None:
+            self._cache.move_to_end(sample)
+        else:
+            try:
+                got = self.folder.load(sample)
+            except CorruptImageError as e:
+                got = str(e)
+            if self.cache_size > 0:
+                self._cache[sample] = got
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        if isinstance(got, str):
+            raise UnreadableSampleError(got, sample)
+        return got
+
+    def render(
+        self, slot: int, sample: int, size: int | tuple[int, int] | None = None
+    ) -> ReplayedView:
+        """View ``slot`` of ``sample`` at ``size`` (default: the canonical size).
+
+        Raises UnreadableSampleError naming the sample (the view's own or its partner) whose
+        image cannot be decoded; the store marks such views invalid.
+        """
+        if size is None:
+            if self.size is None:
+                raise ValueError("the store records no teacher input size: pass a view size")
+            size = self.size
+        params = self.params(slot, sample)
+        image = self.image(sample)
+        label = self.folder.labels[sample]
+        partner, partner_label, lam = None, label, 1.0
+        if params.mix is not None:
+            partner = self.image(params.mix.partner)
+            partner_label, lam = self.folder.labels[params.mix.partner], params.mix.lam
+        pixels = render_view(image, params, size, partner=partner)
+        return ReplayedView(pixels, params, label, partner_label, lam)

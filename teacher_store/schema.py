@@ -127,8 +127,18 @@ def decode_values(values: np.ndarray, encoding: str) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def check_readable(attrs: dict[str, Any], where: str, codec_version: int) -> StoreAttrs:
-    """Validate a store's raw root attrs; refuse versions this code does not understand."""
+def check_readable(
+    attrs: dict[str, Any], where: str, codec_version: int | None = None
+) -> StoreAttrs:
+    """Validate a store's raw root attrs; refuse versions this code does not understand.
+
+    ``codec_version`` defaults to this code's :data:`~teacher_store.codec.CODEC_VERSION`.
+    """
+    if codec_version is None:
+        # Imported here: the service imports this module and keeps its import closure small.
+        from teacher_store.codec import CODEC_VERSION
+
+        codec_version = CODEC_VERSION
     if attrs.get("kind") != STORE_KIND:
         raise ValueError(f"{where} is not a distill teacher store (no kind={STORE_KIND!r} attr)")
     if attrs.get("schema_version") != SCHEMA_VERSION:

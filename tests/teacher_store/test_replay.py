@@ -258,3 +258,176 @@ def test_views_of_real_photos_are_distinct(images):
     views = [_render(images, 0, i, get_recipe("default"), 32) for i in range(len(images))]
     digests = {hashlib.sha256(v.numpy().tobytes()).hexdigest() for v in views}
     assert len(digests) == len(images)
+
+
+# -- Replayer: the one replay entry point -----------------------------------------------------
+
+MIXED = Recipe(name="mixed", mix_prob=0.5, color_jitter=0.4, erase_prob=0.5)
+
+
+def _attrs(folder, size: int = 48, recipe: Recipe = MIXED, views: int = 2):
+    """Store attrs for ``folder`` (store seed 7) replaying ``recipe`` at ``size``."""
+    from tests.store_fixtures import make_attrs
+
+    a = make_attrs(num_samples=len(folder), views=views, chunk=4, shard=8, shard_views=1)
+    teacher = {**a.teacher, "input_size": [3, size, size]}
+    return a.model_copy(
+        update={
+            "teacher": teacher,
+            "recipe": recipe.to_dict(),
+            "dataset": folder.fingerprint().to_dict(),
+        }
+    )
+
+
+class _CountingFolder:
+    """An ImageFolder that records every decode (picklable: it travels with a Replayer)."""
+
+    def __init__(self, folder) -> None:
+        self.folder, self.loads = folder, []
+
+    @property
+    def labels(self):
+        return self.folder.labels
+
+    @property
+    def paths(self):
+        return self.folder.paths
+
+    def load(self, i: int):
+        self.loads.append(i)
+        return self.folder.load(i)
+
+
+@pytest.fixture(scope="module")
+def folder(demo_data):
+    from teacher_store.dataset import ImageFolder
+
+    return ImageFolder.scan(demo_data)
+
+
+def test_replayer_gives_the_render_view_pixels(folder):
+    """Every view of every sample, at the canonical size and another: the old path's bytes."""
+    from teacher_store.replay import Replayer
+
+    a = _attrs(folder)
+    replay = Replayer(folder, a)
+    images = [folder.load(i) for i in range(len(folder))]
+    modes = set()
+    for slot in range(a.views):
+        for i in range(len(folder)):
+            params = decode(a.store_seed, slot, i, a.num_samples, MIXED, a.views)
+            partner = images[params.mix.partner] if params.mix else None
+            for size in (None, (40, 56)):
+                want = render_view(images[i], params, size or 48, partner=partner)
+                got = replay.render(slot, i, size)
+                assert torch.equal(got.pixels, want), (slot, i, size)
+            assert got.params == params and got.label == folder.labels[i]
+            if params.mix is None:
+                assert (got.partner, got.partner_label, got.lam) == (None, got.label, 1.0)
+            else:
+                p = params.mix.partner
+                assert (got.partner, got.lam) == (p, params.mix.lam)
+                assert got.partner_label == folder.labels[p]
+            modes.add(params.mix and params.mix.mode)
+    assert modes == {None, "mixup", "cutmix"}
+
+
+def test_replayer_cache_is_a_bounded_lru_and_pickling_drops_it(folder):
+    import pickle
+
+    from teacher_store.replay import Replayer
+
+    counting = _CountingFolder(folder)
+    replay = Replayer(counting, _attrs(folder), cache_size=2)  # type: ignore[arg-type]
+    for i in (0, 1, 0, 2, 0, 1):  # 2 evicts 1 (least recently used), so 1 loads again
+        replay.image(i)
+    assert counting.loads == [0, 1, 2, 1]
+    before = len(counting.loads)
+    for _ in range(3):
+        replay.render(0, 5)
+    view = replay.render(0, 5)
+    assert len(counting.loads) - before == (2 if view.partner is not None else 1)
+
+    copy = pickle.loads(pickle.dumps(replay))
+    copy.folder.loads.clear()
+    assert torch.equal(copy.render(0, 5).pixels, view.pixels)
+    assert copy.folder.loads == [5] + ([view.partner] if view.partner is not None else [])
+
+    uncached = Replayer(counting, _attrs(folder), cache_size=0)  # type: ignore[arg-type]
+    counting.loads.clear()
+    uncached.image(3)
+    uncached.image(3)
+    assert counting.loads == [3, 3]
+
+
+def test_replayer_names_the_unreadable_sample_and_remembers_it(demo_data, tmp_path):
+    import pickle
+    import shutil
+
+    from teacher_store.dataset import CorruptImageError, ImageFolder
+    from teacher_store.replay import Replayer, UnreadableSampleError
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    (data / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage" * 20)
+    counting = _CountingFolder(ImageFolder.scan(data))
+    bad = counting.paths.index("cat/broken.jpg")
+    with pytest.raises(CorruptImageError) as plain:
+        counting.folder.load(bad)
+    attrs = _attrs(counting.folder, views=8, recipe=get_recipe("default"))  # every view mixed
+    replay = Replayer(counting, attrs)  # type: ignore[arg-type]
+    with pytest.raises(UnreadableSampleError) as own:
+        replay.render(0, bad)
+    assert own.value.sample == bad and str(own.value) == str(plain.value)
+    n = len(counting.paths)
+    mixes = {(slot, i): replay.params(slot, i).mix for slot in range(8) for i in range(n)}
+    slot, user = next(key for key, m in mixes.items() if m is not None and m.partner == bad)
+    with pytest.raises(UnreadableSampleError) as partner:
+        replay.render(slot, user)
+    assert partner.value.sample == bad and str(partner.value) == str(plain.value)
+    assert counting.loads.count(bad) == 1  # a corrupt file is not decoded again
+    back = pickle.loads(pickle.dumps(partner.value))
+    assert isinstance(back, UnreadableSampleError) and back.sample == bad
+
+
+def test_student_generation_and_show_replay_the_same_pixels(folder, tmp_path):
+    """The same (slot, sample) through the student dataset, generation's views and show's PNG."""
+    from student.data import ReplayDataset
+    from teacher_store.generate import _ViewDataset
+    from teacher_store.inspection import show_view
+    from teacher_store.replay import Replayer
+    from teacher_store.store import LocalStore, shard_units
+    from tests.store_fixtures import build_store
+
+    a = _attrs(folder, size=64, recipe=get_recipe("default"))
+    store = build_store(tmp_path / "store", a)  # random targets; show only reads its top-5
+    valid = LocalStore(store).read_block
+    student = ReplayDataset(folder, a, 64)
+    units = shard_units(a)
+    generation = _ViewDataset(folder, a, get_recipe("default"), units)
+    replay = Replayer(folder, a)
+    keys = [(0, 0), (1, 3), (0, 9), (1, 16)]
+    shown = 0
+    for slot, sample in keys:
+        params = decode(a.store_seed, slot, sample, a.num_samples, get_recipe("default"), a.views)
+        assert params.mix is not None  # the default recipe mixes every view
+        partner = folder.load(params.mix.partner)
+        want = render_view(folder.load(sample), params, 64, partner=partner)  # the old path
+        assert torch.equal(replay.render(slot, sample).pixels, want)
+        assert torch.equal(student[(slot, sample)]["image"], want)
+        k = next(
+            k
+            for k, (u, s) in enumerate(generation.index)
+            if s == sample and units[u].slot_start <= slot < units[u].slot_stop
+        )
+        item = generation[k]
+        assert item.ok.all() and torch.equal(item.views[slot - units[item.unit].slot_start], want)
+        if valid(slot, sample, sample + 1).valid[0]:
+            png = tmp_path / f"{slot}-{sample}.png"
+            show_view(str(store), str(folder.root), sample, slot, str(png))
+            with Image.open(png) as im:
+                drawn = np.asarray(im.convert("RGB"))[: 4 * 64 : 4, : 4 * 64 : 4]  # 4x nearest
+            assert np.array_equal(drawn, want.permute(1, 2, 0).numpy()), (slot, sample)
+            shown += 1
+    assert shown >= 2  # views the random targets mark invalid cannot be shown

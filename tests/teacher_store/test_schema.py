@@ -34,3 +34,14 @@ def test_manifest_keys_stay_inside_the_store(key: str) -> None:
         Manifest.model_validate({"units": 1, "files": {key: {"size": 1, "crc32c": 0}}})
     ok = Manifest.model_validate({"units": 1, "files": {"ids/c/0/0/0": {"size": 0, "crc32c": 0}}})
     assert ok.files["ids/c/0/0/0"].sha256 == ""
+
+
+def test_check_readable_defaults_to_this_codec_version() -> None:
+    from teacher_store.codec import CODEC_VERSION
+    from teacher_store.schema import check_readable
+
+    raw = make_attrs().to_dict()
+    assert check_readable(raw, "here") == check_readable(raw, "here", CODEC_VERSION)
+    old = {**raw, "codec_version": CODEC_VERSION + 1}
+    with pytest.raises(ValueError, match=f"this distill replays version {CODEC_VERSION};"):
+        check_readable(old, "here")

@@ -16,6 +16,9 @@ lose the others' figures; the exit status is 1 when any step failed):
   cuda_tests     pytest on the skip-unless-CUDA tests (skipped without CUDA)
   cpu_vs_device  one store config generated on the device and on CPU: ids agreement, max |Δp|
                  on the ids both top-K lists hold (reported, not asserted)
+  decode         image decode img/s: Pillow one by one vs torchvision's batched decode on the
+                 device (nvJPEG on CUDA), max pixel difference; on CUDA also `generate --decode
+                 gpu` views/s and its agreement with the Pillow-decoded store of the same config
 
 Each step gets a share of the time left of --budget-s (default 300) and checks the clock: fewer
 repeats, or "skipped: budget"; its commands run with the step's remaining time as timeout.
@@ -50,7 +53,7 @@ from _common import REPO, machine, table
 STUDENT = "tiny_vit_5m_224"
 # Time shares of the budget; a step gets its share of what is left when it starts.
 SHARES = dict(setup=0.05, generate=0.2, bare=0.1, busy=0.15, train=0.3, cuda_tests=0.08)
-SHARES["cpu_vs_device"] = 0.12
+SHARES.update(cpu_vs_device=0.12, decode=0.03)
 # ... but generate, which most steps need, may take up to this share of what is left.
 _GENERATE_CAP = 0.5
 _RESERVE_S = 2.0  # writing the reports
@@ -434,6 +437,49 @@ def step_cpu_vs_device(ctx: Ctx, step: Step) -> None:
     step.notes.append(f"{ctx.device} store vs cpu store of the same config, {s.teacher}")
 
 
+def step_decode(ctx: Ctx, step: Step) -> None:
+    import numpy as np
+    import torch
+
+    from teacher_store.dataset import ImageFolder, load_image
+    from teacher_store.decode import decode_images
+
+    folder = ImageFolder.scan(ctx.data)
+    paths = [folder.root / p for p in folder.paths]
+    dev, limit = torch.device(ctx.device), folder.max_image_pixels
+    decode_images(paths[:8], dev, limit)  # warm-up (CUDA context, nvJPEG handles)
+    best_pil = best_dev = float("inf")
+    for _ in range(max(1, ctx.sizes.repeats)):
+        t0 = time.perf_counter()
+        ref = [load_image(p, limit) for p in paths]
+        t1 = time.perf_counter()
+        got = decode_images(paths, dev, limit)
+        best_pil, best_dev = min(best_pil, t1 - t0), min(best_dev, time.perf_counter() - t1)
+        if step.left() < 3 * (best_pil + best_dev):
+            break
+    diff = max(
+        int(np.abs(np.asarray(a).astype(np.int16) - np.asarray(b)).max())
+        for a, b in zip(got, ref, strict=True)
+    )
+    step.figures.update(
+        images=len(paths),
+        pillow_img_per_s=len(paths) / best_pil,
+        batched_img_per_s=len(paths) / best_dev,
+        batched_over_pillow=best_pil / best_dev,
+        max_abs_pixel_diff=diff,
+    )
+    step.notes.append(f"batched decode on {ctx.device} (PNGs fall back to Pillow), best pass")
+    if ctx.device != "cuda" or ctx.steps["generate"].status != "ok":
+        step.notes.append("generate --decode gpu: skipped (needs CUDA and the generate step)")
+        return
+    store = ctx.stores / "gpu_decode"
+    argv = ctx.gen_args(ctx.data, store, ctx.device, ctx.sizes.views)
+    _, vps = _views_per_s(_cli(ctx, step, ["generate", *argv, "--decode", "gpu"]))
+    step.figures.update(gpu_decode_views_per_s=vps)
+    cmp = compare_stores(store, ctx.stores / "main")
+    step.figures.update({f"vs_pillow_{k}": v for k, v in cmp.items()})
+
+
 STEPS: tuple[tuple[str, Callable[[Ctx, Step], None], tuple[str, ...]], ...] = (
     ("setup", step_setup, ()),
     ("generate", step_generate, ("setup",)),
@@ -442,6 +488,7 @@ STEPS: tuple[tuple[str, Callable[[Ctx, Step], None], tuple[str, ...]], ...] = (
     ("train", step_train, ("generate",)),
     ("cuda_tests", step_cuda_tests, ()),
     ("cpu_vs_device", step_cpu_vs_device, ("setup",)),
+    ("decode", step_decode, ("setup",)),
 )
 
 

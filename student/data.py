@@ -9,6 +9,7 @@ background prefetch of the blocks the next batches need.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,14 @@ class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
     ) -> None:
         self.folder, self.attrs, self.img_size = folder, attrs, img_size
         self.replay = Replayer(folder, attrs, cache_size=cache_size)
+        if not self.replay.exact:
+            # DataLoader workers cannot hold CUDA, so views replay through Pillow here.
+            warnings.warn(
+                "the store decoded its images on the GPU (--decode gpu): views replay through "
+                "Pillow, close to but not bit-exact with what the teacher saw; generate with "
+                "--decode cpu for bit-exact replay",
+                stacklevel=2,
+            )
 
     def __len__(self) -> int:
         return len(self.folder) * self.attrs.views

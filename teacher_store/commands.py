@@ -102,6 +102,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="teacher batch (part of the config: default 32)")
     p.add_argument("--workers", type=int, help="DataLoader workers rendering views (default 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    p.add_argument(
+        "--decode",
+        choices=("cpu", "gpu"),
+        help="image decode: cpu (Pillow, default) or gpu (batched nvJPEG on the CUDA device; "
+        "part of the store's identity: bit-exact replay needs the same path)",
+    )
     p.add_argument("--recipe", default="default", help="augmentation preset name or JSON/YAML file")
     p.add_argument("--img-size", type=int, help="teacher input size (default: the teacher's)")
     p.add_argument(

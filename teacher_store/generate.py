@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from teacher_store.dataset import (
     default_max_image_pixels,
     printable_path,
 )
+from teacher_store.decode import check_decode
 from teacher_store.recipe import Recipe, get_recipe
 from teacher_store.replay import Replayer, UnreadableSampleError
 from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
@@ -46,6 +47,7 @@ from teacher_store.store import write_unit as _write_unit
 from teacher_store.teacher import Teacher
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
+_DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
 RUNTIME_FIELDS = ("data", "out", "checkpoint", "workers", "device", "overwrite", "progress")
 
 
@@ -73,6 +75,9 @@ class GenerateConfig(BaseModel):
         default_factory=default_max_image_pixels, ge=1, le=PILLOW_HARD_LIMIT
     )
     amp: bool = True  # autocast (bf16) on CUDA; a no-op on CPU
+    # Image decode path (teacher_store.decode): Pillow, or batched nvJPEG on the CUDA device.
+    # Part of the store's identity: replay is bit-exact only through the same path.
+    decode: Literal["cpu", "gpu"] = "cpu"
     # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of
     # the store's identity. None: the store's recorded value, else torch's default.
     threads: int | None = Field(None, ge=1)
@@ -156,19 +161,44 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
     """One item per (unit, sample): the sample's views for the unit's slots, rendered."""
 
     def __init__(
-        self, folder: ImageFolder, attrs: StoreAttrs, recipe: Recipe, units: list[ShardUnit]
+        self,
+        folder: ImageFolder,
+        attrs: StoreAttrs,
+        recipe: Recipe,
+        units: list[ShardUnit],
+        device: torch.device | None = None,
     ):
         self.folder, self.attrs = folder, attrs
         self.size = int(attrs.teacher["input_size"][1])
         self.index = [(u, s) for u, unit in enumerate(units) for s in range(unit.start, unit.stop)]
         self.units = units
-        # 64 images: the base is sequential, partners are random
-        self.replay = Replayer(folder, attrs, recipe, cache_size=64)
+        self.window = _DECODE_WINDOW
+        views = max((u.slot_stop - u.slot_start for u in units), default=1)
+        # Pillow: 64 images (the base is sequential, partners are random). nvJPEG: a decode
+        # window's bases and all their partners, decoded in one batch.
+        cache = 64 if device is None else max(64, self.window * (1 + views))
+        self.replay = Replayer(folder, attrs, recipe, cache_size=cache, device=device)
+
+    def _preload(self, k: int) -> None:
+        """nvJPEG path: decode the next window of this unit's samples and their partners."""
+        u, sample = self.index[k]
+        unit = self.units[u]
+        if self.replay.decode_device is None or self.replay.cached(sample):
+            return
+        bases = range(sample, min(unit.stop, sample + self.window))
+        partners = [
+            p.mix.partner
+            for s in bases
+            for slot in range(unit.slot_start, unit.slot_stop)
+            if (p := self.replay.params(slot, s)).mix is not None
+        ]
+        self.replay.preload([*bases, *partners])
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, k: int) -> _Item:
+        self._preload(k)
         u, sample = self.index[k]
         unit = self.units[u]
         rs = unit.slot_stop - unit.slot_start
@@ -314,6 +344,12 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     warning = folder.skipped_summary()
     if warning and rank == 0:
         print(warning, file=sys.stderr)
+    check_decode(cfg.decode, device)
+    if cfg.decode == "gpu" and cfg.workers:
+        # CUDA cannot run in forked DataLoader workers: decode and render in this process.
+        if rank == 0:
+            print("--decode gpu: rendering in the main process (--workers 0)", file=sys.stderr)
+        cfg = cfg.model_copy(update={"workers": 0})
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     attrs = build_attrs(cfg, folder, info, device.type)
     with _store_writes(cfg.out):
@@ -333,7 +369,8 @@ def _generate(
     todo = [u for u in units if u.name not in done]
     barrier(world)  # every rank has its list before anyone commits a unit
     mine = todo[rank::world]
-    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine)
+    gpu_decode = teacher.device if cfg.decode == "gpu" else None
+    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode)
     total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
     bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
     t0 = time.perf_counter()

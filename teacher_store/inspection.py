@@ -538,7 +538,9 @@ def _spot_check(
     if a.config.get("threads"):  # the store's thread count: CPU float results depend on it
         torch.set_num_threads(int(a.config["threads"]))
     gen_dev = a.device_type
-    same_device = gen_dev == dev.type
+    replay = Replayer(folder, a, device=dev)  # nvJPEG where the store used it and dev is CUDA
+    # Another device, or another image decoder than the store's: compare with tolerances.
+    same_device = gen_dev == dev.type and replay.exact
     try:
         model, info = create_teacher(a.config["teacher"], checkpoint)
     except (ValueError, OSError) as e:
@@ -554,7 +556,6 @@ def _spot_check(
     base = {"data": str(folder.root), "out": str(store.path), **a.config}
     cfg = GenerateConfig.from_dict(base)
     teacher = Teacher(model, info, dev, a.num_classes, cfg.amp)  # all classes: see _compare_view
-    replay = Replayer(folder, a)
 
     # Map global batch indices to (unit, batch within unit).
     wanted: dict[int, list[int]] = {}

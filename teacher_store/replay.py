@@ -10,6 +10,9 @@ machines they are identical for the same Pillow and numpy builds (both are pinne
 
 :class:`Replayer` replays a store's view ``(slot, sample)`` from its dataset (decode, load the
 image and its mixing partner, render); generation, verify, show and the student all use it.
+Images decode through the store's decode path (:mod:`teacher_store.decode`): Pillow, or, for a
+store generated with ``decode="gpu"``, nvJPEG on a CUDA device when the replayer is given one
+(elsewhere Pillow again: close to, not bit-exact with, what the teacher saw).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from teacher_store.codec import (
     det_sin,
 )
 from teacher_store.dataset import CorruptImageError, ImageFolder
+from teacher_store.decode import decode_images
 from teacher_store.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -262,8 +266,13 @@ class Replayer:
         attrs: StoreAttrs,
         recipe: Recipe | None = None,
         cache_size: int = 64,
+        device: torch.device | None = None,
     ) -> None:
         self.folder = folder
+        self.decode_path = str(attrs.config.get("decode", "cpu"))
+        # nvJPEG only where the store used it and a CUDA device is at hand; else Pillow.
+        gpu = self.decode_path == "gpu" and device is not None and device.type == "cuda"
+        self.decode_device: torch.device | None = device if gpu else None
         self.store_seed, self.num_samples = int(attrs.store_seed), int(attrs.num_samples)
         self.num_slots = int(attrs.views)
         self.recipe = Recipe.from_dict(attrs.recipe) if recipe is None else recipe
@@ -277,6 +286,48 @@ class Replayer:
         state["_cache"] = OrderedDict()
         return state
 
+    @property
+    def exact(self) -> bool:
+        """Whether images decode through the store's own path (so views are bit-exact)."""
+        return self.decode_path == "cpu" or self.decode_device is not None
+
+    def cached(self, sample: int) -> bool:
+        """Whether ``sample``'s image (or its load error) is in the cache."""
+        return sample in self._cache
+
+    def preload(self, samples: Sequence[int]) -> None:
+        """Decode the given samples not cached yet in one batch (nvJPEG) into the cache.
+
+        A no-op on the Pillow path (it decodes one image at a time anyway), and with no cache.
+        """
+        if self.decode_device is None or self.cache_size <= 0:
+            return
+        todo = [s for s in dict.fromkeys(samples) if s not in self._cache]
+        paths = [self.folder.root / self.folder.paths[s] for s in todo]
+        decoded = decode_images(paths, self.decode_device, self._max_pixels)
+        for s, got in zip(todo, decoded, strict=True):
+            self._remember(s, got if isinstance(got, Image.Image) else str(got))
+
+    @property
+    def _max_pixels(self) -> int:
+        return int(self.folder.max_image_pixels)
+
+    def _remember(self, sample: int, got: Image.Image | str) -> None:
+        self._cache[sample] = got
+        self._cache.move_to_end(sample)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _load(self, sample: int) -> Image.Image | str:
+        if self.decode_device is not None:
+            path = self.folder.root / self.folder.paths[sample]
+            got = decode_images([path], self.decode_device, self._max_pixels)[0]
+            return got if isinstance(got, Image.Image) else str(got)
+        try:
+            return self.folder.load(sample)
+        except CorruptImageError as e:
+            return str(e)
+
     def params(self, slot: int, sample: int) -> ViewParams:
         """The decoded parameters of view ``slot`` of ``sample``."""
         return decode(self.store_seed, slot, sample, self.num_samples, self.recipe, self.num_slots)
@@ -287,14 +338,9 @@ class Replayer:
         if got is not None:
             self._cache.move_to_end(sample)
         else:
-            try:
-                got = self.folder.load(sample)
-            except CorruptImageError as e:
-                got = str(e)
+            got = self._load(sample)
             if self.cache_size > 0:
-                self._cache[sample] = got
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                self._remember(sample, got)
         if isinstance(got, str):
             raise UnreadableSampleError(got, sample)
         return got

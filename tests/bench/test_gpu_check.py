@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu_check.py"
 pytestmark = pytest.mark.slow  # subprocesses: generate, verify, serve, three training runs
-STEPS = ("setup", "generate", "bare", "busy", "train", "cuda_tests", "cpu_vs_device")
+STEPS = ("setup", "generate", "bare", "busy", "train", "cuda_tests", "cpu_vs_device", "decode")
 
 
 def _check(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -78,6 +78,10 @@ def test_every_step_runs_and_reports_positive_figures(tiny):
     cmp = f["cpu_vs_device"]
     assert cmp["views_compared"] == 34 and cmp["ids_agreement"] == 1.0
     assert cmp["max_abs_dp_shared_ids"] == 0.0
+    # torchvision's CPU JPEG decoder gives Pillow's pixels on these photos.
+    dec = f["decode"]
+    assert dec["images"] == 17 and dec["max_abs_pixel_diff"] == 0
+    assert dec["pillow_img_per_s"] > 0 and dec["batched_img_per_s"] > 0
     assert f"figures: {out / 'gpu_check.json'}" in r.stdout
 
 
@@ -99,7 +103,7 @@ def test_a_failing_step_is_reported_and_fails_the_run(tmp_path):
     assert steps["setup"]["status"] == "failed"
     assert "no_such_timm_model" in steps["setup"]["reason"]
     assert "\n" not in steps["setup"]["reason"]
-    for name in ("generate", "bare", "busy", "train", "cpu_vs_device"):
+    for name in ("generate", "bare", "busy", "train", "cpu_vs_device", "decode"):
         assert steps[name]["status"] == "skipped", name
         assert steps[name]["reason"].startswith("needs "), name
     assert "FAILED steps: setup" in r.stderr

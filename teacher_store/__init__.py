@@ -31,6 +31,18 @@ _EXPORTS = {
     "GenerateConfig": "teacher_store.generate",
     "run_generate": "teacher_store.generate",
     "StoreClient": "teacher_store.client",
+    "ShardUnit": "teacher_store.layout",
+    "shard_units": "teacher_store.layout",
+    "Location": "teacher_store.layout",
+    "FileRecord": "teacher_store.layout",
+    "StoreError": "teacher_store.errors",
+    "StoreNotFound": "teacher_store.errors",
+    "StoreIncomplete": "teacher_store.errors",
+    "StoreDamaged": "teacher_store.errors",
+    "DatasetMismatch": "teacher_store.errors",
+    "UnsupportedStoreVersion": "teacher_store.errors",
+    "StoreConflict": "teacher_store.errors",
+    "StoreChangedError": "teacher_store.errors",
     "write_demo_data": "teacher_store.demo_data",
 }
 

@@ -32,16 +32,15 @@ from teacher_store.dataset import (
     default_max_image_pixels,
     printable_path,
 )
+from teacher_store.layout import ShardUnit, shard_units
 from teacher_store.recipe import Recipe, get_recipe
 from teacher_store.replay import render_view, view_to_float
 from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
 from teacher_store.store import (
-    ShardUnit,
     committed_units,
     create_store,
     finalize,
     recorded_config,
-    shard_units,
 )
 from teacher_store.store import write_unit as _write_unit
 

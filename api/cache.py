@@ -17,9 +17,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import crc32c
-
 from api.errors import StoreDamaged, io_error
+from teacher_store.layout import FileHasher, FileRecord, crc32c_of
 
 _READ = 1 << 20
 
@@ -64,15 +63,6 @@ class ByteLRU:
 
 
 @dataclass(frozen=True)
-class FileRecord:
-    """What the manifest says about a committed file."""
-
-    size: int
-    crc32c: int
-    sha256: str = ""  # absent in manifests written before it was recorded
-
-
-@dataclass(frozen=True)
 class FileState:
     """A verified file: where it really is, its stat signature, size, crc32c and a content
     digest (blake2b-64, for the ETag: the whole-file crc32c of a zarr shard is no content
@@ -95,26 +85,29 @@ def _sig(st: os.stat_result) -> tuple[int, int, int, int]:
 def _checksums(data: bytes | None, path: str) -> tuple[int, str, str]:
     """crc32c, blake2b-64 and sha256 hex digests of ``data`` (or of the file, streamed)."""
     if data is not None:
-        blake = hashlib.blake2b(data, digest_size=8).hexdigest()
-        return crc32c.crc32c(data), blake, hashlib.sha256(data).hexdigest()
-    crc, h, sha = 0, hashlib.blake2b(digest_size=8), hashlib.sha256()
+        rec = FileRecord.of(data)
+        return rec.crc32c, hashlib.blake2b(data, digest_size=8).hexdigest(), rec.sha256
+    hasher, h = FileHasher(), hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
         while block := f.read(_READ):
-            crc = crc32c.crc32c(block, crc)
+            hasher.update(block)
             h.update(block)
-            sha.update(block)
-    return crc, h.hexdigest(), sha.hexdigest()
+    rec = hasher.record()
+    return rec.crc32c, h.hexdigest(), rec.sha256
+
+
+_WHY = {
+    "crc32c": "fails its crc32c checksum (corrupt)",
+    "sha256": "fails its sha256 (not the file the manifest recorded)",  # swapped
+}
 
 
 def _mismatch(want: FileRecord | None, crc: int, sha: str) -> str | None:
     """Why a file's checksums do not match its manifest record, or None."""
     if want is None:
         return None
-    if crc != want.crc32c:
-        return "fails its crc32c checksum (corrupt)"
-    if want.sha256 and sha != want.sha256:  # same segment layout, other content: swapped
-        return "fails its sha256 (not the file the manifest recorded)"
-    return None
+    field = want.mismatch(crc, sha)
+    return None if field is None else _WHY[field]
 
 
 class FileCache:
@@ -207,7 +200,7 @@ class FileCache:
         try:
             if data is None and state.size <= self.max_entry:
                 data = self._load(state.real, state.size)
-                if data is None or len(data) != state.size or crc32c.crc32c(data) != state.crc:
+                if data is None or len(data) != state.size or crc32c_of(data) != state.crc:
                     raise StoreDamaged(state.store, state.key, "changed on disk since verified")
                 self.lru.put((state.real, state.sig), data, len(data))
             if data is not None:

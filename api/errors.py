@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from teacher_store import errors as store_errors
+
 log = logging.getLogger("distill.api")
 
 
@@ -39,16 +41,42 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class StoreDamaged(Exception):
+class StoreDamaged(store_errors.StoreDamaged):
     """A committed file of a store is missing, resized, corrupt or escapes the store."""
 
     def __init__(self, store: str, key: str, problem: str) -> None:
         super().__init__(
+            key,
+            problem,
             f"store {store!r} is damaged: {key} {problem}; the server will not serve it. "
-            "Regenerate the store (re-run the same `distill generate`) or restore the file."
+            "Regenerate the store (re-run the same `distill generate`) or restore the file.",
         )
         self.store = store
         self.key = key
+
+    def __reduce__(self) -> tuple[type[StoreDamaged], tuple[str, str, str]]:
+        return type(self), (self.store, self.key, self.reason)
+
+
+# Typed store errors -> (HTTP status, error code); the most specific class listed wins.
+STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
+    store_errors.StoreNotFound: (404, "unknown_store"),
+    store_errors.StoreIncomplete: (409, "store_incomplete"),
+    store_errors.StoreDamaged: (409, "store_damaged"),
+    store_errors.UnsupportedStoreVersion: (409, "store_invalid"),
+    store_errors.StoreChangedError: (409, "store_changed"),
+    store_errors.DatasetMismatch: (409, "dataset_mismatch"),
+    store_errors.StoreConflict: (409, "store_conflict"),
+    store_errors.StoreError: (409, "store_invalid"),
+}
+
+
+def store_status(exc: store_errors.StoreError) -> tuple[int, str]:
+    """The (status, code) of a typed store error, from :data:`STORE_ERRORS`."""
+    for cls in type(exc).__mro__:
+        if cls in STORE_ERRORS:
+            return STORE_ERRORS[cls]
+    return 409, "store_invalid"  # unreachable: StoreError itself is in the table
 
 
 def io_error(store: str, key: str, e: OSError) -> ApiError:
@@ -86,9 +114,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.error, exc.detail, exc.headers)
 
 
-async def _damaged(_: Request, exc: Exception) -> JSONResponse:
+async def _store_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, store_errors.StoreError)
     log.error("%s", exc)
-    return error_response(409, "store_damaged", str(exc))
+    status, code = store_status(exc)
+    return error_response(status, code, str(exc))
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -113,7 +143,7 @@ async def _fault(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(StoreDamaged, _damaged)
+    app.add_exception_handler(store_errors.StoreError, _store_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _fault)

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,23 +27,22 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.cache import FileRecord
 from api.shards import ArrayLayout, parse_layout
+from teacher_store import layout
+from teacher_store.errors import StoreDamaged, StoreError
+from teacher_store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
 from teacher_store.schema import (
     STORE_KIND,
-    Manifest,
     NodeMeta,
     RootMeta,
     StoreAttrs,
     check_readable,
     validation_message,
 )
-from teacher_store.store import BOOK
 
 log = logging.getLogger("distill.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MANIFEST = f"{BOOK}/manifest.json"
 State = Literal["complete", "incomplete", "invalid"]
 _Sig = tuple[int, int, int]
 _M = TypeVar("_M", bound=BaseModel)
@@ -93,60 +90,35 @@ class StoreEntry:
         return None if key in self.meta_keys else False
 
 
-class _Invalid(ValueError):
-    """A store file fails its schema; the message starts with the file's key in the store."""
-
-
-_MAX_JSON = 256 << 20  # a manifest of 1M shard files is ~150 MB; anything larger is not ours
-
-
-def _read_json(path: Path, key: str) -> tuple[bytes, Any]:
-    """The bytes and parsed JSON of a regular file (``_Invalid`` naming ``key`` otherwise)."""
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-            raise _Invalid(f"{key} is not a regular file")
-        if st.st_size > _MAX_JSON:
-            raise _Invalid(f"{key} is {st.st_size} bytes, more than any store writes")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise _Invalid(f"{key} is missing") from None
-    except OSError as e:
-        raise _Invalid(f"{key} is unreadable: {e.strerror or e}") from None
-    try:
-        return raw, json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        what = "empty" if not raw.strip() else f"not valid JSON ({e})"
-        raise _Invalid(f"{key} is {what}") from None
+def _invalid(key: str, problem: str, sep: str = " ") -> StoreDamaged:
+    """A store file failing its schema; the message starts with the file's key in the store."""
+    return StoreDamaged(key, problem, f"{key}{sep}{problem}")
 
 
 def _validated(model: type[_M], doc: Any, key: str) -> _M:
     try:
         return model.model_validate(doc)
     except ValidationError as e:
-        raise _Invalid(f"{key}: {validation_message(e)}") from None
+        raise _invalid(key, validation_message(e), ": ") from None
 
 
 def _root_meta(path: Path) -> RootMeta | None:
     """The validated root ``zarr.json``; None for a folder that is no store at all."""
     has_book = (path / BOOK).is_dir()
-    if not os.path.lexists(path / "zarr.json") and not has_book:
+    if not os.path.lexists(path / ROOT_META) and not has_book:
         return None
-    _, doc = _read_json(path / "zarr.json", "zarr.json")
+    _, doc = layout.read_json(Location.local(path), ROOT_META)
     if isinstance(doc, dict) and not has_book:
         attrs = doc.get("attributes")
         if not isinstance(attrs, dict) or attrs.get("kind") != STORE_KIND:
             return None  # some other zarr group: not ours, not listed
-    return _validated(RootMeta, doc, "zarr.json")
+    return _validated(RootMeta, doc, ROOT_META)
 
 
 def _attrs_of(root: RootMeta) -> StoreAttrs:
     from teacher_store.codec import CODEC_VERSION
 
-    try:
-        return check_readable(dict(root.attributes), "zarr.json", CODEC_VERSION)
-    except ValueError as e:
-        raise _Invalid(str(e)) from None
+    return check_readable(dict(root.attributes), ROOT_META, CODEC_VERSION)
 
 
 def _check_arrays(attrs: StoreAttrs, nodes: dict[str, NodeMeta]) -> None:
@@ -156,36 +128,35 @@ def _check_arrays(attrs: StoreAttrs, nodes: dict[str, NodeMeta]) -> None:
     for name, shape in (("ids", [r, n, k]), ("values", [r, n, k]), ("valid", [r, n])):
         node = nodes.get(name)
         if node is None or node.node_type != "array":
-            raise _Invalid(f"zarr.json: consolidated metadata has no array {name!r}")
+            raise _invalid(ROOT_META, f"consolidated metadata has no array {name!r}", ": ")
         if node.shape != shape or node.data_type is None:
-            raise _Invalid(
-                f"zarr.json: array {name!r} has shape {node.shape} but the attrs make {shape}"
+            raise _invalid(
+                ROOT_META, f"array {name!r} has shape {node.shape} but the attrs make {shape}", ": "
             )
 
 
 def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
     attrs = entry.attrs
     assert attrs is not None
-    manifest_bytes, doc = _read_json(entry.path / MANIFEST, MANIFEST)
-    manifest = _validated(Manifest, doc, MANIFEST)
+    manifest_bytes, manifest = layout.load_manifest(Location.local(entry.path))
     if manifest.units != attrs.unit_count:
-        raise _Invalid(
-            f"{MANIFEST} records {manifest.units} shard units but zarr.json's attrs make "
-            f"{attrs.unit_count}"
+        raise _invalid(
+            MANIFEST,
+            f"records {manifest.units} shard units but zarr.json's attrs make {attrs.unit_count}",
         )
     if root.consolidated_metadata is None:
-        raise _Invalid("zarr.json has no consolidated metadata; re-run finalize")
+        raise _invalid(ROOT_META, "has no consolidated metadata; re-run finalize")
     nodes = root.consolidated_metadata.metadata
     _check_arrays(attrs, nodes)
     files = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.files.items() if v.size}
     empty = frozenset(k for k, v in manifest.files.items() if not v.size)
     for key in sorted(empty):  # size 0 means "never written": an existing file contradicts it
         if os.path.lexists(entry.path / key):
-            raise _Invalid(f"{MANIFEST} records {key} with size 0, but the file exists")
+            raise _invalid(MANIFEST, f"records {key} with size 0, but the file exists")
     entry.identity = hashlib.sha256(manifest_bytes).hexdigest()[:16]
     entry.files, entry.empty = files, empty
     entry.bad_samples = len(manifest.bad_samples)
-    entry.meta_keys = frozenset({"zarr.json", MANIFEST, *(f"{node}/zarr.json" for node in nodes)})
+    entry.meta_keys = frozenset({ROOT_META, MANIFEST, *(f"{node}/{ROOT_META}" for node in nodes)})
     for node, meta in nodes.items():
         if meta.node_type == "array":
             entry.arrays[node] = meta.model_dump()
@@ -208,11 +179,13 @@ def _open_entry(
             return entry
         _load_complete(entry, root)
         entry.state = "complete"
-    except _Invalid as e:
+    except StoreError as e:  # a store file fails its schema, or a version this code cannot read
         entry.error = (
             f"store {name!r} is damaged and cannot be served: {e}; restore the file or "
             "regenerate the store (re-run the same `distill generate`)"
         )
+    except OSError as e:  # a real I/O fault outside the store's own files (a listing, a stat)
+        entry.error = f"store {name!r} cannot be served: {type(e).__name__}: {e}"
     except Exception as e:  # one store's surprise must never stop the scan of the others
         log.exception("store %r: unexpected error while opening it", name)
         entry.error = f"store {name!r} cannot be served: {type(e).__name__}: {e}"
@@ -224,11 +197,7 @@ def _open_entry(
 
 def _count_units(path: Path) -> int:
     """Unit records present (a folder listing: bounded by what is on disk)."""
-    try:
-        with os.scandir(path / BOOK / "shards") as it:
-            return sum(1 for p in it if p.name.endswith(".json"))
-    except OSError:
-        return 0
+    return layout.count_unit_records(Location.local(path))
 
 
 class Registry:
@@ -274,7 +243,7 @@ class Registry:
         if not real.startswith(self.real_root + os.sep):
             log.warning("skipping %s: it resolves outside the root (%s)", child, real)
             return None
-        sigs = (_sig(child / "zarr.json"), _sig(child / MANIFEST))
+        sigs = (_sig(child / ROOT_META), _sig(child / MANIFEST))
         book = _sig(child / BOOK)
         old = self._stores.get(name)
         if old is not None and old.sigs == sigs and old.real == real:

@@ -46,9 +46,10 @@ def rendered_batches(
     from teacher_store.codec import decode
     from teacher_store.dataset import ImageFolder
     from teacher_store.inspection import unit_batches
+    from teacher_store.layout import shard_units
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
-    from teacher_store.store import LocalStore, shard_units
+    from teacher_store.store import LocalStore
 
     store = LocalStore(store_path)
     a = store.attrs

@@ -32,8 +32,9 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from teacher_store.client import StoreClient  # noqa: E402
+from teacher_store.layout import shard_units  # noqa: E402
 from teacher_store.schema import StoreAttrs, encode_values  # noqa: E402
-from teacher_store.store import create_store, finalize, shard_units, write_unit  # noqa: E402
+from teacher_store.store import create_store, finalize, write_unit  # noqa: E402
 
 
 def _attrs(r: int, n: int, k: int) -> StoreAttrs:

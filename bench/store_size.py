@@ -49,9 +49,10 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
     from teacher_store.dataset import ImageFolder
     from teacher_store.generate import GenerateConfig
     from teacher_store.inspection import unit_batches
+    from teacher_store.layout import shard_units
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
-    from teacher_store.store import LocalStore, shard_units
+    from teacher_store.store import LocalStore
     from teacher_store.teacher import Teacher
 
     store = LocalStore(store_path)
@@ -86,8 +87,9 @@ def _write_store(out: Path, base: Any, ids: Any, logp: Any, valid: Any, k: int, 
     """Write a store from teacher outputs with the store's own writer (as generate does)."""
     import numpy as np
 
+    from teacher_store.layout import shard_units
     from teacher_store.schema import StoreAttrs, encode_values
-    from teacher_store.store import create_store, finalize, shard_units, write_unit
+    from teacher_store.store import create_store, finalize, write_unit
 
     r, n = valid.shape
     d = base.to_dict()

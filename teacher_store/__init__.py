@@ -34,6 +34,18 @@ _EXPORTS = {
     "run_generate": "teacher_store.generate",
     "Teacher": "teacher_store.teacher",
     "StoreClient": "teacher_store.client",
+    "ShardUnit": "teacher_store.layout",
+    "shard_units": "teacher_store.layout",
+    "Location": "teacher_store.layout",
+    "FileRecord": "teacher_store.layout",
+    "StoreError": "teacher_store.errors",
+    "StoreNotFound": "teacher_store.errors",
+    "StoreIncomplete": "teacher_store.errors",
+    "StoreDamaged": "teacher_store.errors",
+    "DatasetMismatch": "teacher_store.errors",
+    "UnsupportedStoreVersion": "teacher_store.errors",
+    "StoreConflict": "teacher_store.errors",
+    "StoreChangedError": "teacher_store.errors",
     "write_demo_data": "teacher_store.demo_data",
 }
 

@@ -31,7 +31,6 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import numpy as np
@@ -39,25 +38,22 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
+from teacher_store import layout
 from teacher_store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.errors import (
+    DatasetMismatch,
+    StoreChangedError,
+    StoreError,
+    StoreIncomplete,
+    UnsupportedStoreVersion,
+)
+from teacher_store.layout import MANIFEST, Location
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
 from teacher_store.schema import StoreAttrs, check_readable
 from teacher_store.store import LocalStore, TargetBlock
 
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
-_MANIFEST = "_distill/manifest.json"
-
-
-class StoreChangedError(ValueError):
-    """The store was regenerated or replaced while this client was reading it."""
-
-    def __init__(self, url: str, old: str, new: str) -> None:
-        super().__init__(
-            f"store {url} changed while reading (identity {old} → {new or 'no manifest'}): it "
-            "was regenerated or replaced; restart training against the new store"
-        )
-        self.url, self.old, self.new = url, old, new
 
 
 class _Backend(Protocol):
@@ -149,12 +145,13 @@ class _ServiceBackend:
                 f"unfinished: {p.get('committed_units')}/{p.get('total_units')} shard units "
                 "committed; finish it with the same `distill generate`"
             )
-            raise ValueError(f"store {self.base} cannot be read ({why})")
+            kind = StoreIncomplete if info.get("state") == "incomplete" else StoreError
+            raise kind(f"store {self.base} cannot be read ({why})")
         self.attrs = check_readable(info["attrs"], self.base, _codec_version())
         self.max_block = max(1, int(info.get("max_block") or self.attrs.num_samples))
         self.identity = str(info.get("identity") or "")
         if not self.identity:
-            raise ValueError(
+            raise UnsupportedStoreVersion(
                 f"service {self.base} reports no store identity: it is older than this client; "
                 "run the same distill version on server and client"
             )
@@ -244,7 +241,7 @@ class _ManifestWatch:
         self.last_sig = self._sig()
         self.identity = self._hash()
         if not self.identity:
-            raise ValueError(f"store {url} has no {_MANIFEST}; it is unfinished")
+            raise StoreIncomplete(f"store {url} has no {MANIFEST}; it is unfinished")
 
     def _hash(self) -> str:
         try:
@@ -266,17 +263,19 @@ class _ManifestWatch:
         self.last_sig = sig
 
 
-def _stat_sig(path: Path) -> tuple[int, ...]:
+def _stat_sig(path: str) -> tuple[int, ...]:
     st = os.stat(path)  # through the store's own path: a folder swapped in is seen
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class _LocalBackend:
     def __init__(self, path: str) -> None:
-        manifest = Path(path) / _MANIFEST
+        loc = Location.local(path)
+        manifest = loc.path(MANIFEST)
         self.store = LocalStore(path, require_complete=True)
         self.attrs = self.store.attrs
-        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), manifest.read_bytes)
+        read = lambda: layout.manifest_bytes(loc)  # noqa: E731
+        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), read)
         self.identity = self.watch.identity
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
@@ -321,13 +320,14 @@ class _FsspecBackend:
         )
         self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
         fs, path = fsspec.core.url_to_fs(self.url, **opts)
-        self.fs, self.manifest = fs, path.rstrip("/") + "/" + _MANIFEST
+        loc = Location(fs, path, self.url)
+        self.fs, self.manifest = fs, loc.path(MANIFEST)
         if not self._retrying(lambda: fs.exists(self.manifest)):
-            raise ValueError(
-                f"store {self.url} is unfinished (no {_MANIFEST}); finish it with "
+            raise StoreIncomplete(
+                f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
                 "the same `distill generate` before reading it"
             )
-        read = lambda: self._retrying(lambda: fs.cat_file(self.manifest))  # noqa: E731
+        read = lambda: self._retrying(lambda: layout.manifest_bytes(loc))  # noqa: E731
         self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
         self.identity = self.watch.identity
 
@@ -457,12 +457,12 @@ class StoreClient:
         if self._identity and identity != self._identity:
             raise StoreChangedError(self.url, self._identity, identity)
         if self._attrs is not None and attrs != self._attrs:
-            raise ValueError(f"store {self.url} changed since this client was created")
+            raise StoreError(f"store {self.url} changed since this client was created")
         self._identity = identity
         if self.expected_fingerprint is not None:
             why = _fingerprint_mismatch(attrs.dataset, self.expected_fingerprint)
             if why is not None:
-                raise ValueError(
+                raise DatasetMismatch(
                     f"store {self.url} was built from a different dataset than expected: {why}"
                 )
         self._attrs = attrs

@@ -32,16 +32,15 @@ from teacher_store.dataset import (
     printable_path,
 )
 from teacher_store.decode import check_decode
+from teacher_store.layout import ShardUnit, shard_units
 from teacher_store.recipe import Recipe, get_recipe
 from teacher_store.replay import Replayer, UnreadableSampleError
 from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
 from teacher_store.store import (
-    ShardUnit,
     committed_units,
     create_store,
     finalize,
     recorded_config,
-    shard_units,
 )
 from teacher_store.store import write_unit as _write_unit
 from teacher_store.teacher import Teacher

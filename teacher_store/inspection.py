@@ -36,8 +36,6 @@ to the values is not, which is what the crc32c checksums are for.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import sys
@@ -47,8 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from teacher_store import layout
+from teacher_store.errors import DatasetMismatch, StoreDamaged, StoreIncomplete, StoreNotFound
+from teacher_store.layout import ARRAYS, Location, ShardUnit, shard_units
 from teacher_store.schema import decode_values
-from teacher_store.store import ARRAYS, BOOK, ShardUnit, shard_units
 
 # Compute slack on top of the encoding error when the device type is the same.
 SAME_DEVICE_LOGP_SLACK = 1e-4  # relative to max(1, |logp|)
@@ -89,17 +89,6 @@ def _dir_bytes(root: Path) -> tuple[int, int]:
     return total, files
 
 
-def _records(root: Path, units: list[ShardUnit]) -> dict[str, dict[str, Any]]:
-    """Unit records present in ``_distill/shards`` (not checksummed: that is verify's job)."""
-    out = {}
-    for u in units:
-        try:
-            out[u.name] = json.loads((root / BOOK / "shards" / f"{u.name}.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
-
-
 def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
     """(recipe name, per-stage summary of the knobs in force over view slots)."""
     from teacher_store.recipe import Recipe
@@ -121,15 +110,6 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     return name, stages
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads((root / BOOK / "manifest.json").read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{root}/{BOOK}/manifest.json is unreadable: {e}") from None
-
-
 def store_info(path: str) -> dict[str, Any]:
     """A JSON-safe summary of the store at ``path``; works on unfinished stores too.
 
@@ -138,21 +118,21 @@ def store_info(path: str) -> dict[str, Any]:
     also describes a damaged store.
     """
     from teacher_store.schema import check_readable
-    from teacher_store.store import _read_root_attrs
 
     root = Path(path)
-    raw = _read_root_attrs(root)
+    loc = Location.local(root)
+    raw = layout.read_root_attrs(loc)
     if raw is None:
-        raise ValueError(f"{root} is not a store (no zarr.json); check the path")
+        raise StoreNotFound(f"{root} is not a store (no zarr.json); check the path")
     a = check_readable(raw, str(root))
     units = shard_units(a)
-    manifest = _read_manifest(root)
+    manifest = layout.read_manifest(loc)
     if manifest is not None:
         recorded = {u.name for u in units}
         files = dict(manifest["files"])
         bad = list(manifest.get("bad_samples", []))
     else:
-        recs = _records(root, units)
+        recs = layout.read_unit_records(loc, units)
         recorded = set(recs)
         files = {}
         bad_by: dict[int, dict[str, Any]] = {}
@@ -352,41 +332,6 @@ def _pick(total: int, fraction: float) -> list[int]:
     return sorted({(2 * i + 1) * total // (2 * n) for i in range(n)})
 
 
-def _check_files(root: Path, manifest: dict[str, Any]) -> str | None:
-    import crc32c
-
-    for key, want in sorted(manifest["files"].items()):
-        f = root / key
-        if not want["size"]:
-            if f.is_file() and f.stat().st_size:
-                return (
-                    f"shard {key} exists but the manifest records it as empty: the store was "
-                    "modified after it was finished; regenerate the store or restore it"
-                )
-            continue
-        if not f.is_file():
-            return f"shard {key} is missing: regenerate the store or restore it"
-        data = f.read_bytes()
-        if len(data) != want["size"]:
-            return (
-                f"shard {key} is {len(data)} bytes, the manifest says {want['size']}: the file "
-                "is truncated or damaged; regenerate the store or restore it"
-            )
-        crc = crc32c.crc32c(data)
-        if crc != want["crc32c"]:
-            return (
-                f"shard {key} fails its checksum (crc32c {crc:08x}, manifest {want['crc32c']:08x})"
-                ": the file is damaged; regenerate the store or restore it"
-            )
-        # crc32c cannot tell apart two shards of the same segment layout; sha256 can.
-        if want.get("sha256") and hashlib.sha256(data).hexdigest() != want["sha256"]:
-            return (
-                f"shard {key} fails its sha256 (not the file the manifest recorded): it was "
-                "replaced or swapped; regenerate the store or restore it"
-            )
-    return None
-
-
 @dataclass
 class _Compare:
     strict_ok: bool
@@ -479,9 +424,10 @@ def verify_store(
             f"incomplete: {done}/{len(units)} shard units committed; "
             "re-run the same distill generate"
         )
-    problem = _check_files(root, store.manifest)
-    if problem:
-        return _fail(problem)
+    try:
+        layout.check_files(Location.local(root), store.manifest["files"])
+    except StoreDamaged as e:
+        return _fail(str(e))
     nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
     try:
         folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
@@ -660,7 +606,7 @@ def show_view(
     folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
     diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
     if diff:
-        raise ValueError(
+        raise DatasetMismatch(
             f"dataset {data} does not match the store ({diff}); pass the --data it was built from"
         )
     block = store.read_block(view, sample, sample + 1)
@@ -670,8 +616,8 @@ def show_view(
             for u in shard_units(a)
             if u.slot_start <= view < u.slot_stop and u.start <= sample < u.stop
         )
-        if not store.complete and not (Path(path) / BOOK / "shards" / f"{unit.name}.json").exists():
-            raise ValueError(
+        if not store.complete and not layout.has_unit_record(Location.local(path), unit.name):
+            raise StoreIncomplete(
                 f"view {view} of sample {sample} is not generated yet: the store is unfinished; "
                 "re-run the same `distill generate`"
             )

@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
 )
 
+from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
+
 SCHEMA_VERSION = 1
 STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
@@ -140,21 +142,22 @@ def check_readable(
 
         codec_version = CODEC_VERSION
     if attrs.get("kind") != STORE_KIND:
-        raise ValueError(f"{where} is not a distill teacher store (no kind={STORE_KIND!r} attr)")
+        raise StoreNotFound(f"{where} is not a distill teacher store (no kind={STORE_KIND!r} attr)")
     if attrs.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(
+        raise UnsupportedStoreVersion(
             f"{where} has schema version {attrs.get('schema_version')}, this distill reads "
             f"{SCHEMA_VERSION}; upgrade distill or regenerate the store"
         )
     if attrs.get("codec_version") != codec_version:
-        raise ValueError(
+        raise UnsupportedStoreVersion(
             f"{where} was written with view codec version {attrs.get('codec_version')}, this "
             f"distill replays version {codec_version}; views would not match the targets"
         )
     try:
         return StoreAttrs.from_dict(attrs)
     except ValidationError as e:
-        raise ValueError(f"{where} has malformed attrs: {validation_message(e)}") from None
+        msg = f"has malformed attrs: {validation_message(e)}"
+        raise StoreDamaged("zarr.json", msg, f"{where} {msg}") from None
 
 
 class _Record(BaseModel):

@@ -1,17 +1,15 @@
-"""Store layout on disk: shard units, commit protocol, manifest, and the local reader.
+"""Store writer (commit protocol) and the local reader.
 
-Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``
-samples. A unit is one zarr shard file per array, written whole by exactly one writer (zarr
-loses data when two writers touch one shard). Once its files are written, the writer records
-them (size, crc32c, sha256) in ``_distill/shards/<unit>.json`` with an atomic rename; a unit
-counts as done only when that record exists and matches the files. The store is final when
-``_distill/manifest.json`` and the consolidated metadata are written, last.
+Work is cut into shard units (:mod:`teacher_store.layout`). A unit is one zarr shard file per
+array, written whole by exactly one writer (zarr loses data when two writers touch one shard).
+Once its files are written, the writer records them (size, crc32c, sha256) in the unit's
+record with an atomic rename; a unit counts as done only when that record exists and matches
+the files. The store is final when the manifest and the consolidated metadata are written, last.
+Where each of these lives is :mod:`teacher_store.layout`'s business.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import warnings
@@ -19,60 +17,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from teacher_store import layout
+from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
+from teacher_store.layout import ARRAYS, BOOK, Location, ShardUnit, shard_units
 from teacher_store.schema import StoreAttrs, check_readable, decode_values
 
-ARRAYS = ("ids", "values", "valid")
-BOOK = "_distill"  # bookkeeping folder inside the store, beside the zarr keys
-
-
-@dataclass(frozen=True)
-class ShardUnit:
-    """Slots [slot_start, slot_stop) x samples [start, stop): one shard of every array."""
-
-    group: int
-    index: int
-    slot_start: int
-    slot_stop: int
-    start: int
-    stop: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.group}.{self.index}"
-
-    def keys(self) -> dict[str, str]:
-        """Zarr keys of this unit's shard files (default chunk-key encoding, '/' separator)."""
-        g, j = self.group, self.index
-        return {
-            "ids": f"ids/c/{g}/{j}/0",
-            "values": f"values/c/{g}/{j}/0",
-            "valid": f"valid/c/{g}/{j}",
-        }
-
-
-def shard_units(attrs: StoreAttrs) -> list[ShardUnit]:
-    """All units of a store, in canonical order (sample range major, then slot group)."""
-    units = []
-    n_groups = -(-attrs.views // attrs.shard_views)
-    n_ranges = -(-attrs.num_samples // attrs.shard_samples)
-    for j in range(n_ranges):
-        for g in range(n_groups):
-            units.append(
-                ShardUnit(
-                    g,
-                    j,
-                    g * attrs.shard_views,
-                    min(attrs.views, (g + 1) * attrs.shard_views),
-                    j * attrs.shard_samples,
-                    min(attrs.num_samples, (j + 1) * attrs.shard_samples),
-                )
-            )
-    return units
+# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.layout; importable from here too.
+__all__ = [
+    "ARRAYS",
+    "BOOK",
+    "LocalStore",
+    "ShardUnit",
+    "TargetBlock",
+    "committed_units",
+    "create_store",
+    "finalize",
+    "recorded_config",
+    "shard_units",
+    "write_unit",
+]
 
 
 def _compressors(typesize: int) -> list[Any]:
@@ -82,20 +49,10 @@ def _compressors(typesize: int) -> list[Any]:
     return [BloscCodec(cname="zstd", clevel=7, shuffle="shuffle"), Crc32cCodec()]
 
 
-def _read_root_attrs(path: Path) -> dict[str, Any] | None:
-    meta = path / "zarr.json"
-    if not meta.is_file():
-        return None
-    try:
-        return dict(json.loads(meta.read_text()).get("attributes", {}))
-    except (json.JSONDecodeError, OSError) as e:
-        raise ValueError(f"{meta} is unreadable ({e}); remove it or pass --overwrite") from None
-
-
 def recorded_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The generation config recorded in an existing store's attrs, or None."""
     root = Path(path)
-    attrs = _read_root_attrs(root) if root.is_dir() else None
+    attrs = layout.read_root_attrs(Location.local(root)) if root.is_dir() else None
     return dict(attrs.get("config") or {}) if attrs else None
 
 
@@ -122,15 +79,17 @@ def create_store(path: str | os.PathLike[str], attrs: StoreAttrs, overwrite: boo
     """
     root = Path(path)
     if root.exists() and not root.is_dir():
-        raise ValueError(f"output {root} exists and is not a directory")
+        raise StoreConflict(f"output {root} exists and is not a directory")
     if root.is_dir() and any(root.iterdir()):
-        old = _read_root_attrs(root)
+        old = layout.read_root_attrs(Location.local(root))
         diff = _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
         if not diff:
             return True
         if not overwrite:
             what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
-            raise ValueError(f"output {root} is {what}; choose another --out or pass --overwrite")
+            raise StoreConflict(
+                f"output {root} is {what}; choose another --out or pass --overwrite"
+            )
         shutil.rmtree(root)
     existed = root.is_dir()
     try:
@@ -174,35 +133,13 @@ def _create_arrays(root: Path, attrs: StoreAttrs) -> None:
         compressors=_compressors(1),
         dimension_names=("view", "sample"),
     )
-    (root / BOOK / "shards").mkdir(parents=True, exist_ok=True)
+    layout.make_book(Location.local(root))
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     assert isinstance(node, zarr.Array), name
     return node
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    """Size, crc32c and sha256 of a file. The crc32c alone is no content identity: a zarr shard
-    is a chain of crc32c-suffixed segments, whose whole-file crc32c depends only on the segment
-    lengths; sha256 tells a stale or swapped shard of the same layout apart."""
-    data = path.read_bytes()
-    return {
-        "size": len(data),
-        "crc32c": crc32c.crc32c(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a disk-full write leaves no stray temporary file
-        raise
 
 
 def write_unit(
@@ -219,27 +156,23 @@ def write_unit(
     sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
     for name, data in (("ids", ids), ("values", values), ("valid", valid)):
         _array(group, name)[sl] = data
-    files = {}
-    for key in unit.keys().values():
-        f = root / key
-        files[key] = _file_record(f) if f.is_file() else {"size": 0, "crc32c": 0, "sha256": ""}
+    loc = Location.local(root)
+    files = {key: layout.file_record(loc, key).to_dict() for key in unit.keys().values()}
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
-    _atomic_write_json(root / BOOK / "shards" / f"{unit.name}.json", record)
+    layout.write_unit_record(loc, unit.name, record)
     return record
 
 
 def committed_units(path: str | os.PathLike[str], units: list[ShardUnit]) -> set[str]:
     """Names of units whose record exists and whose files match it (size, crc32c, sha256)."""
-    root = Path(path)
+    loc = Location.local(path)
     done = set()
     for unit in units:
-        rec_path = root / BOOK / "shards" / f"{unit.name}.json"
-        try:
-            record = json.loads(rec_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        record = layout.read_unit_record(loc, unit.name)
+        if record is None:
             continue
         ok = all(
-            (root / key).is_file() and _file_record(root / key) == want
+            layout.file_matches(loc, key, want)
             for key, want in record["files"].items()
             if want["size"] > 0
         )
@@ -250,11 +183,13 @@ def committed_units(path: str | os.PathLike[str], units: list[ShardUnit]) -> set
 
 def finalize(path: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, Any]:
     """Write the final manifest and consolidated metadata; the store is complete afterwards."""
-    root = Path(path)
-    records = [json.loads((root / BOOK / "shards" / f"{u.name}.json").read_text()) for u in units]
+    loc = Location.local(path)
     files: dict[str, Any] = {}
     bad: dict[int, dict[str, Any]] = {}
-    for rec in records:
+    for u in units:
+        rec = layout.read_unit_record(loc, u.name)
+        if rec is None:
+            raise StoreIncomplete(f"store {loc.display}: shard unit {u.name} is not committed")
         files.update(rec["files"])
         for b in rec["bad"]:
             bad.setdefault(b["sample"], b)
@@ -265,8 +200,8 @@ def finalize(path: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, 
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
-        zarr.consolidate_metadata(str(root))
-    _atomic_write_json(root / BOOK / "manifest.json", manifest)
+        zarr.consolidate_metadata(loc.root)
+    layout.write_manifest(loc, manifest)
     return manifest
 
 
@@ -293,35 +228,19 @@ class LocalStore:
         from teacher_store.codec import CODEC_VERSION
 
         self.path = Path(path)
-        raw = _read_root_attrs(self.path)
+        loc = Location.local(self.path)
+        raw = layout.read_root_attrs(loc)
         if raw is None:
-            raise ValueError(f"{self.path} is not a store (no zarr.json); check the path")
+            raise StoreNotFound(f"{self.path} is not a store (no zarr.json); check the path")
         self.attrs = check_readable(raw, str(self.path), CODEC_VERSION)
-        self.manifest = self._read_manifest()
+        self.manifest = layout.read_manifest(loc)
         if require_complete and self.manifest is None:
-            raise ValueError(
+            raise StoreIncomplete(
                 f"store {self.path} is unfinished; re-run the same `distill generate` to finish it"
             )
         if self.manifest is not None:
-            self._check_sizes()
+            layout.check_sizes(loc, self.manifest["files"])
         self.group = zarr.open_group(self.path, mode="r")
-
-    def _read_manifest(self) -> dict[str, Any] | None:
-        try:
-            return dict(json.loads((self.path / BOOK / "manifest.json").read_text()))
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{self.path}/{BOOK}/manifest.json is unreadable: {e}") from None
-
-    def _check_sizes(self) -> None:
-        assert self.manifest is not None
-        for key, want in self.manifest["files"].items():
-            f = self.path / key
-            size = f.stat().st_size if f.is_file() else -1
-            if want["size"] and size != want["size"]:
-                state = "missing" if size < 0 else f"{size} bytes, expected {want['size']}"
-                raise ValueError(f"store {self.path}: shard {key} is {state}; regenerate it")
 
     @property
     def complete(self) -> bool:

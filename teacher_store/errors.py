@@ -1,0 +1,71 @@
+"""Typed errors of store readers and writers.
+
+Every class is a ``ValueError`` (through :class:`StoreError`), so code and CLIs that treat a
+``ValueError`` as bad input (exit 2) behave as before; callers that care what went wrong (the
+service maps each type to an HTTP status) catch the type instead of parsing the message.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(ValueError):
+    """A store cannot be read or written as asked."""
+
+
+class StoreNotFound(StoreError):
+    """There is no store at the address (no root ``zarr.json``, or not a distill store)."""
+
+
+class StoreIncomplete(StoreError):
+    """The store is unfinished: no manifest yet; the same ``distill generate`` finishes it."""
+
+
+class StoreDamaged(StoreError):
+    """A store file is missing, unreadable, malformed or fails its checksums.
+
+    ``file`` is the file's key in the store (or its path), ``reason`` what is wrong with it.
+    """
+
+    def __init__(self, file: str, reason: str = "", message: str | None = None) -> None:
+        super().__init__(f"{file} {reason}" if message is None else message)
+        self.file = file
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[StoreDamaged], tuple[str, str, str]]:
+        # Rebuilt with all three fields (the default would call cls(message)).
+        return type(self), (self.file, self.reason, str(self))
+
+
+class DatasetMismatch(StoreError):
+    """The store was built from another dataset than the one given or expected."""
+
+
+class UnsupportedStoreVersion(StoreError):
+    """The store's schema or codec version (or its server) is one this code cannot read."""
+
+
+class StoreConflict(StoreError):
+    """The output folder holds another store or other data; writing would destroy it."""
+
+
+class StoreChangedError(StoreError):
+    """The store was regenerated or replaced while this client was reading it."""
+
+    def __init__(self, url: str, old: str, new: str) -> None:
+        super().__init__(
+            f"store {url} changed while reading (identity {old} → {new or 'no manifest'}): it "
+            "was regenerated or replaced; restart training against the new store"
+        )
+        self.url, self.old, self.new = url, old, new
+
+
+__all__ = [
+    "DatasetMismatch",
+    "StoreChangedError",
+    "StoreConflict",
+    "StoreDamaged",
+    "StoreError",
+    "StoreIncomplete",
+    "StoreNotFound",
+    "UnsupportedStoreVersion",
+]

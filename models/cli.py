@@ -71,17 +71,22 @@ def _format_table(rows: list[dict[str, Any]], batch: int) -> str:
     return "\n".join(lines)
 
 
-def _run_scale(args: argparse.Namespace) -> int:
-    from models.runtime import resolve_device
-    from models.scaling import DEFAULT_ALPHA, build_scaled, measure, scale_config
+def _alphas(args: argparse.Namespace) -> list[float | None]:
+    from models.scaling import DEFAULT_ALPHA
 
-    svals = [_number(t, "--s") for t in args.s]
     if args.rule == "resnet-rs":
         if args.alpha is not None:
             raise ValueError("--alpha applies to --rule fast only (resnet-rs has no alpha)")
-        alphas: list[float | None] = [None]
-    else:
-        alphas = [_number(t, "--alpha") for t in (args.alpha or [str(DEFAULT_ALPHA)])]
+        return [None]
+    return [_number(t, "--alpha") for t in (args.alpha or [str(DEFAULT_ALPHA)])]
+
+
+def _run_scale(args: argparse.Namespace) -> int:
+    from models.runtime import resolve_device
+    from models.scaling import build_scaled, measure, scale_config
+
+    svals = [_number(t, "--s") for t in args.s]
+    alphas = _alphas(args)
     batch = _positive_int(args.batch, "--batch")
     repeats = _positive_int(args.repeats, "--repeats")
     num_classes = _positive_int(args.num_classes, "--num-classes")
@@ -98,50 +103,44 @@ def _run_scale(args: argparse.Namespace) -> int:
     results = []
     base_flops = 0
     for cfg in [base_cfg, *cfgs]:
-        m = measure(
-            build_scaled(cfg, num_classes),
-            cfg.resolution,
-            batches,
-            device=str(device),
-            repeats=repeats,
-        )
+        model = build_scaled(cfg, num_classes)
+        m = measure(model, cfg.resolution, batches, device=str(device), repeats=repeats)
         base_flops = base_flops or m["flops"]
         m["latency_ms"].setdefault(batch, m["latency_ms"][1])
         results.append(_row(cfg, m, base_flops, batch))
     elapsed = time.perf_counter() - t0
     threads = torch.get_num_threads() if device.type == "cpu" else None
+    run = dict(device=str(device), cpu_threads=threads, batch=batch, repeats=repeats)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "family": args.family,
-                    "base": base_cfg.base,
-                    "base_resolution": base_cfg.resolution,
-                    "device": str(device),
-                    "cpu_threads": threads,
-                    "batch": batch,
-                    "repeats": repeats,
-                    "seconds": elapsed,
-                    "rows": results,
-                },
-                indent=2,
-            )
-        )
+        head = dict(family=args.family, base=base_cfg.base, base_resolution=base_cfg.resolution)
+        print(json.dumps({**head, **run, "seconds": elapsed, "rows": results}, indent=2))
         return 0
+    _print_scale(args, base_cfg, results, run, num_classes, elapsed)
+    return 0
+
+
+def _print_scale(
+    args: argparse.Namespace,
+    base_cfg: Any,
+    results: list[dict[str, Any]],
+    run: dict[str, Any],
+    num_classes: int,
+    elapsed: float,
+) -> None:
+    device, threads = run["device"], run["cpu_threads"]
     where = f"{device} ({threads} thread{'s' * (threads != 1)})" if threads else str(device)
     print(
         f"{base_cfg.base} scaled by rule {args.rule}"
         + (f" ({args.regime} regime)" if args.rule == "resnet-rs" else "")
         + f"; base resolution {base_cfg.resolution}; {num_classes} classes; latency = median of "
-        f"{repeats} inference forwards on {where}"
+        f"{run['repeats']} inference forwards on {where}"
     )
-    print(_format_table(results, batch))
+    print(_format_table(results, run["batch"]))
     worst = max(abs(math.log(r["flops_ratio"] / r["s"])) for r in results)
     print(
         f"measured FLOPs within {100 * (math.exp(worst) - 1):.1f}% of s x base; "
         f"{elapsed:.1f} s. Choose by latency on the target device, not by FLOPs."
     )
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

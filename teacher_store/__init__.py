@@ -31,6 +31,7 @@ _EXPORTS = {
     "GenerateConfig": "teacher_store.generate",
     "run_generate": "teacher_store.generate",
     "StoreClient": "teacher_store.client",
+    "open_store": "teacher_store.client",
     "write_demo_data": "teacher_store.demo_data",
 }
 

@@ -23,7 +23,7 @@ from tests.store_fixtures import student_config
 
 def test_gather_through_the_client_is_the_local_gather(small_store: Path) -> None:
     targets = open_targets(str(small_store))
-    client = targets.reader
+    client: Any = targets.reader  # the StoreClient open_targets made
     assert targets.block == 8 and client.max_cache_blocks > 0 and client.prefetch > 0
     inner, lock, reads = client._open().read_block, threading.Lock(), []
 

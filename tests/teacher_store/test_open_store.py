@@ -68,7 +68,8 @@ def test_dataset_mismatch_is_typed(store: Path) -> None:
 
 def _counting(client: StoreClient) -> dict[tuple[int, int, int], int]:
     """Count the backend's reads per block (each one slowed a little)."""
-    backend, lock, reads = client._open(), threading.Lock(), {}
+    backend, lock = client._open(), threading.Lock()
+    reads: dict[tuple[int, int, int], int] = {}
     inner = backend.read_block
 
     def read(slot: int, start: int, stop: int) -> Any:
@@ -121,7 +122,7 @@ def test_a_failed_or_cancelled_read_is_read_again(store: Path) -> None:
     with pytest.raises(OSError, match="hiccup"):
         client.read_block(0, 0, 128)
     assert client.read_block(0, 0, 128).start == 0  # the failure was not cached
-    it = client.iter_blocks(1, [(0, 128), (128, 256), (256, 384)])
+    it: Any = client.iter_blocks(1, [(0, 128), (128, 256), (256, 384)])
     next(it)
     it.close()  # cancels what is still queued, cached or not
     assert client.read_block(1, 128, 256).start == 128

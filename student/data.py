@@ -2,28 +2,31 @@
 
 Images are rendered in DataLoader workers (a map-style dataset keyed by ``(slot, sample)``), so
 a batch's pixels depend only on its keys, never on workers or batch size. Teacher targets are
-gathered in the main process from block-aligned reads of the store (local or over HTTP) with
-background prefetch of the blocks the next batches need.
+gathered in the main process from block-aligned reads of the store (local or over HTTP); the
+store client's block cache and prefetch threads fetch the blocks the next batches need.
 """
 
 from __future__ import annotations
 
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
+from teacher_store.client import open_store
 from teacher_store.codec import mix64
 from teacher_store.dataset import CorruptImageError, ImageFolder
 from teacher_store.replay import Replayer
 from teacher_store.schema import StoreAttrs
 from teacher_store.store import TargetBlock
+
+# The trainer reads ahead the blocks of its next two batches: room for those and the current
+# batch's (a shuffle window spans a few blocks), and two reads in flight.
+_CACHE_BLOCKS = 64
+_PREFETCH_THREADS = 2
 
 
 def split_samples(
@@ -128,42 +131,45 @@ class BatchPlan(torch.utils.data.Sampler[list[tuple[int, int]]]):
             yield [(self.slot, int(s)) for s in self.batch(b)]
 
 
+class BlockReader(Protocol):
+    """What :class:`TargetCache` reads: a store client or a local store."""
+
+    @property
+    def attrs(self) -> StoreAttrs: ...
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
+
+
 class TargetCache:
-    """Block-aligned target reads with background prefetch and a bounded LRU of blocks."""
+    """Teacher targets of any samples, gathered from block-aligned reads of ``reader``.
 
-    def __init__(self, reader: Any, block: int, max_blocks: int = 64, threads: int = 2) -> None:
-        self.reader, self.block, self.max_blocks = reader, block, max_blocks
-        self.n = int(reader.attrs.num_samples)
-        self._blocks: OrderedDict[tuple[int, int], Future[TargetBlock]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="targets")
+    It keeps no blocks itself: a :class:`~teacher_store.client.StoreClient` (see
+    :func:`open_targets`) is the one block cache, and ``prefetch`` starts its reads early.
+    """
 
-    def _future(self, slot: int, b: int) -> Future[TargetBlock]:
-        with self._lock:
-            fut = self._blocks.get((slot, b))
-            if fut is None:
-                start, stop = b * self.block, min(self.n, (b + 1) * self.block)
-                fut = self._pool.submit(self.reader.read_block, slot, start, stop)
-                self._blocks[(slot, b)] = fut
-                while len(self._blocks) > self.max_blocks:
-                    self._blocks.popitem(last=False)
-            else:
-                self._blocks.move_to_end((slot, b))
-            return fut
+    def __init__(self, reader: BlockReader, block: int | None = None) -> None:
+        self.reader, self.attrs = reader, reader.attrs
+        self.block = int(block or self.attrs.chunk_samples)
+        self.n = int(self.attrs.num_samples)
+
+    def _range(self, b: int) -> tuple[int, int]:
+        return b * self.block, min(self.n, (b + 1) * self.block)
 
     def prefetch(self, slot: int, samples: np.ndarray) -> None:
-        for b in np.unique(samples // self.block):
-            self._future(slot, int(b))
+        """Start reading the blocks holding ``samples`` (when the reader can read ahead)."""
+        start = getattr(self.reader, "prefetch_blocks", None)
+        if start is not None:
+            start(slot, [self._range(int(b)) for b in np.unique(samples // self.block)])
 
     def gather(self, slot: int, samples: np.ndarray) -> tuple[torch.Tensor, ...]:
         """(ids [B, K] int64, log-probs [B, K] float32, valid [B] bool) for ``samples``."""
-        k = int(self.reader.attrs.topk)
+        k = int(self.attrs.topk)
         ids = np.empty((len(samples), k), np.int64)
         logp = np.empty((len(samples), k), np.float32)
         valid = np.empty(len(samples), bool)
         which = samples // self.block
         for b in np.unique(which):
-            blk = self._future(slot, int(b)).result()
+            blk = self.reader.read_block(slot, *self._range(int(b)))
             rows = np.flatnonzero(which == b)
             local = samples[rows] - blk.start
             ids[rows], valid[rows] = blk.ids[local], blk.valid[local]
@@ -171,4 +177,27 @@ class TargetCache:
         return torch.from_numpy(ids), torch.from_numpy(logp), torch.from_numpy(valid)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Close the reader (its threads and connections), if it has any."""
+        close = getattr(self.reader, "close", None)
+        if close is not None:
+            close()
+
+
+def open_targets(
+    address: str,
+    token: str | None = None,
+    expected_fingerprint: dict[str, Any] | None = None,
+    retry_budget_s: float = 600.0,
+) -> TargetCache:
+    """Targets from the store at ``address`` (folder, fsspec URL or service URL), read through
+    one client sized for the trainer's read-ahead; ``expected_fingerprint`` refuses a store of
+    another dataset (:class:`~teacher_store.client.DatasetMismatchError`)."""
+    reader = open_store(
+        address,
+        token,
+        expected_fingerprint,
+        prefetch=_PREFETCH_THREADS,
+        max_cache_blocks=_CACHE_BLOCKS,
+        retry_budget_s=retry_budget_s,
+    )
+    return TargetCache(reader)

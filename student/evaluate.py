@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from student.data import EvalDataset, ReplayDataset, TargetCache
+from student.data import EvalDataset, ReplayDataset, TargetCache, open_targets, split_samples
 from teacher_store.dataset import ImageFolder
 from teacher_store.replay import view_to_float
 
@@ -84,14 +84,12 @@ def run_eval(
     from models import create_student
     from student.checkpoint import load_checkpoint
     from student.config import TrainConfig
-    from student.data import split_samples
-    from student.train import open_targets
 
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
-    reader = open_targets(store or cfg.store, token, None)
-    attrs = reader.attrs
+    targets = open_targets(store or cfg.store, token)  # any dataset: see `same` below
+    attrs = targets.attrs
     folder = ImageFolder.scan(data)
     img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
     model = create_student(cfg.model, int(state["num_classes"]), img_size=img_size)
@@ -101,7 +99,6 @@ def run_eval(
     samples = split_samples(len(folder), cfg.val_fraction, cfg.seed)[1] if same else None
     if samples is None or not len(samples):
         samples = np.arange(len(folder))
-    targets = TargetCache(reader, block=int(attrs.chunk_samples))
     cpu = torch.device("cpu")
     try:  # stored views of another dataset say nothing: then accuracy only
         result = evaluate(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.runtime import dist_env, resolve_device
+from models.runtime import Runtime, dist_env, init_runtime
 from student.checkpoint import load_checkpoint, save_checkpoint
 from student.config import TrainConfig
 from student.curriculum import (
@@ -30,13 +30,14 @@ from student.curriculum import (
     check_store,
     compute_fraction,
 )
-from student.data import BatchPlan, ReplayDataset, TargetCache, split_samples
+from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
 from student.evaluate import classes_aligned, evaluate
 from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
 from student.recipes import resolve_recipe
 from student.sampler import Cursor, epoch_order, rank_order
 from student.schedule import lr_at, slot_for_epoch
+from teacher_store.client import DatasetMismatchError
 from teacher_store.dataset import DatasetFingerprint, ImageFolder
 from teacher_store.replay import view_to_float
 
@@ -58,36 +59,20 @@ RUNTIME_FIELDS = frozenset(
 _WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 
 
-def open_targets(
-    url_or_path: str,
-    token: str | None,
-    expected: dict[str, Any] | None,
-    retry_budget_s: float = 600.0,
-) -> Any:
-    """A store reader with ``.attrs`` and ``.read_block``: local path, fsspec URL or service.
-
-    Every block is checked against the identity of the store as opened, so a store replaced
-    during training stops it (:class:`~teacher_store.client.StoreChangedError`).
-    """
-    from teacher_store.client import StoreClient
-
-    return StoreClient(  # no block cache of its own: TargetCache keeps the blocks
-        url_or_path,
-        token=token,
-        expected_fingerprint=expected,
-        max_cache_blocks=0,
-        retry_budget_s=retry_budget_s,
-    )
-
-
-def _check_dataset(attrs: Any, folder: ImageFolder, allow: bool) -> None:
-    want = DatasetFingerprint.from_dict(attrs.dataset)
-    why = want.mismatch(folder.fingerprint())
-    if why and not allow:
+def _open_targets(cfg: TrainConfig, folder: ImageFolder) -> TargetCache:
+    """The store's targets; the client refuses a store built from another dataset than
+    ``folder`` unless ``--allow-dataset-mismatch`` (then no fingerprint is passed)."""
+    token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
+    have = folder.fingerprint()
+    want = None if cfg.allow_dataset_mismatch else have.to_dict()
+    try:
+        return open_targets(cfg.store, token, want, cfg.retry_budget_s)
+    except DatasetMismatchError as e:
+        why = DatasetFingerprint.from_dict(e.store_dataset).mismatch(have) or e.why
         raise ValueError(
             f"--data {folder.root} is not the dataset the store was built from ({why}); "
             "pass --allow-dataset-mismatch to train anyway"
-        )
+        ) from None
 
 
 @dataclass
@@ -282,32 +267,23 @@ def _train_epoch(run: _Run, ctx: _Ctx, dataset: ReplayDataset, plan: BatchPlan, 
     return {"loss": float(np.mean(losses)) if losses else math.nan, "images": seen, "time": elapsed}
 
 
-def _setup(cfg: TrainConfig) -> tuple[TrainConfig, Any, ImageFolder, torch.device, Path]:
-    """Open data and store, settle presets against them; returns the resolved config."""
-    rank, world, local_rank = dist_env()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    device = resolve_device(cfg.device, local_rank)
-    token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
-    folder = ImageFolder.scan(cfg.data)
-    if folder.skipped and rank == 0:
-        print(folder.skipped_summary(), file=sys.stderr)
-    reader = open_targets(cfg.store, token, None, cfg.retry_budget_s)
-    _check_dataset(reader.attrs, folder, cfg.allow_dataset_mismatch)
-    cfg, notes = _resolve_recipe(cfg, reader.attrs, folder)
-    if cfg.hard_label_weight and not classes_aligned(reader.attrs, folder):
+def _settle(
+    cfg: TrainConfig, attrs: Any, folder: ImageFolder, rt: Runtime
+) -> tuple[TrainConfig, Path]:
+    """Settle presets against the store and data; the resolved config and the run folder."""
+    cfg, notes = _resolve_recipe(cfg, attrs, folder)
+    if cfg.hard_label_weight and not classes_aligned(attrs, folder):
         raise ValueError(
             "--hard-label-weight needs the teacher's classes to be the folder's classes "
-            f"({reader.attrs.num_classes} teacher classes, {len(folder.classes)} folders)"
+            f"({attrs.num_classes} teacher classes, {len(folder.classes)} folders)"
         )
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
+    if rt.is_main:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    return cfg, reader, folder, device, out
+    return cfg, out
 
 
 def _resolve_recipe(
@@ -348,17 +324,30 @@ def _online_teacher(cfg: TrainConfig, device: torch.device) -> Any:
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) a student; returns a summary of the last epoch and evaluation."""
+    rt = init_runtime(cfg.device)  # joins torchrun's process group when launched by it
+    folder = ImageFolder.scan(cfg.data)
+    if folder.skipped and rt.is_main:
+        print(folder.skipped_summary(), file=sys.stderr)
+    targets = _open_targets(cfg, folder)
+    try:
+        cfg, out = _settle(cfg, targets.attrs, folder, rt)
+        return _train(cfg, rt, targets, folder, out)
+    finally:
+        targets.close()
 
-    cfg, reader, folder, device, out = _setup(cfg)
-    rank, world, local_rank = dist_env()
-    attrs = reader.attrs
+
+def _train(
+    cfg: TrainConfig, rt: Runtime, targets: TargetCache, folder: ImageFolder, out: Path
+) -> dict[str, Any]:
+    """Build (or resume) the run on this rank and train it; the last epoch's record."""
+    attrs, device = targets.attrs, rt.device
     img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
     curriculum = _curriculum(cfg, attrs, img_size)
     train_ids, val_ids = split_samples(attrs.num_samples, cfg.val_fraction, cfg.seed)
-    steps_per_epoch = len(train_ids) // world // cfg.batch_size
+    steps_per_epoch = len(train_ids) // rt.world // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
-            f"--batch-size {cfg.batch_size} x {world} ranks exceeds the {len(train_ids)} "
+            f"--batch-size {cfg.batch_size} x {rt.world} ranks exceeds the {len(train_ids)} "
             "training samples; lower it"
         )
     rates = None
@@ -368,8 +357,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume:
         _resume(run, out)
     module = run.model
-    if world > 1:
-        ids = [local_rank] if device.type == "cuda" else None
+    if rt.world > 1:
+        ids = [rt.local_rank] if device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
     if cfg.compile:
         run.model = torch.compile(run.model)  # type: ignore[assignment]
@@ -378,7 +367,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         cfg,
         device,
         (tuple(module.pretrained_cfg["mean"]), tuple(module.pretrained_cfg["std"])),
-        TargetCache(reader, block=int(attrs.chunk_samples)),
+        targets,
         total,  # max_steps only stops early: it must not change the schedule
         int(cfg.warmup_epochs * steps_per_epoch),
         _online_teacher(cfg, device),
@@ -386,14 +375,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         Regularizers(module, *rates) if rates else None,
     )
     dataset = ReplayDataset(folder, attrs, img_size)
-    logger = _Logger(out, rank == 0, cfg.tensorboard)
-    summary: dict[str, Any] = {}
+    logger = _Logger(out, rt.is_main, cfg.tensorboard)
     try:
-        summary = _loop(run, ctx, dataset, (train_ids, val_ids), logger, img_size)
+        return _loop(run, ctx, dataset, (train_ids, val_ids), logger, img_size)
     finally:
         logger.close()
-        ctx.targets.close()
-    return summary
 
 
 def _epoch_order(cfg: TrainConfig, attrs: Any, train_ids: np.ndarray, epoch: int) -> np.ndarray:

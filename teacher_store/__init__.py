@@ -46,6 +46,9 @@ _EXPORTS = {
     "UnsupportedStoreVersion": "teacher_store.errors",
     "StoreConflict": "teacher_store.errors",
     "StoreChangedError": "teacher_store.errors",
+    "open_store": "teacher_store.client",
+    "StoreAddressError": "teacher_store.client",
+    "DatasetMismatchError": "teacher_store.client",
     "write_demo_data": "teacher_store.demo_data",
 }
 

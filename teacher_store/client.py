@@ -1,6 +1,7 @@
 """One reader for a store wherever it lives: a local folder, an fsspec URL, or the service.
 
-``StoreClient(url_or_path)`` picks the backend from the address:
+:func:`open_store` (or ``StoreClient(address)``) picks the backend from the address, parsed in
+one place (:func:`resolve_address`):
 
 - ``http(s)://host:port[/prefix]/v1/stores/NAME`` — the distill service; blocks come from its
   block endpoint in the binary format of :mod:`teacher_store.blockfmt` (split to the server's
@@ -9,14 +10,19 @@
   every wait is logged at WARNING with its reason and the time left);
 - any other URL (``http://host/v1/stores/NAME/zarr/``, ``s3://...``, ``file://...``) — zarr over
   fsspec, attrs from the root ``zarr.json``, completeness from ``_distill/manifest.json``;
-- anything else — a local folder read with :class:`~teacher_store.store.LocalStore`.
+- anything without a scheme — a local folder read with :class:`~teacher_store.store.LocalStore`.
+
+A scheme that neither fsspec nor the service supports (``foo://x``) is refused with
+:class:`StoreAddressError`, never taken for a folder.
 
 Every backend has the same interface (``attrs``, ``read_block``, ``iter_blocks``), refuses
 unfinished stores, checks the dataset fingerprint against ``expected_fingerprint``, and returns
-read-only arrays. Every backend learns the store's identity (``store_identity`` of its manifest)
-when it opens and checks it on every block: the identity in each service block's header, or the
-manifest (stat signature, re-hashed when it changes) after each local/fsspec read. A store
-regenerated or replaced while it is read raises :class:`StoreChangedError`, never mixed data.
+read-only arrays. The client keeps the blocks it read in one LRU (``max_cache_blocks``) that
+``prefetch`` threads fill ahead of use (``iter_blocks``, ``prefetch_blocks``). Every backend
+learns the store's identity (``store_identity`` of its manifest) when it opens and checks it on
+every block: the identity in each service block's header, or the manifest (stat signature,
+re-hashed when it changes) after each local/fsspec read. A store regenerated or replaced while
+it is read raises :class:`StoreChangedError`, never mixed data.
 The client pickles without its sessions, threads and cache (DataLoader workers reopen lazily).
 This module must not import torch.
 """
@@ -29,7 +35,7 @@ import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
@@ -53,7 +59,21 @@ from teacher_store.schema import StoreAttrs, check_readable
 from teacher_store.store import LocalStore, TargetBlock
 
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
+# Anything before ``://`` (or an fsspec chain's ``::``) is a scheme, valid or not: never a folder.
+_SCHEME = re.compile(r"^([^/\\:]+)(://|::)")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+class StoreAddressError(ValueError):
+    """A store address with a scheme that no reader supports."""
+
+
+class DatasetMismatchError(DatasetMismatch):
+    """The store was built from another dataset than ``expected_fingerprint`` describes."""
+
+    def __init__(self, url: str, why: str, store_dataset: dict[str, Any]) -> None:
+        super().__init__(f"store {url} was built from a different dataset than expected: {why}")
+        self.url, self.why, self.store_dataset = url, why, store_dataset
 
 
 class _Backend(Protocol):
@@ -386,8 +406,50 @@ def _fingerprint_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str | N
     return None
 
 
+def _check_protocol(name: str, url: str) -> None:
+    """StoreAddressError unless fsspec can open ``name://`` here."""
+    import fsspec
+
+    use = "use a folder path, a service URL http(s)://HOST/v1/stores/NAME or an fsspec URL"
+    try:
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", name):
+            raise ValueError(name)
+        fsspec.get_filesystem_class(name)
+    except ValueError:
+        raise StoreAddressError(
+            f"store address {url}: scheme {name!r} is not supported; {use}"
+        ) from None
+    except ImportError as e:  # a known protocol whose package is missing (s3fs, gcsfs...)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StoreAddressError(
+            f"store address {url}: scheme {name!r} needs a package that is not installed ({why})"
+        ) from None
+
+
+def resolve_address(address: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(kind, url)`` for a store address: ``service`` (a distill service store URL),
+    ``fsspec`` (any other URL, chains ``a::b://...`` included) or ``local`` (no scheme).
+
+    The one place that reads an address; an unsupported scheme is a StoreAddressError.
+    """
+    url = os.fspath(address)
+    m = _SCHEME.match(url)
+    if m is None:
+        return "local", url
+    url = m.group(1).lower() + url[len(m.group(1)) :]  # schemes are case-insensitive
+    if _SERVICE_URL.match(url):
+        return "service", url
+    for part in url.split("::"):
+        _check_protocol(part.split("://", 1)[0].lower(), url)
+    return "fsspec", url
+
+
 class StoreClient:
-    """Read a complete store from a path, an fsspec URL or the service (see the module doc)."""
+    """Read a complete store from a path, an fsspec URL or the service (see the module doc).
+
+    Prefer :func:`open_store`; the client caches up to ``max_cache_blocks`` blocks and reads up
+    to ``prefetch`` ahead in threads (``iter_blocks``, ``prefetch_blocks``).
+    """
 
     def __init__(
         self,
@@ -405,7 +467,7 @@ class StoreClient:
         store before it fails; ``retries`` additionally caps the attempts (None: no cap)."""
         if prefetch < 0 or max_cache_blocks < 0:
             raise ValueError("prefetch and max_cache_blocks must be >= 0")
-        self.url = os.fspath(url_or_path)
+        self.kind, self.url = resolve_address(url_or_path)  # service, fsspec or local
         self.token = token
         self.expected_fingerprint = dict(expected_fingerprint) if expected_fingerprint else None
         self.prefetch = prefetch
@@ -417,17 +479,11 @@ class StoreClient:
         self._reset()
         self._open()
 
-    @property
-    def kind(self) -> str:
-        """``service``, ``fsspec`` or ``local``."""
-        if _SERVICE_URL.match(self.url):
-            return "service"
-        return "fsspec" if "://" in self.url else "local"
-
     def _reset(self) -> None:
         self._backend: _Backend | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._cache: OrderedDict[tuple[int, int, int], TargetBlock] = OrderedDict()
+        # Finished and in-flight reads, least recently used first.
+        self._cache: OrderedDict[tuple[int, int, int], Future[TargetBlock]] = OrderedDict()
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
@@ -462,9 +518,7 @@ class StoreClient:
         if self.expected_fingerprint is not None:
             why = _fingerprint_mismatch(attrs.dataset, self.expected_fingerprint)
             if why is not None:
-                raise DatasetMismatch(
-                    f"store {self.url} was built from a different dataset than expected: {why}"
-                )
+                raise DatasetMismatchError(self.url, why, dict(attrs.dataset))
         self._attrs = attrs
 
     @property
@@ -481,24 +535,78 @@ class StoreClient:
         assert self._attrs is not None
         return self._attrs
 
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        """Targets of view slot ``slot`` for samples ``[start, stop)`` (read-only arrays)."""
-        a = self.attrs
-        a.check_block(slot, start, stop)
-        key = (slot, start, stop)
-        self._forked()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        block = _readonly(self._open().read_block(slot, start, stop))
+    def _fetch(self, slot: int, start: int, stop: int) -> TargetBlock:
+        return _readonly(self._open().read_block(slot, start, stop))
+
+    def _keep(self, key: tuple[int, int, int], fut: Future[TargetBlock]) -> None:
+        """Cache ``fut`` as the most recent block (call with the lock held)."""
         if self.max_cache_blocks:
+            self._cache[key] = fut
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_cache_blocks:
+                self._cache.popitem(last=False)
+
+    def _cached(self, key: tuple[int, int, int]) -> Future[TargetBlock] | None:
+        with self._lock:
+            fut = self._cache.get(key)
+            if fut is not None:
+                self._cache.move_to_end(key)
+            return fut
+
+    def _submit(self, slot: int, start: int, stop: int) -> Future[TargetBlock]:
+        """The block's cached or in-flight read, else a new one in a prefetch thread."""
+        self._forked()
+        self.attrs.check_block(slot, start, stop)
+        key = (slot, start, stop)
+        with self._lock:
+            fut = self._cache.get(key)
+            if fut is not None and not fut.cancelled():
+                self._cache.move_to_end(key)
+                return fut
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max(1, self.prefetch), thread_name_prefix="store-prefetch"
+                )
+            fut = self._pool.submit(self._fetch, slot, start, stop)
+            self._keep(key, fut)
+            return fut
+
+    def _result(self, key: tuple[int, int, int], fut: Future[TargetBlock]) -> TargetBlock:
+        """The block of a read; a failed one leaves the cache, a cancelled one (an
+        ``iter_blocks`` stopped early) is read again here."""
+        try:
+            return fut.result()
+        except CancelledError:
+            return self._read_now(key)
+        except Exception:
             with self._lock:
-                self._cache[key] = block
-                while len(self._cache) > self.max_cache_blocks:
-                    self._cache.popitem(last=False)
+                if self._cache.get(key) is fut:
+                    del self._cache[key]
+            raise
+
+    def _read_now(self, key: tuple[int, int, int]) -> TargetBlock:
+        block = self._fetch(*key)
+        done: Future[TargetBlock] = Future()
+        done.set_result(block)
+        with self._lock:
+            self._keep(key, done)
         return block
+
+    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        """Targets of view slot ``slot`` for samples ``[start, stop)`` (read-only arrays):
+        from the cache, from a prefetch under way, else read now."""
+        self._forked()
+        self.attrs.check_block(slot, start, stop)
+        key = (slot, start, stop)
+        fut = self._cached(key)
+        return self._read_now(key) if fut is None else self._result(key, fut)
+
+    def prefetch_blocks(self, slot: int, ranges: Iterable[tuple[int, int]]) -> None:
+        """Start reading these blocks in the background into the cache, for ``read_block``
+        to take later (nothing to do without prefetch threads or a cache)."""
+        if self.prefetch and self.max_cache_blocks:
+            for start, stop in ranges:
+                self._submit(slot, start, stop)
 
     def iter_blocks(self, slot: int, ranges: Iterable[tuple[int, int]]) -> Iterator[TargetBlock]:
         """Blocks for ``ranges`` in order, fetching up to ``prefetch`` ahead in threads."""
@@ -507,19 +615,16 @@ class StoreClient:
             for start, stop in ranges:
                 yield self.read_block(slot, start, stop)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.prefetch, thread_name_prefix="store-prefetch")
-        pending: deque[Future[TargetBlock]] = deque()
-        it = iter(ranges)
+        pending: deque[tuple[tuple[int, int, int], Future[TargetBlock]]] = deque()
         try:
-            for start, stop in it:
-                pending.append(self._pool.submit(self.read_block, slot, start, stop))
+            for start, stop in ranges:
+                pending.append(((slot, start, stop), self._submit(slot, start, stop)))
                 if len(pending) > self.prefetch:
-                    yield pending.popleft().result()
+                    yield self._result(*pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield self._result(*pending.popleft())
         finally:
-            for f in pending:
+            for _, f in pending:
                 f.cancel()
 
     def close(self) -> None:
@@ -546,3 +651,30 @@ class StoreClient:
 
     def __repr__(self) -> str:
         return f"StoreClient({self.url!r}, kind={self.kind})"
+
+
+def open_store(
+    address: str | os.PathLike[str],
+    token: str | None = None,
+    expected_fingerprint: dict[str, Any] | None = None,
+    *,
+    prefetch: int = 2,
+    max_cache_blocks: int = 4,
+    retry_budget_s: float = 600.0,
+) -> StoreClient:
+    """A reader for the complete store at ``address``: a folder, an fsspec URL or a distill
+    service URL (``http(s)://HOST[/prefix]/v1/stores/NAME``); see the module doc.
+
+    ``expected_fingerprint`` (a :class:`~teacher_store.dataset.DatasetFingerprint` dict) refuses
+    a store built from another dataset (DatasetMismatchError); an unsupported scheme is a
+    StoreAddressError. The reader keeps ``max_cache_blocks`` blocks and reads up to
+    ``prefetch`` ahead; a read retries an unreachable or busy store for ``retry_budget_s``.
+    """
+    return StoreClient(
+        address,
+        token=token,
+        expected_fingerprint=expected_fingerprint,
+        prefetch=prefetch,
+        max_cache_blocks=max_cache_blocks,
+        retry_budget_s=retry_budget_s,
+    )

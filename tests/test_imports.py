@@ -1,0 +1,236 @@
+"""The package tree's import rules, checked on the source (no imports executed).
+
+- No module imports another module's ``_private`` name (``from a.b import _x``, or ``b._x`` on
+  an imported module).
+- No import cycles between modules, counting imports inside functions too: a lazy import that
+  closes a cycle is still a cycle in the design (imports under ``if TYPE_CHECKING:`` never run
+  and do not count).
+- Layering (imports point downwards): ``models`` ← ``teacher_store`` ← ``api`` / ``student``;
+  ``api`` and ``student`` never import each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("models", "teacher_store", "api", "student")
+# What each package may import from the others.
+ALLOWED = {
+    "models": set(),
+    "teacher_store": {"models"},
+    "api": {"teacher_store", "models"},
+    "student": {"teacher_store", "models"},
+}
+
+
+@dataclass(frozen=True)
+class _Import:
+    src: str  # importing module
+    target: str  # imported module (resolved to a module of ours)
+    name: str | None  # imported name, for `from target import name`
+    line: int
+    typing_only: bool = False  # under `if TYPE_CHECKING:` (never runs)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            found[_module_name(path)] = path
+    return found
+
+
+def _resolve(mod: str, level: int, module: str | None, is_pkg: bool) -> str:
+    if level == 0:
+        return module or ""
+    base = mod.split(".")
+    base = base if is_pkg else base[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join([*base, module] if module else base)
+
+
+def _typing_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:``."""
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for stmt in node.body:
+                ids.update(id(n) for n in ast.walk(stmt))
+    return ids
+
+
+def _imports(mods: dict[str, Path]) -> list[_Import]:
+    out: list[_Import] = []
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        is_pkg = path.name == "__init__.py"
+        typing_only = _typing_only(tree)
+        for node in ast.walk(tree):
+            t = id(node) in typing_only
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in PACKAGES:
+                        out.append(_Import(mod, a.name, None, node.lineno, t))
+            elif isinstance(node, ast.ImportFrom):
+                target = _resolve(mod, node.level, node.module, is_pkg)
+                if target.split(".")[0] not in PACKAGES:
+                    continue
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    if sub in mods:  # `from pkg import submodule`
+                        out.append(_Import(mod, sub, None, node.lineno, t))
+                    else:
+                        out.append(_Import(mod, target, a.name, node.lineno, t))
+    return out
+
+
+def _private_attribute_uses(mods: dict[str, Path]) -> list[str]:
+    """``alias._name`` where ``alias`` is a module of ours imported as a whole."""
+    bad = []
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        aliases: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] in PACKAGES:
+                        aliases.add(a.asname or a.name.split(".")[0])
+            elif isinstance(node, ast.ImportFrom):
+                target = _resolve(mod, node.level, node.module, path.name == "__init__.py")
+                for a in node.names:
+                    if f"{target}.{a.name}" in mods:
+                        aliases.add(a.asname or a.name)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                bad.append(f"{mod}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return bad
+
+
+def _module_of(target: str, mods: dict[str, Path]) -> str | None:
+    while target and target not in mods:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+@pytest.fixture(scope="module")
+def tree() -> tuple[dict[str, Path], list[_Import]]:
+    mods = _modules()
+    return mods, _imports(mods)
+
+
+def test_the_walk_sees_the_tree(tree) -> None:
+    mods, imports = tree
+    assert {"teacher_store", "api", "student", "models"} <= set(mods)
+    assert len(mods) > 40 and len(imports) > 100  # the walk really parsed the packages
+
+
+def test_no_private_names_cross_modules(tree) -> None:
+    mods, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}.{i.name}"
+        for i in imports
+        if i.name
+        and i.name.startswith("_")
+        and not i.name.startswith("__")
+        and _module_of(i.target, mods) != i.src
+    ]
+    bad += _private_attribute_uses(mods)
+    assert not bad, "private names used across modules:\n" + "\n".join(bad)
+
+
+def _edges(mods: dict[str, Path], imports: list[_Import]) -> dict[str, set[str]]:
+    """Module → modules it imports. Package ``__init__`` files re-export lazily (PEP 562), so
+    importing a name from a package is an edge to the module that defines it, found by the
+    package's ``_EXPORTS`` table where it has one."""
+    exports: dict[str, dict[str, str]] = {}
+    for mod, path in mods.items():
+        if path.name == "__init__.py":
+            exports[mod] = _exports_table(path)
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for i in imports:
+        target = _module_of(i.target, mods)
+        if target is None or i.typing_only:
+            continue
+        if i.name and target in exports and i.name in exports[target]:
+            target = exports[target][i.name]
+        if target != i.src and mods[target].name != "__init__.py":
+            graph[i.src].add(target)
+    return graph
+
+
+def _exports_table(path: Path) -> dict[str, str]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, (ast.Assign, ast.AnnAssign))
+            and isinstance(node.value, ast.Dict)
+            and any(
+                isinstance(t, ast.Name) and t.id == "_EXPORTS"
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            )
+        ):
+            return {
+                ast.literal_eval(k): ast.literal_eval(v)
+                for k, v in zip(node.value.keys, node.value.values, strict=True)
+            }
+    return {}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return [*stack[stack.index(n) :], n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycles(tree) -> None:
+    mods, imports = tree
+    cycle = _cycle(_edges(mods, imports))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None
+
+
+def test_layers_point_downwards(tree) -> None:
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if (a := i.src.split(".")[0]) != (b := i.target.split(".")[0]) and b not in ALLOWED[a]
+    ]
+    assert not bad, "imports against the layering:\n" + "\n".join(bad)

@@ -420,6 +420,27 @@ def _band_stats(ctx: _Ctx, first: int, last: int) -> dict[str, Any]:
     }
 
 
+def _evaluate_and_save(
+    run: _Run, ctx: _Ctx, dataset: ReplayDataset, held_out: np.ndarray, img_size: int
+) -> dict[str, Any]:
+    """Rank 0 at an epoch's end: held-out metrics (of the EMA model if any), then last.pth."""
+    module = getattr(run.model, "module", run.model)
+    eval_model = run.ema.module if run.ema is not None else module
+    with torch.random.fork_rng(devices=[]):  # evaluation leaves training's RNG alone
+        metrics = evaluate(
+            eval_model,
+            dataset.folder,
+            held_out,
+            ctx.targets,
+            dataset.attrs,
+            img_size,
+            ctx.norm,
+            ctx.device,
+        )
+    save_checkpoint(Path(ctx.cfg.out) / "last.pth", run.state())
+    return metrics
+
+
 def _loop(
     run: _Run,
     ctx: _Ctx,
@@ -432,7 +453,6 @@ def _loop(
 
     cfg, attrs, out = ctx.cfg, dataset.attrs, Path(ctx.cfg.out)
     rank, world, _ = dist_env()
-    module = getattr(run.model, "module", run.model)
     summary: dict[str, Any] = {}
     for epoch in range(run.cursor.epoch, cfg.epochs):
         slot = slot_for_epoch(epoch, cfg.epochs, attrs.views, cfg.view_schedule)
@@ -466,21 +486,7 @@ def _loop(
             **_band_stats(ctx, first_step, run.step),
         }
         if rank == 0:
-            eval_model = run.ema.module if run.ema is not None else module
-            with torch.random.fork_rng(devices=[]):  # evaluation leaves training's RNG alone
-                record.update(
-                    evaluate(
-                        eval_model,
-                        dataset.folder,
-                        split[1],
-                        ctx.targets,
-                        attrs,
-                        img_size,
-                        ctx.norm,
-                        ctx.device,
-                    )
-                )
-            save_checkpoint(out / "last.pth", run.state())
+            record.update(_evaluate_and_save(run, ctx, dataset, split[1], img_size))
         logger.log(record)
         summary = record
         if world > 1:

@@ -29,39 +29,27 @@ This module must not import torch.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any
 
-import numpy as np
-import requests
-import urllib3
-from requests.structures import CaseInsensitiveDict
-
-from teacher_store import layout
-from teacher_store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.backends import Backend, FsspecBackend, LocalBackend, ServiceBackend, readonly
 from teacher_store.errors import (
     DatasetMismatch,
     StoreChangedError,
     StoreError,
-    StoreIncomplete,
-    UnsupportedStoreVersion,
 )
-from teacher_store.layout import MANIFEST, Location
-from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
-from teacher_store.schema import StoreAttrs, check_readable
-from teacher_store.store import LocalStore, TargetBlock
+from teacher_store.retry import RetryPolicy
+from teacher_store.schema import StoreAttrs
+from teacher_store.store import TargetBlock
 
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
 # Anything before ``://`` (or an fsspec chain's ``::``) is a scheme, valid or not: never a folder.
 _SCHEME = re.compile(r"^([^/\\:]+)(://|::)")
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
 
 
 class StoreAddressError(ValueError):
@@ -74,323 +62,6 @@ class DatasetMismatchError(DatasetMismatch):
     def __init__(self, url: str, why: str, store_dataset: dict[str, Any]) -> None:
         super().__init__(f"store {url} was built from a different dataset than expected: {why}")
         self.url, self.why, self.store_dataset = url, why, store_dataset
-
-
-class _Backend(Protocol):
-    attrs: StoreAttrs
-    identity: str
-
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
-
-    def close(self) -> None: ...
-
-
-def _codec_version() -> int:
-    from teacher_store.codec import CODEC_VERSION
-
-    return CODEC_VERSION
-
-
-def _readonly(block: TargetBlock) -> TargetBlock:
-    for a in (block.ids, block.values, block.valid):
-        a.flags.writeable = False
-    return block
-
-
-def _check_block(block: TargetBlock, slot: int, start: int, stop: int, attrs: StoreAttrs) -> None:
-    n = stop - start
-    if (block.slot, block.start, block.ids.shape) != (slot, start, (n, attrs.topk)):
-        raise BlockFormatError(
-            f"server answered slot {block.slot} [{block.start}, +{block.ids.shape[0]}) x "
-            f"K={block.ids.shape[1]} for slot {slot} [{start}, {stop}) x K={attrs.topk}"
-        )
-    if block.encoding != attrs.value_encoding or block.ids.dtype != attrs.ids_dtype:
-        raise BlockFormatError(
-            f"server answered {block.encoding}/{block.ids.dtype}, the store has "
-            f"{attrs.value_encoding}/{attrs.ids_dtype}"
-        )
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    headers: CaseInsensitiveDict[str]
-    body: bytearray
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _read_body(r: requests.Response) -> bytearray:
-    """The whole body into one bytearray (no intermediate chunks when the length is known)."""
-    length = r.headers.get("Content-Length")
-    if length is None or r.headers.get("Content-Encoding"):
-        return bytearray(r.content)
-    buf = bytearray(int(length))
-    view, got = memoryview(buf), 0
-    while got < len(buf):
-        n = r.raw.readinto(view[got:])
-        if not n:
-            raise requests.exceptions.ChunkedEncodingError(
-                f"body ended after {got} of {len(buf)} bytes"
-            )
-        got += n
-    return buf
-
-
-def _detail(reply: _Reply) -> str:
-    try:
-        return str(reply.json().get("detail", f"HTTP {reply.status}"))
-    except (ValueError, AttributeError):
-        return bytes(reply.body[:200]).decode("utf-8", "replace") or f"HTTP {reply.status}"
-
-
-def _query(params: dict[str, int] | None) -> str:
-    return "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
-
-
-class _ServiceBackend:
-    """The distill service: metadata from ``GET {base}``, data from ``{base}/blocks/{view}``."""
-
-    def __init__(self, base: str, token: str | None, retry: RetryPolicy, timeout_s: float):
-        self.base = base.rstrip("/")
-        self.retry = retry
-        self.timeout_s = timeout_s
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._local = threading.local()
-        info = self.get(self.base).json()
-        if info.get("state") != "complete":
-            p = info.get("progress") or {}
-            why = info.get("error") or (
-                f"unfinished: {p.get('committed_units')}/{p.get('total_units')} shard units "
-                "committed; finish it with the same `distill generate`"
-            )
-            kind = StoreIncomplete if info.get("state") == "incomplete" else StoreError
-            raise kind(f"store {self.base} cannot be read ({why})")
-        self.attrs = check_readable(info["attrs"], self.base, _codec_version())
-        self.max_block = max(1, int(info.get("max_block") or self.attrs.num_samples))
-        self.identity = str(info.get("identity") or "")
-        if not self.identity:
-            raise UnsupportedStoreVersion(
-                f"service {self.base} reports no store identity: it is older than this client; "
-                "run the same distill version on server and client"
-            )
-
-    def _session(self) -> requests.Session:
-        s: requests.Session | None = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-            s.headers.update(self.headers)
-        return s
-
-    def _once(self, url: str, params: dict[str, int] | None) -> _Reply:
-        with self._session().get(url, params=params, timeout=self.timeout_s, stream=True) as r:
-            return _Reply(r.status_code, CaseInsensitiveDict(r.headers), _read_body(r))
-
-    def get(self, url: str, params: dict[str, int] | None = None) -> _Reply:
-        """GET with retries on connection errors, 429 and 5xx-unavailable; raises on 4xx."""
-        tries = self.retry.start(f"GET {url}{_query(params)}")
-        while True:
-            wait: float | None = None
-            try:
-                reply = self._once(url, params)
-                if reply.status < 400:
-                    return reply
-                if reply.status not in _RETRY_STATUS:
-                    raise StoreClientError(
-                        f"GET {url}{_query(params)}: HTTP {reply.status}: {_detail(reply)}",
-                        url,
-                        reply.status,
-                    )
-                wait = retry_after(reply.headers.get("Retry-After"))
-                last = f"HTTP {reply.status}: {_detail(reply)}"
-            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as e:
-                last = f"{type(e).__name__}: {e}"
-            except requests.exceptions.ChunkedEncodingError as e:
-                last = f"connection broke mid-body: {e}"
-            if not tries.again(last, wait):
-                raise tries.error(last, url)
-
-    def _recheck(self, err: StoreClientError) -> NoReturn:
-        """After a 404/409 for a block: StoreChangedError if the store was replaced."""
-        try:
-            now = str(self.get(self.base).json().get("identity") or "")
-        except (StoreClientError, ValueError, AttributeError):
-            raise err from None
-        if now != self.identity:
-            raise StoreChangedError(self.base, self.identity, now) from err
-        raise err
-
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        parts = []
-        for a in range(start, stop, self.max_block):
-            b = min(stop, a + self.max_block)
-            url = f"{self.base}/blocks/{slot}"
-            try:
-                reply = self.get(url, {"start": a, "stop": b})
-            except StoreClientError as e:
-                if e.status not in (404, 409):
-                    raise
-                self._recheck(e)
-            try:
-                header, block = decode_block_with_header(reply.body)
-                if header.identity != self.identity:
-                    raise StoreChangedError(self.base, self.identity, header.identity)
-                _check_block(block, slot, a, b, self.attrs)
-            except BlockFormatError as e:
-                where = f"GET {url}{_query({'start': a, 'stop': b})}"
-                raise StoreClientError(f"{where}: {e}", url) from e
-            parts.append(block)
-        if len(parts) == 1:
-            return parts[0]
-        cat = [np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "values", "valid")]
-        return TargetBlock(slot, start, cat[0], cat[1], cat[2], self.attrs.value_encoding)
-
-    def close(self) -> None:
-        s = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()
-
-
-class _ManifestWatch:
-    """The store identity from its manifest, re-hashed only when the manifest's signature
-    (``sig()``: stat or fsspec info fields; None when it has none) changes."""
-
-    def __init__(self, url: str, sig: Any, read: Any) -> None:
-        self.url, self._sig, self._read = url, sig, read
-        self.last_sig = self._sig()
-        self.identity = self._hash()
-        if not self.identity:
-            raise StoreIncomplete(f"store {url} has no {MANIFEST}; it is unfinished")
-
-    def _hash(self) -> str:
-        try:
-            return store_identity(self._read())
-        except FileNotFoundError:
-            return ""
-
-    def check(self) -> None:
-        """StoreChangedError unless the manifest still has the identity seen at open."""
-        try:
-            sig = self._sig()
-        except FileNotFoundError:
-            sig = "missing"
-        if sig is not None and sig == self.last_sig:
-            return
-        now = "" if sig == "missing" else self._hash()
-        if now != self.identity:
-            raise StoreChangedError(self.url, self.identity, now)
-        self.last_sig = sig
-
-
-def _stat_sig(path: str) -> tuple[int, ...]:
-    st = os.stat(path)  # through the store's own path: a folder swapped in is seen
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-class _LocalBackend:
-    def __init__(self, path: str) -> None:
-        loc = Location.local(path)
-        manifest = loc.path(MANIFEST)
-        self.store = LocalStore(path, require_complete=True)
-        self.attrs = self.store.attrs
-        read = lambda: layout.manifest_bytes(loc)  # noqa: E731
-        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), read)
-        self.identity = self.watch.identity
-
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        block = self.store.read_block(slot, start, stop)
-        self.watch.check()  # after the read: a swap during it is caught too
-        return block
-
-    def close(self) -> None:
-        pass
-
-
-def _transient(e: BaseException) -> bool:
-    """Connection trouble or an overloaded server, as raised through zarr/fsspec."""
-    if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
-        return False
-    status = getattr(e, "status", None) or getattr(e, "code", None)
-    if isinstance(status, int):
-        return status in _RETRY_STATUS
-    try:
-        import aiohttp
-    except ImportError:
-        return isinstance(e, OSError | TimeoutError)
-    return isinstance(
-        e, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | OSError | TimeoutError
-    )
-
-
-class _FsspecBackend:
-    """zarr over fsspec (any protocol): attrs from zarr.json, completeness from the manifest."""
-
-    def __init__(self, url: str, token: str | None, retry: RetryPolicy) -> None:
-        import fsspec
-        import zarr
-
-        self.url = url.rstrip("/") + "/"
-        self.retry = retry
-        opts: dict[str, Any] = {}
-        if token and url.startswith(("http://", "https://")):
-            opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
-        self.group = self._retrying(
-            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
-        )
-        self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
-        fs, path = fsspec.core.url_to_fs(self.url, **opts)
-        loc = Location(fs, path, self.url)
-        self.fs, self.manifest = fs, loc.path(MANIFEST)
-        if not self._retrying(lambda: fs.exists(self.manifest)):
-            raise StoreIncomplete(
-                f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
-                "the same `distill generate` before reading it"
-            )
-        read = lambda: self._retrying(lambda: layout.manifest_bytes(loc))  # noqa: E731
-        self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
-        self.identity = self.watch.identity
-
-    def _manifest_sig(self) -> tuple[Any, ...] | None:
-        """What the filesystem says about the manifest (size, mtime, ETag...); None if nothing
-        but the size, which cannot tell two manifests apart (then every check re-hashes)."""
-        self.fs.invalidate_cache(self.manifest)
-        info = self._retrying(lambda: self.fs.info(self.manifest))
-        keys = ("mtime", "LastModified", "last_modified", "ETag", "etag", "ino", "created")
-        found = tuple((k, str(info[k])) for k in keys if info.get(k) is not None)
-        return (info.get("size"), *found) if found else None
-
-    def _retrying(self, fn: Any) -> Any:
-        tries = self.retry.start(self.url)
-        while True:
-            try:
-                return fn()
-            except Exception as e:
-                if not _transient(e):
-                    raise
-                reason = f"{type(e).__name__}: {e}"
-                if not tries.again(reason):
-                    raise tries.error(reason, self.url) from e
-
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        def read() -> TargetBlock:
-            ids = np.asarray(self.group["ids"][slot, start:stop])
-            values = np.asarray(self.group["values"][slot, start:stop])
-            valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
-            return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)
-
-        try:
-            block: TargetBlock = self._retrying(read)
-        except (StoreChangedError, RetryBudgetError):
-            raise
-        except Exception:
-            self.watch.check()  # a store replaced under the read explains the failure
-            raise
-        self.watch.check()  # after the read: a swap during it is caught too
-        return block
-
-    def close(self) -> None:
-        pass
 
 
 def _fingerprint_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str | None:
@@ -480,7 +151,7 @@ class StoreClient:
         self._open()
 
     def _reset(self) -> None:
-        self._backend: _Backend | None = None
+        self._backend: Backend | None = None
         self._pool: ThreadPoolExecutor | None = None
         # Finished and in-flight reads, least recently used first.
         self._cache: OrderedDict[tuple[int, int, int], Future[TargetBlock]] = OrderedDict()
@@ -492,19 +163,19 @@ class StoreClient:
         if self._pid != os.getpid():
             self._reset()
 
-    def _open(self) -> _Backend:
+    def _open(self) -> Backend:
         self._forked()
         with self._lock:
             if self._backend is not None:
                 return self._backend
             kind = self.kind
-            backend: _Backend
+            backend: Backend
             if kind == "service":
-                backend = _ServiceBackend(self.url, self.token, self.retry, self.timeout_s)
+                backend = ServiceBackend(self.url, self.token, self.retry, self.timeout_s)
             elif kind == "fsspec":
-                backend = _FsspecBackend(self.url, self.token, self.retry)
+                backend = FsspecBackend(self.url, self.token, self.retry)
             else:
-                backend = _LocalBackend(self.url)
+                backend = LocalBackend(self.url)
             self._validate(backend.attrs, backend.identity)
             self._backend = backend
             return backend
@@ -536,7 +207,7 @@ class StoreClient:
         return self._attrs
 
     def _fetch(self, slot: int, start: int, stop: int) -> TargetBlock:
-        return _readonly(self._open().read_block(slot, start, stop))
+        return readonly(self._open().read_block(slot, start, stop))
 
     def _keep(self, key: tuple[int, int, int], fut: Future[TargetBlock]) -> None:
         """Cache ``fut`` as the most recent block (call with the lock held)."""

@@ -43,9 +43,21 @@ from teacher_store.errors import (
     StoreChangedError,
     StoreError,
 )
-from teacher_store.retry import RetryPolicy
+from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError
 from teacher_store.schema import StoreAttrs
 from teacher_store.store import TargetBlock
+
+__all__ = [
+    "DatasetMismatchError",
+    "RetryBudgetError",
+    "RetryPolicy",
+    "StoreAddressError",
+    "StoreChangedError",
+    "StoreClient",
+    "StoreClientError",
+    "open_store",
+    "resolve_address",
+]
 
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
 # Anything before ``://`` (or an fsspec chain's ``::``) is a scheme, valid or not: never a folder.

@@ -7,7 +7,7 @@ On the bundled demo photos with the real EfficientNet-Lite0 teacher at its 224 p
   views/s (the unit loop: from the first image decode to the last shard commit), and also
   end-to-end wall time including teacher construction, store creation and the final manifest.
 * The bare loop: the same views, pre-rendered by the codec and cut into the very same teacher
-  batches (``inspection.unit_batches``), normalized to float32 channels-last tensors up front;
+  batches (``verify.unit_batches``), normalized to float32 channels-last tensors up front;
   only ``model(x)`` is timed. A second bare figure times generate's own teacher call
   (normalize + forward + log-softmax + top-K) on the uint8 batches.
 
@@ -45,11 +45,11 @@ def rendered_batches(
 
     from teacher_store.codec import decode
     from teacher_store.dataset import ImageFolder
-    from teacher_store.inspection import unit_batches
     from teacher_store.layout import shard_units
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
     from teacher_store.store import LocalStore
+    from teacher_store.verify import unit_batches
 
     store = LocalStore(store_path)
     a = store.attrs

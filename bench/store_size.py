@@ -4,7 +4,7 @@ On the bundled demo photos with the real EfficientNet-Lite0 teacher at its 224 p
 
 1. ``run_generate`` builds a K=100, logprob-f16 store (R views per photo, default recipe).
 2. The same views are replayed (codec + render) and the teacher re-run on the *same* batches
-   (``inspection.unit_batches``) to get the full 1000-class softmax; re-encoding its top-100
+   (``verify.unit_batches``) to get the full 1000-class softmax; re-encoding its top-100
    reproduces the generated store byte for byte, which is checked. From those outputs the other
    stores (K=10/100 x logprob-f16/prob-u8) are written with the store's own writer
    (``create_store`` / ``write_unit`` / ``finalize``), so every byte count is a real store.
@@ -48,12 +48,12 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
     from teacher_store.codec import decode
     from teacher_store.dataset import ImageFolder
     from teacher_store.generate import GenerateConfig
-    from teacher_store.inspection import unit_batches
     from teacher_store.layout import shard_units
     from teacher_store.recipe import Recipe
     from teacher_store.replay import render_view
     from teacher_store.store import LocalStore
     from teacher_store.teacher import Teacher
+    from teacher_store.verify import unit_batches
 
     store = LocalStore(store_path)
     a = store.attrs
@@ -195,7 +195,7 @@ def main() -> int:
     from teacher_store.codec import view_seed
     from teacher_store.demo_data import write_demo_data
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.inspection import store_info
+    from teacher_store.info import store_info
     from teacher_store.schema import decode_values, encode_values
 
     print(machine())

@@ -44,7 +44,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from teacher_store.inspection import format_info, store_info
+    from teacher_store.info import format_info, store_info
 
     info = store_info(args.store)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
@@ -52,7 +52,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from teacher_store.inspection import verify_store
+    from teacher_store.verify import verify_store
 
     report = verify_store(
         args.store,
@@ -69,7 +69,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_show(args: argparse.Namespace) -> int:
-    from teacher_store.inspection import show_view
+    from teacher_store.show import show_view
 
     top = show_view(args.store, args.data, args.sample, args.view, args.out, size=args.size)
     print(f"wrote {args.out}: sample {args.sample}, view {args.view}")

@@ -28,6 +28,14 @@ SMALL_GENERATE: dict[str, Any] = {
 }
 
 
+def generate_small(data: Any, out: Path, **kw: Any) -> Path:
+    """``distill generate`` on ``data`` into ``out`` with SMALL_GENERATE (``kw`` overrides)."""
+    from teacher_store.generate import GenerateConfig, run_generate
+
+    run_generate(GenerateConfig(data=str(data), out=str(out), **{**SMALL_GENERATE, **kw}))
+    return out
+
+
 def student_config(store: Any, data: Any, out: Any, **kw: Any) -> Any:
     """A tiny CPU TrainConfig (64 px tf_efficientnetv2_b0, batch 4); ``kw`` overrides."""
     from student.config import TrainConfig

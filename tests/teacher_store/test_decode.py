@@ -77,7 +77,7 @@ def test_cli_refuses_gpu_decode_on_cpu_with_one_line(demo_data, tmp_path) -> Non
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_decode_store_verifies_and_differs_little_from_pillow(demo_data, tmp_path) -> None:
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.inspection import verify_store
+    from teacher_store.verify import verify_store
 
     folder = ImageFolder.scan(demo_data)
     paths = [folder.root / p for p in folder.paths]

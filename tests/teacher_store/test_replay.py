@@ -395,8 +395,8 @@ def test_student_generation_and_show_replay_the_same_pixels(folder, tmp_path):
     """The same (slot, sample) through the student dataset, generation's views and show's PNG."""
     from student.data import ReplayDataset
     from teacher_store.generate import _ViewDataset
-    from teacher_store.inspection import show_view
     from teacher_store.replay import Replayer
+    from teacher_store.show import show_view
     from teacher_store.store import LocalStore, shard_units
     from tests.store_fixtures import build_store
 

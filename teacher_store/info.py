@@ -1,0 +1,274 @@
+"""`distill info`: describe a store (attrs, progress, sizes, recipe schedule, bad images).
+
+It checks nothing beyond what it must read (that is :mod:`teacher_store.verify`'s job), so it
+also describes unfinished and damaged stores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from teacher_store import layout
+from teacher_store.errors import StoreNotFound
+from teacher_store.layout import ARRAYS, Location, ShardUnit, shard_units
+
+_KNOBS = (
+    "randaug_n",
+    "randaug_m",
+    "mixup_alpha",
+    "cutmix_alpha",
+    "mix_prob",
+    "color_jitter",
+    "erase_prob",
+    "scale_min",
+)
+
+
+def _dir_bytes(root: Path) -> tuple[int, int]:
+    total = files = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            try:
+                total += (Path(dirpath) / name).stat().st_size
+                files += 1
+            except OSError:
+                pass
+    return total, files
+
+
+def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
+    """(recipe name, per-stage summary of the knobs in force over view slots)."""
+    from teacher_store.recipe import Recipe
+
+    name = str(recipe_dict.get("name", "?"))
+    try:
+        recipe = Recipe.from_dict(recipe_dict)
+    except ValueError as e:
+        return name, [{"error": f"recipe not readable by this distill: {e}".splitlines()[0]}]
+    stages: list[dict[str, Any]] = []
+    for slot in range(views):
+        r = recipe.at_slot(slot, views)
+        knobs = {k: (r.scale[0] if k == "scale_min" else getattr(r, k)) for k in _KNOBS}
+        knobs = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in knobs.items()}
+        if stages and stages[-1]["knobs"] == knobs:
+            stages[-1]["slots"][1] = slot
+        else:
+            stages.append({"slots": [slot, slot], "knobs": knobs})
+    return name, stages
+
+
+def _recorded(
+    loc: Location, units: list[ShardUnit], manifest: dict[str, Any] | None
+) -> tuple[set[str], dict[str, Any], list[dict[str, Any]]]:
+    """(names of the committed units, file records, bad samples) from the manifest or, for an
+    unfinished store, from the unit records."""
+    if manifest is not None:
+        return (
+            {u.name for u in units},
+            dict(manifest["files"]),
+            list(manifest.get("bad_samples", [])),
+        )
+    recs = layout.read_unit_records(loc, units)
+    files: dict[str, Any] = {}
+    bad_by: dict[int, dict[str, Any]] = {}
+    for rec in recs.values():
+        files.update(rec.get("files", {}))
+        for b in rec.get("bad", []):
+            bad_by.setdefault(b["sample"], b)
+    return set(recs), files, [bad_by[i] for i in sorted(bad_by)]
+
+
+def _sizes(
+    root: Path, units: list[ShardUnit], recorded: set[str], files: dict[str, Any]
+) -> dict[str, Any]:
+    """The size part of :func:`store_info`'s dict: bytes on disk, data bytes, bytes per view."""
+    per_array = {name: 0 for name in ARRAYS}
+    for key, rec in files.items():
+        per_array[key.split("/", 1)[0]] = per_array.get(key.split("/", 1)[0], 0) + rec["size"]
+    data_bytes = sum(per_array.values())
+    views_done = sum(
+        (u.slot_stop - u.slot_start) * (u.stop - u.start) for u in units if u.name in recorded
+    )
+    disk, nfiles = _dir_bytes(root)
+    return {
+        "bytes_on_disk": disk,
+        "files_on_disk": nfiles,
+        "data_bytes": data_bytes,
+        "data_bytes_per_array": per_array,
+        "views_written": views_done,
+        "bytes_per_view": data_bytes / views_done if views_done else None,
+        "bytes_per_view_per_array": {
+            k: (v / views_done if views_done else None) for k, v in per_array.items()
+        },
+    }
+
+
+def _describe(a: Any) -> dict[str, Any]:
+    """The attrs part of :func:`store_info`'s dict: shape, layout, teacher, recipe, dataset."""
+    recipe_name, schedule = _schedule(a.recipe, a.views)
+    t = a.teacher
+    return {
+        "views": a.views,
+        "samples": a.num_samples,
+        "topk": a.topk,
+        "num_classes": a.num_classes,
+        "value_encoding": a.value_encoding,
+        "temperature": a.temperature,
+        "store_seed": a.store_seed,
+        "layout": {
+            "chunk_samples": a.chunk_samples,
+            "shard_samples": a.shard_samples,
+            "shard_views": a.shard_views,
+            "ids_dtype": str(a.ids_dtype),
+            "values_dtype": str(a.values_dtype),
+        },
+        "teacher": {
+            "name": t.get("name"),
+            "architecture": t.get("architecture"),
+            "weights_sha256": t.get("weights_sha256"),
+            "input_size": list(t.get("input_size", [])),
+            "num_classes": t.get("num_classes"),
+            "class_names": len(t.get("class_names", []) or []),
+        },
+        "recipe": {"name": recipe_name, "schedule": schedule},
+        "dataset": {
+            "num_samples": a.dataset.get("num_samples"),
+            "sha256": str(a.dataset.get("sha256", ""))[:16],
+            "classes": len(a.dataset.get("classes", [])),
+        },
+    }
+
+
+def store_info(path: str) -> dict[str, Any]:
+    """A JSON-safe summary of the store at ``path``; works on unfinished stores too.
+
+    Reads attrs (refusing versions this code does not understand), the manifest or the unit
+    records, and file sizes; it checks nothing else (that is
+    :func:`teacher_store.verify.verify_store`'s job), so it also describes a damaged store.
+    """
+    from teacher_store.schema import check_readable
+
+    root = Path(path)
+    loc = Location.local(root)
+    raw = layout.read_root_attrs(loc)
+    if raw is None:
+        raise StoreNotFound(f"{root} is not a store (no zarr.json); check the path")
+    a = check_readable(raw, str(root))
+    units = shard_units(a)
+    manifest = layout.read_manifest(loc)
+    recorded, files, bad = _recorded(loc, units, manifest)
+    return {
+        "path": str(root),
+        "complete": manifest is not None,
+        "units_committed": len(recorded),
+        "units_total": len(units),
+        **_sizes(root, units, recorded, files),
+        **_describe(a),
+        "bad_samples": bad,
+        "schema_version": a.schema_version,
+        "codec_version": a.codec_version,
+        "generate": {
+            k: a.config.get(k) for k in ("batch_size", "amp", "img_size", "seed", "device")
+        },
+        "libraries": dict(a.libraries),
+    }
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _knob_text(knobs: dict[str, Any]) -> str:
+    return (
+        f"RandAugment n={knobs['randaug_n']} m={knobs['randaug_m']}, "
+        f"mixup {knobs['mixup_alpha']} / cutmix {knobs['cutmix_alpha']} (p={knobs['mix_prob']}), "
+        f"crop scale>={knobs['scale_min']}, jitter {knobs['color_jitter']}, "
+        f"erase {knobs['erase_prob']}"
+    )
+
+
+def _head_line(info: dict[str, Any]) -> str:
+    done, total = info["units_committed"], info["units_total"]
+    if info["complete"]:
+        return f"store {info['path']}: complete ({total} shard units)"
+    return (
+        f"store {info['path']}: UNFINISHED ({done}/{total} shard units committed); "
+        "re-run the same `distill generate` to finish it"
+    )
+
+
+def _size_text(info: dict[str, Any]) -> str:
+    bpv = info["bytes_per_view"]
+    if bpv is None:
+        return f"{_human(info['bytes_on_disk'])} on disk; no views written yet"
+    parts = ", ".join(
+        f"{k} {v:.1f}" for k, v in info["bytes_per_view_per_array"].items() if v is not None
+    )
+    return (
+        f"{_human(info['bytes_on_disk'])} on disk ({info['files_on_disk']} files); "
+        f"{bpv:.1f} B per view ({parts}) over {info['views_written']} views"
+    )
+
+
+def _schedule_lines(schedule: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for stage in schedule:
+        if "error" in stage:
+            lines.append(f"            {stage['error']}")
+            continue
+        a, b = stage["slots"]
+        slots = f"slot {a}" if a == b else f"slots {a}-{b}"
+        lines.append(f"            {slots}: {_knob_text(stage['knobs'])}")
+    return lines
+
+
+def _bad_lines(bad: list[dict[str, Any]]) -> list[str]:
+    lines = [f"  bad       {len(bad)} unreadable image(s)" if bad else "  bad       none"]
+    for b in bad[:10]:
+        lines.append(f"            sample {b['sample']}: {b['path']}")
+    if len(bad) > 10:
+        lines.append(f"            ... and {len(bad) - 10} more (see --json)")
+    return lines
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """A readable multi-line summary of :func:`store_info`'s dict."""
+    lay = info["layout"]
+    t = info["teacher"]
+    sha = (t["weights_sha256"] or "unknown")[:16]
+    insize = "x".join(str(x) for x in t["input_size"])
+    lines = [
+        _head_line(info),
+        f"  size      {_size_text(info)}",
+        f"  shape     R={info['views']} views x N={info['samples']} samples, top-{info['topk']} "
+        f"of {info['num_classes']} classes, values {info['value_encoding']} "
+        f"(T={info['temperature']:g}), ids {lay['ids_dtype']}",
+        f"  layout    chunks of {lay['chunk_samples']} samples, shards of {lay['shard_views']} "
+        f"view(s) x {lay['shard_samples']} samples; store seed {info['store_seed']}",
+        f"  teacher   {t['name']} ({t['architecture']}), input {insize}, "
+        f"{t['class_names']} class names, weights sha256 {sha}...",
+        f"  recipe    {info['recipe']['name']}",
+        *_schedule_lines(info["recipe"]["schedule"]),
+    ]
+    d = info["dataset"]
+    lines.append(
+        f"  dataset   {d['num_samples']} samples in {d['classes']} classes, sha256 {d['sha256']}"
+    )
+    lines += _bad_lines(info["bad_samples"])
+    g = info["generate"]
+    dev = f", device {g['device']}" if g.get("device") else ""
+    lines.append(f"  generate  batch size {g['batch_size']}, amp {g['amp']}{dev}")
+    libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
+    lines.append(
+        f"  versions  schema {info['schema_version']}, codec {info['codec_version']}; {libs}"
+    )
+    return "\n".join(lines)
+
+
+__all__ = ["format_info", "store_info"]

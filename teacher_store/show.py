@@ -1,0 +1,153 @@
+"""`distill show`: replay one stored view and write a PNG with the teacher's top-5 beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from teacher_store import layout
+from teacher_store.errors import DatasetMismatch, StoreIncomplete
+from teacher_store.layout import Location, shard_units
+
+_MIN_VIEW_PX = 224  # the view is enlarged by an integer factor to at least this, for legibility
+_LINE_H, _PAD, _PANEL_W = 20, 12, 420  # text panel: line height, padding, width (px)
+
+
+def _class_name(names: list[str], i: int) -> str:
+    return str(names[i]) if 0 <= i < len(names) else f"class {i}"
+
+
+def _check_request(a: Any, sample: int, view: int, size: int | None) -> None:
+    if not 0 <= sample < a.num_samples:
+        raise ValueError(
+            f"--sample {sample} out of range: the store has samples 0..{a.num_samples - 1}"
+        )
+    if not 0 <= view < a.views:
+        raise ValueError(f"--view {view} out of range: the store has view slots 0..{a.views - 1}")
+    if size is not None and size < 8:
+        raise ValueError(f"--size {size} too small (at least 8)")
+
+
+def _matching_folder(a: Any, data: str) -> Any:
+    """The image folder at ``data``; :class:`DatasetMismatch` unless the store was built from it."""
+    from teacher_store.dataset import DatasetFingerprint, ImageFolder
+
+    folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
+    diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
+    if diff:
+        raise DatasetMismatch(
+            f"dataset {data} does not match the store ({diff}); pass the --data it was built from"
+        )
+    return folder
+
+
+def _valid_block(store: Any, path: str, folder: Any, view: int, sample: int) -> Any:
+    """The stored targets of the view; a one-line error when it has none (not generated yet,
+    or its image was unreadable)."""
+    from teacher_store.dataset import printable_path
+
+    a = store.attrs
+    block = store.read_block(view, sample, sample + 1)
+    if block.valid[0]:
+        return block
+    unit = next(
+        u
+        for u in shard_units(a)
+        if u.slot_start <= view < u.slot_stop and u.start <= sample < u.stop
+    )
+    if not store.complete and not layout.has_unit_record(Location.local(path), unit.name):
+        raise StoreIncomplete(
+            f"view {view} of sample {sample} is not generated yet: the store is unfinished; "
+            "re-run the same `distill generate`"
+        )
+    raise ValueError(
+        f"view {view} of sample {sample} has no targets: its image "
+        f"{printable_path(folder.paths[sample])} (or its mixing partner) was unreadable "
+        "when the store was made"
+    )
+
+
+def _view_image(pixels: Any) -> Any:
+    """The replayed [3, H, W] uint8 view as a PIL image, enlarged to at least 224 px."""
+    from PIL import Image
+
+    img = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
+    factor = max(1, -(-_MIN_VIEW_PX // max(img.size)))
+    if factor > 1:
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    return img
+
+
+def _labels(
+    a: Any, folder: Any, sample: int, view: int, params: Any, top: list[tuple[str, float]]
+) -> list[str]:
+    """The text panel's lines: the view's image, slot, mixing partner, and the top-5."""
+    from teacher_store.dataset import printable_path
+
+    lines = [
+        f"sample {sample}: {printable_path(folder.paths[sample])}",
+        f"view slot {view} (slots 0..{a.views - 1})",
+    ]
+    if params.mix is not None:
+        lines.append(
+            f"mixed with sample {params.mix.partner} ({params.mix.mode}, λ={params.mix.lam:.2f})"
+        )
+    lines += ["", f"teacher {a.teacher.get('name')} top-{len(top)}:"]
+    lines += [f"{p:6.3f}  {name[:44]}" for name, p in top]
+    return lines
+
+
+def _render_panel(img: Any, lines: list[str]) -> Any:
+    """``img`` with a white text panel of ``lines`` on its right."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font: Any = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow without FreeType
+        font = ImageFont.load_default()
+    height = max(img.height, 2 * _PAD + _LINE_H * len(lines))
+    canvas = Image.new("RGB", (img.width + _PANEL_W, height), "white")
+    canvas.paste(img, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for n, text in enumerate(lines):
+        draw.text((img.width + _PAD, _PAD + n * _LINE_H), text, fill="black", font=font)
+    return canvas
+
+
+def show_view(
+    path: str, data: str, sample: int, view: int, out: str, size: int | None = None
+) -> list[tuple[str, float]]:
+    """Replay view ``view`` of ``sample`` and write a PNG with the teacher's top-5 beside it.
+
+    Returns the top-5 (class name, probability) pairs as stored. The view is drawn at ``size``
+    (default: the teacher's input size), enlarged by an integer nearest-neighbour factor to at
+    least 224 px for legibility.
+    """
+    from teacher_store.replay import Replayer
+    from teacher_store.store import LocalStore
+
+    store = LocalStore(path, require_complete=False)
+    a = store.attrs
+    _check_request(a, sample, view, size)
+    folder = _matching_folder(a, data)
+    block = _valid_block(store, path, folder, view, sample)
+    replayed = Replayer(folder, a, cache_size=0).render(view, sample, size)
+    img = _view_image(replayed.pixels)
+
+    names = list(a.teacher.get("class_names", []) or [])
+    logp = block.logprobs()[0]
+    top = [
+        (_class_name(names, int(i)), float(np.exp(lp)))
+        for i, lp in zip(block.ids[0][:5], logp[:5], strict=True)
+    ]
+    canvas = _render_panel(img, _labels(a, folder, sample, view, replayed.params, top))
+    out_path = Path(out)
+    if out_path.parent and not out_path.parent.exists():
+        raise ValueError(f"output folder {out_path.parent} does not exist")
+    canvas.save(out_path, format="PNG")
+    return top
+
+
+__all__ = ["show_view"]

@@ -1,0 +1,441 @@
+"""`distill verify`: check a store: readable, complete, checksums, dataset, teacher spot check.
+
+``verify_store`` re-runs the teacher on a deterministic subset of the store's teacher batches,
+rebuilt exactly as ``distill generate`` cut them: within each shard unit the valid views in
+sample-major order (sample, then slot), cut every ``batch_size`` views; batches never span
+units. A network's float results can depend on the batch it runs in, so re-running the same
+batches on the same device type reproduces the stored outputs up to the storage encoding.
+
+Tolerances of the teacher spot check
+------------------------------------
+*Strict test*, always applied first, and the only one accepted when the store's attrs.config
+records a ``device`` of the same type verify runs on: top-K class ids must be equal rank by
+rank (a swap is accepted only between two classes whose fresh probabilities are within
+``TIE_DP``, i.e. a float tie), and every stored value must be within the encoding's rounding
+error of the fresh one plus a small compute slack (thread count / instruction set; measured
+~4e-5 in log-prob on CPU):
+
+* ``logprob-f16``: ``|Δlogp| <= 2**-11 |logp| + 2**-24 + 1e-4 max(1, |logp|)`` (half an f16 ulp
+  is at most ``2**-11`` relative; subnormals ``2**-25`` absolute);
+* ``prob-u8``: ``|Δp| <= 1/510 + 1e-5`` (the quantization step is 1/255).
+
+*Cross-device test*, used when the strict test fails and the store's device is another type or
+not recorded (``distill generate`` keeps ``--device`` out of the attrs as a runtime field, so
+this is the usual case): CUDA autocast (bf16) and TF32 move the teacher's outputs far more than
+the encoding error (on Lite0, bf16 vs fp32 gives a median per-view max ``|Δp|`` of 0.01-0.02,
+99th percentile 0.04 at 224 px and 0.24 at 64 px, and flips ~3% of top-1 ids), so entries cannot
+be compared one by one. Each stored probability is compared with the fresh probability *of the
+same class id* (an id flip at a near-tie costs nothing); the check passes when the median over
+the checked views of the per-view max ``|Δp|`` is at most ``CROSS_DEVICE_MEDIAN_DP`` = 0.05 and
+at most ``CROSS_DEVICE_OUTLIERS`` = 10% of the views exceed ``CROSS_DEVICE_VIEW_DP`` = 0.25.
+Targets of another view of the same image (the hardest case) give medians of 0.18 (224 px) to
+0.87 (64 px) and 37-97% of views over 0.25 (bf16 noise: 0-1%), so codec / replay /
+preprocessing drift, and targets filed under the wrong views, are still caught; small damage
+to the values is not, which is what the crc32c checksums are for.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from teacher_store import layout
+from teacher_store.errors import StoreDamaged
+from teacher_store.layout import Location, ShardUnit, shard_units
+from teacher_store.schema import decode_values
+
+# Compute slack on top of the encoding error when the device type is the same.
+SAME_DEVICE_LOGP_SLACK = 1e-4  # relative to max(1, |logp|)
+SAME_DEVICE_P_SLACK = 1e-5
+TIE_DP = 1e-5  # two fresh probabilities this close are a float tie: their ranks may swap
+CROSS_DEVICE_MEDIAN_DP = 0.05  # median over checked views of the per-view max |Δp|
+CROSS_DEVICE_VIEW_DP = 0.25  # a view whose max |Δp| exceeds this is an outlier ...
+CROSS_DEVICE_OUTLIERS = 0.1  # ... and at most this share of the checked views may be outliers
+F16_HALF_ULP_REL = 2.0**-11
+F16_SUBNORMAL_ABS = 2.0**-24
+U8_HALF_STEP = 1.0 / 510.0
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of :func:`verify_store`: ``reason`` is one line naming the problem and the fix."""
+
+    ok: bool
+    reason: str
+    summary: str
+
+
+def _fail(reason: str) -> VerifyReport:
+    return VerifyReport(False, " ".join(reason.split()), "")  # always one line
+
+
+def unit_batches(
+    unit: ShardUnit, valid: np.ndarray, batch_size: int
+) -> list[list[tuple[int, int]]]:
+    """The teacher batches ``distill generate`` ran for ``unit``: lists of (slot, sample).
+
+    ``valid`` is the unit's [slots, samples] valid array. Views are taken sample-major (sample,
+    then slot), only valid ones, and cut every ``batch_size`` views.
+    """
+    rs, n = unit.slot_stop - unit.slot_start, unit.stop - unit.start
+    if valid.shape != (rs, n):
+        raise ValueError(f"valid block {valid.shape} does not fit unit {unit.name} ({rs}, {n})")
+    samples, slots = np.nonzero(np.asarray(valid).T)  # row-major over [sample, slot]
+    views = [
+        (unit.slot_start + int(j), unit.start + int(s)) for s, j in zip(samples, slots, strict=True)
+    ]
+    return [views[i : i + batch_size] for i in range(0, len(views), batch_size)]
+
+
+def _unit_valid(group: Any, unit: ShardUnit) -> np.ndarray:
+    block = group["valid"][unit.slot_start : unit.slot_stop, unit.start : unit.stop]
+    return np.asarray(block).astype(bool)
+
+
+def _pick(total: int, fraction: float) -> list[int]:
+    """Evenly spaced, deterministic indices: about ``fraction`` of ``total``, at least one."""
+    if total == 0 or fraction <= 0:
+        return []
+    n = min(total, max(1, round(fraction * total)))
+    return sorted({(2 * i + 1) * total // (2 * n) for i in range(n)})
+
+
+# --------------------------------------------------------------------------------------------
+# comparing one view
+
+
+@dataclass
+class _Compare:
+    strict_ok: bool
+    max_dp: float
+    detail: str  # why the strict test failed ("" when it passed)
+
+
+def _value_error(s_logp: np.ndarray, s_p: np.ndarray, ref: np.ndarray, encoding: str) -> str:
+    """Why the stored values are outside the encoding's error of the fresh log-probs ``ref``
+    ("" when they are within it)."""
+    if encoding == "logprob-f16":
+        mag = np.abs(ref)
+        bound = (
+            F16_HALF_ULP_REL * mag
+            + F16_SUBNORMAL_ABS
+            + SAME_DEVICE_LOGP_SLACK * np.maximum(1.0, mag)
+        )
+        # log-probs below f16's range are clipped at encode time: zero probability either way.
+        err = np.where(ref < -60000.0, 0.0, np.abs(s_logp - ref))
+        bad = np.nonzero(err > bound)[0]
+        if len(bad):
+            r = int(bad[0])
+            return (
+                f"log-prob at rank {r} is {s_logp[r]:.6g}, fresh {ref[r]:.6g} "
+                f"(bound {bound[r]:.2g})"
+            )
+        return ""
+    bound_p = U8_HALF_STEP + SAME_DEVICE_P_SLACK
+    err = np.abs(s_p - np.exp(ref))
+    bad = np.nonzero(err > bound_p)[0]
+    if len(bad):
+        r = int(bad[0])
+        return (
+            f"probability at rank {r} is {s_p[r]:.6g}, fresh {math.exp(ref[r]):.6g} "
+            f"(bound {bound_p:.2g})"
+        )
+    return ""
+
+
+def _compare_view(
+    stored_ids: np.ndarray,
+    stored_vals: np.ndarray,
+    fresh_ids: np.ndarray,
+    fresh_logp: np.ndarray,
+    encoding: str,
+) -> _Compare:
+    """Compare one view's stored top-K with the fresh full ranking (ids/logp over all classes)."""
+    k = len(stored_ids)
+    full = np.empty(len(fresh_ids), np.float64)
+    full[fresh_ids] = fresh_logp
+    s_logp = decode_values(stored_vals, encoding).astype(np.float64)
+    s_p = np.exp(s_logp)
+    f_p_same = np.exp(full[stored_ids.astype(np.int64)])  # fresh prob of the stored classes
+    max_dp = float(np.max(np.abs(s_p - f_p_same)))
+    top_ids = fresh_ids[:k].astype(np.int64)
+    for rank in np.nonzero(top_ids != stored_ids.astype(np.int64))[0].tolist():
+        a, b = int(stored_ids[rank]), int(top_ids[rank])
+        if abs(math.exp(full[a]) - math.exp(full[b])) > TIE_DP:
+            return _Compare(False, max_dp, f"class id at rank {rank} is {a}, fresh run says {b}")
+    detail = _value_error(s_logp, s_p, full[stored_ids.astype(np.int64)], encoding)
+    return _Compare(not detail, max_dp, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# verify
+
+
+def _check_shards(store: Any, root: Path) -> VerifyReport:
+    """The store is complete and every shard file matches its record; the summary counts them."""
+    from teacher_store.store import committed_units
+
+    units = shard_units(store.attrs)
+    if store.manifest is None:
+        done = len(committed_units(root, units))
+        return _fail(
+            f"incomplete: {done}/{len(units)} shard units committed; "
+            "re-run the same distill generate"
+        )
+    try:
+        layout.check_files(Location.local(root), store.manifest["files"])
+    except StoreDamaged as e:
+        return _fail(str(e))
+    nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
+    return VerifyReport(
+        True, "", f"{len(units)} shard units complete, {nfiles} shard files match their crc32c"
+    )
+
+
+def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
+    """(the image folder at ``data`` or None, whether it is the one the store was built from)."""
+    from teacher_store.dataset import DatasetFingerprint, ImageFolder
+
+    try:
+        folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
+    except (ValueError, OSError) as e:
+        return None, _fail(f"dataset: {e}")
+    if folder.skipped:
+        print(folder.skipped_summary(), file=sys.stderr)
+    diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
+    if diff:
+        return folder, _fail(
+            f"dataset {data} does not match the store ({diff}); pass the --data the store "
+            "was built from"
+        )
+    return folder, VerifyReport(True, "", "dataset matches")
+
+
+def verify_store(
+    path: str,
+    data: str,
+    fraction: float = 0.05,
+    device: str = "auto",
+    checkpoint: str | None = None,
+) -> VerifyReport:
+    """Check a store: readable, complete, checksums, dataset, and a teacher spot check.
+
+    Stops at the first failure; see the module docstring for the spot check's tolerances.
+    ``fraction`` is the share of teacher batches re-run (evenly spaced, at least one when > 0;
+    0 skips the spot check).
+    """
+    from teacher_store.store import LocalStore
+
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"--fraction must be in [0, 1], got {fraction}")
+    root = Path(path)
+    try:
+        store = LocalStore(root, require_complete=False)
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    shards = _check_shards(store, root)
+    if not shards.ok:
+        return shards
+    folder, dataset = _scan_dataset(store.attrs, data)
+    if not dataset.ok:
+        return dataset
+    head = f"{shards.summary}, {dataset.summary}"
+    if fraction == 0:
+        return VerifyReport(True, "", head + "; teacher spot check skipped (--fraction 0)")
+    try:
+        spot = _spot_check(store, folder, fraction, device, checkpoint)
+    except (ValueError, OSError) as e:
+        return _fail(f"spot check: {e}".splitlines()[0])
+    if spot.ok:
+        return VerifyReport(True, "", f"{head}; {spot.summary}")
+    return spot
+
+
+# --------------------------------------------------------------------------------------------
+# teacher spot check
+
+
+def _batch_counts(store: Any, units: list[ShardUnit], batch_size: int) -> list[int]:
+    """Teacher batches per unit."""
+    return [-(-int(_unit_valid(store.group, u).sum()) // batch_size) for u in units]
+
+
+def _locate(counts: list[int], chosen: list[int]) -> dict[int, list[int]]:
+    """Map global batch indices to {unit index: [batch within the unit]}."""
+    wanted: dict[int, list[int]] = {}
+    start = 0
+    for ui, c in enumerate(counts):
+        for g in chosen:
+            if start <= g < start + c:
+                wanted.setdefault(ui, []).append(g - start)
+        start += c
+    return wanted
+
+
+def _rebuild_teacher(store: Any, folder: Any, dev: Any, checkpoint: str | None) -> Any:
+    """The store's teacher on ``dev``, or a failed report when its weights changed."""
+    from models import create_teacher
+    from teacher_store.generate import GenerateConfig
+    from teacher_store.teacher import Teacher
+
+    a = store.attrs
+    try:
+        model, info = create_teacher(a.config["teacher"], checkpoint)
+    except (ValueError, OSError) as e:
+        raise ValueError(
+            f"cannot rebuild the store's teacher {a.config['teacher']!r}: {e}"
+        ) from None
+    if info.weights_sha256 != a.teacher.get("weights_sha256"):
+        return _fail(
+            f"teacher {a.config['teacher']!r} now has weights sha256 {info.weights_sha256}, the "
+            f"store was made with {a.teacher.get('weights_sha256')}; use the same weights"
+        )
+    # attrs.config omits runtime fields (paths, workers, device); fill the required ones.
+    base = {"data": str(folder.root), "out": str(store.path), **a.config}
+    cfg = GenerateConfig.from_dict(base)
+    return Teacher(model, info, dev, a.num_classes, cfg.amp)  # all classes: see _compare_view
+
+
+def _rerun_unit(
+    store: Any, unit: ShardUnit, local: list[int], replay: Any, teacher: Any
+) -> list[tuple[int, int, _Compare]]:
+    """Re-run the teacher on batches ``local`` of ``unit``; compare each view with the store."""
+    import torch
+
+    a = store.attrs
+    u = unit
+    batches = unit_batches(u, _unit_valid(store.group, u), int(a.config["batch_size"]))
+    ids = np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop])
+    vals = np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop])
+    results = []
+    for b in local:
+        views = [replay.render(slot, sample).pixels for slot, sample in batches[b]]
+        fresh_ids, fresh_logp = teacher(torch.stack(views))
+        for v, (slot, sample) in enumerate(batches[b]):
+            j, s = slot - u.slot_start, sample - u.start
+            cmp = _compare_view(
+                ids[j, s], vals[j, s], fresh_ids[v], fresh_logp[v], a.value_encoding
+            )
+            results.append((slot, sample, cmp))
+    return results
+
+
+@dataclass(frozen=True)
+class _SpotRun:
+    """What the judgement of a spot check needs besides the comparisons."""
+
+    where: str  # "N of M teacher batches (V views) re-run on DEV"
+    encoding: str
+    same_device: bool
+    gen_dev: str | None
+    dev_type: str
+    folder: Any
+
+
+def _view_name(run: _SpotRun, slot: int, sample: int) -> str:
+    from teacher_store.dataset import printable_path
+
+    return f"view {slot} of sample {sample} ({printable_path(run.folder.paths[sample])})"
+
+
+def _judge(results: list[tuple[int, int, _Compare]], run: _SpotRun) -> VerifyReport:
+    """The strict test, then (on another device type or decoder) the cross-device test."""
+    nviews = len(results)
+    max_dp = max(res.max_dp for _, _, res in results)
+    failed = [res for res in results if not res[2].strict_ok]
+    if not failed:
+        return VerifyReport(
+            True,
+            "",
+            f"{run.where}: top-K ids equal, values within the {run.encoding} error "
+            f"(max |Δp| {max_dp:.1e})",
+        )
+    if run.same_device:
+        slot, sample, first = failed[0]
+        return _fail(
+            f"spot check: {_view_name(run, slot, sample)} differs from a fresh teacher run on "
+            f"the same device type: {first.detail}; max |Δp| {max_dp:.2e} over {nviews} views; "
+            "the store does not match this teacher/replay code: regenerate it"
+        )
+    return _judge_cross_device(results, run, len(failed))
+
+
+def _judge_cross_device(
+    results: list[tuple[int, int, _Compare]], run: _SpotRun, nfailed: int
+) -> VerifyReport:
+    nviews = len(results)
+    dps = np.array([res.max_dp for _, _, res in results])
+    max_dp = float(dps.max())
+    median = float(np.median(dps))
+    outliers = int(np.sum(dps > CROSS_DEVICE_VIEW_DP))
+    if median <= CROSS_DEVICE_MEDIAN_DP and outliers <= CROSS_DEVICE_OUTLIERS * nviews:
+        return VerifyReport(
+            True,
+            "",
+            f"{run.where}: store's device {run.gen_dev}, so compared with the cross-device "
+            f"tolerance: median per-view max |Δp| {median:.1e} <= {CROSS_DEVICE_MEDIAN_DP}, "
+            f"{outliers} view(s) over {CROSS_DEVICE_VIEW_DP} (max {max_dp:.1e}); {nfailed} of "
+            f"{nviews} views outside the same-device bound",
+        )
+    slot, sample, worst = results[int(np.argmax(dps))]
+    return _fail(
+        f"spot check: {_view_name(run, slot, sample)} differs from a fresh teacher run (max "
+        f"|Δp| {worst.max_dp:.2e}; {worst.detail or 'ids agree'}); {outliers} of {nviews} views "
+        f"over the cross-device tolerance {CROSS_DEVICE_VIEW_DP}, median per-view max |Δp| "
+        f"{median:.2e} (store device {run.gen_dev}, verify device {run.dev_type}); the store "
+        "does not match this teacher/replay code: regenerate it"
+    )
+
+
+def _spot_check(
+    store: Any, folder: Any, fraction: float, device: str, checkpoint: str | None
+) -> VerifyReport:
+    """Re-run the teacher on about ``fraction`` of the store's batches and judge the results."""
+    import torch
+
+    from models.runtime import resolve_device
+    from teacher_store.replay import Replayer
+
+    a = store.attrs
+    units = shard_units(a)
+    counts = _batch_counts(store, units, int(a.config["batch_size"]))
+    total = sum(counts)
+    chosen = _pick(total, fraction)
+    if not chosen:
+        return VerifyReport(True, "", "no valid views to re-run the teacher on")
+    dev = resolve_device(device)
+    if a.config.get("threads"):  # the store's thread count: CPU float results depend on it
+        torch.set_num_threads(int(a.config["threads"]))
+    replay = Replayer(folder, a, device=dev)  # nvJPEG where the store used it and dev is CUDA
+    # Another device, or another image decoder than the store's: compare with tolerances.
+    same_device = a.device_type == dev.type and replay.exact
+    teacher = _rebuild_teacher(store, folder, dev, checkpoint)
+    if isinstance(teacher, VerifyReport):
+        return teacher
+    results: list[tuple[int, int, _Compare]] = []
+    for ui, local in _locate(counts, chosen).items():
+        results += _rerun_unit(store, units[ui], local, replay, teacher)
+    where = f"{len(chosen)} of {total} teacher batches ({len(results)} views) re-run on {dev.type}"
+    run = _SpotRun(where, a.value_encoding, same_device, a.device_type, dev.type, folder)
+    return _judge(results, run)
+
+
+__all__ = [
+    "CROSS_DEVICE_MEDIAN_DP",
+    "CROSS_DEVICE_OUTLIERS",
+    "CROSS_DEVICE_VIEW_DP",
+    "F16_HALF_ULP_REL",
+    "F16_SUBNORMAL_ABS",
+    "SAME_DEVICE_LOGP_SLACK",
+    "SAME_DEVICE_P_SLACK",
+    "TIE_DP",
+    "U8_HALF_STEP",
+    "VerifyReport",
+    "unit_batches",
+    "verify_store",
+]

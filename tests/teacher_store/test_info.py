@@ -1,0 +1,75 @@
+"""`distill info` on real stores (real photos, real Lite0 teacher, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from teacher_store.cli import main
+from teacher_store.info import format_info, store_info
+from teacher_store.store import BOOK
+from teacher_store.verify import verify_store
+from tests.store_fixtures import copy_store
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
+
+
+def _copy(store: Path, tmp_path: Path) -> Path:
+    return copy_store(store, tmp_path / "copy")
+
+
+def test_info_on_a_complete_store(store):
+    info = store_info(str(store))
+    json.dumps(info)  # JSON-safe
+    assert info["complete"] and (info["units_committed"], info["units_total"]) == (6, 6)
+    assert (info["views"], info["samples"], info["topk"], info["num_classes"]) == (2, 17, 5, 1000)
+    assert info["views_written"] == 34
+    data = sum(info["data_bytes_per_array"].values())
+    assert info["bytes_per_view"] == pytest.approx(data / 34)
+    assert 0 < data < info["bytes_on_disk"]
+    assert info["teacher"]["name"] == "efficientnet_lite0"
+    assert info["teacher"]["input_size"] == [3, 64, 64]
+    assert len(info["teacher"]["weights_sha256"]) == 64
+    assert info["recipe"]["name"] == "default"
+    assert [s["slots"] for s in info["recipe"]["schedule"]] == [[0, 1]]
+    assert info["dataset"]["num_samples"] == 17 and info["dataset"]["classes"] == 8
+    assert info["bad_samples"] == [] and info["value_encoding"] == "logprob-f16"
+    text = format_info(info)
+    assert "complete (6 shard units)" in text and "B per view" in text
+    assert "efficientnet_lite0" in text and "RandAugment n=2" in text
+
+
+def test_info_on_an_unfinished_store(store, tmp_path, capsys):
+    out = _copy(store, tmp_path)
+    (out / BOOK / "manifest.json").unlink()
+    for name in ("0.2", "1.2"):
+        (out / BOOK / "shards" / f"{name}.json").unlink()
+    info = store_info(str(out))
+    assert not info["complete"] and (info["units_committed"], info["units_total"]) == (4, 6)
+    assert info["views_written"] == 2 * 8 * 2
+    assert "UNFINISHED (4/6 shard units committed)" in format_info(info)
+    assert main(["info", str(out)]) == 0
+    assert "UNFINISHED" in capsys.readouterr().out
+    report = verify_store(str(out), "unused", fraction=0.0)
+    assert not report.ok
+    assert report.reason == (
+        "incomplete: 4/6 shard units committed; re-run the same distill generate"
+    )
+
+
+def test_info_lists_bad_samples(broken):
+    _, out = broken
+    info = store_info(str(out))
+    assert [b["path"] for b in info["bad_samples"]] == ["cat/broken.jpg"]
+    assert "cat/broken.jpg" in format_info(info)
+
+
+def test_info_cli_paths(store, tmp_path, capsys):
+    assert main(["info", str(store), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
+    missing = str(tmp_path / "nope")
+    assert main(["info", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a store" in err and "Traceback" not in err

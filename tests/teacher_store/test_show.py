@@ -1,0 +1,55 @@
+"""`distill show` on real stores (real photos, real Lite0 teacher, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from teacher_store.cli import main
+from teacher_store.show import show_view
+from teacher_store.store import BOOK, LocalStore
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
+
+
+def test_show_writes_the_view_and_the_top5(store, demo_data, tmp_path):
+    png = tmp_path / "view.png"
+    top = show_view(str(store), str(demo_data), sample=3, view=1, out=str(png))
+    assert len(top) == 5
+    names = LocalStore(store).attrs.teacher["class_names"]
+    assert all(isinstance(n, str) and n in names for n, _ in top)
+    probs = [p for _, p in top]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-3
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+        w, h = im.size
+    assert 224 + 300 <= w <= 2000 and 224 <= h <= 1000  # view (upscaled to >= 224) + text
+    top300 = show_view(str(store), str(demo_data), 3, 1, str(tmp_path / "v300.png"), size=300)
+    assert top300 == top
+    with Image.open(tmp_path / "v300.png") as im:
+        assert im.size[1] == 300
+
+
+def test_show_bounds_and_unreadable_views(store, broken, demo_data, tmp_path):
+    out = str(tmp_path / "x.png")
+    with pytest.raises(ValueError, match="out of range"):
+        show_view(str(store), str(demo_data), sample=17, view=0, out=out)
+    with pytest.raises(ValueError, match="out of range"):
+        show_view(str(store), str(demo_data), sample=0, view=2, out=out)
+    data, bstore = broken
+    bad = json.loads((bstore / BOOK / "manifest.json").read_text())["bad_samples"][0]["sample"]
+    with pytest.raises(ValueError, match="unreadable"):
+        show_view(str(bstore), str(data), sample=bad, view=0, out=out)
+
+
+def test_show_cli_paths(store, demo_data, tmp_path, capsys):
+    png = tmp_path / "v.png"
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(png)]) == 0
+    assert png.is_file() and capsys.readouterr().out.count("\n") == 6
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "99", "--view", "0"]
+    assert main([*args, "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "out of range" in err and err.count("\n") == 1 and "Traceback" not in err

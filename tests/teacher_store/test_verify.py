@@ -1,0 +1,148 @@
+"""`distill verify` on real stores (real photos, real Lite0 teacher, CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from teacher_store.cli import main
+from teacher_store.info import store_info
+from teacher_store.store import BOOK, LocalStore, shard_units
+from teacher_store.verify import unit_batches, verify_store
+from tests.store_fixtures import copy_store, generate_small
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
+
+
+def _copy(store: Path, tmp_path: Path) -> Path:
+    return copy_store(store, tmp_path / "copy")
+
+
+def test_verify_ok_reruns_the_teacher_on_the_stored_batches(store, demo_data):
+    report = verify_store(str(store), str(demo_data), fraction=1.0, device="cpu")
+    assert report.ok, report.reason
+    assert "18 shard files match" in report.summary
+    assert "10 of 10 teacher batches (34 views)" in report.summary
+    assert "top-K ids equal" in report.summary
+
+
+def test_verify_ok_on_a_prob_u8_store(demo_data, tmp_path):
+    out = generate_small(demo_data, tmp_path / "u8", value_encoding="prob-u8", views=1)
+    report = verify_store(str(out), str(demo_data), fraction=1.0, device="cpu")
+    assert report.ok, report.reason
+    assert "values within the prob-u8 error" in report.summary
+
+
+def test_unit_batches_follow_generate_order(store):
+    s = LocalStore(store)
+    unit = shard_units(s.attrs)[0]  # slot 0, samples 0..7
+    valid = s.group["valid"][0:1, 0:8] != 0
+    batches = unit_batches(unit, valid, 4)
+    assert batches == [[(0, i) for i in range(4)], [(0, i) for i in range(4, 8)]]
+    valid[0, 1] = False
+    assert unit_batches(unit, valid, 4)[0] == [(0, 0), (0, 2), (0, 3), (0, 4)]
+
+
+def test_verify_fails_naming_a_damaged_shard(store, demo_data, tmp_path, capsys):
+    out = _copy(store, tmp_path)
+    f = out / "values" / "c" / "0" / "1" / "0"
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    f.write_bytes(bytes(raw))
+    report = verify_store(str(out), str(demo_data))
+    assert not report.ok
+    assert report.reason.startswith("shard values/c/0/1/0 fails its checksum (crc32c ")
+    assert "regenerate the store or restore it" in report.reason
+    assert main(["verify", str(out), "--data", str(demo_data)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "values/c/0/1/0" in err and "Traceback" not in err
+
+
+def test_verify_fails_on_a_truncated_shard(store, demo_data, tmp_path):
+    out = _copy(store, tmp_path)
+    f = out / "ids" / "c" / "1" / "2" / "0"
+    f.write_bytes(f.read_bytes()[:-7])
+    report = verify_store(str(out), str(demo_data))
+    assert not report.ok and "ids/c/1/2/0" in report.reason
+    assert store_info(str(out))["complete"]  # info still describes a damaged store
+
+
+def test_verify_fails_on_a_mismatched_dataset(store, demo_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    shutil.copyfile(data / "cat" / "chelsea.png", data / "cat" / "chelsea2.png")
+    report = verify_store(str(store), str(data))
+    assert not report.ok
+    assert "does not match the store (18 samples instead of 17)" in report.reason
+    assert main(["verify", str(store), "--data", str(data)]) == 1
+    assert "18 samples instead of 17" in capsys.readouterr().err
+
+
+def test_verify_spot_check_catches_targets_of_other_views(store, demo_data, tmp_path):
+    """Swap view slots 0 and 1 (files and manifest entries): checksums pass, targets do not."""
+    out = _copy(store, tmp_path)
+    manifest_path = out / BOOK / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for a, b in (("ids/c/0/0/0", "ids/c/1/0/0"), ("values/c/0/0/0", "values/c/1/0/0")):
+        fa, fb = out / a, out / b
+        da, db = fa.read_bytes(), fb.read_bytes()
+        fa.write_bytes(db)
+        fb.write_bytes(da)
+        manifest["files"][a], manifest["files"][b] = manifest["files"][b], manifest["files"][a]
+    manifest_path.write_text(json.dumps(manifest))
+    report = verify_store(str(out), str(demo_data), fraction=1.0, device="cpu")
+    assert not report.ok
+    assert report.reason.startswith("spot check: view ")
+    assert "differs from a fresh teacher run" in report.reason and "max |Δp|" in report.reason
+
+
+def test_verify_refuses_an_unknown_schema_version(store, demo_data, tmp_path):
+    out = _copy(store, tmp_path)
+    meta = json.loads((out / "zarr.json").read_text())
+    meta["attributes"]["schema_version"] = 99
+    (out / "zarr.json").write_text(json.dumps(meta))
+    report = verify_store(str(out), str(demo_data))
+    assert not report.ok and "schema version 99" in report.reason
+
+
+def test_verify_catches_a_swapped_shard_of_the_same_layout(tmp_path, demo_data):
+    """Two shards with the same segment lengths share a whole-file crc32c; sha256 tells them
+    apart, so a swapped shard is caught even though every crc32c still matches."""
+    import json
+    import shutil
+
+    from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.verify import verify_store
+
+    out = tmp_path / "s"
+    cfg = GenerateConfig(
+        data=str(demo_data), out=str(out), views=2, topk=5, img_size=64, batch_size=4,
+        shard_samples=8, chunk_samples=8, shard_views=1, workers=0, progress=False,
+    )  # fmt: skip
+    run_generate(cfg)
+    files = json.loads((out / "_distill" / "manifest.json").read_text())["files"]
+    valid = sorted(k for k in files if k.startswith("valid/") and files[k]["size"])
+    pair = next(
+        (a, b)
+        for i, a in enumerate(valid)
+        for b in valid[i + 1 :]
+        if files[a]["size"] == files[b]["size"] and files[a]["sha256"] != files[b]["sha256"]
+    )
+    shutil.copyfile(out / pair[1], out / pair[0])
+    report = verify_store(str(out), str(demo_data), fraction=0.01, device="cpu")
+    assert not report.ok
+    assert pair[0] in report.reason and "sha256" in report.reason
+
+
+def test_verify_cli_paths(store, demo_data, tmp_path, capsys):
+    assert main(["verify", str(store), "--data", str(demo_data)]) == 0
+    assert "OK (" in capsys.readouterr().out
+    missing = str(tmp_path / "nope")
+    assert main(["verify", missing, "--data", str(demo_data)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("distill verify: FAILED:") and err.count("\n") == 1
+    assert main(["verify", str(store), "--data", str(demo_data), "--fraction", "2"]) == 2
+    assert "--fraction" in capsys.readouterr().err

@@ -8,7 +8,7 @@ Endpoints, all errors JSON ``{"status", "error", "detail"}``:
 - ``GET|HEAD /v1/stores/{name}/zarr/{key}``: the store's zarr key space (Range, ETag, 304, 416),
   readable by stock zarr-python over fsspec;
 - ``GET /v1/stores/{name}/blocks/{view}?start=&stop=``: one view slot's targets for a sample
-  range in the binary format of :mod:`teacher_store.blockfmt`;
+  range in the binary format of :mod:`teacher_store.store.blockfmt`;
 - ``GET /healthz``, ``/readyz``, ``/metrics`` (Prometheus), open without a token.
 
 This package imports ``teacher_store`` (never ``student``/``models``) and never torch.

@@ -1,7 +1,7 @@
 """Block assembly: one view slot x a sample range, from cached decoded chunks, into the wire format.
 
 Every block carries the store's identity (the digest of its manifest, see
-:func:`teacher_store.blockfmt.store_identity`), so a client notices a store replaced under it.
+:func:`teacher_store.store.blockfmt.store_identity`), so a client notices a store replaced under it.
 
 Shard files are verified (size + crc32c) on first use by :class:`FileCache`; decoded inner
 chunks and parsed shard indexes are kept in their own byte-bounded LRU, keyed by the store's
@@ -18,7 +18,7 @@ from api.cache import ByteLRU, FileCache
 from api.errors import ApiError, StoreDamaged
 from api.registry import StoreEntry
 from api.shards import ArrayLayout, decode_chunk, parse_index, read_slot_range
-from teacher_store.blockfmt import BlockBuffer, BlockHeader
+from teacher_store.store.blockfmt import BlockBuffer, BlockHeader
 
 ARRAYS = ("ids", "values", "valid")
 

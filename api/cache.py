@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.errors import StoreDamaged, io_error
-from teacher_store.layout import FileHasher, FileRecord, crc32c_of
+from teacher_store.store.layout import FileHasher, FileRecord, crc32c_of
 
 _READ = 1 << 20
 

@@ -61,7 +61,7 @@ def _limits() -> ConnectionLimits:
     from pydantic import ValidationError
 
     from api.settings import ConnectionLimits
-    from teacher_store.schema import validation_message
+    from teacher_store.store.schema import validation_message
 
     try:
         return ConnectionLimits()  # type: ignore[call-arg]

@@ -28,10 +28,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.shards import ArrayLayout, parse_layout
-from teacher_store import layout
 from teacher_store.errors import StoreDamaged, StoreError
-from teacher_store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
-from teacher_store.schema import (
+from teacher_store.store import layout
+from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
+from teacher_store.store.schema import (
     STORE_KIND,
     NodeMeta,
     RootMeta,
@@ -116,7 +116,7 @@ def _root_meta(path: Path) -> RootMeta | None:
 
 
 def _attrs_of(root: RootMeta) -> StoreAttrs:
-    from teacher_store.codec import CODEC_VERSION
+    from teacher_store.views.codec import CODEC_VERSION
 
     return check_readable(dict(root.attributes), ROOT_META, CODEC_VERSION)
 

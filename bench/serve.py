@@ -32,13 +32,13 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from teacher_store.client import StoreClient  # noqa: E402
-from teacher_store.layout import shard_units  # noqa: E402
-from teacher_store.schema import StoreAttrs, encode_values  # noqa: E402
-from teacher_store.store import create_store, finalize, write_unit  # noqa: E402
+from teacher_store.store.arrays import create_store, finalize, write_unit  # noqa: E402
+from teacher_store.store.layout import shard_units  # noqa: E402
+from teacher_store.store.schema import StoreAttrs, encode_values  # noqa: E402
 
 
 def _attrs(r: int, n: int, k: int) -> StoreAttrs:
-    from teacher_store.codec import CODEC_VERSION
+    from teacher_store.views.codec import CODEC_VERSION
 
     return StoreAttrs(
         codec_version=CODEC_VERSION,

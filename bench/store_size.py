@@ -45,15 +45,15 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
     import torch
 
     from models import create_teacher
-    from teacher_store.codec import decode
-    from teacher_store.dataset import ImageFolder
     from teacher_store.generate import GenerateConfig
-    from teacher_store.layout import shard_units
-    from teacher_store.recipe import Recipe
-    from teacher_store.replay import render_view
-    from teacher_store.store import LocalStore
+    from teacher_store.images.dataset import ImageFolder
+    from teacher_store.store.arrays import LocalStore
+    from teacher_store.store.layout import shard_units
     from teacher_store.teacher import Teacher
     from teacher_store.verify import unit_batches
+    from teacher_store.views.codec import decode
+    from teacher_store.views.recipe import Recipe
+    from teacher_store.views.replay import render_view
 
     store = LocalStore(store_path)
     a = store.attrs
@@ -87,9 +87,9 @@ def _write_store(out: Path, base: Any, ids: Any, logp: Any, valid: Any, k: int, 
     """Write a store from teacher outputs with the store's own writer (as generate does)."""
     import numpy as np
 
-    from teacher_store.layout import shard_units
-    from teacher_store.schema import StoreAttrs, encode_values
-    from teacher_store.store import create_store, finalize, write_unit
+    from teacher_store.store.arrays import create_store, finalize, write_unit
+    from teacher_store.store.layout import shard_units
+    from teacher_store.store.schema import StoreAttrs, encode_values
 
     r, n = valid.shape
     d = base.to_dict()
@@ -192,11 +192,11 @@ def main() -> int:
 
     import numpy as np
 
-    from teacher_store.codec import view_seed
-    from teacher_store.demo_data import write_demo_data
     from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.images.demo_data import write_demo_data
     from teacher_store.info import store_info
-    from teacher_store.schema import decode_values, encode_values
+    from teacher_store.store.schema import decode_values, encode_values
+    from teacher_store.views.codec import view_seed
 
     print(machine())
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="store_size_"))

@@ -12,12 +12,12 @@ from changes:
                   every step on the same replayed views (K = C, dense KD).
 
 All three go through ``student.train.run_train``. Data: the real demo photos
-(``teacher_store.demo_data.write_demo_data``, 17 photos) each copied ``--copies`` times under new
-names, so that one epoch is many steps (a 17-photo epoch is a single batch of 16, and per-epoch
-DataLoader start-up would dominate). images/s is the trainer's own per-epoch figure (loop time
-only: no setup, evaluation or checkpoint), summed over epochs >= ``--skip-epochs`` (epoch 0 warms
-allocators and caches). Runs are interleaved (a, b, c, a, b, c, ...) so drifting load from other
-jobs on the machine hits every variant alike.
+(``teacher_store.images.demo_data.write_demo_data``, 17 photos) each copied ``--copies``
+times under new names, so that one epoch is many steps (a 17-photo epoch is a single batch
+of 16, and per-epoch DataLoader start-up would dominate). images/s is the trainer's own
+per-epoch figure (loop time only: no setup, evaluation or checkpoint), summed over epochs >=
+``--skip-epochs`` (epoch 0 warms allocators and caches). Runs are interleaved (a, b, c, a, b,
+c, ...) so drifting load from other jobs on the machine hits every variant alike.
 
 Usage: ``python bench/student.py [--work DIR] [--repeats 2] [--img-size 128]``; see --help.
 Goals: (a)/(b) >= 0.95 and (a)/(c) >= 2.
@@ -42,7 +42,7 @@ from _common import REPO, free_port, load, machine, set_threads, table, timed
 
 def write_photos(out: Path, copies: int) -> int:
     """The demo photos, each copied ``copies`` times as ``<class>/<stem>-<k><ext>``."""
-    from teacher_store.demo_data import write_demo_data
+    from teacher_store.images.demo_data import write_demo_data
 
     src = out.parent / (out.name + "-src")
     shutil.rmtree(src, ignore_errors=True)
@@ -179,9 +179,9 @@ def cost_breakdown(
     from models import create_student, create_teacher
     from student.data import ReplayDataset
     from student.loss import sparse_kd_loss
-    from teacher_store.dataset import ImageFolder
-    from teacher_store.replay import view_to_float
-    from teacher_store.store import LocalStore
+    from teacher_store.images.dataset import ImageFolder
+    from teacher_store.store.arrays import LocalStore
+    from teacher_store.views.replay import view_to_float
 
     attrs = LocalStore(store).attrs
     folder = ImageFolder.scan(data)
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from student.config import TrainConfig
     from student.train import run_train
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.recipe import get_recipe
+    from teacher_store.views.recipe import get_recipe
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-student-"))
     work.mkdir(parents=True, exist_ok=True)

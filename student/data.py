@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from teacher_store.client import open_store
-from teacher_store.codec import mix64
-from teacher_store.dataset import CorruptImageError, ImageFolder
-from teacher_store.replay import Replayer
-from teacher_store.schema import StoreAttrs
-from teacher_store.store import TargetBlock
+from teacher_store.images.dataset import CorruptImageError, ImageFolder
+from teacher_store.store.arrays import TargetBlock
+from teacher_store.store.schema import StoreAttrs
+from teacher_store.views.codec import mix64
+from teacher_store.views.replay import Replayer
 
 # The trainer reads ahead the blocks of its next two batches: room for those and the current
 # batch's (a shuffle window spans a few blocks), and two reads in flight.

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from student.data import EvalDataset, ReplayDataset, TargetCache, open_targets, split_samples
-from teacher_store.dataset import ImageFolder
-from teacher_store.replay import view_to_float
+from teacher_store.images.dataset import ImageFolder
+from teacher_store.views.replay import view_to_float
 
 
 def classes_aligned(attrs: Any, folder: ImageFolder) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from teacher_store.codec import mix64
+from teacher_store.views.codec import mix64
 
 
 def epoch_order(seed: int, epoch: int, num_samples: int, block: int, window: int) -> np.ndarray:

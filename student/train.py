@@ -38,8 +38,8 @@ from student.recipes import resolve_recipe
 from student.sampler import Cursor, epoch_order, rank_order
 from student.schedule import lr_at, slot_for_epoch
 from teacher_store.client import DatasetMismatchError
-from teacher_store.dataset import DatasetFingerprint, ImageFolder
-from teacher_store.replay import view_to_float
+from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
 RUNTIME_FIELDS = frozenset(

@@ -1,4 +1,19 @@
-"""Teacher store: view codec, bit-exact replay, store schema, generation job, readers, client.
+"""Teacher store: images → views → teacher → store → readers, and the commands over them.
+
+The folders follow the data flow:
+
+- ``images/``: the dataset walk (``ImageFolder``), image decode paths (Pillow, batched nvJPEG),
+  the bundled demo photos;
+- ``views/``: the seed → augmentation codec, recipes, and ``Replayer``, the one replay entry
+  point (generation, the student, verify and show all call it);
+- ``teacher.py`` and ``generate.py``: the teacher runner and the generation job;
+- ``store/``: the attrs schema, the key space (``layout``: manifest, unit records, file
+  checksums over an fsspec filesystem), the block wire format, and the zarr arrays (writer,
+  ``LocalStore``);
+- ``backends.py``, ``client.py``, ``retry.py``: readers — ``open_store`` turns any address
+  (folder, fsspec URL, distill service) into a ``StoreClient``;
+- ``info.py``, ``verify.py``, ``show.py``: one command each; ``errors.py``: typed store errors
+  (``ValueError`` subclasses; the service maps them to HTTP statuses in one table).
 
 Re-exports resolve lazily (PEP 562): the service imports store-reading modules from here and
 must not pull in torch, which only the generation and replay modules need.
@@ -10,34 +25,34 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CODEC_VERSION": "teacher_store.codec",
-    "ViewParams": "teacher_store.codec",
-    "decode": "teacher_store.codec",
-    "view_seed": "teacher_store.codec",
-    "Recipe": "teacher_store.recipe",
-    "RECIPES": "teacher_store.recipe",
-    "get_recipe": "teacher_store.recipe",
-    "render_view": "teacher_store.replay",
-    "Replayer": "teacher_store.replay",
-    "ReplayedView": "teacher_store.replay",
-    "view_to_float": "teacher_store.replay",
-    "SCHEMA_VERSION": "teacher_store.schema",
-    "StoreAttrs": "teacher_store.schema",
-    "decode_values": "teacher_store.schema",
-    "encode_values": "teacher_store.schema",
-    "ImageFolder": "teacher_store.dataset",
-    "DatasetFingerprint": "teacher_store.dataset",
-    "CorruptImageError": "teacher_store.dataset",
-    "LocalStore": "teacher_store.store",
-    "TargetBlock": "teacher_store.store",
+    "CODEC_VERSION": "teacher_store.views.codec",
+    "ViewParams": "teacher_store.views.codec",
+    "decode": "teacher_store.views.codec",
+    "view_seed": "teacher_store.views.codec",
+    "Recipe": "teacher_store.views.recipe",
+    "RECIPES": "teacher_store.views.recipe",
+    "get_recipe": "teacher_store.views.recipe",
+    "render_view": "teacher_store.views.replay",
+    "Replayer": "teacher_store.views.replay",
+    "ReplayedView": "teacher_store.views.replay",
+    "view_to_float": "teacher_store.views.replay",
+    "SCHEMA_VERSION": "teacher_store.store.schema",
+    "StoreAttrs": "teacher_store.store.schema",
+    "decode_values": "teacher_store.store.schema",
+    "encode_values": "teacher_store.store.schema",
+    "ImageFolder": "teacher_store.images.dataset",
+    "DatasetFingerprint": "teacher_store.images.dataset",
+    "CorruptImageError": "teacher_store.images.dataset",
+    "LocalStore": "teacher_store.store.arrays",
+    "TargetBlock": "teacher_store.store.arrays",
     "GenerateConfig": "teacher_store.generate",
     "run_generate": "teacher_store.generate",
     "Teacher": "teacher_store.teacher",
     "StoreClient": "teacher_store.client",
-    "ShardUnit": "teacher_store.layout",
-    "shard_units": "teacher_store.layout",
-    "Location": "teacher_store.layout",
-    "FileRecord": "teacher_store.layout",
+    "ShardUnit": "teacher_store.store.layout",
+    "shard_units": "teacher_store.store.layout",
+    "Location": "teacher_store.store.layout",
+    "FileRecord": "teacher_store.store.layout",
     "StoreError": "teacher_store.errors",
     "StoreNotFound": "teacher_store.errors",
     "StoreIncomplete": "teacher_store.errors",
@@ -49,7 +64,7 @@ _EXPORTS = {
     "open_store": "teacher_store.client",
     "StoreAddressError": "teacher_store.client",
     "DatasetMismatchError": "teacher_store.client",
-    "write_demo_data": "teacher_store.demo_data",
+    "write_demo_data": "teacher_store.images.demo_data",
 }
 
 __all__ = sorted(_EXPORTS)

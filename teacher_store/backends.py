@@ -21,18 +21,18 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
-from teacher_store import layout
-from teacher_store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
 from teacher_store.errors import (
     StoreChangedError,
     StoreError,
     StoreIncomplete,
     UnsupportedStoreVersion,
 )
-from teacher_store.layout import MANIFEST, Location
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
-from teacher_store.schema import StoreAttrs, check_readable
-from teacher_store.store import LocalStore, TargetBlock
+from teacher_store.store import layout
+from teacher_store.store.arrays import LocalStore, TargetBlock
+from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.store.layout import MANIFEST, Location
+from teacher_store.store.schema import StoreAttrs, check_readable
 
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 
@@ -47,7 +47,7 @@ class Backend(Protocol):
 
 
 def _codec_version() -> int:
-    from teacher_store.codec import CODEC_VERSION
+    from teacher_store.views.codec import CODEC_VERSION
 
     return CODEC_VERSION
 

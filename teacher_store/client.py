@@ -4,13 +4,14 @@
 one place (:func:`resolve_address`):
 
 - ``http(s)://host:port[/prefix]/v1/stores/NAME`` — the distill service; blocks come from its
-  block endpoint in the binary format of :mod:`teacher_store.blockfmt` (split to the server's
+  block endpoint in the binary format of :mod:`teacher_store.store.blockfmt` (split to the server's
   ``max_block``), retrying connection errors, 429 and 503 with exponential backoff (honouring
   ``Retry-After``) until a total time budget is spent (``retry_budget_s``, default 10 min;
   every wait is logged at WARNING with its reason and the time left);
 - any other URL (``http://host/v1/stores/NAME/zarr/``, ``s3://...``, ``file://...``) — zarr over
   fsspec, attrs from the root ``zarr.json``, completeness from ``_distill/manifest.json``;
-- anything without a scheme — a local folder read with :class:`~teacher_store.store.LocalStore`.
+- anything without a scheme — a local folder read with
+  :class:`~teacher_store.store.arrays.LocalStore`.
 
 A scheme that neither fsspec nor the service supports (``foo://x``) is refused with
 :class:`StoreAddressError`, never taken for a folder.
@@ -44,8 +45,8 @@ from teacher_store.errors import (
     StoreError,
 )
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError
-from teacher_store.schema import StoreAttrs
-from teacher_store.store import TargetBlock
+from teacher_store.store.arrays import TargetBlock
+from teacher_store.store.schema import StoreAttrs
 
 __all__ = [
     "DatasetMismatchError",
@@ -206,7 +207,7 @@ class StoreClient:
 
     @property
     def identity(self) -> str:
-        """The store's identity (:func:`~teacher_store.blockfmt.store_identity`) at open."""
+        """The store's identity (:func:`~teacher_store.store.blockfmt.store_identity`) at open."""
         if not self._identity:
             self._open()
         return self._identity
@@ -348,9 +349,9 @@ def open_store(
     """A reader for the complete store at ``address``: a folder, an fsspec URL or a distill
     service URL (``http(s)://HOST[/prefix]/v1/stores/NAME``); see the module doc.
 
-    ``expected_fingerprint`` (a :class:`~teacher_store.dataset.DatasetFingerprint` dict) refuses
-    a store built from another dataset (DatasetMismatchError); an unsupported scheme is a
-    StoreAddressError. The reader keeps ``max_cache_blocks`` blocks and reads up to
+    ``expected_fingerprint`` (a :class:`~teacher_store.images.dataset.DatasetFingerprint`
+    dict) refuses a store built from another dataset (DatasetMismatchError); an unsupported
+    scheme is a StoreAddressError. The reader keeps ``max_cache_blocks`` blocks and reads up to
     ``prefetch`` ahead; a read retries an unreachable or busy store for ``retry_budget_s``.
     """
     return StoreClient(

@@ -11,7 +11,7 @@ import sys
 
 
 def _run_demo_data(args: argparse.Namespace) -> int:
-    from teacher_store.demo_data import write_demo_data
+    from teacher_store.images.demo_data import write_demo_data
 
     files = write_demo_data(args.dir)
     classes = sorted({f.parent.name for f in files})
@@ -21,7 +21,7 @@ def _run_demo_data(args: argparse.Namespace) -> int:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.recipe import get_recipe
+    from teacher_store.views.recipe import get_recipe
 
     fields = {
         k: v
@@ -79,7 +79,7 @@ def _run_show(args: argparse.Namespace) -> int:
 
 
 def _pixel_limit(text: str) -> int:
-    from teacher_store.dataset import PILLOW_HARD_LIMIT
+    from teacher_store.images.dataset import PILLOW_HARD_LIMIT
 
     try:
         value = int(text.replace("_", ""))

@@ -24,26 +24,26 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
-from teacher_store.codec import CODEC_VERSION
-from teacher_store.dataset import (
+from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
     ImageFolder,
     default_max_image_pixels,
     printable_path,
 )
-from teacher_store.decode import check_decode
-from teacher_store.layout import ShardUnit, shard_units
-from teacher_store.recipe import Recipe, get_recipe
-from teacher_store.replay import Replayer, UnreadableSampleError
-from teacher_store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
-from teacher_store.store import (
+from teacher_store.images.decode import check_decode
+from teacher_store.store.arrays import (
     committed_units,
     create_store,
     finalize,
     recorded_config,
 )
-from teacher_store.store import write_unit as _write_unit
+from teacher_store.store.arrays import write_unit as _write_unit
+from teacher_store.store.layout import ShardUnit, shard_units
+from teacher_store.store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
 from teacher_store.teacher import Teacher
+from teacher_store.views.codec import CODEC_VERSION
+from teacher_store.views.recipe import Recipe, get_recipe
+from teacher_store.views.replay import Replayer, UnreadableSampleError
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
 _DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
@@ -74,7 +74,7 @@ class GenerateConfig(BaseModel):
         default_factory=default_max_image_pixels, ge=1, le=PILLOW_HARD_LIMIT
     )
     amp: bool = True  # autocast (bf16) on CUDA; a no-op on CPU
-    # Image decode path (teacher_store.decode): Pillow, or batched nvJPEG on the CUDA device.
+    # Image decode path (teacher_store.images.decode): Pillow, or batched nvJPEG on the CUDA device.
     # Part of the store's identity: replay is bit-exact only through the same path.
     decode: Literal["cpu", "gpu"] = "cpu"
     # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of

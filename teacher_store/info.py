@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from teacher_store import layout
 from teacher_store.errors import StoreNotFound
-from teacher_store.layout import ARRAYS, Location, ShardUnit, shard_units
+from teacher_store.store import layout
+from teacher_store.store.layout import ARRAYS, Location, ShardUnit, shard_units
 
 _KNOBS = (
     "randaug_n",
@@ -40,7 +40,7 @@ def _dir_bytes(root: Path) -> tuple[int, int]:
 
 def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
     """(recipe name, per-stage summary of the knobs in force over view slots)."""
-    from teacher_store.recipe import Recipe
+    from teacher_store.views.recipe import Recipe
 
     name = str(recipe_dict.get("name", "?"))
     try:
@@ -148,7 +148,7 @@ def store_info(path: str) -> dict[str, Any]:
     records, and file sizes; it checks nothing else (that is
     :func:`teacher_store.verify.verify_store`'s job), so it also describes a damaged store.
     """
-    from teacher_store.schema import check_readable
+    from teacher_store.store.schema import check_readable
 
     root = Path(path)
     loc = Location.local(root)

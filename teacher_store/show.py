@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from teacher_store import layout
 from teacher_store.errors import DatasetMismatch, StoreIncomplete
-from teacher_store.layout import Location, shard_units
+from teacher_store.store import layout
+from teacher_store.store.layout import Location, shard_units
 
 _MIN_VIEW_PX = 224  # the view is enlarged by an integer factor to at least this, for legibility
 _LINE_H, _PAD, _PANEL_W = 20, 12, 420  # text panel: line height, padding, width (px)
@@ -32,7 +32,7 @@ def _check_request(a: Any, sample: int, view: int, size: int | None) -> None:
 
 def _matching_folder(a: Any, data: str) -> Any:
     """The image folder at ``data``; :class:`DatasetMismatch` unless the store was built from it."""
-    from teacher_store.dataset import DatasetFingerprint, ImageFolder
+    from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
 
     folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
     diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
@@ -46,7 +46,7 @@ def _matching_folder(a: Any, data: str) -> Any:
 def _valid_block(store: Any, path: str, folder: Any, view: int, sample: int) -> Any:
     """The stored targets of the view; a one-line error when it has none (not generated yet,
     or its image was unreadable)."""
-    from teacher_store.dataset import printable_path
+    from teacher_store.images.dataset import printable_path
 
     a = store.attrs
     block = store.read_block(view, sample, sample + 1)
@@ -84,7 +84,7 @@ def _labels(
     a: Any, folder: Any, sample: int, view: int, params: Any, top: list[tuple[str, float]]
 ) -> list[str]:
     """The text panel's lines: the view's image, slot, mixing partner, and the top-5."""
-    from teacher_store.dataset import printable_path
+    from teacher_store.images.dataset import printable_path
 
     lines = [
         f"sample {sample}: {printable_path(folder.paths[sample])}",
@@ -125,8 +125,8 @@ def show_view(
     (default: the teacher's input size), enlarged by an integer nearest-neighbour factor to at
     least 224 px for legibility.
     """
-    from teacher_store.replay import Replayer
-    from teacher_store.store import LocalStore
+    from teacher_store.store.arrays import LocalStore
+    from teacher_store.views.replay import Replayer
 
     store = LocalStore(path, require_complete=False)
     a = store.attrs

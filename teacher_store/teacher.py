@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from teacher_store.replay import view_to_float
+from teacher_store.views.replay import view_to_float
 
 
 class Teacher:

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from teacher_store import layout
 from teacher_store.errors import StoreDamaged
-from teacher_store.layout import Location, ShardUnit, shard_units
-from teacher_store.schema import decode_values
+from teacher_store.store import layout
+from teacher_store.store.layout import Location, ShardUnit, shard_units
+from teacher_store.store.schema import decode_values
 
 # Compute slack on top of the encoding error when the device type is the same.
 SAME_DEVICE_LOGP_SLACK = 1e-4  # relative to max(1, |logp|)
@@ -178,7 +178,7 @@ def _compare_view(
 
 def _check_shards(store: Any, root: Path) -> VerifyReport:
     """The store is complete and every shard file matches its record; the summary counts them."""
-    from teacher_store.store import committed_units
+    from teacher_store.store.arrays import committed_units
 
     units = shard_units(store.attrs)
     if store.manifest is None:
@@ -199,7 +199,7 @@ def _check_shards(store: Any, root: Path) -> VerifyReport:
 
 def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
     """(the image folder at ``data`` or None, whether it is the one the store was built from)."""
-    from teacher_store.dataset import DatasetFingerprint, ImageFolder
+    from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
 
     try:
         folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
@@ -229,7 +229,7 @@ def verify_store(
     ``fraction`` is the share of teacher batches re-run (evenly spaced, at least one when > 0;
     0 skips the spot check).
     """
-    from teacher_store.store import LocalStore
+    from teacher_store.store.arrays import LocalStore
 
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"--fraction must be in [0, 1], got {fraction}")
@@ -338,7 +338,7 @@ class _SpotRun:
 
 
 def _view_name(run: _SpotRun, slot: int, sample: int) -> str:
-    from teacher_store.dataset import printable_path
+    from teacher_store.images.dataset import printable_path
 
     return f"view {slot} of sample {sample} ({printable_path(run.folder.paths[sample])})"
 
@@ -399,7 +399,7 @@ def _spot_check(
     import torch
 
     from models.runtime import resolve_device
-    from teacher_store.replay import Replayer
+    from teacher_store.views.replay import Replayer
 
     a = store.attrs
     units = shard_units(a)

@@ -18,7 +18,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from teacher_store.demo_data import write_demo_data
+    from teacher_store.images.demo_data import write_demo_data
 
     root = tmp_path_factory.mktemp("demo") / "images"
     write_demo_data(root)

@@ -1,4 +1,4 @@
-"""Real tiny teacher stores for service/client tests, written with teacher_store.store."""
+"""Real tiny teacher stores for service/client tests, written with teacher_store.store.arrays."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from teacher_store.schema import StoreAttrs, encode_values
-from teacher_store.store import create_store, finalize, shard_units, write_unit
+from teacher_store.store.arrays import create_store, finalize, shard_units, write_unit
+from teacher_store.store.schema import StoreAttrs, encode_values
 
 # A generation config small enough for CPU tests on the demo photos (GenerateConfig kwargs).
 SMALL_GENERATE: dict[str, Any] = {
@@ -65,7 +65,7 @@ def make_attrs(
     shard: int = 256,
     shard_views: int = 2,
 ) -> StoreAttrs:
-    from teacher_store.codec import CODEC_VERSION
+    from teacher_store.views.codec import CODEC_VERSION
 
     return StoreAttrs(
         codec_version=CODEC_VERSION,

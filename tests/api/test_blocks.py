@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import requests
 
-from teacher_store.blockfmt import MAGIC, decode_block
-from teacher_store.store import LocalStore
+from teacher_store.store.arrays import LocalStore
+from teacher_store.store.blockfmt import MAGIC, decode_block
 from tests.store_fixtures import LiveServer
 
 

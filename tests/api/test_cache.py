@@ -14,8 +14,8 @@ import zarr
 from api.cache import ByteLRU, FileCache, FileRecord
 from api.errors import StoreDamaged
 from api.shards import parse_layout
-from teacher_store.blockfmt import decode_block
-from teacher_store.store import LocalStore
+from teacher_store.store.arrays import LocalStore
+from teacher_store.store.blockfmt import decode_block
 from tests.store_fixtures import LiveServer
 
 

@@ -13,7 +13,7 @@ import requests
 
 from api.protocol import GuardedH11Protocol
 from api.settings import ConnectionLimits
-from teacher_store.store import LocalStore
+from teacher_store.store.arrays import LocalStore
 from tests.store_fixtures import LiveServer, build_store, make_attrs
 
 LIMITS = ConnectionLimits(

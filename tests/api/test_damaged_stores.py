@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from teacher_store.store import LocalStore
+from teacher_store.store.arrays import LocalStore
 from tests.store_fixtures import LiveServer, build_store, copy_store, make_attrs
 
 MANIFEST = "_distill/manifest.json"

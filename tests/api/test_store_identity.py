@@ -6,7 +6,7 @@ from pathlib import Path
 
 import requests
 
-from teacher_store.blockfmt import IDENTITY_HEADER, decode_block_with_header, store_identity
+from teacher_store.store.blockfmt import IDENTITY_HEADER, decode_block_with_header, store_identity
 from tests.store_fixtures import LiveServer
 
 

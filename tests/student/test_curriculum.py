@@ -17,7 +17,7 @@ from student.curriculum import (
 )
 from student.train import run_train
 from teacher_store.cli import main
-from teacher_store.recipe import get_recipe
+from teacher_store.views.recipe import get_recipe
 from tests.store_fixtures import student_config
 
 

@@ -13,7 +13,7 @@ from student.recipes import (
 )
 from student.train import run_train
 from teacher_store.cli import main
-from teacher_store.recipe import get_recipe
+from teacher_store.views.recipe import get_recipe
 
 _BASE = dict(store="s", data="d", model="m", out="o")
 

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from student.schedule import linear_ramp, lr_at, round_size, slot_for_epoch, stage_for_epoch
-from teacher_store.recipe import get_recipe
+from teacher_store.views.recipe import get_recipe
 
 
 def test_lr_warmup_then_cosine():

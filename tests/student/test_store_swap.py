@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from teacher_store.blockfmt import store_identity
+from teacher_store.store.blockfmt import store_identity
 from tests.store_fixtures import SMALL_GENERATE, LiveServer
 
 

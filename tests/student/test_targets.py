@@ -16,8 +16,8 @@ import torch
 from student.data import TargetCache, open_targets
 from student.train import run_train
 from teacher_store.client import DatasetMismatchError, StoreAddressError
-from teacher_store.dataset import ImageFolder
-from teacher_store.store import LocalStore
+from teacher_store.images.dataset import ImageFolder
+from teacher_store.store.arrays import LocalStore
 from tests.store_fixtures import student_config
 
 

@@ -13,8 +13,8 @@ from student.config import TrainConfig
 from student.data import ReplayDataset, TargetCache
 from student.train import _build_run, _Ctx, _step, run_train
 from teacher_store.cli import main
-from teacher_store.dataset import ImageFolder
-from teacher_store.store import LocalStore
+from teacher_store.images.dataset import ImageFolder
+from teacher_store.store.arrays import LocalStore
 from tests.store_fixtures import student_config
 
 

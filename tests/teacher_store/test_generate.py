@@ -24,13 +24,13 @@ import pytest
 import torch
 
 from teacher_store.cli import main
-from teacher_store.codec import CODEC_VERSION, decode
-from teacher_store.dataset import ImageFolder
 from teacher_store.generate import RUNTIME_FIELDS, GenerateConfig, run_generate
-from teacher_store.recipe import get_recipe
-from teacher_store.replay import render_view, view_to_float
-from teacher_store.schema import SCHEMA_VERSION
-from teacher_store.store import BOOK, LocalStore
+from teacher_store.images.dataset import ImageFolder
+from teacher_store.store.arrays import BOOK, LocalStore
+from teacher_store.store.schema import SCHEMA_VERSION
+from teacher_store.views.codec import CODEC_VERSION, decode
+from teacher_store.views.recipe import get_recipe
+from teacher_store.views.replay import render_view, view_to_float
 from tests.store_fixtures import SMALL_GENERATE
 
 BIN = Path(sys.executable).parent
@@ -297,7 +297,7 @@ def test_thread_count_is_recorded_and_reused(tmp_path, demo_data):
 def _hostile_data(demo_data: Path, root: Path) -> Path:
     """Two real photos per class, plus: a PNG whose header claims 20000 x 20000 pixels, a file
     whose name is not UTF-8, a directory link loop and a file link loop."""
-    from tests.teacher_store.test_dataset import big_png_header
+    from tests.teacher_store.images.test_dataset import big_png_header
 
     for cls, source in (("cat", "microscopy"), ("dog", "space")):
         (root / cls).mkdir(parents=True)

@@ -9,7 +9,7 @@ import pytest
 
 from teacher_store.cli import main
 from teacher_store.info import format_info, store_info
-from teacher_store.store import BOOK
+from teacher_store.store.arrays import BOOK
 from teacher_store.verify import verify_store
 from tests.store_fixtures import copy_store
 

@@ -19,7 +19,7 @@ from teacher_store.client import (
     open_store,
     resolve_address,
 )
-from teacher_store.store import LocalStore
+from teacher_store.store.arrays import LocalStore
 from tests.store_fixtures import build_store, make_attrs
 
 

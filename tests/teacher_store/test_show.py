@@ -9,7 +9,7 @@ from PIL import Image
 
 from teacher_store.cli import main
 from teacher_store.show import show_view
-from teacher_store.store import BOOK, LocalStore
+from teacher_store.store.arrays import BOOK, LocalStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from teacher_store.blockfmt import store_identity
 from teacher_store.client import StoreChangedError, StoreClient
+from teacher_store.store.blockfmt import store_identity
 from tests.store_fixtures import LiveServer, build_store, make_attrs
 
 

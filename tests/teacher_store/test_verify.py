@@ -10,7 +10,7 @@ import pytest
 
 from teacher_store.cli import main
 from teacher_store.info import store_info
-from teacher_store.store import BOOK, LocalStore, shard_units
+from teacher_store.store.arrays import BOOK, LocalStore, shard_units
 from teacher_store.verify import unit_batches, verify_store
 from tests.store_fixtures import copy_store, generate_small
 

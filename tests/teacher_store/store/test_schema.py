@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from teacher_store.schema import Manifest, StoreAttrs, validation_message
-from teacher_store.store import shard_units
+from teacher_store.store.arrays import shard_units
+from teacher_store.store.schema import Manifest, StoreAttrs, validation_message
 from tests.store_fixtures import make_attrs
 
 
@@ -37,8 +37,8 @@ def test_manifest_keys_stay_inside_the_store(key: str) -> None:
 
 
 def test_check_readable_defaults_to_this_codec_version() -> None:
-    from teacher_store.codec import CODEC_VERSION
-    from teacher_store.schema import check_readable
+    from teacher_store.store.schema import check_readable
+    from teacher_store.views.codec import CODEC_VERSION
 
     raw = make_attrs().to_dict()
     assert check_readable(raw, "here") == check_readable(raw, "here", CODEC_VERSION)

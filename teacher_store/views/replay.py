@@ -10,9 +10,9 @@ machines they are identical for the same Pillow and numpy builds (both are pinne
 
 :class:`Replayer` replays a store's view ``(slot, sample)`` from its dataset (decode, load the
 image and its mixing partner, render); generation, verify, show and the student all use it.
-Images decode through the store's decode path (:mod:`teacher_store.decode`): Pillow, or, for a
-store generated with ``decode="gpu"``, nvJPEG on a CUDA device when the replayer is given one
-(elsewhere Pillow again: close to, not bit-exact with, what the teacher saw).
+Images decode through the store's decode path (:mod:`teacher_store.images.decode`): Pillow,
+or, for a store generated with ``decode="gpu"``, nvJPEG on a CUDA device when the replayer
+is given one (elsewhere Pillow again: close to, not bit-exact with, what the teacher saw).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from teacher_store.codec import (
+from teacher_store.images.dataset import CorruptImageError, ImageFolder
+from teacher_store.images.decode import decode_images
+from teacher_store.views.codec import (
     AugParams,
     MixParams,
     ViewParams,
@@ -35,12 +37,10 @@ from teacher_store.codec import (
     det_cos,
     det_sin,
 )
-from teacher_store.dataset import CorruptImageError, ImageFolder
-from teacher_store.decode import decode_images
-from teacher_store.recipe import Recipe
+from teacher_store.views.recipe import Recipe
 
 if TYPE_CHECKING:
-    from teacher_store.schema import StoreAttrs
+    from teacher_store.store.schema import StoreAttrs
 
 FILL = (128, 128, 128)  # fill colour of the geometric ops
 MIN_SIZE = 8

@@ -1,11 +1,11 @@
 """Store writer (commit protocol) and the local reader.
 
-Work is cut into shard units (:mod:`teacher_store.layout`). A unit is one zarr shard file per
+Work is cut into shard units (:mod:`teacher_store.store.layout`). A unit is one zarr shard file per
 array, written whole by exactly one writer (zarr loses data when two writers touch one shard).
 Once its files are written, the writer records them (size, crc32c, sha256) in the unit's
 record with an atomic rename; a unit counts as done only when that record exists and matches
 the files. The store is final when the manifest and the consolidated metadata are written, last.
-Where each of these lives is :mod:`teacher_store.layout`'s business.
+Where each of these lives is :mod:`teacher_store.store.layout`'s business.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from teacher_store import layout
 from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
-from teacher_store.layout import ARRAYS, BOOK, Location, ShardUnit, shard_units
-from teacher_store.schema import StoreAttrs, check_readable, decode_values
+from teacher_store.store import layout
+from teacher_store.store.layout import ARRAYS, BOOK, Location, ShardUnit, shard_units
+from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
 
-# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.layout; importable from here too.
+# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
+# from here too.
 __all__ = [
     "ARRAYS",
     "BOOK",
@@ -225,7 +226,7 @@ class LocalStore:
     """Reader over a store folder; checks versions and (when complete) the manifest's files."""
 
     def __init__(self, path: str | os.PathLike[str], require_complete: bool = True) -> None:
-        from teacher_store.codec import CODEC_VERSION
+        from teacher_store.views.codec import CODEC_VERSION
 
         self.path = Path(path)
         loc = Location.local(self.path)

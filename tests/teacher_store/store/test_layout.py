@@ -1,4 +1,4 @@
-"""teacher_store.layout (the store's key space over fsspec) and teacher_store.errors."""
+"""teacher_store.store.layout (the store's key space over fsspec) and teacher_store.errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from teacher_store import errors, layout
-from teacher_store.layout import MANIFEST, FileRecord, Location
-from teacher_store.store import LocalStore
+from teacher_store import errors
+from teacher_store.store import layout
+from teacher_store.store.arrays import LocalStore
+from teacher_store.store.layout import MANIFEST, FileRecord, Location
 from tests.store_fixtures import build_store, make_attrs
 
 

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from teacher_store.recipe import Recipe
+from teacher_store.views.recipe import Recipe
 
 CODEC_VERSION = 1
 

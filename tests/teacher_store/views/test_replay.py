@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from teacher_store.codec import RANDAUG_OPS, AugParams, ViewParams, crop_box, decode
-from teacher_store.recipe import Recipe, get_recipe
-from teacher_store.replay import render_aug, render_view, view_to_float
+from teacher_store.views.codec import RANDAUG_OPS, AugParams, ViewParams, crop_box, decode
+from teacher_store.views.recipe import Recipe, get_recipe
+from teacher_store.views.replay import render_aug, render_view, view_to_float
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HEAVY = Recipe(name="heavy", color_jitter=0.4, erase_prob=0.5, randaug_n=3)
 NUM_SLOTS = 4
 
@@ -96,7 +96,7 @@ def test_errors(coffee):
 def test_identical_bytes_in_another_process(demo_data):
     here = _digests(str(demo_data))
     code = (
-        "import json, sys; from tests.teacher_store.test_replay import _digests;"
+        "import json, sys; from tests.teacher_store.views.test_replay import _digests;"
         "print(json.dumps(_digests(sys.argv[1])))"
     )
     proc = subprocess.run(
@@ -301,14 +301,14 @@ class _CountingFolder:
 
 @pytest.fixture(scope="module")
 def folder(demo_data):
-    from teacher_store.dataset import ImageFolder
+    from teacher_store.images.dataset import ImageFolder
 
     return ImageFolder.scan(demo_data)
 
 
 def test_replayer_gives_the_render_view_pixels(folder):
     """Every view of every sample, at the canonical size and another: the old path's bytes."""
-    from teacher_store.replay import Replayer
+    from teacher_store.views.replay import Replayer
 
     a = _attrs(folder)
     replay = Replayer(folder, a)
@@ -336,7 +336,7 @@ def test_replayer_gives_the_render_view_pixels(folder):
 def test_replayer_cache_is_a_bounded_lru_and_pickling_drops_it(folder):
     import pickle
 
-    from teacher_store.replay import Replayer
+    from teacher_store.views.replay import Replayer
 
     counting = _CountingFolder(folder)
     replay = Replayer(counting, _attrs(folder), cache_size=2)  # type: ignore[arg-type]
@@ -365,8 +365,8 @@ def test_replayer_names_the_unreadable_sample_and_remembers_it(demo_data, tmp_pa
     import pickle
     import shutil
 
-    from teacher_store.dataset import CorruptImageError, ImageFolder
-    from teacher_store.replay import Replayer, UnreadableSampleError
+    from teacher_store.images.dataset import CorruptImageError, ImageFolder
+    from teacher_store.views.replay import Replayer, UnreadableSampleError
 
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
@@ -395,9 +395,9 @@ def test_student_generation_and_show_replay_the_same_pixels(folder, tmp_path):
     """The same (slot, sample) through the student dataset, generation's views and show's PNG."""
     from student.data import ReplayDataset
     from teacher_store.generate import _ViewDataset
-    from teacher_store.replay import Replayer
     from teacher_store.show import show_view
-    from teacher_store.store import LocalStore, shard_units
+    from teacher_store.store.arrays import LocalStore, shard_units
+    from teacher_store.views.replay import Replayer
     from tests.store_fixtures import build_store
 
     a = _attrs(folder, size=64, recipe=get_recipe("default"))

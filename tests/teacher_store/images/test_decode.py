@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from teacher_store.dataset import CorruptImageError, ImageFolder, load_image
-from teacher_store.decode import DecodeDeviceError, check_decode, decode_images
+from teacher_store.images.dataset import CorruptImageError, ImageFolder, load_image
+from teacher_store.images.decode import DecodeDeviceError, check_decode, decode_images
 
 LIMIT = 10**8
 

@@ -32,7 +32,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
 from teacher_store.errors import StoreDamaged
-from teacher_store.schema import Manifest, StoreAttrs, validation_message
+from teacher_store.store.schema import Manifest, StoreAttrs, validation_message
 
 ROOT_META = "zarr.json"  # the root group's metadata: attrs, consolidated metadata once final
 ARRAYS = ("ids", "values", "valid")
@@ -179,7 +179,7 @@ def read_json(loc: Location, key: str, max_bytes: int = MAX_JSON) -> tuple[bytes
 
 
 def read_root_attrs(loc: Location) -> dict[str, Any] | None:
-    """The root attrs (not validated: see :func:`~teacher_store.schema.check_readable`), or
+    """The root attrs (not validated: see :func:`~teacher_store.store.schema.check_readable`), or
     None when there is no root ``zarr.json``."""
     if not loc.is_file(ROOT_META):
         return None

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from teacher_store.recipe import RAMP_KNOBS, RECIPES, Recipe, get_recipe
+from teacher_store.views.recipe import RAMP_KNOBS, RECIPES, Recipe, get_recipe
 
 
 def test_defaults_are_tinyvit_style():

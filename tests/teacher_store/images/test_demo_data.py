@@ -3,7 +3,7 @@ import hashlib
 from PIL import Image
 
 from teacher_store.cli import main
-from teacher_store.demo_data import DEMO_PHOTOS, write_demo_data
+from teacher_store.images.demo_data import DEMO_PHOTOS, write_demo_data
 
 
 def _digest(root):

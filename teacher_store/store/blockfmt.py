@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 import crc32c
 import numpy as np
 
-from teacher_store.store import TargetBlock
+from teacher_store.store.arrays import TargetBlock
 
 MAGIC = b"DTGB"
 FORMAT_VERSION = 2

@@ -134,11 +134,11 @@ def check_readable(
 ) -> StoreAttrs:
     """Validate a store's raw root attrs; refuse versions this code does not understand.
 
-    ``codec_version`` defaults to this code's :data:`~teacher_store.codec.CODEC_VERSION`.
+    ``codec_version`` defaults to this code's :data:`~teacher_store.views.codec.CODEC_VERSION`.
     """
     if codec_version is None:
         # Imported here: the service imports this module and keeps its import closure small.
-        from teacher_store.codec import CODEC_VERSION
+        from teacher_store.views.codec import CODEC_VERSION
 
         codec_version = CODEC_VERSION
     if attrs.get("kind") != STORE_KIND:

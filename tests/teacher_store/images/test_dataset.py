@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from teacher_store.dataset import (
+from teacher_store.images.dataset import (
     DEFAULT_MAX_IMAGE_PIXELS,
     CorruptImageError,
     ImageFolder,

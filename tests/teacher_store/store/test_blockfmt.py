@@ -9,7 +9,8 @@ import crc32c
 import numpy as np
 import pytest
 
-from teacher_store.blockfmt import (
+from teacher_store.store.arrays import TargetBlock
+from teacher_store.store.blockfmt import (
     HEADER_SIZE,
     MAGIC,
     BlockFormatError,
@@ -19,7 +20,6 @@ from teacher_store.blockfmt import (
     encode_block,
     store_identity,
 )
-from teacher_store.store import TargetBlock
 
 IDENT = store_identity(b'{"files": {}}\n')
 

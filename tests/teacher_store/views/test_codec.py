@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from teacher_store.codec import (
+from teacher_store.views.codec import (
     CODEC_VERSION,
     QUANT_BITS,
     RANDAUG_OPS,
@@ -25,7 +25,7 @@ from teacher_store.codec import (
     quantize,
     view_seed,
 )
-from teacher_store.recipe import Recipe, get_recipe
+from teacher_store.views.recipe import Recipe, get_recipe
 
 HEAVY = Recipe(name="heavy", color_jitter=0.4, erase_prob=0.5, randaug_n=4)
 RECIPES = [get_recipe("default"), get_recipe("efficientnetv2-progressive"), HEAVY]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from teacher_store.dataset import ImageFolder
-from teacher_store.demo_data import MNIST_CLASSES, write_mnist
+from teacher_store.images.dataset import ImageFolder
+from teacher_store.images.demo_data import MNIST_CLASSES, write_mnist
 
 
 def _digest(root):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teacher_store.dataset import CorruptImageError, load_image, printable_path
+from teacher_store.images.dataset import CorruptImageError, load_image, printable_path
 
 DecodePath = Literal["cpu", "gpu"]
 DECODE_PATHS: tuple[str, ...] = ("cpu", "gpu")
@@ -72,7 +72,7 @@ def decode_images(
     """Decode ``paths`` as RGB PIL images (or the error naming each bad one), in order.
 
     JPEGs within the pixel limit are decoded together on ``device`` (one batched call); the
-    others go through :func:`~teacher_store.dataset.load_image` (Pillow), which also applies
+    others go through :func:`~teacher_store.images.dataset.load_image` (Pillow), which also applies
     the limit and names the file in its error.
     """
     out: list[Image.Image | CorruptImageError | None] = [None] * len(paths)

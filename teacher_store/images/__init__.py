@@ -1,0 +1,1 @@
+"""Images: the dataset walk (ImageFolder), image decode paths, and the bundled demo photos."""

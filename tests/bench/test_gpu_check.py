@@ -20,7 +20,7 @@ STEPS = ("setup", "generate", "bare", "busy", "train", "cuda_tests", "cpu_vs_dev
 
 
 def _check(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--budget-s", "120"]
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--budget-s", "240"]
     r = subprocess.run(
         [*cmd, "--out", str(out), *extra],
         capture_output=True,

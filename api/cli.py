@@ -23,6 +23,14 @@ def _run_serve(args: argparse.Namespace) -> int:
 
         read_token(Path(args.token_file))  # fail now, with a clear message, not in every worker
         env["DISTILL_TOKEN_FILE"] = str(Path(args.token_file).resolve())
+    if args.data:
+        from api.settings import parse_data
+
+        dirs = parse_data(",".join(args.data))
+        missing = [f"{n}={d}" for n, d in dirs.items() if not d.is_dir()]
+        if missing:
+            raise ValueError(f"--data {missing[0]}: not a directory; pass the store's images")
+        env["DISTILL_DATA"] = ",".join(f"{n}={d.resolve()}" for n, d in dirs.items())
     for flag, var in _PASSED:
         value = getattr(args, flag)
         if value is not None:
@@ -30,6 +38,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     os.environ.update(env)  # workers import api.main:app and read their settings from here
     limits = _limits()
     print(f"distill serve: {root} on http://{args.host}:{args.port}/v1/stores", flush=True)
+    print(f"dashboard: http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(
         "api.main:app",
         host=args.host,
@@ -76,6 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--token-file", help="require 'Authorization: Bearer <token in this file>'")
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="NAME=DIR",
+        help="image folder of store NAME: the dashboard and /views render its views (repeatable)",
+    )
     p.add_argument("--max-block", type=int, help="most samples per block request (131072)")
     p.add_argument("--cache-bytes", type=int, help="cache budget in bytes (256 MiB)")
     p.add_argument("--max-inflight", type=int, help="requests in flight before 503 (64)")

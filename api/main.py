@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from swagger_ui_bundle import swagger_ui_path
 
-from api import routes_blocks, routes_health, routes_stores, routes_zarr
+from api import routes_blocks, routes_health, routes_stores, routes_ui, routes_views, routes_zarr
 from api.errors import install_error_handlers
 from api.guard import OverloadGuard, check_token
 from api.metrics import Metrics, MetricsMiddleware
@@ -111,9 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token = None
     install_error_handlers(app)
     protected = [Depends(check_token)]
-    for module in (routes_stores, routes_zarr, routes_blocks):
+    for module in (routes_stores, routes_zarr, routes_blocks, routes_views):
         app.include_router(module.router, dependencies=protected)
+    app.include_router(routes_ui.fragments, dependencies=protected)
+    app.include_router(routes_ui.pages)  # open shells: the data comes from the fragments
     app.include_router(routes_health.router)
+    app.mount("/ui/static", StaticFiles(directory=str(routes_ui.STATIC_DIR)), name="ui-static")
     _install_docs(app)
     app.add_middleware(OverloadGuard)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

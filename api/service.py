@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 
 from api.blocks import BlockReader
 from api.cache import ByteLRU, FileCache
+from api.dashboard import Dashboard
 from api.errors import ApiError
 from api.metrics import Metrics
 from api.registry import NAME_PATTERN, NAME_RE, Registry, StoreEntry
@@ -24,6 +25,7 @@ class Service:
     chunks: ByteLRU
     blocks: BlockReader
     token: str | None
+    dashboard: Dashboard
 
     @classmethod
     def create(cls, settings: Settings, metrics: Metrics) -> Service:
@@ -36,7 +38,9 @@ class Service:
         chunks = ByteLRU("chunks", settings.cache_bytes - half)
         metrics.watch_caches([files.lru, chunks])
         registry = Registry(root, settings.rescan_interval_s)
-        return cls(settings, registry, files, chunks, BlockReader(files, chunks), token)
+        dashboard = Dashboard(settings.data_dirs())
+        blocks = BlockReader(files, chunks)
+        return cls(settings, registry, files, chunks, blocks, token, dashboard)
 
 
 async def service(request: Request) -> Service:

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
         256 * MiB, ge=1, description="response bytes held for unfinished sends before 503"
     )
     max_body_bytes: int = Field(1024, ge=0, description="largest request body (GET only): 413")
+    data: str = Field(
+        "",
+        description="image folders of stores, 'NAME=DIR[,NAME=DIR...]': lets the dashboard and "
+        "/v1/stores/{name}/views render views (needs torch)",
+    )
+
+    def data_dirs(self) -> dict[str, Path]:
+        """``data`` as {store name: image folder}; ValueError naming a malformed entry."""
+        return parse_data(self.data)
 
 
 class ConnectionLimits(BaseSettings):
@@ -60,6 +69,17 @@ class ConnectionLimits(BaseSettings):
             "limit_concurrency": self.limit_concurrency,
             "h11_max_incomplete_event_size": self.max_header_bytes,
         }
+
+
+def parse_data(spec: str) -> dict[str, Path]:
+    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}; ValueError naming a malformed entry."""
+    out: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, folder = item.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ValueError(f"--data {item!r} is malformed; write NAME=DIR (store name = images)")
+        out[name.strip()] = Path(folder.strip())
+    return out
 
 
 def read_token(path: Path | None) -> str | None:

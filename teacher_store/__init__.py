@@ -65,6 +65,8 @@ _EXPORTS = {
     "StoreAddressError": "teacher_store.client",
     "DatasetMismatchError": "teacher_store.client",
     "write_demo_data": "teacher_store.images.demo_data",
+    "ViewRenderer": "teacher_store.show",
+    "ShownView": "teacher_store.show",
 }
 
 __all__ = sorted(_EXPORTS)

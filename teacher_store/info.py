@@ -59,6 +59,11 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     return name, stages
 
 
+def recipe_schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
+    """(recipe name, stages ``{"slots": [first, last], "knobs": {...}}``) as ``info`` shows."""
+    return _schedule(recipe_dict, views)
+
+
 def _recorded(
     loc: Location, units: list[ShardUnit], manifest: dict[str, Any] | None
 ) -> tuple[set[str], dict[str, Any], list[dict[str, Any]]]:
@@ -271,4 +276,4 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_info", "store_info"]
+__all__ = ["format_info", "recipe_schedule", "store_info"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,9 @@ def _labels(
     ]
     if params.mix is not None:
         lines.append(
-            f"mixed with sample {params.mix.partner} ({params.mix.mode}, λ={params.mix.lam:.2f})"
+            # "lambda", not the Greek letter: Pillow's default font has no glyph for it
+            f"mixed with sample {params.mix.partner} ({params.mix.mode}, "
+            f"lambda={params.mix.lam:.2f})"
         )
     lines += ["", f"teacher {a.teacher.get('name')} top-{len(top)}:"]
     lines += [f"{p:6.3f}  {name[:44]}" for name, p in top]
@@ -116,6 +119,49 @@ def _render_panel(img: Any, lines: list[str]) -> Any:
     return canvas
 
 
+@dataclass(frozen=True)
+class ShownView:
+    """One replayed view as ``distill show`` draws it (the dashboard serves the same pixels)."""
+
+    image: Any  # PIL RGB image: the view enlarged by an integer factor to >= 224 px
+    top: list[tuple[str, float]]  # the stored top-5 (class name, probability), rank order
+    params: Any  # the view's ViewParams (augmentation ops, mixing partner and ratio)
+    lines: list[str]  # the text panel's lines
+
+
+class ViewRenderer:
+    """A store and the image folder it was built from, ready to replay views.
+
+    Raises :class:`DatasetMismatch` when ``data`` is not the store's dataset (its fingerprint
+    differs). ``render`` is not thread-safe: callers serialise it.
+    """
+
+    def __init__(self, path: str, data: str) -> None:
+        from teacher_store.store.arrays import LocalStore
+        from teacher_store.views.replay import Replayer
+
+        self.path = path
+        self.store = LocalStore(path, require_complete=False)
+        self.attrs = self.store.attrs
+        self.folder = _matching_folder(self.attrs, data)
+        self.replayer = Replayer(self.folder, self.attrs, cache_size=0)
+
+    def render(self, sample: int, view: int, size: int | None = None) -> ShownView:
+        """View ``view`` of ``sample`` at ``size`` (default: the teacher's input size)."""
+        a = self.attrs
+        _check_request(a, sample, view, size)
+        block = _valid_block(self.store, self.path, self.folder, view, sample)
+        replayed = self.replayer.render(view, sample, size)
+        names = list(a.teacher.get("class_names", []) or [])
+        logp = block.logprobs()[0]
+        top = [
+            (_class_name(names, int(i)), float(np.exp(lp)))
+            for i, lp in zip(block.ids[0][:5], logp[:5], strict=True)
+        ]
+        lines = _labels(a, self.folder, sample, view, replayed.params, top)
+        return ShownView(_view_image(replayed.pixels), top, replayed.params, lines)
+
+
 def show_view(
     path: str, data: str, sample: int, view: int, out: str, size: int | None = None
 ) -> list[tuple[str, float]]:
@@ -126,28 +172,16 @@ def show_view(
     least 224 px for legibility.
     """
     from teacher_store.store.arrays import LocalStore
-    from teacher_store.views.replay import Replayer
 
-    store = LocalStore(path, require_complete=False)
-    a = store.attrs
-    _check_request(a, sample, view, size)
-    folder = _matching_folder(a, data)
-    block = _valid_block(store, path, folder, view, sample)
-    replayed = Replayer(folder, a, cache_size=0).render(view, sample, size)
-    img = _view_image(replayed.pixels)
-
-    names = list(a.teacher.get("class_names", []) or [])
-    logp = block.logprobs()[0]
-    top = [
-        (_class_name(names, int(i)), float(np.exp(lp)))
-        for i, lp in zip(block.ids[0][:5], logp[:5], strict=True)
-    ]
-    canvas = _render_panel(img, _labels(a, folder, sample, view, replayed.params, top))
+    a = LocalStore(path, require_complete=False).attrs
+    _check_request(a, sample, view, size)  # bad numbers fail before the dataset is scanned
+    shown = ViewRenderer(path, data).render(sample, view, size)
+    canvas = _render_panel(shown.image, shown.lines)
     out_path = Path(out)
     if out_path.parent and not out_path.parent.exists():
         raise ValueError(f"output folder {out_path.parent} does not exist")
     canvas.save(out_path, format="PNG")
-    return top
+    return shown.top
 
 
-__all__ = ["show_view"]
+__all__ = ["ShownView", "ViewRenderer", "show_view"]

@@ -39,6 +39,7 @@ API_RUNTIME = {
     "aiohttp",
     "requests",
     "swagger-ui-bundle-v2",  # /docs assets, served by the app (no CDN)
+    "jinja2",  # the dashboard's server-rendered pages
 }
 BASE_TAG = re.compile(r"python:3\.11\.\d+-slim-bookworm")
 

@@ -49,3 +49,25 @@ def token_server(served: dict[str, Path]) -> Iterator[tuple[LiveServer, str]]:
     settings = Settings(root=served["root"], token_file=token_file)
     with LiveServer(create_app(settings)) as live:
         yield live, token
+
+
+@pytest.fixture(scope="session")
+def photo_root(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Path:
+    """A served root holding ``demo``: a real store of the 17 demo photos (Lite0, 2 views)."""
+    from tests.store_fixtures import generate_small
+
+    root = tmp_path_factory.mktemp("photos") / "root"
+    root.mkdir()
+    generate_small(demo_data, root / "demo")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_server(photo_root: Path, demo_data: Path) -> Iterator[LiveServer]:
+    """The service over ``photo_root`` with the demo photos as ``demo``'s dataset."""
+    from api.main import create_app
+    from api.settings import Settings
+
+    settings = Settings(root=photo_root, data=f"demo={demo_data}", rescan_interval_s=0.0)
+    with LiveServer(create_app(settings)) as live:
+        yield live

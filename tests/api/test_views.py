@@ -1,0 +1,89 @@
+"""``GET /v1/stores/{name}/views/{slot}/{sample}.png`` and the view browser's fragment, over
+HTTP on a real store of the demo photos (real Lite0 teacher) and a live uvicorn."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+from teacher_store.show import show_view
+from tests.store_fixtures import LiveServer
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_view_png_is_show_s_render_with_an_etag(
+    photo_server: LiveServer, photo_root: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    url = f"{photo_server.url}/v1/stores/demo/views/1/3.png"
+    r = requests.get(url, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    got = _pixels(r.content)
+    show_view(str(photo_root / "demo"), str(demo_data), 3, 1, str(tmp_path / "show.png"))
+    shown = _pixels((tmp_path / "show.png").read_bytes())
+    assert got.shape[0] >= 224 and np.array_equal(got, shown[: got.shape[0], : got.shape[1]])
+    etag = r.headers["etag"]
+    again = requests.get(url, headers={"if-none-match": etag}, timeout=60)
+    assert again.status_code == 304 and again.headers["etag"] == etag and not again.content
+    other = requests.get(f"{photo_server.url}/v1/stores/demo/views/0/3.png", timeout=60)
+    assert other.headers["etag"] != etag
+    small = requests.get(url, params={"size": 32}, timeout=60)
+    assert small.status_code == 200 and _pixels(small.content).shape[:2] == (224, 224)
+
+
+def test_view_png_bad_input_is_json_4xx(photo_server: LiveServer) -> None:
+    base = f"{photo_server.url}/v1/stores"
+    cases = {
+        f"{base}/demo/views/2/0.png": (400, "slots are 0..1"),
+        f"{base}/demo/views/0/17.png": (400, "samples are 0..16"),
+        f"{base}/demo/views/0/x.png": (400, "sample"),
+        f"{base}/demo/views/-1/0.png": (400, "slot"),
+        f"{base}/demo/views/0/0.png?size=4096": (400, "size"),
+        f"{base}/nope/views/0/0.png": (404, "no store named 'nope'"),
+    }
+    for url, (status, words) in cases.items():
+        r = requests.get(url, timeout=30)
+        assert r.status_code == status, (url, r.text)
+        body = r.json()
+        assert body["status"] == status and words in body["detail"], (url, body)
+
+
+def test_without_a_dataset_the_service_says_how_to_enable_it(
+    photo_root: Path, tmp_path: Path
+) -> None:
+    from api.main import create_app
+    from api.settings import Settings
+
+    with LiveServer(create_app(Settings(root=photo_root))) as live:
+        r = requests.get(f"{live.url}/v1/stores/demo/views/0/0.png", timeout=30)
+        assert r.status_code == 409 and r.json()["error"] == "dataset_not_configured"
+        assert "distill serve --data demo=DIR" in r.json()["detail"]
+        page = requests.get(f"{live.url}/ui/fragments/stores/demo/view?slot=0&sample=2", timeout=30)
+        assert page.status_code == 200
+        assert "distill serve --data demo=DIR" in page.text and "<img" not in page.text
+        assert page.text.count('class="label"') == 5  # the top-5 needs no images
+
+
+def test_a_dataset_with_another_fingerprint_is_refused(
+    photo_root: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    from api.main import create_app
+    from api.settings import Settings
+
+    other = tmp_path / "other"
+    shutil.copytree(demo_data, other)
+    next(p for p in sorted(other.rglob("*")) if p.is_file()).unlink()
+    with LiveServer(create_app(Settings(root=photo_root, data=f"demo={other}"))) as live:
+        r = requests.get(f"{live.url}/v1/stores/demo/views/0/0.png", timeout=60)
+        assert r.status_code == 409 and r.json()["error"] == "dataset_mismatch"
+        assert "does not match the store" in r.json()["detail"]
+        page = requests.get(f"{live.url}/ui/fragments/stores/demo/view", timeout=60)
+        assert "does not match the store" in page.text and "<img" not in page.text

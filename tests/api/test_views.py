@@ -87,3 +87,15 @@ def test_a_dataset_with_another_fingerprint_is_refused(
         assert "does not match the store" in r.json()["detail"]
         page = requests.get(f"{live.url}/ui/fragments/stores/demo/view", timeout=60)
         assert "does not match the store" in page.text and "<img" not in page.text
+
+
+def test_data_setting_is_name_equals_dir() -> None:
+    import pytest
+
+    from api.settings import parse_data
+
+    assert parse_data("demo=/a, other=/b/c") == {"demo": Path("/a"), "other": Path("/b/c")}
+    assert parse_data("") == {}
+    for bad in ("demo", "=/a", "demo="):
+        with pytest.raises(ValueError, match="write NAME=DIR"):
+            parse_data(bad)

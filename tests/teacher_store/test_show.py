@@ -53,3 +53,19 @@ def test_show_cli_paths(store, demo_data, tmp_path, capsys):
     assert main([*args, "--out", str(png)]) == 2
     err = capsys.readouterr().err
     assert "out of range" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_show_writes_lambda_not_a_missing_glyph(store, demo_data):
+    from teacher_store.show import ViewRenderer
+
+    renderer = ViewRenderer(str(store), str(demo_data))
+    a = renderer.attrs
+    mixed = next(
+        (slot, sample)
+        for slot in range(a.views)
+        for sample in range(a.num_samples)
+        if renderer.replayer.params(slot, sample).mix is not None
+    )
+    shown = renderer.render(mixed[1], mixed[0])
+    text = "\n".join(shown.lines)
+    assert "λ" not in text and f"lambda={shown.params.mix.lam:.2f}" in text

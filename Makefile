@@ -8,9 +8,19 @@ DEMO_DIR ?= .demo
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .ONESHELL:
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser).
+browser:
+	if [ ! -x /usr/bin/chromium ]; then
+	  if [ "$$(id -u)" = 0 ]; then
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+	  else
+	    echo "note: /usr/bin/chromium is missing; the browser tests need it: sudo apt-get install chromium"
+	  fi
+	fi
 
 # Re-installs only when pyproject.toml changes (the stamp is newer otherwise).
 $(STAMP): pyproject.toml
@@ -33,8 +43,8 @@ demo: $(STAMP)
 	$(BIN)/distill info $$D/stores/demo
 	PORT=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	URL=http://127.0.0.1:$$PORT/v1/stores/demo
-	echo "== 4/6 service: distill serve --root $$D/stores on 127.0.0.1:$$PORT"
-	$(BIN)/distill serve --root $$D/stores --port $$PORT > $$D/serve.log 2>&1 &
+	echo "== 4/6 service: distill serve --root $$D/stores --data demo=$$D/images on 127.0.0.1:$$PORT"
+	$(BIN)/distill serve --root $$D/stores --data demo=$$D/images --port $$PORT > $$D/serve.log 2>&1 &
 	SERVER=$$!
 	trap 'kill $$SERVER 2>/dev/null; wait $$SERVER 2>/dev/null || true; echo "service stopped"' EXIT
 	for _ in $$(seq 150); do
@@ -43,6 +53,7 @@ demo: $(STAMP)
 	  sleep 0.2
 	done
 	echo "serving $$URL"
+	echo "dashboard (while the demo runs): http://127.0.0.1:$$PORT/"
 	$(BIN)/python -c "import numpy as np; from teacher_store.client import StoreClient; \
 	  c = StoreClient('$$URL'); b = c.read_block(0, 0, 4); names = c.attrs.teacher['class_names']; \
 	  print('client fetched view slot 0, samples 0-3; teacher top-1:', \

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -65,8 +64,13 @@ def _shot(tab: Any, tmp_path: Path, name: str) -> Path:
     tab.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 1000
     keep = os.environ.get("DISTILL_SCREENSHOTS")
-    if keep:
-        shutil.copy(out, Path(keep) / f"dashboard-{name}.png")
+    if keep:  # README-sized: at most 900 px wide, a 64-colour palette
+        with Image.open(out) as im:
+            small = im.convert("RGB")
+        if small.width > 900:
+            small = small.resize((900, round(small.height * 900 / small.width)))
+        small = small.quantize(64, method=Image.Quantize.MEDIANCUT)
+        small.save(Path(keep) / f"dashboard-{name}.png", optimize=True)
     return out
 
 

@@ -99,3 +99,23 @@ def test_data_setting_is_name_equals_dir() -> None:
     for bad in ("demo", "=/a", "demo="):
         with pytest.raises(ValueError, match="write NAME=DIR"):
             parse_data(bad)
+
+
+def test_pages_of_unusual_stores(server: LiveServer) -> None:
+    """Fake-teacher stores (no class names, 70,000 classes, prob-u8) and an unfinished one."""
+    listing = requests.get(f"{server.url}/ui/fragments/stores", timeout=30)
+    assert listing.status_code == 200
+    for name in ("demo", "wide", "partial"):
+        assert f'data-store="{name}"' in listing.text
+    assert 'data-state="incomplete"' in listing.text and "<progress" in listing.text
+    wide = requests.get(f"{server.url}/ui/fragments/stores/wide", timeout=60)
+    assert wide.status_code == 200 and "class " in wide.text and "<svg" in wide.text
+    partial = requests.get(f"{server.url}/ui/fragments/stores/partial", timeout=30)
+    assert partial.status_code == 200 and "units)" in partial.text and "<svg" not in partial.text
+    view = requests.get(f"{server.url}/ui/fragments/stores/partial/view", timeout=30)
+    assert view.status_code == 409 and view.json()["error"] == "store_incomplete"
+    for path in ("/", "/ui/stores/wide", "/ui/stores/wide/views"):
+        shell = requests.get(server.url + path, timeout=30)
+        assert shell.status_code == 200 and 'data-token-required="false"' in shell.text
+    bad = requests.get(f"{server.url}/ui/stores/..%2Fetc", timeout=30)
+    assert bad.status_code in (400, 404) and bad.json()["status"] == bad.status_code

@@ -9,7 +9,11 @@ Endpoints, all errors JSON ``{"status", "error", "detail"}``:
   readable by stock zarr-python over fsspec;
 - ``GET /v1/stores/{name}/blocks/{view}?start=&stop=``: one view slot's targets for a sample
   range in the binary format of :mod:`teacher_store.store.blockfmt`;
+- ``GET /v1/stores/{name}/views/{slot}/{sample}.png``: a replayed view (needs ``--data``);
+- ``GET /``, ``/ui/...``: the web dashboard (open page shells; their data comes from
+  ``/ui/fragments/...`` under the token rule of ``/v1``);
 - ``GET /healthz``, ``/readyz``, ``/metrics`` (Prometheus), open without a token.
 
-This package imports ``teacher_store`` (never ``student``/``models``) and never torch.
+This package imports ``teacher_store`` (never ``student``/``models``) and never torch (view
+rendering imports the replay path lazily, only when a dataset is configured).
 """

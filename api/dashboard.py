@@ -22,6 +22,10 @@ HOW_TO_ENABLE = (
     "rendering views of store {name!r} needs its images: start the service with "
     "`distill serve --data {name}=DIR` (or DISTILL_DATA={name}=DIR)"
 )
+NO_REPLAY = (
+    "rendering views needs torch and Pillow, which this installation lacks (the slim API "
+    "image is torch-free): serve with the full `distill` install"
+)
 
 
 def check_view(attrs: Any, slot: int, sample: int) -> None:
@@ -84,12 +88,14 @@ class Dashboard:
         with self._lock:
             cached = self._renderers.get(entry.name)
             if cached is None or cached[0] != entry.identity:
-                from teacher_store.show import ViewRenderer
-
                 try:
+                    from teacher_store.show import ViewRenderer
+
                     made: Any = ViewRenderer(str(entry.path), str(folder))
                 except StoreError as e:  # DatasetMismatch: remembered, not rescanned per request
                     made = e
+                except ImportError as e:  # the slim API image has no torch
+                    raise ApiError(409, "rendering_unavailable", f"{NO_REPLAY}: {e}") from None
                 cached = (entry.identity, made)
                 self._renderers[entry.name] = cached
         if isinstance(cached[1], StoreError):

@@ -72,3 +72,9 @@ def test_distill_serve_bad_root(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2 and "token file" in r.stderr
+    for data, words in (("demo", "write NAME=DIR"), (f"demo={tmp_path / 'no'}", "not a directory")):
+        r = subprocess.run(
+            _distill("serve", "--root", str(tmp_path), "--data", data),
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2 and words in r.stderr and "--data" in r.stderr, r.stderr

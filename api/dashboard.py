@@ -17,6 +17,7 @@ from api.registry import StoreEntry
 from api.view_stats import ViewStats, store_stats
 from teacher_store.errors import StoreError
 
+IMAGE_CACHE = 64  # decoded images a store's renderer keeps (a view also decodes its partner)
 MAX_VIEW_SIZE = 512  # largest ?size= of a rendered view (px); the PNG stays bounded
 HOW_TO_ENABLE = (
     "rendering views of store {name!r} needs its images: start the service with "
@@ -91,7 +92,7 @@ class Dashboard:
                 try:
                     from teacher_store.show import ViewRenderer
 
-                    made: Any = ViewRenderer(str(entry.path), str(folder))
+                    made: Any = ViewRenderer(str(entry.path), str(folder), IMAGE_CACHE)
                 except StoreError as e:  # DatasetMismatch: remembered, not rescanned per request
                     made = e
                 except ImportError as e:  # the slim API image has no torch

@@ -136,7 +136,8 @@ class ViewRenderer:
     differs). ``render`` is not thread-safe: callers serialise it.
     """
 
-    def __init__(self, path: str, data: str) -> None:
+    def __init__(self, path: str, data: str, cache_size: int = 0) -> None:
+        """``cache_size``: decoded images kept (a long-lived renderer reuses them)."""
         from teacher_store.store.arrays import LocalStore
         from teacher_store.views.replay import Replayer
 
@@ -144,7 +145,7 @@ class ViewRenderer:
         self.store = LocalStore(path, require_complete=False)
         self.attrs = self.store.attrs
         self.folder = _matching_folder(self.attrs, data)
-        self.replayer = Replayer(self.folder, self.attrs, cache_size=0)
+        self.replayer = Replayer(self.folder, self.attrs, cache_size=cache_size)
 
     def render(self, sample: int, view: int, size: int | None = None) -> ShownView:
         """View ``view`` of ``sample`` at ``size`` (default: the teacher's input size)."""

@@ -65,7 +65,7 @@ demo: $(STAMP)
 	  --workers 1 --val-fraction 0.2 --quiet
 	echo "== 6/6 done: store $$D/stores/demo, run $$D/runs/demo (metrics.jsonl, last.pth)"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)

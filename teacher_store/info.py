@@ -119,6 +119,8 @@ def _describe(a: Any) -> dict[str, Any]:
         "store_seed": a.store_seed,
         "layout": {
             "chunk_samples": a.chunk_samples,
+            "chunk_views": a.chunk_views,
+            "id_order": a.id_order,
             "shard_samples": a.shard_samples,
             "shard_views": a.shard_views,
             "ids_dtype": str(a.ids_dtype),
@@ -166,6 +168,8 @@ def store_info(path: str) -> dict[str, Any]:
         "units_total": len(units),
         **_sizes(root, units, recorded, files),
         **_describe(a),
+        # TinyViT's layout: an int32 seed + K int16 ids + K float16 probabilities per view.
+        "tinyvit_bytes_per_view": 4 + 4 * a.topk,
         "bad_samples": bad,
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
@@ -210,9 +214,11 @@ def _size_text(info: dict[str, Any]) -> str:
     parts = ", ".join(
         f"{k} {v:.1f}" for k, v in info["bytes_per_view_per_array"].items() if v is not None
     )
+    tv = info["tinyvit_bytes_per_view"]
     return (
         f"{_human(info['bytes_on_disk'])} on disk ({info['files_on_disk']} files); "
-        f"{bpv:.1f} B per view ({parts}) over {info['views_written']} views"
+        f"{bpv:.1f} B per view ({parts}) over {info['views_written']} views; "
+        f"TinyViT's layout: {tv} B per view (4 + 4K)"
     )
 
 
@@ -249,7 +255,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"  shape     R={info['views']} views x N={info['samples']} samples, top-{info['topk']} "
         f"of {info['num_classes']} classes, values {info['value_encoding']} "
         f"(T={info['temperature']:g}), ids {lay['ids_dtype']}",
-        f"  layout    chunks of {lay['chunk_samples']} samples, shards of {lay['shard_views']} "
+        f"  layout    chunks of {lay['chunk_views']} view(s) x {lay['chunk_samples']} samples, "
+        f"entries in {lay['id_order']} order, shards of {lay['shard_views']} "
         f"view(s) x {lay['shard_samples']} samples; store seed {info['store_seed']}",
         f"  teacher   {t['name']} ({t['architecture']}), input {insize}, "
         f"{t['class_names']} class names, weights sha256 {sha}...",

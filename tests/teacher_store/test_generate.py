@@ -116,7 +116,9 @@ def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
     a = store.attrs
     assert (a.schema_version, a.codec_version) == (SCHEMA_VERSION, CODEC_VERSION)
     assert (a.views, a.num_samples, a.topk, a.num_classes) == (2, 17, 5, 1000)
-    assert a.value_encoding == "logprob-f16" and a.temperature == 1.0
+    # Version 2 defaults: prob-u8 at K=5, head-sorted entries; shard_views=1 caps the chunk.
+    assert a.value_encoding == "prob-u8" and a.temperature == 1.0
+    assert (a.id_order, a.chunk_views, a.shard_views) == ("head-sorted", 1, 1)
     assert a.teacher["weights_sha256"] == info.weights_sha256
     assert a.teacher["architecture"] == "tf_efficientnet_lite0"
     assert a.teacher["input_size"] == [3, 64, 64]

@@ -38,6 +38,7 @@ from teacher_store.store.arrays import (
     recorded_config,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
+from teacher_store.store.encodings import encoding_kl
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
@@ -251,16 +252,21 @@ class _UnitWriter:
         self.values = np.zeros((rs, n, k), attrs.values_dtype)
         self.valid = np.zeros((rs, n), np.uint8)
         self.bad: dict[int, dict[str, Any]] = {}
+        self.kl_sum = 0.0  # what the encoding adds to the KL of float32 top-K, summed over views
 
     def put(self, where: list[tuple[int, int]], ids: np.ndarray, logp: np.ndarray) -> None:
         js, ss = (np.array(x) for x in zip(*where, strict=True))
+        enc = self.attrs.value_encoding
+        values = encode_values(logp, enc)
         self.ids[js, ss] = ids
-        self.values[js, ss] = encode_values(logp, self.attrs.value_encoding)
+        self.values[js, ss] = values
         self.valid[js, ss] = 1
+        self.kl_sum += float(encoding_kl(logp, values, enc, self.attrs.num_classes).sum())
 
     def write(self, out: str) -> dict[str, Any]:
+        stats = {"views": int(self.valid.sum()), "encoding_kl_sum": self.kl_sum}
         return _write_unit(
-            out, self.unit, self.ids, self.values, self.valid, list(self.bad.values())
+            out, self.unit, self.ids, self.values, self.valid, list(self.bad.values()), stats
         )
 
 

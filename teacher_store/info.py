@@ -143,6 +143,15 @@ def _describe(a: Any) -> dict[str, Any]:
     }
 
 
+def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
+    """Mean nats the value encoding adds to float32 top-K's KL, as recorded at generation."""
+    stats = (manifest or {}).get("stats") or {}
+    views, total = stats.get("views"), stats.get("encoding_kl_sum")
+    if not isinstance(views, int | float) or not isinstance(total, int | float) or views <= 0:
+        return None
+    return float(total) / float(views)
+
+
 def store_info(path: str) -> dict[str, Any]:
     """A JSON-safe summary of the store at ``path``; works on unfinished stores too.
 
@@ -170,6 +179,7 @@ def store_info(path: str) -> dict[str, Any]:
         **_describe(a),
         # TinyViT's layout: an int32 seed + K int16 ids + K float16 probabilities per view.
         "tinyvit_bytes_per_view": 4 + 4 * a.topk,
+        "encoding_kl": _encoding_kl(manifest),
         "bad_samples": bad,
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
@@ -214,11 +224,12 @@ def _size_text(info: dict[str, Any]) -> str:
     parts = ", ".join(
         f"{k} {v:.1f}" for k, v in info["bytes_per_view_per_array"].items() if v is not None
     )
-    tv = info["tinyvit_bytes_per_view"]
+    tv, kl = info["tinyvit_bytes_per_view"], info.get("encoding_kl")
+    known = "" if kl is None else f"; KL vs float32 top-K +{kl:.4f} nats/view (the encoding's)"
     return (
         f"{_human(info['bytes_on_disk'])} on disk ({info['files_on_disk']} files); "
         f"{bpv:.1f} B per view ({parts}) over {info['views_written']} views; "
-        f"TinyViT's layout: {tv} B per view (4 + 4K)"
+        f"TinyViT's layout: {tv} B per view (4 + 4K){known}"
     )
 
 

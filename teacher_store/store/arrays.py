@@ -170,6 +170,7 @@ def write_unit(
     values: np.ndarray,
     valid: np.ndarray,
     bad: list[dict[str, Any]],
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
@@ -183,6 +184,8 @@ def write_unit(
     loc = Location.local(root)
     files = {key: layout.file_record(loc, key).to_dict() for key in unit.keys().values()}
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
+    if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
+        record["stats"] = stats
     layout.write_unit_record(loc, unit.name, record)
     return record
 
@@ -210,6 +213,7 @@ def finalize(path: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, 
     loc = Location.local(path)
     files: dict[str, Any] = {}
     bad: dict[int, dict[str, Any]] = {}
+    stats: dict[str, float] = {}
     for u in units:
         rec = layout.read_unit_record(loc, u.name)
         if rec is None:
@@ -217,11 +221,15 @@ def finalize(path: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, 
         files.update(rec["files"])
         for b in rec["bad"]:
             bad.setdefault(b["sample"], b)
-    manifest = {
+        for k, v in (rec.get("stats") or {}).items():
+            stats[k] = stats.get(k, 0) + v
+    manifest: dict[str, Any] = {
         "units": len(units),
         "files": dict(sorted(files.items())),
         "bad_samples": [bad[i] for i in sorted(bad)],
     }
+    if stats:
+        manifest["stats"] = stats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(loc.root)

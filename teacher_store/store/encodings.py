@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from teacher_store.store.schema import StoreAttrs, head_size
+from teacher_store.store.schema import StoreAttrs, decode_values, head_size
 
 
 def rank_to_stored(
@@ -55,4 +55,27 @@ def stored_to_rank(
     return out_ids, out_values
 
 
-__all__ = ["rank_to_stored", "stored_to_rank"]
+def encoding_kl(
+    logp: np.ndarray, values: np.ndarray, encoding: str, num_classes: int
+) -> np.ndarray:
+    """KL(float32 sparse target || stored sparse target) per view, in nats: [...] float64.
+
+    ``logp`` [..., K] are the teacher's float32 top-K log-probs and ``values`` their encoding,
+    both in rank order. A sparse target puts its top-K probabilities on their classes and the
+    rest 1 - sum spread evenly over the other C - K classes (the student loss's model), so this
+    is what the encoding adds to the truncation's KL to the full teacher (to first order).
+    """
+    p = np.exp(logp.astype(np.float64))
+    q = np.exp(decode_values(values, encoding).astype(np.float64))
+    others = max(num_classes - p.shape[-1], 1)
+    p_rest = np.clip(1.0 - p.sum(-1), 0.0, None)
+    q_rest = np.clip(1.0 - q.sum(-1), 1e-12, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A stored 0 keeps its class among "the others": compare with the spread rest mass.
+        q_at = np.where(q > 0, q, q_rest[..., None] / others)
+        kept = np.where(p > 0, p * (np.log(p) - np.log(q_at)), 0.0).sum(-1)
+        rest = np.where(p_rest > 0, p_rest * (np.log(p_rest) - np.log(q_rest)), 0.0)
+    return np.asarray(np.maximum(kept + rest, 0.0))
+
+
+__all__ = ["encoding_kl", "rank_to_stored", "stored_to_rank"]

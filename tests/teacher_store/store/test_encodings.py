@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from teacher_store.store.encodings import rank_to_stored, stored_to_rank
+from teacher_store.store.encodings import encoding_kl, rank_to_stored, stored_to_rank
 from teacher_store.store.schema import (
     decode_values,
     default_encoding,
@@ -75,3 +75,14 @@ def test_default_encoding_by_k() -> None:
     assert default_encoding(10) == "prob-u8"
     assert default_encoding(100) == "prob-u8x3"
     assert (head_size("prob-u8"), head_size("prob-u8x3"), head_size("logprob-f16")) == (1, 2, 1)
+
+
+def test_encoding_kl_orders_the_encodings() -> None:
+    rng = np.random.default_rng(2)
+    _, logp = _teacher_like(rng, 400, 1000, 100)
+    kl = {
+        enc: encoding_kl(logp, encode_values(logp, enc), enc, 1000).mean()
+        for enc in ("logprob-f16", "prob-u8", "prob-u8x3")
+    }
+    assert 0 <= kl["logprob-f16"] < 1e-5
+    assert kl["logprob-f16"] < kl["prob-u8x3"] < kl["prob-u8"] / 3  # the finer tail pays off

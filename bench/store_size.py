@@ -1,28 +1,28 @@
-"""Store size and KD fidelity of the value encodings, against the TinyViT layout.
+"""Store size and KD fidelity: schema v1, schema v2 and TinyViT's layout side by side.
 
 On the bundled demo photos with the real EfficientNet-Lite0 teacher at its 224 px input:
 
-1. ``run_generate`` builds a K=100, logprob-f16 store (R views per photo, default recipe).
+1. ``run_generate`` builds a K=100 store with the defaults (schema v2, R views per photo).
 2. The same views are replayed (codec + render) and the teacher re-run on the *same* batches
    (``verify.unit_batches``) to get the full 1000-class softmax; re-encoding its top-100
-   reproduces the generated store byte for byte, which is checked. From those outputs the other
-   stores (K=10/100 x logprob-f16/prob-u8) are written with the store's own writer
-   (``create_store`` / ``write_unit`` / ``finalize``), so every byte count is a real store.
+   reproduces the generated store byte for byte, which is checked. From those outputs the
+   other stores (K=10/100 x v1 logprob-f16/prob-u8, v2 prob-u8/prob-u8x3) are written with the
+   store's own writer (``create_store`` / ``write_unit`` / ``finalize``), each version at its
+   own default chunking (v1: one view slot x up to 1,024 samples per chunk; v2: up to 1,024
+   views per chunk, 61 slots x 17 photos at R=64), so every byte count is a real store.
 3. TinyViT's layout is written too, raw: per view an int32 seed, K int16 ids, K float16
    probabilities (4 + 4K bytes).
-4. Fidelity, per encoding: max |Δp| of the decoded top-K against the float32 top-K, and the mean
-   KL(full teacher softmax || reconstructed sparse target), where the reconstruction puts the
-   decoded top-K probabilities on their classes and spreads the residual mass 1 - sum uniformly
-   over the other classes (entries decoded as 0 count as "other"). The float32 top-K row is the
-   truncation-only reference.
+4. Fidelity, per store, read back through its reader: max |Δp| of the decoded top-K against
+   the teacher's float32 probabilities of the same classes, the mean KL(full teacher softmax ||
+   reconstructed sparse target) (the decoded top-K on their classes, the residual mass
+   1 - sum spread uniformly over the other classes), and whether the top-1 id is exact. The
+   float32 top-K row is the truncation-only reference.
+5. The sizes extrapolated to ImageNet-1k (1,281,167 images) and ImageNet-22k (14,197,122) at
+   50 views each.
 
-The demo has N=17 photos, so a chunk (one view slot x N samples) holds only 17 views and the
-fixed per-chunk bytes (blosc header, crc32c, shard-index entry: ~40 B per chunk per array) are
-a large share. The "1 chunk" column writes the same views as one view slot of R*N samples with a
-single chunk, which is what a real dataset's 1024-sample chunks approach.
-
-Usage: ``python bench/store_size.py [--views 16] [--threads 1] [--keep DIR]``.
-Goal: <= 16 B/view at K=10 with max |Δp| <= 2e-3.
+Usage: ``python bench/store_size.py [--views 64] [--threads 1] [--keep DIR]``.
+Goals (issue 12): <= 12 B/view at K=10 and <= 80 B/view at K=100 with every |Δp| <= 2e-3 and
+the KL within 0.01 nats of float32 top-K.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine, set_threads, table, timed
-
-ENCODINGS = ("logprob-f16", "prob-u8")
 
 
 def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
@@ -168,46 +166,6 @@ def _fidelity(p_hat: Any, ids: Any, p_full: Any, p32: Any) -> tuple[float, float
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.sum(np.where(p_full > 0, p_full * (np.log(p_full) - np.log(q)), 0.0), axis=1)
     return max_dp, float(kl.mean())
-
-
-def _variants(order_ids: Any, logp: Any, k: int) -> list[list[Any]]:
-    """B/view of id/value codec variants on all views as one chunk (Blosc zstd-7 directly).
-
-    Not store formats: evidence for what a layout change would buy. "id order" sorts each
-    view's ids ascending (the rank is then implied by the values, ties broken by id) and stores
-    the first id and the gaps.
-    """
-    import numpy as np
-    from numcodecs import Blosc
-
-    v = order_ids.shape[0]
-    ids = order_ids[:, :k].astype(np.int64)
-    q = np.rint(np.exp(logp[:, :k].astype(np.float32)) * 255.0).astype(np.uint8)
-    o = np.argsort(ids, axis=1, kind="stable")
-    sorted_ids = np.take_along_axis(ids, o, 1)
-    gaps = np.diff(sorted_ids, axis=1, prepend=0).astype(np.uint16)
-    q_by_id = np.take_along_axis(q, o, 1)
-
-    def size(a: Any, shuffle: int) -> float:
-        return len(Blosc(cname="zstd", clevel=7, shuffle=shuffle).encode(a.copy())) / v
-
-    sh, bit, no = Blosc.SHUFFLE, Blosc.BITSHUFFLE, Blosc.NOSHUFFLE
-    rank_ids, rank_ids_bit = size(ids.astype(np.uint16), sh), size(ids.astype(np.uint16), bit)
-    gap_ids = size(gaps, sh)
-    q_rank_bit, q_rank_no, q_id_no = size(q, bit), size(q, no), size(q_by_id, no)
-    return [
-        ["ids rank order, u16 byte-shuffle (the store now)", k, f"{rank_ids:.1f}"],
-        ["ids rank order, u16 bitshuffle", k, f"{rank_ids_bit:.1f}"],
-        ["ids sorted + gaps, u16 byte-shuffle", k, f"{gap_ids:.1f}"],
-        ["values prob-u8 rank order, bitshuffle (the store now)", k, f"{q_rank_bit:.1f}"],
-        ["values prob-u8 rank order, no shuffle", k, f"{q_rank_no:.1f}"],
-        ["values prob-u8 in sorted-id order, no shuffle", k, f"{q_id_no:.1f}"],
-        [
-            "=> ids sorted + gaps + values u8 (id order), without valid",
-            k,
-            f"{gap_ids + q_id_no:.1f}",
-        ],
-    ]
 
 
 GB_IN1K = 1_281_167 * 50 / 1e9  # ImageNet-1k train x 50 views: bytes per (B/view) in GB

@@ -40,7 +40,7 @@ def test_info_on_a_complete_store(store):
     text = format_info(info)
     assert "complete (6 shard units)" in text and "B per view" in text
     assert "TinyViT's layout: 24 B per view (4 + 4K)" in text
-    assert 0 < info["encoding_kl"] < 0.01  # recorded at generation (prob-u8 at K=5)
+    assert 0 < info["encoding_kl"] < 0.05  # recorded at generation (prob-u8 at K=5, 64 px)
     assert f"KL vs float32 top-K +{info['encoding_kl']:.4f} nats/view" in text
     assert "efficientnet_lite0" in text and "RandAugment n=2" in text
 

@@ -19,6 +19,7 @@ from api.errors import ApiError, StoreDamaged
 from api.registry import StoreEntry
 from api.shards import ArrayLayout, decode_chunk, parse_index, read_slot_range
 from teacher_store.store.blockfmt import BlockBuffer, BlockHeader
+from teacher_store.store.encodings import stored_to_rank
 
 ARRAYS = ("ids", "values", "valid")
 
@@ -51,6 +52,8 @@ class BlockReader:
                     f"cannot decode; read it through {store.name}/zarr/ instead",
                 )
             read_slot_range(layout, chunk, slot, start, stop, dest)
+        # Server-side decode: blocks always carry rank order, whatever the store's id_order.
+        out.ids[...], out.values[...] = stored_to_rank(out.ids, out.values, attrs)
         return out.seal()
 
     def _chunk(

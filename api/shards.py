@@ -1,9 +1,10 @@
 """Our own reader of zarr v3 sharded arrays: shard index, inner chunks, and block assembly.
 
 Supports what the store writes (``sharding_indexed`` over a regular grid, inner codecs
-``bytes`` + any of blosc/zstd/gzip/crc32c, index codecs ``bytes`` [+ ``crc32c``], index at the
-start or end, default chunk-key encoding). Every inner chunk's crc32c is checked when it is
-decoded. Anything else makes :func:`parse_layout` return None, and the caller reads via zarr.
+[``transpose``] + ``bytes`` + any of blosc/zstd/gzip/crc32c, index codecs ``bytes``
+[+ ``crc32c``], index at the start or end, default chunk-key encoding). Every inner chunk's
+crc32c is checked when it is decoded. Anything else makes :func:`parse_layout` return None,
+and the caller reads via zarr.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class ArrayLayout:
     index_crc: bool
     index_at_end: bool
     separator: str
+    order: tuple[int, ...] | None = None  # the inner ``transpose`` codec's order, if any
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -64,6 +66,10 @@ def parse_layout(name: str, meta: dict[str, Any]) -> ArrayLayout | None:
             return None
         cfg = codecs[0]["configuration"]
         inner_codecs, index_codecs = cfg["codecs"], cfg["index_codecs"]
+        order = None
+        if inner_codecs and inner_codecs[0]["name"] == "transpose":
+            order = tuple(int(i) for i in inner_codecs[0]["configuration"]["order"])
+            inner_codecs = inner_codecs[1:]
         if not _bytes_little(inner_codecs[0]) or not _bytes_little(index_codecs[0]):
             return None
         if any(c["name"] not in _INNER for c in inner_codecs[1:]):
@@ -77,6 +83,8 @@ def parse_layout(name: str, meta: dict[str, Any]) -> ArrayLayout | None:
         inner = tuple(cfg["chunk_shape"])
         if len(shard) != len(inner) or any(s % c for s, c in zip(shard, inner, strict=True)):
             return None
+        if order is not None and sorted(order) != list(range(len(inner))):
+            return None
         return ArrayLayout(
             name=name,
             shape=tuple(meta["shape"]),
@@ -88,6 +96,7 @@ def parse_layout(name: str, meta: dict[str, Any]) -> ArrayLayout | None:
             index_crc=len(index_codecs) == 2,
             index_at_end=cfg.get("index_location", "end") == "end",
             separator=(key_enc.get("configuration") or {}).get("separator", "/"),
+            order=order,
         )
     except (KeyError, TypeError, IndexError, ValueError):
         return None
@@ -141,7 +150,12 @@ def decode_chunk(
     want = math.prod(layout.inner) * layout.dtype.itemsize
     if len(raw) != want:
         raise StoreDamaged(store, key, f"has a chunk of {len(raw)} bytes, expected {want}")
-    return np.frombuffer(raw, layout.dtype).reshape(layout.inner)
+    arr = np.frombuffer(raw, layout.dtype)
+    if layout.order is None:
+        return arr.reshape(layout.inner)
+    # Stored transposed: [inner[order[0]], inner[order[1]], ...]; back to the array's order.
+    stored = arr.reshape(tuple(layout.inner[i] for i in layout.order))
+    return np.ascontiguousarray(stored.transpose(np.argsort(layout.order)))
 
 
 # (shard coords, linear chunk index in the shard) -> decoded inner chunk

@@ -1,28 +1,28 @@
-"""Store size and KD fidelity of the value encodings, against the TinyViT layout.
+"""Store size and KD fidelity: schema v1, schema v2 and TinyViT's layout side by side.
 
 On the bundled demo photos with the real EfficientNet-Lite0 teacher at its 224 px input:
 
-1. ``run_generate`` builds a K=100, logprob-f16 store (R views per photo, default recipe).
+1. ``run_generate`` builds a K=100 store with the defaults (schema v2, R views per photo).
 2. The same views are replayed (codec + render) and the teacher re-run on the *same* batches
    (``verify.unit_batches``) to get the full 1000-class softmax; re-encoding its top-100
-   reproduces the generated store byte for byte, which is checked. From those outputs the other
-   stores (K=10/100 x logprob-f16/prob-u8) are written with the store's own writer
-   (``create_store`` / ``write_unit`` / ``finalize``), so every byte count is a real store.
+   reproduces the generated store byte for byte, which is checked. From those outputs the
+   other stores (K=10/100 x v1 logprob-f16/prob-u8, v2 prob-u8/prob-u8x3) are written with the
+   store's own writer (``create_store`` / ``write_unit`` / ``finalize``), each version at its
+   own default chunking (v1: one view slot x up to 1,024 samples per chunk; v2: up to 1,024
+   views per chunk, 61 slots x 17 photos at R=64), so every byte count is a real store.
 3. TinyViT's layout is written too, raw: per view an int32 seed, K int16 ids, K float16
    probabilities (4 + 4K bytes).
-4. Fidelity, per encoding: max |Δp| of the decoded top-K against the float32 top-K, and the mean
-   KL(full teacher softmax || reconstructed sparse target), where the reconstruction puts the
-   decoded top-K probabilities on their classes and spreads the residual mass 1 - sum uniformly
-   over the other classes (entries decoded as 0 count as "other"). The float32 top-K row is the
-   truncation-only reference.
+4. Fidelity, per store, read back through its reader: max |Δp| of the decoded top-K against
+   the teacher's float32 probabilities of the same classes, the mean KL(full teacher softmax ||
+   reconstructed sparse target) (the decoded top-K on their classes, the residual mass
+   1 - sum spread uniformly over the other classes), and whether the top-1 id is exact. The
+   float32 top-K row is the truncation-only reference.
+5. The sizes extrapolated to ImageNet-1k (1,281,167 images) and ImageNet-22k (14,197,122) at
+   50 views each.
 
-The demo has N=17 photos, so a chunk (one view slot x N samples) holds only 17 views and the
-fixed per-chunk bytes (blosc header, crc32c, shard-index entry: ~40 B per chunk per array) are
-a large share. The "1 chunk" column writes the same views as one view slot of R*N samples with a
-single chunk, which is what a real dataset's 1024-sample chunks approach.
-
-Usage: ``python bench/store_size.py [--views 16] [--threads 1] [--keep DIR]``.
-Goal: <= 16 B/view at K=10 with max |Δp| <= 2e-3.
+Usage: ``python bench/store_size.py [--views 64] [--threads 1] [--keep DIR]``.
+Goals (issue 12): <= 12 B/view at K=10 and <= 80 B/view at K=100 with every |Δp| <= 2e-3 and
+the KL within 0.01 nats of float32 top-K.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine, set_threads, table, timed
-
-ENCODINGS = ("logprob-f16", "prob-u8")
 
 
 def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
@@ -83,8 +81,15 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
     return {"attrs": a, "ids": ids, "logp": logp, "valid": valid}
 
 
-def _write_store(out: Path, base: Any, ids: Any, logp: Any, valid: Any, k: int, enc: str) -> None:
-    """Write a store from teacher outputs with the store's own writer (as generate does)."""
+# Schema version 1's layout: rank order, one view slot per chunk (1,024 samples), 4 per shard.
+V1_LAYOUT = {"schema_version": 1, "id_order": "rank", "chunk_views": 1, "shard_views": 4}
+
+
+def _write_store(
+    out: Path, base: Any, ids: Any, logp: Any, valid: Any, k: int, enc: str, **layout: Any
+) -> None:
+    """Write a store from teacher outputs with the store's own writer (as generate does);
+    ``layout`` overrides attrs (the generated store's layout, i.e. version 2, by default)."""
     import numpy as np
 
     from teacher_store.store.arrays import create_store, finalize, write_unit
@@ -94,8 +99,9 @@ def _write_store(out: Path, base: Any, ids: Any, logp: Any, valid: Any, k: int, 
     r, n = valid.shape
     d = base.to_dict()
     d.update(topk=k, value_encoding=enc, config={**base.config, "topk": k, "value_encoding": enc})
-    if (r, n) != (base.views, base.num_samples):  # the one-chunk layout: 1 slot x R*N samples
-        d.update(views=r, num_samples=n, chunk_samples=n, shard_samples=n, shard_views=1)
+    d.update(layout)
+    if d["schema_version"] == 1:
+        d.update(chunk_samples=min(1024, n), shard_samples=min(4096, n), shard_views=min(4, r))
     attrs = StoreAttrs.from_dict(d)
     create_store(out, attrs)
     units = shard_units(attrs)
@@ -123,6 +129,27 @@ def _tree_digest(root: Path) -> dict[str, bytes]:
     }
 
 
+def _read_back(path: Path, valid: Any) -> tuple[Any, Any]:
+    """Every valid view of a store read back through its reader: rank-order ids and p [V, K]."""
+    import numpy as np
+
+    from teacher_store.store.arrays import LocalStore
+
+    store = LocalStore(path)
+    blocks = [store.read_block(r, 0, store.attrs.num_samples) for r in range(store.attrs.views)]
+    ids = np.stack([b.ids for b in blocks])[valid].astype(np.int64)
+    p = np.exp(np.stack([b.logprobs() for b in blocks])[valid].astype(np.float64))
+    return ids, p
+
+
+def _fidelity_of(ids: Any, p_hat: Any, p_full: Any) -> tuple[float, float]:
+    """(max |Δp|, mean KL) of decoded (ids, p_hat) [V, K] against the teacher's p_full [V, C]."""
+    import numpy as np
+
+    p32 = np.take_along_axis(p_full, ids, 1)
+    return float(np.abs(p_hat - p32).max()), _fidelity(p_hat, ids, p_full, p_hat)[1]
+
+
 def _fidelity(p_hat: Any, ids: Any, p_full: Any, p32: Any) -> tuple[float, float]:
     """(max |p_hat - p32|, mean KL(p_full || reconstruction of (ids, p_hat)))."""
     import numpy as np
@@ -141,49 +168,65 @@ def _fidelity(p_hat: Any, ids: Any, p_full: Any, p32: Any) -> tuple[float, float
     return max_dp, float(kl.mean())
 
 
-def _variants(order_ids: Any, logp: Any, k: int) -> list[list[Any]]:
-    """B/view of id/value codec variants on all views as one chunk (Blosc zstd-7 directly).
+GB_IN1K = 1_281_167 * 50 / 1e9  # ImageNet-1k train x 50 views: bytes per (B/view) in GB
+GB_IN22K = 14_197_122 * 50 / 1e9
 
-    Not store formats: evidence for what a layout change would buy. "id order" sorts each
-    view's ids ascending (the rank is then implied by the values, ties broken by id) and stores
-    the first id and the gaps.
-    """
-    import numpy as np
-    from numcodecs import Blosc
 
-    v = order_ids.shape[0]
-    ids = order_ids[:, :k].astype(np.int64)
-    q = np.rint(np.exp(logp[:, :k].astype(np.float32)) * 255.0).astype(np.uint8)
-    o = np.argsort(ids, axis=1, kind="stable")
-    sorted_ids = np.take_along_axis(ids, o, 1)
-    gaps = np.diff(sorted_ids, axis=1, prepend=0).astype(np.uint16)
-    q_by_id = np.take_along_axis(q, o, 1)
-
-    def size(a: Any, shuffle: int) -> float:
-        return len(Blosc(cname="zstd", clevel=7, shuffle=shuffle).encode(a.copy())) / v
-
-    sh, bit, no = Blosc.SHUFFLE, Blosc.BITSHUFFLE, Blosc.NOSHUFFLE
-    rank_ids, rank_ids_bit = size(ids.astype(np.uint16), sh), size(ids.astype(np.uint16), bit)
-    gap_ids = size(gaps, sh)
-    q_rank_bit, q_rank_no, q_id_no = size(q, bit), size(q, no), size(q_by_id, no)
+def _size_row(name: str, k: int, bpv: float, dp: float, kl: float) -> list[Any]:
     return [
-        ["ids rank order, u16 byte-shuffle (the store now)", k, f"{rank_ids:.1f}"],
-        ["ids rank order, u16 bitshuffle", k, f"{rank_ids_bit:.1f}"],
-        ["ids sorted + gaps, u16 byte-shuffle", k, f"{gap_ids:.1f}"],
-        ["values prob-u8 rank order, bitshuffle (the store now)", k, f"{q_rank_bit:.1f}"],
-        ["values prob-u8 rank order, no shuffle", k, f"{q_rank_no:.1f}"],
-        ["values prob-u8 in sorted-id order, no shuffle", k, f"{q_id_no:.1f}"],
-        [
-            "=> ids sorted + gaps + values u8 (id order), without valid",
-            k,
-            f"{gap_ids + q_id_no:.1f}",
-        ],
+        name, k, f"{bpv:.1f}", f"{dp:.2e}", f"{kl:.4f}", f"{bpv * GB_IN1K:.1f}",
+        f"{bpv * GB_IN22K:.0f}",
+    ]  # fmt: skip
+
+
+def _tinyvit_row(work: Path, a: Any, valid: Any, top_ids: Any, p32: Any, p_full: Any) -> Any:
+    """TinyViT's layout, raw: int32 seed + K int16 ids + K float16 probabilities per view."""
+    import numpy as np
+
+    from teacher_store.views.codec import view_seed
+
+    k, nviews = top_ids.shape[1], int(valid.sum())
+    rec = np.dtype([("seed", "<i4"), ("ids", "<i2", (k,)), ("probs", "<f2", (k,))])
+    arr = np.zeros(nviews, rec)
+    slots, samples = np.nonzero(valid)
+    arr["seed"] = [
+        view_seed(a.store_seed, int(s), int(i)) & 0x7FFFFFFF
+        for s, i in zip(slots, samples, strict=True)
     ]
+    arr["ids"], arr["probs"] = top_ids, p32.astype(np.float16)
+    tv = work / f"tinyvit-k{k}.bin"
+    arr.tofile(tv)
+    dp, kl = _fidelity(arr["probs"].astype(np.float64), top_ids, p_full, p32)
+    return _size_row("TinyViT raw (4 + 4K B)", k, tv.stat().st_size / nviews, dp, kl)
+
+
+def _store_rows(work: Path, full: dict[str, Any], p_full: Any, k: int) -> list[list[Any]]:
+    """v1 (logprob-f16, prob-u8) and v2 (prob-u8, prob-u8x3) stores of the same outputs."""
+    from teacher_store.info import store_info
+
+    a, ids, logp, valid = full["attrs"], full["ids"], full["logp"], full["valid"]
+    rows = []
+    for version, enc in ((1, "logprob-f16"), (1, "prob-u8"), (2, "prob-u8"), (2, "prob-u8x3")):
+        out = work / f"v{version}-k{k}-{enc}"
+        layout = V1_LAYOUT if version == 1 else {}
+        _write_store(out, a, ids, logp, valid, k, enc, **layout)
+        info = store_info(str(out))
+        dec_ids, p_hat = _read_back(out, valid)
+        dp, kl = _fidelity_of(dec_ids, p_hat, p_full)
+        top1 = bool((dec_ids[:, 0] == ids[valid][:, 0]).all())
+        per = info["bytes_per_view_per_array"]
+        views_per_chunk = info["layout"]["chunk_samples"] * info["layout"]["chunk_views"]
+        name = (
+            f"v{version} {enc} ({views_per_chunk} views/chunk; ids {per['ids']:.1f} + values "
+            f"{per['values']:.1f} + valid {per['valid']:.1f}; top-1 exact: {top1})"
+        )
+        rows.append(_size_row(name, k, info["bytes_per_view"], dp, kl))
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--views", type=int, default=16, help="view slots R per photo (default 16)")
+    ap.add_argument("--views", type=int, default=64, help="view slots R per photo (default 64)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--keep", help="keep the stores in this directory")
@@ -194,9 +237,6 @@ def main() -> int:
 
     from teacher_store.generate import GenerateConfig, run_generate
     from teacher_store.images.demo_data import write_demo_data
-    from teacher_store.info import store_info
-    from teacher_store.store.schema import decode_values, encode_values
-    from teacher_store.views.codec import view_seed
 
     print(machine())
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="store_size_"))
@@ -205,19 +245,12 @@ def main() -> int:
     try:
         data = work / "images"
         write_demo_data(data)
-        gen = work / "k100-logprob-f16"
+        gen = work / "k100-default"
         cfg = GenerateConfig(
-            data=str(data),
-            out=str(gen),
-            views=args.views,
-            topk=100,
-            value_encoding="logprob-f16",
-            batch_size=args.batch_size,
-            workers=0,
-            progress=False,
-            overwrite=True,
-        )
-        with timed("run_generate K=100", times):
+            data=str(data), out=str(gen), views=args.views, topk=100,
+            batch_size=args.batch_size, workers=0, progress=False, overwrite=True,
+        )  # fmt: skip
+        with timed("run_generate K=100 (defaults: schema v2)", times):
             run_generate(cfg)
         with timed("teacher re-run for the full softmax", times):
             full = _full_outputs(gen, data)
@@ -228,115 +261,31 @@ def main() -> int:
             f"demo photos: N={n}, R={r} views at {a.teacher['input_size'][1]} px "
             f"-> {nviews} valid views, teacher {a.teacher['name']} ({c} classes)"
         )
-
-        # The writer path reproduces run_generate's bytes.
-        check = work / "check-k100-logprob-f16"
-        _write_store(check, a, ids, logp, valid, 100, "logprob-f16")
+        check = work / "check-k100"
+        _write_store(check, a, ids, logp, valid, 100, a.value_encoding)
         same = _tree_digest(check) == _tree_digest(gen)
         print(f"store writer on the re-run outputs == run_generate's store: {same}")
-        if not same:
-            print("  (teacher outputs differ between the two runs; sizes below still hold)")
 
         order_ids = ids[valid]  # [V, C] class ids in rank order
         p_full = np.zeros(order_ids.shape, np.float64)  # [V, C] in class-id order
         np.put_along_axis(p_full, order_ids, np.exp(logp[valid].astype(np.float64)), axis=1)
         rows = []
-        goal = None
         for k in (10, 100):
             top_ids = order_ids[:, :k]
             p32 = np.exp(logp[valid][:, :k].astype(np.float32)).astype(np.float64)
-            mass = float(p32.sum(1).mean())
             dp, kl = _fidelity(p32, top_ids, p_full, p32)
-            rows.append(
-                ["float32 top-K (reference, not a format)", k, "-", "-", f"{dp:.2e}", f"{kl:.4f}"]
-            )
-            # TinyViT: int32 seed + K int16 ids + K float16 probabilities per view, raw.
-            rec = np.dtype([("seed", "<i4"), ("ids", "<i2", (k,)), ("probs", "<f2", (k,))])
-            arr = np.zeros(nviews, rec)
-            slots, samples = np.nonzero(valid)
-            arr["seed"] = [
-                view_seed(a.store_seed, int(s), int(i)) & 0x7FFFFFFF
-                for s, i in zip(slots, samples, strict=True)
-            ]
-            arr["ids"] = top_ids
-            arr["probs"] = p32.astype(np.float16)
-            tv = work / f"tinyvit-k{k}.bin"
-            arr.tofile(tv)
-            tv_bpv = tv.stat().st_size / nviews
-            dp, kl = _fidelity(arr["probs"].astype(np.float64), top_ids, p_full, p32)
-            rows.append(
-                [
-                    "TinyViT raw (4 + 4K B)",
-                    k,
-                    f"{tv_bpv:.1f}",
-                    f"{tv_bpv:.1f}",
-                    f"{dp:.2e}",
-                    f"{kl:.4f}",
-                ]
-            )
-            for enc in ENCODINGS:
-                out = work / f"k{k}-{enc}"
-                if (k, enc) != (100, "logprob-f16"):
-                    _write_store(out, a, ids, logp, valid, k, enc)
-                one = work / f"k{k}-{enc}-1chunk"
-                _write_store(
-                    one,
-                    a,
-                    ids.reshape(1, r * n, c),
-                    logp.reshape(1, r * n, c),
-                    valid.reshape(1, r * n),
-                    k,
-                    enc,
-                )
-                info, info1 = store_info(str(out)), store_info(str(one))
-                p_hat = np.exp(
-                    decode_values(encode_values(logp[valid][:, :k], enc), enc).astype(np.float64)
-                )
-                dp, kl = _fidelity(p_hat, top_ids, p_full, p32)
-                per = info["bytes_per_view_per_array"]
-                per1 = info1["bytes_per_view_per_array"]
-                rows.append(
-                    [
-                        f"ours {enc} (ids {per['ids']:.1f} + values {per['values']:.1f} + "
-                        f"valid {per['valid']:.1f}; 1 chunk: {per1['ids']:.1f} + "
-                        f"{per1['values']:.1f} + {per1['valid']:.1f})",
-                        k,
-                        f"{info['bytes_per_view']:.1f}",
-                        f"{info1['bytes_per_view']:.1f}",
-                        f"{dp:.2e}",
-                        f"{kl:.4f}",
-                    ]
-                )
-                if k == 10 and enc == "prob-u8":
-                    goal = (info["bytes_per_view"], info1["bytes_per_view"], dp)
-            print(f"K={k}: mean top-K mass of the float32 teacher {mass:.3f}")
+            rows.append(["float32 top-K (reference, not a format)", k, "-", f"{dp:.2e}",
+                         f"{kl:.4f}", "-", "-"])  # fmt: skip
+            rows.append(_tinyvit_row(work, a, valid, top_ids, p32, p_full))
+            rows += _store_rows(work, full, p_full, k)
         print()
         print(
             table(
-                [
-                    "layout",
-                    "K",
-                    f"B/view as stored (chunk = {n} views)",
-                    f"B/view, 1 chunk of {r * n} views",
-                    "max |Δp| vs f32 top-K",
-                    "mean KL(full || sparse)",
-                ],
+                ["layout", "K", "B/view", "max |Δp| vs f32", "mean KL(full || sparse)",
+                 "IN-1k x 50 views, GB", "IN-22k x 50 views, GB"],
                 rows,
             )
-        )
-        if goal:
-            b, b1, dp = goal
-            ok = b1 <= 16 and dp <= 2e-3
-            print(
-                f"\ngoal <= 16 B/view at K=10 with max |Δp| <= 2e-3: prob-u8 reaches "
-                f"{b:.1f} B/view as stored ({b1:.1f} in one chunk), max |Δp| {dp:.2e} -> "
-                f"{'met' if ok else 'NOT met'} (judged on the one-chunk size)"
-            )
-        variants = _variants(order_ids, logp[valid], 10) + _variants(order_ids, logp[valid], 100)
-        print(
-            f"\ncodec variants, all {nviews} views as one chunk (Blosc zstd-7, not store formats):"
-        )
-        print(table(["variant", "K", "B/view"], variants))
+        )  # fmt: skip
         print(
             "timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()),
             file=sys.stderr,

@@ -40,6 +40,8 @@ _EXPORTS = {
     "StoreAttrs": "teacher_store.store.schema",
     "decode_values": "teacher_store.store.schema",
     "encode_values": "teacher_store.store.schema",
+    "rank_to_stored": "teacher_store.store.encodings",
+    "stored_to_rank": "teacher_store.store.encodings",
     "ImageFolder": "teacher_store.images.dataset",
     "DatasetFingerprint": "teacher_store.images.dataset",
     "CorruptImageError": "teacher_store.images.dataset",

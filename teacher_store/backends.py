@@ -31,6 +31,7 @@ from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError,
 from teacher_store.store import layout
 from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.store.encodings import stored_to_rank
 from teacher_store.store.layout import MANIFEST, Location
 from teacher_store.store.schema import StoreAttrs, check_readable
 
@@ -335,8 +336,11 @@ class FsspecBackend:
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
         def read() -> TargetBlock:
-            ids = np.asarray(self.group["ids"][slot, start:stop])
-            values = np.asarray(self.group["values"][slot, start:stop])
+            ids, values = stored_to_rank(
+                np.asarray(self.group["ids"][slot, start:stop]),
+                np.asarray(self.group["values"][slot, start:stop]),
+                self.attrs,
+            )
             valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
             return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)
 

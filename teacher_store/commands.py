@@ -117,11 +117,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "else Pillow's 89478485); part of the store's config",
     )
     p.add_argument(
-        "--value-encoding", choices=("logprob-f16", "prob-u8"), help="default logprob-f16"
+        "--value-encoding",
+        choices=("auto", "logprob-f16", "prob-u8", "prob-u8x3"),
+        help="default auto: prob-u8 below K=17, else prob-u8x3",
     )
-    p.add_argument("--chunk-samples", type=int, help="samples per chunk (default 1024)")
+    p.add_argument("--chunk-samples", type=int, help="samples per chunk (default 64)")
+    p.add_argument("--chunk-views", type=int, help="view slots per chunk (default 16)")
     p.add_argument("--shard-samples", type=int, help="samples per shard (default 4096)")
-    p.add_argument("--shard-views", type=int, help="view slots per shard (default 4)")
+    p.add_argument("--shard-views", type=int, help="view slots per shard (default: a chunk's)")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no autocast")
     p.add_argument("--threads", type=int, help="torch CPU threads (part of the store's identity)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace another store")

@@ -38,8 +38,14 @@ from teacher_store.store.arrays import (
     recorded_config,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
+from teacher_store.store.encodings import encoding_kl
 from teacher_store.store.layout import ShardUnit, shard_units
-from teacher_store.store.schema import VALUE_ENCODINGS, StoreAttrs, encode_values
+from teacher_store.store.schema import (
+    VALUE_ENCODINGS,
+    StoreAttrs,
+    default_encoding,
+    encode_values,
+)
 from teacher_store.teacher import Teacher
 from teacher_store.views.codec import CODEC_VERSION
 from teacher_store.views.recipe import Recipe, get_recipe
@@ -65,7 +71,8 @@ class GenerateConfig(BaseModel):
     seed: int = Field(0, ge=0)
     batch_size: int = Field(32, ge=1)
     recipe: Recipe = Field(default_factory=lambda: get_recipe("default"))
-    value_encoding: str = "logprob-f16"
+    # "auto": prob-u8 below K=17, prob-u8x3 from K=17 (schema.default_encoding).
+    value_encoding: str = "auto"
     img_size: int | None = Field(None, ge=8)
     # Images with more pixels are bad samples (decompression bombs); part of the store's
     # identity since it decides which views are valid. Default: DISTILL_MAX_IMAGE_PIXELS, else
@@ -80,9 +87,13 @@ class GenerateConfig(BaseModel):
     # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of
     # the store's identity. None: the store's recorded value, else torch's default.
     threads: int | None = Field(None, ge=1)
-    chunk_samples: int = Field(1024, ge=1)
+    # A chunk holds chunk_views slots x chunk_samples samples (1,024 views by default: smaller
+    # chunks pay fixed per-chunk bytes); small datasets get more slots per chunk (build_attrs).
+    chunk_samples: int = Field(64, ge=1)
+    chunk_views: int = Field(16, ge=1)
     shard_samples: int = Field(4096, ge=1)
-    shard_views: int = Field(4, ge=1)
+    # None: the chunk's view slots; a number also caps the slots per chunk.
+    shard_views: int | None = Field(None, ge=1)
     workers: int = Field(2, ge=0)
     device: str = "auto"
     overwrite: bool = False
@@ -114,15 +125,20 @@ def build_attrs(
     The config recorded is the part that decides the bytes (runtime fields such as paths and
     worker counts are left out); the device type is recorded too: CPU and CUDA teachers differ.
     """
-    if cfg.value_encoding not in VALUE_ENCODINGS:
+    encoding = default_encoding(cfg.topk) if cfg.value_encoding == "auto" else cfg.value_encoding
+    if encoding not in VALUE_ENCODINGS:
         raise ValueError(f"unknown --value-encoding {cfg.value_encoding!r}: {VALUE_ENCODINGS}")
     if cfg.topk > teacher.num_classes:
         raise ValueError(f"--topk {cfg.topk} exceeds the teacher's {teacher.num_classes} classes")
     n = len(folder)
-    chunk = min(cfg.chunk_samples, n)
+    chunk, cviews = _chunking(cfg, n)
     shard = min(max(cfg.shard_samples, chunk), -(-n // chunk) * chunk)
     if shard % chunk:
         raise ValueError(f"--shard-samples {shard} must be a multiple of chunk size {chunk}")
+    cviews = min(cviews, cfg.shard_views or cviews)
+    sviews = min(max(cfg.shard_views or cviews, cviews), -(-cfg.views // cviews) * cviews)
+    if sviews % cviews:
+        raise ValueError(f"--shard-views {sviews} must be a multiple of {cviews} chunk views")
     teacher_dict = teacher.to_dict()
     if cfg.img_size:
         teacher_dict["input_size"] = [3, cfg.img_size, cfg.img_size]
@@ -132,11 +148,13 @@ def build_attrs(
         views=cfg.views,
         topk=cfg.topk,
         num_classes=teacher.num_classes,
-        value_encoding=cfg.value_encoding,  # type: ignore[arg-type]
+        value_encoding=encoding,  # type: ignore[arg-type]
         store_seed=cfg.seed,
         chunk_samples=chunk,
         shard_samples=shard,
-        shard_views=min(cfg.shard_views, cfg.views),
+        shard_views=sviews,
+        chunk_views=cviews,
+        id_order="head-sorted",
         teacher=teacher_dict,
         dataset=folder.fingerprint().to_dict(),
         recipe=cfg.recipe.to_dict(),
@@ -145,6 +163,14 @@ def build_attrs(
         config={k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS},
         libraries=_libraries(),
     )
+
+
+def _chunking(cfg: GenerateConfig, n: int) -> tuple[int, int]:
+    """(chunk samples, chunk views) clamped to the data: a dataset smaller than a chunk gets
+    more view slots per chunk instead, up to the same number of views (and all R slots)."""
+    chunk = min(cfg.chunk_samples, n)
+    per_chunk = cfg.chunk_samples * cfg.chunk_views
+    return chunk, max(1, min(cfg.views, -(-per_chunk // chunk)))
 
 
 @dataclass(frozen=True)
@@ -226,16 +252,21 @@ class _UnitWriter:
         self.values = np.zeros((rs, n, k), attrs.values_dtype)
         self.valid = np.zeros((rs, n), np.uint8)
         self.bad: dict[int, dict[str, Any]] = {}
+        self.kl_sum = 0.0  # what the encoding adds to the KL of float32 top-K, summed over views
 
     def put(self, where: list[tuple[int, int]], ids: np.ndarray, logp: np.ndarray) -> None:
         js, ss = (np.array(x) for x in zip(*where, strict=True))
+        enc = self.attrs.value_encoding
+        values = encode_values(logp, enc)
         self.ids[js, ss] = ids
-        self.values[js, ss] = encode_values(logp, self.attrs.value_encoding)
+        self.values[js, ss] = values
         self.valid[js, ss] = 1
+        self.kl_sum += float(encoding_kl(logp, values, enc, self.attrs.num_classes).sum())
 
     def write(self, out: str) -> dict[str, Any]:
+        stats = {"views": int(self.valid.sum()), "encoding_kl_sum": self.kl_sum}
         return _write_unit(
-            out, self.unit, self.ids, self.values, self.valid, list(self.bad.values())
+            out, self.unit, self.ids, self.values, self.valid, list(self.bad.values()), stats
         )
 
 

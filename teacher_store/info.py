@@ -124,6 +124,8 @@ def _describe(a: Any) -> dict[str, Any]:
         "store_seed": a.store_seed,
         "layout": {
             "chunk_samples": a.chunk_samples,
+            "chunk_views": a.chunk_views,
+            "id_order": a.id_order,
             "shard_samples": a.shard_samples,
             "shard_views": a.shard_views,
             "ids_dtype": str(a.ids_dtype),
@@ -144,6 +146,15 @@ def _describe(a: Any) -> dict[str, Any]:
             "classes": len(a.dataset.get("classes", [])),
         },
     }
+
+
+def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
+    """Mean nats the value encoding adds to float32 top-K's KL, as recorded at generation."""
+    stats = (manifest or {}).get("stats") or {}
+    views, total = stats.get("views"), stats.get("encoding_kl_sum")
+    if not isinstance(views, int | float) or not isinstance(total, int | float) or views <= 0:
+        return None
+    return float(total) / float(views)
 
 
 def store_info(path: str) -> dict[str, Any]:
@@ -171,6 +182,9 @@ def store_info(path: str) -> dict[str, Any]:
         "units_total": len(units),
         **_sizes(root, units, recorded, files),
         **_describe(a),
+        # TinyViT's layout: an int32 seed + K int16 ids + K float16 probabilities per view.
+        "tinyvit_bytes_per_view": 4 + 4 * a.topk,
+        "encoding_kl": _encoding_kl(manifest),
         "bad_samples": bad,
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
@@ -215,9 +229,12 @@ def _size_text(info: dict[str, Any]) -> str:
     parts = ", ".join(
         f"{k} {v:.1f}" for k, v in info["bytes_per_view_per_array"].items() if v is not None
     )
+    tv, kl = info["tinyvit_bytes_per_view"], info.get("encoding_kl")
+    known = "" if kl is None else f"; KL vs float32 top-K +{kl:.4f} nats/view (the encoding's)"
     return (
         f"{_human(info['bytes_on_disk'])} on disk ({info['files_on_disk']} files); "
-        f"{bpv:.1f} B per view ({parts}) over {info['views_written']} views"
+        f"{bpv:.1f} B per view ({parts}) over {info['views_written']} views; "
+        f"TinyViT's layout: {tv} B per view (4 + 4K){known}"
     )
 
 
@@ -254,7 +271,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"  shape     R={info['views']} views x N={info['samples']} samples, top-{info['topk']} "
         f"of {info['num_classes']} classes, values {info['value_encoding']} "
         f"(T={info['temperature']:g}), ids {lay['ids_dtype']}",
-        f"  layout    chunks of {lay['chunk_samples']} samples, shards of {lay['shard_views']} "
+        f"  layout    chunks of {lay['chunk_views']} view(s) x {lay['chunk_samples']} samples, "
+        f"entries in {lay['id_order']} order, shards of {lay['shard_views']} "
         f"view(s) x {lay['shard_samples']} samples; store seed {info['store_seed']}",
         f"  teacher   {t['name']} ({t['architecture']}), input {insize}, "
         f"{t['class_names']} class names, weights sha256 {sha}...",

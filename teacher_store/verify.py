@@ -46,8 +46,9 @@ import numpy as np
 
 from teacher_store.errors import StoreDamaged
 from teacher_store.store import layout
+from teacher_store.store.encodings import stored_to_rank
 from teacher_store.store.layout import Location, ShardUnit, shard_units
-from teacher_store.store.schema import decode_values
+from teacher_store.store.schema import decode_values, quant_step
 
 # Compute slack on top of the encoding error when the device type is the same.
 SAME_DEVICE_LOGP_SLACK = 1e-4  # relative to max(1, |logp|)
@@ -136,14 +137,15 @@ def _value_error(s_logp: np.ndarray, s_p: np.ndarray, ref: np.ndarray, encoding:
                 f"(bound {bound[r]:.2g})"
             )
         return ""
-    bound_p = U8_HALF_STEP + SAME_DEVICE_P_SLACK
+    # Half the encoding's step at each rank (prob-u8x3: finer from rank 3).
+    bound_p = 0.5 * quant_step(encoding, len(ref)) + SAME_DEVICE_P_SLACK
     err = np.abs(s_p - np.exp(ref))
     bad = np.nonzero(err > bound_p)[0]
     if len(bad):
         r = int(bad[0])
         return (
             f"probability at rank {r} is {s_p[r]:.6g}, fresh {math.exp(ref[r]):.6g} "
-            f"(bound {bound_p:.2g})"
+            f"(bound {bound_p[r]:.2g})"
         )
     return ""
 
@@ -164,9 +166,11 @@ def _compare_view(
     f_p_same = np.exp(full[stored_ids.astype(np.int64)])  # fresh prob of the stored classes
     max_dp = float(np.max(np.abs(s_p - f_p_same)))
     top_ids = fresh_ids[:k].astype(np.int64)
+    # Entries the encoding stores as equal values may come back in id order: a tie too.
+    tie = TIE_DP + quant_step(encoding, k)
     for rank in np.nonzero(top_ids != stored_ids.astype(np.int64))[0].tolist():
         a, b = int(stored_ids[rank]), int(top_ids[rank])
-        if abs(math.exp(full[a]) - math.exp(full[b])) > TIE_DP:
+        if abs(math.exp(full[a]) - math.exp(full[b])) > tie[rank]:
             return _Compare(False, max_dp, f"class id at rank {rank} is {a}, fresh run says {b}")
     detail = _value_error(s_logp, s_p, full[stored_ids.astype(np.int64)], encoding)
     return _Compare(not detail, max_dp, detail)
@@ -310,8 +314,11 @@ def _rerun_unit(
     a = store.attrs
     u = unit
     batches = unit_batches(u, _unit_valid(store.group, u), int(a.config["batch_size"]))
-    ids = np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop])
-    vals = np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop])
+    ids, vals = stored_to_rank(
+        np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop]),
+        np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop]),
+        a,
+    )
     results = []
     for b in local:
         views = [replay.render(slot, sample).pixels for slot, sample in batches[b]]

@@ -14,6 +14,10 @@ import numpy as np
 from teacher_store.store.arrays import create_store, finalize, shard_units, write_unit
 from teacher_store.store.schema import StoreAttrs, encode_values
 
+# A schema version 1 store written by the version-1 code (17 demo photos, R=2, K=5, 64 px):
+# version 1 stores must stay readable.
+V1_FIXTURE = Path(__file__).parent / "teacher_store" / "store" / "fixtures" / "v1_store"
+
 # A generation config small enough for CPU tests on the demo photos (GenerateConfig kwargs).
 SMALL_GENERATE: dict[str, Any] = {
     "views": 2,

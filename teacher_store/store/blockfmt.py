@@ -11,7 +11,7 @@ little-endian. Layout (version 2)::
     6       2     header size in bytes (uint16, 48 in version 2; readers skip to it)
     8       1     ids dtype code     (1 = uint16, 2 = uint32)
     9       1     values dtype code  (1 = float16, 2 = uint8)
-    10      1     value encoding     (1 = logprob-f16, 2 = prob-u8)
+    10      1     value encoding     (1 = logprob-f16, 2 = prob-u8, 3 = prob-u8x3)
     11      1     valid dtype code   (1 = uint8, 0 or 1)
     12      4     K, top-k per view (uint32)
     16      4     n, samples in the block (uint32)
@@ -20,7 +20,8 @@ little-endian. Layout (version 2)::
     32      8     store identity: the first 8 bytes of sha256(_distill/manifest.json)
     40      4     reserved, 0
     44      4     crc32c of the whole block except this field (header bytes 0-43, then body)
-    48      ...   ids     n*K * itemsize(ids)     row-major [n, K], rank order
+    48      ...   ids     n*K * itemsize(ids)     row-major [n, K], rank order (always: the
+                                                  server decodes a store's id_order)
                   values  n*K * itemsize(values)  row-major [n, K], stored encoding
                   valid   n bytes                 1 where the view was computed
 
@@ -55,7 +56,7 @@ _NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 _IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
 _VALUES_CODES: dict[int, np.dtype] = {1: np.dtype("<f2"), 2: np.dtype("u1")}
-_ENCODING_CODES: dict[int, str] = {1: "logprob-f16", 2: "prob-u8"}
+_ENCODING_CODES: dict[int, str] = {1: "logprob-f16", 2: "prob-u8", 3: "prob-u8x3"}
 _VALID_CODES: dict[int, np.dtype] = {1: np.dtype("u1")}
 
 

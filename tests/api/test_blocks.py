@@ -21,7 +21,8 @@ def _block(server: LiveServer, name: str, view: int, start: int, stop: int) -> r
 @pytest.mark.parametrize(
     ("name", "view", "start", "stop"),
     [("demo", 0, 0, 512), ("demo", 2, 0, 1), ("demo", 1, 100, 611), ("demo", 2, 999, 1000),
-     ("demo", 2, 700, 1000), ("wide", 1, 0, 300), ("wide", 0, 63, 65)],
+     ("demo", 2, 700, 1000), ("wide", 1, 0, 300), ("wide", 0, 63, 65), ("v2", 0, 0, 500),
+     ("v2", 3, 37, 301), ("v2", 4, 127, 129), ("v1", 1, 0, 17), ("v1", 0, 3, 9)],
 )  # fmt: skip
 def test_block_equals_local_read(
     server: LiveServer, served: dict[str, Path], name: str, view: int, start: int, stop: int
@@ -37,7 +38,8 @@ def test_block_equals_local_read(
             want = getattr(local, field)
             np.testing.assert_array_equal(getattr(got, field), want)
             assert getattr(got, field).dtype == want.dtype
-    assert not local.valid.all() or stop - start < 50  # the fixture marks ~5% of views invalid
+    # the fixtures mark ~5% of views invalid (v1: a real store, every view valid)
+    assert not local.valid.all() or stop - start < 50 or name == "v1"
 
 
 @pytest.mark.parametrize(

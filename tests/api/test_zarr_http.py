@@ -16,7 +16,7 @@ def _zarr_url(server: LiveServer, name: str) -> str:
     return f"{server.url}/v1/stores/{name}/zarr/"
 
 
-@pytest.mark.parametrize("name", ["demo", "wide"])
+@pytest.mark.parametrize("name", ["demo", "wide", "v2", "v1"])  # v2: transposed multi-slot chunks
 def test_stock_zarr_reads_every_array_identical(
     server: LiveServer, served: dict[str, Path], name: str
 ) -> None:

@@ -35,9 +35,13 @@ def test_info_on_a_complete_store(store):
     assert info["recipe"]["name"] == "default"
     assert [s["slots"] for s in info["recipe"]["schedule"]] == [[0, 1]]
     assert info["dataset"]["num_samples"] == 17 and info["dataset"]["classes"] == 8
-    assert info["bad_samples"] == [] and info["value_encoding"] == "logprob-f16"
+    assert info["bad_samples"] == [] and info["value_encoding"] == "prob-u8"  # v2's at K=5
+    assert info["tinyvit_bytes_per_view"] == 24 and info["layout"]["id_order"] == "head-sorted"
     text = format_info(info)
     assert "complete (6 shard units)" in text and "B per view" in text
+    assert "TinyViT's layout: 24 B per view (4 + 4K)" in text
+    assert 0 < info["encoding_kl"] < 0.05  # recorded at generation (prob-u8 at K=5, 64 px)
+    assert f"KL vs float32 top-K +{info['encoding_kl']:.4f} nats/view" in text
     assert "efficientnet_lite0" in text and "RandAugment n=2" in text
 
 

@@ -1,0 +1,81 @@
+"""How a view's K (id, value) entries are laid out in the ``ids``/``values`` arrays.
+
+``rank`` (schema version 1): both in rank order, as the teacher ranked them.
+
+``head-sorted`` (version 2): the first ``head`` entries (:func:`~teacher_store.store.schema.
+head_size`: 1 for ``prob-u8``, 2 for ``prob-u8x3``) in rank order; the other K - head sorted by
+class id, each id stored as the gap to the previous one (the first gap counts from 0), their
+values in the same order. Sorted gaps compress to about half of rank-ordered ids (measured on
+the Lite0 teacher: 10 vs 12 B/view at K=10, 59 vs 125 at K=100). Decoding puts the tail back in
+rank order: descending value, ties by ascending id, so the top-1 is exact and entries swap ranks
+only when their stored values are equal. Both functions are pure and work on any leading shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from teacher_store.store.schema import StoreAttrs, decode_values, head_size
+
+
+def rank_to_stored(
+    ids: np.ndarray, values: np.ndarray, attrs: StoreAttrs
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-order ids and encoded values [..., K] -> what the arrays hold ([..., K] each)."""
+    if attrs.id_order == "rank":
+        return ids, values
+    m = head_size(attrs.value_encoding)
+    tail_ids = ids[..., m:].astype(np.int64)
+    order = np.argsort(tail_ids, axis=-1, kind="stable")  # [..., K - m]
+    sorted_ids = np.take_along_axis(tail_ids, order, -1)
+    gaps = np.diff(sorted_ids, axis=-1, prepend=0)
+    out_ids = np.concatenate([ids[..., :m], gaps.astype(ids.dtype)], -1)
+    out_values = np.concatenate(
+        [values[..., :m], np.take_along_axis(values[..., m:], order, -1)], -1
+    )
+    return out_ids, out_values
+
+
+def stored_to_rank(
+    ids: np.ndarray, values: np.ndarray, attrs: StoreAttrs
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays' ids and values [..., K] -> rank-order ids and encoded values [..., K]."""
+    if attrs.id_order == "rank":
+        return ids, values
+    m = head_size(attrs.value_encoding)
+    tail_ids = np.cumsum(ids[..., m:], axis=-1, dtype=np.int64)  # ascending class ids
+    tail_values = values[..., m:]
+    # Descending value; a stable sort keeps ascending ids among equal values.
+    key = -tail_values.astype(np.float32)
+    order = np.argsort(key, axis=-1, kind="stable")
+    out_ids = np.concatenate(
+        [ids[..., :m], np.take_along_axis(tail_ids, order, -1).astype(ids.dtype)], -1
+    )
+    out_values = np.concatenate([values[..., :m], np.take_along_axis(tail_values, order, -1)], -1)
+    return out_ids, out_values
+
+
+def encoding_kl(
+    logp: np.ndarray, values: np.ndarray, encoding: str, num_classes: int
+) -> np.ndarray:
+    """KL(float32 sparse target || stored sparse target) per view, in nats: [...] float64.
+
+    ``logp`` [..., K] are the teacher's float32 top-K log-probs and ``values`` their encoding,
+    both in rank order. A sparse target puts its top-K probabilities on their classes and the
+    rest 1 - sum spread evenly over the other C - K classes (the student loss's model), so this
+    is what the encoding adds to the truncation's KL to the full teacher (to first order).
+    """
+    p = np.exp(logp.astype(np.float64))
+    q = np.exp(decode_values(values, encoding).astype(np.float64))
+    others = max(num_classes - p.shape[-1], 1)
+    p_rest = np.clip(1.0 - p.sum(-1), 0.0, None)
+    q_rest = np.clip(1.0 - q.sum(-1), 1e-12, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A stored 0 keeps its class among "the others": compare with the spread rest mass.
+        q_at = np.where(q > 0, q, q_rest[..., None] / others)
+        kept = np.where(p > 0, p * (np.log(p) - np.log(q_at)), 0.0).sum(-1)
+        rest = np.where(p_rest > 0, p_rest * (np.log(p_rest) - np.log(q_rest)), 0.0)
+    return np.asarray(np.maximum(kept + rest, 0.0))
+
+
+__all__ = ["encoding_kl", "rank_to_stored", "stored_to_rank"]

@@ -202,7 +202,7 @@ def render_view(
     if params.mix is not None and partner is not None:
         other = render_aug(partner, params.mix.partner_aug, size, resample)
         arr = mix_arrays(arr, other, params.mix)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return _chw(arr)
 
 
 def view_to_float(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -254,10 +254,10 @@ class Replayer:
 
     Holds the store's codec inputs (seed, sample count, view slots, recipe) and canonical size
     (the teacher's input size), and a bounded LRU of decoded images (``cache_size`` images, 0:
-    none): a view also loads its mixing partner, a random other sample. Which images load as
-    corrupt is the folder's business (scan it with the store's ``max_image_pixels``); a
-    corrupt image is remembered as such and not decoded again. Pickling drops the cache, so
-    each DataLoader worker starts with its own empty one.
+    none): a view also loads its mixing partner (:meth:`render_many` shares it within a
+    call). Which images load as corrupt is the folder's business (scan it with the store's
+    ``max_image_pixels``); a corrupt image is remembered as such and not decoded again.
+    Pickling drops the cache, so each DataLoader worker starts with its own empty one.
     """
 
     def __init__(
@@ -366,3 +366,49 @@ class Replayer:
             partner_label, lam = self.folder.labels[params.mix.partner], params.mix.lam
         pixels = render_view(image, params, size, partner=partner)
         return ReplayedView(pixels, params, label, partner_label, lam)
+
+    def render_many(
+        self, keys: Sequence[tuple[int, int]], size: int | tuple[int, int]
+    ) -> list[ReplayedView | UnreadableSampleError]:
+        """Views ``(slot, sample)`` at ``size``, each image decoded and base-rendered once.
+
+        A mixed view's partner is rendered as the partner's own base view (codec 2), so when
+        both views of a pair are asked for, two decodes and two renders serve both. Same bytes
+        as :meth:`render`; an unreadable image gives its error in place of the view.
+        """
+        bases: dict[tuple[int, int], np.ndarray | UnreadableSampleError] = {}
+
+        def base(slot: int, sample: int, aug: AugParams) -> np.ndarray:
+            got = bases.get((slot, sample))
+            if got is None:
+                try:
+                    got = render_aug(self.image(sample), aug, size)
+                except UnreadableSampleError as e:
+                    got = e
+                bases[(slot, sample)] = got
+            if isinstance(got, UnreadableSampleError):
+                raise got
+            return got
+
+        out: list[ReplayedView | UnreadableSampleError] = []
+        for slot, sample in keys:
+            params = self.params(slot, sample)
+            label = self.folder.labels[sample]
+            try:
+                arr = base(slot, sample, params.base)
+                if params.mix is None:
+                    out.append(ReplayedView(_chw(arr), params, label, label, 1.0))
+                    continue
+                other = base(slot, params.mix.partner, params.mix.partner_aug)
+            except UnreadableSampleError as e:
+                out.append(e)
+                continue
+            mixed = mix_arrays(arr, other, params.mix)
+            partner_label = self.folder.labels[params.mix.partner]
+            out.append(ReplayedView(_chw(mixed), params, label, partner_label, params.mix.lam))
+        return out
+
+
+def _chw(arr: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] numpy -> uint8 [3, H, W] tensor."""
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))

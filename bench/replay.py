@@ -12,6 +12,8 @@ long side 500 px, quality 90), each output size (224, 128) and mixing on/off, on
 - ``ours``: ``ReplayDataset.__getitems__`` over batches in the sampler's pair order (codec 2: a
   pair's two views share two decodes and two renders), recipe ``default`` (mixing p = 1) or
   the same recipe with ``mix_prob = 0``;
+- ``ours, draft``: the same with JPEG draft mode (``ReplayDataset(draft=True)``: a JPEG
+  decodes at 1/2, 1/4 or 1/8 scale when the view's crop still covers the output's pixels);
 - ``ours, per view``: ``Replayer.render`` one view at a time, which decodes and renders the
   partner again (the cost structure of codec 1).
 
@@ -124,6 +126,7 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
     mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, num_classes=1000)
     attrs = _attrs(folder, mix)
     ds = ReplayDataset(folder, attrs, size)
+    drafted = ReplayDataset(folder, attrs, size, draft=True)
     slots = range(attrs.views)
     keys = []
     for slot in slots:  # the trainer's pair order, one batch per slot
@@ -149,6 +152,10 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
         for batch in keys:
             ds.__getitems__(batch)
 
+    def ours_draft() -> None:
+        for batch in keys:
+            drafted.__getitems__(batch)
+
     def per_view() -> None:
         for batch in keys:
             for slot, s in batch:
@@ -156,6 +163,7 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
 
     views = n * len(slots)
     fns = {"decode": (decode, n), "timm": (timm, views), "ours": (ours, views)}
+    fns["ours, draft"] = (ours_draft, views)
     return _ms({**fns, "ours, per view": (per_view, views)}, rounds)
 
 
@@ -180,15 +188,18 @@ def main(argv: list[str] | None = None) -> int:
                     m = measure(data, size, mix, args.rounds)
                     rows.append(
                         [name, size, "on" if mix else "off"]
-                        + [f"{m[k]:.1f}" for k in ("decode", "timm", "ours", "ours, per view")]
+                        + [f"{m[k]:.1f}" for k in ("decode", "timm", "ours", "ours, draft")]
+                        + [f"{m['ours, per view']:.1f}"]
                         + [f"{m['ours'] / m['timm']:.2f}", f"{m['ours'] / m['decode']:.2f}"]
+                        + [f"{m['ours, draft'] / m['timm']:.2f}"]
+                        + [f"{m['ours, draft'] / m['decode']:.2f}"]
                         + [f"{m['ours, per view'] / m['ours']:.2f}"]
                     )
                     print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     print(machine())
     print(load())
-    headers = ["images", "px", "mixing", "decode ms", "timm ms", "ours ms", "per-view ms"]
-    headers += ["ours/timm", "ours/decode", "per-view/ours"]
+    headers = ["images", "px", "mixing", "decode", "timm", "ours", "ours draft", "per view"]
+    headers += ["ours/timm", "ours/decode", "draft/timm", "draft/decode", "per-view/ours"]
     print(table(headers, rows))
     return 0
 

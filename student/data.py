@@ -47,13 +47,20 @@ class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
 
     ``img_size`` may change between epochs (progressive resizing). ``cache_size``: decoded
     images each worker keeps; none by default, since samples come shuffled (few hits).
+    ``draft``: decode JPEGs at a reduced DCT scale where the crop allows (see
+    :class:`~teacher_store.views.replay.Replayer`; off by default: not the teacher's pixels).
     """
 
     def __init__(
-        self, folder: ImageFolder, attrs: StoreAttrs, img_size: int, cache_size: int = 0
+        self,
+        folder: ImageFolder,
+        attrs: StoreAttrs,
+        img_size: int,
+        cache_size: int = 0,
+        draft: bool = False,
     ) -> None:
         self.folder, self.attrs, self.img_size = folder, attrs, img_size
-        self.replay = Replayer(folder, attrs, cache_size=cache_size)
+        self.replay = Replayer(folder, attrs, cache_size=cache_size, draft=draft)
         if not self.replay.exact:
             # DataLoader workers cannot hold CUDA, so views replay through Pillow here.
             warnings.warn(

@@ -477,3 +477,33 @@ def test_a_codec_1_store_is_refused_with_one_line(tmp_path):
     ) as e:
         LocalStore(old)
     assert "\n" not in str(e.value)
+
+
+def test_draft_decode_is_deterministic_close_and_smaller(folder):
+    """JPEG draft mode: same bytes in any batch, near the full decode, a reduced decode."""
+    from teacher_store.views.codec import AugParams
+    from teacher_store.views.replay import Replayer, draft_rule
+
+    jpegs = [i for i, p in enumerate(folder.paths) if p.endswith(".jpg")]
+    assert jpegs
+    whole = AugParams(area=1.0, log_ratio=0.0, cx=0.5, cy=0.5, flip=False)
+    rule = draft_rule(whole, 48)
+    assert rule(640, 427) == (80, 53)  # 1/8: a 427 px tall crop still covers 48 px
+    assert rule(100, 100) == (50, 50)  # 1/2 leaves 50 px >= 48
+    assert draft_rule(whole, 60)(100, 100) is None  # below 2x the output: a full decode
+    assert draft_rule(whole, 40)(100, 100) == (50, 50)
+    img = folder.load(jpegs[0], draft=rule)
+    full = folder.load(jpegs[0])
+    assert img.width * 4 < full.width  # decoded at 1/8 scale
+
+    a = _attrs(folder, recipe=get_recipe("default"))
+    drafted = Replayer(folder, a, cache_size=0, draft=True)
+    plain = Replayer(folder, a)
+    keys = [(0, i) for i in range(len(folder))]
+    many = drafted.render_many(keys, 32)
+    diffs = []
+    for k, view in zip(keys, many, strict=True):
+        assert torch.equal(view.pixels, drafted.render(*k, 32).pixels)  # alone = in a batch
+        diffs.append((view.pixels.float() - plain.render(*k, 32).pixels.float()).abs().mean())
+    assert any(d > 0 for d in diffs)  # some views did decode at a reduced scale
+    assert max(diffs) < 12  # and stay close to the full decode (0..255 levels)

@@ -86,6 +86,8 @@ def rank_share(
         raise ValueError(f"rank {rank} outside world size {world}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if world == 1:  # one rank owns every group: only the padding to whole batches
+        return np.resize(order, -(-len(order) // batch_size) * batch_size).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     bounds = np.r_[starts, len(order)]
     shares: list[list[int]] = [[] for _ in range(world)]

@@ -14,6 +14,10 @@ binary grid ``k * 2**-24`` (:func:`quantize`), so stored or JSON-printed paramet
 exact, and even a foreign implementation that is off by an ulp would land on the same grid point
 except with probability ~2**-28 per value.
 
+Codec 2 pairs samples for mixing: view slot r's partners are a seeded involution
+(:func:`pair_partner`), and a partner is rendered as its own base view, so one decode and one
+render of each image serve both views of a pair.
+
 Pure Python (no numpy, no torch).
 """
 

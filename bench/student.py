@@ -173,23 +173,31 @@ def cost_breakdown(
 ) -> dict[str, float]:
     """CPU milliseconds per image, measured one at a time in this process: replaying a view
     (what a DataLoader worker does), one student training step, one teacher forward."""
+    import numpy as np
     import timm.optim
     import torch
 
     from models import create_student, create_teacher
     from student.data import ReplayDataset
     from student.loss import sparse_kd_loss
+    from student.sampler import mix_groups, pair_order
     from teacher_store.images.dataset import ImageFolder
     from teacher_store.store.arrays import LocalStore
+    from teacher_store.views.codec import PAIR_TILE
+    from teacher_store.views.pairing import slot_partners
     from teacher_store.views.replay import view_to_float
 
     attrs = LocalStore(store).attrs
     folder = ImageFolder.scan(data)
     ds = ReplayDataset(folder, attrs, args.img_size)
-    bs = args.batch_size
-    keys = [(s % attrs.views, s % len(folder)) for s in range(bs * batches)]
+    bs, n = args.batch_size, len(folder)
+    # the trainer's batches: slot 0 in the sampler's pair order (a pair's views share decodes)
+    groups = mix_groups(slot_partners(attrs.store_seed, 0, n))
+    order, _ = pair_order(0, 0, np.arange(n), groups, PAIR_TILE, 2)
+    keys = [(0, int(s)) for s in order[: bs * batches]]
     t0 = time.perf_counter()
-    images = torch.stack([ds[k]["image"] for k in keys])
+    items = [x for b in range(batches) for x in ds.__getitems__(keys[b * bs : (b + 1) * bs])]
+    images = torch.stack([x["image"] for x in items])
     out = {"replay a view": 1e3 * (time.perf_counter() - t0) / len(keys)}
     model = create_student(args.student, attrs.num_classes, img_size=args.img_size)
     opt = timm.optim.create_optimizer_v2(model, opt="adamw", lr=1e-3, weight_decay=0.05)

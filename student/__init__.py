@@ -16,6 +16,9 @@ _EXPORTS = {
     "sparse_kd_loss": "student.loss",
     "sparse_teacher_logprobs": "student.loss",
     "epoch_order": "student.sampler",
+    "mix_groups": "student.sampler",
+    "pair_order": "student.sampler",
+    "rank_share": "student.sampler",
 }
 
 __all__ = sorted(_EXPORTS)

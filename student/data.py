@@ -21,7 +21,7 @@ from teacher_store.images.dataset import CorruptImageError, ImageFolder
 from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import mix64
-from teacher_store.views.replay import Replayer
+from teacher_store.views.replay import ReplayedView, Replayer
 
 # The trainer reads ahead the blocks of its next two batches: room for those and the current
 # batch's (a shuffle window spans a few blocks), and two reads in flight.
@@ -47,13 +47,20 @@ class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
 
     ``img_size`` may change between epochs (progressive resizing). ``cache_size``: decoded
     images each worker keeps; none by default, since samples come shuffled (few hits).
+    ``draft``: decode JPEGs at a reduced DCT scale where the crop allows (see
+    :class:`~teacher_store.views.replay.Replayer`; off by default: not the teacher's pixels).
     """
 
     def __init__(
-        self, folder: ImageFolder, attrs: StoreAttrs, img_size: int, cache_size: int = 0
+        self,
+        folder: ImageFolder,
+        attrs: StoreAttrs,
+        img_size: int,
+        cache_size: int = 0,
+        draft: bool = False,
     ) -> None:
         self.folder, self.attrs, self.img_size = folder, attrs, img_size
-        self.replay = Replayer(folder, attrs, cache_size=cache_size)
+        self.replay = Replayer(folder, attrs, cache_size=cache_size, draft=draft)
         if not self.replay.exact:
             # DataLoader workers cannot hold CUDA, so views replay through Pillow here.
             warnings.warn(
@@ -67,15 +74,22 @@ class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
         return len(self.folder) * self.attrs.views
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        slot, sample = key
-        try:
-            view = self.replay.render(slot, sample, self.img_size)
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+        """A batch's items (DataLoader calls this per batch): each image of the batch is
+        decoded and rendered once, so both views of a mixing pair cost one decode each."""
+        views = self.replay.render_many(keys, self.img_size)
+        return [self._item(sample, view) for (_, sample), view in zip(keys, views, strict=True)]
+
+    def _item(self, sample: int, view: ReplayedView | CorruptImageError) -> dict[str, Any]:
+        if isinstance(view, CorruptImageError):  # the store marks such views missing
+            label = self.folder.labels[sample]
+            pixels = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
+            partner_label, lam, ok = label, 1.0, False
+        else:
             pixels, label, ok = view.pixels, view.label, True
             partner_label, lam = view.partner_label, view.lam
-        except CorruptImageError:  # the store marks such views missing; the loss masks them
-            pixels = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
-            label = self.folder.labels[sample]
-            partner_label, lam, ok = label, 1.0, False
         return {
             "image": pixels,
             "sample": sample,

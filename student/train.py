@@ -35,10 +35,12 @@ from student.evaluate import classes_aligned, evaluate
 from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
 from student.recipes import resolve_recipe
-from student.sampler import Cursor, epoch_order, rank_order
+from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import lr_at, slot_for_epoch
 from teacher_store.client import DatasetMismatchError
 from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+from teacher_store.views.codec import PAIR_TILE
+from teacher_store.views.pairing import slot_partners
 from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
@@ -382,12 +384,16 @@ def _train(
         logger.close()
 
 
-def _epoch_order(cfg: TrainConfig, attrs: Any, train_ids: np.ndarray, epoch: int) -> np.ndarray:
-    """This rank's sample order for ``epoch``: shard-aware shuffle, then the rank's share."""
+def _epoch_order(
+    cfg: TrainConfig, attrs: Any, train_ids: np.ndarray, epoch: int, slot: int
+) -> np.ndarray:
+    """This rank's sample order for ``epoch``: the slot's mixing pairs kept adjacent (one
+    decode serves both views), shard-aware over tile pairs, split over ranks by whole pairs."""
     rank, world, _ = dist_env()
-    block = min(len(train_ids), int(attrs.chunk_samples))
-    pos = epoch_order(cfg.seed, epoch, len(train_ids), block, _WINDOW_BLOCKS)
-    return rank_order(train_ids[pos], rank, world)
+    groups = mix_groups(slot_partners(int(attrs.store_seed), slot, int(attrs.num_samples)))
+    window = max(1, _WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
+    order, of = pair_order(cfg.seed, epoch, train_ids, groups, PAIR_TILE, window)
+    return rank_share(order, of, rank, world, cfg.batch_size)
 
 
 def _epoch_settings(ctx: _Ctx, dataset: ReplayDataset, epoch: int) -> dict[str, Any]:
@@ -456,7 +462,7 @@ def _loop(
     summary: dict[str, Any] = {}
     for epoch in range(run.cursor.epoch, cfg.epochs):
         slot = slot_for_epoch(epoch, cfg.epochs, attrs.views, cfg.view_schedule)
-        order = _epoch_order(cfg, attrs, split[0], epoch)
+        order = _epoch_order(cfg, attrs, split[0], epoch, slot)
         start = run.cursor.position if epoch == run.cursor.epoch else 0
         run.cursor = Cursor(epoch, start)
         plan = BatchPlan(order, slot, cfg.batch_size, start)

@@ -29,6 +29,8 @@ _EXPORTS = {
     "ViewParams": "teacher_store.views.codec",
     "decode": "teacher_store.views.codec",
     "view_seed": "teacher_store.views.codec",
+    "pair_partner": "teacher_store.views.codec",
+    "slot_partners": "teacher_store.views.pairing",
     "Recipe": "teacher_store.views.recipe",
     "RECIPES": "teacher_store.views.recipe",
     "get_recipe": "teacher_store.views.recipe",

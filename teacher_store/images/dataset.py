@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,18 +258,26 @@ class ImageFolder:
             h.update(os.fsencode(rel) + f"\0{size}\n".encode())
         return DatasetFingerprint(len(self.paths), h.hexdigest(), self.classes)
 
-    def load(self, index: int) -> Image.Image:
+    def load(self, index: int, draft: DraftRule | None = None) -> Image.Image:
         """Decode sample ``index`` as RGB; raise CorruptImageError naming the file."""
-        return load_image(self.root / self.paths[index], self.max_image_pixels)
+        return load_image(self.root / self.paths[index], self.max_image_pixels, draft)
+
+
+# (width, height) of the stored image -> the least size a JPEG may be DCT-scaled down to
+# (Pillow's draft mode: 1/2, 1/4 or 1/8 while both sides stay at least that), or None.
+DraftRule = Callable[[int, int], "tuple[int, int] | None"]
 
 
 def load_image(
-    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    path: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft: DraftRule | None = None,
 ) -> Image.Image:
     """Decode ``path`` as RGB; an image over ``max_pixels`` is refused before it is decoded.
 
     The limit is checked here, per call, rather than through Pillow's global
     ``Image.MAX_IMAGE_PIXELS``, so callers with other limits do not affect each other.
+    ``draft`` lets a JPEG decode at a reduced scale (other formats ignore it).
     """
     shown = printable_path(path)
     try:
@@ -282,6 +291,9 @@ def load_image(
                         f"image {shown} is {w}x{h} = {w * h:,} pixels, over the limit of "
                         f"{max_pixels:,} (--max-image-pixels / DISTILL_MAX_IMAGE_PIXELS)"
                     )
+                least = draft(w, h) if draft is not None and im.format == "JPEG" else None
+                if least is not None:
+                    im.draft(im.mode, least)  # JPEG DCT scaling: 1/2, 1/4 or 1/8
                 im.load()
                 return im.convert("RGB")
     except Image.DecompressionBombError as e:

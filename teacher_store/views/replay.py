@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from teacher_store.images.dataset import CorruptImageError, ImageFolder
+from teacher_store.images.dataset import CorruptImageError, DraftRule, ImageFolder
 from teacher_store.images.decode import decode_images
 from teacher_store.views.codec import (
     AugParams,
@@ -202,7 +202,25 @@ def render_view(
     if params.mix is not None and partner is not None:
         other = render_aug(partner, params.mix.partner_aug, size, resample)
         arr = mix_arrays(arr, other, params.mix)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return _chw(arr)
+
+
+def draft_rule(aug: AugParams, size: int | tuple[int, int]) -> DraftRule:
+    """The JPEG draft request for a view rendered at ``size``: the largest DCT scale (1/8,
+    1/4, 1/2) at which the crop box still covers at least the output's pixels (no upsampling
+    added); None (full decode) when even 1/2 would not."""
+    h_out, w_out = _hw(size)
+
+    def rule(width: int, height: int) -> tuple[int, int] | None:
+        left, top, right, bottom = crop_box(aug, width, height)
+        for scale in (8, 4, 2):
+            if (right - left) / scale >= w_out and (bottom - top) / scale >= h_out:
+                # Pillow picks the largest scale s with side // request >= s: floor division
+                # makes that this scale (a ceil request can fall back to a larger decode)
+                return (max(1, width // scale), max(1, height // scale))
+        return None
+
+    return rule
 
 
 def view_to_float(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -254,10 +272,14 @@ class Replayer:
 
     Holds the store's codec inputs (seed, sample count, view slots, recipe) and canonical size
     (the teacher's input size), and a bounded LRU of decoded images (``cache_size`` images, 0:
-    none): a view also loads its mixing partner, a random other sample. Which images load as
-    corrupt is the folder's business (scan it with the store's ``max_image_pixels``); a
-    corrupt image is remembered as such and not decoded again. Pickling drops the cache, so
-    each DataLoader worker starts with its own empty one.
+    none): a view also loads its mixing partner (:meth:`render_many` shares it within a
+    call). Which images load as corrupt is the folder's business (scan it with the store's
+    ``max_image_pixels``); a corrupt image is remembered as such and not decoded again.
+    Pickling drops the cache, so each DataLoader worker starts with its own empty one.
+
+    ``draft=True`` decodes JPEGs at a reduced DCT scale where the view's crop allows it
+    (:func:`draft_rule`): deterministic for a given output size, but not the pixels of the
+    full decode the teacher saw (generation never uses it); Pillow path only, no cache.
     """
 
     def __init__(
@@ -267,8 +289,9 @@ class Replayer:
         recipe: Recipe | None = None,
         cache_size: int = 64,
         device: torch.device | None = None,
+        draft: bool = False,
     ) -> None:
-        self.folder = folder
+        self.folder, self.draft = folder, draft
         self.decode_path = str(attrs.config.get("decode", "cpu"))
         # nvJPEG only where the store used it and a CUDA device is at hand; else Pillow.
         gpu = self.decode_path == "gpu" and device is not None and device.type == "cuda"
@@ -328,6 +351,15 @@ class Replayer:
         except CorruptImageError as e:
             return str(e)
 
+    def _source(self, sample: int, aug: AugParams, size: int | tuple[int, int]) -> Image.Image:
+        """The image a view renders from: the cached full decode, or a draft-mode decode."""
+        if not self.draft or self.decode_device is not None:
+            return self.image(sample)
+        try:
+            return self.folder.load(sample, draft=draft_rule(aug, size))
+        except CorruptImageError as e:
+            raise UnreadableSampleError(str(e), sample) from None
+
     def params(self, slot: int, sample: int) -> ViewParams:
         """The decoded parameters of view ``slot`` of ``sample``."""
         return decode(self.store_seed, slot, sample, self.num_samples, self.recipe, self.num_slots)
@@ -357,12 +389,53 @@ class Replayer:
             if self.size is None:
                 raise ValueError("the store records no teacher input size: pass a view size")
             size = self.size
-        params = self.params(slot, sample)
-        image = self.image(sample)
-        label = self.folder.labels[sample]
-        partner, partner_label, lam = None, label, 1.0
-        if params.mix is not None:
-            partner = self.image(params.mix.partner)
-            partner_label, lam = self.folder.labels[params.mix.partner], params.mix.lam
-        pixels = render_view(image, params, size, partner=partner)
-        return ReplayedView(pixels, params, label, partner_label, lam)
+        view = self.render_many([(slot, sample)], size)[0]
+        if isinstance(view, UnreadableSampleError):
+            raise view
+        return view
+
+    def render_many(
+        self, keys: Sequence[tuple[int, int]], size: int | tuple[int, int]
+    ) -> list[ReplayedView | UnreadableSampleError]:
+        """Views ``(slot, sample)`` at ``size``, each image decoded and base-rendered once.
+
+        A mixed view's partner is rendered as the partner's own base view (codec 2), so when
+        both views of a pair are asked for, two decodes and two renders serve both. Same bytes
+        as :meth:`render`; an unreadable image gives its error in place of the view.
+        """
+        bases: dict[tuple[int, int], np.ndarray | UnreadableSampleError] = {}
+
+        def base(slot: int, sample: int, aug: AugParams) -> np.ndarray:
+            got = bases.get((slot, sample))
+            if got is None:
+                try:
+                    got = render_aug(self._source(sample, aug, size), aug, size)
+                except UnreadableSampleError as e:
+                    got = e
+                bases[(slot, sample)] = got
+            if isinstance(got, UnreadableSampleError):
+                raise got
+            return got
+
+        out: list[ReplayedView | UnreadableSampleError] = []
+        for slot, sample in keys:
+            params = self.params(slot, sample)
+            label = self.folder.labels[sample]
+            try:
+                arr = base(slot, sample, params.base)
+                if params.mix is None:
+                    out.append(ReplayedView(_chw(arr), params, label, label, 1.0))
+                    continue
+                other = base(slot, params.mix.partner, params.mix.partner_aug)
+            except UnreadableSampleError as e:
+                out.append(e)
+                continue
+            mixed = mix_arrays(arr, other, params.mix)
+            partner_label = self.folder.labels[params.mix.partner]
+            out.append(ReplayedView(_chw(mixed), params, label, partner_label, params.mix.lam))
+        return out
+
+
+def _chw(arr: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] numpy -> uint8 [3, H, W] tensor."""
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))

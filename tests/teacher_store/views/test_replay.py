@@ -431,3 +431,79 @@ def test_student_generation_and_show_replay_the_same_pixels(folder, tmp_path):
             assert np.array_equal(drawn, want.permute(1, 2, 0).numpy()), (slot, sample)
             shown += 1
     assert shown >= 2  # views the random targets mark invalid cannot be shown
+
+
+def test_render_many_decodes_each_image_once_with_the_render_bytes(folder):
+    """A batch holding both views of each pair: one decode per image, render()'s bytes."""
+    from student.data import ReplayDataset
+    from student.sampler import mix_groups, pair_order
+    from teacher_store.views.pairing import slot_partners
+    from teacher_store.views.replay import Replayer
+
+    a = _attrs(folder, recipe=get_recipe("default"))  # mixes every view
+    n, slot = len(folder), 1
+    groups = mix_groups(slot_partners(a.store_seed, slot, n))
+    order, _ = pair_order(0, 0, np.arange(n), groups, 1024, 1)
+    keys = [(slot, int(s)) for s in order]
+    counting = _CountingFolder(folder)
+    many = Replayer(counting, a, cache_size=0).render_many(keys, 40)  # type: ignore[arg-type]
+    assert sorted(counting.loads) == list(range(n))  # each image decoded once
+    one = Replayer(folder, a)
+    for (s, i), view in zip(keys, many, strict=True):
+        want = one.render(s, i, 40)
+        assert torch.equal(view.pixels, want.pixels), i
+        assert (view.params, view.partner_label, view.lam) == (
+            want.params,
+            want.partner_label,
+            want.lam,
+        )
+    dataset = ReplayDataset(counting, a, 40)  # type: ignore[arg-type]
+    counting.loads.clear()
+    items = dataset.__getitems__(keys[:6])
+    assert len(counting.loads) <= 7  # 3 pairs (or 2 and a triple's two): no partner re-decodes
+    assert all(torch.equal(x["image"], v.pixels) for x, v in zip(items, many, strict=False))
+    assert torch.equal(dataset[keys[2]]["image"], many[2].pixels)
+
+
+def test_a_codec_1_store_is_refused_with_one_line(tmp_path):
+    from teacher_store.store.arrays import LocalStore
+    from tests.store_fixtures import build_store, make_attrs
+
+    old = build_store(
+        tmp_path / "old", make_attrs(num_samples=8).model_copy(update={"codec_version": 1})
+    )
+    with pytest.raises(
+        ValueError, match="view codec version 1, this distill replays version 2"
+    ) as e:
+        LocalStore(old)
+    assert "\n" not in str(e.value)
+
+
+def test_draft_decode_is_deterministic_close_and_smaller(folder):
+    """JPEG draft mode: same bytes in any batch, near the full decode, a reduced decode."""
+    from teacher_store.views.codec import AugParams
+    from teacher_store.views.replay import Replayer, draft_rule
+
+    jpegs = [i for i, p in enumerate(folder.paths) if p.endswith(".jpg")]
+    assert jpegs
+    whole = AugParams(area=1.0, log_ratio=0.0, cx=0.5, cy=0.5, flip=False)
+    rule = draft_rule(whole, 48)
+    assert rule(640, 427) == (80, 53)  # 1/8: a 427 px tall crop still covers 48 px
+    assert rule(100, 100) == (50, 50)  # 1/2 leaves 50 px >= 48
+    assert draft_rule(whole, 60)(100, 100) is None  # below 2x the output: a full decode
+    assert draft_rule(whole, 40)(100, 100) == (50, 50)
+    img = folder.load(jpegs[0], draft=rule)
+    full = folder.load(jpegs[0])
+    assert img.width * 4 < full.width  # decoded at 1/8 scale
+
+    a = _attrs(folder, recipe=get_recipe("default"))
+    drafted = Replayer(folder, a, cache_size=0, draft=True)
+    plain = Replayer(folder, a)
+    keys = [(0, i) for i in range(len(folder))]
+    many = drafted.render_many(keys, 32)
+    diffs = []
+    for k, view in zip(keys, many, strict=True):
+        assert torch.equal(view.pixels, drafted.render(*k, 32).pixels)  # alone = in a batch
+        diffs.append((view.pixels.float() - plain.render(*k, 32).pixels.float()).abs().mean())
+    assert any(d > 0 for d in diffs)  # some views did decode at a reduced scale
+    assert max(diffs) < 12  # and stay close to the full decode (0..255 levels)

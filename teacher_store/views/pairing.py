@@ -1,0 +1,88 @@
+"""The codec's mixing pairs for a whole view slot at once (numpy; equal to the scalar codec).
+
+:func:`~teacher_store.views.codec.pair_partner` answers one sample in pure Python; samplers
+and generation need every sample's partner of a slot, so this module runs the same Feistel
+permutations over arrays (uint64 arithmetic wraps like the codec's ``& MASK64``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from teacher_store.views.codec import (
+    FEISTEL_ROUNDS,
+    GOLDEN_GAMMA,
+    PAIR_TILE,
+    REST_TAG,
+    mix64,
+    pair_key,
+    pair_partner,
+)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer over uint64 arrays (wrapping multiply, as ``mix64``)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _feistel(keys: np.ndarray, x: np.ndarray, h: int, inverse: bool) -> np.ndarray:
+    mask = np.uint64((1 << h) - 1)
+    left, right = x >> np.uint64(h), x & mask
+    rounds = range(FEISTEL_ROUNDS - 1, -1, -1) if inverse else range(FEISTEL_ROUNDS)
+    for r in rounds:
+        rk = keys + np.uint64(((r + 1) * GOLDEN_GAMMA) & ((1 << 64) - 1))
+        if inverse:
+            left, right = right ^ (_mix64(rk ^ left) & mask), left
+        else:
+            left, right = right, left ^ (_mix64(rk ^ right) & mask)
+    return (left << np.uint64(h)) | right
+
+
+def permute_array(
+    keys: np.ndarray | int, x: np.ndarray, n: int, inverse: bool = False
+) -> np.ndarray:
+    """:func:`~teacher_store.views.codec.permute` over an array (one key, or one per element)."""
+    h = max(1, ((n - 1).bit_length() + 1) // 2)
+    k = np.broadcast_to(np.asarray(keys, dtype=np.uint64), x.shape).copy()
+    y = _feistel(k, x.astype(np.uint64), h, inverse)
+    out = y >= np.uint64(n)
+    while out.any():  # cycle walking, only where still out of range
+        y[out] = _feistel(k[out], y[out], h, inverse)
+        out = y >= np.uint64(n)
+    return y.astype(np.int64)
+
+
+def slot_partners(
+    store_seed: int, slot: int, num_samples: int, tile: int = PAIR_TILE
+) -> np.ndarray:
+    """Every sample's mixing partner in view slot ``slot``: int64 [num_samples], -1 for none.
+
+    Equal to ``pair_partner(pair_key(store_seed, slot), i, num_samples, tile)`` for every i.
+    """
+    key = pair_key(store_seed, slot)
+    tiles = num_samples // tile - (num_samples // tile) % 2
+    edge = tiles * tile
+    out = np.full(num_samples, -1, np.int64)
+    if edge:
+        t, o = np.divmod(np.arange(edge, dtype=np.int64), tile)
+        rank = permute_array(key, t, tiles)
+        mate = permute_array(key, rank ^ 1, tiles, inverse=True)
+        sub = _mix64(np.uint64(key) ^ _mix64((rank >> 1).astype(np.uint64) + np.uint64(1)))
+        odd = (rank & 1).astype(bool)
+        off = np.empty(edge, np.int64)
+        off[~odd] = permute_array(sub[~odd], o[~odd], tile)
+        off[odd] = permute_array(sub[odd], o[odd], tile, inverse=True)
+        out[:edge] = mate * tile + off
+    m = num_samples - edge
+    if m == 1 and edge:
+        out[edge] = int(pair_partner(key, edge, num_samples, tile) or 0)
+    elif m >= 2:
+        rest = mix64(key ^ REST_TAG)
+        p = permute_array(rest, np.arange(m, dtype=np.int64), m)
+        q = p ^ 1
+        if m % 2:
+            q[p == m - 1] = m - 2
+        out[edge:] = edge + permute_array(rest, q, m, inverse=True)
+    return out

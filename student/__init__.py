@@ -16,6 +16,10 @@ _EXPORTS = {
     "sparse_kd_loss": "student.loss",
     "sparse_teacher_logprobs": "student.loss",
     "epoch_order": "student.sampler",
+    "Cursor": "student.sampler",
+    "StoreBatch": "student.loader",
+    "StoreLoader": "student.loader",
+    "store_loader": "student.loader",
 }
 
 __all__ = sorted(_EXPORTS)

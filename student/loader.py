@@ -9,6 +9,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,7 @@ class StoreLoader:
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[StoreBatch]:
         plan, n = self.plan, self.steps_per_epoch
         # Its own generator: a loader draws a seed when it starts, and from the global RNG that
         # draw would shift dropout / drop path after a mid-epoch resume (which starts one more).

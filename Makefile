@@ -53,6 +53,8 @@ demo: $(STAMP)
 	$(BIN)/distill train --store $$URL --data $$D/images --model tf_efficientnetv2_b0 \
 	  --out $$D/runs/demo --epochs 8 --batch-size 4 --img-size 128 --lr 2e-3 --warmup-epochs 0 \
 	  --workers 1 --val-fraction 0.2 --quiet
+	$(BIN)/python -c "import json; r = [json.loads(x) for x in open('$$D/runs/demo/metrics.jsonl')]; \
+	  print('KD loss (KL to the teacher) by epoch:', ' '.join(f'{x[\"loss\"]:.2f}' for x in r))"
 	echo "== 6/7 two stored views replayed beside the teacher's top-5 (distill show)"
 	mkdir -p $$D/show
 	$(BIN)/distill show $$D/stores/demo --data $$D/images --sample 0 --view 0 --out $$D/show/sample0-view0.png

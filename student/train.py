@@ -427,7 +427,7 @@ def _evaluate_and_save(run: _Run, ctx: _Ctx, loader: StoreLoader, img_size: int)
             ctx.norm,
             ctx.device,
         )
-        if ctx.teacher is None:  # online KD has no stored targets to agree with
+        if ctx.teacher is None:  # online KD fits its own teacher, not the store's
             agree = teacher_agreement(
                 eval_model, loader.views, fit, ctx.targets, loader.slot, ctx.norm, ctx.device
             )

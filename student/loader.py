@@ -94,7 +94,7 @@ def open_checked_targets(
         why = DatasetFingerprint.from_dict(e.store_dataset).mismatch(have) or e.why
         raise ValueError(
             f"--data {folder.root} is not the dataset the store was built from ({why}); "
-            "pass --allow-dataset-mismatch (allow_dataset_mismatch=True) to train anyway"
+            "pass --allow-dataset-mismatch to train anyway"
         ) from None
 
 
@@ -150,7 +150,12 @@ class StoreLoader:
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.workers, self.seed, self.pin_memory = workers, seed, pin_memory
         self.epochs, self.view_schedule, self.with_targets = epochs, view_schedule, with_targets
-        self.train_samples, self.held_out = split_samples(self.folder.labels, val_fraction, seed)
+        # The store's N samples (a folder allowed to mismatch may hold more or fewer).
+        n = int(self.attrs.num_samples)
+        labels = np.zeros(n, np.int64)
+        known = min(n, len(self.folder.labels))
+        labels[:known] = self.folder.labels[:known]
+        self.train_samples, self.held_out = split_samples(labels, val_fraction, seed)
         if len(self.train_samples) // world_size < batch_size:
             raise ValueError(
                 f"batch size {batch_size} x {world_size} ranks exceeds the "

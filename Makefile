@@ -34,16 +34,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@export HF_HUB_OFFLINE=1
 	D=$(DEMO_DIR)
-	echo "== 1/6 demo data: real photos bundled in scikit-image/scikit-learn -> $$D/images"
+	echo "== 1/7 demo data: real photos bundled in scikit-image/scikit-learn -> $$D/images"
 	$(BIN)/distill demo-data $$D/images
-	echo "== 2/6 teacher store: efficientnet_lite0 on 8 augmented views per photo, top-10 -> $$D/stores/demo"
+	echo "== 2/7 teacher store: efficientnet_lite0 on 8 augmented views per photo, top-10 -> $$D/stores/demo"
 	$(BIN)/distill generate --data $$D/images --out $$D/stores/demo --views 8 --topk 10 \
 	  --img-size 160 --batch-size 16 --workers 1 --overwrite --quiet
-	echo "== 3/6 store summary"
+	echo "== 3/7 store summary"
 	$(BIN)/distill info $$D/stores/demo
 	PORT=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	URL=http://127.0.0.1:$$PORT/v1/stores/demo
-	echo "== 4/6 service: distill serve --root $$D/stores --data demo=$$D/images on 127.0.0.1:$$PORT"
+	echo "== 4/7 service: distill serve --root $$D/stores --data demo=$$D/images on 127.0.0.1:$$PORT"
 	$(BIN)/distill serve --root $$D/stores --data demo=$$D/images --port $$PORT > $$D/serve.log 2>&1 &
 	SERVER=$$!
 	trap 'kill $$SERVER 2>/dev/null; wait $$SERVER 2>/dev/null || true; echo "service stopped"' EXIT
@@ -58,12 +58,20 @@ demo: $(STAMP)
 	  c = StoreClient('$$URL'); b = c.read_block(0, 0, 4); names = c.attrs.teacher['class_names']; \
 	  print('client fetched view slot 0, samples 0-3; teacher top-1:', \
 	        [(names[i], round(float(p), 3)) for i, p in zip(b.ids[:, 0], np.exp(b.logprobs()[:, 0]))])"
-	echo "== 5/6 student: tf_efficientnetv2_b0 at 128 px, streaming targets from $$URL"
+	echo "== 5/7 student: tf_efficientnetv2_b0 at 128 px, streaming targets from $$URL"
+	echo "   (14 photos train, 3 held out; agreement = student top-1 == teacher top-1 on stored views)"
 	rm -rf $$D/runs/demo
 	$(BIN)/distill train --store $$URL --data $$D/images --model tf_efficientnetv2_b0 \
-	  --out $$D/runs/demo --epochs 4 --batch-size 8 --img-size 128 --lr 2e-3 --warmup-epochs 0 \
+	  --out $$D/runs/demo --epochs 8 --batch-size 4 --img-size 128 --lr 2e-3 --warmup-epochs 0 \
 	  --workers 1 --val-fraction 0.2 --quiet
-	echo "== 6/6 done: store $$D/stores/demo, run $$D/runs/demo (metrics.jsonl, last.pth)"
+	$(BIN)/python -c "import json; r = [json.loads(x) for x in open('$$D/runs/demo/metrics.jsonl')]; \
+	  print('KD loss (KL to the teacher) by epoch:', ' '.join(f'{x[\"loss\"]:.2f}' for x in r))"
+	echo "== 6/7 two stored views replayed beside the teacher's top-5 (distill show)"
+	mkdir -p $$D/show
+	$(BIN)/distill show $$D/stores/demo --data $$D/images --sample 0 --view 0 --out $$D/show/sample0-view0.png
+	$(BIN)/distill show $$D/stores/demo --data $$D/images --sample 9 --view 5 --out $$D/show/sample9-view5.png
+	echo "pictures: $$(realpath $$D/show/sample0-view0.png) $$(realpath $$D/show/sample9-view5.png)"
+	echo "== 7/7 done: store $$D/stores/demo, run $$D/runs/demo (metrics.jsonl, last.pth), pictures $$D/show/"
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/x.py` from anywhere
-    sys.path.insert(0, str(REPO))
+if sys.path[:1] != [str(REPO)]:  # `python bench/x.py` from anywhere; the repo before bench/,
+    sys.path.insert(0, str(REPO))  # whose student.py would otherwise shadow the student package
 
 
 def set_threads(n: int | None) -> int:

@@ -9,9 +9,21 @@ from changes:
   (b) memory   -- the same store copied into fsspec's in-process memory filesystem
                   (``memory://``): targets cost ~nothing, the ceiling;
   (c) online   -- online KD: ``TrainConfig(teacher=efficientnet_lite0)`` runs the real teacher
-                  every step on the same replayed views (K = C, dense KD).
+                  every step on the same replayed views (K = C, dense KD), each view rendered
+                  a second time at the teacher's own input size (224 px), as online KD does.
 
-All three go through ``student.train.run_train``. Data: the real demo photos
+Heavy-teacher rows, student ``tiny_vit_5m_224`` at the same resolution (``--heavy-*``):
+
+  (d) service  -- as (a);
+  (e) online   -- online KD with a ViT-L/16 teacher (``vit_large_patch16_224``, ~61 GFLOPs at
+                  its own 224 px input; RANDOM weights, timm init, seed 0: this row measures
+                  cost only) on the same replayed views rendered at 224 px.
+
+  Only a few steps of each run (``--heavy-steps``): images/s is measured between the end of
+  step 1 and the end of step 1 + k, as the difference of two runs' loop times (max_steps = 1
+  and 1 + k), so DataLoader start-up and first-step warm-up cancel out.
+
+All go through ``student.train.run_train``. Data: the real demo photos
 (``teacher_store.images.demo_data.write_demo_data``, 17 photos) each copied ``--copies``
 times under new names, so that one epoch is many steps (a 17-photo epoch is a single batch
 of 16, and per-epoch DataLoader start-up would dominate). images/s is the trainer's own
@@ -20,7 +32,8 @@ per-epoch figure (loop time only: no setup, evaluation or checkpoint), summed ov
 c, ...) so drifting load from other jobs on the machine hits every variant alike.
 
 Usage: ``python bench/student.py [--work DIR] [--repeats 2] [--img-size 128]``; see --help.
-Goals: (a)/(b) >= 0.95 and (a)/(c) >= 2.
+Goals: (a)/(b) >= 0.95, (a)/(c) >= 2, (d)/(e) >= 10.
+``--only-heavy`` runs only the heavy-teacher rows.
 """
 
 from __future__ import annotations
@@ -216,17 +229,181 @@ def cost_breakdown(
         with torch.inference_mode():
             return torch.log_softmax(teacher(view_to_float(x, info.mean, info.std)), -1)
 
-    logp = teacher_fwd(images[:bs]).clone()
+    # Online KD feeds the teacher the same views rendered at its own input size.
+    big = ReplayDataset(folder, attrs, int(info.input_size[1]))
+    teacher_images = torch.stack([big[k]["image"] for k in keys])
+    logp = teacher_fwd(teacher_images[:bs]).clone()
     student_step(images[:bs], logp)  # warm-up
-    for name, fn in (
-        ("student train step", lambda x: student_step(x, logp)),
-        ("teacher forward", teacher_fwd),
+    for name, fn, xs in (
+        ("student train step", lambda x: student_step(x, logp), images),
+        (f"teacher forward ({info.input_size[1]} px)", teacher_fwd, teacher_images),
     ):
         t0 = time.perf_counter()
         for b in range(1, batches):
-            fn(images[b * bs : (b + 1) * bs])
+            fn(xs[b * bs : (b + 1) * bs])
         out[name] = 1e3 * (time.perf_counter() - t0) / (bs * (batches - 1))
     return out
+
+
+def random_teacher(name: str, path: Path) -> Path:
+    """A random-weight checkpoint of timm ``name`` (timm init, seed 0): for cost rows only."""
+    import timm
+    import torch
+
+    if not path.is_file():
+        torch.manual_seed(0)
+        model = timm.create_model(name, pretrained=False, num_classes=1000)
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def loop_seconds(cfg: Any) -> tuple[float, int]:
+    """(timed loop seconds, steps) of one ``run_train`` call (one epoch, max_steps)."""
+    from student.train import run_train
+
+    shutil.rmtree(cfg.out, ignore_errors=True)
+    summary = run_train(cfg)
+    return float(summary["train_time_s"]), int(summary["step"])
+
+
+def heavy_rows(
+    args: argparse.Namespace, data: Path, store_url: str, store: Path, work: Path
+) -> dict[str, dict[str, float]]:
+    """(d) store-fed vs (e) online KD with a large random-weight teacher, same student/views."""
+    from student.config import TrainConfig
+
+    ckpt = random_teacher(args.heavy_teacher, work / f"{args.heavy_teacher}-random.pth")
+    base = {
+        "data": str(data),
+        "model": args.heavy_student,
+        "epochs": 1,
+        "batch_size": args.batch_size,
+        "img_size": args.img_size,
+        "warmup_epochs": 0.0,
+        "workers": args.workers,
+        "seed": 0,
+        "device": "cpu",
+        "val_fraction": 0.0,
+        "tensorboard": False,
+        "progress": False,
+    }
+    online = {"teacher": args.heavy_teacher, "teacher_checkpoint": str(ckpt)}
+    rows = {
+        "d": ({"store": store_url}, args.heavy_steps * 4),
+        "e": ({"store": str(store), **online}, args.heavy_steps),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for key, (extra, k) in rows.items():
+        t: dict[int, float] = {}
+        for steps in (1, 1 + k):
+            cfg = TrainConfig(
+                out=str(work / "runs" / f"{key}{steps}"), max_steps=steps, **base, **extra
+            )
+            t[steps], done = loop_seconds(cfg)
+            if done != steps:
+                raise RuntimeError(f"({key}) ran {done} steps, not {steps}: more --copies")
+        secs = t[1 + k] - t[1]
+        out[key] = {"ips": k * args.batch_size / secs, "steps": k, "seconds": secs}
+        print(f"  {key}: {out[key]['ips']:.2f} img/s over {k} steps", file=sys.stderr, flush=True)
+    return out
+
+
+def print_heavy(args: argparse.Namespace, heavy: dict[str, dict[str, float]]) -> float:
+    """The heavy-teacher table; returns (d)/(e)."""
+    d, e = heavy["d"], heavy["e"]
+    print()
+    print(
+        f"heavy teacher: student {args.heavy_student} at {args.img_size} px, batch "
+        f"{args.batch_size}; teacher {args.heavy_teacher} with RANDOM weights (timm init, seed "
+        "0; cost only) at its own 224 px input on the same views; img/s between steps 1 and 1+k"
+    )
+    rows = [
+        ["(d) store via the service", f"{d['ips']:.2f}", int(d["steps"]), f"{d['seconds']:.1f}"],
+        [
+            f"(e) online KD ({args.heavy_teacher}, 224 px)",
+            f"{e['ips']:.2f}",
+            int(e["steps"]),
+            f"{e['seconds']:.1f}",
+        ],
+    ]
+    print(table(["variant", "images/s", "steps k", "seconds"], rows))
+    ratio = d["ips"] / e["ips"]
+    print(f"(d)/(e) = {ratio:.2f} by images/s (goal >= 10: {'met' if ratio >= 10 else 'missed'})")
+    return ratio
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def print_lite(
+    args: argparse.Namespace,
+    sizes: tuple[int, int, dict[str, Any]],
+    variants: dict[str, dict[str, Any]],
+    results: dict[str, list[dict[str, Any]]],
+    costs: dict[str, float],
+) -> dict[str, float]:
+    """The (a)-(c) table, ratios and cost breakdown; returns the ratios."""
+    n, steps_per_epoch, gen = sizes
+    rate = {k: mean([r["ips"] for r in rs]) for k, rs in results.items()}
+    cpu = {k: mean([r["cpu_ms_per_image"] for r in rs]) for k, rs in results.items()}
+    print()
+    print(
+        f"settings: {n} images (17 demo photos x {args.copies}), store: {args.teacher} at "
+        f"{args.img_size} px, R={args.views}, K={args.topk}, recipe {args.recipe!r}, "
+        f"blocks of {args.chunk_samples} samples "
+        f"({gen['views_per_s']:.1f} views/s); student {args.student} at {args.img_size} px, "
+        f"batch {args.batch_size}, {steps_per_epoch} steps/epoch x {args.epochs} epochs, "
+        f"workers {args.workers}, fp32, AdamW; img/s over epochs >= {args.skip_epochs}; "
+        f"{args.repeats} interleaved round(s)"
+    )
+    print()
+    rows = []
+    for k, rs in results.items():
+        per = ", ".join(f"{r['ips']:.1f}" for r in rs)
+        rows.append(
+            [
+                variants[k]["label"],
+                f"{rate[k]:.1f}" + (f" ({per})" if len(rs) > 1 else ""),
+                f"{mean([r['loop_s'] for r in rs]):.1f}",
+                f"{mean([r['wall_s'] for r in rs]):.1f}",
+                f"{cpu[k]:.1f}",
+            ]
+        )
+    headers = ["variant", "images/s", "timed loop s", "run_train wall s", "CPU ms / image"]
+    print(table(headers, rows))
+    print()
+    ab, ac = rate["a"] / rate["b"], rate["a"] / rate["c"]
+    cab, cac = cpu["b"] / cpu["a"], cpu["c"] / cpu["a"]
+    print(
+        f"(a)/(b) = {ab:.3f} by images/s, {cab:.3f} by CPU per image "
+        f"(goal >= 0.95: {'met' if ab >= 0.95 else 'missed'})"
+    )
+    print(
+        f"(a)/(c) = {ac:.3f} by images/s, {cac:.3f} by CPU per image "
+        f"(goal >= 2: {'met' if ac >= 2 else 'missed'})"
+    )
+    print(
+        "CPU ms / image: user+system CPU of the trainer, its DataLoader workers and (a) the "
+        "server over the whole run_train call (setup and checkpoints included), per trained "
+        "image; unlike images/s it hardly moves when other jobs share the cores."
+    )
+    if costs:
+        print()
+        print(
+            f"per-image cost, each part timed alone in the main process ({args.threads} threads, "
+            f"batch {args.batch_size}, {args.img_size} px):"
+        )
+        print(table(["work", "wall ms / image"], [[k, f"{v:.1f}"] for k, v in costs.items()]))
+        rep, stu, tea = costs.values()  # replay, student step, teacher forward
+        print(
+            "online KD adds the teacher forward to the training loop's serial work: "
+            f"(student + teacher) / student = {(stu + tea) / stu:.2f}x when the loop is the "
+            f"bottleneck, (replay + student + teacher) / (replay + student) = "
+            f"{(rep + stu + tea) / (rep + stu):.2f}x when all CPU work adds up; "
+            "(a)/(c) >= 2 needs a teacher forward at least as costly as a student training step"
+        )
+    return {"a/b": ab, "a/c": ac, "cpu a/b": cab, "cpu a/c": cac}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="interleaved rounds of (a, b, c)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-image cost table")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--heavy-teacher", default="vit_large_patch16_224", help="random weights")
+    p.add_argument("--heavy-student", default="tiny_vit_5m_224")
+    p.add_argument(
+        "--heavy-steps", type=int, default=2, help="k timed online-KD steps ((d): 4k); 0: no rows"
+    )
+    p.add_argument("--only-heavy", action="store_true", help="skip rows (a)-(c)")
     args = p.parse_args(argv)
 
     set_threads(args.threads)
@@ -310,8 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    heavy: dict[str, dict[str, float]] = {}
     try:
-        for rep in range(args.repeats):
+        for rep in range(0 if args.only_heavy else args.repeats):
             for key, v in variants.items():
                 out = work / "runs" / f"{key}{rep}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -356,81 +540,25 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+        if args.heavy_steps:
+            with timed("heavy rows", times):
+                heavy = heavy_rows(args, data, url_a, stores / "demo", work)
         if service is not None:
             served = service.block_requests()
-            notes.append(f"the service answered {served} block requests during the (a) runs")
+            notes.append(f"the service answered {served} block requests during the (a)/(d) runs")
     finally:
         if service is not None:
             service.close()
     costs: dict[str, float] = {}
-    if not args.no_breakdown:
+    if not args.no_breakdown and not args.only_heavy:
         with timed("cost breakdown", times):
             costs = cost_breakdown(data, stores / "demo", args)
     total = time.perf_counter() - t_start
-
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs)
-
-    rate = {k: mean([r["ips"] for r in rs]) for k, rs in results.items()}
-    cpu = {k: mean([r["cpu_ms_per_image"] for r in rs]) for k, rs in results.items()}
-    print()
-    print(
-        f"settings: {n} images (17 demo photos x {args.copies}), store: {args.teacher} at "
-        f"{args.img_size} px, R={args.views}, K={args.topk}, recipe {args.recipe!r}, "
-        f"blocks of {args.chunk_samples} samples "
-        f"({gen['views_per_s']:.1f} views/s); student {args.student} at {args.img_size} px, "
-        f"batch {args.batch_size}, {steps_per_epoch} steps/epoch x {args.epochs} epochs, "
-        f"workers {args.workers}, fp32, AdamW; img/s over epochs >= {args.skip_epochs}; "
-        f"{args.repeats} interleaved round(s)"
-    )
-    print()
-    rows = []
-    for k, rs in results.items():
-        per = ", ".join(f"{r['ips']:.1f}" for r in rs)
-        rows.append(
-            [
-                variants[k]["label"],
-                f"{rate[k]:.1f}" + (f" ({per})" if len(rs) > 1 else ""),
-                f"{mean([r['loop_s'] for r in rs]):.1f}",
-                f"{mean([r['wall_s'] for r in rs]):.1f}",
-                f"{cpu[k]:.1f}",
-            ]
-        )
-    headers = ["variant", "images/s", "timed loop s", "run_train wall s", "CPU ms / image"]
-    print(table(headers, rows))
-    print()
-    ab, ac = rate["a"] / rate["b"], rate["a"] / rate["c"]
-    cab, cac = cpu["b"] / cpu["a"], cpu["c"] / cpu["a"]
-    print(
-        f"(a)/(b) = {ab:.3f} by images/s, {cab:.3f} by CPU per image "
-        f"(goal >= 0.95: {'met' if ab >= 0.95 else 'missed'})"
-    )
-    print(
-        f"(a)/(c) = {ac:.3f} by images/s, {cac:.3f} by CPU per image "
-        f"(goal >= 2: {'met' if ac >= 2 else 'missed'})"
-    )
-    print(
-        "CPU ms / image: user+system CPU of the trainer, its DataLoader workers and (a) the "
-        "server over the whole run_train call (setup and checkpoints included), per trained "
-        "image; unlike images/s it hardly moves when other jobs share the cores."
-    )
-    if costs:
-        print()
-        print(
-            f"per-image cost, each part timed alone in the main process ({args.threads} threads, "
-            f"batch {args.batch_size}, {args.img_size} px):"
-        )
-        print(table(["work", "wall ms / image"], [[k, f"{v:.1f}"] for k, v in costs.items()]))
-        rep, stu, tea = (
-            costs[k] for k in ("replay a view", "student train step", "teacher forward")
-        )
-        print(
-            "online KD adds the teacher forward to the training loop's serial work: "
-            f"(student + teacher) / student = {(stu + tea) / stu:.2f}x when the loop is the "
-            f"bottleneck, (replay + student + teacher) / (replay + student) = "
-            f"{(rep + stu + tea) / (rep + stu):.2f}x when all CPU work adds up; "
-            "(a)/(c) >= 2 needs a teacher forward at least as costly as a student training step"
-        )
+    ratios: dict[str, float] = {}
+    if not args.only_heavy:
+        ratios = print_lite(args, (n, steps_per_epoch, gen), variants, results, costs)
+    if heavy:
+        ratios["d/e"] = print_heavy(args, heavy)
     for note in notes:
         print(f"NOTE: {note}")
     print(f"at end: {load()}")
@@ -440,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "results": results,
-                    "ratios": {"a/b": ab, "a/c": ac, "cpu a/b": cab, "cpu a/c": cac},
+                    "ratios": ratios,
+                    "heavy": heavy,
                     "costs_ms_per_image": costs,
                     "args": vars(args),
                 },

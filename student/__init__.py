@@ -19,6 +19,10 @@ _EXPORTS = {
     "mix_groups": "student.sampler",
     "pair_order": "student.sampler",
     "rank_share": "student.sampler",
+    "Cursor": "student.sampler",
+    "StoreBatch": "student.loader",
+    "StoreLoader": "student.loader",
+    "store_loader": "student.loader",
 }
 
 __all__ = sorted(_EXPORTS)

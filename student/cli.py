@@ -42,6 +42,7 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--token-file", str, "bearer token for the service"),
     ("--teacher", str, "online-KD baseline: run this teacher every step"),
     ("--teacher-checkpoint", str, "weights for --teacher"),
+    ("--teacher-img-size", int, "--teacher's input size (default: the teacher's own)"),
     (
         "--curriculum-stages",
         int,
@@ -68,10 +69,26 @@ def _run_train(args: argparse.Namespace) -> int:
         s = run_train(cfg)
     except (StoreChangedError, RetryBudgetError) as e:
         raise CommandError(str(e)) from None  # a failed job (exit 1), not bad input (2)
-    keys = ("epoch", "step", "loss", "images_per_s", "teacher_agreement", "top1", "top5")
+    keys = ("epoch", "step", "loss", "images_per_s", "top1", "top5")
     print("trained " + cfg.model + ": " + ", ".join(f"{k}={_fmt(s[k])}" for k in keys if k in s))
+    print(agreement_line(s))
     print(f"checkpoint: {cfg.out}/last.pth")
     return 0
+
+
+def agreement_line(s: dict[str, Any]) -> str:
+    """The student's top-1 agreement with the teacher's, each figure with its view count."""
+    parts = []
+    if "train_agreement" in s:
+        parts.append(
+            f"{s['train_agreement']:.1f}% on {s['train_agreement_views']} training views "
+            f"(view slot {s['slot']}: how well the student fits the teacher)"
+        )
+    if "teacher_agreement" in s:
+        parts.append(f"{s['teacher_agreement']:.1f}% on {s['eval_samples']} held-out views")
+    elif "eval_samples" in s:
+        parts.append("no held-out views (--val-fraction 0)")
+    return "agreement with the teacher's top-1: " + ("; ".join(parts) or "not measured")
 
 
 def _fmt(v: Any) -> str:

@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     allow_dataset_mismatch: bool = False
     teacher: str | None = None  # online-KD baseline: run this teacher every step
     teacher_checkpoint: str | None = None
+    teacher_img_size: int | None = Field(None, ge=32)  # online KD: default the teacher's own
     max_steps: int | None = Field(None, ge=1)  # stop early (benchmarks, smoke runs)
     checkpoint_every: int = Field(0, ge=0)  # steps between mid-epoch checkpoints (0: per epoch)
     retry_budget_s: float = Field(600.0, ge=0)  # how long a store read retries an outage

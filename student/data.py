@@ -30,16 +30,38 @@ _PREFETCH_THREADS = 2
 
 
 def split_samples(
-    num_samples: int, val_fraction: float, seed: int
+    labels: Sequence[int] | np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic (train, held-out) sample ids: a hash of (seed, sample) decides each."""
-    if val_fraction <= 0:
-        return np.arange(num_samples), np.arange(0)
+    """Deterministic, stratified (train, held-out) sample ids, both sorted.
+
+    The held-out set has exactly ``round(val_fraction * N)`` samples, at least 1 and at most
+    N - 1 when N >= 2 and ``val_fraction > 0``. Each class holds out its share (largest
+    remainders first, never a class's only sample while another class can give one); inside a
+    class, a hash of (seed, sample) picks which.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    n = len(y)
+    if val_fraction <= 0 or n < 2:
+        return np.arange(n), np.arange(0)
+    total = min(n - 1, max(1, round(val_fraction * n)))
     key = mix64(seed ^ 0x5EED5EED)
-    held = np.array([mix64(key ^ i) < val_fraction * 2.0**64 for i in range(num_samples)])
-    if held.all():
-        held[0] = False
-    return np.flatnonzero(~held), np.flatnonzero(held)
+    rank = np.array([mix64(key ^ i) for i in range(n)], dtype=np.uint64)  # [N] tie-break hashes
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts * (total / n)  # [C] exact shares
+    quota = np.minimum(np.floor(share).astype(np.int64), counts - 1)
+    # Remaining picks: classes that keep a training sample first, then larger remainders.
+    keeps = (counts - quota) > 1
+    order = np.lexsort((classes, -(share - quota), ~keeps))
+    for c in order[: total - int(quota.sum())]:
+        quota[c] += 1
+    held = []
+    for c, q in zip(classes, quota, strict=True):
+        members = np.flatnonzero(y == c)
+        held.append(members[np.argsort(rank[members], kind="stable")[:q]])
+    held_ids = np.sort(np.concatenate(held)).astype(np.int64)
+    mask = np.ones(n, bool)
+    mask[held_ids] = False
+    return np.flatnonzero(mask), held_ids
 
 
 class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):

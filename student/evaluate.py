@@ -32,7 +32,7 @@ def _logits(model: torch.nn.Module, images: torch.Tensor, norm: Any, device: tor
 def evaluate(
     model: torch.nn.Module,
     folder: ImageFolder,
-    samples: Sequence[int],
+    samples: Sequence[int] | np.ndarray,
     targets: TargetCache,
     attrs: Any,
     img_size: int,
@@ -63,17 +63,36 @@ def evaluate(
     if not agreement:
         return out
     views = ReplayDataset(folder, attrs, img_size)
+    out["teacher_agreement"] = teacher_agreement(
+        model, views, ids, targets, 0, norm, device, batch_size
+    )[0]
+    return out
+
+
+def teacher_agreement(
+    model: torch.nn.Module,
+    views: ReplayDataset,
+    samples: Sequence[int] | np.ndarray,
+    targets: TargetCache,
+    slot: int,
+    norm: tuple[Sequence[float], Sequence[float]],
+    device: torch.device,
+    batch_size: int = 64,
+) -> tuple[float, int]:
+    """(% of valid views of ``slot`` where the student's top-1 is the teacher's stored top-1,
+    number of valid views), for ``samples`` rendered by ``views``."""
+    model.eval()
+    ids = np.asarray(samples, dtype=np.int64)
     agree = total = 0
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        items = [views[(0, int(s))] for s in chunk]
-        t_ids, _, valid = targets.gather(0, chunk)
-        ok = valid & torch.tensor([it["ok"] for it in items])
+        items = [views[(slot, int(s))] for s in chunk]
+        t_ids, _, valid = targets.gather(slot, chunk)
+        ok = valid & torch.tensor([bool(it["ok"]) for it in items])
         logits = _logits(model, torch.stack([it["image"] for it in items]), norm, device)
         agree += int((logits.argmax(-1) == t_ids[:, 0])[ok].sum())
         total += int(ok.sum())
-    out["teacher_agreement"] = 100.0 * agree / max(total, 1)
-    return out
+    return 100.0 * agree / max(total, 1), total
 
 
 def run_eval(
@@ -96,7 +115,7 @@ def run_eval(
     model.load_state_dict(state["model_ema"] or state["model"])
     norm = (tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"]))
     same = attrs.dataset["sha256"] == folder.fingerprint().sha256
-    samples = split_samples(len(folder), cfg.val_fraction, cfg.seed)[1] if same else None
+    samples = split_samples(folder.labels, cfg.val_fraction, cfg.seed)[1] if same else None
     if samples is None or not len(samples):
         samples = np.arange(len(folder))
     cpu = torch.device("cpu")

@@ -30,17 +30,15 @@ from student.curriculum import (
     check_store,
     compute_fraction,
 )
-from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
-from student.evaluate import classes_aligned, evaluate
+from student.data import TargetCache
+from student.evaluate import classes_aligned, evaluate, teacher_agreement
+from student.loader import StoreBatch, StoreLoader, open_checked_targets
 from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
 from student.recipes import resolve_recipe
-from student.sampler import Cursor, mix_groups, pair_order, rank_share
-from student.schedule import lr_at, slot_for_epoch
-from teacher_store.client import DatasetMismatchError
-from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
-from teacher_store.views.codec import PAIR_TILE
-from teacher_store.views.pairing import slot_partners
+from student.sampler import Cursor
+from student.schedule import lr_at
+from teacher_store.images.dataset import ImageFolder
 from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
@@ -58,23 +56,16 @@ RUNTIME_FIELDS = frozenset(
         "checkpoint_every",
     }
 )
-_WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
+_TRAIN_AGREEMENT_SAMPLES = 128  # training samples whose views measure the fit to the teacher
 
 
 def _open_targets(cfg: TrainConfig, folder: ImageFolder) -> TargetCache:
     """The store's targets; the client refuses a store built from another dataset than
     ``folder`` unless ``--allow-dataset-mismatch`` (then no fingerprint is passed)."""
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
-    have = folder.fingerprint()
-    want = None if cfg.allow_dataset_mismatch else have.to_dict()
-    try:
-        return open_targets(cfg.store, token, want, cfg.retry_budget_s)
-    except DatasetMismatchError as e:
-        why = DatasetFingerprint.from_dict(e.store_dataset).mismatch(have) or e.why
-        raise ValueError(
-            f"--data {folder.root} is not the dataset the store was built from ({why}); "
-            "pass --allow-dataset-mismatch to train anyway"
-        ) from None
+    return open_checked_targets(
+        cfg.store, folder, token, cfg.allow_dataset_mismatch, cfg.retry_budget_s
+    )
 
 
 @dataclass
@@ -187,29 +178,28 @@ class _Ctx:
     targets: TargetCache
     total_steps: int
     warmup_steps: int
-    teacher: Any = None  # (model, mean, std) in online-KD baseline mode
+    teacher: Any = None  # (model, mean, std, input size) in online-KD baseline mode
     curriculum: Curriculum | None = None
     regs: Regularizers | None = None
 
 
 def _teacher_targets(ctx: _Ctx, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    model, mean, std = ctx.teacher
+    """Online KD: the teacher's log-probs [B, C] on its own-size views, as dense K = C targets."""
+    model, mean, std, _ = ctx.teacher
     with torch.inference_mode():
         logp = torch.log_softmax(model(view_to_float(images, mean, std)).float(), -1)
     ids = torch.arange(logp.shape[-1], device=logp.device).expand_as(logp)
     return ids.clone(), logp.clone()  # K = C: dense KD, the online baseline
 
 
-def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.ndarray) -> float:
+def _step(run: _Run, ctx: _Ctx, batch: StoreBatch) -> float:
     cfg, dev = ctx.cfg, ctx.device
-    images = batch["image"].to(dev, non_blocking=True)
+    batch = batch.to(dev, non_blocking=True)
+    ids, logp, weight = batch.topk_ids, batch.topk_logprobs, batch.valid
     if ctx.teacher is not None:
-        ids, logp = _teacher_targets(ctx, images)
-        weight = batch["ok"].to(dev)
-    else:
-        ids, logp, valid = (t.to(dev) for t in ctx.targets.gather(slot, samples))
-        weight = valid & batch["ok"].to(dev)
-    x = view_to_float(images, *ctx.norm)
+        assert batch.teacher_images is not None  # the loader renders them in online mode
+        ids, logp = _teacher_targets(ctx, batch.teacher_images)
+    x = batch.inputs(*ctx.norm)
     if ctx.curriculum is not None:  # EfficientTrain++: keep the lowest band x band frequencies
         band = ctx.curriculum.bandwidth(run.step, ctx.total_steps)
         if band is not None:
@@ -221,10 +211,8 @@ def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.nd
         logits = run.model(x)
     loss = cfg.kd_weight * sparse_kd_loss(logits, ids, logp, cfg.temperature, weight=weight)
     if cfg.hard_label_weight:
-        lam = batch["lam"].to(dev, torch.float32)
-        y, y2 = batch["label"].to(dev), batch["partner_label"].to(dev)
         loss = loss + cfg.hard_label_weight * mixed_label_loss(
-            logits, y, y2, lam, cfg.label_smoothing
+            logits, batch.labels, batch.partner_labels, batch.lam, cfg.label_smoothing
         )
     lr = lr_at(run.step, ctx.total_steps, cfg.lr, ctx.warmup_steps, cfg.min_lr, cfg.sched)
     for group in run.optimizer.param_groups:
@@ -240,26 +228,14 @@ def _step(run: _Run, ctx: _Ctx, batch: dict[str, Any], slot: int, samples: np.nd
     return float(loss.detach())
 
 
-def _train_epoch(run: _Run, ctx: _Ctx, dataset: ReplayDataset, plan: BatchPlan, bar: Any) -> dict:
+def _train_epoch(run: _Run, ctx: _Ctx, loader: StoreLoader, bar: Any) -> dict:
     cfg = ctx.cfg
-    # Its own generator: a loader draws a seed when it starts, and from the global RNG that
-    # draw would shift dropout / drop path after a mid-epoch resume (which starts one more).
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=plan,
-        num_workers=cfg.workers,
-        pin_memory=ctx.device.type == "cuda",
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
     losses, seen, t0 = [], 0, time.perf_counter()
-    for b, batch in enumerate(loader, start=plan.start):
-        samples = plan.batch(b)
-        for ahead in range(b + 1, min(b + 3, len(plan.order) // plan.batch_size)):
-            ctx.targets.prefetch(plan.slot, plan.batch(ahead))
-        losses.append(_step(run, ctx, batch, plan.slot, samples))
-        seen += len(samples)
-        run.cursor = Cursor(run.cursor.epoch, b + 1)
-        bar.update(len(samples))
+    for batch in loader:
+        losses.append(_step(run, ctx, batch))
+        seen += len(batch.samples)
+        run.cursor = Cursor(loader.epoch, loader.position)
+        bar.update(len(batch.samples))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and dist_env()[0] == 0:
             save_checkpoint(Path(cfg.out) / "last.pth", run.state())
@@ -321,7 +297,8 @@ def _online_teacher(cfg: TrainConfig, device: torch.device) -> Any:
     from models import create_teacher
 
     model, info = create_teacher(cfg.teacher, cfg.teacher_checkpoint)
-    return model.to(device).eval(), info.mean, info.std
+    size = cfg.teacher_img_size or int(info.input_size[1])  # the teacher's own input size
+    return model.to(device).eval(), info.mean, info.std, size
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
@@ -345,13 +322,25 @@ def _train(
     attrs, device = targets.attrs, rt.device
     img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
     curriculum = _curriculum(cfg, attrs, img_size)
-    train_ids, val_ids = split_samples(attrs.num_samples, cfg.val_fraction, cfg.seed)
-    steps_per_epoch = len(train_ids) // rt.world // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"--batch-size {cfg.batch_size} x {rt.world} ranks exceeds the {len(train_ids)} "
-            "training samples; lower it"
-        )
+    teacher = _online_teacher(cfg, device)
+    rank, world, _ = dist_env()
+    loader = StoreLoader(
+        targets,
+        folder,
+        img_size=img_size,
+        batch_size=cfg.batch_size,
+        rank=rank,
+        world_size=world,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        epochs=cfg.epochs,
+        view_schedule=cfg.view_schedule,
+        pin_memory=device.type == "cuda",
+        teacher_size=teacher[3] if teacher is not None else None,
+        with_targets=teacher is None,  # online KD: targets come from the teacher
+    )
+    steps_per_epoch = loader.steps_per_epoch
     rates = None
     if curriculum is not None:
         rates = (max(curriculum.drop_rate), max(curriculum.drop_path))
@@ -372,36 +361,23 @@ def _train(
         targets,
         total,  # max_steps only stops early: it must not change the schedule
         int(cfg.warmup_epochs * steps_per_epoch),
-        _online_teacher(cfg, device),
+        teacher,
         curriculum,
         Regularizers(module, *rates) if rates else None,
     )
-    dataset = ReplayDataset(folder, attrs, img_size)
     logger = _Logger(out, rt.is_main, cfg.tensorboard)
     try:
-        return _loop(run, ctx, dataset, (train_ids, val_ids), logger, img_size)
+        return _loop(run, ctx, loader, logger, img_size)
     finally:
         logger.close()
 
 
-def _epoch_order(
-    cfg: TrainConfig, attrs: Any, train_ids: np.ndarray, epoch: int, slot: int
-) -> np.ndarray:
-    """This rank's sample order for ``epoch``: the slot's mixing pairs kept adjacent (one
-    decode serves both views), shard-aware over tile pairs, split over ranks by whole pairs."""
-    rank, world, _ = dist_env()
-    groups = mix_groups(slot_partners(int(attrs.store_seed), slot, int(attrs.num_samples)))
-    window = max(1, _WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
-    order, of = pair_order(cfg.seed, epoch, train_ids, groups, PAIR_TILE, window)
-    return rank_share(order, of, rank, world, cfg.batch_size)
-
-
-def _epoch_settings(ctx: _Ctx, dataset: ReplayDataset, epoch: int) -> dict[str, Any]:
+def _epoch_settings(ctx: _Ctx, loader: StoreLoader, epoch: int) -> dict[str, Any]:
     """Apply the curriculum's plan for ``epoch`` (render size, dropout, drop path)."""
     if ctx.curriculum is None:
-        return {"img_size": dataset.img_size}
-    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(dataset.attrs.views))
-    dataset.img_size = plan.img_size  # DataLoader workers are created per epoch
+        return {"img_size": loader.img_size}
+    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(loader.attrs.views))
+    loader.img_size = plan.img_size
     if ctx.regs is not None:
         ctx.regs.set(plan.drop_rate, plan.drop_path)
     return {
@@ -426,60 +402,67 @@ def _band_stats(ctx: _Ctx, first: int, last: int) -> dict[str, Any]:
     }
 
 
-def _evaluate_and_save(
-    run: _Run, ctx: _Ctx, dataset: ReplayDataset, held_out: np.ndarray, img_size: int
-) -> dict[str, Any]:
-    """Rank 0 at an epoch's end: held-out metrics (of the EMA model if any), then last.pth."""
+def _fit_samples(train_ids: np.ndarray) -> np.ndarray:
+    """Up to _TRAIN_AGREEMENT_SAMPLES training samples, evenly spaced (a fixed subset)."""
+    if len(train_ids) <= _TRAIN_AGREEMENT_SAMPLES:
+        return train_ids
+    pick = np.linspace(0, len(train_ids) - 1, _TRAIN_AGREEMENT_SAMPLES).round().astype(np.int64)
+    return train_ids[pick]
+
+
+def _evaluate_and_save(run: _Run, ctx: _Ctx, loader: StoreLoader, img_size: int) -> dict[str, Any]:
+    """Rank 0 at an epoch's end: held-out metrics (of the EMA model if any), agreement with the
+    teacher on training views of this epoch's slot (the fit), then last.pth."""
     module = getattr(run.model, "module", run.model)
     eval_model = run.ema.module if run.ema is not None else module
+    fit = _fit_samples(loader.train_samples)
     with torch.random.fork_rng(devices=[]):  # evaluation leaves training's RNG alone
         metrics = evaluate(
             eval_model,
-            dataset.folder,
-            held_out,
+            loader.folder,
+            loader.held_out,
             ctx.targets,
-            dataset.attrs,
+            loader.attrs,
             img_size,
             ctx.norm,
             ctx.device,
         )
+        if ctx.teacher is None:  # online KD fits its own teacher, not the store's
+            agree = teacher_agreement(
+                eval_model, loader.views, fit, ctx.targets, loader.slot, ctx.norm, ctx.device
+            )
+            metrics.update(train_agreement=agree[0], train_agreement_views=agree[1])
     save_checkpoint(Path(ctx.cfg.out) / "last.pth", run.state())
     return metrics
 
 
 def _loop(
-    run: _Run,
-    ctx: _Ctx,
-    dataset: ReplayDataset,
-    split: tuple[np.ndarray, np.ndarray],
-    logger: _Logger,
-    img_size: int,
+    run: _Run, ctx: _Ctx, loader: StoreLoader, logger: _Logger, img_size: int
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    cfg, attrs, out = ctx.cfg, dataset.attrs, Path(ctx.cfg.out)
+    cfg, out = ctx.cfg, Path(ctx.cfg.out)
     rank, world, _ = dist_env()
     summary: dict[str, Any] = {}
     for epoch in range(run.cursor.epoch, cfg.epochs):
-        slot = slot_for_epoch(epoch, cfg.epochs, attrs.views, cfg.view_schedule)
-        order = _epoch_order(cfg, attrs, split[0], epoch, slot)
         start = run.cursor.position if epoch == run.cursor.epoch else 0
         run.cursor = Cursor(epoch, start)
-        plan = BatchPlan(order, slot, cfg.batch_size, start)
-        settings, first_step = _epoch_settings(ctx, dataset, epoch), run.step
+        loader.set_epoch(epoch, start)
+        slot, order = loader.slot, loader.plan.order
+        settings, first_step = _epoch_settings(ctx, loader, epoch), run.step
         if cfg.record_samples:
             (out / "samples").mkdir(exist_ok=True)
             np.save(out / "samples" / f"epoch{epoch}-rank{rank}.npy", order)
         bar = tqdm(
-            total=len(plan) * cfg.batch_size,
+            total=len(loader) * cfg.batch_size,
             unit="img",
             desc=f"epoch {epoch} (view slot {slot})",
             disable=not cfg.progress or rank != 0,
             file=sys.stderr,
         )
-        stats = _train_epoch(run, ctx, dataset, plan, bar)
+        stats = _train_epoch(run, ctx, loader, bar)
         bar.close()
-        if run.cursor.position >= len(order) // cfg.batch_size:
+        if run.cursor.position >= loader.steps_per_epoch:
             run.cursor = Cursor(epoch + 1, 0)
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -492,7 +475,7 @@ def _loop(
             **_band_stats(ctx, first_step, run.step),
         }
         if rank == 0:
-            record.update(_evaluate_and_save(run, ctx, dataset, split[1], img_size))
+            record.update(_evaluate_and_save(run, ctx, loader, img_size))
         logger.log(record)
         summary = record
         if world > 1:

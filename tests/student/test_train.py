@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from student.config import TrainConfig
-from student.data import ReplayDataset, TargetCache
+from student.data import TargetCache
+from student.loader import StoreLoader
 from student.train import _build_run, _Ctx, _step, run_train
 from teacher_store.cli import main
 from teacher_store.images.dataset import ImageFolder
@@ -26,13 +27,13 @@ def test_loss_decreases_on_a_fixed_batch(small_store, demo_data, tmp_path):
     cfg = _cfg(small_store, demo_data, tmp_path, lr=3e-3, warmup_epochs=0, sched="constant")
     reader = LocalStore(small_store)
     folder = ImageFolder.scan(demo_data)
-    ds = ReplayDataset(folder, reader.attrs, 64)
-    samples = np.array([0, 3, 5, 9])
-    batch = torch.utils.data.default_collate([ds[(0, int(s))] for s in samples])
+    targets = TargetCache(reader, 8)
+    loader = StoreLoader(targets, folder, img_size=64, batch_size=4, workers=0)
+    batch = next(iter(loader))
     run = _build_run(cfg, reader.attrs.num_classes, 64, torch.device("cpu"))
     m = run.model.pretrained_cfg
-    ctx = _Ctx(cfg, torch.device("cpu"), (m["mean"], m["std"]), TargetCache(reader, 8), 100, 0)
-    losses = [_step(run, ctx, batch, 0, samples) for _ in range(25)]
+    ctx = _Ctx(cfg, torch.device("cpu"), (m["mean"], m["std"]), targets, 100, 0)
+    losses = [_step(run, ctx, batch) for _ in range(25)]
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -83,6 +84,7 @@ def test_resume_refuses_changed_options(small_store, demo_data, tmp_path):
 def test_metrics_config_and_eval(small_store, demo_data, tmp_path, capsys):
     s = run_train(_cfg(small_store, demo_data, tmp_path, epochs=1, ema=True))
     assert 0.0 <= s["teacher_agreement"] <= 100.0 and s["eval_samples"] > 0
+    assert 0.0 <= s["train_agreement"] <= 100.0 and s["train_agreement_views"] > 0
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model"] == "tf_efficientnetv2_b0" and saved["ema"] is True
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()

@@ -1,0 +1,1 @@
+"""Runnable examples of the public student API in other people's training loops."""

@@ -1,0 +1,276 @@
+"""The public data API for your own training loop: replayed views with their teacher targets.
+
+:class:`StoreLoader` is what ``distill train`` iterates over, so a plain PyTorch, timm or
+Lightning loop sees exactly the batches ``distill train`` sees: for epoch e, this rank's share
+of the deterministic shard-aware order of the training samples, the store's view slot s(e)
+replayed at the student's resolution in DataLoader workers, and the slot's sparse top-K
+teacher targets gathered block-wise (with read-ahead) from the store in the main process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.sampler import Cursor, mix_groups, pair_order, rank_share
+from student.schedule import slot_for_epoch
+from teacher_store.client import DatasetMismatchError
+from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint, ImageFolder
+from teacher_store.store.schema import StoreAttrs
+from teacher_store.views.codec import PAIR_TILE
+from teacher_store.views.pairing import slot_partners
+from teacher_store.views.replay import view_to_float
+
+WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
+_READ_AHEAD = 2  # batches whose target blocks are fetched early
+
+
+@dataclass(frozen=True)
+class StoreBatch:
+    """One batch: B replayed views of view slot ``slot`` and the teacher's targets for them."""
+
+    images: torch.Tensor  # uint8 [B, 3, H, W], the views as the teacher saw them (any H = W)
+    samples: torch.Tensor  # int64 [B] sample ids in the ImageFolder
+    topk_ids: torch.Tensor  # int64 [B, K] teacher class ids in rank order ([B, 0]: no targets)
+    topk_logprobs: torch.Tensor  # float32 [B, K] teacher log-probabilities at T = 1
+    valid: torch.Tensor  # bool [B]: the teacher computed the view and it replayed here
+    labels: torch.Tensor  # int64 [B] folder labels
+    partner_labels: torch.Tensor  # int64 [B] the MixUp/CutMix partner's label (= labels if none)
+    lam: torch.Tensor  # float32 [B] the view's share of the mix (1.0 when unmixed)
+    slot: int  # the store's view slot of this epoch
+    teacher_images: torch.Tensor | None = None  # uint8 [B, 3, T, T] (online-KD baseline only)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> StoreBatch:
+        """The batch with every tensor on ``device``."""
+        moved: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            moved[f.name] = v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+        return StoreBatch(**moved)
+
+    def inputs(self, mean: Any, std: Any) -> torch.Tensor:
+        """float32 [B, 3, H, W] model inputs ``(x / 255 - mean) / std``."""
+        return view_to_float(self.images, mean, std)
+
+
+class _Views(torch.utils.data.Dataset[dict[str, Any]]):
+    """ReplayDataset items, plus the same view at the teacher's size when ``teacher_size``."""
+
+    def __init__(self, views: ReplayDataset, teacher_size: int | None) -> None:
+        self.views, self.teacher_size = views, teacher_size
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """A batch at once (one decode per image), as ReplayDataset does, unless the teacher
+        needs its own render of each view."""
+        if self.teacher_size is None:
+            return self.views.__getitems__(keys)
+        return [self[k] for k in keys]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        item = self.views[key]
+        size = self.teacher_size
+        if size is not None:
+            try:  # the replayer's cache holds the decoded images: no second decode
+                item["teacher_image"] = self.views.replay.render(*key, size).pixels
+            except CorruptImageError:
+                item["teacher_image"] = torch.zeros(3, size, size, dtype=torch.uint8)
+        return item
+
+
+def open_checked_targets(
+    store: str,
+    folder: ImageFolder,
+    token: str | None = None,
+    allow_dataset_mismatch: bool = False,
+    retry_budget_s: float = 600.0,
+) -> TargetCache:
+    """The targets of the store at ``store`` (path, fsspec URL or service URL), refusing with
+    a ValueError a store built from another dataset than ``folder`` unless allowed."""
+    have = folder.fingerprint()
+    want = None if allow_dataset_mismatch else have.to_dict()
+    try:
+        return open_targets(store, token, want, retry_budget_s)
+    except DatasetMismatchError as e:
+        why = DatasetFingerprint.from_dict(e.store_dataset).mismatch(have) or e.why
+        raise ValueError(
+            f"--data {folder.root} is not the dataset the store was built from ({why}); "
+            "pass --allow-dataset-mismatch to train anyway"
+        ) from None
+
+
+class StoreLoader:
+    """Batches of one epoch (set by ``epoch`` or :meth:`set_epoch`) for one rank.
+
+    ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
+    :class:`~student.data.TargetCache`); ``data``: the ImageFolder the store was built from.
+    ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
+    ``seed``, ``val_fraction``, ``epochs`` and ``view_schedule`` are ``distill train``'s
+    options of the same names (same values: same batches). Iterating yields
+    :class:`StoreBatch`; the last partial batch is dropped (DDP ranks stay in lockstep).
+    """
+
+    def __init__(
+        self,
+        store: str | TargetCache,
+        data: str | Path | ImageFolder,
+        *,
+        img_size: int | None = None,
+        batch_size: int = 32,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        workers: int = 2,
+        cursor: Cursor | None = None,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        epochs: int | None = None,
+        view_schedule: str = "wrap",
+        token: str | None = None,
+        allow_dataset_mismatch: bool = False,
+        pin_memory: bool = False,
+        teacher_size: int | None = None,
+        with_targets: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.folder = data if isinstance(data, ImageFolder) else ImageFolder.scan(data)
+        self._owns = not isinstance(store, TargetCache)
+        if isinstance(store, TargetCache):
+            self.targets = store
+        else:
+            self.targets = open_checked_targets(
+                str(store), self.folder, token, allow_dataset_mismatch
+            )
+        self.attrs: StoreAttrs = self.targets.attrs
+        size = img_size or int(self.attrs.teacher["input_size"][1])
+        # Online KD renders each view twice (two sizes): cache the image and its partner.
+        cache = 2 if teacher_size else 0
+        self.views = ReplayDataset(self.folder, self.attrs, size, cache_size=cache)
+        self._dataset = _Views(self.views, teacher_size)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.workers, self.seed, self.pin_memory = workers, seed, pin_memory
+        self.epochs, self.view_schedule, self.with_targets = epochs, view_schedule, with_targets
+        # The store's N samples (a folder allowed to mismatch may hold more or fewer).
+        n = int(self.attrs.num_samples)
+        labels = np.zeros(n, np.int64)
+        known = min(n, len(self.folder.labels))
+        labels[:known] = self.folder.labels[:known]
+        self.train_samples, self.held_out = split_samples(labels, val_fraction, seed)
+        if len(self.train_samples) // world_size < batch_size:
+            raise ValueError(
+                f"batch size {batch_size} x {world_size} ranks exceeds the "
+                f"{len(self.train_samples)} training samples; lower it"
+            )
+        self.epoch, self.start = epoch, 0
+        if cursor is not None:
+            self.epoch, self.start = cursor.epoch, cursor.position
+        self.set_epoch(self.epoch, self.start)
+
+    @property
+    def img_size(self) -> int:
+        """Resolution the views render at; may change between epochs (progressive resizing)."""
+        return int(self.views.img_size)
+
+    @img_size.setter
+    def img_size(self, size: int) -> None:
+        self.views.img_size = size  # DataLoader workers are created per epoch
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next iteration epoch ``epoch``, from batch ``start`` on."""
+        if self.epochs is None and self.view_schedule != "wrap":
+            raise ValueError(f"view_schedule {self.view_schedule!r} needs epochs=")
+        epochs = self.epochs or epoch + 1
+        self.epoch, self.start = epoch, start
+        self.slot = slot_for_epoch(epoch, epochs, int(self.attrs.views), self.view_schedule)
+        # The slot's mixing pairs stay adjacent (one decode serves both views), shard-aware
+        # over tile pairs, and ranks get whole pairs (codec 2, teacher_store.views.pairing).
+        partners = slot_partners(int(self.attrs.store_seed), self.slot, int(self.attrs.num_samples))
+        window = max(1, WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
+        paired, of = pair_order(
+            self.seed, epoch, self.train_samples, mix_groups(partners), PAIR_TILE, window
+        )
+        order = rank_share(paired, of, self.rank, self.world_size, self.batch_size)
+        self.plan = BatchPlan(order, self.slot, self.batch_size, start)
+        self.position = start
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches in a whole epoch of this rank."""
+        return len(self.plan.order) // self.batch_size
+
+    @property
+    def cursor(self) -> Cursor:
+        """Where this rank stands (epoch, batches consumed); pass it back to resume."""
+        if self.position >= self.steps_per_epoch:
+            return Cursor(self.epoch + 1, 0)
+        return Cursor(self.epoch, self.position)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[StoreBatch]:
+        plan, n = self.plan, self.steps_per_epoch
+        # Its own generator: a loader draws a seed when it starts, and from the global RNG that
+        # draw would shift dropout / drop path after a mid-epoch resume (which starts one more).
+        loader = torch.utils.data.DataLoader(
+            self._dataset,
+            batch_sampler=plan,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        for b, item in enumerate(loader, start=plan.start):
+            samples = plan.batch(b)
+            for ahead in range(b + 1, min(b + 1 + _READ_AHEAD, n)):
+                self.targets.prefetch(plan.slot, plan.batch(ahead))
+            batch = self._batch(item, samples)
+            self.position = b + 1  # handed out = consumed: a checkpoint after it resumes after it
+            yield batch
+
+    def _batch(self, item: dict[str, Any], samples: np.ndarray) -> StoreBatch:
+        ok = item["ok"].bool()
+        if self.with_targets:
+            ids, logp, valid = self.targets.gather(self.plan.slot, samples)
+            valid = valid & ok
+        else:
+            ids = torch.zeros(len(samples), 0, dtype=torch.int64)
+            logp, valid = torch.zeros(len(samples), 0), ok
+        return StoreBatch(
+            images=item["image"],
+            samples=torch.as_tensor(samples, dtype=torch.int64),
+            topk_ids=ids,
+            topk_logprobs=logp,
+            valid=valid,
+            labels=item["label"].long(),
+            partner_labels=item["partner_label"].long(),
+            lam=item["lam"].float(),
+            slot=self.plan.slot,
+            teacher_images=item.get("teacher_image"),
+        )
+
+    def close(self) -> None:
+        """Close the store reader when this loader opened it."""
+        if self._owns:
+            self.targets.close()
+
+    def __enter__(self) -> StoreLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_loader(
+    store: str | TargetCache, data: str | Path | ImageFolder, **kw: Any
+) -> StoreLoader:
+    """The loader factory: ``StoreLoader(store, data, **kw)`` (see :class:`StoreLoader`)."""
+    return StoreLoader(store, data, **kw)

@@ -1,0 +1,143 @@
+"""The public loader: the same batches as `distill train`, the README's loop, the split."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import student.train
+from student import Cursor, StoreBatch, StoreLoader, store_loader
+from student.cli import agreement_line
+from student.data import ReplayDataset, split_samples
+from student.train import run_train
+from teacher_store.cli import main
+from tests.store_fixtures import student_config
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+_TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
+_TENSORS += ("partner_labels", "lam")
+
+
+def _same(a: StoreBatch, b: StoreBatch) -> None:
+    assert a.slot == b.slot
+    for name in _TENSORS:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_split_is_exact_stratified_and_never_empty():
+    labels = [0] * 10 + [1] * 6 + [2] * 4
+    train, held = split_samples(labels, 0.25, seed=3)
+    assert len(held) == 5 and len(train) == 15
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(20))
+    counts = np.bincount(np.asarray(labels)[held], minlength=3)
+    assert counts.tolist() == [3, 1, 1]  # shares 2.5 / 1.5 / 1: the tie goes to class 0
+    again = split_samples(labels, 0.25, seed=3)
+    assert np.array_equal(again[1], held)
+    assert not np.array_equal(split_samples(labels, 0.25, seed=4)[1], held)
+    for n in (2, 3, 5):  # the old hash split could hold out nothing on small folders
+        tr, ho = split_samples(list(range(n)), 0.1, seed=0)
+        assert len(ho) == 1 and len(tr) == n - 1
+    assert len(split_samples([0, 0, 1], 0.0, 0)[1]) == 0
+    # A class's only sample stays in training while another class can give one.
+    _, ho = split_samples([0, 0, 0, 0, 1], 0.2, seed=0)
+    assert ho.tolist() != [4] and len(ho) == 1
+
+
+def test_loader_yields_the_batches_distill_train_sees(
+    small_store, demo_data, tmp_path, monkeypatch
+):
+    seen: list[StoreBatch] = []
+    step = student.train._step
+
+    def record(run, ctx, batch):  # observes what the trainer consumes, then trains on it
+        seen.append(batch)
+        return step(run, ctx, batch)
+
+    monkeypatch.setattr(student.train, "_step", record)
+    cfg = student_config(small_store, demo_data, tmp_path / "run", epochs=2, workers=1)
+    summary = run_train(cfg)
+    steps = len(seen) // 2
+    assert steps >= 2 and summary["step"] == 2 * steps
+
+    opts = {"img_size": 64, "batch_size": 4, "workers": 0, "val_fraction": 0.2, "epochs": 2}
+    with store_loader(str(small_store), demo_data, **opts) as loader:
+        assert loader.steps_per_epoch == steps and len(loader.held_out) == summary["eval_samples"]
+        mine = []
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            mine += list(loader)
+        assert loader.cursor == Cursor(2, 0)
+    assert len(mine) == len(seen)
+    for a, b in zip(mine, seen, strict=True):
+        _same(a, b)
+    assert {b.slot for b in mine} == {0, 1}
+    assert all(b.topk_ids.shape == (4, 10) and b.valid.dtype == torch.bool for b in mine)
+
+    # A resume cursor continues mid-epoch with the same batches.
+    with StoreLoader(str(small_store), demo_data, cursor=Cursor(1, 1), **opts) as loader:
+        rest = list(loader)
+    for a, b in zip(rest, seen[steps + 1 :], strict=True):
+        _same(a, b)
+
+
+def test_online_baseline_renders_the_teacher_input_at_the_teacher_size(small_store, demo_data):
+    with StoreLoader(
+        str(small_store), demo_data, img_size=48, batch_size=4, workers=0, teacher_size=80,
+        with_targets=False,
+    ) as loader:  # fmt: skip
+        batch = next(iter(loader))
+        assert batch.images.shape == (4, 3, 48, 48) and batch.topk_ids.shape == (4, 0)
+        assert batch.teacher_images is not None and batch.teacher_images.shape == (4, 3, 80, 80)
+        big = ReplayDataset(loader.folder, loader.attrs, 80)
+        for i, s in enumerate(batch.samples.tolist()):
+            assert torch.equal(batch.teacher_images[i], big[(batch.slot, s)]["image"])
+
+
+def _readme_loop() -> str:
+    text = README.read_text()
+    m = re.search(r"<!-- store-loader-loop -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md lost its store-loader loop"
+    return m.group(1)
+
+
+def test_readme_loop_runs_as_written(small_store, demo_data, tmp_path, monkeypatch):
+    code = _readme_loop()
+    assert len(code.splitlines()) <= 35
+    for name, value in (
+        ("STORE", repr(str(small_store))),
+        ("DATA", repr(str(demo_data))),
+        ("EPOCHS, IMG_SIZE, BATCH", "2, 64, 4"),
+    ):
+        code, n = re.subn(rf"^{re.escape(name)} = .*$", f"{name} = {value}", code, flags=re.M)
+        assert n == 1, name
+    monkeypatch.chdir(tmp_path)
+    env: dict = {}
+    exec(compile(code, str(README), "exec"), env)  # the README's code, only the paths changed
+    assert math.isfinite(float(env["loss"].detach()))
+    ckpt = torch.load(tmp_path / "ckpt.pth", weights_only=False)
+    assert Cursor.from_dict(ckpt["cursor"]) == Cursor(2, 0)
+
+
+def test_train_prints_agreement_on_training_and_held_out_views(
+    small_store, demo_data, tmp_path, capsys
+):
+    args = ["train", "--store", str(small_store), "--data", str(demo_data), "--model"]
+    args += ["tf_efficientnetv2_b0", "--out", str(tmp_path), "--epochs", "1", "--batch-size", "4"]
+    args += ["--img-size", "64", "--workers", "0", "--val-fraction", "0.2", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("agreement with the teacher"))
+    assert re.search(r"% on 14 training views \(view slot 0", line), line
+    assert re.search(r"% on 3 held-out views", line), line
+    assert "no held-out views" in agreement_line({"eval_samples": 0})
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 64}, {"view_schedule": "stretch"}])
+def test_loader_refuses_bad_options(small_store, demo_data, bad):
+    with pytest.raises(ValueError, match=r"batch size|needs epochs"):
+        StoreLoader(str(small_store), demo_data, img_size=64, workers=0, **bad)

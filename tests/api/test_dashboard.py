@@ -119,7 +119,7 @@ def test_stores_page_lists_the_demo_store(
         str(a.topk),
         str(a.views),
         str(a.num_samples),
-        "logprob-f16",
+        a.value_encoding,
         f"{data_bytes / (a.views * a.num_samples):.1f}",
         str(4 + 4 * a.topk),
     ]

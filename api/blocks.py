@@ -10,8 +10,6 @@ generation, so a repeated block costs only copies.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from api.cache import ByteLRU, FileCache
@@ -68,11 +66,11 @@ class BlockReader:
         if want is None:  # a shard the manifest records as never written: the fill value
             if key not in store.empty:
                 raise StoreDamaged(store.name, key, "is not in the manifest")
-            if os.path.lexists(os.path.join(store.real, key)):
+            if store.exists(key):
                 raise StoreDamaged(store.name, key, "exists, but the manifest records size 0")
             arr = np.full(layout.inner, layout.fill, dtype=layout.dtype)
         else:
-            found = self.files.resolve(store.name, store.real, key)
+            found = self.files.resolve(store.name, store.location, key)
             if found is None:
                 raise StoreDamaged(store.name, key, "is missing")
             state = self.files.verify(store.name, key, *found, want)

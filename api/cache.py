@@ -4,6 +4,9 @@ A committed file is checked on first use: its real path must stay inside its sto
 must equal the manifest's and its crc32c must match. Verified contents are kept in the LRU, so a
 hot file is read from disk once; files larger than ``max_entry`` are verified once (streamed)
 and then read by range. A file whose size, inode or mtime changes is verified again.
+
+Stores on an object store (s3://) are read through their fsspec filesystem: an object's
+signature is its size, ETag and modification time, and range reads are ranged GETs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.errors import StoreDamaged, io_error
-from teacher_store.store.layout import FileHasher, FileRecord, crc32c_of
+from teacher_store.store.layout import FileHasher, FileRecord, Location, crc32c_of
 
 _READ = 1 << 20
 
@@ -62,6 +65,19 @@ class ByteLRU:
         return len(self._items)
 
 
+_Sig = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What :meth:`FileCache.resolve` found: the size and a change signature (a local file's
+    device, inode, size and mtime; an object's size, ETag and modification time)."""
+
+    st_size: int
+    sig: _Sig
+    fs: Any = None  # the fsspec filesystem of an object; None for a local file
+
+
 @dataclass(frozen=True)
 class FileState:
     """A verified file: where it really is, its stat signature, size, crc32c and a content
@@ -72,23 +88,28 @@ class FileState:
     store: str
     key: str
     real: str
-    sig: tuple[int, int, int, int]
+    sig: _Sig
     size: int
     crc: int
     digest: str
+    fs: Any = None  # as in FileStat
 
 
-def _sig(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+def _local_stat(st: os.stat_result) -> FileStat:
+    return FileStat(st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
 
-def _checksums(data: bytes | None, path: str) -> tuple[int, str, str]:
+def _open(path: str, fs: Any) -> Any:
+    return open(path, "rb") if fs is None else fs.open(path, "rb")
+
+
+def _checksums(data: bytes | None, path: str, fs: Any = None) -> tuple[int, str, str]:
     """crc32c, blake2b-64 and sha256 hex digests of ``data`` (or of the file, streamed)."""
     if data is not None:
         rec = FileRecord.of(data)
         return rec.crc32c, hashlib.blake2b(data, digest_size=8).hexdigest(), rec.sha256
     hasher, h = FileHasher(), hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as f:
+    with _open(path, fs) as f:
         while block := f.read(_READ):
             hasher.update(block)
             h.update(block)
@@ -116,16 +137,21 @@ class FileCache:
     def __init__(self, capacity: int, max_entry: int | None = None) -> None:
         self.lru = ByteLRU("files", capacity)
         self.max_entry = capacity // 4 if max_entry is None else max_entry
-        self._verified: dict[str, tuple[tuple[int, int, int, int], int, str, str]] = {}
+        self._verified: dict[str, tuple[_Sig, int, str, str]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, store: str, store_real: str, key: str) -> tuple[str, os.stat_result] | None:
-        """Real path and stat of ``key`` inside the store, or None when it does not exist.
+    def resolve(self, store: str, where: str | Location, key: str) -> tuple[str, FileStat] | None:
+        """Real path and stat of ``key`` inside the store (``where``: its real folder, or its
+        :class:`Location`), or None when it does not exist.
 
         Raises :class:`StoreDamaged` when the path resolves outside the store (a symlink out).
         """
-        real = os.path.realpath(os.path.join(store_real, key))
-        if not real.startswith(store_real + os.sep):
+        if isinstance(where, Location):
+            if not where.is_local:
+                return _resolve_object(store, where, key)
+            where = where.root
+        real = os.path.realpath(os.path.join(where, key))
+        if not real.startswith(where + os.sep):
             raise StoreDamaged(store, key, "resolves outside the store (symlink)")
         try:
             st = os.stat(real)
@@ -135,17 +161,17 @@ class FileCache:
             raise io_error(store, key, e) from None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return real, st
+        return real, _local_stat(st)
 
     def known(
-        self, store: str, key: str, real: str, st: os.stat_result, want: FileRecord | None
+        self, store: str, key: str, real: str, st: FileStat, want: FileRecord | None
     ) -> FileState | None:
         """The state of a file already verified with this stat signature, else None (cheap)."""
         if want is not None and st.st_size != want.size:
             raise StoreDamaged(
                 store, key, f"is {st.st_size} bytes but the manifest says {want.size} (truncated?)"
             )
-        sig = _sig(st)
+        sig = st.sig
         with self._lock:
             known = self._verified.get(real)
         if known is None or known[0] != sig:
@@ -153,20 +179,20 @@ class FileCache:
         why = _mismatch(want, known[1], known[3])
         if why:
             raise StoreDamaged(store, key, why)
-        return FileState(store, key, real, sig, st.st_size, known[1], known[2])
+        return FileState(store, key, real, sig, st.st_size, known[1], known[2], st.fs)
 
     def verify(
-        self, store: str, key: str, real: str, st: os.stat_result, want: FileRecord | None
+        self, store: str, key: str, real: str, st: FileStat, want: FileRecord | None
     ) -> FileState:
         """Check size and crc32c of a committed file (once per stat signature)."""
         state = self.known(store, key, real, st, want)
         if state is not None:
             return state
-        sig = _sig(st)
+        sig = st.sig
         self.lru.misses += 1  # first use (or changed on disk): read from disk to verify
         try:
-            data = self._load(real, st.st_size)
-            crc, digest, sha = _checksums(data, real)
+            data = self._load(real, st.st_size, st.fs)
+            crc, digest, sha = _checksums(data, real, st.fs)
         except OSError as e:
             raise io_error(store, key, e) from None
         why = _mismatch(want, crc, sha)
@@ -178,11 +204,14 @@ class FileCache:
             self._verified[real] = (sig, crc, digest, sha)
         if data is not None:
             self.lru.put((real, sig), data, len(data))
-        return FileState(store, key, real, sig, st.st_size, crc, digest)
+        return FileState(store, key, real, sig, st.st_size, crc, digest, st.fs)
 
-    def _load(self, real: str, size: int) -> bytes | None:
+    def _load(self, real: str, size: int, fs: Any = None) -> bytes | None:
         if size > self.max_entry:
             return None
+        if fs is not None:
+            data: bytes = fs.cat_file(real)
+            return data
         with open(real, "rb") as f:
             return f.read()
 
@@ -199,16 +228,35 @@ class FileCache:
         data = self.lru.get((state.real, state.sig), count=count)
         try:
             if data is None and state.size <= self.max_entry:
-                data = self._load(state.real, state.size)
+                data = self._load(state.real, state.size, state.fs)
                 if data is None or len(data) != state.size or crc32c_of(data) != state.crc:
                     raise StoreDamaged(state.store, state.key, "changed on disk since verified")
                 self.lru.put((state.real, state.sig), data, len(data))
             if data is not None:
                 return data if (start, stop) == (0, len(data)) else data[start:stop]
-            with open(state.real, "rb") as f:
-                part = os.pread(f.fileno(), stop - start, start)
+            if state.fs is not None:
+                part = state.fs.cat_file(state.real, start, stop)
+            else:
+                with open(state.real, "rb") as f:
+                    part = os.pread(f.fileno(), stop - start, start)
         except OSError as e:
             raise io_error(state.store, state.key, e) from None
         if len(part) != stop - start:
             raise StoreDamaged(state.store, state.key, "shrank on disk since it was verified")
         return part
+
+
+def _resolve_object(store: str, loc: Location, key: str) -> tuple[str, FileStat] | None:
+    """Path and stat of ``key`` in a store on an object store (no symlinks to follow there)."""
+    path = loc.path(key)
+    try:
+        info = loc.fs.info(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise io_error(store, key, e) from None
+    if info.get("type") != "file":
+        return None
+    size = int(info.get("size") or 0)
+    sig = (size, str(info.get("ETag", "")), str(info.get("LastModified", "")))
+    return path, FileStat(size, sig, loc.fs)

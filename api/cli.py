@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    root = Path(args.root)
-    if not root.is_dir():
-        raise ValueError(f"--root {root} is not a directory")
-    env = {"DISTILL_ROOT": str(root.resolve())}
+    from api.registry import check_root
+
+    loc = check_root(args.root)
+    root = str(Path(loc.root).resolve()) if loc.is_local else loc.display
+    env = {"DISTILL_ROOT": root}
     if args.token_file:
         from api.settings import read_token
 

@@ -9,6 +9,9 @@ loop, and cost what is on disk (a folder listing, the root and manifest JSON), n
 attrs claim. Only these keys of a complete store are served: ``zarr.json`` files of the group and
 of every array named in its consolidated metadata, ``_distill/manifest.json``, and the shard files
 the manifest lists. Nothing else under the store (or outside it) is reachable.
+
+The root is a folder or an object-store prefix (``s3://BUCKET/PREFIX``): its stores are the
+"sub-folders" a listing shows, and a file's signature is its size, ETag and modification time.
 """
 
 from __future__ import annotations
@@ -44,16 +47,28 @@ log = logging.getLogger("distill.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 State = Literal["complete", "incomplete", "invalid"]
-_Sig = tuple[int, int, int]
+_Sig = tuple[Any, ...]
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _sig(path: Path) -> _Sig | None:
+def _sig(loc: Location, key: str) -> _Sig | None:
+    """A key's change signature (inode, size and mtime; an object's size, ETag and time)."""
+    if loc.is_local:
+        try:
+            st = os.stat(loc.path(key))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
     try:
-        st = path.stat()
+        info = loc.fs.info(loc.path(key))
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (
+        info.get("type"),
+        info.get("size"),
+        str(info.get("ETag")),
+        str(info.get("LastModified")),
+    )
 
 
 @dataclass
@@ -61,7 +76,7 @@ class StoreEntry:
     """One store folder as last scanned."""
 
     name: str
-    path: Path
+    path: str  # the store's address: its folder or its URL
     real: str
     state: State
     sigs: tuple[_Sig | None, _Sig | None]
@@ -77,6 +92,16 @@ class StoreEntry:
     layouts: dict[str, ArrayLayout | None] = field(default_factory=dict)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_samples: int = 0
+    loc: Location | None = None  # where its files are read (a folder: its real path)
+
+    @property
+    def location(self) -> Location:
+        return self.loc if self.loc is not None else Location.local(self.real)
+
+    def exists(self, key: str) -> bool:
+        """Whether a file is at ``key`` (a dangling symlink counts)."""
+        loc = self.location
+        return bool(loc.fs.lexists(loc.path(key)))
 
     @property
     def data_bytes(self) -> int:
@@ -102,12 +127,12 @@ def _validated(model: type[_M], doc: Any, key: str) -> _M:
         raise _invalid(key, validation_message(e), ": ") from None
 
 
-def _root_meta(path: Path) -> RootMeta | None:
+def _root_meta(loc: Location) -> RootMeta | None:
     """The validated root ``zarr.json``; None for a folder that is no store at all."""
-    has_book = (path / BOOK).is_dir()
-    if not os.path.lexists(path / ROOT_META) and not has_book:
+    has_book = bool(loc.fs.isdir(loc.path(BOOK)))
+    if not loc.fs.lexists(loc.path(ROOT_META)) and not has_book:
         return None
-    _, doc = layout.read_json(Location.local(path), ROOT_META)
+    _, doc = layout.read_json(loc, ROOT_META)
     if isinstance(doc, dict) and not has_book:
         attrs = doc.get("attributes")
         if not isinstance(attrs, dict) or attrs.get("kind") != STORE_KIND:
@@ -138,7 +163,7 @@ def _check_arrays(attrs: StoreAttrs, nodes: dict[str, NodeMeta]) -> None:
 def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
     attrs = entry.attrs
     assert attrs is not None
-    manifest_bytes, manifest = layout.load_manifest(Location.local(entry.path))
+    manifest_bytes, manifest = layout.load_manifest(entry.location)
     if manifest.units != attrs.unit_count:
         raise _invalid(
             MANIFEST,
@@ -151,7 +176,7 @@ def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
     files = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.files.items() if v.size}
     empty = frozenset(k for k, v in manifest.files.items() if not v.size)
     for key in sorted(empty):  # size 0 means "never written": an existing file contradicts it
-        if os.path.lexists(entry.path / key):
+        if entry.exists(key):
             raise _invalid(MANIFEST, f"records {key} with size 0, but the file exists")
     entry.identity = hashlib.sha256(manifest_bytes).hexdigest()[:16]
     entry.files, entry.empty = files, empty
@@ -164,12 +189,12 @@ def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
 
 
 def _open_entry(
-    name: str, path: Path, real: str, sigs: tuple[Any, Any], uid: int
+    name: str, loc: Location, real: str, sigs: tuple[Any, Any], uid: int
 ) -> StoreEntry | None:
-    """The store in ``path`` as it is now (``invalid`` with the reason when a file is bad)."""
-    entry = StoreEntry(name, path, real, "invalid", sigs, uid)
+    """The store at ``loc`` as it is now (``invalid`` with the reason when a file is bad)."""
+    entry = StoreEntry(name, loc.display, real, "invalid", sigs, uid, loc=loc)
     try:
-        root = _root_meta(path)
+        root = _root_meta(entry.location)
         if root is None:
             return None
         entry.attrs = _attrs_of(root)
@@ -195,17 +220,30 @@ def _open_entry(
     return entry
 
 
-def _count_units(path: Path) -> int:
+def check_root(root: str) -> Location:
+    """The served root's location: a folder that exists, or a reachable object-store prefix
+    (one-line typed errors otherwise: bad scheme, missing bucket, refused credentials)."""
+    loc = Location.at(root)
+    if loc.is_local and not os.path.isdir(loc.root):
+        raise ValueError(f"--root {root} is not a directory")
+    loc.probe()
+    return loc
+
+
+def _count_units(loc: Location) -> int:
     """Unit records present (a folder listing: bounded by what is on disk)."""
-    return layout.count_unit_records(Location.local(path))
+    return layout.count_unit_records(loc)
 
 
 class Registry:
-    """Map name -> :class:`StoreEntry` over one root folder, re-scanned in a worker thread."""
+    """Map name -> :class:`StoreEntry` over one root (a folder or an object-store prefix),
+    re-scanned in a worker thread."""
 
-    def __init__(self, root: Path, rescan_interval_s: float = 1.0) -> None:
-        self.root = Path(root)
-        self.real_root = os.path.realpath(self.root)
+    def __init__(self, root: str | os.PathLike[str], rescan_interval_s: float = 1.0) -> None:
+        self.loc = Location.at(root)
+        self.root = self.loc.display
+        self.name = self.loc.root.rstrip("/").rsplit("/", 1)[-1]
+        self.real_root = os.path.realpath(self.loc.root) if self.loc.is_local else self.loc.root
         self.interval = rescan_interval_s
         self.ready = False
         self._stores: dict[str, StoreEntry] = {}
@@ -219,14 +257,14 @@ class Registry:
         """Re-read the root (blocking): new stores appear, changed ones reopen, removed ones go."""
         with self._lock:
             try:
-                children = sorted(self.root.iterdir())
+                children = self._children()
             except OSError as e:  # keep serving what was found before
                 log.error("cannot list the served root %s: %s", self.root, e.strerror or e)
                 children = None
             if children is not None:
                 found: dict[str, StoreEntry] = {}
-                for child in children:
-                    entry = self._scan_one(child)
+                for name, child, real in children:
+                    entry = self._scan_one(name, child, real)
                     if entry is not None:
                         found[entry.name] = entry
                 self._stores = found
@@ -235,16 +273,32 @@ class Registry:
                 log.info("serving %d stores from %s", len(self._stores), self.root)
             self.ready = True
 
-    def _scan_one(self, child: Path) -> StoreEntry | None:
-        name = child.name
-        if not NAME_RE.match(name) or not child.is_dir():
-            return None
-        real = os.path.realpath(child)
-        if not real.startswith(self.real_root + os.sep):
-            log.warning("skipping %s: it resolves outside the root (%s)", child, real)
-            return None
-        sigs = (_sig(child / ROOT_META), _sig(child / MANIFEST))
-        book = _sig(child / BOOK)
+    def _children(self) -> list[tuple[str, Location, str]]:
+        """(name, location, real path) of the sub-folders that may be stores, by name."""
+        if not self.loc.is_local:
+            entries = self.loc.fs.ls(self.loc.root, detail=True)
+            out = []
+            for info in entries:
+                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+                if info.get("type") == "directory" and NAME_RE.match(name):
+                    url = f"{self.root}/{name}"
+                    child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
+                    out.append((name, child, child.root))
+            return sorted(out, key=lambda c: c[0])
+        out = []
+        for path in sorted(Path(self.loc.root).iterdir()):
+            if not NAME_RE.match(path.name) or not path.is_dir():
+                continue
+            real = os.path.realpath(path)
+            if not real.startswith(self.real_root + os.sep):
+                log.warning("skipping %s: it resolves outside the root (%s)", path, real)
+                continue
+            out.append((path.name, Location.local(real), real))
+        return out
+
+    def _scan_one(self, name: str, child: Location, real: str) -> StoreEntry | None:
+        sigs = (_sig(child, ROOT_META), _sig(child, MANIFEST))
+        book = _sig(child, BOOK)
         old = self._stores.get(name)
         if old is not None and old.sigs == sigs and old.real == real:
             if old.state == "incomplete":

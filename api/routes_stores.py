@@ -75,7 +75,7 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
 async def list_stores(request: Request, svc: ServiceDep) -> StoreList:
     """Every store under the root: complete ones are served, unfinished ones show progress."""
     summaries = [StoreSummary(**_summary_fields(e, request)) for e in svc.registry.list()]  # type: ignore[arg-type]
-    return StoreList(root=svc.registry.root.name, stores=summaries)
+    return StoreList(root=svc.registry.name, stores=summaries)
 
 
 @router.get(

@@ -8,7 +8,6 @@ missing or damaged is a 409 JSON error: never a 404, never wrong bytes.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -28,6 +27,7 @@ from api.zarr_keys import (
     parse_range,
     unsatisfiable,
 )
+from teacher_store.store.layout import Location
 
 router = APIRouter(prefix="/v1")
 ZarrKey = Annotated[
@@ -49,10 +49,13 @@ _DOC: dict[int | str, dict[str, Any]] = {
 
 
 async def _state(
-    svc: Service, store: str, key: str, real: str, want: FileRecord | None
+    svc: Service, store: str, key: str, where: Location, want: FileRecord | None
 ) -> FileState:
     """Resolve, stat and (first time only, in a worker thread) verify a served key."""
-    found = svc.files.resolve(store, real, key)
+    if where.is_local:
+        found = svc.files.resolve(store, where, key)
+    else:  # a HEAD request to the object store: never on the event loop
+        found = await run_in_threadpool(svc.files.resolve, store, where, key)
     if found is None:
         raise StoreDamaged(store, key, "is missing")
     state = svc.files.known(store, key, *found, want)
@@ -66,10 +69,10 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
     check_key(key)
     want = entry.committed(key)
     if want is False:
-        if key in entry.empty and os.path.lexists(os.path.join(entry.real, key)):
+        if key in entry.empty and entry.exists(key):
             raise StoreDamaged(name, key, "exists, but the manifest records it with size 0")
         raise ApiError(404, "no_such_key", f"store {name!r} has no key {key!r}")
-    state = await _state(svc, name, key, entry.real, want)
+    state = await _state(svc, name, key, entry.location, want)
     headers = base_headers(key, etag_of(state.size, state.digest, entry.identity), entry.identity)
     if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
         return not_modified(headers)

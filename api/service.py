@@ -13,7 +13,7 @@ from api.cache import ByteLRU, FileCache
 from api.dashboard import Dashboard
 from api.errors import ApiError
 from api.metrics import Metrics
-from api.registry import NAME_PATTERN, NAME_RE, Registry, StoreEntry
+from api.registry import NAME_PATTERN, NAME_RE, Registry, StoreEntry, check_root
 from api.settings import Settings, read_token
 
 
@@ -29,15 +29,13 @@ class Service:
 
     @classmethod
     def create(cls, settings: Settings, metrics: Metrics) -> Service:
-        root = settings.root
-        if not root.is_dir():
-            raise ValueError(f"--root {root} is not a directory")
+        check_root(settings.root)
         token = read_token(settings.token_file)
         half = settings.cache_bytes // 2
         files = FileCache(half)
         chunks = ByteLRU("chunks", settings.cache_bytes - half)
         metrics.watch_caches([files.lru, chunks])
-        registry = Registry(root, settings.rescan_interval_s)
+        registry = Registry(settings.root, settings.rescan_interval_s)
         dashboard = Dashboard(settings.data_dirs())
         blocks = BlockReader(files, chunks)
         return cls(settings, registry, files, chunks, blocks, token, dashboard)

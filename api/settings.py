@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1 << 20
@@ -16,8 +17,18 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DISTILL_", frozen=True, extra="ignore")
 
-    root: Path = Field(description="folder whose sub-folders are stores")
+    root: str = Field(
+        description="folder (or object-store prefix, s3://BUCKET/PREFIX) whose sub-folders are "
+        "stores"
+    )
     token_file: Path | None = Field(None, description="file holding the bearer token")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_text(cls, value: Any) -> Any:
+        """A Path is taken as its text (a URL would not survive Path())."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     max_block: int = Field(131072, ge=1, description="most samples one block request may ask")
     cache_bytes: int = Field(256 * MiB, ge=0, description="LRU budget: file bytes + chunks")
     max_inflight: int = Field(64, ge=1, description="concurrent requests before 503")

@@ -294,6 +294,7 @@ class FsspecBackend:
 
         self.url = url.rstrip("/") + "/"
         self.retry = retry
+        Location.at(url).probe()  # an object store's missing bucket or refused key: one line
         opts: dict[str, Any] = {}
         if token and url.startswith(("http://", "https://")):
             opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}

@@ -31,13 +31,13 @@ This module must not import torch.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
+from teacher_store.address import StoreAddressError, resolve_address
 from teacher_store.backends import Backend, FsspecBackend, LocalBackend, ServiceBackend, readonly
 from teacher_store.errors import (
     DatasetMismatch,
@@ -60,14 +60,6 @@ __all__ = [
     "resolve_address",
 ]
 
-_SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
-# Anything before ``://`` (or an fsspec chain's ``::``) is a scheme, valid or not: never a folder.
-_SCHEME = re.compile(r"^([^/\\:]+)(://|::)")
-
-
-class StoreAddressError(ValueError):
-    """A store address with a scheme that no reader supports."""
-
 
 class DatasetMismatchError(DatasetMismatch):
     """The store was built from another dataset than ``expected_fingerprint`` describes."""
@@ -88,44 +80,6 @@ def _fingerprint_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str | N
                 )
             return f"{key} is {have[key]!r} in the store, {value!r} expected"
     return None
-
-
-def _check_protocol(name: str, url: str) -> None:
-    """StoreAddressError unless fsspec can open ``name://`` here."""
-    import fsspec
-
-    use = "use a folder path, a service URL http(s)://HOST/v1/stores/NAME or an fsspec URL"
-    try:
-        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", name):
-            raise ValueError(name)
-        fsspec.get_filesystem_class(name)
-    except ValueError:
-        raise StoreAddressError(
-            f"store address {url}: scheme {name!r} is not supported; {use}"
-        ) from None
-    except ImportError as e:  # a known protocol whose package is missing (s3fs, gcsfs...)
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise StoreAddressError(
-            f"store address {url}: scheme {name!r} needs a package that is not installed ({why})"
-        ) from None
-
-
-def resolve_address(address: str | os.PathLike[str]) -> tuple[str, str]:
-    """``(kind, url)`` for a store address: ``service`` (a distill service store URL),
-    ``fsspec`` (any other URL, chains ``a::b://...`` included) or ``local`` (no scheme).
-
-    The one place that reads an address; an unsupported scheme is a StoreAddressError.
-    """
-    url = os.fspath(address)
-    m = _SCHEME.match(url)
-    if m is None:
-        return "local", url
-    url = m.group(1).lower() + url[len(m.group(1)) :]  # schemes are case-insensitive
-    if _SERVICE_URL.match(url):
-        return "service", url
-    for part in url.split("::"):
-        _check_protocol(part.split("://", 1)[0].lower(), url)
-    return "fsspec", url
 
 
 class StoreClient:

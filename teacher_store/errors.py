@@ -16,6 +16,10 @@ class StoreNotFound(StoreError):
     """There is no store at the address (no root ``zarr.json``, or not a distill store)."""
 
 
+class StoreAccessError(StoreError):
+    """The storage holding a store refused the credentials or cannot be reached."""
+
+
 class StoreIncomplete(StoreError):
     """The store is unfinished: no manifest yet; the same ``distill generate`` finishes it."""
 
@@ -61,6 +65,7 @@ class StoreChangedError(StoreError):
 
 __all__ = [
     "DatasetMismatch",
+    "StoreAccessError",
     "StoreChangedError",
     "StoreConflict",
     "StoreDamaged",

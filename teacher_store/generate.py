@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +38,7 @@ from teacher_store.store.arrays import (
 )
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.encodings import encoding_kl
-from teacher_store.store.layout import ShardUnit, shard_units
+from teacher_store.store.layout import Location, ShardUnit, shard_units
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
     StoreAttrs,
@@ -415,7 +414,7 @@ def _generate(
         manifest = finalize(cfg.out, units)
     barrier(world)
     return {
-        "store": str(Path(cfg.out)),
+        "store": Location.at(cfg.out).display,
         "resumed": bool(resumed and done),
         "units": len(units),
         "units_skipped": len(done),

@@ -6,8 +6,6 @@ also describes unfinished and damaged stores.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from teacher_store.errors import StoreNotFound
@@ -24,18 +22,6 @@ _KNOBS = (
     "erase_prob",
     "scale_min",
 )
-
-
-def _dir_bytes(root: Path) -> tuple[int, int]:
-    total = files = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            try:
-                total += (Path(dirpath) / name).stat().st_size
-                files += 1
-            except OSError:
-                pass
-    return total, files
 
 
 def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
@@ -86,7 +72,7 @@ def _recorded(
 
 
 def _sizes(
-    root: Path, units: list[ShardUnit], recorded: set[str], files: dict[str, Any]
+    loc: Location, units: list[ShardUnit], recorded: set[str], files: dict[str, Any]
 ) -> dict[str, Any]:
     """The size part of :func:`store_info`'s dict: bytes on disk, data bytes, bytes per view."""
     per_array = {name: 0 for name in ARRAYS}
@@ -96,7 +82,7 @@ def _sizes(
     views_done = sum(
         (u.slot_stop - u.slot_start) * (u.stop - u.start) for u in units if u.name in recorded
     )
-    disk, nfiles = _dir_bytes(root)
+    disk, nfiles = loc.sizes()
     return {
         "bytes_on_disk": disk,
         "files_on_disk": nfiles,
@@ -158,7 +144,8 @@ def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
 
 
 def store_info(path: str) -> dict[str, Any]:
-    """A JSON-safe summary of the store at ``path``; works on unfinished stores too.
+    """A JSON-safe summary of the store at ``path`` (a folder or an object-store URL); works on
+    unfinished stores too.
 
     Reads attrs (refusing versions this code does not understand), the manifest or the unit
     records, and file sizes; it checks nothing else (that is
@@ -166,21 +153,21 @@ def store_info(path: str) -> dict[str, Any]:
     """
     from teacher_store.store.schema import check_readable
 
-    root = Path(path)
-    loc = Location.local(root)
+    loc = Location.at(path)
+    loc.probe()
     raw = layout.read_root_attrs(loc)
     if raw is None:
-        raise StoreNotFound(f"{root} is not a store (no zarr.json); check the path")
-    a = check_readable(raw, str(root))
+        raise StoreNotFound(f"{loc.display} is not a store (no zarr.json); check the path")
+    a = check_readable(raw, loc.display)
     units = shard_units(a)
     manifest = layout.read_manifest(loc)
     recorded, files, bad = _recorded(loc, units, manifest)
     return {
-        "path": str(root),
+        "path": loc.display,
         "complete": manifest is not None,
         "units_committed": len(recorded),
         "units_total": len(units),
-        **_sizes(root, units, recorded, files),
+        **_sizes(loc, units, recorded, files),
         **_describe(a),
         # TinyViT's layout: an int32 seed + K int16 ids + K float16 probabilities per view.
         "tinyvit_bytes_per_view": 4 + 4 * a.topk,

@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +46,7 @@ import numpy as np
 from teacher_store.errors import StoreDamaged
 from teacher_store.store import layout
 from teacher_store.store.encodings import stored_to_rank
-from teacher_store.store.layout import Location, ShardUnit, shard_units
+from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import decode_values, quant_step
 
 # Compute slack on top of the encoding error when the device type is the same.
@@ -180,19 +179,19 @@ def _compare_view(
 # verify
 
 
-def _check_shards(store: Any, root: Path) -> VerifyReport:
+def _check_shards(store: Any) -> VerifyReport:
     """The store is complete and every shard file matches its record; the summary counts them."""
     from teacher_store.store.arrays import committed_units
 
     units = shard_units(store.attrs)
     if store.manifest is None:
-        done = len(committed_units(root, units))
+        done = len(committed_units(store.address, units))
         return _fail(
             f"incomplete: {done}/{len(units)} shard units committed; "
             "re-run the same distill generate"
         )
     try:
-        layout.check_files(Location.local(root), store.manifest["files"])
+        layout.check_files(store.location, store.manifest["files"])
     except StoreDamaged as e:
         return _fail(str(e))
     nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
@@ -237,12 +236,11 @@ def verify_store(
 
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"--fraction must be in [0, 1], got {fraction}")
-    root = Path(path)
     try:
-        store = LocalStore(root, require_complete=False)
+        store = LocalStore(path, require_complete=False)
     except (ValueError, OSError) as e:
         return _fail(str(e))
-    shards = _check_shards(store, root)
+    shards = _check_shards(store)
     if not shards.ok:
         return shards
     folder, dataset = _scan_dataset(store.attrs, data)
@@ -300,7 +298,7 @@ def _rebuild_teacher(store: Any, folder: Any, dev: Any, checkpoint: str | None) 
             f"store was made with {a.teacher.get('weights_sha256')}; use the same weights"
         )
     # attrs.config omits runtime fields (paths, workers, device); fill the required ones.
-    base = {"data": str(folder.root), "out": str(store.path), **a.config}
+    base = {"data": str(folder.root), "out": store.address, **a.config}
     cfg = GenerateConfig.from_dict(base)
     return Teacher(model, info, dev, a.num_classes, cfg.amp)  # all classes: see _compare_view
 

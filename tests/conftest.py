@@ -30,3 +30,13 @@ def lite0():
     from models import create_teacher
 
     return create_teacher("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (moto, 127.0.0.1) with the AWS_* variables pointing at it
+    for the rest of the session (restored after); see tests/s3_fixtures.py."""
+    from tests.s3_fixtures import running_s3_server
+
+    with running_s3_server(tmp_path_factory.mktemp("aws")) as server:
+        yield server

@@ -11,20 +11,20 @@ Where each of these lives is :mod:`teacher_store.store.layout`'s business.
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec
+from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.storage import MemoryStore
 
 from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
 from teacher_store.store import layout
 from teacher_store.store.encodings import rank_to_stored, stored_to_rank
-from teacher_store.store.layout import ARRAYS, BOOK, Location, ShardUnit, shard_units
+from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
 
 # ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
@@ -67,10 +67,11 @@ def _filters(attrs: StoreAttrs, ndim: int) -> list[Any]:
     return [TransposeCodec(order=(1, 0, 2)[:ndim])]
 
 
-def recorded_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def recorded_config(address: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The generation config recorded in an existing store's attrs, or None."""
-    root = Path(path)
-    attrs = layout.read_root_attrs(Location.local(root)) if root.is_dir() else None
+    loc = Location.at(address)
+    loc.probe()
+    attrs = layout.read_root_attrs(loc)
     return dict(attrs.get("config") or {}) if attrs else None
 
 
@@ -88,46 +89,44 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def create_store(path: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False) -> bool:
-    """Create an empty store at ``path``, or accept an existing one with the same config.
+def create_store(
+    address: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False
+) -> bool:
+    """Create an empty store at ``address`` (a folder or an object-store URL), or accept an
+    existing one with the same config.
 
     Returns True when an existing store is being resumed. A different store (other config, other
     dataset, other teacher weights) or a non-empty non-store folder is refused unless
     ``overwrite``.
     """
-    root = Path(path)
-    if root.exists() and not root.is_dir():
-        raise StoreConflict(f"output {root} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()):
-        old = layout.read_root_attrs(Location.local(root))
+    loc = Location.at(address)
+    loc.probe()
+    where = loc.display
+    if loc.is_local and loc.fs.exists(loc.root) and not loc.fs.isdir(loc.root):
+        raise StoreConflict(f"output {where} exists and is not a directory")
+    existed = not loc.is_empty()
+    if existed:
+        old = layout.read_root_attrs(loc)
         diff = _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
         if not diff:
             return True
         if not overwrite:
             what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
             raise StoreConflict(
-                f"output {root} is {what}; choose another --out or pass --overwrite"
+                f"output {where} is {what}; choose another --out or pass --overwrite"
             )
-        shutil.rmtree(root)
-    existed = root.is_dir()
+        loc.remove_all()
     try:
-        _create_arrays(root, attrs)
+        _create_arrays(loc, attrs)
     except OSError:
         # A half-created store (disk full) has no root zarr.json and would be refused as "not a
         # store" on the re-run; remove what was written so the same command starts afresh.
-        if not existed:
-            shutil.rmtree(root, ignore_errors=True)
-        for child in list(root.iterdir()) if existed else []:
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+        loc.remove_all()
         raise
     return False
 
 
-def _create_arrays(root: Path, attrs: StoreAttrs) -> None:
-    group = zarr.open_group(root, mode="w", zarr_format=3, attributes=attrs.to_dict())
+def _define_arrays(group: zarr.Group, attrs: StoreAttrs) -> None:
     r, n, k, v = attrs.views, attrs.num_samples, attrs.topk, attrs.schema_version
     chunk = (attrs.chunk_views, attrs.chunk_samples)
     shard = (attrs.shard_views, attrs.shard_samples)
@@ -154,7 +153,31 @@ def _create_arrays(root: Path, attrs: StoreAttrs) -> None:
         compressors=_compressors(1, v, "valid"),
         dimension_names=("view", "sample"),
     )
-    layout.make_book(Location.local(root))
+
+
+def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
+    """Write the group's and arrays' metadata, the root ``zarr.json`` last (it marks a store).
+
+    zarr encodes into memory and every key goes through the location: one code path for a
+    folder and an object store, whose writers never share an object.
+    """
+    mem: dict[str, Buffer] = {}
+    group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
+    _define_arrays(group, attrs)
+    for key in sorted(mem, key=lambda k: (k == ROOT_META, k)):
+        loc.write_atomic(key, mem[key].to_bytes())
+    layout.make_book(loc)
+
+
+def _memory_group(
+    loc: Location, mode: Literal["r+", "r"] = "r+"
+) -> tuple[dict[str, Buffer], zarr.Group]:
+    """The store's root and array metadata, copied into memory, opened as a zarr group: data
+    written into it is encoded exactly as zarr would on disk, and read back key by key."""
+    mem: dict[str, Buffer] = {}
+    for key in (ROOT_META, *(f"{name}/{ROOT_META}" for name in ARRAYS)):
+        mem[key] = default_buffer_prototype().buffer.from_bytes(loc.read(key))
+    return mem, zarr.open_group(MemoryStore(mem), mode=mode)
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -164,7 +187,7 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
 
 
 def write_unit(
-    path: str | os.PathLike[str],
+    address: str | os.PathLike[str],
     unit: ShardUnit,
     ids: np.ndarray,
     values: np.ndarray,
@@ -174,15 +197,27 @@ def write_unit(
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
-    says (:func:`~teacher_store.store.encodings.rank_to_stored`)."""
-    root = Path(path)
-    group = zarr.open_group(root, mode="r+")
+    says (:func:`~teacher_store.store.encodings.rank_to_stored`).
+
+    Each shard file is encoded in memory and written whole (one PUT on an object store); the
+    record, written after all of them, lists what was written.
+    """
+    loc = Location.at(address)
+    mem, group = _memory_group(loc)
     ids, values = rank_to_stored(ids, values, StoreAttrs.from_dict(dict(group.attrs)))
     sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
     for name, data in (("ids", ids), ("values", values), ("valid", valid)):
         _array(group, name)[sl] = data
-    loc = Location.local(root)
-    files = {key: layout.file_record(loc, key).to_dict() for key in unit.keys().values()}
+    files = {}
+    for key in unit.keys().values():
+        buf = mem.get(key)
+        if buf is None:  # all fill values: zarr writes no shard (an earlier try's must go)
+            loc.remove(key)
+            files[key] = layout.EMPTY.to_dict()
+            continue
+        data_bytes = buf.to_bytes()
+        loc.write_atomic(key, data_bytes)
+        files[key] = layout.FileRecord.of(data_bytes).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
         record["stats"] = stats
@@ -190,11 +225,16 @@ def write_unit(
     return record
 
 
-def committed_units(path: str | os.PathLike[str], units: list[ShardUnit]) -> set[str]:
-    """Names of units whose record exists and whose files match it (size, crc32c, sha256)."""
-    loc = Location.local(path)
+def committed_units(address: str | os.PathLike[str], units: list[ShardUnit]) -> set[str]:
+    """Names of units whose record exists and whose files match it (size, crc32c, sha256).
+
+    The records are found by one listing, not a probe per unit."""
+    loc = Location.at(address)
+    listed = layout.listed_units(loc)
     done = set()
     for unit in units:
+        if unit.name not in listed:
+            continue
         record = layout.read_unit_record(loc, unit.name)
         if record is None:
             continue
@@ -208,9 +248,10 @@ def committed_units(path: str | os.PathLike[str], units: list[ShardUnit]) -> set
     return done
 
 
-def finalize(path: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, Any]:
-    """Write the final manifest and consolidated metadata; the store is complete afterwards."""
-    loc = Location.local(path)
+def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, Any]:
+    """Write the consolidated metadata, then the final manifest (last: the store is complete
+    once it exists)."""
+    loc = Location.at(address)
     files: dict[str, Any] = {}
     bad: dict[int, dict[str, Any]] = {}
     stats: dict[str, float] = {}
@@ -230,9 +271,11 @@ def finalize(path: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, 
     }
     if stats:
         manifest["stats"] = stats
+    mem, _ = _memory_group(loc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
-        zarr.consolidate_metadata(loc.root)
+        zarr.consolidate_metadata(MemoryStore(mem))
+    loc.write_atomic(ROOT_META, mem[ROOT_META].to_bytes())
     layout.write_manifest(loc, manifest)
     return manifest
 
@@ -254,25 +297,29 @@ class TargetBlock:
 
 
 class LocalStore:
-    """Reader over a store folder; checks versions and (when complete) the manifest's files."""
+    """Direct reader of a store (a folder or an object-store URL, not the service); checks
+    versions and (when complete) the manifest's files."""
 
-    def __init__(self, path: str | os.PathLike[str], require_complete: bool = True) -> None:
+    def __init__(self, address: str | os.PathLike[str], require_complete: bool = True) -> None:
         from teacher_store.views.codec import CODEC_VERSION
 
-        self.path = Path(path)
-        loc = Location.local(self.path)
+        loc = Location.at(address)
+        self.location = loc
+        self.address = loc.display  # the folder's path or the store's URL
+        loc.probe()
         raw = layout.read_root_attrs(loc)
         if raw is None:
-            raise StoreNotFound(f"{self.path} is not a store (no zarr.json); check the path")
-        self.attrs = check_readable(raw, str(self.path), CODEC_VERSION)
+            raise StoreNotFound(f"{loc.display} is not a store (no zarr.json); check the path")
+        self.attrs = check_readable(raw, loc.display, CODEC_VERSION)
         self.manifest = layout.read_manifest(loc)
         if require_complete and self.manifest is None:
             raise StoreIncomplete(
-                f"store {self.path} is unfinished; re-run the same `distill generate` to finish it"
+                f"store {loc.display} is unfinished; re-run the same `distill generate` to "
+                "finish it"
             )
         if self.manifest is not None:
             layout.check_sizes(loc, self.manifest["files"])
-        self.group = zarr.open_group(self.path, mode="r")
+        self.group = zarr.open_group(loc.zarr_store(), mode="r")
 
     @property
     def complete(self) -> bool:

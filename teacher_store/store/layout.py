@@ -31,7 +31,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
-from teacher_store.errors import StoreDamaged
+from teacher_store.errors import StoreAccessError, StoreDamaged, StoreNotFound
 from teacher_store.store.schema import Manifest, StoreAttrs, validation_message
 
 ROOT_META = "zarr.json"  # the root group's metadata: attrs, consolidated metadata once final
@@ -100,26 +100,95 @@ def shard_units(attrs: StoreAttrs) -> list[ShardUnit]:
 # where a store is
 
 
+# Object stores whose bucket :meth:`Location.probe` checks (HEAD bucket) before any work.
+_BUCKET_PROTOCOLS = {"s3", "s3a", "gs", "gcs"}
+_CREDENTIALS = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials"
+
+
 @dataclass(frozen=True)
 class Location:
-    """A store's root on a filesystem; ``name`` is how messages call it (default: the root)."""
+    """A store's root on a filesystem; ``name`` is how messages call it (default: the root);
+    ``url`` is the fsspec URL of a non-local root (zarr opens its own client from it)."""
 
     fs: fsspec.AbstractFileSystem
     root: str
     name: str = ""
+    url: str = ""
 
     @classmethod
     def local(cls, path: str | os.PathLike[str]) -> Location:
         """A store folder on local disk."""
         return cls(fsspec.filesystem("file"), str(Path(path)))
 
+    @classmethod
+    def at(cls, address: str | os.PathLike[str]) -> Location:
+        """The location of a store address: a folder, or an fsspec URL such as
+        ``s3://bucket/prefix`` (credentials and endpoint from the standard AWS variables and
+        config, never from the address or the store). A service URL or an unsupported scheme
+        is a :class:`~teacher_store.address.StoreAddressError`; nothing is read here."""
+        from teacher_store.address import StoreAddressError, resolve_address
+
+        kind, url = resolve_address(address)
+        if kind == "local":
+            return cls.local(url)
+        if kind == "service":
+            raise StoreAddressError(
+                f"store address {url} is a distill service, which only serves stores; pass "
+                "the store's folder or object-store URL (s3://BUCKET/PREFIX) instead"
+            )
+        protocol = url.split("://", 1)[0]
+        # No listing cache: other ranks and processes write the same prefix.
+        opts = {"use_listings_cache": False} if protocol in _BUCKET_PROTOCOLS else {}
+        fs, root = fsspec.core.url_to_fs(url, **opts)
+        if isinstance(fs, LocalFileSystem):
+            return cls.local(root)
+        url = url.rstrip("/")
+        return cls(fs, root.rstrip("/"), url, url)
+
     @property
     def display(self) -> str:
         return self.name or self.root
 
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
     def path(self, key: str) -> str:
         """The filesystem path of ``key``."""
         return f"{self.root.rstrip('/')}/{key}"
+
+    def zarr_store(self, read_only: bool = True) -> Any:
+        """What ``zarr.open_group`` takes for this root: a folder path or an FsspecStore."""
+        if self.is_local:
+            return self.root
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(self.url, read_only=read_only)
+
+    def probe(self) -> None:
+        """A one-line typed error now, rather than a traceback later, when the object store is
+        unreachable, refuses the credentials or has no such bucket (local roots: nothing)."""
+        if not set(_protocols(self.fs)) & _BUCKET_PROTOCOLS:
+            return
+        bucket = self.root.split("/", 1)[0]
+        endpoint = _endpoint(self.fs)
+        try:
+            self.fs.info(bucket)
+        except FileNotFoundError:
+            raise StoreNotFound(
+                f"store {self.display}: bucket {bucket!r} does not exist at {endpoint}; create "
+                "it or fix the address (and AWS_ENDPOINT_URL)"
+            ) from None
+        except PermissionError as e:
+            raise StoreAccessError(
+                f"store {self.display}: {endpoint} refused the credentials ({_first_line(e)}); "
+                f"check {_CREDENTIALS}"
+            ) from None
+        except Exception as e:  # connection refused, DNS, TLS: botocore's own exception types
+            raise StoreAccessError(
+                f"store {self.display}: cannot reach {endpoint} ({_first_line(e)}); check "
+                "AWS_ENDPOINT_URL and the network"
+            ) from None
 
     def is_file(self, key: str) -> bool:
         return bool(self.fs.isfile(self.path(key)))
@@ -132,10 +201,11 @@ class Location:
     def write_atomic(self, key: str, data: bytes) -> None:
         """Replace ``key`` with ``data`` so that readers see the old or the new file, whole."""
         path = self.path(key)
-        if not isinstance(self.fs, LocalFileSystem):
+        if not self.is_local:
             self.fs.pipe_file(path, data)  # an object store's PUT is atomic by itself
             return
         parent, base = path.rsplit("/", 1)
+        os.makedirs(parent, exist_ok=True)
         tmp = f"{parent}/.{base}.tmp{os.getpid()}"
         try:
             with self.fs.open(tmp, "wb") as f:
@@ -147,6 +217,48 @@ class Location:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(tmp)  # a disk-full write leaves no stray temporary file
             raise
+
+    def remove(self, key: str) -> None:
+        """Delete ``key`` if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(key))
+
+    def is_empty(self) -> bool:
+        """Whether nothing is stored under the root (no folder, an empty one, no object)."""
+        try:
+            return not self.fs.ls(self.root, detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+
+    def remove_all(self) -> None:
+        """Delete the root and everything under it."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.root, recursive=True)
+
+    def sizes(self) -> tuple[int, int]:
+        """(bytes, files) of everything stored under the root."""
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0, 0
+        files = [v for v in found.values() if v.get("type") == "file"]
+        return sum(int(v.get("size") or 0) for v in files), len(files)
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
+
+
+def _endpoint(fs: fsspec.AbstractFileSystem) -> str:
+    """Where an object-store client sends its requests, for messages."""
+    kw = getattr(fs, "client_kwargs", None) or {}
+    url = kw.get("endpoint_url") or getattr(fs, "endpoint_url", None)
+    return str(url or os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,8 +339,10 @@ def write_manifest(loc: Location, manifest: dict[str, Any]) -> None:
 
 
 def make_book(loc: Location) -> None:
-    """Create the bookkeeping folders of a new store."""
-    loc.fs.makedirs(loc.path(SHARDS), exist_ok=True)
+    """Create the bookkeeping folders of a new store (object stores have no folders: and
+    s3fs's makedirs would create a missing bucket, which must be an error instead)."""
+    if loc.is_local:
+        loc.fs.makedirs(loc.path(SHARDS), exist_ok=True)
 
 
 def read_unit_record(loc: Location, unit: str) -> dict[str, Any] | None:
@@ -254,13 +368,24 @@ def has_unit_record(loc: Location, unit: str) -> bool:
     return bool(loc.fs.exists(loc.path(unit_record_key(unit))))
 
 
-def count_unit_records(loc: Location) -> int:
-    """How many unit records exist (a folder listing: bounded by what is on disk)."""
+def listed_units(loc: Location) -> set[str]:
+    """Names of the units that have a record, from one listing (an object store answers a
+    listing per 1,000 keys, where probing each unit's record would cost a request per unit)."""
     try:
         names = loc.fs.ls(loc.path(SHARDS), detail=False)
-    except OSError:
-        return 0
-    return sum(1 for p in names if str(p).endswith(".json"))
+    except OSError:  # no folder yet (FileNotFoundError), or not listable
+        return set()
+    out = set()
+    for p in names:
+        base = str(p).rstrip("/").rsplit("/", 1)[-1]
+        if base.endswith(".json") and not base.startswith("."):
+            out.add(base[: -len(".json")])
+    return out
+
+
+def count_unit_records(loc: Location) -> int:
+    """How many unit records exist (a folder listing: bounded by what is on disk)."""
+    return len(listed_units(loc))
 
 
 def write_unit_record(loc: Location, unit: str, record: dict[str, Any]) -> None:
@@ -419,6 +544,7 @@ __all__ = [
     "file_matches",
     "file_record",
     "has_unit_record",
+    "listed_units",
     "load_manifest",
     "make_book",
     "manifest_bytes",

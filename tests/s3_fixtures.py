@@ -1,0 +1,143 @@
+"""A real S3-compatible server for tests: moto's server mode on 127.0.0.1 (``ThreadedMotoServer``).
+
+The session fixture ``s3_server`` (tests/conftest.py) starts one server, points the standard AWS
+variables at it for the session (``AWS_ENDPOINT_URL``, dummy keys, a region; no profile or
+config file of the machine is read), and restores them at the end. Tests parametrized over
+storage use :func:`store_location`: a local folder or a fresh ``s3://BUCKET/PREFIX``.
+
+Credentials: moto accepts any keys until authentication is switched on; :meth:`S3Server.
+refusing_credentials` switches it on for a block (moto then knows no key at all, so every
+request is refused as it would be with wrong credentials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BUCKET = "distill-tests"
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN")
+_names = itertools.count()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class S3Server:
+    """A running moto server: its endpoint, a default bucket, and helpers."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.bucket = BUCKET
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    def env(self, tmp: Path) -> dict[str, str]:
+        """The AWS variables a client (or a child process) needs for this server; the machine's
+        own AWS config and credential files are replaced by absent ones under ``tmp``."""
+        return {
+            **_ENV,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
+        }
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def fs(self) -> Any:
+        """A fresh s3fs filesystem on this server (no listing cache)."""
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            endpoint_url=self.endpoint,
+            key=_ENV["AWS_ACCESS_KEY_ID"],
+            secret=_ENV["AWS_SECRET_ACCESS_KEY"],
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+
+    def make_bucket(self, name: str) -> str:
+        self.fs().mkdir(name)
+        return name
+
+    def url(self, prefix: str) -> str:
+        """``s3://BUCKET/PREFIX-N`` in the default bucket, a fresh prefix per call."""
+        return f"s3://{self.bucket}/{prefix}-{next(_names)}"
+
+    def objects(self, url: str) -> dict[str, bytes]:
+        """Every object under ``url`` by key relative to it (what a store holds)."""
+        fs = self.fs()
+        root = url.removeprefix("s3://").rstrip("/")
+        return {p[len(root) + 1 :]: fs.cat_file(p) for p in sorted(fs.find(root))}
+
+    @contextlib.contextmanager
+    def refusing_credentials(self) -> Iterator[None]:
+        """Inside the block the server authenticates requests and knows no key: any
+        credentials are wrong."""
+        import requests
+
+        reset = f"{self.endpoint}/moto-api/reset-auth"
+        requests.post(reset, data=b"0", timeout=10).raise_for_status()
+        try:
+            yield
+        finally:
+            requests.post(reset, data=b"inf", timeout=10).raise_for_status()
+
+
+def local_objects(root: Path) -> dict[str, bytes]:
+    """Every file under a store folder by relative key (compare with :meth:`S3Server.objects`;
+    the temporary names of interrupted atomic writes are left out)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".tmp" not in p.name
+    }
+
+
+def store_location(kind: str, name: str, tmp_path: Path, s3: S3Server | None) -> str:
+    """Where a test's store goes: ``tmp_path/name`` for ``local``, a fresh
+    ``s3://BUCKET/name-N`` for ``s3`` (then ``s3`` is the ``s3_server`` fixture)."""
+    if kind == "local":
+        return str(tmp_path / name)
+    assert kind == "s3" and s3 is not None, "store_location('s3', ...) needs the s3_server fixture"
+    return s3.url(name)
+
+
+@contextlib.contextmanager
+def running_s3_server(tmp: Path) -> Iterator[S3Server]:
+    """Start a server with the default bucket, set the AWS variables, restore them after."""
+    server = S3Server()
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for var in _UNSET:
+                mp.delenv(var, raising=False)
+            for var, value in server.env(tmp).items():
+                if value:
+                    mp.setenv(var, value)
+            server.make_bucket(server.bucket)
+            yield server
+    finally:
+        server.stop()

@@ -1,0 +1,191 @@
+"""Stores on S3: a real S3 server (moto, 127.0.0.1) started by the ``s3_server`` fixture.
+
+`distill generate` killed with SIGKILL and resumed on S3 gives the bytes of a local run; every
+reader (open_store, the direct reader, stock zarr-python, info, verify) reads the S3 store; bad
+addresses, a missing bucket and wrong credentials give one-line errors.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from teacher_store.cli import main
+from teacher_store.client import StoreAddressError, open_store
+from teacher_store.errors import StoreAccessError, StoreNotFound
+from teacher_store.generate import GenerateConfig, run_generate
+from teacher_store.info import store_info
+from teacher_store.store.arrays import LocalStore
+from teacher_store.store.layout import MANIFEST, SHARDS
+from teacher_store.verify import verify_store
+from tests.s3_fixtures import S3Server, local_objects
+from tests.store_fixtures import SMALL_GENERATE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+BIN = Path(sys.executable).parent
+
+
+def _cli_generate(data: Path, out: str) -> list[str]:
+    flags = {
+        "views": 2, "topk": 5, "img-size": 64, "batch-size": 4, "shard-samples": 8,
+        "chunk-samples": 4, "shard-views": 1, "workers": 0,
+    }  # fmt: skip
+    assert len(flags) == len(SMALL_GENERATE) - 1  # the same config as `store` (progress aside)
+    args = [a for k, v in flags.items() for a in (f"--{k}", str(v))]
+    return ["generate", "--data", str(data), "--out", out, *args, "--quiet"]
+
+
+def _root(url: str) -> str:
+    return url.removeprefix("s3://")
+
+
+def _upload(s3: S3Server, local: Path, name: str) -> str:
+    """A copy of a local store on S3 (every file, same keys)."""
+    url = s3.url(name)
+    fs = s3.fs()
+    for key, data in local_objects(local).items():
+        fs.pipe_file(f"{_root(url)}/{key}", data)
+    return url
+
+
+def _wait_for_record(proc: subprocess.Popen, s3: S3Server, url: str) -> None:
+    fs, shards = s3.fs(), f"{_root(url)}/{SHARDS}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if any(p.endswith(".json") for p in fs.ls(shards, detail=False)):
+                return
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"generate ended (rc {proc.returncode}) before any unit")
+        time.sleep(0.02)
+    raise AssertionError("no unit record appeared in time")
+
+
+def test_generate_killed_and_resumed_on_s3_is_byte_identical_to_local(
+    s3_server: S3Server, store: Path, demo_data: Path
+) -> None:
+    url = s3_server.url("killed")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "distill"), *_cli_generate(demo_data, url)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_record(proc, s3_server, url)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not s3_server.fs().exists(f"{_root(url)}/{MANIFEST}"), "killed after the manifest"
+    assert not LocalStore(url, require_complete=False).complete
+
+    cfg = GenerateConfig(data=str(demo_data), out=url, **SMALL_GENERATE)  # type: ignore[arg-type]
+    summary = run_generate(cfg)
+    assert summary["complete"] and summary["store"] == url
+    assert summary["units_skipped"] >= 1 and summary["units_written"] < summary["units"]
+    got, want = s3_server.objects(url), local_objects(store)
+    assert sorted(got) == sorted(want)
+    assert [k for k in want if got[k] != want[k]] == []
+    # Nothing about where it was written (endpoint, keys) is in the store.
+    blob = b"".join(got.values())
+    assert s3_server.endpoint.encode() not in blob and b"testing" not in blob
+
+
+def test_readers_on_s3_match_the_local_store(
+    s3_server: S3Server, store: Path, demo_data: Path
+) -> None:
+    url = _upload(s3_server, store, "read")
+    local = LocalStore(store)
+    direct = LocalStore(url)
+    assert direct.complete and direct.attrs == local.attrs
+    with open_store(url) as client:
+        assert client.kind == "fsspec"
+        for slot in range(local.attrs.views):
+            a, b, c = local.read_block(slot, 0, 17), client.read_block(slot, 0, 17), None
+            c = direct.read_block(slot, 3, 11)
+            for field in ("ids", "values", "valid"):
+                np.testing.assert_array_equal(getattr(b, field), getattr(a, field))
+                np.testing.assert_array_equal(getattr(c, field), getattr(a, field)[3:11])
+    # Stock zarr-python straight from S3 (its own client, endpoint given as an option).
+    remote = zarr.open_group(url, mode="r", storage_options={"endpoint_url": s3_server.endpoint})
+    plain = zarr.open_group(store, mode="r")
+    assert dict(remote.attrs) == dict(plain.attrs)
+    for name in ("ids", "values", "valid"):
+        np.testing.assert_array_equal(remote[name][:], plain[name][:])
+
+    info = store_info(url)
+    assert info["complete"] and info["path"] == url and info["units_committed"] == 6
+    files = local_objects(store)
+    assert (info["bytes_on_disk"], info["files_on_disk"]) == (
+        sum(map(len, files.values())),
+        len(files),
+    )
+
+
+def test_verify_on_s3_names_a_flipped_byte(
+    s3_server: S3Server, store: Path, demo_data: Path
+) -> None:
+    url = _upload(s3_server, store, "verify")
+    report = verify_store(url, str(demo_data), fraction=0.2)
+    assert report.ok, report.reason
+    assert "6 shard units complete" in report.summary and "re-run on cpu" in report.summary
+
+    fs = s3_server.fs()
+    key = "values/c/1/1/0"
+    data = bytearray(fs.cat_file(f"{_root(url)}/{key}"))
+    data[len(data) // 2] ^= 0x10
+    fs.pipe_file(f"{_root(url)}/{key}", bytes(data))
+    report = verify_store(url, str(demo_data), fraction=0.0)
+    assert not report.ok
+    assert f"shard {key} fails its checksum" in report.reason and "\n" not in report.reason
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_unsupported_scheme_is_refused_never_a_folder(
+    tmp_path: Path, demo_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    err = _one_line_error(capsys, _cli_generate(demo_data, "foo://bucket/demo"))
+    assert "scheme 'foo' is not supported" in err
+    err = _one_line_error(capsys, ["info", "nope://bucket/demo"])
+    assert "scheme 'nope' is not supported" in err
+    assert list(tmp_path.iterdir()) == []  # no folder called "foo:" or "nope:"
+    with pytest.raises(StoreAddressError, match="distill service"):
+        LocalStore("http://127.0.0.1:9/v1/stores/demo")
+
+
+def test_missing_bucket_and_wrong_credentials_are_one_line_errors(
+    s3_server: S3Server, store: Path, demo_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = _upload(s3_server, store, "creds")
+    err = _one_line_error(capsys, ["info", "s3://no-such-bucket/demo"])
+    assert "bucket 'no-such-bucket' does not exist at " + s3_server.endpoint in err
+    err = _one_line_error(capsys, _cli_generate(demo_data, "s3://no-such-bucket/demo"))
+    assert "bucket 'no-such-bucket' does not exist" in err
+    assert not s3_server.fs().exists("no-such-bucket")  # the writer did not create it
+    with pytest.raises(StoreNotFound, match="no-such-bucket"):
+        open_store("s3://no-such-bucket/demo")
+
+    with s3_server.refusing_credentials():
+        err = _one_line_error(capsys, ["info", url])
+        assert "refused the credentials" in err and "AWS_ACCESS_KEY_ID" in err
+        err = _one_line_error(capsys, _cli_generate(demo_data, s3_server.url("denied")))
+        assert "refused the credentials" in err
+        with pytest.raises(StoreAccessError, match="refused the credentials"):
+            open_store(url)
+        report = verify_store(url, str(demo_data), fraction=0.0)
+        assert not report.ok and "refused the credentials" in report.reason

@@ -189,3 +189,23 @@ def test_missing_bucket_and_wrong_credentials_are_one_line_errors(
             open_store(url)
         report = verify_store(url, str(demo_data), fraction=0.0)
         assert not report.ok and "refused the credentials" in report.reason
+
+
+def test_train_reads_its_targets_from_s3(
+    s3_server: S3Server, store: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    """`distill train --store s3://...` trains exactly as from the local copy of the store."""
+    import torch
+
+    from student.train import run_train
+    from tests.store_fixtures import student_config
+
+    url = _upload(s3_server, store, "train")
+    weights = []
+    for where, out in ((url, tmp_path / "s3"), (str(store), tmp_path / "local")):
+        summary = run_train(student_config(where, demo_data, out, epochs=1))
+        assert summary["epoch"] == 0, summary
+        state = torch.load(out / "last.pth", map_location="cpu", weights_only=False)["model"]
+        weights.append(state)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

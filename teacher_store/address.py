@@ -18,6 +18,9 @@ __all__ = ["StoreAddressError", "resolve_address"]
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
 # Anything before ``://`` (or an fsspec chain's ``::``) is a scheme, valid or not: never a folder.
 _SCHEME = re.compile(r"^([^/\\:]+)(://|::)")
+# "s3:/bucket" or a bare "s3:": a URL with a mistyped separator, which a path would make into
+# a folder called "s3:".
+_BROKEN_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(/(?!/)|$)")
 
 
 class StoreAddressError(ValueError):
@@ -53,6 +56,12 @@ def resolve_address(address: str | os.PathLike[str]) -> tuple[str, str]:
     url = os.fspath(address)
     m = _SCHEME.match(url)
     if m is None:
+        broken = _BROKEN_URL.match(url)
+        if broken:
+            raise StoreAddressError(
+                f"store address {url}: {broken.group(1)}: is not followed by //; write "
+                f"{broken.group(1)}://... for a URL, or ./{url} for a folder of that name"
+            )
         return "local", url
     url = m.group(1).lower() + url[len(m.group(1)) :]  # schemes are case-insensitive
     if _SERVICE_URL.match(url):

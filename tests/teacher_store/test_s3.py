@@ -163,6 +163,8 @@ def test_unsupported_scheme_is_refused_never_a_folder(
     assert "scheme 'foo' is not supported" in err
     err = _one_line_error(capsys, ["info", "nope://bucket/demo"])
     assert "scheme 'nope' is not supported" in err
+    err = _one_line_error(capsys, ["info", "s3:/bucket/demo"])  # a mistyped URL, not a folder
+    assert "s3: is not followed by //" in err
     assert list(tmp_path.iterdir()) == []  # no folder called "foo:" or "nope:"
     with pytest.raises(StoreAddressError, match="distill service"):
         LocalStore("http://127.0.0.1:9/v1/stores/demo")

@@ -34,6 +34,7 @@ from teacher_store.store.arrays import (
     committed_units,
     create_store,
     finalize,
+    output_location,
     recorded_config,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
@@ -366,6 +367,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
     from models import create_teacher
 
+    output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
     runtime = init_runtime(cfg.device)
     rank, device = runtime.rank, runtime.device
     cfg = _pin_threads(cfg)

@@ -21,6 +21,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
+from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
 from teacher_store.store import layout
 from teacher_store.store.encodings import rank_to_stored, stored_to_rank
@@ -38,6 +39,7 @@ __all__ = [
     "committed_units",
     "create_store",
     "finalize",
+    "output_location",
     "recorded_config",
     "shard_units",
     "write_unit",
@@ -89,6 +91,19 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def output_location(address: str | os.PathLike[str]) -> Location:
+    """Where a store will be written; one-line errors before any work for an address that
+    cannot be (a service URL, a whole bucket, a missing bucket, refused credentials)."""
+    loc = Location.at(address)
+    if not loc.is_local and "/" not in loc.root.strip("/"):
+        raise StoreAddressError(
+            f"output {loc.display} is a whole bucket; write the store under a prefix, "
+            f"{loc.display.rstrip('/')}/NAME (--overwrite would empty the bucket)"
+        )
+    loc.probe()
+    return loc
+
+
 def create_store(
     address: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False
 ) -> bool:
@@ -99,8 +114,7 @@ def create_store(
     dataset, other teacher weights) or a non-empty non-store folder is refused unless
     ``overwrite``.
     """
-    loc = Location.at(address)
-    loc.probe()
+    loc = output_location(address)
     where = loc.display
     if loc.is_local and loc.fs.exists(loc.root) and not loc.fs.isdir(loc.root):
         raise StoreConflict(f"output {where} exists and is not a directory")

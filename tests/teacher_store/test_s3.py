@@ -179,6 +179,8 @@ def test_missing_bucket_and_wrong_credentials_are_one_line_errors(
     err = _one_line_error(capsys, _cli_generate(demo_data, "s3://no-such-bucket/demo"))
     assert "bucket 'no-such-bucket' does not exist" in err
     assert not s3_server.fs().exists("no-such-bucket")  # the writer did not create it
+    err = _one_line_error(capsys, _cli_generate(demo_data, f"s3://{s3_server.bucket}"))
+    assert "is a whole bucket; write the store under a prefix" in err
     with pytest.raises(StoreNotFound, match="no-such-bucket"):
         open_store("s3://no-such-bucket/demo")
 

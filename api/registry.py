@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
 from teacher_store.store import layout
@@ -77,6 +78,8 @@ class StoreEntry:
     layouts: dict[str, ArrayLayout | None] = field(default_factory=dict)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_samples: int = 0
+    damage: tuple[str, _Sig | None] | None = None  # a file found damaged when served, its stat
+    code: str = "store_invalid"  # the error code of an invalid store (api.errors.STORE_ERRORS)
 
     @property
     def data_bytes(self) -> int:
@@ -163,6 +166,21 @@ def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
             entry.layouts[node] = parse_layout(node, entry.arrays[node])
 
 
+def _check_files(entry: StoreEntry) -> None:
+    """Every committed file must exist inside the store with its manifest size (one stat
+    each): a missing or cut shard makes the store damaged at once, not at its first read."""
+    for key, rec in sorted(entry.files.items()):
+        real = os.path.realpath(os.path.join(entry.real, key))
+        if not real.startswith(entry.real + os.sep):
+            raise _invalid(key, "resolves outside the store (symlink)")
+        try:
+            size = os.stat(real).st_size
+        except FileNotFoundError:
+            raise _invalid(key, "is missing") from None
+        if size != rec.size:
+            raise _invalid(key, f"is {size} bytes but the manifest says {rec.size} (truncated?)")
+
+
 def _open_entry(
     name: str, path: Path, real: str, sigs: tuple[Any, Any], uid: int
 ) -> StoreEntry | None:
@@ -178,8 +196,12 @@ def _open_entry(
             entry.state = "incomplete"
             return entry
         _load_complete(entry, root)
+        _check_files(entry)
         entry.state = "complete"
     except StoreError as e:  # a store file fails its schema, or a version this code cannot read
+        entry.code = store_status(e)[1]
+        if isinstance(e, StoreDamaged) and e.file in entry.files:  # reopen once it is restored
+            entry.damage = (e.file, _sig(path / e.file))
         entry.error = (
             f"store {name!r} is damaged and cannot be served: {e}; restore the file or "
             "regenerate the store (re-run the same `distill generate`)"
@@ -193,6 +215,14 @@ def _open_entry(
         entry.state, entry.files, entry.arrays, entry.layouts = "invalid", {}, {}, {}
         log.warning("%s", entry.error)
     return entry
+
+
+def _same_damage(entry: StoreEntry) -> bool:
+    """False once the file a request found damaged has changed on disk (restored?): reopen."""
+    if entry.damage is None:
+        return True
+    key, sig = entry.damage
+    return _sig(Path(entry.real) / key) == sig
 
 
 def _count_units(path: Path) -> int:
@@ -246,7 +276,7 @@ class Registry:
         sigs = (_sig(child / ROOT_META), _sig(child / MANIFEST))
         book = _sig(child / BOOK)
         old = self._stores.get(name)
-        if old is not None and old.sigs == sigs and old.real == real:
+        if old is not None and old.sigs == sigs and old.real == real and _same_damage(old):
             if old.state == "incomplete":
                 old.committed_units = _count_units(child)
             return old
@@ -271,6 +301,17 @@ class Registry:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(run_in_threadpool(self.scan))
         await asyncio.shield(self._task)
+
+    def mark_damaged(self, name: str, key: str, reason: str) -> None:
+        """A request found ``key`` of store ``name`` damaged: list the store as invalid with the
+        reason and refuse its data (409) until the file changes on disk (then it is reopened)."""
+        with self._lock:
+            entry = self._stores.get(name)
+            if entry is None or entry.state != "complete":
+                return
+            entry.damage = (key, _sig(Path(entry.real) / key))
+            entry.state, entry.error, entry.code = "invalid", reason, "store_damaged"
+        log.warning("%s", reason)
 
     def list(self) -> list[StoreEntry]:
         """The stores as last scanned."""

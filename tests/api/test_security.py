@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import requests
 import zarr
 
 from teacher_store.client import StoreClient, StoreClientError
+from teacher_store.errors import StoreError
 from tests.api.conftest import SECRET
 from tests.store_fixtures import LiveServer, copy_store
 
@@ -75,8 +77,8 @@ def test_symlinks_out_of_the_root(server: LiveServer, served: dict[str, Path]) -
         r = requests.get(f"{base}/linked/zarr/ids/c/0/0/0", timeout=10)
         assert r.status_code == 409 and SECRET not in r.content
         assert "outside the store" in r.json()["detail"]
-        r = requests.get(f"{base}/linked/zarr/ids/c/evil", timeout=10)
-        assert r.status_code == 404 and SECRET not in r.content
+        r = requests.get(f"{base}/linked/zarr/ids/c/evil", timeout=10)  # the store is damaged:
+        assert r.status_code == 409 and SECRET not in r.content  # all of its data is refused
         r = requests.get(f"{base}/linked/blocks/0?start=0&stop=10", timeout=10)
         assert r.status_code == 409 and SECRET not in r.content
         assert requests.get(f"{base}/escaped/zarr/zarr.json", timeout=10).status_code == 404
@@ -141,15 +143,22 @@ def test_damaged_shard_clear_error_never_wrong_data(
     assert requests.head(f"{base}/zarr/{key}", timeout=10).status_code == 409
     r = requests.get(f"{base}/blocks/2?start=250&stop=300", timeout=10)
     assert r.status_code == 409 and key in r.json()["detail"]
-    with pytest.raises(StoreClientError, match="damaged"):
+    with pytest.raises(StoreError, match="damaged"):
         StoreClient(base, retries=1).read_block(2, 300, 310)
-    good = requests.get(f"{base}/blocks/0?start=250&stop=300", timeout=10)  # other shards serve
-    assert good.status_code == 200
-    remote = zarr.open_group(f"{base}/zarr/", mode="r")
-    with pytest.raises(Exception):  # noqa: B017 - zarr/fsspec raise their own error types
-        remote["values"][2, 256:512]
+    # One damaged file: the whole store is listed as damaged (naming the file) and refuses its
+    # data, never mixing good and bad shards; the other stores serve as before.
+    listed = requests.get(f"{base}", timeout=10).json()
+    assert listed["state"] == "invalid" and key in listed["error"]
+    r = requests.get(f"{base}/blocks/0?start=250&stop=300", timeout=10)
+    assert r.status_code == 409 and r.json()["error"] == "store_damaged"
+    demo = zarr.open_group(f"{server.url}/v1/stores/demo/zarr/", mode="r")
     np.testing.assert_array_equal(
-        remote["values"][0, :], zarr.open_group(served["demo"])["values"][0, :]
+        demo["values"][2, :], zarr.open_group(served["demo"])["values"][2, :]
+    )
+    shutil.copyfile(served["demo"] / key, served["root"] / f"damaged-{how}" / key)  # restored
+    remote = zarr.open_group(f"{base}/zarr/", mode="r")
+    np.testing.assert_array_equal(
+        remote["values"][2, :], zarr.open_group(served["demo"])["values"][2, :]
     )
 
 

@@ -105,6 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's own /docs and /redoc load their assets from CDNs
         redoc_url=None,
+        # No 307 to the path with/without a trailing slash: its Location is built from the
+        # request's Host header (a spoofed Host became a redirect to another site) and from
+        # names no route accepted. Such paths answer 404 JSON.
+        redirect_slashes=False,
     )
     app.state.metrics = metrics
     app.state.service = None

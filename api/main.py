@@ -31,6 +31,26 @@ log = logging.getLogger("distill.api")
 API_VERSION = "1"
 
 
+# OpenAPI links (source path, target path, parameters): how a client (or schemathesis's stateful
+# tests) goes from the store list to a store, and from a store to its zarr keys and blocks.
+_LINKS = (
+    ("/v1/stores", "/v1/stores/{name}", {"path.name": "$response.body#/stores/0/name"}),
+    ("/v1/stores/{name}", "/v1/stores/{name}/zarr/{key}",
+     {"path.name": "$request.path.name", "path.key": "zarr.json"}),
+    ("/v1/stores/{name}", "/v1/stores/{name}/blocks/{view}",
+     {"path.name": "$request.path.name", "path.view": 0, "query.start": 0, "query.stop": 1}),
+)  # fmt: skip
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    for source, target, params in _LINKS:
+        if source in paths and target in paths:
+            op_id = paths[target]["get"]["operationId"]
+            name = op_id.split("_v1_")[0]
+            ok = paths[source]["get"]["responses"]["200"]
+            ok.setdefault("links", {})[name] = {"operationId": op_id, "parameters": params}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, minus its 422s (this service answers 400 + ErrorBody), HEAD twins, and
     the bearer security scheme when no token is configured (then nothing needs auth)."""
@@ -46,6 +66,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     op.pop("security", None)
         if app.state.token is None:
             schema.get("components", {}).pop("securitySchemes", None)
+        _add_links(schema.get("paths", {}))
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema
@@ -105,6 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's own /docs and /redoc load their assets from CDNs
         redoc_url=None,
+        # No 307 to the path with/without a trailing slash: its Location is built from the
+        # request's Host header (a spoofed Host became a redirect to another site) and from
+        # names no route accepted. Such paths answer 404 JSON.
+        redirect_slashes=False,
     )
     app.state.metrics = metrics
     app.state.service = None

@@ -17,6 +17,7 @@ The root is a folder or an object-store prefix (``s3://BUCKET/PREFIX``): its sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,6 +31,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
 from teacher_store.store import layout
@@ -93,6 +95,8 @@ class StoreEntry:
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_samples: int = 0
     loc: Location | None = None  # where its files are read (a folder: its real path)
+    damage: tuple[str, _Sig | None] | None = None  # a file found damaged when served, its stat
+    code: str = "store_invalid"  # the error code of an invalid store (api.errors.STORE_ERRORS)
 
     @property
     def location(self) -> Location:
@@ -188,6 +192,40 @@ def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
             entry.layouts[node] = parse_layout(node, entry.arrays[node])
 
 
+def _file_sizes(entry: StoreEntry) -> dict[str, int]:
+    """Size of every file of the store: one stat each on disk (a link out of the store counts
+    as missing: ``-1``), one listing on an object store (a stat per object would be a request
+    per object)."""
+    loc = entry.location
+    if not loc.is_local:
+        root = loc.fs._strip_protocol(loc.root).rstrip("/")
+        found = loc.fs.find(root, detail=True)
+        return {str(k)[len(root) + 1 :]: int(v.get("size") or 0) for k, v in found.items()}
+    sizes: dict[str, int] = {}
+    for key in entry.files:
+        real = os.path.realpath(os.path.join(entry.real, key))
+        if not real.startswith(entry.real + os.sep):
+            sizes[key] = -1
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            sizes[key] = os.stat(real).st_size
+    return sizes
+
+
+def _check_files(entry: StoreEntry) -> None:
+    """Every committed file must exist inside the store with its manifest size: a missing or
+    cut shard makes the store damaged at once, not at its first read."""
+    sizes = _file_sizes(entry)
+    for key, rec in sorted(entry.files.items()):
+        size = sizes.get(key)
+        if size == -1:
+            raise _invalid(key, "resolves outside the store (symlink)")
+        if size is None:
+            raise _invalid(key, "is missing")
+        if size != rec.size:
+            raise _invalid(key, f"is {size} bytes but the manifest says {rec.size} (truncated?)")
+
+
 def _open_entry(
     name: str, loc: Location, real: str, sigs: tuple[Any, Any], uid: int
 ) -> StoreEntry | None:
@@ -203,8 +241,12 @@ def _open_entry(
             entry.state = "incomplete"
             return entry
         _load_complete(entry, root)
+        _check_files(entry)
         entry.state = "complete"
     except StoreError as e:  # a store file fails its schema, or a version this code cannot read
+        entry.code = store_status(e)[1]
+        if isinstance(e, StoreDamaged) and e.file in entry.files:  # reopen once it is restored
+            entry.damage = (e.file, _sig(entry.location, e.file))
         entry.error = (
             f"store {name!r} is damaged and cannot be served: {e}; restore the file or "
             "regenerate the store (re-run the same `distill generate`)"
@@ -228,6 +270,14 @@ def check_root(root: str) -> Location:
         raise ValueError(f"--root {root} is not a directory")
     loc.probe()
     return loc
+
+
+def _same_damage(entry: StoreEntry) -> bool:
+    """False once the file a request found damaged has changed (restored?): reopen."""
+    if entry.damage is None:
+        return True
+    key, sig = entry.damage
+    return _sig(entry.location, key) == sig
 
 
 def _count_units(loc: Location) -> int:
@@ -300,7 +350,7 @@ class Registry:
         sigs = (_sig(child, ROOT_META), _sig(child, MANIFEST))
         book = _sig(child, BOOK)
         old = self._stores.get(name)
-        if old is not None and old.sigs == sigs and old.real == real:
+        if old is not None and old.sigs == sigs and old.real == real and _same_damage(old):
             if old.state == "incomplete":
                 old.committed_units = _count_units(child)
             return old
@@ -325,6 +375,17 @@ class Registry:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(run_in_threadpool(self.scan))
         await asyncio.shield(self._task)
+
+    def mark_damaged(self, name: str, key: str, reason: str) -> None:
+        """A request found ``key`` of store ``name`` damaged: list the store as invalid with the
+        reason and refuse its data (409) until the file changes on disk (then it is reopened)."""
+        with self._lock:
+            entry = self._stores.get(name)
+            if entry is None or entry.state != "complete":
+                return
+            entry.damage = (key, _sig(entry.location, key))
+            entry.state, entry.error, entry.code = "invalid", reason, "store_damaged"
+        log.warning("%s", reason)
 
     def list(self) -> list[StoreEntry]:
         """The stores as last scanned."""

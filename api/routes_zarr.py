@@ -39,9 +39,11 @@ ZarrKey = Annotated[
     ),
 ]
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+# zarr.json keys are sent as application/json, every other key as application/octet-stream.
+_KEY_BYTES = {**_BINARY, "application/json": {"schema": {"type": "object"}}}
 _DOC: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The key's bytes", "content": _BINARY},
-    206: {"description": "The requested byte range", "content": _BINARY},
+    200: {"description": "The key's bytes", "content": _KEY_BYTES},
+    206: {"description": "The requested byte range", "content": _KEY_BYTES},
     304: {"description": "Not modified (If-None-Match matched the ETag)"},
     416: {"description": "Range not satisfiable", "model": DATA_ERRORS[400]["model"]},
     **DATA_ERRORS,

@@ -78,5 +78,5 @@ def data_store(svc: Service, name: str) -> StoreEntry:
             "units committed); finish it with the same `distill generate` before reading it",
         )
     if entry.state == "invalid":
-        raise ApiError(409, "store_invalid", entry.error or f"store {name!r} cannot be served")
+        raise ApiError(409, entry.code, entry.error or f"store {name!r} cannot be served")
     return entry

@@ -30,6 +30,16 @@ def check_key(key: str) -> str:
     return key
 
 
+_HUGE = 1 << 62  # beyond any file
+
+
+def _number(digits: str) -> int:
+    """A Range number; one of thousands of digits is just huge (int() refuses > 4300 digits,
+    which was a 500)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _HUGE
+
+
 @dataclass(frozen=True)
 class ByteRange:
     start: int
@@ -51,12 +61,12 @@ def parse_range(header: str | None, total: int) -> ByteRange | bool | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last n bytes
-        n = int(last)
+        n = _number(last)
         if n == 0 or total == 0:
             return False
         return ByteRange(max(0, total - n), total)
-    a = int(first)
-    b = int(last) if last else total - 1
+    a = _number(first)
+    b = _number(last) if last else total - 1
     if last and b < a:
         return None
     if a >= total:

@@ -28,6 +28,34 @@ def _distill(*args: str) -> list[str]:
     return [sys.executable, "-m", "teacher_store.cli", *args]
 
 
+def _listening(port: int) -> set[str]:
+    """The IPv4/IPv6 addresses a socket listens on at ``port`` (from /proc/net/tcp*)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, hexport = local.split(":")
+                if int(hexport, 16) == port and state == "0A":  # 0A: LISTEN
+                    raw = bytes.fromhex(addr)
+                    # /proc prints each 32-bit word in host (little-endian) order
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    found.add(str(ipaddress.ip_address(raw)))
+    return found
+
+
+def test_serve_binds_loopback_unless_told() -> None:
+    from teacher_store.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--root", "."])
+    assert args.host == "127.0.0.1"
+    assert (
+        build_parser().parse_args(["serve", "--root", ".", "--host", "0.0.0.0"]).host == "0.0.0.0"
+    )
+
+
 @pytest.mark.slow
 def test_distill_serve_with_workers_and_token(served: dict[str, Path], tmp_path: Path) -> None:
     token_file = tmp_path / "token"
@@ -48,6 +76,7 @@ def test_distill_serve_with_workers_and_token(served: dict[str, Path], tmp_path:
             assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
         assert requests.get(f"{base}/v1/stores", timeout=5).status_code == 401
+        assert _listening(port) == {"127.0.0.1"}  # loopback only, unless --host says otherwise
         detail = requests.get(
             f"{base}/v1/stores/demo", headers={"Authorization": "Bearer cli-token"}, timeout=5
         ).json()

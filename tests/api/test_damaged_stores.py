@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from teacher_store.store.arrays import LocalStore
+from tests.reliability import record
 from tests.store_fixtures import LiveServer, build_store, copy_store, make_attrs
 
 MANIFEST = "_distill/manifest.json"
@@ -72,8 +73,19 @@ def _size_of_first_shard(size: int) -> Damage:
     return damage
 
 
+def _remove(key: str) -> Damage:
+    def damage(store: Path) -> None:
+        (store / key).unlink()
+
+    return damage
+
+
+SHARD = "ids/c/0/0/0"
 # name -> (damage, the file the reason must name)
 DAMAGES: dict[str, tuple[Damage, str]] = {
+    "shard-missing": (_remove(SHARD), SHARD),
+    "shard-truncated": (_truncate(SHARD), SHARD),
+    "shard-grown": (_write(SHARD, b"\x00" * 10_000), SHARD),
     "files-list": (_manifest_files([]), MANIFEST),
     "files-string": (_manifest_files("oops"), MANIFEST),
     "consolidated-int": (_consolidated_not_object, "zarr.json"),
@@ -112,16 +124,30 @@ def live(tmp_path_factory: pytest.TempPathFactory, pristine: Path) -> Iterator[L
         yield server
 
 
-def _check_good(live: LiveServer, pristine: Path) -> None:
-    r = requests.get(f"{live.url}/v1/stores/good/zarr/ids/c/0/0/0", timeout=10)
-    assert r.status_code == 200 and r.content == (pristine / "ids/c/0/0/0").read_bytes()
+def _lost(live: LiveServer, pristine: Path, name: str = "good") -> int:
+    """Reads of store ``name`` that differ from the pristine store's bytes (0 when all agree)."""
     from teacher_store.client import StoreClient
 
-    remote = StoreClient(f"{live.url}/v1/stores/good").read_block(1, 3, 40)
+    lost = 0
+    for key in ("zarr.json", SHARD, "values/c/0/1/0", "valid/c/0/1"):
+        r = requests.get(f"{live.url}/v1/stores/{name}/zarr/{key}", timeout=10)
+        lost += r.status_code != 200 or r.content != (pristine / key).read_bytes()
+    remote = StoreClient(f"{live.url}/v1/stores/{name}").read_block(1, 3, 40)
     local = LocalStore(pristine).read_block(1, 3, 40)
-    np.testing.assert_array_equal(remote.ids, local.ids)
-    np.testing.assert_array_equal(remote.values, local.values)
-    np.testing.assert_array_equal(remote.valid, local.valid)
+    for a, b in (
+        (remote.ids, local.ids),
+        (remote.values, local.values),
+        (remote.valid, local.valid),
+    ):
+        lost += not np.array_equal(a, b)
+    return lost
+
+
+def _check_good(live: LiveServer, pristine: Path, test: str = "", faults: int = 0) -> None:
+    lost = _lost(live, pristine)
+    if test:
+        record(test, faults_survived=faults, inputs_tried=faults, data_lost=lost)
+    assert lost == 0
 
 
 def _check_damaged(live: LiveServer, name: str, file: str) -> None:
@@ -140,20 +166,27 @@ def _check_damaged(live: LiveServer, name: str, file: str) -> None:
     assert requests.get(f"{live.url}/readyz", timeout=10).status_code == 200
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("name", sorted(DAMAGES))
 def test_damaged_at_start(live: LiveServer, pristine: Path, name: str) -> None:
     _check_damaged(live, f"start-{name}", DAMAGES[name][1])
-    _check_good(live, pristine)
+    _check_good(live, pristine, "damaged store files, at the service's start", 1)
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("name", sorted(DAMAGES))
 def test_damaged_while_serving(live: LiveServer, pristine: Path, name: str) -> None:
     root: Path = live.root  # type: ignore[attr-defined]
     store = copy_store(pristine, root / f"live-{name}")
     assert requests.get(f"{live.url}/v1/stores/live-{name}/blocks/0?start=0&stop=4", timeout=10).ok
     DAMAGES[name][0](store)
-    _check_damaged(live, f"live-{name}", DAMAGES[name][1])
-    _check_good(live, pristine)
+    file = DAMAGES[name][1]
+    # A shard is checked when it is read (the listing stays cheap): read it, then the store
+    # is listed as damaged and all of its data refused.
+    r = requests.get(f"{live.url}/v1/stores/live-{name}/zarr/{file}", timeout=10)
+    assert r.status_code == 409 and r.headers["content-type"] == "application/json"
+    _check_damaged(live, f"live-{name}", file)
+    _check_good(live, pristine, "damaged store files, while serving", 1)
     shutil.rmtree(store)
     assert requests.get(f"{live.url}/v1/stores/live-{name}", timeout=10).status_code == 404
 
@@ -194,3 +227,43 @@ def test_not_a_store_is_not_listed_but_damage_is_logged(
     assert stores["lost-root"]["state"] == "invalid"
     assert "zarr.json is missing" in stores["lost-root"]["error"]
     assert any("lost-root" in r.getMessage() for r in caplog.records)
+
+
+def _unit_record(how: str) -> Damage:
+    def damage(store: Path) -> None:
+        rec = store / "_distill/shards/0.0.json"
+        rec.write_bytes(b"\x00garbage{" if how == "garbage" else rec.read_bytes()[:7])
+
+    return damage
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_damaged_unit_record(live: LiveServer, pristine: Path, how: str) -> None:
+    """Unit records are the writer's progress notes; a finished store is defined by its
+    manifest, which checks every file: a bad unit record changes nothing that is served (at
+    start, via a restart, and while serving). An unfinished store with one stays unfinished
+    (409 for its data; ``distill generate`` redoes an unreadable record's unit)."""
+    from api.main import create_app
+    from api.settings import Settings
+
+    root: Path = live.root  # type: ignore[attr-defined]
+    store = copy_store(pristine, root / f"unit-{how}")
+    assert _lost(live, pristine, f"unit-{how}") == 0
+    _unit_record(how)(store)  # while serving
+    lost = _lost(live, pristine, f"unit-{how}")
+    partial = root / f"partial-unit-{how}"
+    build_store(partial, make_attrs(64, views=2, topk=3, chunk=16, shard=32), seed=5, units=1)
+    _unit_record(how)(partial)
+    with LiveServer(create_app(Settings(root=root, rescan_interval_s=0.0))) as fresh:  # at start
+        lost += _lost(fresh, pristine, f"unit-{how}")
+        listed = requests.get(f"{fresh.url}/v1/stores/partial-unit-{how}", timeout=10).json()
+        assert listed["state"] == "incomplete"
+        r = requests.get(
+            f"{fresh.url}/v1/stores/partial-unit-{how}/blocks/0?start=0&stop=4", timeout=10
+        )
+        assert r.status_code == 409 and r.json()["error"] == "store_incomplete"
+        lost += _lost(fresh, pristine)
+    record("damaged store files, unit records", faults_survived=2, inputs_tried=2, data_lost=lost)
+    assert lost == 0
+    shutil.rmtree(partial)

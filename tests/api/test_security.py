@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -13,7 +16,9 @@ import requests
 import zarr
 
 from teacher_store.client import StoreClient, StoreClientError
+from teacher_store.errors import StoreError
 from tests.api.conftest import SECRET
+from tests.reliability import record
 from tests.store_fixtures import LiveServer, copy_store
 
 
@@ -75,8 +80,8 @@ def test_symlinks_out_of_the_root(server: LiveServer, served: dict[str, Path]) -
         r = requests.get(f"{base}/linked/zarr/ids/c/0/0/0", timeout=10)
         assert r.status_code == 409 and SECRET not in r.content
         assert "outside the store" in r.json()["detail"]
-        r = requests.get(f"{base}/linked/zarr/ids/c/evil", timeout=10)
-        assert r.status_code == 404 and SECRET not in r.content
+        r = requests.get(f"{base}/linked/zarr/ids/c/evil", timeout=10)  # the store is damaged:
+        assert r.status_code == 409 and SECRET not in r.content  # all of its data is refused
         r = requests.get(f"{base}/linked/blocks/0?start=0&stop=10", timeout=10)
         assert r.status_code == 409 and SECRET not in r.content
         assert requests.get(f"{base}/escaped/zarr/zarr.json", timeout=10).status_code == 404
@@ -141,15 +146,22 @@ def test_damaged_shard_clear_error_never_wrong_data(
     assert requests.head(f"{base}/zarr/{key}", timeout=10).status_code == 409
     r = requests.get(f"{base}/blocks/2?start=250&stop=300", timeout=10)
     assert r.status_code == 409 and key in r.json()["detail"]
-    with pytest.raises(StoreClientError, match="damaged"):
+    with pytest.raises(StoreError, match="damaged"):
         StoreClient(base, retries=1).read_block(2, 300, 310)
-    good = requests.get(f"{base}/blocks/0?start=250&stop=300", timeout=10)  # other shards serve
-    assert good.status_code == 200
-    remote = zarr.open_group(f"{base}/zarr/", mode="r")
-    with pytest.raises(Exception):  # noqa: B017 - zarr/fsspec raise their own error types
-        remote["values"][2, 256:512]
+    # One damaged file: the whole store is listed as damaged (naming the file) and refuses its
+    # data, never mixing good and bad shards; the other stores serve as before.
+    listed = requests.get(f"{base}", timeout=10).json()
+    assert listed["state"] == "invalid" and key in listed["error"]
+    r = requests.get(f"{base}/blocks/0?start=250&stop=300", timeout=10)
+    assert r.status_code == 409 and r.json()["error"] == "store_damaged"
+    demo = zarr.open_group(f"{server.url}/v1/stores/demo/zarr/", mode="r")
     np.testing.assert_array_equal(
-        remote["values"][0, :], zarr.open_group(served["demo"])["values"][0, :]
+        demo["values"][2, :], zarr.open_group(served["demo"])["values"][2, :]
+    )
+    shutil.copyfile(served["demo"] / key, served["root"] / f"damaged-{how}" / key)  # restored
+    remote = zarr.open_group(f"{base}/zarr/", mode="r")
+    np.testing.assert_array_equal(
+        remote["values"][2, :], zarr.open_group(served["demo"])["values"][2, :]
     )
 
 
@@ -175,3 +187,145 @@ def test_swapped_shard_with_matching_crc32c_is_refused(
     r = requests.get(f"{server.url}/v1/stores/swapped/zarr/{pair[0]}", timeout=10)
     assert r.status_code == 409
     assert pair[0] in r.json()["detail"] and "sha256" in r.json()["detail"]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _leaks(body: bytes, served: dict[str, Path], token: str | None = None) -> list[str]:
+    """What a response body must never carry: a traceback, a filesystem path outside the
+    served root (the test folder above it, the code's own folder, site-packages), the token."""
+    bad = [b"Traceback", b'File "', b"site-packages", str(REPO).encode()]
+    bad.append(str(served["base"]).encode())  # every path outside the root starts above it
+    if token:
+        bad.append(token.encode())
+    return [b.decode() for b in bad if b in body]
+
+
+def _hostile_paths() -> list[str]:
+    """Store names and keys with unicode, encoded separators, CR/LF and 10k-character lengths."""
+    long_ascii, long_unicode = "a" * 10_000, "é" * 10_000
+    names = [
+        "d%C3%ABmo", "%E6%97%A5%E6%9C%AC", "demo%E2%80%AE", "demo%2Fzarr", "demo%5Czarr",
+        "demo%00", "%2E", "demo%0D%0AX-Injected:%201", "", "demo/", "demo%0AX-Injected:%201",
+        "demo%3Bx=1",
+        "demo%20", "-demo", ".demo", long_ascii, quote(long_unicode[:3000]),
+    ]  # fmt: skip
+    keys = [
+        "zarr.json%00", "ids%5Czarr.json", "", "ids/", "%C3%A9/zarr.json",
+        "ids/c/0/0/0%0D%0AX-Injected:%201", "ids/c/%E2%80%AE0/0/0", long_ascii,
+        quote(long_unicode[:3000]), "ids/" + "c/" * 3000 + "0",
+    ]  # fmt: skip
+    out = []
+    for name in names:
+        out += [f"/v1/stores/{name}", f"/v1/stores/{name}/zarr/zarr.json",
+                f"/v1/stores/{name}/blocks/0?start=0&stop=1"]  # fmt: skip
+    out += [f"/v1/stores/demo/zarr/{key}" for key in keys]
+    out += [f"/v1/stores/demo/blocks/{v}?start=0&stop=1" for v in ("%C3%A9", long_ascii, "-1")]
+    out += [f"/v1/stores/demo/blocks/0?start={long_ascii}&stop=1", f"/{long_ascii}"]
+    return out
+
+
+def _raw(server: LiveServer, method: str, path: str, headers: dict[str, str]) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.getheaders(), resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.reliability
+def test_hostile_names_and_keys(
+    token_server: tuple[LiveServer, str], served: dict[str, Path]
+) -> None:
+    """Unicode, encoded separators, CR/LF (header injection) and 10k-character store names and
+    keys: a 4xx, JSON when the app answers, no injected header, nothing leaked."""
+    live, token = token_server
+    paths = _hostile_paths()
+    failures = []
+    for path in paths:
+        spoofed = {"Authorization": f"Bearer {token}", "Host": "evil.example"}
+        status, headers, body = _raw(live, "GET", path, spoofed)
+        names = {k.lower() for k, _ in headers}
+        why = _leaks(body, served, token)
+        if any("evil.example" in v for _, v in headers) or b"evil.example" in body:
+            why.append("the Host header is reflected")
+        if not 400 <= status < 500:
+            why.append(f"status {status}")
+        if "x-injected" in names or any("\r" in v or "\n" in v for _, v in headers):
+            why.append("header injected")
+        if dict((k.lower(), v) for k, v in headers).get("content-type") == "application/json":
+            if json.loads(body)["status"] != status:
+                why.append("JSON body disagrees with the status")
+        elif status != 400:  # only uvicorn's own 400 for a malformed request head is not JSON
+            why.append(f"non-JSON {status}")
+        if why:
+            failures.append((path[:80], why))
+    record("security: hostile store names and keys", inputs_tried=len(paths),
+           data_lost=len(failures))  # fmt: skip
+    assert not failures
+
+
+def test_encoded_slash_in_a_key_is_the_same_key(server: LiveServer) -> None:
+    """uvicorn decodes %2F in the path: ``ids%2Fzarr.json`` is the key ``ids/zarr.json`` (the
+    same bytes), never another file."""
+    _, _, body = _raw(server, "GET", "/v1/stores/demo/zarr/ids%2Fzarr.json", {})
+    assert (
+        body == requests.get(f"{server.url}/v1/stores/demo/zarr/ids/zarr.json", timeout=10).content
+    )
+
+
+@pytest.mark.reliability
+def test_options_and_trace_refused(
+    token_server: tuple[LiveServer, str], served: dict[str, Path]
+) -> None:
+    """OPTIONS and TRACE are refused everywhere (405 JSON, or 404 where nothing is); TRACE never
+    echoes the request (its headers, the token)."""
+    live, token = token_server
+    paths = ["/", "/v1/stores", "/v1/stores/demo", "/v1/stores/demo/zarr/zarr.json",
+             "/v1/stores/demo/blocks/0?start=0&stop=1", "/healthz", "/readyz", "/metrics",
+             "/docs", "/openapi.json", "/static/swagger-ui/swagger-ui.css", "/ui/static/x",
+             "/nowhere", "*"]  # fmt: skip
+    probe = {"Authorization": f"Bearer {token}", "X-Probe": "probe-3c1f"}
+    tried = 0
+    for method in ("OPTIONS", "TRACE"):
+        for path in paths:
+            status, _, body = _raw(live, method, path, probe)
+            tried += 1
+            assert status in (400, 404, 405), (method, path, status)
+            assert b"probe-3c1f" not in body and not _leaks(body, served, token), (method, path)
+            assert json.loads(body)["status"] == status, (method, path, body[:200])
+    record("security: OPTIONS and TRACE refused", inputs_tried=tried)
+
+
+@pytest.mark.reliability
+def test_token_compared_in_constant_time(
+    token_server: tuple[LiveServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every token check goes through hmac.compare_digest (constant time in the length of the
+    configured token), given the whole presented token, whatever its length or prefix."""
+    import hmac
+
+    live, token = token_server
+    real, calls = hmac.compare_digest, []
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    tries = ["", "x", token[:-1], token + "x", token[:5] + "?" * (len(token) - 5), "é" * 40, token]
+    for given in tries:
+        r = requests.get(
+            f"{live.url}/v1/stores", headers={"Authorization": f"Bearer {given}"}, timeout=10
+        )
+        assert r.status_code == (200 if given == token else 401), given
+    presented = [a for a, _ in calls]
+    assert {b for _, b in calls} == {token.encode()}
+    assert [t.encode() for t in tries if t] == [p for p in presented if p], presented
+    record("security: token compared in constant time", inputs_tried=len(tries))

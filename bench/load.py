@@ -1,0 +1,326 @@
+"""Load on `distill serve`: N concurrent async clients (httpx) for S seconds on loopback.
+
+Each client loops over a mix of requests against a synthetic store: zarr keys, whole (25%) and
+ranged (25%, including suffix ranges), blocks (35%) and metadata (15%: the list and one store).
+Every answer is checked against the store's files (zarr keys) or a local decode (blocks): a
+mismatch is data lost. Errors are any status other than 200/206 except deliberate 503s
+(overload, with Retry-After). The server's RSS is sampled from /proc every 0.25 s: growth per
+worker process (peak minus the level after one warm-up request of each kind) must stay within
+the configured cache plus 10%.
+
+Usage: ``.venv/bin/python bench/load.py [--clients 64] [--seconds 60] [--workers 1 2]``
+(``--json PATH`` also writes the figures; bench/reliability.py runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from _common import REPO, free_port, load, table
+
+MiB = 1 << 20
+MIX = (("zarr full", 25), ("zarr range", 25), ("block", 35), ("metadata", 15))
+
+
+@dataclass
+class Result:
+    workers: int
+    clients: int
+    seconds: float
+    cache_bytes: int
+    requests: int = 0
+    errors: int = 0
+    busy_503: int = 0
+    data_lost: int = 0
+    latency_ms: dict[str, list[float]] = field(default_factory=dict)  # endpoint -> [p50, p99]
+    rss_growth_mib: list[float] = field(default_factory=list)  # per worker process
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def rss_bound_mib(self) -> float:
+        return self.cache_bytes * 1.1 / MiB
+
+    @property
+    def ok(self) -> bool:
+        within = max(self.rss_growth_mib, default=0.0) <= self.rss_bound_mib
+        return self.errors == 0 and self.data_lost == 0 and within
+
+
+def build_store(path: Path, views: int, samples: int) -> None:
+    """A finished store of random teacher-like targets (K=10, logprob-f16)."""
+    from teacher_store.store.arrays import create_store, finalize, write_unit
+    from teacher_store.store.layout import shard_units
+    from teacher_store.store.schema import StoreAttrs, encode_values
+    from teacher_store.views.codec import CODEC_VERSION
+
+    attrs = StoreAttrs(
+        codec_version=CODEC_VERSION, num_samples=samples, views=views, topk=10,
+        num_classes=1000, value_encoding="logprob-f16", store_seed=0, chunk_samples=1024,
+        shard_samples=8192, shard_views=2, teacher={"name": "synthetic", "architecture": "none"},
+        dataset={"num_samples": samples, "sha256": "0" * 64, "classes": [], "version": 1},
+        recipe={"name": "bench"}, config={}, libraries={},
+    )  # fmt: skip
+    create_store(path, attrs, overwrite=True)
+    rng = np.random.default_rng(0)
+    units = shard_units(attrs)
+    for u in units:
+        rs, n = u.slot_stop - u.slot_start, u.stop - u.start
+        ids = rng.integers(0, 1000, (rs, n, 10)).astype(np.uint16)
+        logits = np.sort(rng.normal(0, 2.5, (rs, n, 10)), -1)[..., ::-1]
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 400.0)
+        valid = np.ones((rs, n), np.uint8)
+        write_unit(path, u, ids, encode_values(logp, "logprob-f16"), valid, [])
+    finalize(path, units)
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _workers(pid: int) -> list[int]:
+    """The uvicorn processes serving requests: the children of ``pid``, else ``pid`` itself."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                kids.append(int(entry))
+    # multiprocessing's resource tracker is a child too; it holds no cache and barely grows
+    return kids or [pid]
+
+
+def serve(root: Path, port: int, workers: int, cache_bytes: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "teacher_store.cli", "serve", "--root", str(root),
+           "--port", str(port), "--workers", str(workers), "--cache-bytes", str(cache_bytes),
+           "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    import requests
+
+    for _ in range(600):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
+                return proc
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit("distill serve exited")
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("distill serve did not become ready")
+
+
+class Expected:
+    """What each request must return: the store's files and locally decoded blocks."""
+
+    def __init__(self, store: Path, block: int) -> None:
+        from teacher_store.store.arrays import LocalStore
+
+        self.files = {
+            str(p.relative_to(store)): p.read_bytes()
+            for p in store.rglob("*")
+            if p.is_file() and "_distill/shards" not in str(p)
+        }
+        self.shards = sorted(k for k in self.files if "/c/" in k)
+        self.local = LocalStore(store)
+        self.block = block
+        self._blocks: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+
+    def block_arrays(self, slot: int, start: int) -> tuple[np.ndarray, ...]:
+        if (slot, start) not in self._blocks:
+            b = self.local.read_block(slot, start, start + self.block)
+            self._blocks[slot, start] = (b.ids, b.values, b.valid)
+        return self._blocks[slot, start]
+
+
+def _request(rng: random.Random, exp: Expected, views: int, samples: int) -> tuple[str, str, dict]:
+    kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+    base = "/v1/stores/load"
+    if kind == "metadata":
+        return kind, rng.choice(["/v1/stores", base]), {}
+    if kind == "block":
+        slot, start = rng.randrange(views), rng.randrange(samples // exp.block) * exp.block
+        return kind, f"{base}/blocks/{slot}?start={start}&stop={start + exp.block}", {}
+    key = rng.choice(exp.shards)
+    if kind == "zarr full":
+        return kind, f"{base}/zarr/{key}", {}
+    size = len(exp.files[key])
+    a = rng.randrange(size)
+    spec = rng.choice([f"bytes={a}-{min(size - 1, a + 4095)}", f"bytes=-{min(size, 4096)}"])
+    return kind, f"{base}/zarr/{key}", {"Range": spec}
+
+
+def _lost(kind: str, path: str, hdrs: dict, body: bytes, exp: Expected) -> bool:
+    """True when a 200/206 body is not exactly what the store holds."""
+    if kind == "metadata":
+        return b'"load"' not in body
+    if kind == "block":
+        from teacher_store.store.blockfmt import decode_block
+
+        slot = int(path.split("/blocks/")[1].split("?")[0])
+        start = int(path.split("start=")[1].split("&")[0])
+        got = decode_block(body)
+        want = exp.block_arrays(slot, start)
+        return not all(np.array_equal(g, w) for g, w in zip(
+            (got.ids, got.values, got.valid), want, strict=True))  # fmt: skip
+    data = exp.files[path.split("/zarr/")[1]]
+    if "Range" not in hdrs:
+        return body != data
+    spec = hdrs["Range"].split("=")[1]
+    a, b = spec.split("-")
+    want = data[-int(b) :] if not a else data[int(a) : int(b) + 1]
+    return body != want
+
+
+async def _client(
+    url: str, exp: Expected, deadline: float, seed: int, res: Result, lat: dict[str, list[float]]
+) -> None:
+    import httpx
+
+    rng = random.Random(seed)
+    views, samples = exp.local.attrs.views, exp.local.attrs.num_samples
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while time.monotonic() < deadline:
+            kind, path, hdrs = _request(rng, exp, views, samples)
+            t0 = time.perf_counter()
+            try:
+                r = await client.get(path, headers=hdrs)
+            except httpx.HTTPError as e:
+                res.errors += 1
+                res.error_samples.append(f"{kind} {path}: {type(e).__name__}")
+                continue
+            lat.setdefault(kind, []).append((time.perf_counter() - t0) * 1e3)
+            res.requests += 1
+            if r.status_code == 503 and "retry-after" in r.headers:
+                res.busy_503 += 1
+                await asyncio.sleep(float(r.headers["retry-after"]) * rng.random())
+            elif r.status_code not in (200, 206):
+                res.errors += 1
+                res.error_samples.append(f"{kind} {path}: {r.status_code} {r.text[:100]}")
+            elif _lost(kind, path, hdrs, r.content, exp):
+                res.data_lost += 1
+
+
+async def _sample_rss(pids: list[int], peaks: dict[int, int], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        for pid in pids:
+            peaks[pid] = max(peaks.get(pid, 0), _rss_kib(pid))
+        await asyncio.sleep(0.25)
+
+
+async def _drive(url: str, exp: Expected, res: Result, pids: list[int]) -> None:
+    lat: dict[str, list[float]] = {}
+    peaks: dict[int, int] = {}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_rss(pids, peaks, stop))
+    base = {pid: _rss_kib(pid) for pid in pids}
+    deadline = time.monotonic() + res.seconds
+    await asyncio.gather(*(_client(url, exp, deadline, i, res, lat) for i in range(res.clients)))
+    stop.set()
+    await sampler
+    res.rss_growth_mib = [round((peaks[p] - base[p]) / 1024, 1) for p in pids]
+    for kind, xs in sorted(lat.items()):
+        q = statistics.quantiles(xs, n=100) if len(xs) > 1 else [xs[0]] * 99
+        res.latency_ms[kind] = [round(q[49], 1), round(q[98], 1)]
+    res.error_samples = res.error_samples[:5]
+
+
+def _warm_up(url: str, exp: Expected) -> None:
+    """One request of each kind per worker, so lazy imports are not counted as growth."""
+    import requests
+
+    for _ in range(8):
+        for path in ("/v1/stores", "/v1/stores/load", f"/v1/stores/load/zarr/{exp.shards[0]}",
+                     f"/v1/stores/load/blocks/0?start=0&stop={exp.block}"):  # fmt: skip
+            requests.get(url + path, headers={"Range": "bytes=0-9"}, timeout=30)
+
+
+def run_one(root: Path, exp: Expected, workers: int, clients: int, seconds: float,
+            cache_bytes: int) -> Result:  # fmt: skip
+    port = free_port()
+    proc = serve(root, port, workers, cache_bytes)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        time.sleep(1.0 if workers > 1 else 0.0)  # let every worker finish its start-up
+        _warm_up(url, exp)
+        res = Result(workers, clients, seconds, cache_bytes)
+        asyncio.run(_drive(url, exp, res, _workers(proc.pid)))
+        return res
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def report(results: list[Result]) -> str:
+    rows = []
+    for r in results:
+        lat = "; ".join(f"{k} {v[0]:.0f}/{v[1]:.0f}" for k, v in r.latency_ms.items())
+        rows.append([r.workers, r.clients, f"{r.seconds:g}", r.requests,
+                     f"{r.requests / r.seconds:.0f}", r.errors, r.busy_503, r.data_lost, lat,
+                     f"{max(r.rss_growth_mib, default=0):.1f} / {r.rss_bound_mib:.1f}",
+                     "ok" if r.ok else "FAILED"])  # fmt: skip
+    head = ["workers", "clients", "s", "requests", "req/s", "errors", "503s", "data lost",
+            "p50/p99 ms by endpoint", "RSS growth / bound MiB", "verdict"]  # fmt: skip
+    return table(head, rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--cache-mib", type=int, default=32, help="the service's --cache-bytes")
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--samples", type=int, default=262144, help="(the store outgrows the cache)")
+    p.add_argument("--block", type=int, default=1024, help="samples per block request")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_store(root / "load", args.views, args.samples)
+        exp = Expected(root / "load", args.block)
+        size = sum(len(v) for v in exp.files.values())
+        print(f"store: R={args.views} N={args.samples} K=10, {size / MiB:.1f} MiB; "
+              f"cache {args.cache_mib} MiB per worker; {load()}", flush=True)  # fmt: skip
+        results = [run_one(root, exp, w, args.clients, args.seconds, args.cache_mib * MiB)
+                   for w in args.workers]  # fmt: skip
+    print(report(results))
+    for r in results:
+        for line in r.error_samples:
+            print(f"  workers={r.workers}: {line}")
+    if args.json:
+        out = [{**asdict(r), "rss_bound_mib": r.rss_bound_mib, "ok": r.ok} for r in results]
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

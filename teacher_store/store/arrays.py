@@ -10,6 +10,7 @@ Where each of these lives is :mod:`teacher_store.store.layout`'s business.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -129,13 +130,14 @@ def create_store(
             raise StoreConflict(
                 f"output {where} is {what}; choose another --out or pass --overwrite"
             )
-        loc.remove_all()
+        loc.clear()
     try:
         _create_arrays(loc, attrs)
     except OSError:
         # A half-created store (disk full) has no root zarr.json and would be refused as "not a
         # store" on the re-run; remove what was written so the same command starts afresh.
-        loc.remove_all()
+        with contextlib.suppress(OSError):
+            loc.clear()
         raise
     return False
 

@@ -230,10 +230,18 @@ class Location:
         except (FileNotFoundError, NotADirectoryError):
             return True
 
-    def remove_all(self) -> None:
-        """Delete the root and everything under it."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.root, recursive=True)
+    def clear(self) -> None:
+        """Delete everything under the root; a folder itself stays (it may be a mount point)."""
+        if not self.is_local:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.root, recursive=True)  # a prefix: nothing stays
+            return
+        try:
+            children = self.fs.ls(self.root, detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for child in children:
+            self.fs.rm(child, recursive=True)
 
     def sizes(self) -> tuple[int, int]:
         """(bytes, files) of everything stored under the root."""

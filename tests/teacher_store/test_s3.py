@@ -213,3 +213,36 @@ def test_train_reads_its_targets_from_s3(
         weights.append(state)
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_unfinished_resumed_and_overwritten_store_local_and_s3(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The writer's protocol on both storages: records, resume, --overwrite, completion."""
+    from teacher_store.store.arrays import committed_units, create_store
+    from teacher_store.store.layout import shard_units
+    from tests.s3_fixtures import store_location
+    from tests.store_fixtures import build_store, make_attrs
+
+    s3 = request.getfixturevalue("s3_server") if kind == "s3" else None
+    where = store_location(kind, "synthetic", tmp_path, s3)
+    old = make_attrs(128, views=2, chunk=64, shard=64)
+    build_store(where, old, units=1)  # type: ignore[arg-type]
+    units = shard_units(old)
+    assert committed_units(where, units) == {units[0].name}
+    info = store_info(where)
+    assert (info["complete"], info["units_committed"], info["units_total"]) == (False, 1, 2)
+    assert create_store(where, old) is True  # same config: resumed, nothing removed
+    assert committed_units(where, units) == {units[0].name}
+
+    new = make_attrs(128, views=1, chunk=64, shard=64, shard_views=1)
+    with pytest.raises(ValueError, match="a different store"):
+        create_store(where, new)
+    build_store(where, new)  # type: ignore[arg-type]  # overwrite=True: the old store goes
+    store = LocalStore(where)
+    assert store.complete and store.attrs == new
+    assert sorted(store.manifest["files"]) == sorted(  # type: ignore[index]
+        k for u in shard_units(new) for k in u.keys().values()
+    )
+    assert store_info(where)["files_on_disk"] == 4 + 3 * 2 + 1 + 2  # metadata, shards, records

@@ -30,3 +30,11 @@ def lite0():
     from models import create_teacher
 
     return create_teacher("efficientnet_lite0")
+
+
+@pytest.fixture
+def store_address(tmp_path: Path) -> str:
+    """Where multi-node tests write their stores: a prefix under which each test names its
+    stores (``f"{store_address}/ref"``). A local folder; an ``s3://bucket/prefix`` on a moto
+    server is the same to the tests (they read stores through fsspec and open_store)."""
+    return str(tmp_path / "stores")

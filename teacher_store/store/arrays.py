@@ -88,6 +88,14 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def store_differences(path: str | os.PathLike[str], attrs: StoreAttrs) -> list[str]:
+    """What differs between the store at ``path`` and ``attrs`` (``["not a store"]`` when there
+    is none); empty when ``attrs`` describe that store. Library versions do not count."""
+    root = Path(path)
+    old = layout.read_root_attrs(Location.local(root)) if root.is_dir() else None
+    return _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
+
+
 def create_store(path: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False) -> bool:
     """Create an empty store at ``path``, or accept an existing one with the same config.
 

@@ -64,6 +64,10 @@ def init_runtime(device: str = "auto", timeout_s: float | None = None) -> Runtim
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
         timeout = timedelta(seconds=timeout_s) if timeout_s else None
+        if backend == "nccl":
+            # nccl collectives without a device (barrier, broadcast_object_list) use the current
+            # one: cuda:0 on every rank of a node unless each rank selects its own.
+            torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group(backend, timeout=timeout)
     return Runtime(rank, world, local_rank, resolve_device(device, local_rank))
 

@@ -56,3 +56,18 @@ def test_two_nodes_train_the_weights_of_one_node_with_two_processes(
     assert opt_a.keys() == opt_b.keys() and opt_a
     for sa, sb in zip(opt_a.values(), opt_b.values(), strict=True):
         assert all(torch.equal(sa[n], sb[n]) for n in sa if torch.is_tensor(sa[n]))
+
+
+def test_resume_without_a_checkpoint_stops_every_node_with_one_line(
+    small_store, demo_data, tmp_path
+):
+    """Rank 0 reads last.pth for every rank: when it has none, every node fails with rank 0's
+    one-line reason (no node waits forever, none trains from scratch)."""
+    argv = _argv(str(small_store), demo_data, tmp_path / "empty", "--resume")
+    done = run_nodes([argv] * 2, [child_env(), child_env()])
+    for d in done:
+        assert d.returncode != 0
+        lines = [x for x in d.stderr.splitlines() if x.startswith("distill train: error:")]
+        assert len(lines) == 1, d.stderr[-2000:]
+        assert "last.pth does not exist" in lines[0]
+        assert "]: Traceback" not in d.stderr  # no worker traceback ("[rank1]: Traceback")

@@ -42,8 +42,10 @@ from teacher_store.images.dataset import ImageFolder
 from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
+# "out": a moved run folder, or one shared folder mounted at other paths on other nodes.
 RUNTIME_FIELDS = frozenset(
     {
+        "out",
         "workers",
         "progress",
         "device",

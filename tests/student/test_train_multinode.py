@@ -41,11 +41,16 @@ def test_two_nodes_train_the_weights_of_one_node_with_two_processes(
     one = run_one_node(_argv(store, demo_data, tmp_path / "one"), 2, env)
     _ok([one])
 
-    # 2 nodes: stopped after 2 steps (mid-epoch), then resumed by a new pair of launchers.
+    # 2 nodes: stopped after 2 steps (mid-epoch), then resumed by a new pair of launchers. The
+    # run folder is shared but mounted at another path on the second node (a link here).
     two = tmp_path / "two"
-    _ok(run_nodes([_argv(store, demo_data, two, "--max-steps", "2")] * 2, [env, env]))
+    two.mkdir()
+    (tmp_path / "mount").symlink_to(two, target_is_directory=True)
+    outs = (two, tmp_path / "mount")
+    first = [_argv(store, demo_data, out, "--max-steps", "2") for out in outs]
+    _ok(run_nodes(first, [env, env]))
     assert _state(two)["step"] == 2
-    _ok(run_nodes([_argv(store, demo_data, two, "--resume")] * 2, [env, env]))
+    _ok(run_nodes([_argv(store, demo_data, out, "--resume") for out in outs], [env, env]))
 
     a, b = _state(tmp_path / "one"), _state(two)
     assert a["step"] == b["step"] == 8 and a["cursor"] == b["cursor"]

@@ -327,7 +327,8 @@ def _pin_threads(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
     if threads is None and rank == 0:
         recorded = recorded_config(cfg.out) or {}
         threads = int(recorded.get("threads") or torch.get_num_threads())
-    threads = cfg.threads or share_from_main(threads, world)
+    shared = share_from_main(threads, world)  # a collective: every rank takes part
+    threads = cfg.threads or shared
     assert threads is not None  # rank 0 always resolves one
     torch.set_num_threads(threads)
     return cfg.model_copy(update={"threads": threads})

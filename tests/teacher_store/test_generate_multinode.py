@@ -52,10 +52,11 @@ def test_two_nodes_write_the_one_process_store(demo_data, store_address):
 
 
 def test_a_launcher_with_other_options_is_refused(demo_data, store_address):
+    """One launcher asks for --threads (the count the other one has by default): every rank
+    still takes part in sharing rank 0's count, and only --topk is reported."""
     out = f"{store_address}/mixed"
-    done = run_nodes(
-        [_argv(demo_data, out), _argv(demo_data, out, topk=3)], [child_env(), child_env()]
-    )
+    argvs = [_argv(demo_data, out), _argv(demo_data, out, topk=3, threads=1)]
+    done = run_nodes(argvs, [child_env(threads=1), child_env(threads=2)])
     assert all(d.returncode != 0 for d in done)
     errs = "\n".join(d.stderr for d in done)
     # The launcher with other options names what differs on one line (torchrun and the peer it
@@ -63,5 +64,5 @@ def test_a_launcher_with_other_options_is_refused(demo_data, store_address):
     lines = [x for x in errs.splitlines() if "differ from rank 0's store" in x]
     assert len(lines) == 1, errs[-3000:]
     assert lines[0].startswith("distill generate: error: rank 1: this launcher's generate")
-    assert "config.topk" in lines[0] and out in lines[0]
+    assert "config.topk" in lines[0] and out in lines[0] and "config.threads" not in lines[0]
     assert "manifest.json" not in store_digest(out)  # no store claims to be complete

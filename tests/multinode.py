@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,22 +46,12 @@ def run_nodes(
             "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
             "--rdzv-id", "distill-test", "--no-python", str(BIN / "distill"), *argv,
         ]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                cmd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    done = []
+        procs.append(_start(cmd, env))
     try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        return [_finish(proc, timeout) for proc in procs]
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return done
+            _kill_group(proc)
 
 
 def run_one_node(
@@ -70,7 +62,36 @@ def run_one_node(
         str(BIN / "torchrun"), "--standalone", "--nproc-per-node", str(nproc), "--no-python",
         str(BIN / "distill"), *argv,
     ]  # fmt: skip
-    return subprocess.run(cmd, env=dict(env), capture_output=True, text=True, timeout=timeout)
+    proc = _start(cmd, env)
+    try:
+        return _finish(proc, timeout)
+    finally:
+        _kill_group(proc)
+
+
+def _start(cmd: list[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+    # A session of its own: a launcher that hangs is killed with its workers (killing torchrun
+    # alone would leave them waiting in a collective).
+    return subprocess.Popen(
+        cmd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill what is left of a launcher's process group (nothing, after a clean exit)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def store_digest(address: str) -> dict[str, str]:

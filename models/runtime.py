@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,39 @@ def dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def init_runtime(device: str = "auto") -> Runtime:
-    """Join torchrun's process group when launched by it (nccl on CUDA, else gloo)."""
+def init_runtime(device: str = "auto", timeout_s: float | None = None) -> Runtime:
+    """Join torchrun's process group when launched by it (nccl on CUDA, else gloo).
+
+    ``timeout_s``: how long a collective (a barrier) may wait for the slowest rank; None keeps
+    torch's default (30 min gloo, 10 min nccl).
+    """
     import torch
 
     rank, world, local_rank = dist_env()
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        timeout = timedelta(seconds=timeout_s) if timeout_s else None
+        if backend == "nccl":
+            # nccl collectives without a device (barrier, broadcast_object_list) use the current
+            # one: cuda:0 on every rank of a node unless each rank selects its own.
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(backend, timeout=timeout)
     return Runtime(rank, world, local_rank, resolve_device(device, local_rank))
+
+
+def share_from_main(value: T, world: int, device: Any = None) -> T:
+    """Rank 0's ``value`` on every rank (``value`` must pickle); itself for one process.
+
+    Ranks on other nodes need not see rank 0's files: what rank 0 read is sent to them.
+    ``device``: this rank's device (nccl sends through it); None for gloo.
+    """
+    import torch
+
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0, device=device)
+    return box[0]
 
 
 def barrier(world: int) -> None:

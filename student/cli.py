@@ -55,6 +55,7 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from models.runtime import dist_env
     from student.config import load_train_config
     from student.train import run_train
     from teacher_store.cli import CommandError
@@ -69,6 +70,8 @@ def _run_train(args: argparse.Namespace) -> int:
         s = run_train(cfg)
     except (StoreChangedError, RetryBudgetError) as e:
         raise CommandError(str(e)) from None  # a failed job (exit 1), not bad input (2)
+    if dist_env()[0] != 0:
+        return 0  # rank 0 reports (and wrote the checkpoint); other nodes' out may not hold it
     keys = ("epoch", "step", "loss", "images_per_s", "top1", "top5")
     print("trained " + cfg.model + ": " + ", ".join(f"{k}={_fmt(s[k])}" for k in keys if k in s))
     print(agreement_line(s))

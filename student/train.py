@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.runtime import Runtime, dist_env, init_runtime
+from models.runtime import Runtime, dist_env, init_runtime, share_from_main
 from student.checkpoint import load_checkpoint, save_checkpoint
 from student.config import TrainConfig
 from student.curriculum import (
@@ -42,8 +42,10 @@ from teacher_store.images.dataset import ImageFolder
 from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
+# "out": a moved run folder, or one shared folder mounted at other paths on other nodes.
 RUNTIME_FIELDS = frozenset(
     {
+        "out",
         "workers",
         "progress",
         "device",
@@ -133,8 +135,19 @@ def _build_run(
     return _Run(cfg, model, optimizer, ema)
 
 
-def _resume(run: _Run, out: Path) -> None:
-    state = load_checkpoint(out / "last.pth")
+def _resume(run: _Run, out: Path, rt: Runtime) -> None:
+    """Restore rank 0's last.pth on every rank: only rank 0 writes checkpoints, so on other
+    nodes ``out`` may hold none, or a stale one from an older job."""
+    state: dict[str, Any] | ValueError | None = None
+    if rt.is_main:
+        try:
+            state = load_checkpoint(out / "last.pth")
+        except ValueError as e:  # every rank fails with rank 0's one-line reason
+            state = e
+    state = share_from_main(state, rt.world, rt.device if rt.device.type == "cuda" else None)
+    if isinstance(state, ValueError):
+        raise state
+    assert state is not None
     old = {k: v for k, v in state["config"].items() if k not in RUNTIME_FIELDS | {"resume"}}
     new = {k: v for k, v in run.cfg.to_dict().items() if k not in RUNTIME_FIELDS | {"resume"}}
     diff = sorted(k for k in new if old.get(k) != new[k])
@@ -346,7 +359,7 @@ def _train(
         rates = (max(curriculum.drop_rate), max(curriculum.drop_path))
     run = _build_run(cfg, attrs.num_classes, img_size, device, rates)
     if cfg.resume:
-        _resume(run, out)
+        _resume(run, out, rt)
     module = run.model
     if rt.world > 1:
         ids = [rt.local_rank] if device.type == "cuda" else None

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.runtime import barrier, dist_env, init_runtime
+from models.runtime import barrier, dist_env, init_runtime, share_from_main
 from teacher_store.cli import CommandError
+from teacher_store.errors import StoreConflict
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
     ImageFolder,
@@ -36,6 +37,7 @@ from teacher_store.store.arrays import (
     finalize,
     output_location,
     recorded_config,
+    store_differences,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.encodings import encoding_kl
@@ -54,6 +56,10 @@ from teacher_store.views.replay import Replayer, UnreadableSampleError
 # Config fields that do not change a store's bytes: a resume may change them freely.
 _DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
 RUNTIME_FIELDS = ("data", "out", "checkpoint", "workers", "device", "overwrite", "progress")
+# Ranks meet only at the start and the end: the final barrier waits for the slowest rank's
+# whole share of the units, which can take hours longer than the fastest rank's (other GPUs,
+# a node that joined a resumed job with fewer units left), far past torch's 10-30 min default.
+_BARRIER_TIMEOUT_S = 24 * 3600.0
 
 
 class GenerateConfig(BaseModel):
@@ -308,17 +314,22 @@ def _run_units(
         yield writer.write(cfg.out)
 
 
-def _pin_threads(cfg: GenerateConfig) -> GenerateConfig:
+def _pin_threads(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
     """Fix torch's thread count for this job: asked for, else the store's, else the default.
 
     Every process of a job (any world size, any resume) then computes with the same count, so
     the teacher's CPU float results, and hence the store's bytes, do not depend on how the job
-    was launched (torchrun starts each rank with one thread).
+    was launched (torchrun starts each rank with one thread, or, with one process per node,
+    with the node's core count). Rank 0 decides; a rank without --threads adopts its count
+    (one asked for another count is refused by the store check in _generate).
     """
     threads = cfg.threads
-    if threads is None:
+    if threads is None and rank == 0:
         recorded = recorded_config(cfg.out) or {}
         threads = int(recorded.get("threads") or torch.get_num_threads())
+    shared = share_from_main(threads, world)  # a collective: every rank takes part
+    threads = cfg.threads or shared
+    assert threads is not None  # rank 0 always resolves one
     torch.set_num_threads(threads)
     return cfg.model_copy(update={"threads": threads})
 
@@ -363,14 +374,26 @@ def _store_writes(out: str) -> Iterator[None]:
         ) from None
 
 
+def _check_same_job(out: str, attrs: StoreAttrs, rank: int) -> None:
+    """Refuse to write units that rank 0's store would not describe: every launcher (node) of a
+    job must run the same options on the same data, or the store would mix two configs."""
+    diff = store_differences(out, attrs)
+    if diff:
+        raise StoreConflict(
+            f"rank {rank}: this launcher's generate options or data differ from rank 0's "
+            f"store {printable_path(out)} ({', '.join(diff)} differ); start every node with "
+            "the same options, the same data and the same --threads"
+        )
+
+
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
     from models import create_teacher
 
     output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
-    runtime = init_runtime(cfg.device)
+    runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
-    cfg = _pin_threads(cfg)
+    cfg = _pin_threads(cfg, rank, runtime.world)
     folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
     warning = folder.skipped_summary()
     if warning and rank == 0:
@@ -395,6 +418,8 @@ def _generate(
     rank, world, _ = dist_env()
     resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
     barrier(world)
+    if rank != 0:
+        _check_same_job(cfg.out, attrs, rank)
     units = shard_units(attrs)
     done = committed_units(cfg.out, units)
     todo = [u for u in units if u.name not in done]

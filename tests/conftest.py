@@ -40,3 +40,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 
     with running_s3_server(tmp_path_factory.mktemp("aws")) as server:
         yield server
+
+
+@pytest.fixture
+def store_address(s3_server) -> str:
+    """Where multi-node tests write their stores: a fresh ``s3://bucket/prefix`` on the moto
+    server, under which each test names its stores (``f"{store_address}/ref"``); launchers
+    inherit the AWS variables the server fixture set."""
+    return str(s3_server.url("multinode"))

@@ -92,6 +92,13 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def store_differences(address: str | os.PathLike[str], attrs: StoreAttrs) -> list[str]:
+    """What differs between the store at ``address`` and ``attrs`` (``["not a store"]`` when
+    there is none); empty when ``attrs`` describe that store. Library versions do not count."""
+    old = layout.read_root_attrs(Location.at(address))
+    return _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
+
+
 def output_location(address: str | os.PathLike[str]) -> Location:
     """Where a store will be written; one-line errors before any work for an address that
     cannot be (a service URL, a whole bucket, a missing bucket, refused credentials)."""

@@ -67,6 +67,9 @@ STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
     store_errors.StoreChangedError: (409, "store_changed"),
     store_errors.DatasetMismatch: (409, "dataset_mismatch"),
     store_errors.StoreConflict: (409, "store_conflict"),
+    # The object store behind the service refused its credentials or is unreachable: the
+    # server's storage failed, not the request.
+    store_errors.StoreAccessError: (502, "storage_unavailable"),
     store_errors.StoreError: (409, "store_invalid"),
 }
 
@@ -163,4 +166,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 DATA_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     409: {"model": ErrorBody, "description": "Store unfinished, unreadable or damaged"},
+    502: {"model": ErrorBody, "description": "The store's object storage refused or failed"},
 }

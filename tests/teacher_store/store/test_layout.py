@@ -92,4 +92,5 @@ def test_api_maps_store_errors_in_one_table() -> None:
     assert store_status(StoreDamaged("s", "k", "is missing")) == (409, "store_damaged")
     assert store_status(errors.StoreIncomplete("x")) == (409, "store_incomplete")
     assert store_status(errors.StoreNotFound("x")) == (404, "unknown_store")
+    assert store_status(errors.StoreAccessError("x")) == (502, "storage_unavailable")
     assert all(issubclass(t, errors.StoreError) for t in STORE_ERRORS)

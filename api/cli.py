@@ -59,6 +59,7 @@ _PASSED = (
     ("max_inflight", "MAX_INFLIGHT"),
     ("max_inflight_bytes", "MAX_INFLIGHT_BYTES"),
     ("max_body_bytes", "MAX_BODY_BYTES"),
+    ("malloc_arenas", "MALLOC_ARENAS"),
     ("limit_concurrency", "LIMIT_CONCURRENCY"),
     ("timeout_keep_alive", "TIMEOUT_KEEP_ALIVE_S"),
     ("header_timeout", "HEADER_TIMEOUT_S"),
@@ -99,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-inflight-bytes", type=int, help="response bytes not yet sent before 503 (256 MiB)"
     )
     p.add_argument("--max-body-bytes", type=int, help="largest request body, else 413 (1024)")
+    p.add_argument(
+        "--malloc-arenas", type=int, help="glibc malloc arenas per worker; 0: glibc's default (2)"
+    )
     p.add_argument(
         "--limit-concurrency",
         type=int,

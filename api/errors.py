@@ -117,14 +117,9 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.error, exc.detail, exc.headers)
 
 
-async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+async def _store_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, store_errors.StoreError)
     log.error("%s", exc)
-    svc = getattr(request.app.state, "service", None)
-    if isinstance(exc, StoreDamaged) and svc is not None:
-        # One damaged file makes the whole store refuse its data and list itself as damaged
-        # (the service never mixes good and bad shards of one store).
-        svc.registry.mark_damaged(exc.store, exc.key, str(exc))
     status, code = store_status(exc)
     return error_response(status, code, str(exc))
 

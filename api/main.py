@@ -7,6 +7,7 @@ root once; routes are thin and share the :class:`~api.service.Service`.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -92,6 +93,24 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
+def _limit_malloc_arenas(arenas: int) -> None:
+    """Cap glibc's malloc arenas. Each worker thread (the thread pool that reads and decodes)
+    otherwise gets its own arena (up to 8 per core), and freed cache entries leave holes in
+    all of them: measured with bench/load.py (64 clients, 32 MiB cache), RSS grew 47.6 MiB by
+    default and 32.0 MiB with 2 arenas. A no-op off glibc."""
+    if arenas <= 0:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        # A fixed mmap threshold: buffers of 128 KiB or more (shard files, blocks) are mapped and
+        # given back to the system when freed; glibc's sliding threshold would move them into
+        # the arenas after the first such free, where cache evictions leave holes.
+        libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        log.info("malloc arenas not capped: no glibc here")
+
+
 def _settings_from_env() -> Settings:
     try:
         return Settings()  # type: ignore[call-arg]
@@ -109,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings if settings is not None else _settings_from_env()
+        _limit_malloc_arenas(cfg.malloc_arenas)
         svc = Service.create(cfg, metrics)
         app.state.service = svc
         app.state.token = svc.token

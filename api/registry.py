@@ -376,12 +376,13 @@ class Registry:
             self._task = asyncio.ensure_future(run_in_threadpool(self.scan))
         await asyncio.shield(self._task)
 
-    def mark_damaged(self, name: str, key: str, reason: str) -> None:
-        """A request found ``key`` of store ``name`` damaged: list the store as invalid with the
-        reason and refuse its data (409) until the file changes on disk (then it is reopened)."""
+    def mark_damaged(self, entry: StoreEntry, key: str, reason: str) -> None:
+        """A request reading ``entry`` found ``key`` damaged: list the store as invalid with the
+        reason and refuse its data (409) until the file changes on disk (then it is reopened).
+        Nothing happens when ``entry`` is no longer the store listed under its name (it was
+        replaced meanwhile: the new store is not the one found damaged)."""
         with self._lock:
-            entry = self._stores.get(name)
-            if entry is None or entry.state != "complete":
+            if self._stores.get(entry.name) is not entry or entry.state != "complete":
                 return
             entry.damage = (key, _sig(entry.location, key))
             entry.state, entry.error, entry.code = "invalid", reason, "store_damaged"

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from api.errors import DATA_ERRORS, ApiError, StoreDamaged
 from api.registry import StoreEntry
-from api.service import Service, ServiceDep, StoreName, data_store
+from api.service import Service, ServiceDep, StoreName, data_store, refusing_damaged
 from teacher_store.store.blockfmt import IDENTITY_HEADER, MEDIA_TYPE
 
 router = APIRouter(prefix="/v1")
@@ -77,9 +77,10 @@ async def get_block(
         # the client sees the change) rather than calling a healthy new store damaged.
         await run_in_threadpool(svc.registry.scan)
         fresh = data_store(svc, name)
-        if fresh.uid == entry.uid:
-            raise
-        entry, body = fresh, await _read(svc, fresh, view, start, stop)
+        with refusing_damaged(svc, fresh):
+            if fresh.uid == entry.uid:
+                raise
+            entry, body = fresh, await _read(svc, fresh, view, start, stop)
     return Response(body, media_type=MEDIA_TYPE, headers={IDENTITY_HEADER: entry.identity})
 
 

@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from api.cache import FileRecord, FileState
 from api.errors import DATA_ERRORS, ApiError, StoreDamaged
-from api.service import Service, ServiceDep, StoreName, data_store
+from api.registry import StoreEntry
+from api.service import Service, ServiceDep, StoreName, data_store, refusing_damaged
 from api.zarr_keys import (
     KEY_PATTERN,
     base_headers,
@@ -66,8 +67,8 @@ async def _state(
     return state
 
 
-async def _serve(request: Request, name: str, key: str, svc: Service) -> Response:
-    entry = data_store(svc, name)
+async def _serve(request: Request, entry: StoreEntry, key: str, svc: Service) -> Response:
+    name = entry.name
     check_key(key)
     want = entry.committed(key)
     if want is False:
@@ -106,4 +107,6 @@ async def _serve(request: Request, name: str, key: str, svc: Service) -> Respons
 )
 async def zarr_key(name: StoreName, key: ZarrKey, request: Request, svc: ServiceDep) -> Response:
     """One zarr key of a complete store (GET or HEAD); ``Range: bytes=a-b | a- | -n`` → 206."""
-    return await _serve(request, name, key, svc)
+    entry = data_store(svc, name)
+    with refusing_damaged(svc, entry):
+        return await _serve(request, entry, key, svc)

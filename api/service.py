@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,7 +13,7 @@ from fastapi import Path as PathParam
 from api.blocks import BlockReader
 from api.cache import ByteLRU, FileCache
 from api.dashboard import Dashboard
-from api.errors import ApiError
+from api.errors import ApiError, StoreDamaged
 from api.metrics import Metrics
 from api.registry import NAME_PATTERN, NAME_RE, Registry, StoreEntry, check_root
 from api.settings import Settings, read_token
@@ -80,3 +82,14 @@ def data_store(svc: Service, name: str) -> StoreEntry:
     if entry.state == "invalid":
         raise ApiError(409, entry.code, entry.error or f"store {name!r} cannot be served")
     return entry
+
+
+@contextmanager
+def refusing_damaged(svc: Service, entry: StoreEntry) -> Iterator[None]:
+    """Around the reads of one store: a damaged file makes the whole store list itself as
+    damaged and refuse its data (the service never mixes good and bad shards of one store)."""
+    try:
+        yield
+    except StoreDamaged as e:
+        svc.registry.mark_damaged(entry, e.key, str(e))
+        raise

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         256 * MiB, ge=1, description="response bytes held for unfinished sends before 503"
     )
     max_body_bytes: int = Field(1024, ge=0, description="largest request body (GET only): 413")
+    malloc_arenas: int = Field(
+        2, ge=0, description="glibc malloc arenas (mallopt M_ARENA_MAX); 0 leaves glibc's default"
+    )
     data: str = Field(
         "",
         description="image folders of stores, 'NAME=DIR[,NAME=DIR...]': lets the dashboard and "

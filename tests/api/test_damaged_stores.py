@@ -267,3 +267,26 @@ def test_damaged_unit_record(live: LiveServer, pristine: Path, how: str) -> None
     record("damaged store files, unit records", faults_survived=2, inputs_tried=2, data_lost=lost)
     assert lost == 0
     shutil.rmtree(partial)
+
+
+def test_damage_found_on_a_replaced_store_spares_the_new_one(
+    tmp_path: Path, pristine: Path
+) -> None:
+    """A request that read the old store (before a rescan replaced it) and found a file damaged
+    must not mark the new store under the same name; on the current store it does."""
+    from api.registry import Registry
+
+    copy_store(pristine, tmp_path / "s")
+    reg = Registry(tmp_path, rescan_interval_s=0.0)
+    reg.scan()
+    old = reg.get("s")
+    assert old is not None and old.state == "complete"
+    shutil.rmtree(tmp_path / "s")
+    build_store(tmp_path / "s", make_attrs(64, views=2, topk=3, chunk=16, shard=32), seed=9)
+    reg.scan()
+    new = reg.get("s")
+    assert new is not None and new is not old and new.uid != old.uid
+    reg.mark_damaged(old, SHARD, "found damaged by a request on the old store")
+    assert new.state == "complete" and new.error is None
+    reg.mark_damaged(new, SHARD, f"store 's' is damaged: {SHARD} fails its crc32c checksum")
+    assert new.state == "invalid" and SHARD in (new.error or "") and new.code == "store_damaged"

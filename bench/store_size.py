@@ -82,7 +82,12 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
 
 
 # Schema version 1's layout: rank order, one view slot per chunk (1,024 samples), 4 per shard.
-V1_LAYOUT = {"schema_version": 1, "id_order": "rank", "chunk_views": 1, "shard_views": 4}
+V1_LAYOUT = {
+    "schema_version": 1, "id_order": "rank", "class_order": None, "chunk_views": 1,
+    "shard_views": 4,
+}  # fmt: skip
+# Version 2's first id layout (head-sorted gaps in class-id order, no padding), for comparison.
+V2_HEAD_SORTED = {"id_order": "head-sorted", "class_order": None}
 
 
 def _write_store(
@@ -206,9 +211,13 @@ def _store_rows(work: Path, full: dict[str, Any], p_full: Any, k: int) -> list[l
 
     a, ids, logp, valid = full["attrs"], full["ids"], full["logp"], full["valid"]
     rows = []
-    for version, enc in ((1, "logprob-f16"), (1, "prob-u8"), (2, "prob-u8"), (2, "prob-u8x3")):
-        out = work / f"v{version}-k{k}-{enc}"
-        layout = V1_LAYOUT if version == 1 else {}
+    layouts: list[tuple[int, str, dict[str, Any]]] = [
+        (1, "logprob-f16", V1_LAYOUT), (1, "prob-u8", V1_LAYOUT),
+        (2, "prob-u8", V2_HEAD_SORTED), (2, "prob-u8x3", V2_HEAD_SORTED),
+        (2, "prob-u8", {}), (2, "prob-u8x3", {}),
+    ]  # fmt: skip
+    for version, enc, layout in layouts:
+        out = work / f"v{version}-k{k}-{enc}-{layout.get('id_order', 'default')}"
         _write_store(out, a, ids, logp, valid, k, enc, **layout)
         info = store_info(str(out))
         dec_ids, p_hat = _read_back(out, valid)
@@ -217,7 +226,8 @@ def _store_rows(work: Path, full: dict[str, Any], p_full: Any, k: int) -> list[l
         per = info["bytes_per_view_per_array"]
         views_per_chunk = info["layout"]["chunk_samples"] * info["layout"]["chunk_views"]
         name = (
-            f"v{version} {enc} ({views_per_chunk} views/chunk; ids {per['ids']:.1f} + values "
+            f"v{version} {info['layout']['id_order']} {enc} ({views_per_chunk} views/chunk; "
+            f"ids {per['ids']:.1f} + values "
             f"{per['values']:.1f} + valid {per['valid']:.1f}; top-1 exact: {top1})"
         )
         rows.append(_size_row(name, k, info["bytes_per_view"], dp, kl))

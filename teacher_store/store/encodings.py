@@ -101,8 +101,12 @@ def _from_padded(
     full = np.concatenate([ids[..., :m].astype(np.int64), tail], -1)
     full = _fill_padding(full, np.concatenate([np.zeros(full[..., :m].shape, bool), pad], -1))
     tail, tail_values = full[..., m:], values[..., m:]
-    # Descending value, ties by ascending class id.
-    perm = np.lexsort((tail, -tail_values.astype(np.float32)), axis=-1)
+    # Descending value, ties by ascending class id (one int64 key for the uint8 encodings).
+    if tail_values.dtype == np.uint8:
+        key = (255 - tail_values.astype(np.int64)) * attrs.num_classes + tail
+        perm = np.argsort(key, axis=-1)  # keys are distinct: the ids are
+    else:
+        perm = np.lexsort((tail, -tail_values.astype(np.float32)), axis=-1)
     out_ids = np.concatenate(
         [ids[..., :m], np.take_along_axis(tail, perm, -1).astype(ids.dtype)], -1
     )

@@ -25,7 +25,7 @@ def test_similar_classifier_rows_sit_together() -> None:
 
 
 def test_shipped_lite0_order_is_the_computed_one(lite0) -> None:
-    """The shipped order (so generation skips the ~8 s clustering) is what the code computes."""
+    """The shipped order (so generation skips the 5-20 s clustering) is what the code computes."""
     model, info = lite0
     shipped = teacher_class_order(model, 1000, info.weights_sha256)
     computed = order_from_weights(model.get_classifier().weight.detach().numpy())

@@ -117,6 +117,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
     top = [
         (names[int(i)] if int(i) < len(names) else f"class {int(i)}", float(np.exp(lp)))
         for i, lp in zip(block.ids[0][:5], block.logprobs()[0][:5], strict=True)
+        if np.isfinite(lp)  # zero-probability entries carry no class in a head-sorted-pad store
     ]
     params = decode(a.store_seed, slot, sample, a.num_samples, Recipe.from_dict(a.recipe), a.views)
     return {

@@ -6,10 +6,12 @@ On the bundled demo photos with the real EfficientNet-Lite0 teacher at its 224 p
 2. The same views are replayed (codec + render) and the teacher re-run on the *same* batches
    (``verify.unit_batches``) to get the full 1000-class softmax; re-encoding its top-100
    reproduces the generated store byte for byte, which is checked. From those outputs the
-   other stores (K=10/100 x v1 logprob-f16/prob-u8, v2 prob-u8/prob-u8x3) are written with the
-   store's own writer (``create_store`` / ``write_unit`` / ``finalize``), each version at its
-   own default chunking (v1: one view slot x up to 1,024 samples per chunk; v2: up to 1,024
-   views per chunk, 61 slots x 17 photos at R=64), so every byte count is a real store.
+   other stores (K=10/100 x v1 logprob-f16/prob-u8; v2 prob-u8/prob-u8x3 in the first v2 id
+   layout, ``head-sorted``, and in the default, ``head-sorted-pad`` with the teacher's class
+   order) are written with the store's own writer (``create_store`` / ``write_unit`` /
+   ``finalize``), each version at its own default chunking (v1: one view slot x up to 1,024
+   samples per chunk; v2: at least 1,024 views per chunk, 64 slots x 17 photos at R=64), so
+   every byte count is a real store.
 3. TinyViT's layout is written too, raw: per view an int32 seed, K int16 ids, K float16
    probabilities (4 + 4K bytes).
 4. Fidelity, per store, read back through its reader: max |Δp| of the decoded top-K against
@@ -82,7 +84,12 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
 
 
 # Schema version 1's layout: rank order, one view slot per chunk (1,024 samples), 4 per shard.
-V1_LAYOUT = {"schema_version": 1, "id_order": "rank", "chunk_views": 1, "shard_views": 4}
+V1_LAYOUT = {
+    "schema_version": 1, "id_order": "rank", "class_order": None, "chunk_views": 1,
+    "shard_views": 4,
+}  # fmt: skip
+# Version 2's first id layout (head-sorted gaps in class-id order, no padding), for comparison.
+V2_HEAD_SORTED = {"id_order": "head-sorted", "class_order": None}
 
 
 def _write_store(
@@ -122,10 +129,13 @@ def _write_store(
 
 
 def _tree_digest(root: Path) -> dict[str, bytes]:
+    """The array shard files' bytes (metadata and bookkeeping, e.g. generation stats, aside)."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "zarr.json"
+        if p.is_file()
+        and p.name != "zarr.json"
+        and not p.relative_to(root).as_posix().startswith("_distill/")
     }
 
 
@@ -206,9 +216,13 @@ def _store_rows(work: Path, full: dict[str, Any], p_full: Any, k: int) -> list[l
 
     a, ids, logp, valid = full["attrs"], full["ids"], full["logp"], full["valid"]
     rows = []
-    for version, enc in ((1, "logprob-f16"), (1, "prob-u8"), (2, "prob-u8"), (2, "prob-u8x3")):
-        out = work / f"v{version}-k{k}-{enc}"
-        layout = V1_LAYOUT if version == 1 else {}
+    layouts: list[tuple[int, str, dict[str, Any]]] = [
+        (1, "logprob-f16", V1_LAYOUT), (1, "prob-u8", V1_LAYOUT),
+        (2, "prob-u8", V2_HEAD_SORTED), (2, "prob-u8x3", V2_HEAD_SORTED),
+        (2, "prob-u8", {}), (2, "prob-u8x3", {}),
+    ]  # fmt: skip
+    for version, enc, layout in layouts:
+        out = work / f"v{version}-k{k}-{enc}-{layout.get('id_order', 'default')}"
         _write_store(out, a, ids, logp, valid, k, enc, **layout)
         info = store_info(str(out))
         dec_ids, p_hat = _read_back(out, valid)
@@ -217,7 +231,8 @@ def _store_rows(work: Path, full: dict[str, Any], p_full: Any, k: int) -> list[l
         per = info["bytes_per_view_per_array"]
         views_per_chunk = info["layout"]["chunk_samples"] * info["layout"]["chunk_views"]
         name = (
-            f"v{version} {enc} ({views_per_chunk} views/chunk; ids {per['ids']:.1f} + values "
+            f"v{version} {info['layout']['id_order']} {enc} ({views_per_chunk} views/chunk; "
+            f"ids {per['ids']:.1f} + values "
             f"{per['values']:.1f} + valid {per['valid']:.1f}; top-1 exact: {top1})"
         )
         rows.append(_size_row(name, k, info["bytes_per_view"], dp, kl))
@@ -264,7 +279,7 @@ def main() -> int:
         check = work / "check-k100"
         _write_store(check, a, ids, logp, valid, 100, a.value_encoding)
         same = _tree_digest(check) == _tree_digest(gen)
-        print(f"store writer on the re-run outputs == run_generate's store: {same}")
+        print(f"store writer on the re-run outputs == run_generate's shard files: {same}")
 
         order_ids = ids[valid]  # [V, C] class ids in rank order
         p_full = np.zeros(order_ids.shape, np.float64)  # [V, C] in class-id order

@@ -124,7 +124,11 @@ def _libraries() -> dict[str, str]:
 
 
 def build_attrs(
-    cfg: GenerateConfig, folder: ImageFolder, teacher: Any, device_type: str = "cpu"
+    cfg: GenerateConfig,
+    folder: ImageFolder,
+    teacher: Any,
+    device_type: str = "cpu",
+    class_order: list[int] | None = None,
 ) -> StoreAttrs:
     """The store's attrs: layout clamped to the data, identity, and the config.
 
@@ -160,7 +164,8 @@ def build_attrs(
         shard_samples=shard,
         shard_views=sviews,
         chunk_views=cviews,
-        id_order="head-sorted",
+        id_order="head-sorted-pad",
+        class_order=class_order,
         teacher=teacher_dict,
         dataset=folder.fingerprint().to_dict(),
         recipe=cfg.recipe.to_dict(),
@@ -173,10 +178,16 @@ def build_attrs(
 
 def _chunking(cfg: GenerateConfig, n: int) -> tuple[int, int]:
     """(chunk samples, chunk views) clamped to the data: a dataset smaller than a chunk gets
-    more view slots per chunk instead, up to the same number of views (and all R slots)."""
+    more view slots per chunk instead, at least the same number of views (or all R slots)."""
     chunk = min(cfg.chunk_samples, n)
     per_chunk = cfg.chunk_samples * cfg.chunk_views
-    return chunk, max(1, min(cfg.views, -(-per_chunk // chunk)))
+    cviews = max(1, min(cfg.views, -(-per_chunk // chunk)))
+    if chunk < cfg.chunk_samples:
+        # Spread the slots evenly over as many chunks as hold the full count each: a small
+        # remainder chunk compresses badly (the demo at R=64: one 64-slot chunk, not 61 + 3).
+        groups = max(1, cfg.views // cviews)
+        cviews = -(-cfg.views // groups)
+    return chunk, cviews
 
 
 @dataclass(frozen=True)
@@ -389,6 +400,7 @@ def _check_same_job(out: str, attrs: StoreAttrs, rank: int) -> None:
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
     from models import create_teacher
+    from teacher_store.store.class_order import teacher_class_order
 
     output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
@@ -405,7 +417,8 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             print("--decode gpu: rendering in the main process (--workers 0)", file=sys.stderr)
         cfg = cfg.model_copy(update={"workers": 0})
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
-    attrs = build_attrs(cfg, folder, info, device.type)
+    order = teacher_class_order(model, info.num_classes, info.weights_sha256 or "")
+    attrs = build_attrs(cfg, folder, info, device.type, order)
     with _store_writes(cfg.out):
         return _generate(cfg, folder, attrs, Teacher(model, info, device, cfg.topk, cfg.amp))
 

@@ -112,6 +112,7 @@ def _describe(a: Any) -> dict[str, Any]:
             "chunk_samples": a.chunk_samples,
             "chunk_views": a.chunk_views,
             "id_order": a.id_order,
+            "class_order": "teacher" if a.class_order is not None else "class ids",
             "shard_samples": a.shard_samples,
             "shard_views": a.shard_views,
             "ids_dtype": str(a.ids_dtype),
@@ -259,7 +260,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"of {info['num_classes']} classes, values {info['value_encoding']} "
         f"(T={info['temperature']:g}), ids {lay['ids_dtype']}",
         f"  layout    chunks of {lay['chunk_views']} view(s) x {lay['chunk_samples']} samples, "
-        f"entries in {lay['id_order']} order, shards of {lay['shard_views']} "
+        f"entries in {lay['id_order']} order ({lay['class_order']}), shards of "
+        f"{lay['shard_views']} "
         f"view(s) x {lay['shard_samples']} samples; store seed {info['store_seed']}",
         f"  teacher   {t['name']} ({t['architecture']}), input {insize}, "
         f"{t['class_names']} class names, weights sha256 {sha}...",

@@ -155,9 +155,11 @@ class ViewRenderer:
         replayed = self.replayer.render(view, sample, size)
         names = list(a.teacher.get("class_names", []) or [])
         logp = block.logprobs()[0]
+        # Zero-probability entries are left out: in a head-sorted-pad store they carry no class.
         top = [
             (_class_name(names, int(i)), float(np.exp(lp)))
             for i, lp in zip(block.ids[0][:5], logp[:5], strict=True)
+            if np.isfinite(lp)
         ]
         lines = _labels(a, self.folder, sample, view, replayed.params, top)
         return ShownView(_view_image(replayed.pixels), top, replayed.params, lines)

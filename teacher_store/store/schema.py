@@ -5,11 +5,14 @@ order), ``values`` [R, N, K] (the teacher's top-K log-probabilities, encoded) an
 [R, N] (uint8, 1 where the view was computed). R = view slots, N = samples, K = top-K.
 
 Version 2 (the default) keeps those arrays and their meaning but stores each view's entries in
-``id_order="head-sorted"``: the first ``head`` entries in rank order, the other K - head sorted
-by class id with ids stored as gaps (:mod:`teacher_store.store.encodings` converts both ways;
-the README gives the decode for any zarr reader). A chunk holds ``chunk_views`` slots x
-``chunk_samples`` samples, stored sample-major by a zarr ``transpose`` codec. Version 1 stores
-(rank order, one slot per chunk, ``logprob-f16`` by default) stay readable.
+``id_order="head-sorted-pad"``: the first ``head`` entries in rank order, the other K - head
+sorted by their position in the store's ``class_order`` (a teacher-derived permutation of the
+class ids) and stored as gaps, with zero-valued entries as trailing padding
+(:mod:`teacher_store.store.encodings` converts both ways; the README gives the decode for any
+zarr reader). Version 2 stores written before it (``id_order="head-sorted"``: sorted by class
+id, no padding) stay readable. A chunk holds ``chunk_views`` slots x ``chunk_samples`` samples,
+stored sample-major by a zarr ``transpose`` codec. Version 1 stores (rank order, one slot per
+chunk, ``logprob-f16`` by default) stay readable.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
@@ -34,7 +38,7 @@ STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
 ValueEncoding = Literal["logprob-f16", "prob-u8", "prob-u8x3"]
 VALUE_ENCODINGS: tuple[str, ...] = ("logprob-f16", "prob-u8", "prob-u8x3")
-IdOrder = Literal["rank", "head-sorted"]
+IdOrder = Literal["rank", "head-sorted", "head-sorted-pad"]
 # prob-u8: p ~= q / 255, so the reconstruction error is at most 1/510 < 2e-3 for every entry.
 # prob-u8x3: ranks 1-2 as prob-u8, ranks >= 3 as q / 765 (the 3rd largest p is at most 1/3):
 # a 3x finer tail, which keeps the KL to the teacher at K=100 (linear 1/255 flattens the tail).
@@ -75,6 +79,9 @@ class StoreAttrs(BaseModel):
     shard_views: int
     chunk_views: int = 1  # view slots per chunk (version 1: always 1)
     id_order: IdOrder = "rank"  # how a view's K entries are stored (version 1: always rank)
+    # head-sorted-pad only: the class at each position of the order ids are sorted and
+    # gap-coded in (a permutation of the class ids; None: the class ids themselves).
+    class_order: list[int] | None = None
     teacher: dict[str, Any]
     dataset: dict[str, Any]
     recipe: dict[str, Any]
@@ -90,6 +97,19 @@ class StoreAttrs(BaseModel):
         if v < 1:  # 0 or negative counts would make empty ranges or divide by zero
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _order_is_permutation(self) -> StoreAttrs:
+        if self.class_order is None:
+            return self
+        if self.id_order != "head-sorted-pad":
+            raise ValueError(f"class_order needs id_order 'head-sorted-pad', not {self.id_order!r}")
+        order = np.asarray(self.class_order, dtype=np.int64)
+        if len(order) != self.num_classes or not np.array_equal(
+            np.sort(order), np.arange(self.num_classes)
+        ):
+            raise ValueError(f"class_order is not a permutation of 0..{self.num_classes - 1}")
+        return self
 
     @property
     def unit_count(self) -> int:

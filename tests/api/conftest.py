@@ -6,8 +6,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from teacher_store.store.schema import StoreAttrs
 from tests.store_fixtures import V1_FIXTURE, LiveServer, build_store, make_attrs
 
 SECRET = b"TOP-SECRET-outside-the-root-3f9a1c"
@@ -24,10 +26,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     wide = make_attrs(300, views=2, topk=3, num_classes=70000, encoding="prob-u8", chunk=64)
     build_store(root / "wide", wide, seed=1)
     build_store(root / "partial", make_attrs(600), seed=2, units=3)
-    # Schema version 2: 2 view slots per chunk (transposed), head-sorted entries, prob-u8x3.
+    # Schema version 2: 2 view slots per chunk (transposed), prob-u8x3, entries head-sorted in
+    # a class order with zero-valued entries as padding (what generate writes).
     v2 = make_attrs(500, views=5, topk=20, num_classes=1000, encoding="prob-u8x3", chunk=64,
                     shard=128, shard_views=4)  # fmt: skip
-    build_store(root / "v2", v2.model_copy(update={"chunk_views": 2, "id_order": "head-sorted"}))
+    order = np.random.default_rng(5).permutation(1000).tolist()
+    v2 = StoreAttrs.from_dict(
+        {**v2.to_dict(), "chunk_views": 2, "id_order": "head-sorted-pad", "class_order": order}
+    )
+    build_store(root / "v2", v2)
     shutil.copytree(V1_FIXTURE, root / "v1")  # a real version-1 store, as the old code wrote it
     (root / "not-a-store").mkdir()
     (root / "not-a-store" / "zarr.json").write_text('{"attributes": {}}')

@@ -24,9 +24,10 @@ import pytest
 import torch
 
 from teacher_store.cli import main
-from teacher_store.generate import RUNTIME_FIELDS, GenerateConfig, run_generate
+from teacher_store.generate import RUNTIME_FIELDS, GenerateConfig, build_attrs, run_generate
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.store.arrays import BOOK, LocalStore
+from teacher_store.store.class_order import teacher_class_order
 from teacher_store.store.schema import SCHEMA_VERSION, quant_step
 from teacher_store.views.codec import CODEC_VERSION, decode
 from teacher_store.views.recipe import get_recipe
@@ -116,9 +117,12 @@ def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
     a = store.attrs
     assert (a.schema_version, a.codec_version) == (SCHEMA_VERSION, CODEC_VERSION)
     assert (a.views, a.num_samples, a.topk, a.num_classes) == (2, 17, 5, 1000)
-    # Version 2 defaults: prob-u8 at K=5, head-sorted entries; shard_views=1 caps the chunk.
+    # Version 2 defaults: prob-u8 at K=5, head-sorted-pad entries in the teacher's class order
+    # (shipped for Lite0); shard_views=1 caps the chunk.
     assert a.value_encoding == "prob-u8" and a.temperature == 1.0
-    assert (a.id_order, a.chunk_views, a.shard_views) == ("head-sorted", 1, 1)
+    assert (a.id_order, a.chunk_views, a.shard_views) == ("head-sorted-pad", 1, 1)
+    assert a.class_order == teacher_class_order(lite0[0], 1000, info.weights_sha256)
+    assert a.class_order is not None and sorted(a.class_order) == list(range(1000))
     assert a.teacher["weights_sha256"] == info.weights_sha256
     assert a.teacher["architecture"] == "tf_efficientnet_lite0"
     assert a.teacher["input_size"] == [3, 64, 64]
@@ -134,6 +138,16 @@ def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
     assert rebuilt.recipe == get_recipe("default")
     for slot in range(2):
         assert store.read_block(slot, 0, 17).valid.all()
+
+
+@pytest.mark.parametrize(("views", "want"), [(64, 64), (130, 65), (8, 8)])
+def test_small_datasets_get_even_chunks_of_at_least_1024_views(demo_data, lite0, views, want):
+    """17 samples: 61 slots give 1,024 views; R slots are spread evenly over chunks that hold
+    at least that many (no small remainder chunk, which compresses badly), or all R."""
+    folder = ImageFolder.scan(demo_data)
+    cfg = GenerateConfig(data=str(demo_data), out="unused", views=views)
+    a = build_attrs(cfg, folder, lite0[1])
+    assert (a.chunk_samples, a.chunk_views) == (17, want)
 
 
 def test_stored_topk_equals_a_fresh_teacher_run(reference, demo_data, lite0):

@@ -36,8 +36,10 @@ def test_info_on_a_complete_store(store):
     assert [s["slots"] for s in info["recipe"]["schedule"]] == [[0, 1]]
     assert info["dataset"]["num_samples"] == 17 and info["dataset"]["classes"] == 8
     assert info["bad_samples"] == [] and info["value_encoding"] == "prob-u8"  # v2's at K=5
-    assert info["tinyvit_bytes_per_view"] == 24 and info["layout"]["id_order"] == "head-sorted"
+    assert info["tinyvit_bytes_per_view"] == 24 and info["layout"]["id_order"] == "head-sorted-pad"
+    assert info["layout"]["class_order"] == "teacher"
     text = format_info(info)
+    assert "entries in head-sorted-pad order (teacher)" in text
     assert "complete (6 shard units)" in text and "B per view" in text
     assert "TinyViT's layout: 24 B per view (4 + 4K)" in text
     assert 0 < info["encoding_kl"] < 0.05  # recorded at generation (prob-u8 at K=5, 64 px)

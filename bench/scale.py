@@ -79,7 +79,7 @@ def run_child(step: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=_common.REPO,
+        cwd=tempfile.gettempdir(),  # a writer that mistook s3:// for a folder writes "s3:" there
         env={**os.environ, "PYTHONPATH": str(_common.REPO)},
     )
     sys.stderr.write(r.stderr[-4000:])

@@ -111,6 +111,7 @@ def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
                    valid, [], stats)  # fmt: skip
     manifest = finalize(cfg["store"], units)
     secs = time.perf_counter() - t0
+    _check_written(cfg["store"])
     views = attrs.num_samples * attrs.views
     data = sum(int(f["size"]) for f in manifest["files"].values())
     return {
@@ -123,6 +124,16 @@ def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
         "files": sum(1 for f in manifest["files"].values() if f["size"]),
         "note": f"{views / secs:,.0f} views/s, {data / 1e9:.2f} GB, {data / views:.1f} B/view",
     }
+
+
+def _check_written(store: str) -> None:
+    """The manifest is where the address says: a writer without ``s3://`` support would have
+    written a local folder named ``s3:`` and reported success."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(store)
+    if not fs.exists(f"{path}/_distill/manifest.json"):
+        raise SystemExit(f"the writer reported success but {store} has no manifest")
 
 
 def _cli(argv: list[str]) -> tuple[float, int, str]:

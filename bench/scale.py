@@ -66,6 +66,7 @@ FITTED = {
 }
 STEPS = ("write", "info", "verify", "serve", "epoch", "order", "tree")
 IN22K_CLASSES = 21_841
+STORE_STEPS = ("info", "verify", "serve", "epoch")  # they read the store the write step wrote
 GIB = 1 << 30
 C = 1000
 
@@ -79,7 +80,7 @@ def run_child(step: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=tempfile.gettempdir(),  # a writer that mistook s3:// for a folder writes "s3:" there
+        cwd=cfg.get("workdir"),  # a writer that took s3:// for a folder writes "s3:" there
         env={**os.environ, "PYTHONPATH": str(_common.REPO)},
     )
     sys.stderr.write(r.stderr[-4000:])
@@ -156,7 +157,9 @@ def _row(step: str, res: dict[str, Any], scale: float) -> list[Any]:
         return [step, "failed", "", "", res.get("error", "")]
     secs = res["seconds"]
     rss = max(res.get("peak_rss", 0), res.get("server_peak_rss", 0))
-    est = secs * scale if scale != 1 else secs
+    est = secs * scale
+    if "serve_s" in res:  # starting the server and opening the store do not grow with N
+        est = res["open_s"] + res["serve_s"] * scale
     over = "  OVER 2 GiB" if res.get("peak_rss_at_n", rss) > 2 * GIB else ""
     return [step, f"{secs:.1f}", f"{est:.1f}", f"{rss / 2**20:.0f}", res.get("note", "") + over]
 
@@ -192,13 +195,15 @@ def main() -> None:
         root = args.store_root or str(Path(tmp) / "stores")
         if root.startswith("s3://"):
             make_bucket(root)
-        report = run(args, steps, root, args.tree or str(Path(tmp) / "tree"))
+        report = run(args, steps, root, args.tree or str(Path(tmp) / "tree"), tmp)
     print(json.dumps(report, indent=1) if args.json is None else "", end="")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 
 
-def run(args: argparse.Namespace, steps: list[str], root: str, tree: str) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, steps: list[str], root: str, tree: str, workdir: str
+) -> dict[str, Any]:
     n = max(1, round(args.samples * args.fraction))
     scale = args.samples / n
     cal = calibrate(args)
@@ -217,6 +222,7 @@ def run(args: argparse.Namespace, steps: list[str], root: str, tree: str) -> dic
         "files": args.files,
         "tree": tree,
         "full_samples": args.samples,
+        "workdir": workdir,
     }
     results = {}
     for step in steps:
@@ -227,6 +233,9 @@ def run(args: argparse.Namespace, steps: list[str], root: str, tree: str) -> dic
             for name, size, classes in sizes:
                 ocfg = {**cfg, "samples": size, "classes": classes}
                 results[name] = run_child("order", ocfg, args.timeout_s)
+            continue
+        if step in STORE_STEPS and not results.get("write", {"ok": True})["ok"]:
+            results[step] = {"step": step, "ok": False, "error": "skipped: the write failed"}
             continue
         t0 = time.perf_counter()
         results[step] = run_child(step, cfg, args.timeout_s)
@@ -264,7 +273,7 @@ def project(results: dict[str, Any], n: int, views: int) -> dict[str, Any]:
     for step in ("verify", "serve", "epoch"):
         r = results.get(step, {})
         if r.get("ok"):
-            s = r["seconds"] * IN22K / n
+            s = r.get("serve_s", r["seconds"]) * IN22K / n
             out[f"{step}_s"] = s
             out["lines"].append(f"  {step}: {s / 60:.1f} min (linear in N)")
     t = results.get("tree", {})

@@ -16,7 +16,7 @@ its own process so that its peak RSS (``VmHWM``) is its own:
 - ``epoch``: one student epoch of target gathering: ``split_samples``, the epoch's pair-aware
   order (``student.loader.epoch_plan``), and ``TargetCache.gather`` per batch with the
   trainer's read-ahead (``open_targets``: the client's block cache and prefetch threads);
-  no images, no model;
+  no images, no model; ``epoch_service``: the same through a real uvicorn's block endpoint;
 - ``tree``: ``ImageFolder.scan`` + ``fingerprint`` of a real tree of ``--files`` small files
   (tiny PNGs), extrapolated linearly to N files (said so in the output).
 
@@ -64,9 +64,15 @@ FITTED = {
     "pool": 181,
     "classes": 1000,
 }
-STEPS = ("write", "info", "verify", "serve", "epoch", "order", "tree")
+STEPS = ("write", "info", "verify", "serve", "epoch", "epoch_service", "order", "tree")
 IN22K_CLASSES = 21_841
-STORE_STEPS = ("info", "verify", "serve", "epoch")  # they read the store the write step wrote
+STORE_STEPS = (
+    "info",
+    "verify",
+    "serve",
+    "epoch",
+    "epoch_service",
+)  # they read the store the write step wrote
 GIB = 1 << 30
 C = 1000
 
@@ -270,7 +276,7 @@ def project(results: dict[str, Any], n: int, views: int) -> dict[str, Any]:
             f"  store {out['store_bytes'] / 1e9:.1f} GB, write {out['write_s'] / 3600:.1f} h "
             f"at {w['views_per_s']:,.0f} views/s (one process)"
         )
-    for step in ("verify", "serve", "epoch"):
+    for step in ("verify", "serve", "epoch", "epoch_service"):
         r = results.get(step, {})
         if r.get("ok"):
             s = r.get("serve_s", r["seconds"]) * IN22K / n

@@ -221,18 +221,18 @@ def step_serve(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def step_epoch(cfg: dict[str, Any]) -> dict[str, Any]:
+def _epoch(address: str, batch_size: int) -> dict[str, Any]:
     """One epoch's target gathering as StoreLoader does it, without images or a model."""
     from student.data import open_targets, split_samples
     from student.loader import epoch_plan
 
     t0 = time.perf_counter()
-    targets = open_targets(cfg["store"])
+    targets = open_targets(address)
     attrs = targets.attrs
     n = attrs.num_samples
     labels = (np.arange(n, dtype=np.int64) * C) // n  # ImageFolder order: classes in turn
     train, _ = split_samples(labels, 0.1, 0)
-    plan = epoch_plan(attrs, train, seed=0, epoch=0, batch_size=cfg["batch_size"])
+    plan = epoch_plan(attrs, train, seed=0, epoch=0, batch_size=batch_size)
     steps = len(plan.order) // plan.batch_size
     setup = time.perf_counter() - t0
     gathered = 0
@@ -251,6 +251,27 @@ def step_epoch(cfg: dict[str, Any]) -> dict[str, Any]:
         "note": f"{steps} batches of {plan.batch_size}: order {setup:.1f} s, "
         f"{gathered / (secs - setup):,.0f} views/s",
     }
+
+
+def step_epoch(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The epoch reading the store directly (a folder or an fsspec URL)."""
+    return _epoch(cfg["store"], cfg["batch_size"])
+
+
+def step_epoch_service(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The epoch reading the store through a real uvicorn on loopback (its block endpoint)."""
+    port = _common.free_port()
+    server = _start_server(cfg["root"], port)
+    try:
+        out = _epoch(
+            f"http://127.0.0.1:{port}/v1/stores/{Path(cfg['store']).name}", cfg["batch_size"]
+        )
+        out["server_peak_rss"] = vm_hwm(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    out["note"] += f"; server {out['server_peak_rss'] / 2**20:.0f} MiB"
+    return out
 
 
 def step_order(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -342,6 +363,7 @@ STEPS = {
     "verify": step_verify,
     "serve": step_serve,
     "epoch": step_epoch,
+    "epoch_service": step_epoch_service,
     "tree": step_tree,
     "order": step_order,
     "calibrate": step_calibrate,

@@ -10,15 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "scale.py"
 
 
+@pytest.mark.slow  # seven subprocesses, one of them a uvicorn server
 def test_scale_bench_runs_every_step_at_a_tiny_n(tmp_path):
     out = tmp_path / "scale.json"
     cmd = [sys.executable, str(SCRIPT), "--samples", "300", "--views", "4", "--files", "300",
            "--batch-size", "32", "--store-root", str(tmp_path / "stores"),
-           "--tree", str(tmp_path / "tree"), "--json", str(out)]  # fmt: skip
+           "--tree", str(tmp_path / "tree"), "--json", str(out),
+           # epoch_service is _epoch (the epoch step) through _start_server (the serve step)
+           "--steps", "write,info,verify,serve,epoch,order,tree"]  # fmt: skip
     r = subprocess.run(
         cmd, capture_output=True, text=True, timeout=240, cwd=REPO,
         env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)),
@@ -37,7 +42,7 @@ def test_scale_bench_runs_every_step_at_a_tiny_n(tmp_path):
     assert 12 < w["bytes_per_view"] < 30
     assert "1 shard units complete, 3 shard files match" in res["verify"]["note"]
     assert res["serve"]["server_peak_rss"] > 10 << 20
-    assert res["epoch"]["views"] == 288  # 270 training samples padded to 9 whole batches of 32
+    assert res["epoch"]["views"] == 288  # 270 training samples padded to 9 batches of 32
     assert res["tree"]["files"] == 300 and res["tree"]["rss_per_file"] >= 0
     cal = rep["calibration"]
     for k in ("topk_mass", "entropy", "overlap"):  # the fit matches the real teacher's stats

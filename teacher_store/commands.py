@@ -52,11 +52,10 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from teacher_store.cli import CommandError
     from teacher_store.verify import verify_store
 
-    if (args.data is None) != args.checksums_only:
-        raise CommandError(
+    if (args.data is None) != args.checksums_only:  # bad options: one line, exit status 2
+        raise ValueError(
             "pass --data DIR (the ImageFolder the store was built from), or --checksums-only "
             "to check the shard files alone"
             if args.data is None

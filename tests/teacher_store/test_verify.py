@@ -161,8 +161,8 @@ def test_checksums_only_checks_the_files_without_data_or_teacher(store, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("distill verify: FAILED: shard ids/c/0/0/0 fails its")
     assert len(err.splitlines()) == 1
-    # Neither --data nor --checksums-only (or both): one line saying which to pass.
-    assert main(["verify", str(store)]) == 1
-    assert "pass --data DIR" in capsys.readouterr().err
-    assert main(["verify", str(store), "--data", str(tmp_path), "--checksums-only"]) == 1
+    # Neither --data nor --checksums-only (or both): bad options, one line saying which to pass.
+    assert main(["verify", str(store)]) == 2
+    assert capsys.readouterr().err.startswith("distill verify: error: pass --data DIR")
+    assert main(["verify", str(store), "--data", str(tmp_path), "--checksums-only"]) == 2
     assert "drop --data" in capsys.readouterr().err

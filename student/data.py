@@ -20,7 +20,8 @@ from teacher_store.client import open_store
 from teacher_store.images.dataset import CorruptImageError, ImageFolder
 from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.schema import StoreAttrs
-from teacher_store.views.codec import mix64
+from teacher_store.views.codec import PAIR_TILE, mix64
+from teacher_store.views.pairing import mix64_array
 from teacher_store.views.replay import ReplayedView, Replayer
 
 # The trainer reads ahead the blocks of its next two batches: room for those and the current
@@ -44,8 +45,9 @@ def split_samples(
     if val_fraction <= 0 or n < 2:
         return np.arange(n), np.arange(0)
     total = min(n - 1, max(1, round(val_fraction * n)))
-    key = mix64(seed ^ 0x5EED5EED)
-    rank = np.array([mix64(key ^ i) for i in range(n)], dtype=np.uint64)  # [N] tie-break hashes
+    key = np.uint64(mix64(seed ^ 0x5EED5EED))
+    # [N] tie-break hashes mix64(key ^ i), vectorized: no per-sample Python ints at N = 1.28M.
+    rank = mix64_array(np.arange(n, dtype=np.uint64) ^ key)
     classes, counts = np.unique(y, return_counts=True)
     share = counts * (total / n)  # [C] exact shares
     quota = np.minimum(np.floor(share).astype(np.int64), counts - 1)
@@ -54,11 +56,12 @@ def split_samples(
     order = np.lexsort((classes, -(share - quota), ~keeps))
     for c in order[: total - int(quota.sum())]:
         quota[c] += 1
-    held = []
-    for c, q in zip(classes, quota, strict=True):
-        members = np.flatnonzero(y == c)
-        held.append(members[np.argsort(rank[members], kind="stable")[:q]])
-    held_ids = np.sort(np.concatenate(held)).astype(np.int64)
+    # Each class's `quota` members of lowest hash: one sort by (class, hash), not a pass over
+    # all N labels per class (O(N C): hours at ImageNet-22k's 14M samples x 21,841 classes).
+    by_class = np.lexsort((rank, y))
+    first = np.repeat(np.cumsum(counts) - counts, counts)  # [N] start of each class's run
+    picked = (np.arange(n) - first) < np.repeat(quota, counts)
+    held_ids = np.sort(by_class[picked]).astype(np.int64)
     mask = np.ones(n, bool)
     mask[held_ids] = False
     return np.flatnonzero(mask), held_ids
@@ -176,16 +179,30 @@ class BlockReader(Protocol):
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
 
 
+def target_block(attrs: StoreAttrs) -> int:
+    """Samples per target read: whole chunks covering one pairing tile (``PAIR_TILE``).
+
+    An epoch's order shuffles samples within windows of two tile pairs (student.loader), so a
+    batch draws from a few thousand samples: in 1,024-sample blocks that is four reads shared
+    by every batch of the window. In one-chunk blocks (64 samples in a schema 2 store) a batch
+    of 256 touches ~60 blocks, and two batches of read-ahead overflow the client's cache:
+    measured at ImageNet scale, 7x more reads than blocks and 259 vs 17,786 views/s.
+    """
+    chunk = int(attrs.chunk_samples)
+    return -(-PAIR_TILE // chunk) * chunk
+
+
 class TargetCache:
     """Teacher targets of any samples, gathered from block-aligned reads of ``reader``.
 
     It keeps no blocks itself: a :class:`~teacher_store.client.StoreClient` (see
     :func:`open_targets`) is the one block cache, and ``prefetch`` starts its reads early.
+    ``block``: samples per read (default :func:`target_block`).
     """
 
     def __init__(self, reader: BlockReader, block: int | None = None) -> None:
         self.reader, self.attrs = reader, reader.attrs
-        self.block = int(block or self.attrs.chunk_samples)
+        self.block = int(block or target_block(self.attrs))
         self.n = int(self.attrs.num_samples)
 
     def _range(self, b: int) -> tuple[int, int]:

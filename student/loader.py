@@ -107,6 +107,31 @@ def open_checked_targets(
         ) from None
 
 
+def epoch_plan(
+    attrs: StoreAttrs,
+    train_samples: np.ndarray,
+    *,
+    seed: int,
+    epoch: int,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    epochs: int | None = None,
+    view_schedule: str = "wrap",
+    start: int = 0,
+) -> BatchPlan:
+    """The batches of ``epoch`` for one rank, as :class:`StoreLoader` iterates them: the
+    epoch's view slot, its mixing pairs adjacent (one decode serves both views), shard-aware
+    over tile pairs, ranks getting whole pairs (codec 2, ``teacher_store.views.pairing``).
+    Arrays only (no per-sample Python objects), so it costs O(N) numpy memory at any N."""
+    slot = slot_for_epoch(epoch, epochs or epoch + 1, int(attrs.views), view_schedule)
+    partners = slot_partners(int(attrs.store_seed), slot, int(attrs.num_samples))
+    window = max(1, WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
+    paired, of = pair_order(seed, epoch, train_samples, mix_groups(partners), PAIR_TILE, window)
+    order = rank_share(paired, of, rank, world_size, batch_size)
+    return BatchPlan(order, slot, batch_size, start)
+
+
 class StoreLoader:
     """Batches of one epoch (set by ``epoch`` or :meth:`set_epoch`) for one rank.
 
@@ -188,18 +213,20 @@ class StoreLoader:
         """Make the next iteration epoch ``epoch``, from batch ``start`` on."""
         if self.epochs is None and self.view_schedule != "wrap":
             raise ValueError(f"view_schedule {self.view_schedule!r} needs epochs=")
-        epochs = self.epochs or epoch + 1
         self.epoch, self.start = epoch, start
-        self.slot = slot_for_epoch(epoch, epochs, int(self.attrs.views), self.view_schedule)
-        # The slot's mixing pairs stay adjacent (one decode serves both views), shard-aware
-        # over tile pairs, and ranks get whole pairs (codec 2, teacher_store.views.pairing).
-        partners = slot_partners(int(self.attrs.store_seed), self.slot, int(self.attrs.num_samples))
-        window = max(1, WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
-        paired, of = pair_order(
-            self.seed, epoch, self.train_samples, mix_groups(partners), PAIR_TILE, window
+        self.plan = epoch_plan(
+            self.attrs,
+            self.train_samples,
+            seed=self.seed,
+            epoch=epoch,
+            batch_size=self.batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+            epochs=self.epochs,
+            view_schedule=self.view_schedule,
+            start=start,
         )
-        order = rank_share(paired, of, self.rank, self.world_size, self.batch_size)
-        self.plan = BatchPlan(order, self.slot, self.batch_size, start)
+        self.slot = self.plan.slot
         self.position = start
 
     @property

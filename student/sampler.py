@@ -67,10 +67,14 @@ def pair_order(
     bucket_rank = np.empty(len(buckets), np.int64)
     bucket_rank[rng.permutation(len(buckets))] = np.arange(len(buckets))
     win = bucket_rank[bucket_of] // window
+    del bucket_of  # temporaries of N go as soon as used: ImageNet-22k has 14M samples
     ukeys, group_of = np.unique(key, return_inverse=True)
     shuffle = rng.permutation(len(ukeys))  # one random rank per group, shared by its members
-    pos = np.lexsort((samples, shuffle[group_of], win))
-    return samples[pos].astype(np.int64), key[pos].astype(np.int64)
+    shuffled = shuffle[group_of]
+    del group_of, shuffle
+    pos = np.lexsort((samples, shuffled, win))
+    del shuffled, win
+    return samples[pos].astype(np.int64, copy=False), key[pos].astype(np.int64, copy=False)
 
 
 def rank_share(

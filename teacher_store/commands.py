@@ -54,6 +54,13 @@ def _run_info(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     from teacher_store.verify import verify_store
 
+    if (args.data is None) != args.checksums_only:  # bad options: one line, exit status 2
+        raise ValueError(
+            "pass --data DIR (the ImageFolder the store was built from), or --checksums-only "
+            "to check the shard files alone"
+            if args.data is None
+            else "--checksums-only checks the files alone: drop --data, or drop --checksums-only"
+        )
     report = verify_store(
         args.store,
         args.data,
@@ -143,7 +150,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_info)
     p = sub.add_parser("verify", help="check shard checksums, dataset, and re-run the teacher")
     p.add_argument("store")
-    p.add_argument("--data", required=True, help="the ImageFolder the store was built from")
+    p.add_argument("--data", help="the ImageFolder the store was built from")
+    p.add_argument(
+        "--checksums-only",
+        action="store_true",
+        help="check every shard file's size, crc32c and sha256 against the manifest, nothing "
+        "else (no --data, no teacher)",
+    )
     p.add_argument("--fraction", type=float, default=0.05, help="share of teacher batches redone")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--checkpoint", help="the teacher's weights, for a non-builtin teacher")

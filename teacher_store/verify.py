@@ -221,7 +221,7 @@ def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
 
 def verify_store(
     path: str,
-    data: str,
+    data: str | None,
     fraction: float = 0.05,
     device: str = "auto",
     checkpoint: str | None = None,
@@ -230,7 +230,7 @@ def verify_store(
 
     Stops at the first failure; see the module docstring for the spot check's tolerances.
     ``fraction`` is the share of teacher batches re-run (evenly spaced, at least one when > 0;
-    0 skips the spot check).
+    0 skips the spot check). ``data=None`` checks the files alone (``--checksums-only``).
     """
     from teacher_store.store.arrays import LocalStore
 
@@ -243,6 +243,10 @@ def verify_store(
     shards = _check_shards(store)
     if not shards.ok:
         return shards
+    if data is None:
+        return VerifyReport(
+            True, "", shards.summary + "; dataset and teacher spot check skipped (--checksums-only)"
+        )
     folder, dataset = _scan_dataset(store.attrs, data)
     if not dataset.ok:
         return dataset

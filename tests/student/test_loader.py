@@ -16,6 +16,7 @@ from student.cli import agreement_line
 from student.data import ReplayDataset, split_samples
 from student.train import run_train
 from teacher_store.cli import main
+from teacher_store.views.codec import mix64
 from tests.store_fixtures import student_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -27,6 +28,34 @@ def _same(a: StoreBatch, b: StoreBatch) -> None:
     assert a.slot == b.slot
     for name in _TENSORS:
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def _split_reference(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """The held-out ids by the definition, class by class (O(N x classes): small N only)."""
+    n = len(labels)
+    total = min(n - 1, max(1, round(val_fraction * n)))
+    key = mix64(seed ^ 0x5EED5EED)
+    rank = np.array([mix64(key ^ i) for i in range(n)], dtype=np.uint64)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * (total / n)
+    quota = np.minimum(np.floor(share).astype(np.int64), counts - 1)
+    keeps = (counts - quota) > 1
+    for c in np.lexsort((classes, -(share - quota), ~keeps))[: total - int(quota.sum())]:
+        quota[c] += 1
+    held = []
+    for c, q in zip(classes, quota, strict=True):
+        members = np.flatnonzero(labels == c)
+        held.append(members[np.argsort(rank[members], kind="stable")[:q]])
+    return np.sort(np.concatenate(held))
+
+
+def test_split_is_vectorized_but_picks_what_the_definition_picks():
+    rng = np.random.default_rng(0)
+    for n, classes, frac, seed in ((7, 2, 0.3, 0), (1000, 17, 0.1, 3), (20000, 300, 0.25, 1)):
+        labels = np.sort(rng.integers(0, classes, n))
+        train, held = split_samples(labels, frac, seed)
+        assert np.array_equal(held, _split_reference(labels, frac, seed))
+        assert np.array_equal(np.sort(np.concatenate([train, held])), np.arange(n))
 
 
 def test_split_is_exact_stratified_and_never_empty():

@@ -13,18 +13,27 @@ import numpy as np
 import pytest
 import torch
 
-from student.data import TargetCache, open_targets
+from student.data import TargetCache, open_targets, target_block
 from student.train import run_train
 from teacher_store.client import DatasetMismatchError, StoreAddressError
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.store.arrays import LocalStore
+from teacher_store.views.codec import PAIR_TILE
 from tests.store_fixtures import student_config
 
 
+def test_target_blocks_are_whole_chunks_covering_a_pairing_tile(small_store: Path) -> None:
+    attrs = LocalStore(small_store).attrs
+    assert attrs.chunk_samples == 8 and target_block(attrs) == PAIR_TILE == 1024
+    for chunk, block in ((64, 1024), (96, 1056), (1024, 1024), (4096, 4096)):
+        assert target_block(attrs.model_copy(update={"chunk_samples": chunk})) == block
+
+
 def test_gather_through_the_client_is_the_local_gather(small_store: Path) -> None:
-    targets = open_targets(str(small_store))
-    client: Any = targets.reader  # the StoreClient open_targets made
-    assert targets.block == 8 and client.max_cache_blocks > 0 and client.prefetch > 0
+    opened = open_targets(str(small_store))
+    client: Any = opened.reader  # the StoreClient open_targets made
+    assert opened.block == 1024 and client.max_cache_blocks > 0 and client.prefetch > 0
+    targets = TargetCache(client, 8)  # blocks smaller than the store: several per gather
     inner, lock, reads = client._open().read_block, threading.Lock(), []
 
     def counting(slot: int, start: int, stop: int) -> Any:

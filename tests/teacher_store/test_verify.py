@@ -146,3 +146,23 @@ def test_verify_cli_paths(store, demo_data, tmp_path, capsys):
     assert err.startswith("distill verify: FAILED:") and err.count("\n") == 1
     assert main(["verify", str(store), "--data", str(demo_data), "--fraction", "2"]) == 2
     assert "--fraction" in capsys.readouterr().err
+
+
+def test_checksums_only_checks_the_files_without_data_or_teacher(store, tmp_path, capsys):
+    assert main(["verify", "--checksums-only", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "18 shard files match" in out and "spot check skipped (--checksums-only)" in out
+    copy = _copy(store, tmp_path)
+    f = copy / "ids" / "c" / "0" / "0" / "0"
+    raw = bytearray(f.read_bytes())
+    raw[-5] ^= 0x10
+    f.write_bytes(bytes(raw))
+    assert main(["verify", "--checksums-only", str(copy)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("distill verify: FAILED: shard ids/c/0/0/0 fails its")
+    assert len(err.splitlines()) == 1
+    # Neither --data nor --checksums-only (or both): bad options, one line saying which to pass.
+    assert main(["verify", str(store)]) == 2
+    assert capsys.readouterr().err.startswith("distill verify: error: pass --data DIR")
+    assert main(["verify", str(store), "--data", str(tmp_path), "--checksums-only"]) == 2
+    assert "drop --data" in capsys.readouterr().err

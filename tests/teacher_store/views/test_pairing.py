@@ -19,8 +19,10 @@ def test_permute_is_a_bijection_with_an_inverse(n):
 
 @pytest.mark.parametrize(
     ("n", "tile"),
-    [(1, 4), (2, 1), (3, 1), (5, 2), (17, 8), (17, PAIR_TILE), (255, 16), (1000, 64), (2051, 512)],
-)
+    # (4403, 4): 1,100 tiles, mapped in several passes of a bounded number of tiles
+    [(1, 4), (2, 1), (3, 1), (5, 2), (17, 8), (17, PAIR_TILE), (255, 16), (1000, 64), (2051, 512),
+     (4403, 4)],
+)  # fmt: skip
 def test_pairs_are_an_involution_and_numpy_equals_the_codec(n, tile):
     key = pair_key(7, 3)
     want = [pair_partner(key, i, n, tile) for i in range(n)]

@@ -1,0 +1,382 @@
+"""The steps of bench/scale.py, each run as ``python bench/scale_steps.py STEP`` with its
+config as JSON on stdin; prints one JSON line with ``seconds`` and ``peak_rss`` (this process's
+``VmHWM``, bytes) and the step's figures. Fresh processes: each peak RSS is the step's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common  # bench/ is sys.path[0]; it puts the repo first on sys.path
+import numpy as np
+
+C = 1000
+
+
+def vm_hwm(pid: int | str = "self") -> int:
+    """Peak resident set size of process ``pid`` in bytes (``VmHWM`` of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+# `distill generate`'s layout defaults (GenerateConfig; tests/bench/test_scale.py checks them),
+# written out so that the write step does not import torch (~480 MiB of RSS) through generate.
+LAYOUT = {"chunk_samples": 64, "chunk_views": 16, "shard_samples": 4096}
+
+
+def synthetic_attrs(cfg: dict[str, Any]) -> Any:
+    """Attrs as ``distill generate`` builds them at its defaults (schema 2, auto encoding)."""
+    from teacher_store.store.schema import StoreAttrs, default_encoding
+    from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.views.recipe import get_recipe
+
+    d = LAYOUT
+    n, r, k = cfg["samples"], cfg["views"], cfg["topk"]
+    chunk = min(d["chunk_samples"], n)
+    cviews = max(1, min(r, -(-(d["chunk_samples"] * d["chunk_views"]) // chunk)))
+    shard = min(max(d["shard_samples"], chunk), -(-n // chunk) * chunk)
+    names = [f"n{c:08d}" for c in range(C)]
+    h = hashlib.sha256(f"synthetic {n} files".encode()).hexdigest()
+    return StoreAttrs(
+        codec_version=CODEC_VERSION,
+        num_samples=n,
+        views=r,
+        topk=k,
+        num_classes=C,
+        value_encoding=default_encoding(k),  # type: ignore[arg-type]
+        store_seed=0,
+        device_type="cpu",
+        chunk_samples=chunk,
+        shard_samples=shard,
+        shard_views=min(cviews, -(-r // cviews) * cviews),
+        chunk_views=cviews,
+        id_order="head-sorted",
+        teacher={
+            "name": "synthetic (Lite0-calibrated)",
+            "architecture": "none",
+            "num_classes": C,
+            "input_size": [3, 224, 224],
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "params": cfg["teacher"],
+        },
+        dataset={"num_samples": n, "sha256": h, "classes": names, "version": 1},
+        recipe=get_recipe("default").to_dict(),
+        config={"synthetic": True, "views": r, "topk": k},
+        libraries={},
+    )
+
+
+def _relabel(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bank row, class shift) of samples ``i``: a fixed hash, so units are independent."""
+    h = (i.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
+    return h, (h >> np.uint64(16)) % np.uint64(C)
+
+
+def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
+    from scale_teacher import SyntheticTeacher, bank
+
+    from teacher_store.store.arrays import create_store, finalize, write_unit
+    from teacher_store.store.encodings import encoding_kl
+    from teacher_store.store.layout import shard_units
+    from teacher_store.store.schema import encode_values
+
+    attrs = synthetic_attrs(cfg)
+    b_ids, b_logp = bank(SyntheticTeacher(**cfg["teacher"]), cfg["bank"], attrs.views, attrs.topk)
+    enc = attrs.value_encoding
+    t0 = time.perf_counter()
+    create_store(cfg["store"], attrs, overwrite=True)
+    units = shard_units(attrs)
+    for u in units:
+        row, shift = _relabel(np.arange(u.start, u.stop))
+        row = (row % np.uint64(len(b_ids))).astype(np.int64)
+        ids = b_ids[row, u.slot_start : u.slot_stop].astype(np.uint64) + shift[:, None, None]
+        ids = (ids % np.uint64(C)).astype(attrs.ids_dtype).transpose(1, 0, 2)
+        logp = b_logp[row, u.slot_start : u.slot_stop].transpose(1, 0, 2)
+        values = encode_values(logp, enc)
+        valid = np.ones(ids.shape[:2], np.uint8)
+        stats = {"views": int(valid.size),
+                 "encoding_kl_sum": float(encoding_kl(logp, values, enc, C).sum())}  # fmt: skip
+        write_unit(cfg["store"], u, np.ascontiguousarray(ids), np.ascontiguousarray(values),
+                   valid, [], stats)  # fmt: skip
+    manifest = finalize(cfg["store"], units)
+    secs = time.perf_counter() - t0
+    _check_written(cfg["store"])
+    views = attrs.num_samples * attrs.views
+    data = sum(int(f["size"]) for f in manifest["files"].values())
+    return {
+        "seconds": secs,
+        "views": views,
+        "views_per_s": views / secs,
+        "store_bytes": data,
+        "bytes_per_view": data / views,
+        "units": len(units),
+        "files": sum(1 for f in manifest["files"].values() if f["size"]),
+        "note": f"{views / secs:,.0f} views/s, {data / 1e9:.2f} GB, {data / views:.1f} B/view",
+    }
+
+
+def _check_written(store: str) -> None:
+    """The manifest is where the address says: a writer without ``s3://`` support would have
+    written a local folder named ``s3:`` and reported success."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(store)
+    if not fs.exists(f"{path}/_distill/manifest.json"):
+        raise SystemExit(f"the writer reported success but {store} has no manifest")
+
+
+def _cli(argv: list[str]) -> tuple[float, int, str]:
+    """Run the ``distill`` CLI in this process: (seconds, exit status, last output line)."""
+    import io
+
+    from teacher_store.cli import main
+
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        rc = main(argv)
+    lines = out.getvalue().strip().splitlines()
+    return time.perf_counter() - t0, rc, (lines[:2] or [""])[-1] if lines else ""
+
+
+def step_info(cfg: dict[str, Any]) -> dict[str, Any]:
+    secs, rc, line = _cli(["info", cfg["store"]])
+    if rc:
+        raise SystemExit(f"distill info exited {rc}")
+    return {"seconds": secs, "note": line.strip()[:120]}
+
+
+def step_verify(cfg: dict[str, Any]) -> dict[str, Any]:
+    secs, rc, line = _cli(["verify", "--checksums-only", cfg["store"]])
+    if rc:
+        raise SystemExit(f"distill verify exited {rc}")
+    return {"seconds": secs, "note": line.split("(", 1)[-1].rstrip(")")[:120]}
+
+
+def _start_server(root: str, port: int) -> subprocess.Popen[bytes]:
+    import requests
+
+    env = {**os.environ, "DISTILL_ROOT": root}
+    cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
+           "--host", "127.0.0.1", "--workers", "1", "--log-level", "warning",
+           "--no-access-log", "--http", "api.protocol:GuardedH11Protocol"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=_common.REPO, env=env)
+    for _ in range(3000):
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok:
+                return proc
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited {proc.returncode}")
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not become ready")
+
+
+def step_serve(cfg: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn opens the store; the HTTP client reads view slot 0 whole, block by block."""
+    import requests
+
+    from teacher_store.client import open_store
+
+    port = _common.free_port()
+    t0 = time.perf_counter()
+    server = _start_server(cfg["root"], port)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/stores/{Path(cfg['store']).name}"
+        client = open_store(url, prefetch=1, max_cache_blocks=2)
+        opened = time.perf_counter() - t0
+        n, step = client.attrs.num_samples, int(requests.get(url, timeout=60).json()["max_block"])
+        views = 0
+        t1 = time.perf_counter()
+        ranges = [(a, min(n, a + step)) for a in range(0, n, step)]
+        for blk in client.iter_blocks(0, ranges):
+            views += int(blk.valid.sum())
+        served = time.perf_counter() - t1
+        client.close()
+        server_rss = vm_hwm(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    if views != n:
+        raise SystemExit(f"served {views} valid views of {n}")
+    return {
+        "seconds": opened + served,
+        "open_s": opened,
+        "serve_s": served,
+        "views_per_s": n / served,
+        "server_peak_rss": server_rss,
+        "note": f"open {opened:.1f} s + slot {served:.1f} s ({n / served:,.0f} views/s); "
+        f"server {server_rss / 2**20:.0f} MiB, client {vm_hwm() / 2**20:.0f} MiB",
+    }
+
+
+def _epoch(address: str, batch_size: int) -> dict[str, Any]:
+    """One epoch's target gathering as StoreLoader does it, without images or a model."""
+    from student.data import open_targets, split_samples
+    from student.loader import epoch_plan
+
+    t0 = time.perf_counter()
+    targets = open_targets(address)
+    attrs = targets.attrs
+    n = attrs.num_samples
+    labels = (np.arange(n, dtype=np.int64) * C) // n  # ImageFolder order: classes in turn
+    train, _ = split_samples(labels, 0.1, 0)
+    plan = epoch_plan(attrs, train, seed=0, epoch=0, batch_size=batch_size)
+    steps = len(plan.order) // plan.batch_size
+    setup = time.perf_counter() - t0
+    gathered = 0
+    for b in range(steps):
+        for ahead in range(b + 1, min(b + 3, steps)):
+            targets.prefetch(plan.slot, plan.batch(ahead))
+        _, _, valid = targets.gather(plan.slot, plan.batch(b))
+        gathered += int(valid.sum())
+    targets.close()
+    secs = time.perf_counter() - t0
+    return {
+        "seconds": secs,
+        "setup_s": setup,
+        "views": gathered,
+        "views_per_s": gathered / (secs - setup),
+        "note": f"{steps} batches of {plan.batch_size}: order {setup:.1f} s, "
+        f"{gathered / (secs - setup):,.0f} views/s",
+    }
+
+
+def step_epoch(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The epoch reading the store directly (a folder or an fsspec URL)."""
+    return _epoch(cfg["store"], cfg["batch_size"])
+
+
+def step_epoch_service(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The epoch reading the store through a real uvicorn on loopback (its block endpoint)."""
+    port = _common.free_port()
+    server = _start_server(cfg["root"], port)
+    try:
+        out = _epoch(
+            f"http://127.0.0.1:{port}/v1/stores/{Path(cfg['store']).name}", cfg["batch_size"]
+        )
+        out["server_peak_rss"] = vm_hwm(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    out["note"] += f"; server {out['server_peak_rss'] / 2**20:.0f} MiB"
+    return out
+
+
+def step_order(cfg: dict[str, Any]) -> dict[str, Any]:
+    """split_samples + epoch_plan alone (no store) at ``cfg["samples"]``: the O(N) arrays a
+    trainer holds, at any N (ImageNet-22k included) without writing a store."""
+    from student.data import split_samples
+    from student.loader import epoch_plan
+
+    attrs = synthetic_attrs({**cfg, "teacher": {}})
+    base = vm_hwm()
+    t0 = time.perf_counter()
+    n = attrs.num_samples
+    labels = (np.arange(n, dtype=np.int64) * cfg["classes"]) // n
+    train, _ = split_samples(labels, 0.1, 0)
+    plan = epoch_plan(attrs, train, seed=0, epoch=0, batch_size=cfg["batch_size"])
+    secs = time.perf_counter() - t0
+    assert len(plan.order) >= len(train)
+    peak = vm_hwm()
+    return {
+        "seconds": secs,
+        "base_rss": base,
+        "note": f"N={n:,}, {cfg['classes']:,} classes: {secs:.1f} s, "
+        f"+{(peak - base) / 2**20:.0f} MiB over the imports' {base / 2**20:.0f} MiB",
+    }
+
+
+def make_tree(root: Path, files: int) -> None:
+    """``files`` tiny real PNGs (8 x 8, ~100 bytes each) in 1,000 class folders."""
+    import io
+
+    from PIL import Image
+
+    done = root / ".complete"
+    if done.is_file() and done.read_text() == str(files):
+        return
+    per = -(-files // C)
+    made = 0
+    for c in range(C):
+        d = root / f"n{c:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(min(per, files - made)):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), ((c * 7) % 256, j % 256, (c + j) % 256)).save(buf, "PNG")
+            (d / f"n{c:08d}_{j:06d}.png").write_bytes(buf.getvalue())
+            made += 1
+    done.write_text(str(files))
+
+
+def step_tree(cfg: dict[str, Any]) -> dict[str, Any]:
+    from teacher_store.images.dataset import ImageFolder
+
+    root = Path(cfg["tree"])
+    t0 = time.perf_counter()
+    make_tree(root, cfg["files"])
+    made = time.perf_counter() - t0
+    base = vm_hwm()
+    t0 = time.perf_counter()
+    folder = ImageFolder.scan(root)
+    fp = folder.fingerprint()
+    secs = time.perf_counter() - t0
+    peak = vm_hwm()
+    files, full = len(folder), cfg["full_samples"]
+    per_file = (peak - base) / files
+    at_n = base + per_file * full
+    return {
+        "seconds": secs,
+        "files": files,
+        "tree_make_s": made,
+        "base_rss": base,
+        "rss_per_file": per_file,
+        "peak_rss": peak,
+        "peak_rss_at_n": at_n,
+        "note": f"measured on {files:,} real files ({fp.sha256[:8]}); at {full:,} files "
+        f"(extrapolated): {secs * full / files:.0f} s, {at_n / 2**20:.0f} MiB",
+    }
+
+
+def step_calibrate(cfg: dict[str, Any]) -> dict[str, Any]:
+    from scale_teacher import measure_real
+
+    t0 = time.perf_counter()
+    out = measure_real(cfg["views"], cfg["topk"])
+    return {"seconds": time.perf_counter() - t0, **out}
+
+
+STEPS = {
+    "write": step_write,
+    "info": step_info,
+    "verify": step_verify,
+    "serve": step_serve,
+    "epoch": step_epoch,
+    "epoch_service": step_epoch_service,
+    "tree": step_tree,
+    "order": step_order,
+    "calibrate": step_calibrate,
+}
+
+
+def main() -> None:
+    step = sys.argv[1]
+    cfg = json.loads(sys.stdin.read())
+    out = STEPS[step](cfg)
+    out.setdefault("peak_rss", vm_hwm())
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

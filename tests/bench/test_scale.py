@@ -1,0 +1,63 @@
+"""bench/scale.py end to end at a tiny N: every step's code path (real writer, real CLI, real
+uvicorn and HTTP client, the trainer's epoch plan and block cache, a real file tree) runs in its
+own process and reports a time and a peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "scale.py"
+
+
+@pytest.mark.slow  # seven subprocesses, one of them a uvicorn server
+def test_scale_bench_runs_every_step_at_a_tiny_n(tmp_path):
+    out = tmp_path / "scale.json"
+    cmd = [sys.executable, str(SCRIPT), "--samples", "300", "--views", "4", "--files", "300",
+           "--batch-size", "32", "--store-root", str(tmp_path / "stores"),
+           "--tree", str(tmp_path / "tree"), "--json", str(out),
+           # epoch_service is _epoch (the epoch step) through _start_server (the serve step)
+           "--steps", "write,info,verify,serve,epoch,order,tree"]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=240, cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    res = rep["results"]
+    assert set(res) == {"write", "info", "verify", "serve", "epoch", "order", "tree"}
+    for step, got in res.items():
+        assert got["ok"], (step, got.get("error"))
+        assert got["seconds"] > 0 and got["peak_rss"] > 10 << 20, step
+    w = res["write"]
+    assert w["views"] == 300 * 4 and w["files"] == 3  # one unit: one shard file per array
+    # Lite0-like synthetic targets compress like the real ones (17-19 B/view), not like
+    # random ids (36-41 B) nor to nothing.
+    assert 12 < w["bytes_per_view"] < 30
+    assert "1 shard units complete, 3 shard files match" in res["verify"]["note"]
+    assert res["serve"]["server_peak_rss"] > 10 << 20
+    assert res["epoch"]["views"] == 288  # 270 training samples padded to 9 batches of 32
+    assert res["tree"]["files"] == 300 and res["tree"]["rss_per_file"] >= 0
+    cal = rep["calibration"]
+    for k in ("topk_mass", "entropy", "overlap"):  # the fit matches the real teacher's stats
+        assert abs(cal["synthetic"][k] - cal["real"][k]) < 0.15 * abs(cal["real"][k]) + 0.02, k
+    assert "N = 300 samples x R = 4 x K = 10" in r.stdout
+    assert "ImageNet-22k projection" in r.stdout
+
+
+def test_scale_bench_layout_is_generates_default():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from scale_steps import LAYOUT
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from teacher_store.generate import GenerateConfig
+
+    fields = GenerateConfig.model_fields
+    assert {k: fields[k].default for k in LAYOUT} == LAYOUT

@@ -60,7 +60,7 @@ def rendered_batches(
     out = []
     for u in shard_units(a):
         v = np.asarray(store.group["valid"][u.slot_start : u.slot_stop, u.start : u.stop]) != 0
-        for batch in unit_batches(u, v, int(a.config["batch_size"])):
+        for batch in unit_batches(u, v, a):
             if max_batches is not None and len(out) >= max_batches:
                 return out, a
             views = []

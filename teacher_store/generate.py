@@ -8,6 +8,7 @@ the config alone (a network's float results can change with batch composition).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import sys
@@ -213,19 +214,12 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         order: str = "pairs",
         decode_hook: Callable[[int], None] | None = None,
     ):
-        self.folder, self.attrs = folder, attrs
+        self.folder, self.attrs, self.order = folder, attrs, order
         self.size = int(attrs.teacher["input_size"][1])
-        self.index = [
-            (u, tuple(step))
-            for u, unit in enumerate(units)
-            for step in unit_view_order(
-                attrs.store_seed,
-                attrs.num_samples,
-                range(unit.slot_start, unit.slot_stop),
-                range(unit.start, unit.stop),
-                order,
-            )
-        ]
+        # One step per sample of each unit (some steps empty); a unit's steps are computed
+        # when first needed, so a rank's work list costs its units, not its views.
+        self.offsets = np.cumsum([0] + [u.stop - u.start for u in units]).tolist()
+        self._steps: tuple[int, list[list[tuple[int, int]]]] = (-1, [])
         self.units = units
         self.window = _DECODE_WINDOW
         views = max((u.slot_stop - u.slot_start for u in units), default=1)
@@ -236,21 +230,34 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
             folder, attrs, recipe, cache_size=cache, device=device, decode_hook=decode_hook
         )
 
+    def step(self, k: int) -> tuple[int, list[tuple[int, int]]]:
+        """Item ``k``: (position of its unit in the work list, its views (slot, sample))."""
+        u = bisect.bisect_right(self.offsets, k) - 1
+        if self._steps[0] != u:
+            unit = self.units[u]
+            slots, samples = range(unit.slot_start, unit.slot_stop), range(unit.start, unit.stop)
+            order = unit_view_order(
+                self.attrs.store_seed, self.attrs.num_samples, slots, samples, self.order
+            )
+            self._steps = (u, order)
+        return u, self._steps[1][k - self.offsets[u]]
+
     def _preload(self, k: int) -> None:
         """nvJPEG path: decode the next window of steps' images and their partners at once."""
-        keys = self.index[k][1]
+        keys = self.step(k)[1]
         if self.replay.decode_device is None or not keys or self.replay.cached(keys[0][1]):
             return
-        window = [key for _, step in self.index[k : k + self.window] for key in step]
+        stop = min(len(self), k + self.window)
+        window = [key for j in range(k, stop) for key in self.step(j)[1]]
         partners = [p.mix.partner for s in window if (p := self.replay.params(*s)).mix]
         self.replay.preload([s for _, s in window] + partners)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self.offsets[-1])
 
     def __getitem__(self, k: int) -> _Item:
         self._preload(k)
-        u, keys = self.index[k]
+        u, keys = self.step(k)
         views = torch.zeros(len(keys), 3, self.size, self.size, dtype=torch.uint8)
         ok = torch.zeros(len(keys), dtype=torch.bool)
         bad = []
@@ -259,7 +266,7 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
                 bad.append((got.sample, printable_path(self.folder.paths[got.sample]), str(got)))
                 continue
             views[j], ok[j] = got.pixels, True
-        return _Item(u, keys, views, ok, tuple(bad))
+        return _Item(u, tuple(keys), views, ok, tuple(bad))
 
 
 class _UnitWriter:

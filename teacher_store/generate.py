@@ -1,9 +1,11 @@
 """`distill generate`: run the teacher over R augmented views per sample into a store.
 
 Each rank owns whole shard units taken from the store's list of uncommitted units, so any world
-size, and any number of interruptions, yields the same bytes. Within a unit, views are ordered
-sample-major and cut into teacher batches of ``batch_size``: batch composition is a function of
-the config alone (a network's float results can change with batch composition).
+size, and any number of interruptions, yields the same bytes. Within a unit, views follow the
+store's view order (``pairing.unit_view_order``: in "pairs" order a view is rendered beside its
+partner's view, from one decode of each image) and are cut into teacher batches of
+``batch_size``: batch composition is a function of the config alone (a network's float results
+can change with batch composition).
 """
 
 from __future__ import annotations

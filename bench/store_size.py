@@ -70,7 +70,7 @@ def _full_outputs(store_path: Path, data: Path) -> dict[str, Any]:
     valid = np.zeros((r, n), bool)
     for u in shard_units(a):
         v = np.asarray(store.group["valid"][u.slot_start : u.slot_stop, u.start : u.stop]) != 0
-        for batch in unit_batches(u, v, int(a.config["batch_size"])):
+        for batch in unit_batches(u, v, a):
             views = []
             for slot, sample in batch:
                 p = decode(a.store_seed, slot, sample, n, recipe, r)

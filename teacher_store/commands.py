@@ -132,6 +132,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-views", type=int, help="view slots per chunk (default 16)")
     p.add_argument("--shard-samples", type=int, help="samples per shard (default 4096)")
     p.add_argument("--shard-views", type=int, help="view slots per shard (default: a chunk's)")
+    p.add_argument(
+        "--view-order",
+        choices=("pairs", "sample"),
+        help="how a shard unit's views are rendered and batched: pairs (a view beside its "
+        "partner's, one decode per image for both; default for a new store) or sample "
+        "(sample-major, the order before); part of the store's config (default: a resumed "
+        "store's own)",
+    )
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no autocast")
     p.add_argument("--threads", type=int, help="torch CPU threads (part of the store's identity)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace another store")

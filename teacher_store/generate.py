@@ -1,18 +1,21 @@
 """`distill generate`: run the teacher over R augmented views per sample into a store.
 
 Each rank owns whole shard units taken from the store's list of uncommitted units, so any world
-size, and any number of interruptions, yields the same bytes. Within a unit, views are ordered
-sample-major and cut into teacher batches of ``batch_size``: batch composition is a function of
-the config alone (a network's float results can change with batch composition).
+size, and any number of interruptions, yields the same bytes. Within a unit, views follow the
+store's view order (``pairing.unit_view_order``: in "pairs" order a view is rendered beside its
+partner's view, from one decode of each image) and are cut into teacher batches of
+``batch_size``: batch composition is a function of the config alone (a network's float results
+can change with batch composition).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
@@ -50,6 +53,7 @@ from teacher_store.store.schema import (
 )
 from teacher_store.teacher import Teacher
 from teacher_store.views.codec import CODEC_VERSION
+from teacher_store.views.pairing import recorded_view_order, unit_view_order
 from teacher_store.views.recipe import Recipe, get_recipe
 from teacher_store.views.replay import Replayer, UnreadableSampleError
 
@@ -100,6 +104,10 @@ class GenerateConfig(BaseModel):
     shard_samples: int = Field(4096, ge=1)
     # None: the chunk's view slots; a number also caps the slots per chunk.
     shard_views: int | None = Field(None, ge=1)
+    # How a unit's views are ordered into teacher batches (pairing.unit_view_order), so part of
+    # the store's identity. None: the store's recorded order when resuming (a store without
+    # one was made in "sample" order), else "pairs" (each pair rendered from one decode each).
+    view_order: Literal["sample", "pairs"] | None = None
     workers: int = Field(2, ge=0)
     device: str = "auto"
     overwrite: bool = False
@@ -171,9 +179,18 @@ def build_attrs(
         recipe=cfg.recipe.to_dict(),
         # Runtime fields (paths, workers, device, ...) stay out: they must not change the bytes.
         device_type=device_type,
-        config={k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS},
+        config=_recorded(cfg),
         libraries=_libraries(),
     )
+
+
+def _recorded(cfg: GenerateConfig) -> dict[str, Any]:
+    """The config fields that decide the bytes. ``view_order`` "sample" is left out: stores
+    made before the field existed record none, and so still match their own config."""
+    out = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+    if out.get("view_order") in (None, "sample"):
+        out.pop("view_order", None)
+    return out
 
 
 def _chunking(cfg: GenerateConfig, n: int) -> tuple[int, int]:
@@ -193,14 +210,18 @@ def _chunking(cfg: GenerateConfig, n: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class _Item:
     unit: int  # position in this rank's work list
-    sample: int
-    views: torch.Tensor  # [rs, 3, H, W] uint8
-    ok: torch.Tensor  # [rs] bool
+    keys: tuple[tuple[int, int], ...]  # the step's views (slot, sample), in teacher order
+    views: torch.Tensor  # [len(keys), 3, H, W] uint8
+    ok: torch.Tensor  # [len(keys)] bool
     bad: tuple[tuple[int, str, str], ...]  # (sample, relative path, error)
 
 
 class _ViewDataset(torch.utils.data.Dataset[_Item]):
-    """One item per (unit, sample): the sample's views for the unit's slots, rendered."""
+    """One item per step of a unit's view order (:func:`unit_view_order`), rendered.
+
+    In pair order a step renders a view and its partner's view together (``render_many``):
+    one decode and one base render of each image serve both views of the pair.
+    """
 
     def __init__(
         self,
@@ -209,54 +230,62 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         recipe: Recipe,
         units: list[ShardUnit],
         device: torch.device | None = None,
+        order: str = "pairs",
+        decode_hook: Callable[[int], None] | None = None,
     ):
-        self.folder, self.attrs = folder, attrs
+        self.folder, self.attrs, self.order = folder, attrs, order
         self.size = int(attrs.teacher["input_size"][1])
-        self.index = [(u, s) for u, unit in enumerate(units) for s in range(unit.start, unit.stop)]
+        # One step per sample of each unit (some steps empty); a unit's steps are computed
+        # when first needed, so a rank's work list costs its units, not its views.
+        self.offsets = np.cumsum([0] + [u.stop - u.start for u in units]).tolist()
+        self._steps: tuple[int, list[list[tuple[int, int]]]] = (-1, [])
         self.units = units
         self.window = _DECODE_WINDOW
         views = max((u.slot_stop - u.slot_start for u in units), default=1)
-        # Pillow: 64 images (the base is sequential, partners are random). nvJPEG: a decode
-        # window's bases and all their partners, decoded in one batch.
-        cache = 64 if device is None else max(64, self.window * (1 + views))
-        self.replay = Replayer(folder, attrs, recipe, cache_size=cache, device=device)
+        # Pillow: 64 images (a step's own image stays while its partners pass). nvJPEG: a
+        # decode window's images and all their partners, decoded in one batch.
+        cache = 64 if device is None else max(64, self.window * (1 + 2 * views))
+        self.replay = Replayer(
+            folder, attrs, recipe, cache_size=cache, device=device, decode_hook=decode_hook
+        )
+
+    def step(self, k: int) -> tuple[int, list[tuple[int, int]]]:
+        """Item ``k``: (position of its unit in the work list, its views (slot, sample))."""
+        u = bisect.bisect_right(self.offsets, k) - 1
+        if self._steps[0] != u:
+            unit = self.units[u]
+            slots, samples = range(unit.slot_start, unit.slot_stop), range(unit.start, unit.stop)
+            order = unit_view_order(
+                self.attrs.store_seed, self.attrs.num_samples, slots, samples, self.order
+            )
+            self._steps = (u, order)
+        return u, self._steps[1][k - self.offsets[u]]
 
     def _preload(self, k: int) -> None:
-        """nvJPEG path: decode the next window of this unit's samples and their partners."""
-        u, sample = self.index[k]
-        unit = self.units[u]
-        if self.replay.decode_device is None or self.replay.cached(sample):
+        """nvJPEG path: decode the next window of steps' images and their partners at once."""
+        keys = self.step(k)[1]
+        if self.replay.decode_device is None or not keys or self.replay.cached(keys[0][1]):
             return
-        bases = range(sample, min(unit.stop, sample + self.window))
-        partners = [
-            p.mix.partner
-            for s in bases
-            for slot in range(unit.slot_start, unit.slot_stop)
-            if (p := self.replay.params(slot, s)).mix is not None
-        ]
-        self.replay.preload([*bases, *partners])
+        stop = min(len(self), k + self.window)
+        window = [key for j in range(k, stop) for key in self.step(j)[1]]
+        partners = [p.mix.partner for s in window if (p := self.replay.params(*s)).mix]
+        self.replay.preload([s for _, s in window] + partners)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self.offsets[-1])
 
     def __getitem__(self, k: int) -> _Item:
         self._preload(k)
-        u, sample = self.index[k]
-        unit = self.units[u]
-        rs = unit.slot_stop - unit.slot_start
-        views = torch.zeros(rs, 3, self.size, self.size, dtype=torch.uint8)
-        ok = torch.zeros(rs, dtype=torch.bool)
+        u, keys = self.step(k)
+        views = torch.zeros(len(keys), 3, self.size, self.size, dtype=torch.uint8)
+        ok = torch.zeros(len(keys), dtype=torch.bool)
         bad = []
-        for j, slot in enumerate(range(unit.slot_start, unit.slot_stop)):
-            try:
-                views[j] = self.replay.render(slot, sample, self.size).pixels
-            except UnreadableSampleError as e:  # a bad sample, not a failure: the view is invalid
-                bad.append((e.sample, printable_path(self.folder.paths[e.sample]), str(e)))
-                if e.sample == sample:
-                    break  # its own image: none of the sample's views can be rendered
+        for j, got in enumerate(self.replay.render_many(keys, self.size)):
+            if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
+                bad.append((got.sample, printable_path(self.folder.paths[got.sample]), str(got)))
                 continue
-            ok[j] = True
-        return _Item(u, sample, views, ok, tuple(bad))
+            views[j], ok[j] = got.pixels, True
+        return _Item(u, tuple(keys), views, ok, tuple(bad))
 
 
 class _UnitWriter:
@@ -315,14 +344,27 @@ def _run_units(
             writer = _UnitWriter(dataset.units[item.unit], dataset.attrs)
         for s, path, err in item.bad:
             writer.bad[s] = {"sample": s, "path": path, "error": err}
+        unit = writer.unit
         for j in torch.nonzero(item.ok).flatten().tolist():
+            slot, sample = item.keys[j]
             pending.append(item.views[j])
-            where.append((j, item.sample - writer.unit.start))
+            where.append((slot - unit.slot_start, sample - unit.start))
             if len(pending) == cfg.batch_size:
                 flush()
     if writer is not None:
         flush()
         yield writer.write(cfg.out)
+
+
+def _pin_order(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
+    """Resolve ``view_order``: asked for, else the resumed store's, else "pairs". Rank 0
+    decides, as for the thread count, so every launcher of a job renders in one order."""
+    order: str | None = cfg.view_order
+    if order is None and rank == 0:
+        recorded = None if cfg.overwrite else recorded_config(cfg.out)
+        order = "pairs" if recorded is None else recorded_view_order(recorded)
+    shared = share_from_main(order, world)  # a collective: every rank takes part
+    return cfg.model_copy(update={"view_order": cfg.view_order or shared})
 
 
 def _pin_threads(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
@@ -397,15 +439,21 @@ def _check_same_job(out: str, attrs: StoreAttrs, rank: int) -> None:
         )
 
 
-def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
-    """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view)."""
+def run_generate(
+    cfg: GenerateConfig, decode_hook: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Generate (or resume) the store ``cfg.out``; returns a summary dict (rank 0's view).
+
+    ``decode_hook(sample)`` is called on every image decode done in this process (with
+    ``workers=0``, all of them): a way to count decodes.
+    """
     from models import create_teacher
     from teacher_store.store.class_order import teacher_class_order
 
     output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
-    cfg = _pin_threads(cfg, rank, runtime.world)
+    cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
     folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
     warning = folder.skipped_summary()
     if warning and rank == 0:
@@ -420,11 +468,16 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     order = teacher_class_order(model, info.num_classes, info.weights_sha256 or "")
     attrs = build_attrs(cfg, folder, info, device.type, order)
     with _store_writes(cfg.out):
-        return _generate(cfg, folder, attrs, Teacher(model, info, device, cfg.topk, cfg.amp))
+        teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
+        return _generate(cfg, folder, attrs, teacher, decode_hook)
 
 
 def _generate(
-    cfg: GenerateConfig, folder: ImageFolder, attrs: StoreAttrs, teacher: Teacher
+    cfg: GenerateConfig,
+    folder: ImageFolder,
+    attrs: StoreAttrs,
+    teacher: Teacher,
+    decode_hook: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -439,7 +492,8 @@ def _generate(
     barrier(world)  # every rank has its list before anyone commits a unit
     mine = todo[rank::world]
     gpu_decode = teacher.device if cfg.decode == "gpu" else None
-    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode)
+    order = recorded_view_order(attrs.config)
+    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook)
     total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
     bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
     t0 = time.perf_counter()

@@ -2,9 +2,10 @@
 
 ``verify_store`` re-runs the teacher on a deterministic subset of the store's teacher batches,
 rebuilt exactly as ``distill generate`` cut them: within each shard unit the valid views in
-sample-major order (sample, then slot), cut every ``batch_size`` views; batches never span
-units. A network's float results can depend on the batch it runs in, so re-running the same
-batches on the same device type reproduces the stored outputs up to the storage encoding.
+the store's view order (``pairing.unit_view_order``: "pairs", or "sample" for stores made
+before it), cut every ``batch_size`` views; batches never span units. A network's float
+results can depend on the batch it runs in, so re-running the same batches on the same device
+type reproduces the stored outputs up to the storage encoding.
 
 Tolerances of the teacher spot check
 ------------------------------------
@@ -47,7 +48,8 @@ from teacher_store.errors import StoreDamaged
 from teacher_store.store import layout
 from teacher_store.store.encodings import stored_to_rank
 from teacher_store.store.layout import ShardUnit, shard_units
-from teacher_store.store.schema import decode_values, quant_step
+from teacher_store.store.schema import StoreAttrs, decode_values, quant_step
+from teacher_store.views.pairing import recorded_view_order, unit_view_order
 
 # Compute slack on top of the encoding error when the device type is the same.
 SAME_DEVICE_LOGP_SLACK = 1e-4  # relative to max(1, |logp|)
@@ -75,20 +77,26 @@ def _fail(reason: str) -> VerifyReport:
 
 
 def unit_batches(
-    unit: ShardUnit, valid: np.ndarray, batch_size: int
+    unit: ShardUnit, valid: np.ndarray, attrs: StoreAttrs
 ) -> list[list[tuple[int, int]]]:
     """The teacher batches ``distill generate`` ran for ``unit``: lists of (slot, sample).
 
-    ``valid`` is the unit's [slots, samples] valid array. Views are taken sample-major (sample,
-    then slot), only valid ones, and cut every ``batch_size`` views.
+    ``valid`` is the unit's [slots, samples] valid array. Views are taken in the store's view
+    order (recorded in its config), only valid ones, and cut every ``batch_size`` views.
     """
     rs, n = unit.slot_stop - unit.slot_start, unit.stop - unit.start
     if valid.shape != (rs, n):
         raise ValueError(f"valid block {valid.shape} does not fit unit {unit.name} ({rs}, {n})")
-    samples, slots = np.nonzero(np.asarray(valid).T)  # row-major over [sample, slot]
-    views = [
-        (unit.slot_start + int(j), unit.start + int(s)) for s, j in zip(samples, slots, strict=True)
-    ]
+    ok = np.asarray(valid).astype(bool)
+    steps = unit_view_order(
+        attrs.store_seed,
+        attrs.num_samples,
+        range(unit.slot_start, unit.slot_stop),
+        range(unit.start, unit.stop),
+        recorded_view_order(attrs.config),
+    )
+    views = [(r, i) for step in steps for r, i in step if ok[r - unit.slot_start, i - unit.start]]
+    batch_size = int(attrs.config["batch_size"])
     return [views[i : i + batch_size] for i in range(0, len(views), batch_size)]
 
 
@@ -315,7 +323,7 @@ def _rerun_unit(
 
     a = store.attrs
     u = unit
-    batches = unit_batches(u, _unit_valid(store.group, u), int(a.config["batch_size"]))
+    batches = unit_batches(u, _unit_valid(store.group, u), a)
     ids, vals = stored_to_rank(
         np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop]),
         np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop]),

@@ -7,6 +7,9 @@ permutations over arrays (uint64 arithmetic wraps like the codec's ``& MASK64``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from teacher_store.views.codec import (
@@ -19,7 +22,7 @@ from teacher_store.views.codec import (
     pair_partner,
 )
 
-_PASS_TILES = 256  # tiles whose samples slot_partners maps in one pass
+_PASS_TILES = 256  # slot_partners maps this many tiles' worth of samples per pass
 
 
 def mix64_array(z: np.ndarray) -> np.ndarray:
@@ -63,37 +66,95 @@ def slot_partners(
 
     Equal to ``pair_partner(pair_key(store_seed, slot), i, num_samples, tile)`` for every i.
     """
+    out = np.empty(num_samples, np.int64)
+    step = _PASS_TILES * tile
+    # A bounded number of samples per pass: the Feistel temporaries stay O(step), not ~10
+    # arrays of N (1.1 GB at ImageNet-22k's 14M samples).
+    for a in range(0, num_samples, step):
+        b = min(num_samples, a + step)
+        out[a:b] = partners_of(store_seed, slot, np.arange(a, b, dtype=np.int64), num_samples, tile)
+    return out
+
+
+def partners_of(
+    store_seed: int, slot: int, samples: np.ndarray, num_samples: int, tile: int = PAIR_TILE
+) -> np.ndarray:
+    """The mixing partners of ``samples`` (int64 array) in view slot ``slot``; -1 for none.
+
+    Only the given samples are computed, so a shard unit's partners cost its own size.
+    """
+    samples = np.asarray(samples, dtype=np.int64)
     key = pair_key(store_seed, slot)
     tiles = num_samples // tile - (num_samples // tile) % 2
     edge = tiles * tile
-    out = np.full(num_samples, -1, np.int64)
-    if edge:
-        # Per tile: its rank, its mate and the key matching their samples (tiles are few).
-        rank = permute_array(key, np.arange(tiles, dtype=np.int64), tiles)
+    out = np.full(samples.shape, -1, np.int64)
+    paired = samples < edge
+    if paired.any():
+        t, o = np.divmod(samples[paired], tile)
+        rank = permute_array(key, t, tiles)
         mate = permute_array(key, rank ^ 1, tiles, inverse=True)
         sub = mix64_array(
             np.uint64(key) ^ mix64_array((rank >> 1).astype(np.uint64) + np.uint64(1))
         )
         odd = (rank & 1).astype(bool)
-        # Per sample, a bounded number of tiles at a time: the Feistel temporaries stay
-        # O(_PASS_TILES x tile), not ~10 arrays of N (1.1 GB at ImageNet-22k's 14M samples).
-        o = np.arange(tile, dtype=np.int64)
-        for a in range(0, tiles, _PASS_TILES):
-            b = min(tiles, a + _PASS_TILES)
-            keys, inv = np.repeat(sub[a:b], tile), np.repeat(odd[a:b], tile)
-            x = np.tile(o, b - a)
-            off = np.empty(len(x), np.int64)
-            off[~inv] = permute_array(keys[~inv], x[~inv], tile)
-            off[inv] = permute_array(keys[inv], x[inv], tile, inverse=True)
-            out[a * tile : b * tile] = np.repeat(mate[a:b], tile) * tile + off
+        off = np.empty(len(t), np.int64)
+        off[~odd] = permute_array(sub[~odd], o[~odd], tile)
+        off[odd] = permute_array(sub[odd], o[odd], tile, inverse=True)
+        out[paired] = mate * tile + off
     m = num_samples - edge
-    if m == 1 and edge:
-        out[edge] = int(pair_partner(key, edge, num_samples, tile) or 0)
-    elif m >= 2:
-        rest = mix64(key ^ REST_TAG)
-        p = permute_array(rest, np.arange(m, dtype=np.int64), m)
+    rest = ~paired
+    if m == 1 and edge and rest.any():
+        out[rest] = int(pair_partner(key, edge, num_samples, tile) or 0)
+    elif m >= 2 and rest.any():
+        mix = mix64(key ^ REST_TAG)
+        p = permute_array(mix, samples[rest] - edge, m)
         q = p ^ 1
         if m % 2:
             q[p == m - 1] = m - 2
-        out[edge:] = edge + permute_array(rest, q, m, inverse=True)
+        out[rest] = edge + permute_array(mix, q, m, inverse=True)
     return out
+
+
+VIEW_ORDERS = ("sample", "pairs")
+
+
+def recorded_view_order(config: Mapping[str, Any]) -> str:
+    """The view order a store's recorded generation config says it was made in (a store
+    without one predates pair order: "sample")."""
+    return str(config.get("view_order") or "sample")
+
+
+def unit_view_order(
+    store_seed: int, num_samples: int, slots: range, samples: range, order: str = "pairs"
+) -> list[list[tuple[int, int]]]:
+    """The order in which generation renders and batches the views of one shard unit.
+
+    One step per sample of ``samples`` (ascending), each a list of ``(slot, sample)``.
+    ``"sample"``: the sample's views, slot by slot (stores made before pair order).
+    ``"pairs"``: for each slot, the sample's view not taken yet, followed by its partner's
+    view when the partner is in the unit and not taken yet; so both views of a pair render
+    in one step from one decode of each image, and a later step holds only what is left.
+    Every view of the unit appears exactly once; the order depends on the store's seed and
+    layout alone, never on workers or ranks.
+    """
+    if order not in VIEW_ORDERS:
+        raise ValueError(f"unknown view order {order!r}: use one of {VIEW_ORDERS}")
+    if order == "sample":
+        return [[(r, i) for r in slots] for i in samples]
+    ids = np.arange(samples.start, samples.stop, dtype=np.int64)
+    partner = {r: partners_of(store_seed, r, ids, num_samples).tolist() for r in slots}
+    taken = np.zeros((len(slots), len(samples)), bool)
+    steps = []
+    for s, i in enumerate(samples):
+        step = []
+        for j, r in enumerate(slots):
+            if taken[j, s]:
+                continue
+            taken[j, s] = True
+            step.append((r, i))
+            p = partner[r][s]
+            if samples.start <= p < samples.stop and not taken[j, p - samples.start]:
+                taken[j, p - samples.start] = True
+                step.append((r, p))
+        steps.append(step)
+    return steps

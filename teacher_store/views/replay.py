@@ -280,6 +280,8 @@ class Replayer:
     ``draft=True`` decodes JPEGs at a reduced DCT scale where the view's crop allows it
     (:func:`draft_rule`): deterministic for a given output size, but not the pixels of the
     full decode the teacher saw (generation never uses it); Pillow path only, no cache.
+    ``decode_hook(sample)``, when given, is called on every full decode (a way to count them;
+    a DataLoader worker calls its own copy).
     """
 
     def __init__(
@@ -290,8 +292,10 @@ class Replayer:
         cache_size: int = 64,
         device: torch.device | None = None,
         draft: bool = False,
+        decode_hook: Callable[[int], None] | None = None,
     ) -> None:
         self.folder, self.draft = folder, draft
+        self.decode_hook = decode_hook  # called with the sample of every full decode
         self.decode_path = str(attrs.config.get("decode", "cpu"))
         # nvJPEG only where the store used it and a CUDA device is at hand; else Pillow.
         gpu = self.decode_path == "gpu" and device is not None and device.type == "cuda"
@@ -326,6 +330,9 @@ class Replayer:
         if self.decode_device is None or self.cache_size <= 0:
             return
         todo = [s for s in dict.fromkeys(samples) if s not in self._cache]
+        if self.decode_hook is not None:
+            for s in todo:
+                self.decode_hook(s)
         paths = [self.folder.root / self.folder.paths[s] for s in todo]
         decoded = decode_images(paths, self.decode_device, self._max_pixels)
         for s, got in zip(todo, decoded, strict=True):
@@ -342,6 +349,8 @@ class Replayer:
             self._cache.popitem(last=False)
 
     def _load(self, sample: int) -> Image.Image | str:
+        if self.decode_hook is not None:
+            self.decode_hook(sample)
         if self.decode_device is not None:
             path = self.folder.root / self.folder.paths[sample]
             got = decode_images([path], self.decode_device, self._max_pixels)[0]

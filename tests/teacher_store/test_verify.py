@@ -12,6 +12,7 @@ from teacher_store.cli import main
 from teacher_store.info import store_info
 from teacher_store.store.arrays import BOOK, LocalStore, shard_units
 from teacher_store.verify import unit_batches, verify_store
+from teacher_store.views.pairing import unit_view_order
 from tests.store_fixtures import copy_store, generate_small
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
@@ -38,12 +39,20 @@ def test_verify_ok_on_a_prob_u8_store(demo_data, tmp_path):
 
 def test_unit_batches_follow_generate_order(store):
     s = LocalStore(store)
-    unit = shard_units(s.attrs)[0]  # slot 0, samples 0..7
-    valid = s.group["valid"][0:1, 0:8] != 0
-    batches = unit_batches(unit, valid, 4)
-    assert batches == [[(0, i) for i in range(4)], [(0, i) for i in range(4, 8)]]
-    valid[0, 1] = False
-    assert unit_batches(unit, valid, 4)[0] == [(0, 0), (0, 2), (0, 3), (0, 4)]
+    a = s.attrs
+    assert a.config["view_order"] == "pairs"
+    unit = next(u for u in shard_units(a) if (u.slot_start, u.start) == (1, 0))  # 8 samples
+    steps = unit_view_order(a.store_seed, a.num_samples, range(1, 2), range(8), "pairs")
+    order = [key for step in steps for key in step]
+    assert sorted(order) == [(1, i) for i in range(8)] and order != sorted(order)
+    valid = s.group["valid"][1:2, 0:8] != 0
+    assert unit_batches(unit, valid, a) == [order[:4], order[4:]]
+    valid[0, order[1][1]] = False
+    assert unit_batches(unit, valid, a)[0] == [order[0], *order[2:5]]
+    # a store made before pair order records none: sample-major, as generation then ran it
+    old = a.model_copy(update={"config": {k: v for k, v in a.config.items() if k != "view_order"}})
+    gone = order[1][1]
+    assert unit_batches(unit, valid, old)[0] == [(1, i) for i in range(8) if i != gone][:4]
 
 
 def test_verify_fails_naming_a_damaged_shard(store, demo_data, tmp_path, capsys):

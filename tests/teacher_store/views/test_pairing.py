@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from teacher_store.views.codec import PAIR_TILE, decode, pair_key, pair_partner, permute
-from teacher_store.views.pairing import slot_partners
+from teacher_store.views.pairing import partners_of, slot_partners, unit_view_order
 from teacher_store.views.recipe import Recipe, get_recipe
 
 
@@ -73,3 +73,36 @@ def test_the_partner_renders_as_its_own_base_view():
     v = decode(5, 2, 10, 50, r, 4)
     assert v.mix is not None
     assert v.mix.partner_aug == decode(5, 2, v.mix.partner, 50, r, 4).base
+
+
+@pytest.mark.parametrize("n", [17, 2051, 5000])
+def test_partners_of_a_subset_equal_the_whole_slot(n):
+    full = slot_partners(5, 2, n)
+    some = np.array([0, 1, n // 3, n // 2, n - 2, n - 1], dtype=np.int64)
+    assert partners_of(5, 2, some, n).tolist() == full[some].tolist()
+
+
+@pytest.mark.parametrize(
+    ("n", "samples"), [(17, range(17)), (17, range(8, 16)), (2051, range(1024, 2051))]
+)
+def test_unit_view_order_puts_each_view_beside_its_partner_once(n, samples):
+    slots = range(2, 5)
+    steps = unit_view_order(9, n, slots, samples, "pairs")
+    flat = [key for step in steps for key in step]
+    assert len(steps) == len(samples)
+    assert sorted(flat) == sorted((r, i) for r in slots for i in samples)  # each view once
+    where = {key: k for k, key in enumerate(flat)}
+    partners = {r: slot_partners(9, r, n) for r in slots}
+    beside = 0
+    for r in slots:
+        for i in samples:
+            p = int(partners[r][i])
+            if p in samples and partners[r][p] == i:  # a pair inside the unit: adjacent
+                assert abs(where[(r, i)] - where[(r, p)]) == 1
+                beside += 1
+    assert beside > 0
+    assert unit_view_order(9, n, slots, samples, "sample") == [
+        [(r, i) for r in slots] for i in samples
+    ]
+    with pytest.raises(ValueError, match="unknown view order"):
+        unit_view_order(9, n, slots, samples, "slot")

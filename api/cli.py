@@ -82,7 +82,9 @@ def _limits() -> ConnectionLimits:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the stores under a folder over HTTP (FastAPI)")
-    p.add_argument("--root", required=True, help="folder whose sub-folders are stores")
+    p.add_argument(
+        "--root", required=True, help="folder (or s3://bucket/prefix) whose sub-folders are stores"
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")

@@ -100,7 +100,7 @@ def _pixel_limit(text: str) -> int:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="run the teacher over augmented views into a Zarr store")
     p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>)")
-    p.add_argument("--out", required=True, help="output store directory")
+    p.add_argument("--out", required=True, help="output store: a folder or s3://bucket/prefix")
     p.add_argument("--teacher", default="efficientnet_lite0", help="builtin or timm model name")
     p.add_argument("--checkpoint", help="local weights file for --teacher")
     p.add_argument("--views", type=int, help="view slots R per sample (default 8)")

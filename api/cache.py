@@ -35,6 +35,7 @@ class ByteLRU:
         self.size = 0
         self.hits = 0
         self.misses = 0
+        self.evicted = 0  # bytes dropped to stay within capacity, ever (the trimmer reads it)
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -60,6 +61,7 @@ class ByteLRU:
             while self.size > self.capacity:
                 _, (_, n) = self._items.popitem(last=False)
                 self.size -= n
+                self.evicted += n
 
     def __len__(self) -> int:
         return len(self._items)

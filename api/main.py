@@ -93,13 +93,14 @@ def _install_docs(app: FastAPI) -> None:
         )
 
 
-def _limit_malloc_arenas(arenas: int) -> None:
-    """Cap glibc's malloc arenas. Each worker thread (the thread pool that reads and decodes)
+def _limit_malloc_arenas(arenas: int) -> ctypes.CDLL | None:
+    """Cap glibc's malloc arenas; return libc for :func:`_trim_after_evictions` (None off glibc
+    or when ``arenas`` is 0). Each worker thread (the thread pool that reads and decodes)
     otherwise gets its own arena (up to 8 per core), and freed cache entries leave holes in
     all of them: measured with bench/load.py (64 clients, 32 MiB cache), RSS grew 47.6 MiB by
-    default and 32.0 MiB with 2 arenas. A no-op off glibc."""
+    default and 32.0 MiB with 2 arenas."""
     if arenas <= 0:
-        return
+        return None
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
@@ -107,8 +108,30 @@ def _limit_malloc_arenas(arenas: int) -> None:
         # given back to the system when freed; glibc's sliding threshold would move them into
         # the arenas after the first such free, where cache evictions leave holes.
         libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
     except (OSError, AttributeError):
         log.info("malloc arenas not capped: no glibc here")
+        return None
+
+
+_TRIM_EVERY_S = 1.0
+_TRIM_AFTER_BYTES = 1 << 20
+
+
+async def _trim_after_evictions(libc: ctypes.CDLL, svc: Service) -> None:
+    """Give freed cache memory back to the system: once a second, if the caches evicted 1 MiB
+    or more since the last trim, run ``malloc_trim(0)`` (in a thread: it holds the arenas'
+    locks for a few ms). Small entries (decoded chunks, shard files under the mmap threshold)
+    live in the arenas, and the pages their evictions free stay in RSS until trimmed:
+    bench/load.py at a 256 MiB cache measured RSS growth 288 MiB without, 274 MiB with."""
+    last = 0
+    while True:
+        await asyncio.sleep(_TRIM_EVERY_S)
+        evicted = svc.files.lru.evicted + svc.chunks.evicted
+        if evicted - last >= _TRIM_AFTER_BYTES:
+            last = evicted
+            await asyncio.to_thread(libc.malloc_trim, 0)
 
 
 def _settings_from_env() -> Settings:
@@ -128,8 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings if settings is not None else _settings_from_env()
-        _limit_malloc_arenas(cfg.malloc_arenas)
+        libc = _limit_malloc_arenas(cfg.malloc_arenas)
         svc = Service.create(cfg, metrics)
+        trimmer = asyncio.ensure_future(_trim_after_evictions(libc, svc)) if libc else None
         app.state.service = svc
         app.state.token = svc.token
         # The first scan runs in a worker thread while the app already answers: /healthz at
@@ -137,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first = asyncio.ensure_future(svc.registry.refresh())
         yield
         first.cancel()
+        if trimmer is not None:
+            trimmer.cancel()
         app.state.service = None
 
     app = FastAPI(

@@ -29,11 +29,15 @@ class _CacheCollector(Collector):
             "distill_cache_misses", "cache lookups that missed", labels=["cache"]
         )
         size = GaugeMetricFamily("distill_cache_bytes", "bytes held by the cache", labels=["cache"])
+        gone = CounterMetricFamily(
+            "distill_cache_evicted_bytes", "bytes evicted to stay within budget", labels=["cache"]
+        )
         for c in self.caches:
             hits.add_metric([c.name], c.hits)
             miss.add_metric([c.name], c.misses)
             size.add_metric([c.name], c.size)
-        yield from (hits, miss, size)
+            gone.add_metric([c.name], c.evicted)
+        yield from (hits, miss, size, gone)
 
 
 class Metrics:

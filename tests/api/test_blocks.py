@@ -119,6 +119,7 @@ def test_health_ready_metrics(server: LiveServer) -> None:
             line = f'distill_cache_{what}{{cache="{cache}"}}'
             value = [ln for ln in text.splitlines() if ln.startswith(line)]
             assert value and float(value[0].split()[-1]) > 0, line
+        assert f'distill_cache_evicted_bytes_total{{cache="{cache}"}} 0.0' in text  # all fit
 
 
 def test_openapi_documents_models(server: LiveServer) -> None:

@@ -24,6 +24,7 @@ def test_byte_lru_bounds_and_counts() -> None:
     for i in range(5):
         lru.put(i, b"x" * 30, 30)
     assert lru.size <= 100 and len(lru) == 3
+    assert lru.evicted == 60  # two entries of 30 dropped; the trimmer and /metrics read this
     assert lru.get(0) is None and lru.get(4) == b"x" * 30
     lru.put("huge", b"", 101)  # larger than the whole budget: not kept
     assert lru.get("huge") is None

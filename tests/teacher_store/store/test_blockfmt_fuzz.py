@@ -43,8 +43,8 @@ pytestmark = pytest.mark.reliability
 
 # (examples of the raw-bytes, forged-crc and round-trip properties; of the damage property,
 # whose every example tries ~10 mutations per byte of a block)
-EXAMPLES = 6000 if full_scale() else 300
-DAMAGED_BLOCKS = 300 if full_scale() else 12
+EXAMPLES = 6000 if full_scale() else 1000
+DAMAGED_BLOCKS = 300 if full_scale() else 30
 
 _ENCODINGS = ("logprob-f16", "prob-u8", "prob-u8x3")
 _SETTINGS = {

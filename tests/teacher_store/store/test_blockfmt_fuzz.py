@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import crc32c
 import numpy as np
@@ -47,7 +48,7 @@ EXAMPLES = 6000 if full_scale() else 1000
 DAMAGED_BLOCKS = 300 if full_scale() else 30
 
 _ENCODINGS = ("logprob-f16", "prob-u8", "prob-u8x3")
-_SETTINGS = {
+_SETTINGS: dict[str, Any] = {
     "deadline": None,
     "derandomize": True,
     "database": None,
@@ -123,7 +124,7 @@ _HEADERISH = st.builds(
 def test_arbitrary_bytes_decode_or_raise_the_typed_error() -> None:
     tried = [0]
 
-    @settings(max_examples=EXAMPLES, **_SETTINGS)  # type: ignore[arg-type]
+    @settings(max_examples=EXAMPLES, **_SETTINGS)
     @given(buf=st.one_of(st.binary(max_size=300), _HEADERISH))
     def fuzz(buf: bytes) -> None:
         tried[0] += 1
@@ -145,7 +146,7 @@ def test_crc_correct_forgeries_decode_only_as_encoder_output() -> None:
     tried = [0]
     accepted = [0]
 
-    @settings(max_examples=EXAMPLES, **_SETTINGS)  # type: ignore[arg-type]
+    @settings(max_examples=EXAMPLES, **_SETTINGS)
     @given(
         codes=st.one_of(_WELL_FORMED_CODES, st.tuples(*[st.integers(0, 4)] * 4)),
         n=st.integers(0, 4),
@@ -209,7 +210,7 @@ def _mutations(raw: bytes, xors: list[int]) -> list[tuple[str, bytes]]:
 def test_truncated_and_flipped_blocks_are_refused() -> None:
     tried = [0]
 
-    @settings(max_examples=DAMAGED_BLOCKS, **_SETTINGS)  # type: ignore[arg-type]
+    @settings(max_examples=DAMAGED_BLOCKS, **_SETTINGS)
     @given(made=_blocks(max_n=5, max_k=5), data=st.data())
     def fuzz(made: tuple[TargetBlock, str], data: st.DataObject) -> None:
         block, identity = made
@@ -229,7 +230,7 @@ def test_truncated_and_flipped_blocks_are_refused() -> None:
 def test_encode_decode_round_trip_is_exact() -> None:
     tried = [0]
 
-    @settings(max_examples=EXAMPLES, **_SETTINGS)  # type: ignore[arg-type]
+    @settings(max_examples=EXAMPLES, **_SETTINGS)
     @given(made=_blocks(), writable=st.booleans())
     def fuzz(made: tuple[TargetBlock, str], writable: bool) -> None:
         tried[0] += 1

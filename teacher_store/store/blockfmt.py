@@ -18,7 +18,7 @@ little-endian. Layout (version 2)::
     20      4     view slot (uint32)
     24      8     start, first sample id (uint64)
     32      8     store identity: the first 8 bytes of sha256(_distill/manifest.json)
-    40      4     reserved, 0
+    40      4     reserved, 0 (a reader refuses any other value)
     44      4     crc32c of the whole block except this field (header bytes 0-43, then body)
     48      ...   ids     n*K * itemsize(ids)     row-major [n, K], rank order (always: the
                                                   server decodes a store's id_order)
@@ -26,7 +26,10 @@ little-endian. Layout (version 2)::
                   valid   n bytes                 1 where the view was computed
 
 Total size = header + n*K*(ids itemsize + values itemsize) + n. A reader must check the
-magic, the version, that the size matches exactly, and the crc, must refuse a block whose
+magic, the version, that the size matches exactly, and the crc; must refuse a values dtype
+that is not its encoding's (float16 for logprob-f16, uint8 for the prob-u8 family), a non-zero
+reserved field and a valid flag other than 0 or 1 (bytes the encoder never writes, even under a
+right crc: a decoded block re-encodes to exactly its bytes); must refuse a block whose
 slot/start/n differ from what it asked for, and must refuse a block whose store identity
 differs from the store it opened (the store was replaced while it was being read). Version 1
 (40-byte header, no identity, crc of the body only) is refused.
@@ -43,6 +46,7 @@ import crc32c
 import numpy as np
 
 from teacher_store.store.arrays import TargetBlock
+from teacher_store.store.schema import values_dtype
 
 MAGIC = b"DTGB"
 FORMAT_VERSION = 2
@@ -114,6 +118,7 @@ class BlockHeader:
         return HEADER_SIZE + self.payload_size
 
     def pack(self) -> bytes:
+        _check_values_dtype(self.values_dtype, self.encoding, ValueError)
         return _HEADER.pack(
             MAGIC,
             FORMAT_VERSION,
@@ -135,7 +140,7 @@ class BlockHeader:
     def unpack(cls, buf: bytes | bytearray | memoryview) -> BlockHeader:
         if len(buf) < HEADER_SIZE:
             raise BlockFormatError(f"block of {len(buf)} bytes is shorter than its header")
-        magic, version, hsize, ic, vc, ec, valc, k, n, slot, start, ident, _, crc = (
+        magic, version, hsize, ic, vc, ec, valc, k, n, slot, start, ident, reserved, crc = (
             _HEADER.unpack_from(buf)
         )
         if magic != MAGIC:
@@ -149,10 +154,19 @@ class BlockHeader:
             raise BlockFormatError(f"unknown dtype/encoding codes {ic}/{vc}/{ec} in block")
         if valc not in _VALID_CODES:
             raise BlockFormatError(f"unknown valid dtype code {valc} in block")
+        if reserved != 0:
+            raise BlockFormatError(f"reserved header field is {reserved:#x}, not 0")
+        _check_values_dtype(_VALUES_CODES[vc], _ENCODING_CODES[ec], BlockFormatError)
         identity = "" if ident == _NO_IDENTITY else bytes(ident).hex()
         return cls(
             slot, start, n, k, _IDS_CODES[ic], _VALUES_CODES[vc], _ENCODING_CODES[ec], identity, crc
         )
+
+
+def _check_values_dtype(dtype: np.dtype, encoding: str, error: type[ValueError]) -> None:
+    want = values_dtype(encoding)
+    if dtype.newbyteorder("<") != want.newbyteorder("<"):
+        raise error(f"values of encoding {encoding} are {want}, not {dtype}")
 
 
 class BlockBuffer:
@@ -218,6 +232,8 @@ def decode_block_with_header(
     if crc != h.crc:
         raise BlockFormatError(f"block fails its crc32c ({crc:#010x} != {h.crc:#010x})")
     ids, values, valid = _views(buf, h)
+    if valid.size and int(valid.max()) > 1:
+        raise BlockFormatError("block has valid flags other than 0 and 1")
     return h, TargetBlock(h.slot, h.start, ids, values, valid != 0, h.encoding)
 
 

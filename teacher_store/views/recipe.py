@@ -33,6 +33,15 @@ RAMP_KNOBS: tuple[str, ...] = (
 )
 
 
+# Bounds the codec needs (teacher_store.views.codec): a crop area below its quantization
+# step 2**-24 cannot be drawn (it would come out as 2**-24, above the range), a crop aspect
+# ratio beyond e**+-20 is refused by crop_box, and a colour jitter factor near 1e301 overflows
+# the grid quantization; jitter factors past 11x (or 0) saturate every pixel long before that.
+SCALE_MIN = 2.0**-24
+RATIO_RANGE = (1e-8, 1e8)
+COLOR_JITTER_MAX = 10.0
+
+
 def _check_unit(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
@@ -85,15 +94,16 @@ class Recipe(BaseModel):
     @field_validator("scale")
     @classmethod
     def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0.0 < v[0] <= v[1] <= 1.0:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {v!r}")
+        if not SCALE_MIN <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"scale must satisfy 2**-24 <= min <= max <= 1, got {v!r}")
         return v
 
     @field_validator("ratio")
     @classmethod
     def _ratio(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0.0 < v[0] <= v[1]:
-            raise ValueError(f"ratio must satisfy 0 < min <= max, got {v!r}")
+        lo, hi = RATIO_RANGE
+        if not lo <= v[0] <= v[1] <= hi:
+            raise ValueError(f"ratio must satisfy {lo:g} <= min <= max <= {hi:g}, got {v!r}")
         return v
 
     @field_validator("hflip", "erase_prob", "mix_prob", "switch_prob")
@@ -115,11 +125,18 @@ class Recipe(BaseModel):
             raise ValueError(f"randaug_mmax must be in (0, 30], got {v!r}")
         return v
 
-    @field_validator("randaug_m", "randaug_mstd", "color_jitter", "mixup_alpha", "cutmix_alpha")
+    @field_validator("randaug_m", "randaug_mstd", "mixup_alpha", "cutmix_alpha")
     @classmethod
     def _non_negative(cls, v: float, info: Any) -> float:
         if v < 0.0:
             raise ValueError(f"{info.field_name} must be >= 0, got {v!r}")
+        return v
+
+    @field_validator("color_jitter")
+    @classmethod
+    def _color_jitter(cls, v: float) -> float:
+        if not 0.0 <= v <= COLOR_JITTER_MAX:
+            raise ValueError(f"color_jitter must be in [0, {COLOR_JITTER_MAX:g}], got {v!r}")
         return v
 
     @field_validator("stages")

@@ -105,3 +105,31 @@ def test_header_rejects_unknown_dtype() -> None:
     h = BlockHeader(0, 0, 1, 1, np.dtype("int64"), np.dtype("float16"), "logprob-f16")
     with pytest.raises(ValueError, match="ids dtype"):
         h.pack()
+
+
+def _resealed(raw: bytes | bytearray) -> bytes:
+    """``raw`` with its crc made right again (what a forger, or a writer's bug, would send)."""
+    out = bytearray(raw)
+    struct.pack_into("<I", out, 44, crc32c.crc32c(out[48:], crc32c.crc32c(out[:44])))
+    return bytes(out)
+
+
+def test_refuses_bytes_the_encoder_never_writes_even_with_a_right_crc() -> None:
+    """Found by tests/teacher_store/store/test_blockfmt_fuzz.py: each of these decoded."""
+    raw = bytearray(encode_block(_block("uint16", "float16", "logprob-f16")))
+    decode_block(_resealed(raw))
+    reserved = bytearray(raw)
+    reserved[40] = 1
+    with pytest.raises(BlockFormatError, match="reserved"):
+        decode_block(_resealed(reserved))
+    flag = bytearray(raw)
+    flag[-1] = 2
+    with pytest.raises(BlockFormatError, match="valid flags"):
+        decode_block(_resealed(flag))
+    mismatch = bytearray(raw)
+    mismatch[10] = 2  # prob-u8 with float16 values
+    with pytest.raises(BlockFormatError, match="prob-u8"):
+        decode_block(_resealed(mismatch))
+    block = _block("uint16", "float16", "prob-u8")
+    with pytest.raises(ValueError, match="prob-u8"):
+        encode_block(block)

@@ -91,8 +91,9 @@ def test_decode_golden_values():
 
 
 def _check_aug(aug: AugParams, recipe: Recipe, width: int, height: int) -> None:
+    half = 2.0 ** -(QUANT_BITS + 1)  # floats are rounded to the nearest grid point
     lo, hi = recipe.scale
-    assert lo - 2**-24 <= aug.area <= hi
+    assert lo - 2**-24 <= aug.area <= hi + half
     assert math.log(recipe.ratio[0]) - 1e-6 <= aug.log_ratio <= math.log(recipe.ratio[1]) + 1e-6
     assert 0.0 <= aug.cx <= 1.0 and 0.0 <= aug.cy <= 1.0
     left, top, right, bottom = crop_box(aug, width, height)
@@ -101,14 +102,15 @@ def _check_aug(aug: AugParams, recipe: Recipe, width: int, height: int) -> None:
     assert (right - left) * (bottom - top) == pytest.approx(aug.area * width * height, rel=1e-9)
     for name, mag in aug.ops:
         assert name in RANDAUG_OPS and _on_grid(mag)
-        assert abs(mag) <= recipe.randaug_mmax
+        assert abs(mag) <= recipe.randaug_mmax + half
         if name in UNARY_OPS:
             assert mag == 0.0
         elif name not in SIGNED_OPS:
             assert mag >= 0.0
     if aug.jitter is not None:
         assert all(
-            max(0, 1 - recipe.color_jitter) <= f <= 1 + recipe.color_jitter for f in aug.jitter
+            max(0, 1 - recipe.color_jitter) - half <= f <= 1 + recipe.color_jitter + half
+            for f in aug.jitter
         )
     if aug.erase is not None:
         el, et, er, eb, *rgb = aug.erase
@@ -135,10 +137,17 @@ def test_decode_is_pure_and_in_range(
     v = decode(seed, slot, sample, num_samples, recipe, num_slots)
     assert v == decode(seed, slot, sample, num_samples, recipe, num_slots)
     assert v == decode(seed, slot, sample, num_samples, recipe.at_slot(slot, num_slots), num_slots)
-    resolved = recipe.at_slot(slot, num_slots)
+    check_view(v, recipe.at_slot(slot, num_slots), num_samples, width, height)
+
+
+def check_view(v: ViewParams, resolved: Recipe, num_samples: int, width: int, height: int) -> None:
+    """``v``'s parameters are in the ranges of ``resolved`` (a recipe at v's slot) and
+    survive a JSON round trip; crop boxes are checked on a ``width`` x ``height`` image."""
     _check_aug(v.base, resolved, width, height)
     if v.mix is None:
+        assert ViewParams.from_dict(json.loads(json.dumps(v.to_dict()))) == v
         return
+    sample = v.sample
     assert num_samples > 1 and v.mix.partner != sample and 0 <= v.mix.partner < num_samples
     assert 0.0 <= v.mix.lam <= 1.0 and _on_grid(v.mix.lam)
     _check_aug(v.mix.partner_aug, resolved, width, height)

@@ -5,11 +5,13 @@ process may mount (root with CAP_SYS_ADMIN), else the child runs under ``RLIMIT_
 per-file limit, with SIGXFSZ ignored so a write past it fails with EFBIG). The limit is sized
 from an uninterrupted reference run so that the job fails in a chosen phase:
 
-- ``units``: mid-way through the shard units (some committed, one half-written). A per-file
-  limit cannot stop a job there (every shard is far smaller than the root ``zarr.json``, which
-  is written first), so under ``RLIMIT_FSIZE`` this case fails while *creating* the store.
+- ``create``: the store's metadata (its root ``zarr.json``) cannot be written.
+- ``units``: mid-way through the shard units (some committed, one half-written); tmpfs only: a
+  per-file limit cannot stop a job there, since every shard is far smaller than the root
+  ``zarr.json``, which is written first.
 - ``finalize``: every unit committed, the final root ``zarr.json`` (consolidated) cannot be
-  written.
+  written. (The manifest, written after it, is smaller than the first root ``zarr.json`` that
+  the final one replaces, so no limit makes the manifest alone fail.)
 
 Each time: exit 1, one stderr line naming the store and "free space", no traceback; every
 committed unit's files match its record and the reference's bytes. With space back (remount the
@@ -123,6 +125,8 @@ def _sizes(ref: Path, scratch: Path) -> Sizes:
 
 def _tmpfs_limit(s: Sizes, phase: str) -> int:
     """Bytes for a tmpfs that fills up in ``phase``."""
+    if phase == "create":  # the arrays' metadata, not the root zarr.json
+        return PAGE * (s.created - 1)
     if phase == "units":  # half of the units, then the first shard file of the next one
         return PAGE * (s.created + sum(s.units[: len(s.units) // 2]) + 1)
     # All units fit; the new root zarr.json (written beside the old one) does not.
@@ -130,10 +134,10 @@ def _tmpfs_limit(s: Sizes, phase: str) -> int:
 
 
 def _fsize_limit(s: Sizes, phase: str) -> int:
-    """A per-file limit: under the first root zarr.json (``units`` → fails at creation), or
-    between it and the final one, which only consolidation makes bigger."""
-    assert s.first_root_bytes < s.root_bytes
-    return s.first_root_bytes // 2 if phase == "units" else s.root_bytes - 1
+    """A per-file limit: under the first root zarr.json, or between it and the final one,
+    which only consolidation makes bigger."""
+    assert s.first_root_bytes < s.root_bytes and phase != "units"
+    return s.first_root_bytes // 2 if phase == "create" else s.root_bytes - 1
 
 
 def _mechanism(tmp: Path) -> str:
@@ -216,11 +220,12 @@ def _fill_and_resume(
             committed, lost = _lost_in_committed(store, want)
         if phase == "finalize":
             assert committed == n_units and named == f"{store}/zarr.json", named
-        elif how == "tmpfs":  # some units committed, the next one half-written
+        elif phase == "units":  # some units committed, the next one half-written
             shard = re.match(r"(ids|values|valid)/c/", named[len(f"{store}/") :])
             assert 0 < committed < n_units and shard, (committed, named)
         else:  # the store's creation: nothing of it is left, so the same command starts it
-            assert committed == 0 and not (store.exists() and any(store.iterdir())), named
+            assert named == f"{store}/zarr.json", named
+            assert committed == 0 and not (store.exists() and any(store.iterdir()))
         if how == "tmpfs":
             subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)
         done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
@@ -231,24 +236,26 @@ def _fill_and_resume(
         verified = main(["verify", str(store), "--data", str(data), "--fraction", "0"])
         lost += int(verified != 0)
     size = f"size={limit // 1024}k" if how == "tmpfs" else f"{limit} B"
-    return lost, f"{phase}: {size}, {committed}/{n_units} units committed, failed on {named}"
+    key = named.removeprefix(f"{store}/")
+    return lost, f"{phase}: {size}, {committed}/{n_units} units committed, failed on {key}"
 
 
 def test_disk_full_during_generation(reference, demo_data: Path, tmp_path: Path):
     ref, want = reference
     how = _mechanism(tmp_path)
     lost, seen = 0, []
-    for phase in ("units", "finalize"):
+    phases = ("create", "units", "finalize") if how == "tmpfs" else ("create", "finalize")
+    for phase in phases:
         phase_lost, what = _fill_and_resume(ref, want, demo_data, tmp_path / phase, how, phase)
         lost += phase_lost
-        seen.append(what.replace(str(tmp_path / phase), "MNT"))
+        seen.append(what)
     forced = os.environ.get("DISTILL_TEST_DISK_LIMIT") == how
     why = "DISTILL_TEST_DISK_LIMIT" if forced else "cannot mount a tmpfs here"
     mechanism = "tmpfs" if how == "tmpfs" else f"RLIMIT_FSIZE ({why})"
     record(
         "disk full during generation",
-        faults_survived=2 if lost == 0 else 0,
-        inputs_tried=2,
+        faults_survived=len(phases) if lost == 0 else 0,
+        inputs_tried=len(phases),
         data_lost=lost,
         note=f"{mechanism}; " + "; ".join(seen),
     )

@@ -117,18 +117,22 @@ def _digest(root: Path) -> dict[str, str]:
     }
 
 
-def _views_with_targets(store: LocalStore, bad: set[int]) -> tuple[int, int]:
-    """(views that use no bad sample and have targets, views whose validity is wrong)."""
+def _views_with_targets(store: LocalStore, bad: set[int]) -> tuple[int, int, set[int]]:
+    """(views that use no bad sample and have targets, views whose validity is wrong, the
+    samples those good views show)."""
     a, recipe = store.attrs, get_recipe("default")
     good = wrong = 0
+    shown: set[int] = set()
     for slot in range(a.views):
         block = store.read_block(slot, 0, a.num_samples)
         for i in range(a.num_samples):
             p = decode(a.store_seed, slot, i, a.num_samples, recipe, a.views)
             uses_bad = i in bad or (p.mix is not None and p.mix.partner in bad)
             wrong += int(bool(block.valid[i]) == uses_bad)
-            good += int(not uses_bad and bool(block.valid[i]))
-    return good, wrong
+            if not uses_bad and block.valid[i]:
+                good += 1
+                shown |= {i} if p.mix is None else {i, p.mix.partner}
+    return good, wrong, shown
 
 
 def test_bad_images_are_named_and_the_job_completes(demo_data: Path, tmp_path: Path, capsys):
@@ -156,11 +160,11 @@ def test_bad_images_are_named_and_the_job_completes(demo_data: Path, tmp_path: P
     assert "\\udc" not in first.stdout + json.dumps(listed)  # and Pillow's quote of it too
 
     store = LocalStore(out)
-    good, wrong = _views_with_targets(store, {b["sample"] for b in listed.values()})
+    good, wrong, shown = _views_with_targets(store, {b["sample"] for b in listed.values()})
     assert wrong == 0 and good > 0
-    # The 1x1 image and the odd-named photo are samples like any other: each view of them
-    # whose partner is readable has targets (checked above), and verify re-scores them.
-    assert {"cat/pixel.png", "dog/caf\\xe9.jpg"} <= set(names) - set(listed)
+    # The 1x1 image and the odd-named photo are samples like any other: they are in views with
+    # targets (as the sample or its mixing partner), which verify re-scores below.
+    assert {names["cat/pixel.png"], names["dog/caf\\xe9.jpg"]} <= shown
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     info = capsys.readouterr().out

@@ -301,4 +301,7 @@ def load_image(
     except CorruptImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f"cannot decode image {shown}: {e}") from None
+        # Pillow quotes the path with repr(): a name that is not UTF-8 would read as surrogate
+        # escapes (\udce9) there; show it as everywhere else (\xe9).
+        detail = str(e).replace(repr(os.fsdecode(path)), f"'{shown}'")
+        raise CorruptImageError(f"cannot decode image {shown}: {detail}") from None

@@ -213,10 +213,14 @@ class Location:
             # os.replace, not fs.mv: shutil.move (behind LocalFileSystem.mv) falls back to a
             # non-atomic copy when the rename fails, and a crash mid-copy leaves half a file.
             os.replace(tmp, path)
-        except OSError:
+        except OSError as e:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(tmp)  # a disk-full write leaves no stray temporary file
-            raise
+            if e.errno is None or e.filename is not None:
+                raise
+            # A failed write() or close() names no file: name the one being written, so a
+            # disk-full message says where the store stopped.
+            raise OSError(e.errno, e.strerror, path) from e
 
     def remove(self, key: str) -> None:
         """Delete ``key`` if it exists."""

@@ -6,7 +6,8 @@ Every answer is checked against the store's files (zarr keys) or a local decode 
 mismatch is data lost. Errors are any status other than 200/206 except deliberate 503s
 (overload, with Retry-After). The server's RSS is sampled from /proc every 0.25 s: growth per
 worker process (peak minus the level after one warm-up request of each kind) must stay within
-the configured cache plus 10%.
+the configured cache plus 10%. By default the store (268 MiB) outgrows the service's default
+cache (256 MiB); ``--cache-mib 32 --views 4`` is the small-cache case (see the README).
 
 Usage: ``.venv/bin/python bench/load.py [--clients 64] [--seconds 60] [--workers 1 2]``
 (``--json PATH`` also writes the figures; bench/reliability.py runs it).
@@ -297,8 +298,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--cache-mib", type=int, default=32, help="the service's --cache-bytes")
-    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--cache-mib", type=int, default=256,
+                   help="the service's --cache-bytes (256: its default)")  # fmt: skip
+    p.add_argument("--views", type=int, default=40, help="(268 MiB: more than the cache)")
     p.add_argument("--samples", type=int, default=262144, help="(the store outgrows the cache)")
     p.add_argument("--block", type=int, default=1024, help="samples per block request")
     p.add_argument("--json", help="also write the results here")

@@ -71,7 +71,8 @@ def load_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "test": f"load: {r['clients']} clients x {r['seconds']:g} s, --workers {r['workers']}",
             "load_held": [f"{r['requests'] / r['seconds']:.0f} req/s, {r['busy_503']} deliberate "
-                          f"503s, RSS +{growth:.1f} MiB (bound {r['rss_bound_mib']:.1f})"],
+                          f"503s, cache {r['cache_bytes'] / 2**20:.0f} MiB, RSS +{growth:.1f} MiB "
+                          f"(bound {r['rss_bound_mib']:.1f})"],
             "faults_survived": 0, "inputs_tried": r["requests"],
             "data_lost": r["data_lost"] + r["errors"], "note": [], "runs": 1,
         })  # fmt: skip

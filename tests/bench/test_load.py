@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_load_short(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     cmd = [sys.executable, str(REPO / "bench" / "load.py"), "--clients", "8", "--seconds", "3",
-           "--workers", "1", "--samples", "16384", "--cache-mib", "16",
+           "--workers", "1", "--samples", "16384", "--views", "4", "--cache-mib", "16",
            "--json", str(out)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -8,6 +8,7 @@ addresses, a missing bucket and wrong credentials give one-line errors.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from teacher_store.errors import StoreAccessError, StoreNotFound
 from teacher_store.generate import GenerateConfig, run_generate
 from teacher_store.info import store_info
 from teacher_store.store.arrays import LocalStore
-from teacher_store.store.layout import MANIFEST, SHARDS
+from teacher_store.store.layout import MANIFEST, SHARDS, shard_units, unit_record_key
 from teacher_store.verify import verify_store
 from tests.s3_fixtures import S3Server, local_objects
 from tests.store_fixtures import SMALL_GENERATE
@@ -246,3 +247,72 @@ def test_unfinished_resumed_and_overwritten_store_local_and_s3(
         k for u in shard_units(new) for k in u.keys().values()
     )
     assert store_info(where)["files_on_disk"] == 4 + 3 * 2 + 1 + 2  # metadata, shards, records
+
+
+def _cli_out(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_show_on_s3_draws_the_local_stores_picture(
+    s3_server: S3Server,
+    store: Path,
+    demo_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`distill show s3://...` writes the same PNG bytes and top-5 as on the local copy, and
+    says the same about a unit an unfinished S3 store has not generated yet."""
+    url = _upload(s3_server, store, "show")
+    view = ["--data", str(demo_data), "--sample", "5", "--view", "1"]
+    out = {}
+    for name, where in (("s3", url), ("local", str(store))):
+        png = tmp_path / f"{name}.png"
+        text = _cli_out(capsys, ["show", where, *view, "--out", str(png)])
+        out[name] = (text.replace(str(png), "PNG"), png.read_bytes())
+    assert out["s3"] == out["local"] and out["s3"][1].startswith(b"\x89PNG")
+
+    # Unfinished copies (no manifest) without the unit's objects: with no record the view is
+    # "not generated yet"; with its record left, it "has no targets" (on S3 as on disk).
+    unit = next(
+        u
+        for u in shard_units(LocalStore(store).attrs)
+        if u.slot_start <= 1 < u.slot_stop and u.start <= 5 < u.stop
+    )
+    gone = [MANIFEST, *unit.keys().values()]
+    for keep_record, want in ((False, "is not generated yet"), (True, "has no targets")):
+        drop = gone if keep_record else [*gone, unit_record_key(unit.name)]
+        errs = []
+        for where in (_upload(s3_server, store, "show-part"), _local_copy(store, tmp_path)):
+            _remove(s3_server, where, drop)
+            png = tmp_path / "never.png"
+            errs.append(_one_line_error(capsys, ["show", where, *view, "--out", str(png)]))
+            assert want in errs[-1], errs[-1]
+        assert errs[0] == errs[1]
+
+
+def _local_copy(store: Path, tmp_path: Path) -> str:
+    copy = tmp_path / f"copy-{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(store, copy)
+    return str(copy)
+
+
+def _remove(s3: S3Server, where: str, keys: list[str]) -> None:
+    if where.startswith("s3://"):
+        s3.fs().rm([f"{_root(where)}/{k}" for k in keys])
+    else:
+        for key in keys:
+            (Path(where) / key).unlink()
+
+
+def test_info_on_s3_prints_the_local_stores_figures(
+    s3_server: S3Server, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`distill info s3://...` (text and --json) says what it says of the local copy, but for
+    the address."""
+    url = _upload(s3_server, store, "info")
+    for extra in ([], ["--json"]):
+        remote = _cli_out(capsys, ["info", url, *extra])
+        local = _cli_out(capsys, ["info", str(store), *extra])
+        assert url in remote and str(store) not in remote
+        assert remote.replace(url, "ADDRESS") == local.replace(str(store), "ADDRESS")

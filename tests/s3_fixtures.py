@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,38 @@ class S3Server:
             yield
         finally:
             requests.post(reset, data=b"inf", timeout=10).raise_for_status()
+
+    @contextlib.contextmanager
+    def read_only_keys(self) -> Iterator[dict[str, str]]:
+        """Inside the block only these keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``)
+        are accepted, and they may read and list but never PUT or DELETE."""
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, **_KEYS)
+        user = f"reader-{next(_names)}"
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=_READ_ONLY)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        with self.refusing_credentials():
+            yield {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            }
+
+
+_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+_READ_ONLY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"],
+                "Resource": "*",
+            }
+        ],
+    }
+)
 
 
 def local_objects(root: Path) -> dict[str, bytes]:

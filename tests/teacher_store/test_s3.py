@@ -7,12 +7,14 @@ addresses, a missing bucket and wrong credentials give one-line errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ import zarr
 from teacher_store.cli import main
 from teacher_store.client import StoreAddressError, open_store
 from teacher_store.errors import StoreAccessError, StoreNotFound
-from teacher_store.generate import GenerateConfig, run_generate
+from teacher_store.generate import GenerateConfig, StoreWriteError, run_generate
 from teacher_store.info import store_info
 from teacher_store.store.arrays import LocalStore
 from teacher_store.store.layout import MANIFEST, SHARDS, shard_units, unit_record_key
@@ -316,3 +318,101 @@ def test_info_on_s3_prints_the_local_stores_figures(
         local = _cli_out(capsys, ["info", str(store), *extra])
         assert url in remote and str(store) not in remote
         assert remote.replace(url, "ADDRESS") == local.replace(str(store), "ADDRESS")
+
+
+class _Stop(Exception):
+    """Raised by a decode hook to stop a run."""
+
+
+def _after_first_unit(s3: S3Server, url: str, act: Callable[[], None]) -> Callable[[int], None]:
+    """A decode hook that calls ``act`` once, on the first decode after a unit record exists."""
+    fs, shards, done = s3.fs(), f"{_root(url)}/{SHARDS}", []
+
+    def hook(sample: int) -> None:
+        if not done and fs.exists(shards) and fs.ls(shards, detail=False):
+            done.append(sample)
+            act()
+
+    return hook
+
+
+def _committed(s3: S3Server, url: str) -> dict[str, bytes]:
+    return {k: v for k, v in s3.objects(url).items() if k.startswith(f"{SHARDS}/")}
+
+
+def test_store_refusing_writes_is_a_one_line_resumable_failure(
+    s3_server: S3Server,
+    store: Path,
+    demo_data: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys that may read the store but not write it: `distill generate` gets past its checks
+    and the resume's reads, then its first PUT is refused: exit 1, one line naming the store
+    and the fix, the committed units intact; with write access the same command resumes to the
+    bytes of an uninterrupted local run."""
+    import s3fs
+
+    url = s3_server.url("refused")
+    cfg = GenerateConfig(data=str(demo_data), out=url, **SMALL_GENERATE)  # type: ignore[arg-type]
+
+    def stop() -> None:
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        run_generate(cfg, decode_hook=_after_first_unit(s3_server, url, stop))
+    committed = _committed(s3_server, url)
+    assert committed and MANIFEST not in s3_server.objects(url)
+
+    with s3_server.read_only_keys() as keys:
+        for var, value in keys.items():
+            monkeypatch.setenv(var, value)
+        s3fs.S3FileSystem.clear_instance_cache()  # a new process would make new clients
+        assert main(_cli_generate(demo_data, url)) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err, err
+        assert err.startswith(f"distill generate: cannot write the store {url}: "), err
+        assert "refused the request (403 Access Denied); check AWS_ACCESS_KEY_ID" in err, err
+        assert "re-run the same command to resume" in err, err
+    monkeypatch.undo()
+    s3fs.S3FileSystem.clear_instance_cache()
+    assert _committed(s3_server, url) == committed
+
+    assert main(_cli_generate(demo_data, url)) == 0
+    got, want = s3_server.objects(url), local_objects(store)
+    assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []
+
+
+@pytest.mark.parametrize("trouble", ["credentials revoked", "bucket deleted"])
+def test_object_store_failing_mid_run_is_a_resumable_store_write_error(
+    trouble: str, s3_server: S3Server, store: Path, demo_data: Path
+) -> None:
+    """The credentials revoked, or the bucket deleted, after a unit was committed: the run
+    stops with one line naming the store and the fix; put right, it resumes to the bytes of
+    an uninterrupted local run."""
+    bucket = s3_server.make_bucket(f"distill-mid-{trouble.split()[0]}")
+    url = f"s3://{bucket}/store"
+    cfg = GenerateConfig(data=str(demo_data), out=url, **SMALL_GENERATE)  # type: ignore[arg-type]
+    with contextlib.ExitStack() as trouble_on:
+
+        def act() -> None:
+            if trouble == "bucket deleted":
+                s3_server.fs().rm(bucket, recursive=True)
+            else:
+                trouble_on.enter_context(s3_server.refusing_credentials())
+
+        with pytest.raises(StoreWriteError) as failed:
+            run_generate(cfg, decode_hook=_after_first_unit(s3_server, url, act))
+    msg = str(failed.value)
+    assert "\n" not in msg and msg.startswith(f"cannot write the store {url}: "), msg
+    assert msg.endswith(", then re-run the same command to resume"), msg
+    if trouble == "bucket deleted":
+        assert f"bucket '{bucket}' no longer exists at {s3_server.endpoint}; create it" in msg
+        s3_server.make_bucket(bucket)
+    else:
+        assert "refused the request (403 " in msg and "AWS_ACCESS_KEY_ID" in msg, msg
+        assert _committed(s3_server, url)  # the units committed before stay
+
+    assert run_generate(cfg)["complete"]
+    got, want = s3_server.objects(url), local_objects(store)
+    assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []

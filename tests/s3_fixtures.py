@@ -13,9 +13,12 @@ request is refused as it would be with wrong credentials).
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.server
 import itertools
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +140,76 @@ _READ_ONLY = json.dumps(
         ],
     }
 )
+
+
+class _FailPuts(http.server.BaseHTTPRequestHandler):
+    """Relays requests to the moto server, but answers every PUT with ``server.status``."""
+
+    protocol_version = "HTTP/1.1"
+    server: _Relay
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _relay(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(size) if size else None
+        if self.command == "PUT":
+            code = http.client.responses[self.server.status].replace(" ", "")
+            xml = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+            self._reply(self.server.status, [("Content-Type", "application/xml")], xml)
+            return
+        conn = http.client.HTTPConnection(self.server.target, timeout=30)
+        try:
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = resp.getheaders()
+            if self.command == "HEAD":  # keep the object's own length
+                self.send_response(resp.status)
+                for name, value in headers:
+                    if name.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.end_headers()
+                return
+            self._reply(resp.status, headers, data)
+        finally:
+            conn.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _relay
+
+
+class _Relay(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, target: str, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _FailPuts)
+        self.target, self.status = target, status
+
+
+@contextlib.contextmanager
+def failing_puts(s3: S3Server, status: int) -> Iterator[str]:
+    """An endpoint (``http://127.0.0.1:PORT``) that reads and lists ``s3``'s objects but
+    answers every PUT with HTTP ``status`` (500 InternalServerError, 503 ServiceUnavailable)."""
+    relay = _Relay(f"127.0.0.1:{s3.port}", status)
+    thread = threading.Thread(target=relay.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{relay.server_address[1]}"
+    finally:
+        relay.shutdown()
+        relay.server_close()
+        thread.join(timeout=10)
 
 
 def local_objects(root: Path) -> dict[str, bytes]:

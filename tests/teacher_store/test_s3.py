@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from teacher_store.info import store_info
 from teacher_store.store.arrays import LocalStore
 from teacher_store.store.layout import MANIFEST, SHARDS, shard_units, unit_record_key
 from teacher_store.verify import verify_store
-from tests.s3_fixtures import S3Server, local_objects
+from tests.s3_fixtures import S3Server, failing_puts, local_objects
 from tests.store_fixtures import SMALL_GENERATE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -340,17 +340,34 @@ def _committed(s3: S3Server, url: str) -> dict[str, bytes]:
     return {k: v for k, v in s3.objects(url).items() if k.startswith(f"{SHARDS}/")}
 
 
+@contextlib.contextmanager
+def _refusing_writes(s3: S3Server, how: str) -> Iterator[tuple[dict[str, str], str]]:
+    """(AWS variables under which ``s3`` reads but refuses or fails every PUT, what the error
+    then says)."""
+    if how == "read-only keys":
+        with s3.read_only_keys() as keys:
+            yield keys, "refused the request (403 Access Denied); check AWS_ACCESS_KEY_ID"
+        return
+    status = int(how.split()[-1])
+    with failing_puts(s3, status) as endpoint:
+        # botocore retries a 5xx; one retry here, not the default's several, keeps this fast.
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "2"}
+        yield env, f"{endpoint} failed the request ({status} injected); wait for the object store"
+
+
+@pytest.mark.parametrize("how", ["read-only keys", "PUT answered 503", "PUT answered 500"])
 def test_store_refusing_writes_is_a_one_line_resumable_failure(
+    how: str,
     s3_server: S3Server,
     store: Path,
     demo_data: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Keys that may read the store but not write it: `distill generate` gets past its checks
-    and the resume's reads, then its first PUT is refused: exit 1, one line naming the store
-    and the fix, the committed units intact; with write access the same command resumes to the
-    bytes of an uninterrupted local run."""
+    """An object store that serves reads but refuses (403) or fails (5xx) every PUT:
+    `distill generate` gets past its checks and the resume's reads, then its first PUT fails:
+    exit 1, one line naming the store and the fix, the committed units intact; with writes
+    working again the same command resumes to the bytes of an uninterrupted local run."""
     import s3fs
 
     url = s3_server.url("refused")
@@ -364,23 +381,23 @@ def test_store_refusing_writes_is_a_one_line_resumable_failure(
     committed = _committed(s3_server, url)
     assert committed and MANIFEST not in s3_server.objects(url)
 
-    with s3_server.read_only_keys() as keys:
-        for var, value in keys.items():
+    with _refusing_writes(s3_server, how) as (env, want):
+        for var, value in env.items():
             monkeypatch.setenv(var, value)
         s3fs.S3FileSystem.clear_instance_cache()  # a new process would make new clients
         assert main(_cli_generate(demo_data, url)) == 1
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "Traceback" not in err, err
         assert err.startswith(f"distill generate: cannot write the store {url}: "), err
-        assert "refused the request (403 Access Denied); check AWS_ACCESS_KEY_ID" in err, err
-        assert "re-run the same command to resume" in err, err
+        assert want in err and err.endswith(", then re-run the same command to resume"), err
     monkeypatch.undo()
     s3fs.S3FileSystem.clear_instance_cache()
     assert _committed(s3_server, url) == committed
 
     assert main(_cli_generate(demo_data, url)) == 0
-    got, want = s3_server.objects(url), local_objects(store)
-    assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []
+    got, want_bytes = s3_server.objects(url), local_objects(store)
+    assert sorted(got) == sorted(want_bytes)
+    assert [k for k in want_bytes if got[k] != want_bytes[k]] == []
 
 
 @pytest.mark.parametrize("trouble", ["credentials revoked", "bucket deleted"])

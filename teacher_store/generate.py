@@ -420,11 +420,12 @@ def _store_writes(out: str) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        remote = storage_failure(Location.at(out), e)
+        loc = Location.at(out)
+        remote = storage_failure(loc, e)
         if remote is not None:  # an object store refusing or failing a request mid-run
             raise StoreWriteError(
-                f"cannot write the store {Location.at(out).display}: {remote[0]}; "
-                f"{remote[1]}, then re-run the same command to resume"
+                f"cannot write the store {loc.display}: {remote[0]}; {remote[1]}, then re-run "
+                "the same command to resume"
             ) from None
         err = _write_failure(e)
         if err is None:

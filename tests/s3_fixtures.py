@@ -7,7 +7,12 @@ storage use :func:`store_location`: a local folder or a fresh ``s3://BUCKET/PREF
 
 Credentials: moto accepts any keys until authentication is switched on; :meth:`S3Server.
 refusing_credentials` switches it on for a block (moto then knows no key at all, so every
-request is refused as it would be with wrong credentials).
+request is refused as it would be with wrong credentials). :meth:`S3Server.read_only_keys`
+switches it on too and yields the keys of an IAM user that may read and list but not write
+(moto enforces IAM policies on S3 requests while authentication is on).
+
+Faults moto has no switch for: :func:`relay` puts an endpoint in front of the server that can
+answer every PUT with a server error (500, 503) or go away (connections refused).
 """
 
 from __future__ import annotations
@@ -143,8 +148,11 @@ _READ_ONLY = json.dumps(
 
 
 class _FailPuts(http.server.BaseHTTPRequestHandler):
-    """Relays requests to the moto server, but answers every PUT with ``server.status``."""
+    """Relays requests to the moto server, but answers every PUT with ``server.status``
+    (unless 0)."""
 
+    # HTTP/1.1 for "Expect: 100-continue" (botocore's PUTs wait for it), but one request per
+    # connection ("Connection: close"): once the relay stops, no kept-alive connection works.
     protocol_version = "HTTP/1.1"
     server: _Relay
 
@@ -157,6 +165,7 @@ class _FailPuts(http.server.BaseHTTPRequestHandler):
             if name.lower() not in ("connection", "transfer-encoding", "content-length"):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -164,7 +173,7 @@ class _FailPuts(http.server.BaseHTTPRequestHandler):
     def _relay(self) -> None:
         size = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(size) if size else None
-        if self.command == "PUT":
+        if self.command == "PUT" and self.server.status:
             code = http.client.responses[self.server.status].replace(" ", "")
             xml = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
             self._reply(self.server.status, [("Content-Type", "application/xml")], xml)
@@ -180,6 +189,7 @@ class _FailPuts(http.server.BaseHTTPRequestHandler):
                 for name, value in headers:
                     if name.lower() not in ("connection", "transfer-encoding"):
                         self.send_header(name, value)
+                self.send_header("Connection", "close")
                 self.end_headers()
                 return
             self._reply(resp.status, headers, data)
@@ -195,21 +205,35 @@ class _Relay(http.server.ThreadingHTTPServer):
     def __init__(self, target: str, status: int) -> None:
         super().__init__(("127.0.0.1", 0), _FailPuts)
         self.target, self.status = target, status
+        self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def stop(self) -> None:
+        """Stop answering: the endpoint refuses connections from now on."""
+        if self.thread.is_alive():
+            self.shutdown()
+            self.server_close()
+            self.thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def relay(s3: S3Server, put_status: int = 0) -> Iterator[_Relay]:
+    """An endpoint in front of ``s3`` (``.endpoint``; ``.stop()`` takes it away) that relays
+    every request, but answers every PUT with HTTP ``put_status`` unless it is 0 (500
+    InternalServerError, 503 ServiceUnavailable)."""
+    server = _Relay(f"127.0.0.1:{s3.port}", put_status)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
 def failing_puts(s3: S3Server, status: int) -> Iterator[str]:
-    """An endpoint (``http://127.0.0.1:PORT``) that reads and lists ``s3``'s objects but
-    answers every PUT with HTTP ``status`` (500 InternalServerError, 503 ServiceUnavailable)."""
-    relay = _Relay(f"127.0.0.1:{s3.port}", status)
-    thread = threading.Thread(target=relay.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{relay.server_address[1]}"
-    finally:
-        relay.shutdown()
-        relay.server_close()
-        thread.join(timeout=10)
+    """An endpoint that reads and lists ``s3``'s objects but answers every PUT with ``status``."""
+    with relay(s3, status) as server:
+        yield server.endpoint
 
 
 def local_objects(root: Path) -> dict[str, bytes]:

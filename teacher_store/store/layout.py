@@ -298,6 +298,8 @@ def storage_failure(loc: Location, e: BaseException) -> tuple[str, str] | None:
 
     endpoint, bucket = _endpoint(loc.fs), loc.root.split("/", 1)[0]
     for seen in _chain(e):
+        if isinstance(seen, ValueError):  # a deliberate message (raised while handling one)
+            return None
         if isinstance(seen, BotoCoreError):  # no answer: connection refused, DNS, TLS, timeout
             why = f"cannot reach {endpoint} ({_first_line(seen)})"
             return why, "check AWS_ENDPOINT_URL and the network"

@@ -29,7 +29,7 @@ from teacher_store.info import store_info
 from teacher_store.store.arrays import LocalStore
 from teacher_store.store.layout import MANIFEST, SHARDS, shard_units, unit_record_key
 from teacher_store.verify import verify_store
-from tests.s3_fixtures import S3Server, failing_puts, local_objects
+from tests.s3_fixtures import S3Server, failing_puts, local_objects, relay
 from tests.store_fixtures import SMALL_GENERATE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -400,34 +400,61 @@ def test_store_refusing_writes_is_a_one_line_resumable_failure(
     assert [k for k in want_bytes if got[k] != want_bytes[k]] == []
 
 
-@pytest.mark.parametrize("trouble", ["credentials revoked", "bucket deleted"])
+def _trouble(
+    trouble: str, s3: S3Server, bucket: str, stack: contextlib.ExitStack, mp: pytest.MonkeyPatch
+) -> Callable[[], None]:
+    """Set up for ``trouble`` and return what brings it on mid-run."""
+    import s3fs
+
+    if trouble == "bucket deleted":
+        return lambda: s3.fs().rm(bucket, recursive=True)
+    if trouble == "credentials revoked":
+        return lambda: stack.enter_context(s3.refusing_credentials()) and None
+    front = stack.enter_context(relay(s3))  # the run talks to the server through it
+    for var, value in {"AWS_ENDPOINT_URL": front.endpoint, "AWS_MAX_ATTEMPTS": "2"}.items():
+        mp.setenv(var, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    return front.stop
+
+
+_TROUBLE = {
+    # The first refused request may be a HEAD, whose answer has no body: "403 Forbidden".
+    "credentials revoked": "{endpoint} refused the request (403 ",
+    "bucket deleted": "bucket '{bucket}' no longer exists at {endpoint}; create it again",
+    "endpoint gone": "cannot reach {endpoint} (Could not connect to the endpoint URL: ",
+}
+
+
+@pytest.mark.parametrize("trouble", sorted(_TROUBLE))
 def test_object_store_failing_mid_run_is_a_resumable_store_write_error(
-    trouble: str, s3_server: S3Server, store: Path, demo_data: Path
+    trouble: str,
+    s3_server: S3Server,
+    store: Path,
+    demo_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The credentials revoked, or the bucket deleted, after a unit was committed: the run
-    stops with one line naming the store and the fix; put right, it resumes to the bytes of
-    an uninterrupted local run."""
+    """The credentials revoked, the bucket deleted or the endpoint gone after a unit was
+    committed: the run stops with one line naming the store and the fix; put right, it
+    resumes to the bytes of an uninterrupted local run."""
+    import s3fs
+
     bucket = s3_server.make_bucket(f"distill-mid-{trouble.split()[0]}")
     url = f"s3://{bucket}/store"
     cfg = GenerateConfig(data=str(demo_data), out=url, **SMALL_GENERATE)  # type: ignore[arg-type]
-    with contextlib.ExitStack() as trouble_on:
-
-        def act() -> None:
-            if trouble == "bucket deleted":
-                s3_server.fs().rm(bucket, recursive=True)
-            else:
-                trouble_on.enter_context(s3_server.refusing_credentials())
-
+    with contextlib.ExitStack() as stack:
+        act = _trouble(trouble, s3_server, bucket, stack, monkeypatch)
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
         with pytest.raises(StoreWriteError) as failed:
             run_generate(cfg, decode_hook=_after_first_unit(s3_server, url, act))
+    monkeypatch.undo()
+    s3fs.S3FileSystem.clear_instance_cache()
     msg = str(failed.value)
     assert "\n" not in msg and msg.startswith(f"cannot write the store {url}: "), msg
+    assert _TROUBLE[trouble].format(bucket=bucket, endpoint=endpoint) in msg, msg
     assert msg.endswith(", then re-run the same command to resume"), msg
     if trouble == "bucket deleted":
-        assert f"bucket '{bucket}' no longer exists at {s3_server.endpoint}; create it" in msg
         s3_server.make_bucket(bucket)
     else:
-        assert "refused the request (403 " in msg and "AWS_ACCESS_KEY_ID" in msg, msg
         assert _committed(s3_server, url)  # the units committed before stay
 
     assert run_generate(cfg)["complete"]

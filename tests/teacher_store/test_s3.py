@@ -1,8 +1,10 @@
 """Stores on S3: a real S3 server (moto, 127.0.0.1) started by the ``s3_server`` fixture.
 
 `distill generate` killed with SIGKILL and resumed on S3 gives the bytes of a local run; every
-reader (open_store, the direct reader, stock zarr-python, info, verify) reads the S3 store; bad
-addresses, a missing bucket and wrong credentials give one-line errors.
+reader (open_store, the direct reader, stock zarr-python, info, verify, show) reads the S3 store
+(show and info as they read the local copy); bad addresses, a missing bucket and wrong
+credentials give one-line errors; an object store refusing or failing writes mid-run (403, 500,
+503, credentials revoked, bucket deleted, endpoint gone) gives a one-line, resumable failure.
 """
 
 from __future__ import annotations

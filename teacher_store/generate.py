@@ -44,7 +44,7 @@ from teacher_store.store.arrays import (
 )
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.encodings import encoding_kl
-from teacher_store.store.layout import Location, ShardUnit, shard_units
+from teacher_store.store.layout import Location, ShardUnit, shard_units, storage_failure
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
     StoreAttrs,
@@ -388,8 +388,9 @@ def _pin_threads(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
 
 
 class StoreWriteError(CommandError):
-    """Writing the store failed (disk full, quota, I/O error): the job is unfinished (exit 1)
-    and resumable, since only committed units count."""
+    """Writing the store failed (disk full, quota, I/O error; an object store refusing or
+    failing requests): the job is unfinished (exit 1) and resumable, since only committed
+    units count."""
 
 
 # errno -> what to do about it; other OSErrors while writing are bad input (a path, rights).
@@ -413,10 +414,19 @@ def _write_failure(e: BaseException) -> OSError | None:
 
 @contextlib.contextmanager
 def _store_writes(out: str) -> Iterator[None]:
-    """Turn a disk-full or I/O error while writing ``out`` into a one-line, resumable failure."""
+    """Turn a disk-full or I/O error while writing ``out``, or an object store refusing or
+    failing a request (:func:`~teacher_store.store.layout.storage_failure`), into a one-line,
+    resumable failure (exit 1)."""
     try:
         yield
     except Exception as e:
+        loc = Location.at(out)
+        remote = storage_failure(loc, e)
+        if remote is not None:  # an object store refusing or failing a request mid-run
+            raise StoreWriteError(
+                f"cannot write the store {loc.display}: {remote[0]}; {remote[1]}, then re-run "
+                "the same command to resume"
+            ) from None
         err = _write_failure(e)
         if err is None:
             raise

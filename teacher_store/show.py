@@ -10,7 +10,7 @@ import numpy as np
 
 from teacher_store.errors import DatasetMismatch, StoreIncomplete
 from teacher_store.store import layout
-from teacher_store.store.layout import Location, shard_units
+from teacher_store.store.layout import shard_units
 
 _MIN_VIEW_PX = 224  # the view is enlarged by an integer factor to at least this, for legibility
 _LINE_H, _PAD, _PANEL_W = 20, 12, 420  # text panel: line height, padding, width (px)
@@ -44,7 +44,7 @@ def _matching_folder(a: Any, data: str) -> Any:
     return folder
 
 
-def _valid_block(store: Any, path: str, folder: Any, view: int, sample: int) -> Any:
+def _valid_block(store: Any, folder: Any, view: int, sample: int) -> Any:
     """The stored targets of the view; a one-line error when it has none (not generated yet,
     or its image was unreadable)."""
     from teacher_store.images.dataset import printable_path
@@ -58,7 +58,7 @@ def _valid_block(store: Any, path: str, folder: Any, view: int, sample: int) -> 
         for u in shard_units(a)
         if u.slot_start <= view < u.slot_stop and u.start <= sample < u.stop
     )
-    if not store.complete and not layout.has_unit_record(Location.local(path), unit.name):
+    if not store.complete and not layout.has_unit_record(store.location, unit.name):
         raise StoreIncomplete(
             f"view {view} of sample {sample} is not generated yet: the store is unfinished; "
             "re-run the same `distill generate`"
@@ -151,7 +151,7 @@ class ViewRenderer:
         """View ``view`` of ``sample`` at ``size`` (default: the teacher's input size)."""
         a = self.attrs
         _check_request(a, sample, view, size)
-        block = _valid_block(self.store, self.path, self.folder, view, sample)
+        block = _valid_block(self.store, self.folder, view, sample)
         replayed = self.replayer.render(view, sample, size)
         names = list(a.teacher.get("class_names", []) or [])
         logp = block.logprobs()[0]

@@ -7,14 +7,23 @@ storage use :func:`store_location`: a local folder or a fresh ``s3://BUCKET/PREF
 
 Credentials: moto accepts any keys until authentication is switched on; :meth:`S3Server.
 refusing_credentials` switches it on for a block (moto then knows no key at all, so every
-request is refused as it would be with wrong credentials).
+request is refused as it would be with wrong credentials). :meth:`S3Server.read_only_keys`
+switches it on too and yields the keys of an IAM user that may read and list but not write
+(moto enforces IAM policies on S3 requests while authentication is on).
+
+Faults moto has no switch for: :func:`relay` puts an endpoint in front of the server that can
+answer every PUT with a server error (500, 503) or go away (connections refused).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import http.server
 import itertools
+import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +113,127 @@ class S3Server:
             yield
         finally:
             requests.post(reset, data=b"inf", timeout=10).raise_for_status()
+
+    @contextlib.contextmanager
+    def read_only_keys(self) -> Iterator[dict[str, str]]:
+        """Inside the block only these keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``)
+        are accepted, and they may read and list but never PUT or DELETE."""
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, **_KEYS)
+        user = f"reader-{next(_names)}"
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=_READ_ONLY)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        with self.refusing_credentials():
+            yield {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            }
+
+
+_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+_READ_ONLY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"],
+                "Resource": "*",
+            }
+        ],
+    }
+)
+
+
+class _FailPuts(http.server.BaseHTTPRequestHandler):
+    """Relays requests to the moto server, but answers every PUT with ``server.status``
+    (unless 0)."""
+
+    # HTTP/1.1 for "Expect: 100-continue" (botocore's PUTs wait for it), but one request per
+    # connection ("Connection: close"): once the relay stops, no kept-alive connection works.
+    protocol_version = "HTTP/1.1"
+    server: _Relay
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _relay(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(size) if size else None
+        if self.command == "PUT" and self.server.status:
+            code = http.client.responses[self.server.status].replace(" ", "")
+            xml = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+            self._reply(self.server.status, [("Content-Type", "application/xml")], xml)
+            return
+        conn = http.client.HTTPConnection(self.server.target, timeout=30)
+        try:
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+            resp = conn.getresponse()
+            data = resp.read()
+            headers = resp.getheaders()
+            if self.command == "HEAD":  # keep the object's own length
+                self.send_response(resp.status)
+                for name, value in headers:
+                    if name.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                return
+            self._reply(resp.status, headers, data)
+        finally:
+            conn.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _relay
+
+
+class _Relay(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, target: str, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _FailPuts)
+        self.target, self.status = target, status
+        self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def stop(self) -> None:
+        """Stop answering: the endpoint refuses connections from now on."""
+        if self.thread.is_alive():
+            self.shutdown()
+            self.server_close()
+            self.thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def relay(s3: S3Server, put_status: int = 0) -> Iterator[_Relay]:
+    """An endpoint in front of ``s3`` (``.endpoint``; ``.stop()`` takes it away) that relays
+    every request, but answers every PUT with HTTP ``put_status`` unless it is 0 (500
+    InternalServerError, 503 ServiceUnavailable)."""
+    server = _Relay(f"127.0.0.1:{s3.port}", put_status)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def failing_puts(s3: S3Server, status: int) -> Iterator[str]:
+    """An endpoint that reads and lists ``s3``'s objects but answers every PUT with ``status``."""
+    with relay(s3, status) as server:
+        yield server.endpoint
 
 
 def local_objects(root: Path) -> dict[str, bytes]:

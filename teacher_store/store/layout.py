@@ -273,6 +273,56 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+# Error codes of an object store that mean "these credentials may not do this".
+_REFUSED = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "SignatureDoesNotMatch",
+}
+
+
+def _chain(e: BaseException) -> Iterable[BaseException]:
+    """``e`` and the exceptions behind it (zarr wraps s3fs's, s3fs wraps botocore's)."""
+    seen: BaseException | None = e
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def storage_failure(loc: Location, e: BaseException) -> tuple[str, str] | None:
+    """(what went wrong, what to do), each one line, when ``e`` is an object store refusing
+    or failing a request on ``loc`` (credentials revoked, bucket deleted, a 5xx, the endpoint
+    gone); None for anything else, and always for a folder."""
+    if not set(_protocols(loc.fs)) & _BUCKET_PROTOCOLS:
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    endpoint, bucket = _endpoint(loc.fs), loc.root.split("/", 1)[0]
+    for seen in _chain(e):
+        if isinstance(seen, ValueError):  # a deliberate message (raised while handling one)
+            return None
+        if isinstance(seen, BotoCoreError):  # no answer: connection refused, DNS, TLS, timeout
+            why = f"cannot reach {endpoint} ({_first_line(seen)})"
+            return why, "check AWS_ENDPOINT_URL and the network"
+        if not isinstance(seen, ClientError):
+            continue
+        err, meta = seen.response.get("Error", {}), seen.response.get("ResponseMetadata", {})
+        code, status = str(err.get("Code") or ""), int(meta.get("HTTPStatusCode") or 0)
+        said = f"{status or code} {err.get('Message') or _first_line(seen)}".strip()
+        if code == "NoSuchBucket":
+            return f"bucket {bucket!r} no longer exists at {endpoint}", "create it again"
+        if code in _REFUSED or status == 403:
+            why = f"{endpoint} refused the request ({said})"
+            return why, f"check {_CREDENTIALS} and that they may write to bucket {bucket!r}"
+        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
+            return f"{endpoint} failed the request ({said})", "wait for the object store"
+        return f"{endpoint} answered {said}", f"check bucket {bucket!r} and its settings"
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # JSON documents: root attrs, manifest, unit records
 
@@ -566,6 +616,7 @@ __all__ = [
     "read_unit_record",
     "read_unit_records",
     "shard_units",
+    "storage_failure",
     "unit_record_key",
     "write_manifest",
     "write_unit_record",

@@ -61,7 +61,7 @@ def crash_point(point: str) -> None:
         _die()
 
 
-def torn_write(kind: str, write: Callable[[bytes], None], data: bytes) -> None:
+def torn_write(kind: str, write: Callable[[bytes], object], data: bytes) -> None:
     """If ``<kind>-torn`` is due: ``write`` the first half of ``data`` (the caller's partial
     write, flushed), then SIGKILL. Otherwise nothing."""
     if _due(f"{kind}-torn"):

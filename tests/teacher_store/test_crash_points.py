@@ -4,7 +4,7 @@ Each case runs the CLI in a subprocess with ``DISTILL_CRASH_AT=<point>:<n>``
 (:mod:`teacher_store.store._faults`: the process SIGKILLs itself the n-th time it reaches the
 point, no sleeps, no races), checks the kill happened where intended, then re-runs the same
 command without it (in this process) and compares every file with an uninterrupted run's.
-The store here has 6 units of 3 shard files each (18 shard writes) and 11 teacher batches.
+The store here has 6 units of 3 shard files each (18 shard writes) and 10 teacher batches.
 
 Local disk: a torn write is a temporary file cut after half its bytes (the rename never
 happens). S3 (moto server): a PUT is atomic, so the hook tears the object itself, a fault
@@ -44,7 +44,7 @@ _LOCAL: list[tuple[str, str, int, bool]] = [
     ("mid-unit batch", "batch", 1, False),
     ("mid-unit batch", "batch", 4, True),
     ("mid-unit batch", "batch", 7, False),
-    ("mid-unit batch", "batch", 11, False),
+    ("mid-unit batch", "batch", 10, False),
     ("shard write", "shard-torn", 1, False),
     ("shard write", "shard-torn", 8, True),
     ("shard write", "shard-torn", 18, False),

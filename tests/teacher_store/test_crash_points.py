@@ -215,3 +215,21 @@ def test_kill_then_resume_s3(point, n, reference, tally, demo_data, s3_server: S
     tally.count("S3 (moto server)", got == reference)
     assert sorted(got) == sorted(reference)
     assert {k: _sha(v) for k, v in got.items()} == {k: _sha(v) for k, v in reference.items()}
+
+
+@pytest.mark.parametrize("doc", [b'{"unit": "0.0"}', b'{"unit": "1.1", "files": {}}', b"[]", b"{"])
+def test_a_record_that_parses_but_is_no_record_is_not_committed(doc, reference, tmp_path):
+    """A unit record cut or damaged into other JSON (no files, another unit's name) means the
+    unit is not committed (it was a KeyError in committed_units/finalize)."""
+    from teacher_store.store.arrays import committed_units
+    from teacher_store.store.layout import Location, read_unit_record, shard_units
+    from teacher_store.store.schema import StoreAttrs
+
+    for key, data in reference.items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(data)
+    (tmp_path / SHARDS / "0.0.json").write_bytes(doc)
+    attrs = StoreAttrs.from_dict(json.loads(reference[ROOT_META])["attributes"])
+    units = shard_units(attrs)
+    assert read_unit_record(Location.local(tmp_path), "0.0") is None
+    assert committed_units(tmp_path, units) == {u.name for u in units} - {"0.0"}

@@ -34,6 +34,7 @@ from teacher_store.images.dataset import (
     printable_path,
 )
 from teacher_store.images.decode import check_decode
+from teacher_store.store._faults import crash_point
 from teacher_store.store.arrays import (
     committed_units,
     create_store,
@@ -331,6 +332,7 @@ def _run_units(
         if pending:
             assert writer is not None
             ids, logp = teacher(torch.stack(pending))
+            crash_point("batch")  # tests only (DISTILL_CRASH_AT): killed mid-unit
             writer.put(where, ids, logp)
             bar.update(len(pending))
             pending.clear()

@@ -127,10 +127,16 @@ def create_store(
     if loc.is_local and loc.fs.exists(loc.root) and not loc.fs.isdir(loc.root):
         raise StoreConflict(f"output {where} exists and is not a directory")
     existed = not loc.is_empty()
+    if existed and _half_created(loc):
+        loc.clear()  # a creation killed before its root zarr.json: nothing of it is kept
+        existed = False
     if existed:
         old = layout.read_root_attrs(loc)
         diff = _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
         if not diff:
+            # No writer is at work yet (ranks wait for this): temporary files are a killed
+            # run's, and would stay in the store forever.
+            loc.remove_temporaries()
             return True
         if not overwrite:
             what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
@@ -147,6 +153,18 @@ def create_store(
             loc.clear()
         raise
     return False
+
+
+def _half_created(loc: Location) -> bool:
+    """Whether ``loc`` holds only what :func:`_create_arrays` writes before the root
+    ``zarr.json`` (which it writes last): arrays' metadata, temporary files, empty folders."""
+    if layout.read_root_attrs(loc) is not None:
+        return False
+    metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
+    root = str(loc.fs._strip_protocol(loc.root)).rstrip("/")  # as find() names paths
+    found = [str(p)[len(root) + 1 :] for p in loc.fs.find(root)]
+    ours = [k in metas or layout.is_temporary(k.rsplit("/", 1)[-1]) for k in found]
+    return bool(found) and all(ours)
 
 
 def _define_arrays(group: zarr.Group, attrs: StoreAttrs) -> None:

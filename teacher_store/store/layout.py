@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
 from teacher_store.errors import StoreAccessError, StoreDamaged, StoreNotFound
-from teacher_store.store.schema import Manifest, StoreAttrs, validation_message
+from teacher_store.store import _faults
+from teacher_store.store.schema import Manifest, StoreAttrs, UnitRecord, validation_message
 
 ROOT_META = "zarr.json"  # the root group's metadata: attrs, consolidated metadata once final
 ARRAYS = ("ids", "values", "valid")
@@ -199,14 +201,21 @@ class Location:
         return data
 
     def write_atomic(self, key: str, data: bytes) -> None:
-        """Replace ``key`` with ``data`` so that readers see the old or the new file, whole."""
+        """Replace ``key`` with ``data`` so that readers see the old or the new file, whole.
+
+        On local disk the bytes go to a temporary file (:func:`is_temporary`) renamed over
+        ``key``; a crash can leave that file behind (:meth:`remove_temporaries`)."""
+        kind = _kind(key)
         path = self.path(key)
         if not self.is_local:
+            _faults.torn_write(kind, lambda part: self.fs.pipe_file(path, part), data)
             self.fs.pipe_file(path, data)  # an object store's PUT is atomic by itself
+            _faults.crash_point(f"{kind}-written")
             return
         parent, base = path.rsplit("/", 1)
         os.makedirs(parent, exist_ok=True)
         tmp = f"{parent}/.{base}.tmp{os.getpid()}"
+        _faults.torn_write(kind, lambda part: Path(tmp).write_bytes(part), data)
         try:
             with self.fs.open(tmp, "wb") as f:
                 f.write(data)
@@ -221,6 +230,21 @@ class Location:
             # A failed write() or close() names no file: name the one being written, so a
             # disk-full message says where the store stopped.
             raise OSError(e.errno, e.strerror, path) from e
+        _faults.crash_point(f"{kind}-written")
+
+    def remove_temporaries(self) -> int:
+        """Delete the temporary files that killed writers left (local disk; an object store
+        has none); returns how many. Only while no writer is at work on this store: another
+        process's temporary file is indistinguishable from a dead one's."""
+        if not self.is_local:
+            return 0
+        found = 0
+        for parent, _, names in os.walk(self.root):
+            for name in filter(is_temporary, names):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(parent, name))
+                    found += 1
+        return found
 
     def remove(self, key: str) -> None:
         """Delete ``key`` if it exists."""
@@ -255,6 +279,25 @@ class Location:
             return 0, 0
         files = [v for v in found.values() if v.get("type") == "file"]
         return sum(int(v.get("size") or 0) for v in files), len(files)
+
+
+_TEMPORARY = re.compile(r"\.[^/]+\.tmp[0-9]+")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is that of :meth:`Location.write_atomic`'s temporary files."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def _kind(key: str) -> str:
+    """What a key holds, as the crash points (:mod:`teacher_store.store._faults`) name it."""
+    if key == MANIFEST:
+        return "manifest"
+    if key.startswith(f"{SHARDS}/"):
+        return "record"
+    if key == ROOT_META:
+        return "root-meta"
+    return "meta" if key.endswith(f"/{ROOT_META}") else "shard"
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
@@ -408,12 +451,16 @@ def make_book(loc: Location) -> None:
 
 
 def read_unit_record(loc: Location, unit: str) -> dict[str, Any] | None:
-    """The record of unit ``unit``, or None when it is missing or unreadable (not committed)."""
+    """The record of unit ``unit``, or None when it is missing, unreadable or not a valid
+    record of that unit (cut short, garbage): such a unit is not committed, and is rewritten."""
     try:
         rec = json.loads(loc.read(unit_record_key(unit)))
-    except (OSError, ValueError):
+        valid = UnitRecord.model_validate(rec)
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return None
-    return rec if isinstance(rec, dict) else None
+    if valid.unit != unit or any("sample" not in b for b in valid.bad):
+        return None
+    return dict(rec)
 
 
 def read_unit_records(loc: Location, units: Iterable[ShardUnit]) -> dict[str, dict[str, Any]]:

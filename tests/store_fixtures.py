@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import threading
@@ -118,6 +119,16 @@ def build_store(path: Path, attrs: StoreAttrs, seed: int = 0, units: int | None 
     if units is None:
         finalize(path, todo)
     return path
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path: two stores are byte-identical
+    when these are equal."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def copy_store(src: Path, dst: Path) -> Path:

@@ -14,7 +14,6 @@ another folder writes the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from teacher_store.store.arrays import BOOK, LocalStore
 from teacher_store.views.codec import decode
 from teacher_store.views.recipe import get_recipe
 from tests.reliability import record
+from tests.store_fixtures import file_digests
 
 pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("one_thread")]
 
@@ -109,14 +109,6 @@ def _generate(data: Path, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _views_with_targets(store: LocalStore, bad: set[int]) -> tuple[int, int, set[int]]:
     """(views that use no bad sample and have targets, views whose validity is wrong, the
     samples those good views show)."""
@@ -174,7 +166,7 @@ def test_bad_images_are_named_and_the_job_completes(demo_data: Path, tmp_path: P
 
     second = _generate(data, tmp_path / "again")
     assert second.returncode == 0, second.stderr
-    lost = int(_digest(tmp_path / "again") != _digest(out))
+    lost = int(file_digests(tmp_path / "again") != file_digests(out))
     record(
         "bad images in a dataset",
         faults_survived=6 if lost == 0 else 0,

@@ -23,7 +23,6 @@ fallback on a machine that could mount.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import re
@@ -47,7 +46,7 @@ from teacher_store.store.arrays import (
 )
 from teacher_store.store.layout import Location, listed_units, unit_record_key
 from tests.reliability import record
-from tests.store_fixtures import generate_small
+from tests.store_fixtures import file_digests, generate_small
 
 pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("one_thread")]
 
@@ -57,15 +56,6 @@ PAGE = 4096  # tmpfs charges whole pages per file; directories cost none
 CLI = ["--views", "2", "--topk", "5", "--img-size", "64", "--batch-size", "4"]
 CLI += ["--shard-samples", "8", "--chunk-samples", "4", "--shard-views", "1"]
 CLI += ["--workers", "0", "--quiet"]  # = SMALL_GENERATE, the reference's config
-
-
-def _digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _env() -> dict[str, str]:
@@ -168,7 +158,7 @@ def _limited(mnt: Path, how: str, limit: int) -> Iterator[Callable[[], None] | N
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, demo_data: Path):
     out = generate_small(demo_data, tmp_path_factory.mktemp("full") / "ref")
-    return out, _digest(out)
+    return out, file_digests(out)
 
 
 def _failed_in(stderr: str, store: Path) -> str:
@@ -190,7 +180,7 @@ def _lost_in_committed(store: Path, want: dict[str, str]) -> tuple[int, int]:
     done = committed_units(store, units)
     listed = listed_units(Location.at(store))
     lost = len(listed - done)  # a record whose files do not match it
-    have = _digest(store)
+    have = file_digests(store)
     for u in units:
         if u.name in done:
             keys = [*u.keys().values(), unit_record_key(u.name)]
@@ -231,7 +221,7 @@ def _fill_and_resume(
         done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr
         assert f" {committed} already committed" in done.stdout, done.stdout
-        have = _digest(store)
+        have = file_digests(store)
         lost += sum(have.get(k) != want.get(k) for k in have.keys() | want.keys())
         verified = main(["verify", str(store), "--data", str(data), "--fraction", "0"])
         lost += int(verified != 0)

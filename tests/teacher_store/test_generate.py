@@ -9,7 +9,6 @@ OMP_NUM_THREADS=1, so byte-identity holds for an equal per-process thread count.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from teacher_store.store.schema import SCHEMA_VERSION, quant_step
 from teacher_store.views.codec import CODEC_VERSION, decode
 from teacher_store.views.recipe import get_recipe
 from teacher_store.views.replay import render_view, view_to_float
-from tests.store_fixtures import SMALL_GENERATE
+from tests.store_fixtures import SMALL_GENERATE, file_digests
 
 BIN = Path(sys.executable).parent
 SMALL = SMALL_GENERATE
@@ -84,15 +83,6 @@ def _cli_args(data: Path, out: Path) -> list[str]:
     ]
 
 
-def _digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -101,7 +91,7 @@ def _env() -> dict[str, str]:
 def reference(tmp_path_factory: pytest.TempPathFactory, demo_data: Path):
     out = tmp_path_factory.mktemp("gen") / "ref"
     summary = _generate(_cfg(demo_data, out))
-    return out, summary, _digest(out)
+    return out, summary, file_digests(out)
 
 
 def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
@@ -211,7 +201,7 @@ def test_sigkill_mid_run_then_resume_is_byte_identical(reference, demo_data, tmp
     assert done.returncode == 0, done.stderr
     assert "complete" in done.stdout and "already committed" in done.stdout
     assert " 0 already committed" not in done.stdout  # it did resume, not restart
-    assert _digest(out) == want
+    assert file_digests(out) == want
 
 
 @pytest.mark.slow
@@ -230,7 +220,7 @@ def test_torchrun_two_ranks_is_byte_identical(reference, demo_data, tmp_path):
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x2" in done.stdout  # rank 0's summary: world size 2
-    assert _digest(out) == want
+    assert file_digests(out) == want
 
 
 def test_corrupt_jpeg_is_reported_and_not_fatal(demo_data, tmp_path, capsys):
@@ -267,10 +257,10 @@ def test_other_config_into_a_store_is_refused_unless_overwrite(reference, demo_d
     # The same config resumes a complete store as a no-op.
     again = _generate(_cfg(demo_data, out))
     assert again["complete"] and again["units_written"] == 0 and again["units_skipped"] == 6
-    assert _digest(out) == want
+    assert file_digests(out) == want
     with pytest.raises(ValueError, match="different store"):
         _generate(_cfg(demo_data, out, topk=3))
-    assert _digest(out) == want  # untouched
+    assert file_digests(out) == want  # untouched
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -284,7 +274,7 @@ def test_workers_do_not_change_the_bytes(reference, demo_data, tmp_path):
     _, _, want = reference
     out = tmp_path / "w2"
     assert _generate(_cfg(demo_data, out, workers=2))["complete"]
-    assert _digest(out) == want
+    assert file_digests(out) == want
 
 
 def test_thread_count_is_recorded_and_reused(tmp_path, demo_data):

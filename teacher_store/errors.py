@@ -7,6 +7,8 @@ service maps each type to an HTTP status) catch the type instead of parsing the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class StoreError(ValueError):
     """A store cannot be read or written as asked."""
@@ -61,6 +63,16 @@ class StoreChangedError(StoreError):
             "was regenerated or replaced; restart training against the new store"
         )
         self.url, self.old, self.new = url, old, new
+
+
+def causes(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and the exceptions behind it, outermost first (zarr wraps s3fs's errors, s3fs
+    wraps botocore's; an OSError may hide behind any of them). Not in ``__all__``, which lists
+    the error types."""
+    seen: BaseException | None = e
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 __all__ = [

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.runtime import barrier, dist_env, init_runtime, share_from_main
 from teacher_store.cli import CommandError
-from teacher_store.errors import StoreConflict
+from teacher_store.errors import StoreConflict, causes
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
     ImageFolder,
@@ -406,12 +406,7 @@ _WRITE_ERRNOS = {
 
 def _write_failure(e: BaseException) -> OSError | None:
     """The disk-full or I/O OSError behind ``e`` (zarr may wrap it), or None."""
-    seen: BaseException | None = e
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _WRITE_ERRNOS:
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return next((c for c in causes(e) if isinstance(c, OSError) and c.errno in _WRITE_ERRNOS), None)
 
 
 @contextlib.contextmanager

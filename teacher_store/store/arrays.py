@@ -161,8 +161,7 @@ def _half_created(loc: Location) -> bool:
     if layout.read_root_attrs(loc) is not None:
         return False
     metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
-    root = str(loc.fs._strip_protocol(loc.root)).rstrip("/")  # as find() names paths
-    found = [str(p)[len(root) + 1 :] for p in loc.fs.find(root)]
+    found = loc.keys()
     ours = [k in metas or layout.is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
 

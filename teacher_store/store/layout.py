@@ -32,7 +32,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
-from teacher_store.errors import StoreAccessError, StoreDamaged, StoreNotFound
+from teacher_store.errors import StoreAccessError, StoreDamaged, StoreNotFound, causes
 from teacher_store.store import _faults
 from teacher_store.store.schema import Manifest, StoreAttrs, UnitRecord, validation_message
 
@@ -238,13 +238,20 @@ class Location:
         process's temporary file is indistinguishable from a dead one's."""
         if not self.is_local:
             return 0
-        found = 0
-        for parent, _, names in os.walk(self.root):
-            for name in filter(is_temporary, names):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(parent, name))
-                    found += 1
-        return found
+        leftovers = [k for k in self.keys() if is_temporary(k.rsplit("/", 1)[-1])]
+        for key in leftovers:
+            self.remove(key)
+        return len(leftovers)
+
+    def keys(self) -> list[str]:
+        """The keys of every file stored under the root (none when there is no root)."""
+        # find() names a local file by its absolute path, an object by bucket/key.
+        root = (os.path.abspath(self.root) if self.is_local else self.root).rstrip("/")
+        try:
+            found = self.fs.find(root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [str(p)[len(root) + 1 :] for p in found]
 
     def remove(self, key: str) -> None:
         """Delete ``key`` if it exists."""
@@ -327,14 +334,6 @@ _REFUSED = {
 }
 
 
-def _chain(e: BaseException) -> Iterable[BaseException]:
-    """``e`` and the exceptions behind it (zarr wraps s3fs's, s3fs wraps botocore's)."""
-    seen: BaseException | None = e
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
 def storage_failure(loc: Location, e: BaseException) -> tuple[str, str] | None:
     """(what went wrong, what to do), each one line, when ``e`` is an object store refusing
     or failing a request on ``loc`` (credentials revoked, bucket deleted, a 5xx, the endpoint
@@ -344,7 +343,7 @@ def storage_failure(loc: Location, e: BaseException) -> tuple[str, str] | None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     endpoint, bucket = _endpoint(loc.fs), loc.root.split("/", 1)[0]
-    for seen in _chain(e):
+    for seen in causes(e):
         if isinstance(seen, ValueError):  # a deliberate message (raised while handling one)
             return None
         if isinstance(seen, BotoCoreError):  # no answer: connection refused, DNS, TLS, timeout

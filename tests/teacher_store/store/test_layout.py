@@ -94,3 +94,29 @@ def test_api_maps_store_errors_in_one_table() -> None:
     assert store_status(errors.StoreNotFound("x")) == (404, "unknown_store")
     assert store_status(errors.StoreAccessError("x")) == (502, "storage_unavailable")
     assert all(issubclass(t, errors.StoreError) for t in STORE_ERRORS)
+
+
+def test_keys_and_leftover_temporaries_of_a_relative_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    loc = Location.local("s")
+    assert loc.keys() == [] and loc.remove_temporaries() == 0  # no folder yet
+    loc.write_atomic("ids/c/0/0", b"shard")
+    loc.write_atomic("zarr.json", b"{}")
+    (tmp_path / "s" / "ids" / "c" / "0" / ".1.tmp4242").write_bytes(b"half")  # a killed write
+    assert sorted(loc.keys()) == ["ids/c/0/.1.tmp4242", "ids/c/0/0", "zarr.json"]
+    assert loc.remove_temporaries() == 1
+    assert sorted(loc.keys()) == ["ids/c/0/0", "zarr.json"]
+
+
+def test_causes_walks_the_chain_outermost_first() -> None:
+    inner = OSError(28, "No space left on device")
+    try:
+        try:
+            raise inner
+        except OSError as e:
+            raise RuntimeError("zarr wrapped it") from e
+    except RuntimeError as outer:
+        chain = list(errors.causes(outer))
+    assert [type(c) for c in chain] == [RuntimeError, OSError] and chain[1] is inner

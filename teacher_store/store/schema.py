@@ -8,11 +8,11 @@ Version 2 (the default) keeps those arrays and their meaning but stores each vie
 ``id_order="head-sorted-pad"``: the first ``head`` entries in rank order, the other K - head
 sorted by their position in the store's ``class_order`` (a teacher-derived permutation of the
 class ids) and stored as gaps, with zero-valued entries as trailing padding
-(:mod:`teacher_store.store.encodings` converts both ways; the README gives the decode for any
-zarr reader). Version 2 stores written before it (``id_order="head-sorted"``: sorted by class
-id, no padding) stay readable. A chunk holds ``chunk_views`` slots x ``chunk_samples`` samples,
-stored sample-major by a zarr ``transpose`` codec. Version 1 stores (rank order, one slot per
-chunk, ``logprob-f16`` by default) stay readable.
+(:mod:`teacher_store.store.encodings` converts both ways; docs/store-format.md gives the
+decode for any zarr reader). Version 2 stores written before it (``id_order="head-sorted"``:
+sorted by class id, no padding) stay readable. A chunk holds ``chunk_views`` slots x
+``chunk_samples`` samples, stored sample-major by a zarr ``transpose`` codec. Version 1 stores
+(rank order, one slot per chunk, ``logprob-f16`` by default) stay readable.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from pydantic import (
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
 
 SCHEMA_VERSION = 2
+"""The store schema version `distill generate` writes (``READABLE_VERSIONS`` are read)."""
 READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
@@ -118,10 +119,12 @@ class StoreAttrs(BaseModel):
         return groups * -(-self.num_samples // self.shard_samples)
 
     def to_dict(self) -> dict[str, Any]:
+        """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes)."""
         return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
+        """Validated attrs from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
 
     def check_block(self, slot: int, start: int, stop: int) -> None:
@@ -133,10 +136,12 @@ class StoreAttrs(BaseModel):
 
     @property
     def ids_dtype(self) -> np.dtype:
+        """The ``ids`` array's dtype: uint16, or uint32 above 65,535 classes."""
         return ids_dtype(self.num_classes)
 
     @property
     def values_dtype(self) -> np.dtype:
+        """The ``values`` array's dtype for the store's value encoding."""
         return values_dtype(self.value_encoding)
 
 

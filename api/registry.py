@@ -90,6 +90,7 @@ class StoreEntry:
     files: dict[str, FileRecord] = field(default_factory=dict)
     empty: frozenset[str] = frozenset()  # manifest keys of size 0: never written, fill values
     identity: str = ""  # sha256 of the manifest bytes (16 hex digits): which store this is
+    grown_from: list[dict[str, Any]] = field(default_factory=list)  # a grown store's lineage
     meta_keys: frozenset[str] = frozenset()
     layouts: dict[str, ArrayLayout | None] = field(default_factory=dict)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -183,6 +184,7 @@ def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
         if entry.exists(key):
             raise _invalid(MANIFEST, f"records {key} with size 0, but the file exists")
     entry.identity = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+    entry.grown_from = [g.model_dump() for g in manifest.grown_from]
     entry.files, entry.empty = files, empty
     entry.bad_samples = len(manifest.bad_samples)
     entry.meta_keys = frozenset({ROOT_META, MANIFEST, *(f"{node}/{ROOT_META}" for node in nodes)})

@@ -8,6 +8,7 @@ from api.errors import ERROR_RESPONSES
 from api.models import ArrayInfo, Progress, StoreDetail, StoreList, StoreSummary
 from api.registry import StoreEntry
 from api.service import Service, ServiceDep, StoreName, find_store
+from teacher_store.store.schema import view_identity
 
 router = APIRouter(prefix="/v1")
 
@@ -68,6 +69,8 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
         blocks_url=f"{base}/blocks/{{view}}" if complete else None,
         attrs=a.to_dict(),
         identity=e.identity if complete else None,
+        grown_from=e.grown_from if complete else None,
+        view_identity=view_identity(a),
     )
 
 

@@ -46,6 +46,7 @@ from teacher_store.errors import (
 )
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError
 from teacher_store.store.arrays import TargetBlock
+from teacher_store.store.grow import append_compatible, appended
 from teacher_store.store.schema import StoreAttrs
 
 __all__ = [
@@ -143,13 +144,19 @@ class StoreClient:
                 backend = FsspecBackend(self.url, self.token, self.retry)
             else:
                 backend = LocalBackend(self.url)
-            self._validate(backend.attrs, backend.identity)
+            self._validate(backend.attrs, backend.identity, backend.grown_from)
             self._backend = backend
             return backend
 
-    def _validate(self, attrs: StoreAttrs, identity: str) -> None:
-        if self._identity and identity != self._identity:
-            raise StoreChangedError(self.url, self._identity, identity)
+    def _validate(self, attrs: StoreAttrs, identity: str, grown_from: list[dict[str, Any]]) -> None:
+        if self._attrs is not None and self._identity and identity != self._identity:
+            # A reopen (a forked worker) of a store grown since: the slots seen stay as they
+            # were, so the client keeps the attrs and identity it opened with.
+            if not appended(self._identity, self._attrs.views, identity, grown_from):
+                raise StoreChangedError(self.url, self._identity, identity)
+            if not append_compatible(self._attrs, attrs):
+                raise StoreError(f"store {self.url} changed since this client was created")
+            return
         if self._attrs is not None and attrs != self._attrs:
             raise StoreError(f"store {self.url} changed since this client was created")
         self._identity = identity

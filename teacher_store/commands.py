@@ -103,7 +103,19 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output store: a folder or s3://bucket/prefix")
     p.add_argument("--teacher", default="efficientnet_lite0", help="builtin or timm model name")
     p.add_argument("--checkpoint", help="local weights file for --teacher")
-    p.add_argument("--views", type=int, help="view slots R per sample (default 8)")
+    p.add_argument(
+        "--views",
+        type=int,
+        help="view slots R per sample (default 8); more than a complete store of the same "
+        "config has grows it: only the new slots are computed",
+    )
+    p.add_argument(
+        "--base-views",
+        type=int,
+        help="the slots the store was created with, over which its layout and recipe "
+        "schedule are defined (default: set by growing a store; give it only to make from "
+        "scratch a store equal to a grown one)",
+    )
     p.add_argument("--topk", type=int, help="top-K outputs kept per view (default 10)")
     p.add_argument("--seed", type=int, help="store seed; view seeds derive from it (default 0)")
     p.add_argument("--batch-size", type=int, help="teacher batch (part of the config: default 32)")

@@ -308,6 +308,8 @@ def _kind(key: str) -> str:
         return "record"
     if key == ROOT_META:
         return "root-meta"
+    if key.startswith(f"{BOOK}/growth") and key.endswith(".json"):
+        return "growth"  # a growth's plan or a kept unit record (teacher_store.store.grow)
     return "meta" if key.endswith(f"/{ROOT_META}") else "shard"
 
 

@@ -88,6 +88,12 @@ class StoreAttrs(BaseModel):
     recipe: dict[str, Any]
     config: dict[str, Any]
     libraries: dict[str, str]
+    # The view slots the store was created with, when it has grown since (None: ``views``):
+    # the layout and the recipe's per-slot schedule are defined over them, so growing never
+    # changes an existing slot (docs/store-format.md, "Growing a store").
+    base_views: int | None = None
+    # ``distill generate --like A``: A's view identity and address (the views are A's).
+    like: dict[str, Any] | None = None
 
     @field_validator(
         "num_samples", "views", "topk", "num_classes", "chunk_samples", "shard_samples",
@@ -98,6 +104,12 @@ class StoreAttrs(BaseModel):
         if v < 1:  # 0 or negative counts would make empty ranges or divide by zero
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _base_within_views(self) -> StoreAttrs:
+        if self.base_views is not None and not 1 <= self.base_views < self.views:
+            raise ValueError(f"base_views {self.base_views} must be in [1, views={self.views})")
+        return self
 
     @model_validator(mode="after")
     def _order_is_permutation(self) -> StoreAttrs:
@@ -118,9 +130,20 @@ class StoreAttrs(BaseModel):
         groups = -(-self.views // self.shard_views)
         return groups * -(-self.num_samples // self.shard_samples)
 
+    @property
+    def schedule_views(self) -> int:
+        """The slots the recipe's per-slot schedule spans (``base_views`` once grown); a slot
+        at or past it takes the knobs of the last slot of the span."""
+        return self.base_views or self.views
+
     def to_dict(self) -> dict[str, Any]:
-        """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes)."""
-        return self.model_dump(mode="json")
+        """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes). Fields added
+        after schema 2 appear only when set, so a store that uses none keeps its bytes."""
+        out = self.model_dump(mode="json")
+        for name in _OPTIONAL_FIELDS:
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
@@ -143,6 +166,32 @@ class StoreAttrs(BaseModel):
     def values_dtype(self) -> np.dtype:
         """The ``values`` array's dtype for the store's value encoding."""
         return values_dtype(self.value_encoding)
+
+
+_OPTIONAL_FIELDS = ("base_views", "like")
+
+# What decides a store's views (not its teacher): two stores with the same view identity hold
+# targets of the very same views in every slot both have (``distill generate --like``).
+_VIEW_FIELDS = ("codec_version", "num_samples", "store_seed", "recipe", "dataset")
+_VIEW_CONFIG = ("decode", "max_image_pixels")
+
+
+def view_identity(attrs: StoreAttrs) -> str:
+    """16 hex digits naming a store's views: the codec version, samples, store seed, recipe,
+    dataset fingerprint, the schedule's span (staged recipes), the decode path and the pixel
+    limit (which decide the pixels and which views are valid). The teacher, K, the encoding,
+    the layout and the number of slots are not part of it."""
+    import hashlib
+    import json
+
+    d = attrs.to_dict()
+    doc = {k: d[k] for k in _VIEW_FIELDS}
+    doc["config"] = {k: attrs.config.get(k) for k in _VIEW_CONFIG}
+    doc["config"]["decode"] = doc["config"]["decode"] or "cpu"
+    if int(attrs.recipe.get("stages", 1)) > 1:  # a staged recipe: the span sets each stage
+        doc["schedule_views"] = attrs.schedule_views
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def ids_dtype(num_classes: int) -> np.dtype:
@@ -261,12 +310,20 @@ class UnitRecord(_Record):
     _keys = field_validator("files")(_check_keys)
 
 
+class GrownFrom(_Record):
+    """One store a grown store was grown from: its view slots and its identity then."""
+
+    views: int = Field(ge=1)
+    identity: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
 class Manifest(_Record):
     """``_distill/manifest.json``: every committed file of a finished store."""
 
     units: int = Field(ge=1)
     files: dict[str, FileEntry]
     bad_samples: list[dict[str, Any]] = []
+    grown_from: list[GrownFrom] = []  # a grown store's lineage (teacher_store.store.grow)
 
     _keys = field_validator("files")(_check_keys)
 

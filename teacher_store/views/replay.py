@@ -301,7 +301,7 @@ class Replayer:
         gpu = self.decode_path == "gpu" and device is not None and device.type == "cuda"
         self.decode_device: torch.device | None = device if gpu else None
         self.store_seed, self.num_samples = int(attrs.store_seed), int(attrs.num_samples)
-        self.num_slots = int(attrs.views)
+        self.num_slots = int(attrs.schedule_views)  # the recipe schedule's span
         self.recipe = Recipe.from_dict(attrs.recipe) if recipe is None else recipe
         input_size = attrs.teacher.get("input_size")  # [3, H, W]
         self.size: int | None = int(input_size[1]) if input_size else None

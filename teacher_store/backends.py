@@ -198,7 +198,7 @@ class ServiceBackend:
         except (StoreClientError, ValueError, AttributeError):
             return False
         now, lineage = str(info.get("identity") or ""), list(info.get("grown_from") or [])
-        if not now or not appended(self.identity, self.attrs.views, now, lineage):
+        if not now or not appended(self.identity, now, lineage):
             return False
         ids = [str(e.get("identity")) for e in lineage if isinstance(e, dict)]
         after = ids[ids.index(self.identity) + 1 :] if self.identity in ids else []
@@ -252,10 +252,10 @@ class _ManifestWatch:
 
     A new identity is accepted when the new manifest says the store was grown from the one
     opened (``grown_from``, :func:`~teacher_store.store.grow.appended`): slots were appended,
-    none below ``views`` changed."""
+    none of those it had changed."""
 
-    def __init__(self, url: str, sig: Any, read: Any, views: int = 0) -> None:
-        self.url, self._sig, self._read, self.views = url, sig, read, views
+    def __init__(self, url: str, sig: Any, read: Any) -> None:
+        self.url, self._sig, self._read = url, sig, read
         self.last_sig = self._sig()
         self.identity, self.grown_from = self._hash()
         self.current = self.identity  # the identity now (an append's, once one is seen)
@@ -280,7 +280,7 @@ class _ManifestWatch:
             return
         now, lineage = ("", []) if sig == "missing" else self._hash()
         if now != self.current:
-            if not now or not appended(self.identity, self.views, now, lineage):
+            if not now or not appended(self.identity, now, lineage):
                 raise StoreChangedError(self.url, self.identity, now)
             self.current = now
         self.last_sig = sig
@@ -298,8 +298,7 @@ class LocalBackend:
         self.store = LocalStore(path, require_complete=True)
         self.attrs = self.store.attrs
         read = lambda: layout.manifest_bytes(loc)  # noqa: E731
-        views = self.attrs.views
-        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), read, views)
+        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), read)
         self.identity, self.grown_from = self.watch.identity, self.watch.grown_from
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
@@ -353,7 +352,7 @@ class FsspecBackend:
                 "the same `distill generate` before reading it"
             )
         read = lambda: self._retrying(lambda: layout.manifest_bytes(loc))  # noqa: E731
-        self.watch = _ManifestWatch(self.url, self._manifest_sig, read, self.attrs.views)
+        self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
         self.identity, self.grown_from = self.watch.identity, self.watch.grown_from
 
     def _manifest_sig(self) -> tuple[Any, ...] | None:

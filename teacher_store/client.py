@@ -152,7 +152,7 @@ class StoreClient:
         if self._attrs is not None and self._identity and identity != self._identity:
             # A reopen (a forked worker) of a store grown since: the slots seen stay as they
             # were, so the client keeps the attrs and identity it opened with.
-            if not appended(self._identity, self._attrs.views, identity, grown_from):
+            if not appended(self._identity, identity, grown_from):
                 raise StoreChangedError(self.url, self._identity, identity)
             if not append_compatible(self._attrs, attrs):
                 raise StoreError(f"store {self.url} changed since this client was created")

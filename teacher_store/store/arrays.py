@@ -364,8 +364,11 @@ def finalize(
     manifest says, if it has one. ``attrs``: root attrs to write with the consolidated
     metadata (a grown store's; default: the root's own)."""
     loc = Location.at(address)
-    if grown_from is None:
-        old = layout.read_manifest(loc)
+    if grown_from is None:  # a re-run over a finished store keeps its lineage
+        try:
+            old = layout.read_manifest(loc)
+        except StoreDamaged:  # a manifest cut short (a killed write): rewritten here
+            old = None
         grown_from = list((old or {}).get("grown_from") or [])
     files: dict[str, Any] = {}
     bad: dict[int, dict[str, Any]] = {}
@@ -439,7 +442,17 @@ class LocalStore:
                 "finish it"
             )
         if self.manifest is not None:
-            layout.check_sizes(loc, self.manifest["files"])
+            try:
+                layout.check_sizes(loc, self.manifest["files"])
+            except StoreDamaged:
+                if not loc.is_file(layout.GROWTH):
+                    raise
+                # A growth moves a shard it shares with new slots into place just before the
+                # new manifest: the old manifest's size is briefly not the file's.
+                raise StoreIncomplete(
+                    f"store {loc.display} is finishing a growth (its manifest is being "
+                    "replaced); open it again in a moment"
+                ) from None
         self.group = zarr.open_group(loc.zarr_store(), mode="r")
 
     @property

@@ -46,11 +46,10 @@ from teacher_store.store.arrays import (
     write_unit,
 )
 from teacher_store.store.encodings import rank_to_stored
-from teacher_store.store.layout import BOOK, Location, ShardUnit, shard_units
+from teacher_store.store.layout import GROWTH, GROWTH_STAGE, Location, ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs
 
-GROWTH = f"{BOOK}/growth.json"  # the plan of a growth under way
-_STAGE = f"{BOOK}/growth/"
+_STAGE = GROWTH_STAGE
 _NEW = f"{_STAGE}new/"  # mixed units' shard files until the growth finishes
 _OLD = f"{_STAGE}old/"  # mixed units' records of the store before the growth
 # What a growth may change: the number of slots and the span it was created with.
@@ -183,9 +182,9 @@ def _is_growth(loc: Location, old: dict[str, Any], attrs: StoreAttrs) -> bool:
     if attrs.base_views != base:
         raise GrowthRefused(
             f"growing store {loc.display} from {old['views']} to {attrs.views} view slots with "
-            f"--base-views {attrs.base_views} would change its existing slots (their layout "
-            f"and recipe stages are defined over the {base} slots it was created with); "
-            "drop --base-views"
+            f"--base-views {attrs.base_views or attrs.views} would change its existing slots "
+            f"(their layout and recipe stages are defined over the {base} slots it was "
+            "created with); drop --base-views"
         )
     return True
 
@@ -303,16 +302,15 @@ def _unstage(loc: Location, unit: ShardUnit) -> None:
         layout.write_unit_record(loc, unit.name, {**rec, "files": files})
 
 
-def appended(identity: str, views: int, now: str, grown_from: list[dict[str, Any]] | None) -> bool:
-    """Whether a store that had ``identity`` with ``views`` slots when a reader opened it, and
-    has identity ``now`` with the lineage ``grown_from`` (its manifest's), is the same store
-    with slots appended: every slot below ``views`` holds the same stored values."""
+def appended(identity: str, now: str, grown_from: list[dict[str, Any]] | None) -> bool:
+    """Whether a store that had ``identity`` when a reader opened it, and now has identity
+    ``now`` with the lineage ``grown_from`` (its manifest's), is that store with slots
+    appended: every slot the reader could read holds the same stored values. (A reader that
+    opened the store while a growth was finishing may have seen the new slots already: they
+    are final by then, since a growth finishes only once every unit is committed.)"""
     if now == identity:
         return True
-    return any(
-        isinstance(e, dict) and e.get("identity") == identity and e.get("views") == views
-        for e in grown_from or []
-    )
+    return any(isinstance(e, dict) and e.get("identity") == identity for e in grown_from or [])
 
 
 def append_compatible(old: StoreAttrs, new: StoreAttrs) -> bool:

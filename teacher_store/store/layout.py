@@ -41,6 +41,8 @@ ARRAYS = ("ids", "values", "valid")
 BOOK = "_distill"  # bookkeeping folder inside the store, beside the zarr keys
 SHARDS = f"{BOOK}/shards"
 MANIFEST = f"{BOOK}/manifest.json"
+GROWTH = f"{BOOK}/growth.json"  # the plan of a growth under way (teacher_store.store.grow)
+GROWTH_STAGE = f"{BOOK}/growth/"  # a growth's staged shard files and kept unit records
 MAX_JSON = 256 << 20  # a manifest of 1M shard files is ~150 MB; anything larger is not ours
 
 
@@ -308,7 +310,7 @@ def _kind(key: str) -> str:
         return "record"
     if key == ROOT_META:
         return "root-meta"
-    if key.startswith(f"{BOOK}/growth") and key.endswith(".json"):
+    if key == GROWTH or (key.startswith(GROWTH_STAGE) and key.endswith(".json")):
         return "growth"  # a growth's plan or a kept unit record (teacher_store.store.grow)
     return "meta" if key.endswith(f"/{ROOT_META}") else "shard"
 
@@ -646,6 +648,8 @@ __all__ = [
     "ARRAYS",
     "BOOK",
     "EMPTY",
+    "GROWTH",
+    "GROWTH_STAGE",
     "MANIFEST",
     "MAX_JSON",
     "ROOT_META",

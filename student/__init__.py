@@ -23,6 +23,8 @@ _EXPORTS = {
     "StoreBatch": "student.loader",
     "StoreLoader": "student.loader",
     "store_loader": "student.loader",
+    "TeacherEnsemble": "student.ensemble",
+    "ensemble_targets": "student.ensemble",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,7 +9,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.ensemble import TeacherEnsemble, check_same_views
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
@@ -107,6 +108,38 @@ def open_checked_targets(
         ) from None
 
 
+def open_teacher_targets(
+    stores: str | Sequence[str],
+    folder: ImageFolder,
+    token: str | None = None,
+    allow_dataset_mismatch: bool = False,
+    retry_budget_s: float = 600.0,
+    teacher_weights: Sequence[float] | None = None,
+) -> TargetCache:
+    """The targets of one store, or of several stores' ensemble (:mod:`student.ensemble`):
+    each store checked against ``folder`` as :func:`open_checked_targets` does, all of them
+    against each other (the same views and classes: one-line ValueError otherwise)."""
+    many = [stores] if isinstance(stores, str) else list(stores)
+    if not many:
+        raise ValueError("no --store given")
+    if len(many) == 1:
+        if teacher_weights is not None and len(list(teacher_weights)) != 1:
+            raise ValueError("--teacher-weights needs one weight per --store")
+        return open_checked_targets(many[0], folder, token, allow_dataset_mismatch, retry_budget_s)
+    caches: list[TargetCache] = []
+    try:
+        for store in many:
+            caches.append(
+                open_checked_targets(store, folder, token, allow_dataset_mismatch, retry_budget_s)
+            )
+        check_same_views(many, [c.attrs for c in caches])
+        return TeacherEnsemble(caches, teacher_weights)
+    except BaseException:
+        for c in caches:
+            c.close()
+        raise
+
+
 def epoch_plan(
     attrs: StoreAttrs,
     train_samples: np.ndarray,
@@ -136,7 +169,9 @@ class StoreLoader:
     """Batches of one epoch (set by ``epoch`` or :meth:`set_epoch`) for one rank.
 
     ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
-    :class:`~student.data.TargetCache`); ``data``: the ImageFolder the store was built from.
+    :class:`~student.data.TargetCache`), or several stores of the same views: their teachers'
+    ensemble (:mod:`student.ensemble`, weighted by ``teacher_weights``, default equal);
+    ``data``: the ImageFolder the store was built from.
     ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
     ``seed``, ``val_fraction``, ``epochs`` and ``view_schedule`` are ``distill train``'s
     options of the same names (same values: same batches). Iterating yields
@@ -145,7 +180,7 @@ class StoreLoader:
 
     def __init__(
         self,
-        store: str | TargetCache,
+        store: str | TargetCache | Sequence[str],
         data: str | Path | ImageFolder,
         *,
         img_size: int | None = None,
@@ -164,6 +199,7 @@ class StoreLoader:
         pin_memory: bool = False,
         teacher_size: int | None = None,
         with_targets: bool = True,
+        teacher_weights: Sequence[float] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -172,8 +208,9 @@ class StoreLoader:
         if isinstance(store, TargetCache):
             self.targets = store
         else:
-            self.targets = open_checked_targets(
-                str(store), self.folder, token, allow_dataset_mismatch
+            stores = str(store) if isinstance(store, str | Path) else [str(x) for x in store]
+            self.targets = open_teacher_targets(
+                stores, self.folder, token, allow_dataset_mismatch, teacher_weights=teacher_weights
             )
         self.attrs: StoreAttrs = self.targets.attrs
         size = img_size or int(self.attrs.teacher["input_size"][1])

@@ -32,7 +32,7 @@ from student.curriculum import (
 )
 from student.data import TargetCache
 from student.evaluate import classes_aligned, evaluate, teacher_agreement
-from student.loader import StoreBatch, StoreLoader, open_checked_targets
+from student.loader import StoreBatch, StoreLoader, open_teacher_targets
 from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
 from student.recipes import resolve_recipe
@@ -65,8 +65,13 @@ def _open_targets(cfg: TrainConfig, folder: ImageFolder) -> TargetCache:
     """The store's targets; the client refuses a store built from another dataset than
     ``folder`` unless ``--allow-dataset-mismatch`` (then no fingerprint is passed)."""
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
-    return open_checked_targets(
-        cfg.store, folder, token, cfg.allow_dataset_mismatch, cfg.retry_budget_s
+    return open_teacher_targets(
+        cfg.store,
+        folder,
+        token,
+        cfg.allow_dataset_mismatch,
+        cfg.retry_budget_s,
+        cfg.teacher_weights,
     )
 
 

@@ -65,6 +65,7 @@ _EXPORTS = {
     "UnsupportedStoreVersion": "teacher_store.errors",
     "StoreConflict": "teacher_store.errors",
     "StoreChangedError": "teacher_store.errors",
+    "view_identity": "teacher_store.store.schema",
     "open_store": "teacher_store.client",
     "StoreAddressError": "teacher_store.client",
     "DatasetMismatchError": "teacher_store.client",

@@ -28,7 +28,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         for k, v in vars(args).items()
         if k in GenerateConfig.model_fields and v is not None and k != "recipe"
     }
-    cfg = GenerateConfig(recipe=get_recipe(args.recipe), progress=not args.quiet, **fields)
+    if args.recipe is not None:  # given: --like refuses one that is not its store's
+        fields["recipe"] = get_recipe(args.recipe)
+    cfg = GenerateConfig(progress=not args.quiet, **fields)
     s = run_generate(cfg)
     if s["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
         return 0
@@ -127,7 +129,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="image decode: cpu (Pillow, default) or gpu (batched nvJPEG on the CUDA device; "
         "part of the store's identity: bit-exact replay needs the same path)",
     )
-    p.add_argument("--recipe", default="default", help="augmentation preset name or JSON/YAML file")
+    p.add_argument("--recipe", help="augmentation preset name or JSON/YAML file (default: default)")
+    p.add_argument(
+        "--like",
+        metavar="STORE",
+        help="take the views of STORE (folder, s3:// or service URL): its dataset, seed, "
+        "recipe, slots, decode path, pixel limit and input size; run --teacher on exactly "
+        "those views (a store for `distill train --store STORE --store OUT`)",
+    )
     p.add_argument("--img-size", type=int, help="teacher input size (default: the teacher's)")
     p.add_argument(
         "--max-image-pixels",

@@ -34,6 +34,7 @@ from teacher_store.images.dataset import (
     printable_path,
 )
 from teacher_store.images.decode import check_decode
+from teacher_store.like import apply_like, check_like
 from teacher_store.store._faults import crash_point
 from teacher_store.store.arrays import (
     attrs_differences,
@@ -68,9 +69,7 @@ from teacher_store.views.replay import Replayer, UnreadableSampleError
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
 _DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
-RUNTIME_FIELDS = (
-    "data", "out", "checkpoint", "workers", "device", "overwrite", "progress", "like",
-)  # fmt: skip
+RUNTIME_FIELDS = ("data", "out", "checkpoint", "like", "workers", "device", "overwrite", "progress")
 # Ranks meet only at the start and the end: the final barrier waits for the slowest rank's
 # whole share of the units, which can take hours longer than the fastest rank's (other GPUs,
 # a node that joined a resumed job with fewer units left), far past torch's 10-30 min default.
@@ -520,6 +519,8 @@ def run_generate(
     from teacher_store.store.class_order import teacher_class_order
 
     output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
+    like = apply_like(cfg) if cfg.like else None  # (cfg with the views of --like, record, attrs)
+    cfg = like[0] if like else cfg
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
     cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
@@ -537,6 +538,9 @@ def run_generate(
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     order = teacher_class_order(model, info.num_classes, info.weights_sha256 or "")
     attrs = build_attrs(cfg, folder, info, device.type, order)
+    if like:
+        attrs = attrs.model_copy(update={"like": like[1]})
+        check_like(attrs, like[2])
     with _store_writes(cfg.out):
         teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
         return _generate(cfg, folder, attrs, teacher, decode_hook)

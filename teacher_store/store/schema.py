@@ -173,24 +173,29 @@ _OPTIONAL_FIELDS = ("base_views", "like")
 # What decides a store's views (not its teacher): two stores with the same view identity hold
 # targets of the very same views in every slot both have (``distill generate --like``).
 _VIEW_FIELDS = ("codec_version", "num_samples", "store_seed", "recipe", "dataset")
-_VIEW_CONFIG = ("decode", "max_image_pixels")
+
+
+def view_fields(attrs: StoreAttrs) -> dict[str, Any]:
+    """What decides a store's views, by name: the codec version, samples, store seed, recipe,
+    dataset fingerprint, the schedule's span (staged recipes only), the decode path and the
+    pixel limit (which decide the pixels and which views are valid). The teacher, K, the
+    encoding, the layout and the number of slots are not among them."""
+    d = attrs.to_dict()
+    doc = {k: d[k] for k in _VIEW_FIELDS}
+    doc["decode"] = attrs.config.get("decode") or "cpu"
+    doc["max_image_pixels"] = attrs.config.get("max_image_pixels")
+    if int(attrs.recipe.get("stages", 1)) > 1:  # a staged recipe: the span sets each stage
+        doc["schedule_views"] = attrs.schedule_views
+    return doc
 
 
 def view_identity(attrs: StoreAttrs) -> str:
-    """16 hex digits naming a store's views: the codec version, samples, store seed, recipe,
-    dataset fingerprint, the schedule's span (staged recipes), the decode path and the pixel
-    limit (which decide the pixels and which views are valid). The teacher, K, the encoding,
-    the layout and the number of slots are not part of it."""
+    """16 hex digits naming a store's views (:func:`view_fields`): two stores with the same
+    view identity hold targets of the very same views in every slot both have."""
     import hashlib
     import json
 
-    d = attrs.to_dict()
-    doc = {k: d[k] for k in _VIEW_FIELDS}
-    doc["config"] = {k: attrs.config.get(k) for k in _VIEW_CONFIG}
-    doc["config"]["decode"] = doc["config"]["decode"] or "cpu"
-    if int(attrs.recipe.get("stages", 1)) > 1:  # a staged recipe: the span sets each stage
-        doc["schedule_views"] = attrs.schedule_views
-    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    raw = json.dumps(view_fields(attrs), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 
 

@@ -1,0 +1,87 @@
+"""The ensemble of sparse teachers (student.ensemble.ensemble_targets): its sparse form is
+exactly the mixture of the teachers' dense distributions (each teacher's rest spread evenly
+over its other classes), for any weights, overlaps, zero-probability entries and K vs C."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from student.ensemble import ensemble_targets, ensemble_weights
+from student.loss import sparse_kd_loss, sparse_teacher_logprobs
+
+
+def _teacher(rng: np.random.Generator, b: int, k: int, c: int, zeros: int = 0, share=None):
+    """(ids [B, K], log-probs [B, K]) of a sparse teacher: distinct ids, descending values,
+    the last ``zeros`` entries rounded to p = 0 (-inf); ``share``: ids [B, S] it ranks first
+    (classes another teacher has too)."""
+    rows = []
+    for r in range(b):
+        first = [] if share is None else list(share[r])
+        others = rng.permutation(np.setdiff1d(np.arange(c), first))[: k - len(first)]
+        rows.append(np.array([*first, *others]))
+    ids = np.stack(rows)
+    logits = np.sort(rng.normal(0, 2, (b, k)), -1)[:, ::-1]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + rng.uniform(0.1, 5, (b, 1)))
+    if zeros:
+        logp[:, -zeros:] = -np.inf
+    return ids, logp.astype(np.float32)
+
+
+def _dense_mixture(parts, weights, c: int) -> torch.Tensor:
+    """[B, C] probabilities: sum_t w_t * (teacher t's dense distribution by the loss's rule)."""
+    dense = [
+        sparse_teacher_logprobs(torch.from_numpy(i), torch.from_numpy(lp), c).double().exp()
+        for i, lp in parts
+    ]
+    return sum(float(w) * d for w, d in zip(weights, dense, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("k", "c", "zeros", "w"),
+    [(5, 50, 0, None), (10, 1000, 2, None), (5, 50, 1, [0.7, 0.3]), (10, 12, 0, [1.0, 3.0])],
+)
+def test_sparse_ensemble_is_the_dense_mixture(k, c, zeros, w) -> None:
+    rng = np.random.default_rng(k + c)
+    a = _teacher(rng, 16, k, c, zeros)
+    parts = [a, _teacher(rng, 16, k, c, share=a[0][:, [1, 0]])]  # overlapping supports
+    weights = ensemble_weights(w, 2)
+    ids, logp = ensemble_targets(parts, weights, c)
+    assert ids.shape == logp.shape == (16, min(2 * k, c))
+    got = sparse_teacher_logprobs(torch.from_numpy(ids), torch.from_numpy(logp), c).double().exp()
+    want = _dense_mixture(parts, weights, c)
+    torch.testing.assert_close(got, want, atol=2e-7, rtol=1e-5)
+    kept = np.isfinite(logp)
+    assert (np.diff(np.where(kept, logp, -1e30), axis=1)[kept[:, 1:]] <= 0).all()  # rank order
+    for row_ids in ids:  # padding never collides with a class: every id distinct in its row
+        assert len(set(row_ids.tolist())) == len(row_ids)
+
+
+def test_weights_select_and_the_loss_is_kl_to_the_mixture() -> None:
+    rng = np.random.default_rng(0)
+    c = 40
+    parts = [_teacher(rng, 8, 6, c, 1), _teacher(rng, 8, 6, c)]
+    only_b = ensemble_targets(parts, ensemble_weights([0.0, 2.0], 2), c)
+    dense_b = sparse_teacher_logprobs(*(torch.from_numpy(x) for x in parts[1]), c).exp()
+    got = sparse_teacher_logprobs(*(torch.from_numpy(x) for x in only_b), c).exp()
+    torch.testing.assert_close(got, dense_b, atol=1e-6, rtol=1e-5)
+
+    weights = ensemble_weights(None, 2)
+    ids, logp = (torch.from_numpy(x) for x in ensemble_targets(parts, weights, c))
+    logits = torch.randn(8, c)
+    mix = _dense_mixture(parts, weights, c)
+    log_q = torch.log_softmax(logits.double(), -1)
+    want = (mix * (mix.log() - log_q)).sum(-1).mean()
+    torch.testing.assert_close(
+        sparse_kd_loss(logits, ids, logp).double(), want, atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("w", "match"),
+    [([1.0], "1 weights for 2 stores"), ([-1.0, 2.0], ">= 0"), ([0.0, 0.0], "not all 0")],
+)
+def test_bad_weights_are_refused(w, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        ensemble_weights(w, 2)

@@ -4,6 +4,9 @@ over its other classes), for any weights, overlaps, zero-probability entries and
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +88,81 @@ def test_weights_select_and_the_loss_is_kl_to_the_mixture() -> None:
 def test_bad_weights_are_refused(w, match) -> None:
     with pytest.raises(ValueError, match=match):
         ensemble_weights(w, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real stores: Lite0 (A) and a random-weight resnet10t on A's views (B, `generate --like A`).
+
+
+@pytest.fixture(scope="module")
+def two_teachers(tmp_path_factory, demo_data) -> dict[str, Path]:
+    import timm
+
+    from teacher_store.generate import GenerateConfig, run_generate
+    from tests.store_fixtures import SMALL_GENERATE, generate_small
+
+    root = tmp_path_factory.mktemp("ensemble")
+    torch.manual_seed(0)
+    ckpt = root / "resnet10t-random.pth"
+    torch.save(timm.create_model("resnet10t", num_classes=1000).state_dict(), ckpt)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = generate_small(demo_data, root / "a")
+        kw = {k: v for k, v in SMALL_GENERATE.items() if k not in ("views", "img_size")}
+        cfg = GenerateConfig(
+            data=str(demo_data), out=str(root / "b"), like=str(a), teacher="resnet10t",
+            checkpoint=str(ckpt), **kw,
+        )  # fmt: skip
+        run_generate(cfg)
+        other = generate_small(demo_data, root / "other", seed=1)  # other views
+    finally:
+        torch.set_num_threads(before)
+    return {"a": a, "b": root / "b", "other": other}
+
+
+def test_loader_with_two_stores_gives_the_mixture(two_teachers, demo_data) -> None:
+    from student.loader import StoreLoader
+
+    a, b = str(two_teachers["a"]), str(two_teachers["b"])
+    kw = {"img_size": 32, "batch_size": 4, "workers": 0, "val_fraction": 0.2}
+    with (
+        StoreLoader([a, b], demo_data, teacher_weights=[3.0, 1.0], **kw) as both,
+        StoreLoader(a, demo_data, **kw) as one_a,
+        StoreLoader(b, demo_data, **kw) as one_b,
+    ):
+        seen = 0
+        for batch, ba, bb in zip(both, one_a, one_b, strict=True):
+            seen += 1
+            assert torch.equal(batch.samples, ba.samples) and torch.equal(batch.images, ba.images)
+            parts = [(x.topk_ids.numpy(), x.topk_logprobs.numpy()) for x in (ba, bb)]
+            ids, logp = ensemble_targets(parts, np.array([0.75, 0.25]), 1000)
+            assert torch.equal(batch.topk_ids, torch.from_numpy(ids))
+            assert torch.equal(batch.topk_logprobs, torch.from_numpy(logp))
+            assert torch.equal(batch.valid, ba.valid & bb.valid)
+            assert batch.topk_ids.shape[1] == 10  # K=5 + K=5: the union, padded
+        assert seen == both.steps_per_epoch >= 3
+
+
+def test_train_cli_with_two_stores_and_weights(two_teachers, demo_data, tmp_path, capsys) -> None:
+    from teacher_store.cli import main
+
+    a, b, other = (str(two_teachers[k]) for k in ("a", "b", "other"))
+    base = [
+        "train", "--data", str(demo_data), "--model", "tf_efficientnetv2_b0", "--epochs", "1",
+        "--max-steps", "2", "--batch-size", "4", "--img-size", "32", "--workers", "0",
+        "--val-fraction", "0.2", "--quiet",
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    args = [*base, "--store", a, "--store", b, "--teacher-weights", "0.7", "0.3", "--out", str(out)]
+    assert main(args) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["store"] == [a, b] and saved["teacher_weights"] == [0.7, 0.3]
+    assert "agreement with the teacher's top-1" in capsys.readouterr().out
+    assert main([*base, "--store", a, "--store", other, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds other views" in err and "store_seed" in err
+    assert (
+        main([*base, "--store", a, "--store", b, "--teacher-weights", "1", "--out", str(out)]) == 2
+    )
+    assert "1 teacher weights for 2 stores" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def two_teachers(tmp_path_factory, demo_data) -> dict[str, Path]:
         kw = {k: v for k, v in SMALL_GENERATE.items() if k not in ("views", "img_size")}
         cfg = GenerateConfig(
             data=str(demo_data), out=str(root / "b"), like=str(a), teacher="resnet10t",
-            checkpoint=str(ckpt), **kw,
+            checkpoint=str(ckpt), value_encoding="logprob-f16", **kw,
         )  # fmt: skip
         run_generate(cfg)
         other = generate_small(demo_data, root / "other", seed=1)  # other views

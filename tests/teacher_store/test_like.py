@@ -41,7 +41,9 @@ def store_a(one_thread, tmp_path_factory, demo_data) -> Path:
 
 
 def _like_args(data: Path, like: str, out: str, ckpt: Path, *extra: str) -> list[str]:
+    # float16 log-probs: a random network's small probabilities stay non-zero
     flags = ["--topk", "5", "--batch-size", "4", "--workers", "0", "--quiet"]
+    flags += ["--value-encoding", "logprob-f16"]
     teacher = ["--teacher", "resnet10t", "--checkpoint", str(ckpt)]
     return ["generate", "--data", str(data), "--like", like, "--out", out, *teacher, *flags, *extra]
 

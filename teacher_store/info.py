@@ -151,6 +151,29 @@ def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
     return float(total) / float(views)
 
 
+def _views_of(a: Any, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the store's views come from: their identity, the slots the store was created
+    with (a grown store), what it grew from, and the store whose views it took (--like)."""
+    from teacher_store.store.schema import view_identity
+
+    return {
+        "view_identity": view_identity(a),
+        "base_views": a.base_views,
+        "grown_from": list((manifest or {}).get("grown_from") or []),
+        "like": a.like,
+    }
+
+
+def _views_line(v: dict[str, Any]) -> str:
+    parts = [f"identity {v['view_identity']}"]
+    if v["base_views"]:
+        grown = " -> ".join(str(g["views"]) for g in v["grown_from"]) or "?"
+        parts.append(f"grown from {grown} slots (schedule and layout over {v['base_views']})")
+    if v["like"]:
+        parts.append(f"the views of a store of teacher {v['like'].get('teacher')} (--like)")
+    return "  views     " + "; ".join(parts)
+
+
 def store_info(path: str) -> dict[str, Any]:
     """A JSON-safe summary of the store at ``path`` (a folder or an object-store URL); works on
     unfinished stores too.
@@ -181,6 +204,7 @@ def store_info(path: str) -> dict[str, Any]:
         "tinyvit_bytes_per_view": 4 + 4 * a.topk,
         "encoding_kl": _encoding_kl(manifest),
         "bad_samples": bad,
+        "views_of": _views_of(a, manifest),
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
         "generate": {
@@ -279,6 +303,7 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(
         f"  dataset   {d['num_samples']} samples in {d['classes']} classes, sha256 {d['sha256']}"
     )
+    lines.append(_views_line(info["views_of"]))
     lines += _bad_lines(info["bad_samples"])
     g = info["generate"]
     dev = f", device {g['device']}" if g.get("device") else ""

@@ -75,6 +75,12 @@ def test_growth_computes_only_new_views_and_equals_a_store_made_with_them(
     kept = _shard_keys(grown, 2)
     assert kept and {k: after[k] for k in kept} == {k: before[k] for k in kept}
     assert _manifest(grown)["grown_from"] == [{"views": 2, "identity": identity}]
+    from teacher_store.info import format_info, store_info
+
+    info = store_info(str(grown))
+    assert info["views"] == 4 and info["views_of"]["base_views"] == 2
+    assert info["views_of"]["grown_from"] == [{"views": 2, "identity": identity}]
+    assert "grown from 2 slots" in format_info(info)
     assert not (grown / GROWTH).exists() and not (grown / "_distill" / "growth").exists()
 
     fresh = generate_small(demo_data, tmp_path / "fresh", views=4)  # R2 from the start

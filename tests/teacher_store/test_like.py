@@ -78,6 +78,11 @@ def test_like_writes_a_views_with_the_other_teachers_targets(
     assert b.attrs.teacher["input_size"] == a.attrs.teacher["input_size"]  # A's 64 px
     assert b.attrs.teacher["name"] == "resnet10t"
     _same_views(a, b, demo_data)
+    from teacher_store.info import format_info, store_info
+
+    info = store_info(str(out))
+    assert info["views_of"]["view_identity"] == view_identity(a.attrs)
+    assert "the views of a store of teacher efficientnet_lite0 (--like)" in format_info(info)
     for slot in range(2):
         ba, bb = a.read_block(slot, 0, 17), b.read_block(slot, 0, 17)
         np.testing.assert_array_equal(ba.valid, bb.valid)

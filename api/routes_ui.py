@@ -70,7 +70,8 @@ def _row(e: StoreEntry) -> dict[str, Any]:
 @fragments.get("/stores", response_class=HTMLResponse)
 async def stores_fragment(request: Request, svc: ServiceDep) -> HTMLResponse:
     rows = [_row(e) for e in svc.registry.list()]
-    return templates.TemplateResponse(request, "stores.html", {"rows": rows})
+    context = {"rows": rows, "skipped": svc.registry.skipped()}
+    return templates.TemplateResponse(request, "stores.html", context)
 
 
 def _array_bytes(e: StoreEntry) -> list[tuple[str, int]]:

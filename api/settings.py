@@ -101,13 +101,20 @@ class ConnectionLimits(BaseSettings):
 
 
 def parse_data(spec: str) -> dict[str, Path]:
-    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}; ValueError naming a malformed entry."""
+    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}; ValueError naming a malformed or repeated
+    entry."""
     out: dict[str, Path] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise ValueError(f"--data {item!r} is malformed; write NAME=DIR (store name = images)")
-        out[name.strip()] = Path(folder.strip())
+        name = name.strip()
+        if name in out:
+            raise ValueError(
+                f"--data {name} is given twice ({out[name]} and {folder.strip()}); give each "
+                "store one image folder"
+            )
+        out[name] = Path(folder.strip())
     return out
 
 

@@ -194,7 +194,7 @@ class RenderPool:
             self._pool = None
 
     def close(self) -> None:
-        """Stop the worker processes (queued renders are dropped)."""
+        """Stop the worker processes (queued renders are dropped; a running one finishes)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

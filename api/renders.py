@@ -24,8 +24,10 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import multiprocessing
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import ProcessPoolExecutor
@@ -128,6 +130,7 @@ class RenderPool:
         self.retry_after_s = retry_after_s
         self.cache = ByteLRU("renders", cache_bytes)
         self.pending = 0  # renders queued or running
+        self.wait_s = 1.0  # moving average of a render's time from queued to done
         self.refused = 0  # renders answered 503 because the queue was full
         self._jobs: dict[Hashable, asyncio.Future[bytes | Refusal]] = {}
         self._pool: ProcessPoolExecutor | None = None
@@ -144,7 +147,10 @@ class RenderPool:
         return self._pool
 
     def _busy(self, why: str) -> ApiError:
-        retry = str(self.retry_after_s)
+        # Retry-After: about how long the renders ahead take, so that clients which honour it
+        # come back when the queue has room rather than every second (each refusal costs the
+        # server a request).
+        retry = str(min(60, max(self.retry_after_s, math.ceil(self.wait_s))))
         return ApiError(
             503, "renders_busy", f"{why}; retry after {retry} s", {"retry-after": retry}
         )
@@ -157,11 +163,13 @@ class RenderPool:
         fut: asyncio.Future[bytes | Refusal] = asyncio.wrap_future(
             self._executor().submit(render_png, job)
         )
+        queued = time.monotonic()
         self.pending += 1
         self._jobs[job.key] = fut
 
         def done(f: asyncio.Future[bytes | Refusal]) -> None:
             self.pending -= 1
+            self.wait_s = 0.8 * self.wait_s + 0.2 * (time.monotonic() - queued)
             self._jobs.pop(job.key, None)
             if not f.cancelled() and f.exception() is None:
                 png = f.result()

@@ -342,7 +342,7 @@ async def _flood_blocks(client: Any, exp: Expected, deadline: float, seed: int,
 
     rng = random.Random(seed)
     views, samples = exp.local.attrs.views, exp.local.attrs.num_samples
-    while time.monotonic() < deadline:
+    while time.time() < deadline:
         _, path, _ = _request_block(rng, exp, views, samples)
         t0 = time.perf_counter()
         try:
@@ -369,7 +369,7 @@ async def _flood_renders(client: Any, views: int, samples: int, deadline: float,
     import httpx
 
     rng = random.Random(seed)
-    while time.monotonic() < deadline:
+    while time.time() < deadline:
         slot, sample, size = rng.randrange(views), rng.randrange(samples), rng.randrange(384, 513)
         path = f"/v1/stores/demo/views/{slot}/{sample}.png?size={size}"
         t0 = time.perf_counter()
@@ -396,22 +396,61 @@ def _request_block(rng: random.Random, exp: Expected, views: int, samples: int) 
     return "block", f"/v1/stores/load/blocks/{slot}?start={start}&stop={start + exp.block}", {}
 
 
-async def _flood_phase(url: str, exp: Expected, ph: FloodPhase, block_clients: int,
-                       interval: float, demo: tuple[int, int]) -> None:  # fmt: skip
+def _httpx_client(url: str) -> Any:
     import httpx
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    deadline = time.monotonic() + ph.seconds
+    return httpx.AsyncClient(base_url=url, timeout=300, limits=limits)
+
+
+def _render_flood(url: str, clients: int, demo: tuple[int, int], pipe: Any) -> None:
+    """(A separate process: the flood's own client work must not delay the block readers'
+    event loop, as it would not delay a trainer's.) Waits for the deadline, floods, reports."""
+    ph = FloodPhase(clients, 0.0)
+    lat: list[float] = []
+    pipe.send("ready")
+    deadline = pipe.recv()
+
+    async def flood() -> None:
+        async with _httpx_client(url) as client:
+            await asyncio.gather(*(_flood_renders(client, *demo, deadline, 1000 + i, ph, lat)
+                                   for i in range(clients)))  # fmt: skip
+
+    asyncio.run(flood())
+    ph.render_ms, ph.error_samples = _quantiles(lat), ph.error_samples[:5]
+    pipe.send(asdict(ph))
+
+
+def _flood_phase(url: str, exp: Expected, ph: FloodPhase, block_clients: int,
+                 interval: float, demo: tuple[int, int]) -> None:  # fmt: skip
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+    flood = multiprocessing.get_context("spawn").Process(
+        target=_render_flood, args=(url, ph.render_clients, demo, theirs)
+    )
+    if ph.render_clients:
+        flood.start()
+        assert ours.recv() == "ready"
+    deadline = time.time() + ph.seconds
+    if ph.render_clients:
+        ours.send(deadline)
     blat: list[float] = []
-    rlat: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-        await asyncio.gather(
-            *(_flood_blocks(client, exp, deadline, i, ph, blat, interval)
-              for i in range(block_clients)),
-            *(_flood_renders(client, *demo, deadline, 1000 + i, ph, rlat)
-              for i in range(ph.render_clients)),
-        )  # fmt: skip
-    ph.block_ms, ph.render_ms = _quantiles(blat), _quantiles(rlat)
+
+    async def blocks() -> None:
+        async with _httpx_client(url) as client:
+            await asyncio.gather(*(_flood_blocks(client, exp, deadline, i, ph, blat, interval)
+                                   for i in range(block_clients)))  # fmt: skip
+
+    asyncio.run(blocks())
+    ph.block_ms = _quantiles(blat)
+    if ph.render_clients:
+        got = ours.recv()
+        flood.join()
+        for key in ("renders_ok", "renders_busy_503", "errors", "data_lost"):
+            setattr(ph, key, getattr(ph, key) + got[key])
+        ph.render_ms = got["render_ms"]
+        ph.error_samples += got["error_samples"]
     ph.error_samples = ph.error_samples[:5]
 
 
@@ -449,8 +488,7 @@ def run_flood(args: argparse.Namespace) -> int:
             print(f"server from {repo}; {load()}", flush=True)
             for n in (0, *args.render_clients):
                 ph = FloodPhase(n, args.seconds)
-                asyncio.run(_flood_phase(url, exp, ph, args.block_clients,
-                                         args.block_interval_ms / 1e3, demo))  # fmt: skip
+                _flood_phase(url, exp, ph, args.block_clients, args.block_interval_ms / 1e3, demo)
                 phases.append(ph)
                 print(f"  {n} render clients: block p50/p99 {ph.block_ms} ms; {load()}", flush=True)
         finally:

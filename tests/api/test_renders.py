@@ -53,7 +53,7 @@ def test_a_render_flood_is_refused_while_block_reads_answer(
             if r.status_code == 503:
                 body = r.json()
                 assert body["error"] == "renders_busy" and "retry after" in body["detail"]
-                assert r.headers["retry-after"] == "1"
+                assert int(r.headers["retry-after"]) >= 1
             else:
                 assert r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
         refused = views[codes.index(503)]

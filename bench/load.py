@@ -327,6 +327,19 @@ class FloodPhase:
     errors: int = 0
     data_lost: int = 0
     error_samples: list[str] = field(default_factory=list)
+    server_cpu_s: float = 0.0  # the uvicorn process
+    render_cpu_s: float = 0.0  # its children: the render worker processes
+    flood_cpu_s: float = 0.0  # the render clients' own process (on the same cores)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _quantiles(xs: list[float]) -> list[float]:
@@ -418,10 +431,11 @@ def _render_flood(url: str, clients: int, demo: tuple[int, int], pipe: Any) -> N
 
     asyncio.run(flood())
     ph.render_ms, ph.error_samples = _quantiles(lat), ph.error_samples[:5]
+    ph.flood_cpu_s = round(_cpu_s(os.getpid()), 1)
     pipe.send(asdict(ph))
 
 
-def _flood_phase(url: str, exp: Expected, ph: FloodPhase, block_clients: int,
+def _flood_phase(url: str, pid: int, exp: Expected, ph: FloodPhase, block_clients: int,
                  interval: float, demo: tuple[int, int]) -> None:  # fmt: skip
     import multiprocessing
 
@@ -442,14 +456,17 @@ def _flood_phase(url: str, exp: Expected, ph: FloodPhase, block_clients: int,
             await asyncio.gather(*(_flood_blocks(client, exp, deadline, i, ph, blat, interval)
                                    for i in range(block_clients)))  # fmt: skip
 
+    server = _cpu_s(pid), sum(_cpu_s(k) for k in _workers(pid) if k != pid)
     asyncio.run(blocks())
+    ph.server_cpu_s = round(_cpu_s(pid) - server[0], 1)
+    ph.render_cpu_s = round(sum(_cpu_s(k) for k in _workers(pid) if k != pid) - server[1], 1)
     ph.block_ms = _quantiles(blat)
     if ph.render_clients:
         got = ours.recv()
         flood.join()
         for key in ("renders_ok", "renders_busy_503", "errors", "data_lost"):
             setattr(ph, key, getattr(ph, key) + got[key])
-        ph.render_ms = got["render_ms"]
+        ph.render_ms, ph.flood_cpu_s = got["render_ms"], got["flood_cpu_s"]
         ph.error_samples += got["error_samples"]
     ph.error_samples = ph.error_samples[:5]
 
@@ -488,7 +505,8 @@ def run_flood(args: argparse.Namespace) -> int:
             print(f"server from {repo}; {load()}", flush=True)
             for n in (0, *args.render_clients):
                 ph = FloodPhase(n, args.seconds)
-                _flood_phase(url, exp, ph, args.block_clients, args.block_interval_ms / 1e3, demo)
+                _flood_phase(url, proc.pid, exp, ph, args.block_clients,
+                             args.block_interval_ms / 1e3, demo)  # fmt: skip
                 phases.append(ph)
                 print(f"  {n} render clients: block p50/p99 {ph.block_ms} ms; {load()}", flush=True)
         finally:
@@ -503,10 +521,12 @@ def run_flood(args: argparse.Namespace) -> int:
                      "/".join(f"{v:.1f}" for v in ph.block_ms), f"{ratio:.2f}",
                      ph.renders_ok, ph.renders_busy_503,
                      "/".join(f"{v:.0f}" for v in ph.render_ms) or "-",
+                     f"{ph.server_cpu_s:.1f} / {ph.render_cpu_s:.1f} / {ph.flood_cpu_s:.1f}",
                      ph.errors, ph.data_lost, verdict])  # fmt: skip
     head = ["render clients", "block reads", "block 503s", "block p50/p99 ms", "p99 / unloaded",
-            "renders 200", "renders 503", "render p50/p99 ms", "errors", "data lost",
-            "verdict (60: <= 2x)"]  # fmt: skip
+            "renders 200", "renders 503", "render p50/p99 ms",
+            "CPU s: server / renders / flood clients",
+            "errors", "data lost", "verdict (60: <= 2x)"]  # fmt: skip
     print(table(head, rows))
     for ph in phases:
         for line in ph.error_samples:

@@ -27,6 +27,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -76,8 +77,10 @@ _MAX_RENDERERS = 4  # stores whose renderer (and decoded images) a worker keeps
 
 
 def _start_worker(nice: int) -> None:
-    """Worker start-up: a lower CPU priority (renders yield the cores to block reads) and one
-    torch thread per worker (set before torch loads; a render is a small image)."""
+    """Worker start-up: a lower CPU priority (renders yield the cores to block reads), one
+    torch thread per worker (set before torch loads; a render is a small image), and Ctrl-C
+    left to the server, which stops its workers (else each would print a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if nice > 0:
         with contextlib.suppress(OSError):  # no nice here: renders run at normal priority

@@ -471,12 +471,12 @@ def _flood_phase(url: str, pid: int, exp: Expected, ph: FloodPhase, block_client
     ph.error_samples = ph.error_samples[:5]
 
 
-def _flood_stores(root: Path, data: Path) -> tuple[int, int]:
+def _flood_stores(root: Path, data: Path, views: int, samples: int) -> tuple[int, int]:
     """The block store and the demo photo store under ``root``; (views, samples) of the demo."""
     from teacher_store.images.demo_data import write_demo_data
     from tests.store_fixtures import generate_small
 
-    build_store(root / "load", 4, 65536)
+    build_store(root / "load", views, samples)
     write_demo_data(data)
     generate_small(data, root / "demo", views=8)
     from teacher_store.store.arrays import LocalStore
@@ -492,7 +492,7 @@ def run_flood(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root, data = Path(tmp) / "root", Path(tmp) / "images"
         root.mkdir()
-        demo = _flood_stores(root, data)
+        demo = _flood_stores(root, data, args.views or 4, args.samples or 65536)
         exp = Expected(root / "load", args.block)
         repo = Path(args.server_repo).resolve() if args.server_repo else REPO
         port = free_port()
@@ -543,8 +543,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cache-mib", type=int, default=256,
                    help="the service's --cache-bytes (256: its default)")  # fmt: skip
-    p.add_argument("--views", type=int, default=40, help="(268 MiB: more than the cache)")
-    p.add_argument("--samples", type=int, default=262144, help="(the store outgrows the cache)")
+    p.add_argument("--views", type=int, help="view slots of the block store (40; flood: 4)")
+    p.add_argument("--samples", type=int,
+                   help="samples of the block store (262144, 268 MiB: more than the cache; "
+                   "flood: 65536)")  # fmt: skip
     p.add_argument("--block", type=int, default=1024, help="samples per block request")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--scenario", choices=("mixed", "render-flood"), default="mixed")
@@ -557,6 +559,7 @@ def main() -> None:
     args = p.parse_args()
     if args.scenario == "render-flood":
         sys.exit(run_flood(args))
+    args.views, args.samples = args.views or 40, args.samples or 262144
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_store(root / "load", args.views, args.samples)

@@ -163,9 +163,14 @@ class RenderPool:
         if self.pending >= limit:
             self.refused += 1
             raise self._busy(f"view renders busy ({self.pending} queued or running, limit {limit})")
-        fut: asyncio.Future[bytes | Refusal] = asyncio.wrap_future(
-            self._executor().submit(render_png, job)
-        )
+        pool = self._executor()
+        try:
+            submitted = pool.submit(render_png, job)
+        except BrokenProcessPool:  # a worker died since the last render: start afresh
+            self._restart(pool)
+            pool = self._executor()
+            submitted = pool.submit(render_png, job)
+        fut: asyncio.Future[bytes | Refusal] = asyncio.wrap_future(submitted)
         queued = time.monotonic()
         self.pending += 1
         self._jobs[job.key] = fut
@@ -174,10 +179,12 @@ class RenderPool:
             self.pending -= 1
             self.wait_s = 0.8 * self.wait_s + 0.2 * (time.monotonic() - queued)
             self._jobs.pop(job.key, None)
-            if not f.cancelled() and f.exception() is None:
-                png = f.result()
-                if isinstance(png, bytes):
-                    self.cache.put(job.key, png, len(png))
+            if f.cancelled():
+                return
+            if isinstance(f.exception(), BrokenProcessPool):
+                self._restart(pool)
+            elif f.exception() is None and isinstance(f.result(), bytes):
+                self.cache.put(job.key, f.result(), len(f.result()))
 
         fut.add_done_callback(done)
         return fut
@@ -191,17 +198,18 @@ class RenderPool:
         try:
             # shielded: a client that goes away leaves the render to finish into the cache
             outcome = await asyncio.shield(fut)
-        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh
-            self._restart()
+        except BrokenProcessPool:  # a worker died (killed, out of memory): renders restart
             raise self._busy("the view renderer restarted") from None
         if isinstance(outcome, tuple):
             raise ApiError(*outcome)
         return outcome, False
 
-    def _restart(self) -> None:
-        if self._pool is not None:
-            log.warning("a view render worker died; starting new ones")
-            self._pool.shutdown(wait=False, cancel_futures=True)
+    def _restart(self, broken: ProcessPoolExecutor) -> None:
+        """Drop the pool ``broken`` (once: a newer pool is left alone); the next render
+        starts new workers."""
+        if self._pool is broken:
+            log.warning("a view render worker died; the next render starts new ones")
+            broken.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def close(self) -> None:

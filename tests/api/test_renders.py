@@ -102,3 +102,33 @@ def test_an_image_folder_without_class_folders_is_409_and_remembered(
         r = requests.get(f"{live.url}/v1/stores/demo/views/0/0.png", timeout=300)
         assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
         assert app.state.service.dashboard.scans == 2
+
+
+def test_a_killed_render_worker_is_replaced(photo_root: Path, demo_data: Path) -> None:
+    """A render worker killed (out of memory, by hand) costs at most a 503 with Retry-After,
+    never a 500; the next renders start a new worker."""
+    import os
+    import signal
+    import time
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    app = create_app(Settings(root=photo_root, data=f"demo={demo_data}", rescan_interval_s=0.0))
+    with LiveServer(app) as live:
+        first = requests.get(f"{live.url}/v1/stores/demo/views/0/1.png", timeout=300)
+        assert first.status_code == 200
+        pool = app.state.service.renders._pool
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        codes = []
+        for _ in range(30):
+            r = requests.get(f"{live.url}/v1/stores/demo/views/1/2.png", timeout=300)
+            codes.append(r.status_code)
+            if r.status_code == 200:
+                break
+            assert r.status_code == 503 and "retry-after" in r.headers, r.text
+            time.sleep(0.5)
+        assert codes[-1] == 200 and r.content[:4] == b"\x89PNG", codes
+        assert app.state.service.renders._pool is not pool
+        assert _block_ok(live.url, photo_root / "demo")

@@ -73,7 +73,8 @@ def _row(e: StoreEntry) -> dict[str, Any]:
 @fragments.get("/stores", response_class=HTMLResponse)
 async def stores_fragment(request: Request, svc: ServiceDep) -> HTMLResponse:
     rows = [_row(e) for e in svc.registry.list()]
-    return templates.TemplateResponse(request, "stores.html", {"rows": rows})
+    context = {"rows": rows, "skipped": svc.registry.skipped()}
+    return templates.TemplateResponse(request, "stores.html", context)
 
 
 def _array_bytes(e: StoreEntry) -> list[tuple[str, int]]:
@@ -163,7 +164,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         "top": top,
         "peers": _peers(svc, e, slot, sample),
         "params": params,
-        "problem": svc.dashboard.renderer_problem(e),
+        "problem": svc.dashboard.problem_text(e),
         "png": f"/v1/stores/{e.name}/views/{slot}/{sample}.png",
     }
 

@@ -305,7 +305,7 @@ def _curriculum(cfg: TrainConfig, attrs: Any, img_size: int) -> Curriculum | Non
     curriculum = build_curriculum(cfg, img_size)
     if curriculum is not None:
         check_family(curriculum, cfg.model)
-        check_store(curriculum, attrs.recipe, int(attrs.views), cfg.epochs)
+        check_store(curriculum, attrs.recipe, int(attrs.schedule_views), cfg.epochs)
     return curriculum
 
 
@@ -394,7 +394,8 @@ def _epoch_settings(ctx: _Ctx, loader: StoreLoader, epoch: int) -> dict[str, Any
     """Apply the curriculum's plan for ``epoch`` (render size, dropout, drop path)."""
     if ctx.curriculum is None:
         return {"img_size": loader.img_size}
-    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(loader.attrs.views))
+    a = loader.attrs
+    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(a.views), int(a.schedule_views))
     loader.img_size = plan.img_size
     if ctx.regs is not None:
         ctx.regs.set(plan.drop_rate, plan.drop_path)

@@ -156,6 +156,7 @@ class TeacherEnsemble(TargetCache):
     def gather(self, slot: int, samples: np.ndarray) -> tuple[torch.Tensor, ...]:
         """(ids [B, M] int64, log-probs [B, M] float32, valid [B] bool) of the mixture: a view
         is valid when every teacher has it."""
+        self.prefetch(slot, samples)  # every store's reads in flight at once, not in turn
         parts, valid = [], np.ones(len(samples), bool)
         for c in self.caches:
             ids, logp, ok = c.gather(slot, samples)

@@ -164,6 +164,14 @@ def _views_of(a: Any, manifest: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _growing_to(loc: Location) -> int | None:
+    """The slots a growth under way will give the store (None: no growth under way)."""
+    from teacher_store.store.grow import pending_growth
+
+    growth = pending_growth(loc.url or loc.root)
+    return growth.attrs.views if growth is not None else None
+
+
 def _views_line(v: dict[str, Any]) -> str:
     parts = [f"identity {v['view_identity']}"]
     if v["base_views"]:
@@ -205,6 +213,7 @@ def store_info(path: str) -> dict[str, Any]:
         "encoding_kl": _encoding_kl(manifest),
         "bad_samples": bad,
         "views_of": _views_of(a, manifest),
+        "growing_to": _growing_to(loc),
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
         "generate": {
@@ -233,6 +242,13 @@ def _knob_text(knobs: dict[str, Any]) -> str:
 
 def _head_line(info: dict[str, Any]) -> str:
     done, total = info["units_committed"], info["units_total"]
+    growing = info.get("growing_to")
+    if info["complete"] and growing:
+        return (
+            f"store {info['path']}: complete ({total} shard units), growing to {growing} view "
+            "slots: re-run the same `distill generate --views "
+            f"{growing}` to finish the growth"
+        )
     if info["complete"]:
         return f"store {info['path']}: complete ({total} shard units)"
     return (

@@ -265,6 +265,9 @@ def test_kill_mid_growth_then_resume_local(point, n, mixed, demo_data, tmp_path)
     _kill_at(point, n, demo_data, str(out))
     assert (out / GROWTH).exists()  # killed while growing
     _still_the_old_store(str(out), old_identity)
+    from teacher_store.info import format_info, store_info
+
+    assert "growing to 4 view slots" in format_info(store_info(str(out))).splitlines()[0]
     assert main(_args(demo_data, out, views=4, shard_views=2)) == 0
     assert local_objects(out) == local_objects(mixed["grown"])
     assert not (out / GROWTH).exists()

@@ -246,8 +246,10 @@ def test_view_page_shows_each_teachers_top5_on_the_same_views(
         )  # float16 log-probs: a random network's small probabilities stay non-zero
     )  # fmt: skip
     with LiveServer(create_app(Settings(root=root, data=f"a={demo_data}"))) as live:
-        page.goto(live.url + "/ui/stores/a/views?slot=1&sample=3")
+        with page.expect_response(lambda r: r.url.endswith("/views/1/3.png")):
+            page.goto(live.url + "/ui/stores/a/views?slot=1&sample=3")
         page.wait_for_selector('.teacher.peer[data-store="b"]')
+        page.wait_for_function("document.querySelector('#view-image').complete")
         want = show_view(str(root / "b"), str(demo_data), 3, 1, str(tmp_path / "b.png"))
         got = page.locator('.teacher.peer[data-store="b"] .peer-top5 .label').all_inner_texts()
         assert got == [name for name, _ in want] and len(got) == 5

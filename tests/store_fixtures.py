@@ -71,6 +71,7 @@ def make_attrs(
     shard_views: int = 2,
 ) -> StoreAttrs:
     from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.views.recipe import Recipe
 
     return StoreAttrs(
         codec_version=CODEC_VERSION,
@@ -83,15 +84,26 @@ def make_attrs(
         chunk_samples=chunk,
         shard_samples=shard,
         shard_views=shard_views,
-        teacher={"name": "fake_teacher", "architecture": "fake", "weights_sha256": "ab" * 32},
+        teacher={
+            "name": "fake_teacher",
+            "architecture": "fake",
+            "num_classes": num_classes,
+            "input_size": [3, 32, 32],
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "interpolation": "bilinear",
+            "weights_sha256": "ab" * 32,
+            "class_names": [],
+            "version": 1,
+        },
         dataset={
             "num_samples": num_samples,
             "sha256": f"{num_samples:064x}",
             "classes": ["cat", "dog"],
             "version": 1,
         },
-        recipe={"name": "test"},
-        config={"views": views},
+        recipe=Recipe(name="test").to_dict(),
+        config={"teacher": "fake_teacher", "views": views, "batch_size": 8},
         libraries={"zarr": "3.1.6"},
     )
 

@@ -133,6 +133,32 @@ def build_store(path: Path, attrs: StoreAttrs, seed: int = 0, units: int | None 
     return path
 
 
+def plant_class_id(store: Path, class_id: int, slot: int = 0, sample: int = 0) -> Path:
+    """Rewrite the unit holding view ``slot`` of ``sample`` through the writer with
+    ``class_id`` as that view's top-1 id, and finish the store again: its files, records and
+    digests all agree, but it holds an id that may be outside its classes."""
+    from teacher_store.store import layout
+    from teacher_store.store.arrays import LocalStore
+
+    reader = LocalStore(store)
+    attrs = reader.attrs
+    units = shard_units(attrs)
+    unit = next(
+        u for u in units if u.slot_start <= slot < u.slot_stop and u.start <= sample < u.stop
+    )
+    blocks = [
+        reader.read_block(r, unit.start, unit.stop) for r in range(unit.slot_start, unit.slot_stop)
+    ]
+    ids = np.stack([b.ids for b in blocks]).astype(attrs.ids_dtype)
+    values = np.stack([b.values for b in blocks])
+    valid = np.stack([b.valid for b in blocks]).astype(np.uint8)
+    ids[slot - unit.slot_start, sample - unit.start, 0] = class_id
+    record = layout.read_unit_record(reader.location, unit.name) or {"bad": []}
+    write_unit(store, unit, ids, values, valid, record["bad"])
+    finalize(store, units)
+    return store
+
+
 def file_digests(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root``, by relative path: two stores are byte-identical
     when these are equal."""

@@ -7,10 +7,11 @@ when any of these fails, in this order (the most specific explanation first):
 1. the attrs: kind and versions, then the whole attribute tree with one schema
    (:class:`~teacher_store.store.schema.StoreAttrs`: nested objects, bounds on every size that
    sets an allocation, attrs that agree with each other);
-2. the arrays' metadata (the root's consolidated metadata once finished, else each array's
-   ``zarr.json``) has the shapes, data types and chunking the attrs make: ``topk`` is the K
-   dimension, ``num_samples`` N, ``views`` R, ``value_encoding`` the values' dtype;
-3. the manifest is valid and records the number of shard units the attrs make;
+2. the manifest (once finished) is valid, and the arrays' metadata (the root's consolidated
+   metadata once finished, else each array's ``zarr.json``) has the shapes, data types and
+   chunking the attrs make: ``topk`` is the K dimension, ``num_samples`` N, ``views`` R,
+   ``value_encoding`` the values' dtype, ``num_classes`` the ids' dtype;
+3. the manifest records the number of shard units the attrs make;
 4. the metadata files (root and every array's ``zarr.json``) are the bytes whose digests the
    manifest recorded when the store was finished: an attribute edited afterwards
    (``store_seed``, ``class_order``, ``value_encoding``, ...) is refused, never believed. The
@@ -248,17 +249,17 @@ def check_store(
         attrs = check_readable(
             dict(meta.attributes), f"{where}/{ROOT_META}" if where else ROOT_META
         )
-    except StoreDamaged as e:  # malformed attrs: the message names the file and the fix
+    except StoreDamaged as e:  # invalid attrs: the message names the file and the fix
         raise _damaged(where, ROOT_META, e.reason) from None
     found = _load_manifest(loc, where)
+    arrays = _arrays(loc, meta, found is not None, where)
+    check_arrays(attrs, arrays, where)
     if found is not None and found[1].units != attrs.unit_count:
         raise _damaged(
             where,
             MANIFEST,
             f"records {found[1].units} shard units but zarr.json's attrs make {attrs.unit_count}",
         )
-    arrays = _arrays(loc, meta, found is not None, where)
-    check_arrays(attrs, arrays, where)
     recorded = found is not None and check_meta(loc, found[1], raw, where)
     if note and found is not None and not recorded and where and where not in _NOTED:
         _NOTED.add(where)

@@ -403,7 +403,7 @@ def check_readable(
     try:
         return StoreAttrs.from_dict(attrs)
     except ValidationError as e:
-        msg = f"has malformed attrs: {validation_message(e)}"
+        msg = f"has invalid attrs: {validation_message(e)}"
         raise StoreDamaged("zarr.json", msg, f"{where} {msg}") from None
 
 

@@ -25,6 +25,7 @@ finalizes it again and records them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,17 @@ from teacher_store.store.schema import (
 log = logging.getLogger("distill.store")
 FIX = "restore the file or regenerate the store (re-run the same `distill generate`)"
 _NOTED: set[str] = set()  # stores whose "no metadata digests" note was logged (once each)
+IDENTITY_BYTES = 8  # as carried in every block's header (teacher_store.store.blockfmt)
+
+
+def store_identity(manifest_bytes: bytes | bytearray | memoryview) -> str:
+    """The identity of a store: 16 hex digits of the sha256 of its ``manifest.json`` bytes.
+
+    The manifest is written last and records every file's size, crc32c and sha256, the
+    metadata files' too, so it names the store's bytes: a regenerated or replaced store, or
+    one whose attrs differ, has another identity.
+    """
+    return hashlib.sha256(manifest_bytes).hexdigest()[: 2 * IDENTITY_BYTES]
 
 
 def meta_keys() -> tuple[str, ...]:
@@ -77,8 +89,6 @@ class CheckedStore:
     @property
     def identity(self) -> str:
         """The store identity (16 hex digits of the manifest's sha256), "" while unfinished."""
-        from teacher_store.store.blockfmt import store_identity
-
         return store_identity(self.manifest_bytes) if self.manifest is not None else ""
 
 
@@ -276,6 +286,7 @@ def check_store(
 
 __all__ = [
     "FIX",
+    "IDENTITY_BYTES",
     "CheckedStore",
     "check_arrays",
     "check_meta",
@@ -283,4 +294,5 @@ __all__ = [
     "legacy_note",
     "meta_keys",
     "meta_records",
+    "store_identity",
 ]

@@ -292,6 +292,17 @@ class StoreAttrs(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
+    def create(cls, **fields: Any) -> StoreAttrs:
+        """The attrs of a new store; options that would make them invalid (a size past its
+        bound, a teacher whose info does not fit) are one ValueError line, not a pydantic dump."""
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            raise ValueError(
+                f"the store would have invalid attrs: {validation_message(e)}"
+            ) from None
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
         """Validated attrs from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)

@@ -285,3 +285,60 @@ def test_store_arrays_are_named_once(tree) -> None:
             if any(isinstance(t, ast.Name) and t.id == "ARRAYS" for t in targets):
                 bad.append(mod)
     assert bad == ["teacher_store.store.layout"], f"ARRAYS defined in {bad}"
+
+
+def test_only_the_curricula_table_names_curricula(tree) -> None:
+    """Adding a curriculum touches one room: no other student module branches on a name."""
+    mods, _ = tree
+    room = "student.curricula"
+    names = {v for _, v in _code_strings(mods[room]) if v in ("efficientrain",)}
+    names |= {v for _, v in _code_strings(mods[room]) if v.startswith("efficientnetv2-")}
+    assert {"efficientrain", "efficientnetv2-progressive"} <= names  # the scan reads the table
+    bad = [
+        f"{mod}:{line} names {value!r}"
+        for mod, path in mods.items()
+        if mod.startswith("student") and mod != room
+        for line, value in _code_strings(path)
+        if value in names
+    ]
+    assert not bad, "curriculum names outside student/curricula.py:\n" + "\n".join(bad)
+
+
+# Modules the CLI imports to build its parser, and the tables under them: no torch, and the
+# tables never import the config that uses them (config -> recipes -> curricula, one way).
+TORCH_FREE = (
+    "student.cli",
+    "student.config",
+    "student.recipes",
+    "student.curricula",
+    "student.loader_config",
+)
+NOT_IMPORTING = {
+    "student.recipes": {"student.config"},
+    "student.curricula": {"student.config", "student.recipes", "student.curriculum"},
+}
+
+
+def test_student_tables_stay_below_the_config(tree) -> None:
+    """Counting ``TYPE_CHECKING`` imports too: a type-only import back is still a cycle."""
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if any(i.target == t or i.target.startswith(t + ".") for t in NOT_IMPORTING.get(i.src, ()))
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_student_parser_modules_import_no_torch(tree) -> None:
+    mods, _ = tree
+    bad = []
+    for mod in TORCH_FREE:
+        for node in ast.walk(ast.parse(mods[mod].read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            bad += [f"{mod}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "torch"]
+    assert not bad, "\n".join(bad)

@@ -72,8 +72,8 @@ _EXPORTS = {
     "StoreAddressError": "teacher_store.client",
     "DatasetMismatchError": "teacher_store.client",
     "write_demo_data": "teacher_store.images.demo_data",
-    "ViewRenderer": "teacher_store.show",
-    "ShownView": "teacher_store.show",
+    "ViewRenderer": "teacher_store.views.shown",
+    "ShownView": "teacher_store.views.shown",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -342,3 +342,15 @@ def test_student_parser_modules_import_no_torch(tree) -> None:
                 names = [node.module or ""]
             bad += [f"{mod}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "torch"]
     assert not bad, "\n".join(bad)
+
+
+def test_the_service_takes_no_pixels_from_a_command_module(tree) -> None:
+    """The dashboard renders through teacher_store.views, not `distill show`'s module."""
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line}"
+        for i in imports
+        if i.src.startswith("api")
+        and i.target in ("teacher_store.show", "teacher_store.commands", "teacher_store.cli")
+    ]
+    assert not bad, "api imports a command module: " + ", ".join(bad)

@@ -45,7 +45,6 @@ from teacher_store.store.arrays import (
     store_differences,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
-from teacher_store.store.encodings import encoding_kl
 from teacher_store.store.grow import (
     Growth,
     base_views_for,
@@ -54,6 +53,7 @@ from teacher_store.store.grow import (
     pending_growth,
     write_growing_unit,
 )
+from teacher_store.store.id_order import encoding_kl
 from teacher_store.store.layout import Location, ShardUnit, shard_units, storage_failure
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
@@ -189,13 +189,13 @@ def build_attrs(
     teacher_dict = teacher.to_dict()
     if cfg.img_size:
         teacher_dict["input_size"] = [3, cfg.img_size, cfg.img_size]
-    return StoreAttrs(
+    return StoreAttrs.create(
         codec_version=CODEC_VERSION,
         num_samples=n,
         views=cfg.views,
         topk=cfg.topk,
         num_classes=teacher.num_classes,
-        value_encoding=encoding,  # type: ignore[arg-type]
+        value_encoding=encoding,
         store_seed=cfg.seed,
         chunk_samples=chunk,
         shard_samples=shard,

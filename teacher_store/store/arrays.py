@@ -24,11 +24,12 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
 from teacher_store.address import StoreAddressError
-from teacher_store.errors import StoreConflict, StoreDamaged, StoreIncomplete, StoreNotFound
+from teacher_store.errors import StoreConflict, StoreDamaged, StoreIncomplete
 from teacher_store.store import layout
-from teacher_store.store.encodings import rank_to_stored, stored_to_rank
+from teacher_store.store.id_order import rank_to_stored, stored_to_rank
+from teacher_store.store.integrity import check_store, meta_records
 from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
-from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
+from teacher_store.store.schema import StoreAttrs, decode_values
 
 # ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
 # from here too.
@@ -42,6 +43,7 @@ __all__ = [
     "committed_units",
     "create_store",
     "finalize",
+    "growing_files",
     "memory_group",
     "output_location",
     "read_stored_unit",
@@ -249,7 +251,7 @@ def write_unit(
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
-    says (:func:`~teacher_store.store.encodings.rank_to_stored`).
+    says (:func:`~teacher_store.store.id_order.rank_to_stored`).
 
     Each shard file is encoded in memory and written whole (one PUT on an object store); the
     record, written after all of them, lists what was written. ``attrs``: the store's attrs
@@ -399,9 +401,25 @@ def finalize(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))
-    loc.write_atomic(ROOT_META, mem[ROOT_META].to_bytes())
+    root = mem[ROOT_META].to_bytes()
+    loc.write_atomic(ROOT_META, root)
+    # The metadata files' digests: an attribute edited later is refused by every reader, and
+    # the identity (a digest of the manifest) differs for stores whose attrs differ.
+    manifest["meta"] = meta_records(loc, root)
     layout.write_manifest(loc, manifest)
     return manifest
+
+
+def growing_files(loc: Location) -> None:
+    """StoreIncomplete when a growth of the store at ``loc`` is under way: finishing it
+    rewrites the arrays' metadata (and shards shared with new slots) just before the root and
+    the new manifest, so for an instant the old manifest does not describe them."""
+    if loc.is_file(layout.GROWTH):
+        raise StoreIncomplete(
+            f"store {loc.display} is finishing a growth (its metadata and manifest are being "
+            "replaced); open it again in a moment, or, if no `distill generate` is growing it, "
+            "re-run the one that did to finish the growth"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -421,38 +439,30 @@ class TargetBlock:
 
 
 class LocalStore:
-    """Direct reader of a store (a folder or an object-store URL, not the service); checks
-    versions and (when complete) the manifest's files."""
+    """Direct reader of a store (a folder or an object-store URL, not the service); checks its
+    metadata (:func:`~teacher_store.store.integrity.check_store`: attrs, arrays, metadata
+    digests) and, when complete, the sizes of the manifest's files."""
 
     def __init__(self, address: str | os.PathLike[str], require_complete: bool = True) -> None:
-        from teacher_store.views.codec import CODEC_VERSION
-
         loc = Location.at(address)
         self.location = loc
         self.address = loc.display  # the folder's path or the store's URL
         loc.probe()
-        raw = layout.read_root_attrs(loc)
-        if raw is None:
-            raise StoreNotFound(f"{loc.display} is not a store (no zarr.json); check the path")
-        self.attrs = check_readable(raw, loc.display, CODEC_VERSION)
-        self.manifest = layout.read_manifest(loc)
-        if require_complete and self.manifest is None:
-            raise StoreIncomplete(
-                f"store {loc.display} is unfinished; re-run the same `distill generate` to "
-                "finish it"
-            )
-        if self.manifest is not None:
-            try:
-                layout.check_sizes(loc, self.manifest["files"])
-            except StoreDamaged:
-                if not loc.is_file(layout.GROWTH):
-                    raise
-                # A growth moves a shard it shares with new slots into place just before the
-                # new manifest: the old manifest's size is briefly not the file's.
+        try:
+            self.checked = check_store(loc)
+            self.attrs = self.checked.attrs
+            done = self.checked.manifest is not None
+            self.manifest = json.loads(self.checked.manifest_bytes) if done else None
+            if require_complete and self.manifest is None:
                 raise StoreIncomplete(
-                    f"store {loc.display} is finishing a growth (its manifest is being "
-                    "replaced); open it again in a moment"
-                ) from None
+                    f"store {loc.display} is unfinished; re-run the same `distill generate` to "
+                    "finish it"
+                )
+            if self.manifest is not None:
+                layout.check_sizes(loc, self.manifest["files"])
+        except StoreDamaged:
+            growing_files(loc)
+            raise
         self.group = zarr.open_group(loc.zarr_store(), mode="r")
 
     @property
@@ -468,6 +478,7 @@ class LocalStore:
             np.asarray(_array(self.group, "ids")[slot, start:stop]),
             np.asarray(_array(self.group, "values")[slot, start:stop]),
             a,
+            at=(slot, start),
         )
         valid = np.asarray(_array(self.group, "valid")[slot, start:stop]).astype(bool)
         return TargetBlock(slot, start, ids, values, valid, a.value_encoding)

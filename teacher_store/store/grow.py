@@ -45,7 +45,7 @@ from teacher_store.store.arrays import (
     write_stored_unit,
     write_unit,
 )
-from teacher_store.store.encodings import rank_to_stored
+from teacher_store.store.id_order import rank_to_stored
 from teacher_store.store.layout import GROWTH, GROWTH_STAGE, Location, ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs
 

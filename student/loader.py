@@ -9,6 +9,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,6 +23,15 @@ from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
 from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint, ImageFolder
+from teacher_store.options import (
+    MAX_BATCH,
+    MAX_IMG_SIZE,
+    MAX_SEED,
+    MAX_WORKERS,
+    MIN_IMG_SIZE,
+    OptionsError,
+    check_int,
+)
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
 from teacher_store.views.pairing import slot_partners
@@ -29,6 +39,59 @@ from teacher_store.views.replay import view_to_float
 
 WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 _READ_AHEAD = 2  # batches whose target blocks are fetched early
+MAX_RANKS = 1 << 16  # most ranks (world_size) of one run
+MAX_EPOCHS = 1 << 31  # most epochs of one run
+
+
+class LoaderArgumentError(OptionsError):
+    """A :class:`StoreLoader` argument out of its valid range: one line naming the argument,
+    the value given and the range."""
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_arguments(
+    *,
+    img_size: int | None,
+    teacher_size: int | None,
+    batch_size: int,
+    epoch: int,
+    epochs: int | None,
+    rank: int,
+    world_size: int,
+    workers: int,
+    seed: int,
+    val_fraction: float,
+    cursor: Cursor | None,
+) -> None:
+    """Refuse bad arguments before the folder is scanned or the store opened (a cursor's
+    position is checked against the epoch's length once the plan exists)."""
+    err = LoaderArgumentError
+    check_int("batch_size", batch_size, 1, MAX_BATCH, err)
+    check_int("world_size", world_size, 1, MAX_RANKS, err)
+    if not _is_int(rank) or not 0 <= rank < world_size:
+        valid = f"must be an integer in [0, {world_size - 1}] (world_size {world_size})"
+        raise err([f"rank {rank!r}: {valid}"])
+    check_int("workers", workers, 0, MAX_WORKERS, err)
+    check_int("seed", seed, 0, MAX_SEED, err)
+    for name, size in (("img_size", img_size), ("teacher_size", teacher_size)):
+        if size is not None:
+            check_int(name, size, MIN_IMG_SIZE, MAX_IMG_SIZE, err)
+    ok = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
+    if not (ok and 0 <= val_fraction < 1):  # nan fails the comparison too
+        raise err([f"val_fraction {val_fraction!r}: must be a number in [0, 1)"])
+    if epochs is not None:
+        check_int("epochs", epochs, 1, MAX_EPOCHS, err)
+    last = MAX_EPOCHS - 1 if epochs is None else epochs - 1
+    if cursor is None:
+        check_int("epoch", epoch, 0, last, err)
+        return
+    if not isinstance(cursor, Cursor):
+        raise err([f"cursor {cursor!r}: must be a student.Cursor (a loader's .cursor)"])
+    check_int("cursor epoch", cursor.epoch, 0, last, err)
+    check_int("cursor position", cursor.position, 0, MAX_EPOCHS, err)
 
 
 @dataclass(frozen=True)
@@ -165,8 +228,19 @@ class StoreLoader:
         teacher_size: int | None = None,
         with_targets: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _check_arguments(
+            img_size=img_size,
+            teacher_size=teacher_size,
+            batch_size=batch_size,
+            epoch=epoch,
+            epochs=epochs,
+            rank=rank,
+            world_size=world_size,
+            workers=workers,
+            seed=seed,
+            val_fraction=val_fraction,
+            cursor=cursor,
+        )
         self.folder = data if isinstance(data, ImageFolder) else ImageFolder.scan(data)
         self._owns = not isinstance(store, TargetCache)
         if isinstance(store, TargetCache):
@@ -176,7 +250,7 @@ class StoreLoader:
                 str(store), self.folder, token, allow_dataset_mismatch
             )
         self.attrs: StoreAttrs = self.targets.attrs
-        size = img_size or int(self.attrs.teacher["input_size"][1])
+        size = img_size if img_size is not None else int(self.attrs.teacher["input_size"][1])
         # Online KD renders each view twice (two sizes): cache the image and its partner.
         cache = 2 if teacher_size else 0
         self.views = ReplayDataset(self.folder, self.attrs, size, cache_size=cache)
@@ -198,7 +272,11 @@ class StoreLoader:
         self.epoch, self.start = epoch, 0
         if cursor is not None:
             self.epoch, self.start = cursor.epoch, cursor.position
-        self.set_epoch(self.epoch, self.start)
+        try:
+            self._plan(self.epoch, self.start, "cursor position" if cursor else "start")
+        except ValueError:
+            self.close()
+            raise
 
     @property
     def img_size(self) -> int:
@@ -210,11 +288,16 @@ class StoreLoader:
         self.views.img_size = size  # DataLoader workers are created per epoch
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Make the next iteration epoch ``epoch``, from batch ``start`` on."""
+        """Make the next iteration epoch ``epoch``, from batch ``start`` on (at most the
+        epoch's :attr:`steps_per_epoch`: a start past the end would skip the epoch)."""
+        self._plan(epoch, start, "start")
+
+    def _plan(self, epoch: int, start: int, what: str) -> None:
+        last = MAX_EPOCHS - 1 if self.epochs is None else self.epochs - 1
+        check_int("epoch", epoch, 0, last, LoaderArgumentError)
         if self.epochs is None and self.view_schedule != "wrap":
             raise ValueError(f"view_schedule {self.view_schedule!r} needs epochs=")
-        self.epoch, self.start = epoch, start
-        self.plan = epoch_plan(
+        plan = epoch_plan(
             self.attrs,
             self.train_samples,
             seed=self.seed,
@@ -226,7 +309,17 @@ class StoreLoader:
             view_schedule=self.view_schedule,
             start=start,
         )
-        self.slot = self.plan.slot
+        steps = len(plan.order) // self.batch_size
+        if not _is_int(start) or not 0 <= start <= steps:
+            raise LoaderArgumentError(
+                [
+                    f"{what} {start!r}: must be an integer in [0, {steps}], the batches of epoch "
+                    f"{epoch} for this rank (batch_size {self.batch_size}, world_size "
+                    f"{self.world_size})"
+                ]
+            )
+        self.epoch, self.start, self.plan = epoch, start, plan
+        self.slot = plan.slot
         self.position = start
 
     @property

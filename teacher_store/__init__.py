@@ -71,6 +71,8 @@ _EXPORTS = {
     "write_demo_data": "teacher_store.images.demo_data",
     "ViewRenderer": "teacher_store.show",
     "ShownView": "teacher_store.show",
+    "OptionsError": "teacher_store.options",
+    "validate_options": "teacher_store.options",
 }
 
 __all__ = sorted(_EXPORTS)

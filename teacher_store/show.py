@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from teacher_store.errors import DatasetMismatch, StoreIncomplete
+from teacher_store.options import MAX_IMG_SIZE, MIN_IMG_SIZE, check_int
 from teacher_store.store import layout
 from teacher_store.store.layout import shard_units
 
@@ -27,8 +28,8 @@ def _check_request(a: Any, sample: int, view: int, size: int | None) -> None:
         )
     if not 0 <= view < a.views:
         raise ValueError(f"--view {view} out of range: the store has view slots 0..{a.views - 1}")
-    if size is not None and size < 8:
-        raise ValueError(f"--size {size} too small (at least 8)")
+    if size is not None:
+        check_int("--size", size, MIN_IMG_SIZE, MAX_IMG_SIZE)
 
 
 def _matching_folder(a: Any, data: str) -> Any:
@@ -176,6 +177,8 @@ def show_view(
     """
     from teacher_store.store.arrays import LocalStore
 
+    if Path(out).suffix.lower() != ".png":  # the picture is a PNG: never under another name
+        raise ValueError(f"--out {out}: the picture is written as PNG; name it NAME.png")
     a = LocalStore(path, require_complete=False).attrs
     _check_request(a, sample, view, size)  # bad numbers fail before the dataset is scanned
     shown = ViewRenderer(path, data).render(sample, view, size)

@@ -63,6 +63,8 @@ from teacher_store.store.schema import (
     StoreAttrs,
     default_encoding,
     encode_values,
+    ids_dtype,
+    values_dtype,
 )
 from teacher_store.teacher import Teacher
 from teacher_store.views.codec import CODEC_VERSION
@@ -172,7 +174,8 @@ def build_attrs(
     sviews = min(max(cfg.shard_views or cviews, cviews), -(-cfg.views // cviews) * cviews)
     if sviews % cviews:
         raise ValueError(f"--shard-views {sviews} must be a multiple of {cviews} chunk views")
-    _check_unit_memory(sviews, shard, cfg.topk)
+    entry = ids_dtype(teacher.num_classes).itemsize + values_dtype(encoding).itemsize
+    _check_unit_memory(sviews, shard, cfg.topk, entry)
     teacher_dict = teacher.to_dict()
     if cfg.img_size:
         teacher_dict["input_size"] = [3, cfg.img_size, cfg.img_size]
@@ -200,13 +203,14 @@ def build_attrs(
     )
 
 
-_UNIT_BYTES = 4 << 30  # most memory a shard unit's targets take while they are collected
+_UNIT_BYTES = 2 << 30  # most memory a shard unit's targets take while they are collected
 
 
-def _check_unit_memory(views: int, samples: int, topk: int) -> None:
-    """Refuse a shard unit whose targets (ids, values: at most 8 bytes per entry) would not
-    fit in memory while the unit is written; checked before the store is created."""
-    need = views * samples * topk * 8
+def _check_unit_memory(views: int, samples: int, topk: int, entry: int) -> None:
+    """Refuse a shard unit whose targets (``entry`` bytes per id and value, one valid flag
+    per view) would take more than 2 GiB while the unit is written (the default unit: 2 MiB);
+    checked before the store is created."""
+    need = views * samples * (topk * entry + 1)
     if need > _UNIT_BYTES:
         raise ValueError(
             f"a shard unit of {views} view slots x {samples} samples x top-{topk} needs "

@@ -89,13 +89,11 @@ def option_problems(
             lines.append(msg)
             continue
         name = ".".join(loc)
-        if file and loc[0] in file_keys:
-            where = f"{name} in {file}"
-        else:
-            where = _flag(name) if flags else name
+        in_file = bool(file) and loc[0] in file_keys
+        where = name if in_file or not flags else _flag(name)
         value = err.get("input")
         shown = "" if err.get("type") == "missing" or not _scalar(value) else f" {value!r}"
-        lines.append(f"{where}{shown}: {msg}")
+        lines.append(f"{where}{shown}{f' in {file}' if in_file else ''}: {msg}")
     return lines
 
 

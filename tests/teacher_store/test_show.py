@@ -75,3 +75,31 @@ def test_show_writes_lambda_not_a_missing_glyph(store, demo_data):
     shown = renderer.render(mixed[1], mixed[0])
     text = "\n".join(shown.lines)
     assert "λ" not in text and f"lambda={shown.params.mix.lam:.2f}" in text
+
+
+@pytest.mark.parametrize(
+    "extra, want",
+    [
+        (["--size", "100000"], "--size 100000: must be an integer in [8, 4096]"),
+        (["--size", "7"], "--size 7: must be an integer in [8, 4096]"),
+        (["--size", "0"], "--size 0: must be an integer in [8, 4096]"),
+    ],
+)
+def test_show_size_is_bounded(store, demo_data, tmp_path, capsys, extra, want):
+    png = tmp_path / "v.png"
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(png), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"distill show: error: {want}"
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x", "x.png.jpg", "x.jpeg"])
+def test_show_writes_png_only_under_a_png_name(store, demo_data, tmp_path, capsys, name):
+    out = tmp_path / name
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"distill show: error: --out {out}: the picture is written as PNG; name it NAME.png"
+    )
+    assert not out.exists()

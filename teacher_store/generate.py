@@ -515,22 +515,23 @@ def run_generate(
 
 
 @contextlib.contextmanager
-def _undone_on_failure(
-    out: str, units: list[ShardUnit], created: bool, existed: bool
-) -> Iterator[None]:
+def _undone_on_failure(out: str, created: bool, existed: bool) -> Iterator[list[Any]]:
     """Remove the store this run ``created`` when the run fails before committing any unit,
     so that a corrected re-run starts afresh without --overwrite (one process only: with
-    several, another rank may be committing). A folder that did not exist goes too."""
+    several, another rank may be committing). A folder that did not exist goes too.
+
+    Yields the list the run appends each committed unit's record to: only units this run
+    committed count (never a listing, which an outage could show empty)."""
+    committed: list[Any] = []
     try:
-        yield
+        yield committed
     except Exception:
-        if created:
+        if created and not committed:
             with contextlib.suppress(Exception):  # the run's own error is the one to report
-                if not committed_units(out, units):
-                    loc = Location.at(out)
-                    loc.clear()
-                    if not existed:
-                        Path(loc.root).rmdir()
+                loc = Location.at(out)
+                loc.clear()
+                if not existed:
+                    Path(loc.root).rmdir()
         raise
 
 
@@ -548,7 +549,8 @@ def _generate(
     existed = not loc.is_local or loc.fs.exists(loc.root)
     resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
     units = shard_units(attrs)
-    with _undone_on_failure(cfg.out, units, rank == 0 and world == 1 and not resumed, existed):
+    created = rank == 0 and world == 1 and not resumed
+    with _undone_on_failure(cfg.out, created, existed) as records:
         barrier(world)
         if rank != 0:
             _check_same_job(cfg.out, attrs, rank)
@@ -564,7 +566,8 @@ def _generate(
         bar = tqdm(total=total, unit="view", disable=not show, file=sys.stderr)
         t0 = time.perf_counter()
         try:
-            records = list(_run_units(cfg, dataset, teacher, bar))
+            for record in _run_units(cfg, dataset, teacher, bar):
+                records.append(record)  # appended as committed: a failure after keeps the store
         finally:
             bar.close()  # a failure's one-line message then starts on a line of its own
     elapsed = time.perf_counter() - t0

@@ -136,6 +136,22 @@ def test_a_run_failing_before_its_first_unit_leaves_no_store(demo_data, tmp_path
     assert run_generate(other)["complete"]
 
 
+def test_a_run_failing_after_a_unit_is_committed_keeps_the_store(demo_data, tmp_path):
+    out = tmp_path / "store"
+    cfg = GenerateConfig(data=str(demo_data), out=str(out), **SMALL_GENERATE)  # type: ignore[arg-type]
+
+    def fail_once_committed(sample: int) -> None:
+        if list((out / "_distill" / "shards").glob("*.json")):
+            raise RuntimeError("killed after a commit")
+
+    with pytest.raises(RuntimeError, match="killed after a commit"):
+        run_generate(cfg, decode_hook=fail_once_committed)
+    kept = sorted(p.name for p in (out / "_distill" / "shards").glob("*.json"))
+    assert kept and (out / "zarr.json").is_file()
+    summary = run_generate(cfg)
+    assert summary["complete"] and summary["units_skipped"] == len(kept)
+
+
 def test_generate_unit_too_large_for_memory_is_refused(tmp_path, capsys):
     """Each option within its bounds, but together a shard unit of 16384 view slots x 256
     samples x top-1000 (12 GiB of targets in memory): refused before the store exists."""

@@ -15,7 +15,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.registry import check_root
+    from teacher_store.options import MAX_WORKERS, check_int
 
+    check_int("--workers", args.workers, 1, MAX_WORKERS)  # each one a process
     loc = check_root(args.root)
     root = str(Path(loc.root).resolve()) if loc.is_local else loc.display
     env = {"DISTILL_ROOT": root}
@@ -37,7 +39,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         if value is not None:
             env[f"DISTILL_{var}"] = str(value)
     os.environ.update(env)  # workers import api.main:app and read their settings from here
-    limits = _limits()
+    limits = _check_settings()
     print(f"distill serve: {root} on http://{args.host}:{args.port}/v1/stores", flush=True)
     print(f"dashboard: http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(
@@ -68,16 +70,33 @@ _PASSED = (
 )
 
 
-def _limits() -> ConnectionLimits:
+def _setting_name(field: str) -> str:
+    """A setting as the user may have given it: its flag and variable, or the variable."""
+    flag = next((f for f, var in _PASSED if var.lower() == field), None)
+    var = f"DISTILL_{field.upper()}"
+    return f"--{flag.replace('_', '-')} ({var})" if flag else var
+
+
+def _check_settings() -> ConnectionLimits:
+    """The service's settings and connection limits, checked here, one line per bad value,
+    before uvicorn starts workers (each of which would print a traceback and stop)."""
     from pydantic import ValidationError
 
-    from api.settings import ConnectionLimits
-    from teacher_store.store.schema import validation_message
+    from api.settings import ConnectionLimits, Settings
+    from teacher_store.options import OptionsError, option_problems
 
-    try:
-        return ConnectionLimits()  # type: ignore[call-arg]
-    except ValidationError as e:
-        raise ValueError(f"bad connection limits: {validation_message(e)}") from None
+    problems: list[str] = []
+    limits = None
+    for model in (Settings, ConnectionLimits):
+        try:
+            got = model()  # type: ignore[call-arg]
+        except ValidationError as e:
+            problems += option_problems(e, model, name=_setting_name)
+            continue
+        limits = got if isinstance(got, ConnectionLimits) else limits
+    if problems or limits is None:
+        raise OptionsError(problems)
+    return limits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, 1..256")
     p.add_argument("--token-file", help="require 'Authorization: Bearer <token in this file>'")
     p.add_argument(
         "--data",
@@ -95,7 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=DIR",
         help="image folder of store NAME: the dashboard and /views render its views (repeatable)",
     )
-    p.add_argument("--max-block", type=int, help="most samples per block request (131072)")
+    p.add_argument(
+        "--max-block", type=int, help="most samples per block request, 1..4194304 (131072)"
+    )
     p.add_argument("--cache-bytes", type=int, help="cache budget in bytes (256 MiB)")
     p.add_argument("--max-inflight", type=int, help="requests in flight before 503 (64)")
     p.add_argument(

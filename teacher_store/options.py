@@ -16,7 +16,7 @@ import math
 import numbers
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 MIN_IMG_SIZE = 8  # smallest view side (px) a render takes
@@ -78,9 +78,11 @@ def option_problems(
     file: str | None = None,
     file_keys: Collection[str] = (),
     flags: bool = True,
+    name: Callable[[str], str] | None = None,
 ) -> list[str]:
     """One line per error of the pydantic ``ValidationError`` ``e`` (no URLs, no dumps);
-    ``flags``: name the fields as command-line flags."""
+    ``flags``: name the fields as command-line flags; ``name(field)``: how to name a top-level
+    field instead (e.g. a flag and the environment variable that may have set it)."""
     lines = []
     for err in e.errors(include_url=False):
         loc = [str(p) for p in err.get("loc", ())]
@@ -88,11 +90,14 @@ def option_problems(
         if not loc:  # a check across options (a model validator)
             lines.append(msg)
             continue
-        name = ".".join(loc)
+        dotted = ".".join(loc)
         in_file = bool(file) and loc[0] in file_keys
-        where = name if in_file or not flags else _flag(name)
+        if name is not None and not in_file:
+            where = ".".join([name(loc[0]), *loc[1:]])
+        else:
+            where = dotted if in_file or not flags else _flag(dotted)
         value = err.get("input")
-        shown = "" if err.get("type") == "missing" or not _scalar(value) else f" {value!r}"
+        shown = "" if err.get("type") == "missing" or not _scalar(value) else f" {_shown(value)}"
         lines.append(f"{where}{shown}{f' in {file}' if in_file else ''}: {msg}")
     return lines
 
@@ -100,6 +105,12 @@ def option_problems(
 def _flag(name: str) -> str:
     head, dot, rest = name.partition(".")
     return "--" + head.replace("_", "-") + dot + rest
+
+
+def _shown(value: Any) -> str:
+    """A value as typed (``0``, ``abc``); quoted when empty or holding spaces."""
+    plain = isinstance(value, str) and value.strip() == value and " " not in value and value
+    return str(value) if plain or not isinstance(value, str) else repr(value)
 
 
 def _scalar(value: Any) -> bool:

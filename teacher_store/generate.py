@@ -63,8 +63,6 @@ from teacher_store.store.schema import (
     StoreAttrs,
     default_encoding,
     encode_values,
-    ids_dtype,
-    values_dtype,
 )
 from teacher_store.teacher import Teacher
 from teacher_store.views.codec import CODEC_VERSION
@@ -131,10 +129,12 @@ class GenerateConfig(BaseModel):
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (recorded in the store's attrs)."""
         return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
+        """A validated config from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
 
 
@@ -174,18 +174,16 @@ def build_attrs(
     sviews = min(max(cfg.shard_views or cviews, cviews), -(-cfg.views // cviews) * cviews)
     if sviews % cviews:
         raise ValueError(f"--shard-views {sviews} must be a multiple of {cviews} chunk views")
-    entry = ids_dtype(teacher.num_classes).itemsize + values_dtype(encoding).itemsize
-    _check_unit_memory(sviews, shard, cfg.topk, entry)
     teacher_dict = teacher.to_dict()
     if cfg.img_size:
         teacher_dict["input_size"] = [3, cfg.img_size, cfg.img_size]
-    return StoreAttrs(
+    return StoreAttrs.create(
         codec_version=CODEC_VERSION,
         num_samples=n,
         views=cfg.views,
         topk=cfg.topk,
         num_classes=teacher.num_classes,
-        value_encoding=encoding,  # type: ignore[arg-type]
+        value_encoding=encoding,
         store_seed=cfg.seed,
         chunk_samples=chunk,
         shard_samples=shard,
@@ -201,22 +199,6 @@ def build_attrs(
         config=_recorded(cfg),
         libraries=_libraries(),
     )
-
-
-_UNIT_BYTES = 2 << 30  # most memory a shard unit's targets take while they are collected
-
-
-def _check_unit_memory(views: int, samples: int, topk: int, entry: int) -> None:
-    """Refuse a shard unit whose targets (``entry`` bytes per id and value, one valid flag
-    per view) would take more than 2 GiB while the unit is written (the default unit: 2 MiB);
-    checked before the store is created."""
-    need = views * samples * (topk * entry + 1)
-    if need > _UNIT_BYTES:
-        raise ValueError(
-            f"a shard unit of {views} view slots x {samples} samples x top-{topk} needs "
-            f"{need / 2**30:.1f} GiB while written (at most {_UNIT_BYTES >> 30} GiB); "
-            "lower --shard-samples, --shard-views or --topk"
-        )
 
 
 def _recorded(cfg: GenerateConfig) -> dict[str, Any]:

@@ -154,7 +154,8 @@ def test_a_run_failing_after_a_unit_is_committed_keeps_the_store(demo_data, tmp_
 
 def test_generate_unit_too_large_for_memory_is_refused(tmp_path, capsys):
     """Each option within its bounds, but together a shard unit of 16384 view slots x 256
-    samples x top-1000 (12 GiB of targets in memory): refused before the store exists."""
+    samples x top-1000 (12 GiB of targets in memory): refused (by the store schema's bounds)
+    before the store exists."""
     from PIL import Image
 
     data = tmp_path / "data"
@@ -165,8 +166,8 @@ def test_generate_unit_too_large_for_memory_is_refused(tmp_path, capsys):
     big = ["--views", "16384", "--chunk-views", "16384", "--shard-views", "16384"]
     assert main(_generate(data, out, *big, "--topk", "1000")) == 2
     lines = _err_lines(capsys)
-    assert len(lines) == 1 and "GiB while written" in lines[0] and not out.exists(), lines
-    assert "lower --shard-samples, --shard-views or --topk" in lines[0]
+    assert len(lines) == 1 and "entries exceed the bounds" in lines[0], lines
+    assert not out.exists()
 
 
 # --- train / eval / scale ----------------------------------------------------------------

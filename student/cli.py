@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from student.curricula import CURRICULA  # torch-free: the choices come from the table
 from teacher_store.options import MAX_BATCH, MAX_IMG_SIZE, MAX_WORKERS
 
 _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -138,9 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--curriculum",
-        choices=("efficientnetv2-progressive", "efficientrain"),
-        help="progressive resizing + regularization, or EfficientTrain++ low-frequency cropping "
-        "(needs a store generated with the matching --recipe)",
+        choices=tuple(CURRICULA),
+        help=", or ".join(c.help for c in CURRICULA.values())
+        + " (needs a store generated with the matching --recipe)",
     )
     p.add_argument(
         "--lowfreq-mode", choices=("crop", "downsample"), help="efficientrain: default crop"

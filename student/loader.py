@@ -9,7 +9,6 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,19 +18,17 @@ import numpy as np
 import torch
 
 from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.loader_config import (
+    MAX_EPOCHS,
+    LoaderArgumentError,
+    LoaderConfig,
+    is_whole,
+)
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
 from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint, ImageFolder
-from teacher_store.options import (
-    MAX_BATCH,
-    MAX_IMG_SIZE,
-    MAX_SEED,
-    MAX_WORKERS,
-    MIN_IMG_SIZE,
-    OptionsError,
-    check_int,
-)
+from teacher_store.options import check_int
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
 from teacher_store.views.pairing import slot_partners
@@ -39,59 +36,6 @@ from teacher_store.views.replay import view_to_float
 
 WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 _READ_AHEAD = 2  # batches whose target blocks are fetched early
-MAX_RANKS = 1 << 16  # most ranks (world_size) of one run
-MAX_EPOCHS = 1 << 31  # most epochs of one run
-
-
-class LoaderArgumentError(OptionsError):
-    """A :class:`StoreLoader` argument out of its valid range: one line naming the argument,
-    the value given and the range."""
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _check_arguments(
-    *,
-    img_size: int | None,
-    teacher_size: int | None,
-    batch_size: int,
-    epoch: int,
-    epochs: int | None,
-    rank: int,
-    world_size: int,
-    workers: int,
-    seed: int,
-    val_fraction: float,
-    cursor: Cursor | None,
-) -> None:
-    """Refuse bad arguments before the folder is scanned or the store opened (a cursor's
-    position is checked against the epoch's length once the plan exists)."""
-    err = LoaderArgumentError
-    check_int("batch_size", batch_size, 1, MAX_BATCH, err)
-    check_int("world_size", world_size, 1, MAX_RANKS, err)
-    if not _is_int(rank) or not 0 <= rank < world_size:
-        valid = f"must be an integer in [0, {world_size - 1}] (world_size {world_size})"
-        raise err([f"rank {rank!r}: {valid}"])
-    check_int("workers", workers, 0, MAX_WORKERS, err)
-    check_int("seed", seed, 0, MAX_SEED, err)
-    for name, size in (("img_size", img_size), ("teacher_size", teacher_size)):
-        if size is not None:
-            check_int(name, size, MIN_IMG_SIZE, MAX_IMG_SIZE, err)
-    ok = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
-    if not (ok and 0 <= val_fraction < 1):  # nan fails the comparison too
-        raise err([f"val_fraction {val_fraction!r}: must be a number in [0, 1)"])
-    if epochs is not None:
-        check_int("epochs", epochs, 1, MAX_EPOCHS, err)
-    last = MAX_EPOCHS - 1 if epochs is None else epochs - 1
-    if cursor is None:
-        check_int("epoch", epoch, 0, last, err)
-        return
-    if not isinstance(cursor, Cursor):
-        raise err([f"cursor {cursor!r}: must be a student.Cursor (a loader's .cursor)"])
-    check_int("cursor epoch", cursor.epoch, 0, last, err)
-    check_int("cursor position", cursor.position, 0, MAX_EPOCHS, err)
 
 
 @dataclass(frozen=True)
@@ -195,14 +139,29 @@ def epoch_plan(
     return BatchPlan(order, slot, batch_size, start)
 
 
+def _check_start(epoch: int, epochs: int | None, cursor: Cursor | None) -> None:
+    """Where a loader starts, checked before the folder is scanned or the store opened (a
+    cursor's position is checked against the epoch's length once the plan exists)."""
+    err = LoaderArgumentError
+    last = MAX_EPOCHS - 1 if epochs is None else epochs - 1
+    if cursor is None:
+        check_int("epoch", epoch, 0, last, err)
+        return
+    if not isinstance(cursor, Cursor):
+        raise err([f"cursor {cursor!r}: must be a student.Cursor (a loader's .cursor)"])
+    check_int("cursor epoch", cursor.epoch, 0, last, err)
+    check_int("cursor position", cursor.position, 0, MAX_EPOCHS, err)
+
+
 class StoreLoader:
     """Batches of one epoch (set by ``epoch`` or :meth:`set_epoch`) for one rank.
 
     ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
     :class:`~student.data.TargetCache`); ``data``: the ImageFolder the store was built from.
     ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
-    ``seed``, ``val_fraction``, ``epochs`` and ``view_schedule`` are ``distill train``'s
-    options of the same names (same values: same batches). Iterating yields
+    ``config``: a :class:`~student.loader_config.LoaderConfig` (``TrainConfig.loader_config``
+    gives ``distill train``'s); its fields are also accepted as keywords (``batch_size=32``,
+    ``seed=``, ``epochs=``, ...), which build one or override ``config``'s. Iterating yields
     :class:`StoreBatch`; the last partial batch is dropped (DDP ranks stay in lockstep).
     """
 
@@ -210,44 +169,29 @@ class StoreLoader:
         self,
         store: str | TargetCache,
         data: str | Path | ImageFolder,
+        config: LoaderConfig | None = None,
         *,
-        img_size: int | None = None,
-        batch_size: int = 32,
         epoch: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int = 2,
         cursor: Cursor | None = None,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        epochs: int | None = None,
-        view_schedule: str = "wrap",
         token: str | None = None,
-        allow_dataset_mismatch: bool = False,
-        pin_memory: bool = False,
-        teacher_size: int | None = None,
-        with_targets: bool = True,
+        **options: Any,
     ) -> None:
-        _check_arguments(
-            img_size=img_size,
-            teacher_size=teacher_size,
-            batch_size=batch_size,
-            epoch=epoch,
-            epochs=epochs,
-            rank=rank,
-            world_size=world_size,
-            workers=workers,
-            seed=seed,
-            val_fraction=val_fraction,
-            cursor=cursor,
-        )
+        # The options are a LoaderConfig; keywords (img_size=, batch_size=, ...) build one, or
+        # override the fields of ``config``.
+        cfg = LoaderConfig.from_dict({**(config or LoaderConfig()).to_dict(), **options})
+        self.config = cfg
+        img_size, batch_size, rank, world_size = (
+            cfg.img_size, cfg.batch_size, cfg.rank, cfg.world_size
+        )  # fmt: skip
+        val_fraction, seed, teacher_size = cfg.val_fraction, cfg.seed, cfg.teacher_size
+        _check_start(epoch, cfg.epochs, cursor)  # the config's fields are checked in it
         self.folder = data if isinstance(data, ImageFolder) else ImageFolder.scan(data)
         self._owns = not isinstance(store, TargetCache)
         if isinstance(store, TargetCache):
             self.targets = store
         else:
             self.targets = open_checked_targets(
-                str(store), self.folder, token, allow_dataset_mismatch
+                str(store), self.folder, token, cfg.allow_dataset_mismatch
             )
         self.attrs: StoreAttrs = self.targets.attrs
         size = img_size if img_size is not None else int(self.attrs.teacher["input_size"][1])
@@ -256,8 +200,9 @@ class StoreLoader:
         self.views = ReplayDataset(self.folder, self.attrs, size, cache_size=cache)
         self._dataset = _Views(self.views, teacher_size)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.workers, self.seed, self.pin_memory = workers, seed, pin_memory
-        self.epochs, self.view_schedule, self.with_targets = epochs, view_schedule, with_targets
+        self.workers, self.seed, self.pin_memory = cfg.workers, seed, cfg.pin_memory
+        self.epochs, self.view_schedule = cfg.epochs, cfg.view_schedule
+        self.with_targets = cfg.with_targets
         # The store's N samples (a folder allowed to mismatch may hold more or fewer).
         n = int(self.attrs.num_samples)
         labels = np.zeros(n, np.int64)
@@ -310,7 +255,7 @@ class StoreLoader:
             start=start,
         )
         steps = len(plan.order) // self.batch_size
-        if not _is_int(start) or not 0 <= start <= steps:
+        if not is_whole(start) or not 0 <= start <= steps:
             raise LoaderArgumentError(
                 [
                     f"{what} {start!r}: must be an integer in [0, {steps}], the batches of epoch "
@@ -391,6 +336,6 @@ class StoreLoader:
 
 def store_loader(
     store: str | TargetCache, data: str | Path | ImageFolder, **kw: Any
-) -> StoreLoader:
+) -> StoreLoader:  # kw: StoreLoader's (config=, epoch=, cursor=, token=, LoaderConfig fields)
     """The loader factory: ``StoreLoader(store, data, **kw)`` (see :class:`StoreLoader`)."""
     return StoreLoader(store, data, **kw)

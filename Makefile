@@ -66,6 +66,7 @@ demo: $(STAMP)
 	$(BIN)/distill show $$D/stores/demo --data $$D/images --sample 0 --view 0 --out $$D/show/sample0-view0.png
 	$(BIN)/distill show $$D/stores/demo --data $$D/images --sample 9 --view 5 --out $$D/show/sample9-view5.png
 	echo "pictures: $$(realpath $$D/show/sample0-view0.png) $$(realpath $$D/show/sample9-view5.png)"
+	echo "(act 1, the photos: $$SECONDS s)"
 	echo "== 6/6 distillation on real MNIST digits: teacher, store, service, students (distill demo-mnist)"
 	$(BIN)/distill demo-mnist --out $$D/mnist
 

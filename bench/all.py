@@ -17,6 +17,7 @@ Usage: ``.venv/bin/python bench/all.py [--quick] [--only NAME ...] [--out FILE]`
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import datetime as dt
 import os
@@ -235,11 +236,11 @@ def run_command(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[
 
 
 def compact_line(line: str) -> str:
-    """A table row as 'a · b · c' (runs of spaces squeezed), other lines as they are."""
+    """A table row as 'a · b · c'; runs of spaces squeezed (Markdown would squeeze them too)."""
     line = line.strip()
     if line.startswith("| ") and line.endswith(" |"):  # cells may hold "|Δp|": split on " | "
         return " · ".join(" ".join(c.split()) for c in line[2:-2].split(" | "))
-    return line
+    return " ".join(line.split())
 
 
 def _cell(text: str) -> str:
@@ -254,6 +255,13 @@ def _commit() -> str:
     dirty = subprocess.run(status, capture_output=True, text=True).stdout.strip()
     head = done.stdout.strip() or "unknown"
     return f"{head} (with uncommitted changes)" if dirty else head
+
+
+def about(bench: Bench) -> str:
+    """The first paragraph of the benchmark script's docstring: what it measures and how."""
+    tree = ast.parse((REPO / "bench" / f"{bench.name}.py").read_text())
+    doc = ast.get_docstring(tree) or bench.what
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def render(runs: list[Run], quick: bool, started: dt.datetime, wall_s: float) -> str:
@@ -283,7 +291,7 @@ def render(runs: list[Run], quick: bool, started: dt.datetime, wall_s: float) ->
     lines += ["", "## Outputs", ""]
     for r in runs:
         out = [x.rstrip() for x in r.stdout.splitlines()][-OUTPUT_LINES:]
-        lines += [f"### {r.bench.name}", "", f"`{r.command}`: {r.status}", ""]
+        lines += [f"### {r.bench.name}", "", about(r.bench), "", f"`{r.command}`: {r.status}", ""]
         lines += ["```text", *(out or ["(no output)"]), "```", ""]
     return "\n".join(lines)
 

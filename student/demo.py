@@ -71,10 +71,12 @@ class MnistDemoConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; :meth:`from_dict` inverts it."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MnistDemoConfig:
+        """The config a :meth:`to_dict` dict describes (validated)."""
         return cls(**d)
 
 
@@ -364,18 +366,19 @@ def format_result(result: dict[str, Any]) -> str:
 
     teacher, store, online = result["teacher"], result["from_store"], result["online"]
     lines = [
-        f"distillation on real MNIST: held-out top-1 on {result['digits']['test']:,} digits that "
-        "neither the teacher nor the students trained on",
+        f"held-out top-1 on {result['digits']['test']:,} real MNIST digits that neither the "
+        "teacher nor the students trained on:",
         line(head),
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
         *(line(r) for r in rows),
-        f"the student that learned only from the store reached {store['top1']:.1f} %: "
-        f"{_points(store['top1'] - teacher['top1'])} the teacher's {teacher['top1']:.1f} %, "
-        f"{_points(store['top1'] - online['top1'])} online KD's {online['top1']:.1f} %",
-        f"its training took {store['wall_s']:.0f} s against online KD's {online['wall_s']:.0f} s "
-        f"(the store, {result['store']['wall_s']:.0f} s, is made once for every later student); "
+        f"the student trained only from the store: {store['top1']:.1f} %, "
+        f"{_points(store['top1'] - teacher['top1'])} its teacher ({teacher['top1']:.1f} %)",
+        f"and {_points(store['top1'] - online['top1'])} the same student with the teacher online "
+        f"({online['top1']:.1f} %)",
+        f"training: {store['wall_s']:.0f} s from the store, {online['wall_s']:.0f} s online; the "
+        f"store took {result['store']['wall_s']:.0f} s, once, for every later student",
         f"its targets: {store['requests']} requests, {store['bytes'] / 1024:.0f} KiB from the "
-        "service",
+        "service; it saw no label and no teacher",
     ]
     return "\n".join(lines)
 

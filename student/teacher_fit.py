@@ -43,10 +43,12 @@ class TeacherFitConfig:
     version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; :meth:`from_dict` inverts it."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TeacherFitConfig:
+        """The config a :meth:`to_dict` dict describes (validated)."""
         return cls(**d)
 
 

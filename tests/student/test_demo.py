@@ -55,7 +55,7 @@ def test_the_table_is_the_last_screen_and_holds_the_run_s_figures(demo: tuple[Pa
     test, store = out / "digits" / "test", out / "stores" / "digits"
     rows = _table(stdout)
     assert len(rows) == 5, stdout
-    assert stdout.rstrip().splitlines()[-1].startswith("its training took")  # the table ends it
+    assert stdout.rstrip().splitlines()[-1].startswith("its targets: ")  # the table ends it
 
     model, info = create_teacher("resnet18", out / "teacher.pth")  # the file generate loaded
     t_model, t_top1, t_wall = rows["400 labelled digits, 2 epochs"]
@@ -81,14 +81,13 @@ def test_the_table_is_the_last_screen_and_holds_the_run_s_figures(demo: tuple[Pa
     assert from_store["hard_label_weight"] == 0.0  # no labels: KD from the store alone
     assert online["teacher"] == "resnet18" and online["teacher_checkpoint"].endswith("teacher.pth")
 
-    # "... reached S %: ... the teacher's T %, ... online KD's O %"
-    summary = " ".join(stdout.splitlines()[-2:])
+    # Under the table: "... from the store: S %, ... its teacher (T %)", "... online (O %)"
+    lines = stdout.rstrip().splitlines()
+    after = lines[max(i for i, x in enumerate(lines) if x.startswith("| ")) + 1 :]
     store_top1, online_top1 = (rows[s][1] for s in runs)
-    assert [float(x) for x in re.findall(r"(\d+\.\d) %", summary)] == [
-        store_top1,
-        t_top1,
-        online_top1,
-    ]
+    found = [float(x) for x in re.findall(r"(\d+\.\d) %", " ".join(after))]
+    assert found == [store_top1, t_top1, online_top1]
+    assert f"training: {rows[next(iter(runs))][2]:.0f} s from the store" in " ".join(after)
 
 
 def test_the_store_row_and_the_service_traffic_are_measured(demo: tuple[Path, str]) -> None:
@@ -101,7 +100,7 @@ def test_the_store_row_and_the_service_traffic_are_measured(demo: tuple[Path, st
     assert _table(stdout)[source][0] == "store"
     result = json.loads((out / "result.json").read_text())
     assert result["from_store"]["requests"] >= 1 and result["from_store"]["bytes"] > 0
-    want = f"{result['from_store']['requests']} requests, "
+    want = f"its targets: {result['from_store']['requests']} requests, "
     assert want + f"{result['from_store']['bytes'] / 1024:.0f} KiB from the service" in stdout
     # Chance: the untrained student, rebuilt from its seed and scored here.
     from models import create_student
@@ -123,3 +122,20 @@ def test_a_folder_the_demo_did_not_make_is_refused_and_kept(tmp_path: Path) -> N
     done = _distill("demo-mnist", "--out", str(tmp_path / "new"), "--img-size", "16")
     assert done.returncode == 2 and "--img-size must be >= 32" in done.stderr
     assert not (tmp_path / "new").exists()  # refused before any work
+
+
+def test_the_configs_round_trip_and_check_their_sizes(tmp_path: Path) -> None:
+    from student.demo import MnistDemoConfig
+    from student.teacher_fit import TeacherFitConfig, fit_teacher
+
+    cfg = MnistDemoConfig(out="x", digits=300, epochs=2)
+    assert MnistDemoConfig.from_dict(cfg.to_dict()) == cfg
+    fit = TeacherFitConfig(data=str(tmp_path), epochs=3)
+    assert TeacherFitConfig.from_dict(fit.to_dict()) == fit
+    with pytest.raises(ValueError, match="--topk must be <= 10"):
+        MnistDemoConfig(out="x", topk=11)
+    from teacher_store.images.demo_data import write_mnist
+
+    write_mnist(tmp_path / "few", 20)
+    with pytest.raises(ValueError, match="holds 20 images, fewer than one batch of 128"):
+        fit_teacher(TeacherFitConfig(data=str(tmp_path / "few")))

@@ -72,50 +72,67 @@ def fit_teacher(
     torch.manual_seed(cfg.seed)
     model = timm.create_model(cfg.arch, pretrained=False, num_classes=len(folder.classes))
     pcfg: Any = model.pretrained_cfg
-    mean = tuple(float(x) for x in pcfg["mean"])
-    std = tuple(float(x) for x in pcfg["std"])
+    norm = (tuple(float(x) for x in pcfg["mean"]), tuple(float(x) for x in pcfg["std"]))
     images = [folder.load(i) for i in range(n)]
     labels = torch.tensor(folder.labels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = n // cfg.batch_size  # per epoch; the last partial batch is dropped
-    total, warmup = steps * cfg.epochs, steps // 2
     gen = torch.Generator().manual_seed(cfg.seed)
-    view_seed, losses, t0 = TEACHER_VIEW_SEED + cfg.seed, [], time.perf_counter()
+    losses, t0 = [], time.perf_counter()
     for epoch in range(cfg.epochs):
         # One fresh codec view per image per epoch: [n, 3, S, S] uint8.
         views = torch.stack(
             [
                 render_view(
-                    images[i], decode(view_seed, epoch, i, n, recipe, cfg.epochs), cfg.img_size
+                    images[i],
+                    decode(TEACHER_VIEW_SEED + cfg.seed, epoch, i, n, recipe, cfg.epochs),
+                    cfg.img_size,
                 )
                 for i in range(n)
             ]
         )
-        perm = torch.randperm(n, generator=gen)
-        model.train()
-        epoch_loss = 0.0
-        for b in range(steps):
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(epoch * steps + b, total, cfg.lr, warmup, 1e-5, "cosine")
-            loss = F.cross_entropy(model(view_to_float(views[idx], mean, std)), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            epoch_loss += loss.item() / steps
-        losses.append(epoch_loss)
+        losses.append(_epoch(model, opt, cfg, epoch, views, labels, norm, gen))
         if log is not None:
-            log(f"teacher epoch {epoch}: cross-entropy {epoch_loss:.4f}")
+            log(f"teacher epoch {epoch}: cross-entropy {losses[-1]:.4f}")
     model.eval()
     facts = {
         "class_names": list(folder.classes),
-        "mean": list(mean),
-        "std": list(std),
+        "mean": list(norm[0]),
+        "std": list(norm[1]),
         "losses": losses,
         "images": n,
         "train_time_s": time.perf_counter() - t0,
     }
     return model, facts
+
+
+def _epoch(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TeacherFitConfig,
+    epoch: int,
+    views: torch.Tensor,
+    labels: torch.Tensor,
+    norm: tuple[tuple[float, ...], tuple[float, ...]],
+    gen: torch.Generator,
+) -> float:
+    """One epoch of cross-entropy over ``views`` [n, 3, S, S] in a shuffled order (the last
+    partial batch dropped; cosine learning rate after half an epoch of warmup): its mean loss."""
+    n = len(views)
+    steps = n // cfg.batch_size
+    total, warmup = steps * cfg.epochs, steps // 2
+    perm = torch.randperm(n, generator=gen)
+    model.train()
+    mean_loss = 0.0
+    for b in range(steps):
+        idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(epoch * steps + b, total, cfg.lr, warmup, 1e-5, "cosine")
+        loss = F.cross_entropy(model(view_to_float(views[idx], *norm)), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        mean_loss += loss.item() / steps
+    return mean_loss
 
 
 @torch.inference_mode()

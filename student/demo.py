@@ -160,14 +160,29 @@ def _student_config(cfg: MnistDemoConfig, store: str, data: Path, out: Path, **k
         batch_size=cfg.batch_size,
         img_size=cfg.img_size,
         lr=cfg.lr,
-        warmup_epochs=min(1.0, cfg.epochs / 3),
+        warmup_epochs=1.0 if cfg.epochs >= 3 else 0.5,
         workers=cfg.workers,
         seed=cfg.seed,
         device="cpu",
         val_fraction=0.0,  # every train digit trains; the test folder is the held-out set
-        tensorboard=False,
         progress=False,
         **kw,
+    )
+
+
+def train_command(train_cfg: Any) -> str:
+    """The `distill train` command line of ``train_cfg``: the demo runs the same in-process."""
+    c = train_cfg
+    return (
+        f"distill train --store {c.store} --data {c.data} --model {c.model} --out {c.out} "
+        f"--epochs {c.epochs} --batch-size {c.batch_size} --img-size {c.img_size} --lr {c.lr} "
+        f"--warmup-epochs {c.warmup_epochs} --val-fraction {c.val_fraction} "
+        f"--workers {c.workers} --seed {c.seed} --device {c.device} --quiet"
+        + (
+            f" --teacher {c.teacher} --teacher-checkpoint {c.teacher_checkpoint}"
+            if c.teacher
+            else ""
+        )
     )
 
 
@@ -265,6 +280,11 @@ def run_mnist_demo(cfg: MnistDemoConfig, say: Callable[[str], None] = print) -> 
         f"[3/6] store: distill generate from {Path(teacher['path']).name}: "
         f"{_count(cfg.views, 'view')} per digit, the teacher's top-{cfg.topk} -> {local}"
     )
+    say(
+        f"      = distill generate --data {train} --out {local} --teacher {cfg.teacher} "
+        f"--checkpoint {teacher['path']} --views {cfg.views} --topk {cfg.topk} --recipe digits "
+        f"--img-size {cfg.img_size} --seed {cfg.seed} --batch-size 256 --workers 0 --device cpu"
+    )
     store = _store(cfg, train, teacher["path"], Path(local))
     say(
         f"      {store['views_written']:,} views, {store['bytes_per_view']:.1f} B/view "
@@ -278,6 +298,7 @@ def run_mnist_demo(cfg: MnistDemoConfig, say: Callable[[str], None] = print) -> 
         )
         extra = {"teacher": cfg.teacher, "teacher_checkpoint": teacher["path"]}
         run = _student_config(cfg, local, train, out / "runs" / "online", **extra)
+        say(f"      = {train_command(run)}")
         online = _student(run, test, local)
     result = {
         "config": cfg.to_dict(),
@@ -305,6 +326,7 @@ def _from_store(
         f"teacher; {_count(cfg.epochs, 'epoch')}"
     )
     run = _student_config(cfg, url, train, Path(cfg.out) / "runs" / "from-store")
+    say(f"      = {train_command(run)}")
     result = _student(run, test, local)
     result["requests"], result["bytes"] = served_totals(base)
     say(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,32 @@ def test_the_store_row_and_the_service_traffic_are_measured(demo: tuple[Path, st
     mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     chance = folder_top1(model, str(out / "digits" / "test"), 32, mean, std)
     assert _table(stdout)["nothing (as initialised: chance)"][1] == round(chance, 1)
+
+
+def test_the_printed_commands_are_the_runs_it_made(demo: tuple[Path, str]) -> None:
+    """Each "= distill ..." line, parsed by distill's own parser, gives the config the run used."""
+    from student.config import load_train_config
+    from teacher_store.cli import build_parser
+    from teacher_store.generate import RUNTIME_FIELDS, GenerateConfig
+    from teacher_store.store.arrays import LocalStore
+    from teacher_store.views.recipe import get_recipe
+
+    out, stdout = demo
+    commands = [x.strip().removeprefix("= ") for x in stdout.splitlines() if "= distill " in x]
+    assert [c.split()[1] for c in commands] == ["generate", "train", "train"]
+    generate, *trains = (build_parser().parse_args(shlex.split(c)[1:]) for c in commands)
+    fields = {k: v for k, v in vars(generate).items() if k in GenerateConfig.model_fields}
+    fields = {k: v for k, v in fields.items() if v is not None and k != "recipe"}
+    made = GenerateConfig(recipe=get_recipe(generate.recipe), **fields).to_dict()
+    recorded = LocalStore(out / "stores" / "digits").attrs.config
+    # None (threads, view_order) is resolved when the job starts: the store records the value.
+    keys = [k for k, v in made.items() if k not in RUNTIME_FIELDS and v is not None]
+    assert len(keys) >= 15 and {k: made[k] for k in keys} == {k: recorded[k] for k in keys}
+    for args, run in zip(trains, ("from-store", "online"), strict=True):
+        skip = ("func", "command", "config")
+        cfg = load_train_config(None, {k: v for k, v in vars(args).items() if k not in skip})
+        used = json.loads((out / "runs" / run / "config.json").read_text())
+        assert cfg.to_dict() == {**used, "progress": False}, run
 
 
 def test_a_folder_the_demo_did_not_make_is_refused_and_kept(tmp_path: Path) -> None:

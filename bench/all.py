@@ -41,12 +41,18 @@ class Bench:
     """One benchmark script: its arguments at the documented size and at a tiny size, and the
     patterns of its result lines. ``{work}`` in arguments is a fresh folder for the run."""
 
-    name: str  # bench/<name>.py
+    name: str  # bench/<name>.py, unless ``script`` names another
     what: str
     full: str = ""  # arguments, split on spaces
     quick: str = ""
     result: tuple[str, ...] = ()  # regexes; matching stdout lines are the row's result
     gpu: bool = False  # only with CUDA (else the row says skipped)
+    script: str = ""  # bench/<script>.py when one script is two benchmarks (default: name)
+
+    @property
+    def file(self) -> str:
+        """The script's file name stem under bench/."""
+        return self.script or self.name
 
 
 BENCHMARKS: tuple[Bench, ...] = (
@@ -114,6 +120,15 @@ BENCHMARKS: tuple[Bench, ...] = (
         quick="--clients 4 --seconds 2 --workers 1 --samples 16384 --views 4 --cache-mib 16 "
         "--json {work}/load.json",
         result=(r"^\| workers", r"^\|\s+\d"),
+    ),
+    Bench(
+        "load-render-flood",
+        "block reads beside 32, 60 and 80 clients rendering view PNGs (p99 against unloaded)",
+        full="--scenario render-flood --seconds 20 --json {work}/flood.json",
+        quick="--scenario render-flood --seconds 2 --render-clients 2 --views 2 --samples 8192 "
+        "--json {work}/flood.json",
+        result=(r"^\|", r"goal"),
+        script="load",
     ),
     Bench(
         "reliability",
@@ -188,7 +203,8 @@ class Run:
 
     def result_lines(self) -> list[str]:
         """The stdout lines the benchmark's patterns select (else its last 3 lines)."""
-        lines = [x.rstrip() for x in self.stdout.splitlines() if x.strip()]
+        rule = re.compile(r"^\|[-:| ]+\|$")  # a Markdown table's header rule: no result
+        lines = [x.rstrip() for x in self.stdout.splitlines() if x.strip() and not rule.match(x)]
         picked = [x for x in lines if any(re.search(p, x) for p in self.bench.result)]
         return (picked or lines[-3:])[:12]
 
@@ -200,13 +216,13 @@ def run_bench(bench: Bench, quick: bool, logs: Path, timeout_s: float) -> Run:
     work.mkdir(parents=True)
     args = [a.replace("{work}", str(work)) for a in (bench.quick if quick else bench.full).split()]
     shown = " ".join(a.replace(str(work), "DIR") for a in args)
-    command = f".venv/bin/python bench/{bench.name}.py {shown}".rstrip()
+    command = f".venv/bin/python bench/{bench.file}.py {shown}".rstrip()
     where = machine()
     if bench.gpu and not quick and gpu() is None:
         load = load_average()
         return Run(bench, command, where, load, load, 0.0, "skipped: no GPU on this machine", "")
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, str(REPO / "bench" / f"{bench.name}.py"), *args]
+    cmd = [sys.executable, str(REPO / "bench" / f"{bench.file}.py"), *args]
     load_start, t0 = load_average(), time.perf_counter()
     stdout, stderr, status = run_command(cmd, env, timeout_s)
     wall, load_end = time.perf_counter() - t0, load_average()
@@ -259,7 +275,7 @@ def _commit() -> str:
 
 def about(bench: Bench) -> str:
     """The first paragraph of the benchmark script's docstring: what it measures and how."""
-    tree = ast.parse((REPO / "bench" / f"{bench.name}.py").read_text())
+    tree = ast.parse((REPO / "bench" / f"{bench.file}.py").read_text())
     doc = ast.get_docstring(tree) or bench.what
     return " ".join(doc.split("\n\n")[0].split())
 

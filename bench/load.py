@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import REPO, free_port, load, table
+from _common import REPO, free_port, load, synthetic_attrs_parts, table
 
 MiB = 1 << 20
 MIX = (("zarr full", 25), ("zarr range", 25), ("block", 35), ("metadata", 15))
@@ -81,9 +81,7 @@ def build_store(path: Path, views: int, samples: int) -> None:
     attrs = StoreAttrs(
         codec_version=CODEC_VERSION, num_samples=samples, views=views, topk=10,
         num_classes=1000, value_encoding="logprob-f16", store_seed=0, chunk_samples=1024,
-        shard_samples=8192, shard_views=2, teacher={"name": "synthetic", "architecture": "none"},
-        dataset={"num_samples": samples, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"}, config={}, libraries={},
+        shard_samples=8192, shard_views=2, **synthetic_attrs_parts(samples),
     )  # fmt: skip
     create_store(path, attrs, overwrite=True)
     rng = np.random.default_rng(0)

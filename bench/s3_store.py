@@ -34,7 +34,7 @@ if sys.path[:1] != [str(REPO)]:
 
 import numpy as np  # noqa: E402
 import zarr  # noqa: E402
-from _common import free_port  # noqa: E402
+from _common import free_port, synthetic_attrs_parts  # noqa: E402
 
 from teacher_store.client import open_store  # noqa: E402
 from teacher_store.store import layout  # noqa: E402
@@ -58,11 +58,7 @@ def _attrs(r: int, n: int, k: int) -> StoreAttrs:
         chunk_samples=1024,
         shard_samples=8192,
         shard_views=min(2, r),
-        teacher={"name": "synthetic", "architecture": "none", "num_classes": 1000},
-        dataset={"num_samples": n, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"},
-        config={},
-        libraries={},
+        **synthetic_attrs_parts(n),
     )
 
 

@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from _common import synthetic_attrs_parts  # noqa: E402
 
 from teacher_store.client import StoreClient  # noqa: E402
 from teacher_store.store.arrays import create_store, finalize, write_unit  # noqa: E402
@@ -51,11 +52,7 @@ def _attrs(r: int, n: int, k: int) -> StoreAttrs:
         chunk_samples=1024,
         shard_samples=16384,
         shard_views=min(4, r),
-        teacher={"name": "synthetic", "architecture": "none", "num_classes": 1000},
-        dataset={"num_samples": n, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"},
-        config={},
-        libraries={},
+        **synthetic_attrs_parts(n),
     )
 
 

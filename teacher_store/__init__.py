@@ -75,6 +75,8 @@ _EXPORTS = {
     "write_demo_data": "teacher_store.images.demo_data",
     "ViewRenderer": "teacher_store.views.shown",
     "ShownView": "teacher_store.views.shown",
+    "OptionsError": "teacher_store.options",
+    "validate_options": "teacher_store.options",
 }
 
 __all__ = sorted(_EXPORTS)

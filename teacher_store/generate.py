@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.runtime import barrier, dist_env, init_runtime, share_from_main
+from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
 from teacher_store.errors import StoreConflict, causes
 from teacher_store.images.dataset import (
@@ -34,20 +35,30 @@ from teacher_store.images.dataset import (
     printable_path,
 )
 from teacher_store.images.decode import check_decode
+from teacher_store.job_config import settle_job_config
 from teacher_store.like import apply_like, check_like
+from teacher_store.options import (
+    MAX_BATCH,
+    MAX_CHUNK_SAMPLES,
+    MAX_IMG_SIZE,
+    MAX_SEED,
+    MAX_THREADS,
+    MAX_TOPK,
+    MAX_VIEWS,
+    MAX_WORKERS,
+    MIN_IMG_SIZE,
+)
 from teacher_store.store._faults import crash_point
 from teacher_store.store.arrays import (
     attrs_differences,
     committed_units,
     create_store,
     output_location,
-    recorded_config,
     store_differences,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.grow import (
     Growth,
-    base_views_for,
     begin_growth,
     finish_store,
     pending_growth,
@@ -86,20 +97,22 @@ class GenerateConfig(BaseModel):
     out: str
     teacher: str = "efficientnet_lite0"
     checkpoint: str | None = None
-    views: int = Field(8, ge=1)
+    # Sizes that set an allocation are bounded far above real use (teacher_store.options), so
+    # a typo is a one-line error before the store is created, not a crash mid-run.
+    views: int = Field(8, ge=1, le=MAX_VIEWS)
     # The slots the store was created with, once it has grown (teacher_store.store.grow): its
     # layout and recipe schedule are defined over them. None: a growth sets it from the store.
-    base_views: int | None = Field(None, ge=1)
+    base_views: int | None = Field(None, ge=1, le=MAX_VIEWS)
     # Another store's address: take its views (dataset, seed, recipe, slots, decode path,
     # pixel limit, input size) and run this teacher on them (`distill generate --like`).
     like: str | None = None
-    topk: int = Field(10, ge=1)
-    seed: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=1)
+    topk: int = Field(10, ge=1, le=MAX_TOPK)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     recipe: Recipe = Field(default_factory=lambda: get_recipe("default"))
     # "auto": prob-u8 below K=17, prob-u8x3 from K=17 (schema.default_encoding).
     value_encoding: str = "auto"
-    img_size: int | None = Field(None, ge=8)
+    img_size: int | None = Field(None, ge=MIN_IMG_SIZE, le=MAX_IMG_SIZE)
     # Images with more pixels are bad samples (decompression bombs); part of the store's
     # identity since it decides which views are valid. Default: DISTILL_MAX_IMAGE_PIXELS, else
     # Pillow's limit; Pillow refuses more than twice its limit itself, hence the bound.
@@ -112,19 +125,19 @@ class GenerateConfig(BaseModel):
     decode: Literal["cpu", "gpu"] = "cpu"
     # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of
     # the store's identity. None: the store's recorded value, else torch's default.
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     # A chunk holds chunk_views slots x chunk_samples samples (1,024 views by default: smaller
     # chunks pay fixed per-chunk bytes); small datasets get more slots per chunk (build_attrs).
-    chunk_samples: int = Field(64, ge=1)
-    chunk_views: int = Field(16, ge=1)
-    shard_samples: int = Field(4096, ge=1)
+    chunk_samples: int = Field(64, ge=1, le=MAX_CHUNK_SAMPLES)
+    chunk_views: int = Field(16, ge=1, le=MAX_VIEWS)
+    shard_samples: int = Field(4096, ge=1, le=MAX_CHUNK_SAMPLES)
     # None: the chunk's view slots; a number also caps the slots per chunk.
-    shard_views: int | None = Field(None, ge=1)
+    shard_views: int | None = Field(None, ge=1, le=MAX_VIEWS)
     # How a unit's views are ordered into teacher batches (pairing.unit_view_order), so part of
     # the store's identity. None: the store's recorded order when resuming (a store without
     # one was made in "sample" order), else "pairs" (each pair rendered from one decode each).
     view_order: Literal["sample", "pairs"] | None = None
-    workers: int = Field(2, ge=0)
+    workers: int = Field(2, ge=0, le=MAX_WORKERS)
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -406,47 +419,6 @@ def _run_units(
         yield writer.write(cfg.out, growth)
 
 
-def _pin_order(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
-    """Resolve ``view_order``: asked for, else the resumed store's, else "pairs". Rank 0
-    decides, as for the thread count, so every launcher of a job renders in one order."""
-    order: str | None = cfg.view_order
-    if order is None and rank == 0:
-        recorded = None if cfg.overwrite else recorded_config(cfg.out)
-        order = "pairs" if recorded is None else recorded_view_order(recorded)
-    shared = share_from_main(order, world)  # a collective: every rank takes part
-    return cfg.model_copy(update={"view_order": cfg.view_order or shared})
-
-
-def _pin_base(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
-    """Resolve ``base_views``: asked for, else what growing the store at ``out`` takes (its
-    slots before the growth, or a grown store's own base), else none. Rank 0 decides."""
-    base: int | None = cfg.base_views
-    if base is None and not cfg.overwrite and rank == 0:
-        base = base_views_for(cfg.out, cfg.views)
-    shared = share_from_main(base, world)  # a collective: every rank takes part
-    return cfg.model_copy(update={"base_views": cfg.base_views or shared})
-
-
-def _pin_threads(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
-    """Fix torch's thread count for this job: asked for, else the store's, else the default.
-
-    Every process of a job (any world size, any resume) then computes with the same count, so
-    the teacher's CPU float results, and hence the store's bytes, do not depend on how the job
-    was launched (torchrun starts each rank with one thread, or, with one process per node,
-    with the node's core count). Rank 0 decides; a rank without --threads adopts its count
-    (one asked for another count is refused by the store check in _generate).
-    """
-    threads = cfg.threads
-    if threads is None and rank == 0:
-        recorded = recorded_config(cfg.out) or {}
-        threads = int(recorded.get("threads") or torch.get_num_threads())
-    shared = share_from_main(threads, world)  # a collective: every rank takes part
-    threads = cfg.threads or shared
-    assert threads is not None  # rank 0 always resolves one
-    torch.set_num_threads(threads)
-    return cfg.model_copy(update={"threads": threads})
-
-
 class StoreWriteError(CommandError):
     """Writing the store failed (disk full, quota, I/O error; an object store refusing or
     failing requests): the job is unfinished (exit 1) and resumable, since only committed
@@ -523,8 +495,7 @@ def run_generate(
     cfg = like[0] if like else cfg
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
-    cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
-    cfg = _pin_base(cfg, rank, runtime.world)
+    cfg = settle_job_config(cfg, rank, runtime.world)
     folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
     warning = folder.skipped_summary()
     if warning and rank == 0:
@@ -541,9 +512,31 @@ def run_generate(
     if like:
         attrs = attrs.model_copy(update={"like": like[1]})
         check_like(attrs, like[2])
+    teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
+    teacher.check_input(int(attrs.teacher["input_size"][1]))  # before the store is created
     with _store_writes(cfg.out):
-        teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
         return _generate(cfg, folder, attrs, teacher, decode_hook)
+
+
+@contextlib.contextmanager
+def _undone_on_failure(out: str, created: bool, existed: bool) -> Iterator[list[Any]]:
+    """Remove the store this run ``created`` when the run fails before committing any unit,
+    so that a corrected re-run starts afresh without --overwrite (one process only: with
+    several, another rank may be committing). A folder that did not exist goes too.
+
+    Yields the list the run appends each committed unit's record to: only units this run
+    committed count (never a listing, which an outage could show empty)."""
+    committed: list[Any] = []
+    try:
+        yield committed
+    except Exception:
+        if created and not committed:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                loc = Location.at(out)
+                loc.clear()
+                if not existed:
+                    Path(loc.root).rmdir()
+        raise
 
 
 def _generate(
@@ -556,30 +549,38 @@ def _generate(
     from tqdm import tqdm
 
     rank, world, _ = dist_env()
-    growth = None
+    loc = Location.at(cfg.out)
+    existed = not loc.is_local or loc.fs.exists(loc.root)
+    growth, resumed = None, True
     if rank == 0:
         growth = None if cfg.overwrite else begin_growth(cfg.out, attrs)
         resumed = True if growth else create_store(cfg.out, attrs, cfg.overwrite)
-    barrier(world)
-    if rank != 0:
-        resumed, growth = True, pending_growth(cfg.out)
-        _check_same_job(cfg.out, attrs, rank, growth)
     units = shard_units(attrs)
-    done = committed_units(cfg.out, units)
-    todo = [u for u in units if u.name not in done]
-    barrier(world)  # every rank has its list before anyone commits a unit
-    mine = todo[rank::world]
-    gpu_decode = teacher.device if cfg.decode == "gpu" else None
-    order = recorded_view_order(attrs.config)
-    first = growth.first_slot if growth is not None else None
-    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first)
-    total = sum((u.slot_stop - dataset.first_slot(u)) * (u.stop - u.start) for u in mine)
-    bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
-    t0 = time.perf_counter()
-    try:
-        records = list(_run_units(cfg, dataset, teacher, bar, growth))
-    finally:
-        bar.close()  # a failure's one-line message then starts on a line of its own
+    created = rank == 0 and world == 1 and not resumed
+    with _undone_on_failure(cfg.out, created, existed) as records:
+        barrier(world)
+        if rank != 0:
+            growth = pending_growth(cfg.out)
+            _check_same_job(cfg.out, attrs, rank, growth)
+        done = committed_units(cfg.out, units)
+        todo = [u for u in units if u.name not in done]
+        barrier(world)  # every rank has its list before anyone commits a unit
+        mine = todo[rank::world]
+        gpu_decode = teacher.device if cfg.decode == "gpu" else None
+        order = recorded_view_order(attrs.config)
+        first = growth.first_slot if growth is not None else None
+        dataset = _ViewDataset(
+            folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first
+        )
+        total = sum((u.slot_stop - dataset.first_slot(u)) * (u.stop - u.start) for u in mine)
+        show = cfg.progress and rank == 0
+        bar = tqdm(total=total, unit="view", disable=not show, file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            for record in _run_units(cfg, dataset, teacher, bar, growth):
+                records.append(record)  # appended as committed: a failure after keeps the store
+        finally:
+            bar.close()  # a failure's one-line message then starts on a line of its own
     elapsed = time.perf_counter() - t0
     barrier(world)
     manifest = None

@@ -136,6 +136,10 @@ def test_mixed_shard_keeps_the_stored_values_of_its_old_slots(mixed, demo_data):
     assert valid.all() and (ids[:, 0] != ids[:, 1]).all() and values[:, 0].max() > 0
     rec = json.loads((grown / "_distill" / "shards" / "1.0.json").read_text())
     assert rec["slots"] == [2, 4] and not any(k.startswith("_distill") for k in rec["files"])
+    from teacher_store.verify import verify_store
+
+    report = verify_store(str(grown), str(demo_data), fraction=0.3)  # the teacher agrees
+    assert report.ok, report.reason
 
 
 def test_growth_keeps_a_staged_recipes_slots_and_extends_its_last_stage(demo_data) -> None:

@@ -11,7 +11,8 @@ of every array named in its consolidated metadata, ``_distill/manifest.json``, a
 the manifest lists. Nothing else under the store (or outside it) is reachable.
 
 The root is a folder or an object-store prefix (``s3://BUCKET/PREFIX``): its stores are the
-"sub-folders" a listing shows, and a file's signature is its size, ETag and modification time.
+"sub-folders" a listing shows, and a file's signature is the storage room's
+(:meth:`~teacher_store.storage.location.Location.signature`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
+from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
-from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
+from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord
 from teacher_store.store.schema import (
     STORE_KIND,
     NodeMeta,
@@ -49,28 +51,17 @@ log = logging.getLogger("distill.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 State = Literal["complete", "incomplete", "invalid"]
-_Sig = tuple[Any, ...]
+_Sig = Signature
 _M = TypeVar("_M", bound=BaseModel)
 
 
 def _sig(loc: Location, key: str) -> _Sig | None:
-    """A key's change signature (inode, size and mtime; an object's size, ETag and time)."""
-    if loc.is_local:
-        try:
-            st = os.stat(loc.path(key))
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    """A key's change signature (the storage room's: inode, size and mtime; an object's size,
+    ETag and time), or None when nothing is there."""
     try:
-        info = loc.fs.info(loc.path(key))
+        return loc.signature(key)
     except OSError:
         return None
-    return (
-        info.get("type"),
-        info.get("size"),
-        str(info.get("ETag")),
-        str(info.get("LastModified")),
-    )
 
 
 @dataclass
@@ -104,8 +95,7 @@ class StoreEntry:
 
     def exists(self, key: str) -> bool:
         """Whether a file is at ``key`` (a dangling symlink counts)."""
-        loc = self.location
-        return bool(loc.fs.lexists(loc.path(key)))
+        return self.location.lexists(key)
 
     @property
     def data_bytes(self) -> int:
@@ -133,8 +123,8 @@ def _validated(model: type[_M], doc: Any, key: str) -> _M:
 
 def _root_meta(loc: Location) -> RootMeta | None:
     """The validated root ``zarr.json``; None for a folder that is no store at all."""
-    has_book = bool(loc.fs.isdir(loc.path(BOOK)))
-    if not loc.fs.lexists(loc.path(ROOT_META)) and not has_book:
+    has_book = loc.is_dir(BOOK)
+    if not loc.lexists(ROOT_META) and not has_book:
         return None
     _, doc = layout.read_json(loc, ROOT_META)
     if isinstance(doc, dict) and not has_book:
@@ -198,9 +188,7 @@ def _file_sizes(entry: StoreEntry) -> dict[str, int]:
     per object)."""
     loc = entry.location
     if not loc.is_local:
-        root = loc.fs._strip_protocol(loc.root).rstrip("/")
-        found = loc.fs.find(root, detail=True)
-        return {str(k)[len(root) + 1 :]: int(v.get("size") or 0) for k, v in found.items()}
+        return loc.file_sizes()
     sizes: dict[str, int] = {}
     for key in entry.files:
         real = os.path.realpath(os.path.join(entry.real, key))
@@ -326,15 +314,8 @@ class Registry:
     def _children(self) -> list[tuple[str, Location, str]]:
         """(name, location, real path) of the sub-folders that may be stores, by name."""
         if not self.loc.is_local:
-            entries = self.loc.fs.ls(self.loc.root, detail=True)
-            out = []
-            for info in entries:
-                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-                if info.get("type") == "directory" and NAME_RE.match(name):
-                    url = f"{self.root}/{name}"
-                    child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
-                    out.append((name, child, child.root))
-            return sorted(out, key=lambda c: c[0])
+            children = [self.loc.child(n) for n in self.loc.folders() if NAME_RE.match(n)]
+            return [(c.root.rsplit("/", 1)[-1], c, c.root) for c in children]
         out = []
         for path in sorted(Path(self.loc.root).iterdir()):
             if not NAME_RE.match(path.name) or not path.is_dir():

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from teacher_store.errors import StoreNotFound
+from teacher_store.storage.location import Location
 from teacher_store.store import layout
-from teacher_store.store.layout import ARRAYS, Location, ShardUnit, shard_units
+from teacher_store.store.layout import ARRAYS, ShardUnit, shard_units
 
 _KNOBS = (
     "randaug_n",

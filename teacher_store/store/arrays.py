@@ -24,9 +24,10 @@ from zarr.storage import MemoryStore
 
 from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
+from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
 from teacher_store.store.encodings import rank_to_stored, stored_to_rank
-from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
+from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
 
 # ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
@@ -162,7 +163,7 @@ def _half_created(loc: Location) -> bool:
         return False
     metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
     found = loc.keys()
-    ours = [k in metas or layout.is_temporary(k.rsplit("/", 1)[-1]) for k in found]
+    ours = [k in metas or is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
 
 
@@ -205,7 +206,7 @@ def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
     group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
     _define_arrays(group, attrs)
     for key in sorted(mem, key=lambda k: (k == ROOT_META, k)):
-        loc.write_atomic(key, mem[key].to_bytes())
+        layout.write_file(loc, key, mem[key].to_bytes())
     layout.make_book(loc)
 
 
@@ -256,7 +257,7 @@ def write_unit(
             files[key] = layout.EMPTY.to_dict()
             continue
         data_bytes = buf.to_bytes()
-        loc.write_atomic(key, data_bytes)
+        layout.write_file(loc, key, data_bytes)
         files[key] = layout.FileRecord.of(data_bytes).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
@@ -315,7 +316,7 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))
-    loc.write_atomic(ROOT_META, mem[ROOT_META].to_bytes())
+    layout.write_file(loc, ROOT_META, mem[ROOT_META].to_bytes())
     layout.write_manifest(loc, manifest)
     return manifest
 

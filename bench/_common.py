@@ -1,4 +1,5 @@
-"""Helpers shared by the bench scripts: threads, machine line, tables, free ports, timers."""
+"""Helpers shared by the bench scripts: threads, machine line, tables, timers (stores, services
+and S3 servers come from ``teacher_store.testing``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never reach for a hub
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import platform
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -71,12 +71,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for r in body:
         lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

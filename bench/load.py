@@ -20,17 +20,16 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from _common import REPO, free_port, load, table
+from _common import REPO, load, table
 
 MiB = 1 << 20
 MIX = (("zarr full", 25), ("zarr range", 25), ("block", 35), ("metadata", 15))
@@ -62,29 +61,17 @@ class Result:
 
 def build_store(path: Path, views: int, samples: int) -> None:
     """A finished store of random teacher-like targets (K=10, logprob-f16)."""
-    from teacher_store.store.arrays import create_store, finalize, write_unit
-    from teacher_store.store.layout import shard_units
-    from teacher_store.store.schema import StoreAttrs, encode_values
-    from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.testing import random_targets, synthetic_attrs, write_store
 
-    attrs = StoreAttrs(
-        codec_version=CODEC_VERSION, num_samples=samples, views=views, topk=10,
-        num_classes=1000, value_encoding="logprob-f16", store_seed=0, chunk_samples=1024,
-        shard_samples=8192, shard_views=2, teacher={"name": "synthetic", "architecture": "none"},
-        dataset={"num_samples": samples, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"}, config={}, libraries={},
-    )  # fmt: skip
-    create_store(path, attrs, overwrite=True)
+    attrs = synthetic_attrs(samples, views, 10)
     rng = np.random.default_rng(0)
-    units = shard_units(attrs)
-    for u in units:
-        rs, n = u.slot_stop - u.slot_start, u.stop - u.start
-        ids = rng.integers(0, 1000, (rs, n, 10)).astype(np.uint16)
-        logits = np.sort(rng.normal(0, 2.5, (rs, n, 10)), -1)[..., ::-1]
-        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 400.0)
-        valid = np.ones((rs, n), np.uint8)
-        write_unit(path, u, ids, encode_values(logp, "logprob-f16"), valid, [])
-    finalize(path, units)
+    write_store(
+        path,
+        attrs,
+        lambda u: random_targets(
+            rng, attrs, u.slot_stop - u.slot_start, u.stop - u.start, 2.5, 400.0, invalid=0.0
+        ),
+    )
 
 
 def _rss_kib(pid: int) -> int:
@@ -114,25 +101,14 @@ def _workers(pid: int) -> list[int]:
     return kids or [pid]
 
 
-def serve(root: Path, port: int, workers: int, cache_bytes: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "teacher_store.cli", "serve", "--root", str(root),
-           "--port", str(port), "--workers", str(workers), "--cache-bytes", str(cache_bytes),
-           "--log-level", "warning"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
-    import requests
+def serve(root: Path, workers: int, cache_bytes: int) -> Any:
+    """``distill serve`` over ``root`` (a subprocess on a free loopback port), ready."""
+    from teacher_store.testing import ServiceProcess
 
-    for _ in range(600):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("distill serve exited")
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("distill serve did not become ready")
+    return ServiceProcess.serve(
+        root, workers=workers, options={"cache_bytes": cache_bytes},
+        env={"PYTHONPATH": str(REPO)}, cwd=REPO,
+    )  # fmt: skip
 
 
 class Expected:
@@ -262,22 +238,12 @@ def _warm_up(url: str, exp: Expected) -> None:
 
 def run_one(root: Path, exp: Expected, workers: int, clients: int, seconds: float,
             cache_bytes: int) -> Result:  # fmt: skip
-    port = free_port()
-    proc = serve(root, port, workers, cache_bytes)
-    try:
-        url = f"http://127.0.0.1:{port}"
+    with serve(root, workers, cache_bytes) as service:
         time.sleep(1.0 if workers > 1 else 0.0)  # let every worker finish its start-up
-        _warm_up(url, exp)
+        _warm_up(service.url, exp)
         res = Result(workers, clients, seconds, cache_bytes)
-        asyncio.run(_drive(url, exp, res, _workers(proc.pid)))
+        asyncio.run(_drive(service.url, exp, res, _workers(service.pid)))
         return res
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def report(results: list[Result]) -> str:

@@ -73,6 +73,8 @@ _EXPORTS = {
     "StoreAddressError": "teacher_store.client",
     "DatasetMismatchError": "teacher_store.client",
     "write_demo_data": "teacher_store.images.demo_data",
+    "compare_stores": "teacher_store.diff",
+    "StoreAgreement": "teacher_store.diff",
     "ViewRenderer": "teacher_store.show",
     "ShownView": "teacher_store.show",
 }

@@ -33,6 +33,7 @@ class StoreAgreement:
     max_abs_dp_shared_ids: float
 
     def to_dict(self) -> dict[str, float]:
+        """The figures by name (as the GPU check reports them)."""
         return asdict(self)
 
 

@@ -97,10 +97,12 @@ class Location:
 
     @property
     def display(self) -> str:
+        """How messages name this store: ``name`` if given, else the root."""
         return self.name or self.root
 
     @property
     def is_local(self) -> bool:
+        """True for a folder on local disk (atomic renames), False for an object store."""
         return isinstance(self.fs, LocalFileSystem)
 
     def path(self, key: str) -> str:
@@ -130,9 +132,11 @@ class Location:
     # ---- reading ----------------------------------------------------------------------------
 
     def is_file(self, key: str) -> bool:
+        """Whether ``key`` exists as a file under the root."""
         return bool(self.fs.isfile(self.path(key)))
 
     def is_dir(self, key: str) -> bool:
+        """Whether ``key`` is a folder (an object store: a prefix with objects under it)."""
         return bool(self.fs.isdir(self.path(key)))
 
     def exists(self, key: str) -> bool:

@@ -34,8 +34,9 @@ LAYOUT = {"chunk_samples": 64, "chunk_views": 16, "shard_samples": 4096}
 
 def synthetic_attrs(cfg: dict[str, Any]) -> Any:
     """Attrs as ``distill generate`` builds them at its defaults (schema 2, auto encoding)."""
-    from teacher_store.store.schema import StoreAttrs, default_encoding
-    from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.store.schema import default_encoding
+    from teacher_store.testing import synthetic_attrs as attrs_of
+    from teacher_store.testing import synthetic_teacher
     from teacher_store.views.recipe import get_recipe
 
     d = LAYOUT
@@ -45,34 +46,17 @@ def synthetic_attrs(cfg: dict[str, Any]) -> Any:
     shard = min(max(d["shard_samples"], chunk), -(-n // chunk) * chunk)
     names = [f"n{c:08d}" for c in range(C)]
     h = hashlib.sha256(f"synthetic {n} files".encode()).hexdigest()
-    return StoreAttrs(
-        codec_version=CODEC_VERSION,
-        num_samples=n,
-        views=r,
-        topk=k,
-        num_classes=C,
-        value_encoding=default_encoding(k),  # type: ignore[arg-type]
-        store_seed=0,
-        device_type="cpu",
-        chunk_samples=chunk,
-        shard_samples=shard,
-        shard_views=min(cviews, -(-r // cviews) * cviews),
-        chunk_views=cviews,
-        id_order="head-sorted",
-        teacher={
-            "name": "synthetic (Lite0-calibrated)",
-            "architecture": "none",
-            "num_classes": C,
-            "input_size": [3, 224, 224],
-            "mean": [0.5] * 3,
-            "std": [0.5] * 3,
-            "params": cfg["teacher"],
-        },
+    # The synthetic teacher's parameters go with the generation config (attrs.teacher holds a
+    # teacher's identity and preprocessing only).
+    config = {"synthetic": True, "views": r, "topk": k, "teacher": "synthetic",
+              "batch_size": 256, "synthetic_teacher": cfg["teacher"]}  # fmt: skip
+    return attrs_of(
+        n, r, k, C, default_encoding(k), chunk, shard, min(cviews, -(-r // cviews) * cviews),
+        device_type="cpu", chunk_views=cviews, id_order="head-sorted",
+        teacher=synthetic_teacher(C, "synthetic (Lite0-calibrated)"),
         dataset={"num_samples": n, "sha256": h, "classes": names, "version": 1},
-        recipe=get_recipe("default").to_dict(),
-        config={"synthetic": True, "views": r, "topk": k},
-        libraries={},
-    )
+        recipe=get_recipe("default").to_dict(), config=config,
+    )  # fmt: skip
 
 
 def _relabel(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
 import numpy as np
@@ -32,7 +32,8 @@ from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
-from teacher_store.store.encodings import stored_to_rank
+from teacher_store.store.encodings import check_class_ids, stored_to_rank
+from teacher_store.store.integrity import check_store
 from teacher_store.store.layout import MANIFEST
 from teacher_store.store.schema import StoreAttrs, check_readable
 
@@ -72,6 +73,7 @@ def _check_block(block: TargetBlock, slot: int, start: int, stop: int, attrs: St
             f"server answered {block.encoding}/{block.ids.dtype}, the store has "
             f"{attrs.value_encoding}/{attrs.ids_dtype}"
         )
+    check_class_ids(block.ids, attrs.num_classes, (slot, start))  # the same check as a decode
 
 
 @dataclass(frozen=True)
@@ -275,20 +277,26 @@ class FsspecBackend:
         opts: dict[str, Any] = {}
         if token and url.startswith(("http://", "https://")):
             opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
-        loc = self.location = Location.at(url, **opts)
+        # Messages name the store by its URL (a file:// one included).
+        loc = replace(Location.at(url, **opts), name=self.url.rstrip("/"))
+        self.location = loc
         loc.probe()  # an object store's missing bucket or refused key: one line
-        self.group = self._retrying(
-            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
-        )
-        self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
-        if not self._retrying(lambda: loc.exists(MANIFEST)):
+        # The metadata every reader checks (attrs, arrays, their digests in the manifest).
+        checked = self._retrying(lambda: check_store(loc))
+        self.attrs = checked.attrs
+        if checked.manifest is None:
             raise StoreIncomplete(
                 f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
                 "the same `distill generate` before reading it"
             )
+        self.group = self._retrying(
+            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
+        )
         read = lambda: self._retrying(lambda: layout.manifest_bytes(loc))  # noqa: E731
         self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
         self.identity = self.watch.identity
+        if self.identity != checked.identity:  # replaced while it was being opened
+            raise StoreChangedError(self.url, checked.identity, self.identity)
 
     def _manifest_sig(self) -> Signature | None:
         """The manifest's change signature (size, mtime, ETag...); None if nothing but the
@@ -314,6 +322,7 @@ class FsspecBackend:
                 np.asarray(self.group["ids"][slot, start:stop]),
                 np.asarray(self.group["values"][slot, start:stop]),
                 self.attrs,
+                at=(slot, start),
             )
             valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
             return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)

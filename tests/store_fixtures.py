@@ -1,11 +1,14 @@
 """Real tiny teacher stores and a live server for service/client tests: the store writers and
 launchers live in :mod:`teacher_store.testing` (benches use them too) and are re-exported here;
-what only the tests need (the version-1 fixture, a student config) is defined here."""
+what only the tests need (the version-1 fixture, a student config, a planted class id) is
+defined here."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from teacher_store.testing.services import LiveServer
 from teacher_store.testing.stores import (
@@ -41,6 +44,32 @@ def student_config(store: Any, data: Any, out: Any, **kw: Any) -> Any:
     return TrainConfig(**{**base, **kw})
 
 
+def plant_class_id(store: Path, class_id: int, slot: int = 0, sample: int = 0) -> Path:
+    """Rewrite the unit holding view ``slot`` of ``sample`` through the writer with
+    ``class_id`` as that view's top-1 id, and finish the store again: its files, records and
+    digests all agree, but it holds an id that may be outside its classes."""
+    from teacher_store.store import layout
+    from teacher_store.store.arrays import LocalStore, finalize, shard_units, write_unit
+
+    reader = LocalStore(store)
+    attrs = reader.attrs
+    units = shard_units(attrs)
+    unit = next(
+        u for u in units if u.slot_start <= slot < u.slot_stop and u.start <= sample < u.stop
+    )
+    blocks = [
+        reader.read_block(r, unit.start, unit.stop) for r in range(unit.slot_start, unit.slot_stop)
+    ]
+    ids = np.stack([b.ids for b in blocks]).astype(attrs.ids_dtype)
+    values = np.stack([b.values for b in blocks])
+    valid = np.stack([b.valid for b in blocks]).astype(np.uint8)
+    ids[slot - unit.slot_start, sample - unit.start, 0] = class_id
+    record = layout.read_unit_record(reader.location, unit.name) or {"bad": []}
+    write_unit(store, unit, ids, values, valid, record["bad"])
+    finalize(store, units)
+    return store
+
+
 __all__ = [
     "SMALL_GENERATE",
     "V1_FIXTURE",
@@ -50,5 +79,6 @@ __all__ = [
     "file_digests",
     "generate_small",
     "make_attrs",
+    "plant_class_id",
     "student_config",
 ]

@@ -40,7 +40,21 @@ SMALL_GENERATE: dict[str, Any] = {
     "progress": False,
 }
 
-_FAKE_TEACHER = {"name": "fake_teacher", "architecture": "fake", "weights_sha256": "ab" * 32}
+
+def synthetic_teacher(num_classes: int, name: str = "synthetic", size: int = 224) -> dict[str, Any]:
+    """The ``attrs.teacher`` of a store with no real teacher behind it (valid, complete)."""
+    return {
+        "name": name,
+        "architecture": "none",
+        "num_classes": num_classes,
+        "input_size": [3, size, size],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bilinear",
+        "weights_sha256": None,
+        "class_names": [],
+        "version": 1,
+    }
 
 
 def synthetic_attrs(
@@ -54,9 +68,11 @@ def synthetic_attrs(
     shard_views: int = 2,
     **fields: Any,
 ) -> StoreAttrs:
-    """Attrs of a synthetic store (no real teacher or dataset behind it); ``fields`` override
-    any other attribute (``store_seed``, ``teacher``, ``dataset``, ``id_order``...)."""
+    """Attrs of a synthetic store (no real teacher or dataset behind it; a complete, valid
+    attr tree); ``fields`` override any other attribute (``store_seed``, ``teacher``,
+    ``dataset``, ``id_order``...)."""
     from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.views.recipe import Recipe
 
     base: dict[str, Any] = {
         "codec_version": CODEC_VERSION,
@@ -69,10 +85,10 @@ def synthetic_attrs(
         "chunk_samples": chunk,
         "shard_samples": shard,
         "shard_views": shard_views,
-        "teacher": {"name": "synthetic", "architecture": "none", "num_classes": num_classes},
+        "teacher": synthetic_teacher(num_classes),
         "dataset": {"num_samples": num_samples, "sha256": "0" * 64, "classes": [], "version": 1},
-        "recipe": {"name": "bench"},
-        "config": {},
+        "recipe": Recipe(name="bench").to_dict(),
+        "config": {"teacher": "synthetic", "batch_size": 256},
         "libraries": {},
     }
     return StoreAttrs(**{**base, **fields})
@@ -89,16 +105,21 @@ def make_attrs(
     shard_views: int = 2,
 ) -> StoreAttrs:
     """Attrs of a small test store (a fake teacher, two class names)."""
+    from teacher_store.views.recipe import Recipe
+
+    teacher = synthetic_teacher(num_classes, "fake_teacher", 32)
+    teacher.update(architecture="fake", weights_sha256="ab" * 32)
     dataset = {
         "num_samples": num_samples,
         "sha256": f"{num_samples:064x}",
         "classes": ["cat", "dog"],
         "version": 1,
     }
+    config = {"teacher": "fake_teacher", "views": views, "batch_size": 8}
     return synthetic_attrs(
         num_samples, views, topk, num_classes, encoding, chunk, shard, shard_views,
-        store_seed=7, teacher=dict(_FAKE_TEACHER), dataset=dataset, recipe={"name": "test"},
-        config={"views": views}, libraries={"zarr": "3.1.6"},
+        store_seed=7, teacher=teacher, dataset=dataset, recipe=Recipe(name="test").to_dict(),
+        config=config, libraries={"zarr": "3.1.6"},
     )  # fmt: skip
 
 
@@ -226,5 +247,6 @@ __all__ = [
     "memory_copy",
     "random_targets",
     "synthetic_attrs",
+    "synthetic_teacher",
     "write_store",
 ]

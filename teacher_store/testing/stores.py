@@ -22,6 +22,7 @@ from teacher_store.storage.location import Location
 from teacher_store.store.arrays import create_store, finalize, write_unit
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, encode_values
+from teacher_store.store.value_encodings import LOGPROB_FLOAT
 
 # (ids [rs, n, K] in rank order, values [rs, n, K] encoded, valid [rs, n]) of one unit, and
 # optionally its stats (as generation records them: views, encoding_kl_sum...).
@@ -62,7 +63,7 @@ def synthetic_attrs(
     views: int,
     topk: int,
     num_classes: int = 1000,
-    encoding: str = "logprob-f16",
+    encoding: str = LOGPROB_FLOAT,
     chunk: int = 1024,
     shard: int = 8192,
     shard_views: int = 2,
@@ -99,7 +100,7 @@ def make_attrs(
     views: int = 3,
     topk: int = 5,
     num_classes: int = 100,
-    encoding: str = "logprob-f16",
+    encoding: str = LOGPROB_FLOAT,
     chunk: int = 128,
     shard: int = 256,
     shard_views: int = 2,
@@ -166,7 +167,7 @@ def clustered_targets(
             ids[v, i] = pick
     logits = np.sort(rng.normal(0, 2.5, (rs, n, k)), -1)[..., ::-1] + 3.0
     logprobs = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 400.0)
-    return ids, encode_values(logprobs, "logprob-f16"), np.ones((rs, n), np.uint8)
+    return ids, encode_values(logprobs, LOGPROB_FLOAT), np.ones((rs, n), np.uint8)
 
 
 def write_store(

@@ -30,12 +30,11 @@ from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError,
 from teacher_store.storage.failures import TRANSIENT_STATUS, is_transient
 from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
-from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
-from teacher_store.store.id_order import check_class_ids, stored_to_rank
-from teacher_store.store.integrity import check_store
+from teacher_store.store.id_order import check_class_ids
 from teacher_store.store.layout import MANIFEST
 from teacher_store.store.schema import StoreAttrs, check_readable
+from teacher_store.store.store_reader import StoreReader, TargetBlock
 
 _RETRY_STATUS = TRANSIENT_STATUS
 
@@ -248,51 +247,24 @@ class _ManifestWatch:
         self.last_sig = sig
 
 
-class LocalBackend:
-    def __init__(self, path: str) -> None:
-        loc = Location.local(path)
-        self.store = LocalStore(path, require_complete=True)
-        self.attrs = self.store.attrs
-        read = lambda: layout.manifest_bytes(loc)  # noqa: E731
-        self.watch = _ManifestWatch(path, lambda: loc.signature(MANIFEST), read)
-        self.identity = self.watch.identity
+class DirectBackend:
+    """A store read directly, not through the service (a folder or any fsspec location): one
+    :class:`~teacher_store.store.store_reader.StoreReader`, its storage requests retried
+    while ``retry`` allows, every block checked against the manifest's identity.
 
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        block = self.store.read_block(slot, start, stop)
-        self.watch.check()  # after the read: a swap during it is caught too
-        return block
+    ``check_sizes``: stat every manifest file at open (a folder: cheap; an object store: one
+    request per file, so its readers skip it and rely on the shards' checksums); ``url``: how a
+    changed store is named (the address as the client was given it).
+    """
 
-    def close(self) -> None:
-        pass
-
-
-class FsspecBackend:
-    """zarr over fsspec (any protocol): attrs from zarr.json, completeness from the manifest."""
-
-    def __init__(self, url: str, token: str | None, retry: RetryPolicy) -> None:
-        import zarr
-
-        self.url = url.rstrip("/") + "/"
+    def __init__(self, location: Location, retry: RetryPolicy, check_sizes: bool, url: str) -> None:
+        self.location = location
+        self.url = url
         self.retry = retry
-        opts: dict[str, Any] = {}
-        if token and url.startswith(("http://", "https://")):
-            opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
-        # Messages name the store by its URL (a file:// one included).
-        loc = replace(Location.at(url, **opts), name=self.url.rstrip("/"))
-        self.location = loc
-        loc.probe()  # an object store's missing bucket or refused key: one line
-        # The metadata every reader checks (attrs, arrays, their digests in the manifest).
-        checked = self._retrying(lambda: check_store(loc))
-        self.attrs = checked.attrs
-        if checked.manifest is None:
-            raise StoreIncomplete(
-                f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
-                "the same `distill generate` before reading it"
-            )
-        self.group = self._retrying(
-            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
-        )
-        read = lambda: self._retrying(lambda: layout.manifest_bytes(loc))  # noqa: E731
+        self.reader = StoreReader(location, check_sizes=check_sizes, call=self._retrying)
+        checked = self.reader.checked
+        self.attrs = self.reader.attrs
+        read = lambda: self._retrying(lambda: layout.manifest_bytes(location))  # noqa: E731
         self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
         self.identity = self.watch.identity
         if self.identity != checked.identity:  # replaced while it was being opened
@@ -317,18 +289,8 @@ class FsspecBackend:
                     raise tries.error(reason, self.url) from e
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        def read() -> TargetBlock:
-            ids, values = stored_to_rank(
-                np.asarray(self.group["ids"][slot, start:stop]),
-                np.asarray(self.group["values"][slot, start:stop]),
-                self.attrs,
-                at=(slot, start),
-            )
-            valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
-            return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)
-
         try:
-            block: TargetBlock = self._retrying(read)
+            block: TargetBlock = self._retrying(lambda: self.reader.read_block(slot, start, stop))
         except (StoreChangedError, RetryBudgetError):
             raise
         except Exception:
@@ -339,3 +301,12 @@ class FsspecBackend:
 
     def close(self) -> None:
         pass
+
+
+def fsspec_location(url: str, token: str | None) -> Location:
+    """The location of an fsspec URL (already resolved) for a reader: the bearer ``token``
+    sent to an http(s) server, messages naming the store by its URL (a file:// one too)."""
+    opts: dict[str, Any] = {}
+    if token and url.startswith(("http://", "https://")):
+        opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
+    return replace(Location.resolved("fsspec", url, **opts), name=url.rstrip("/"))

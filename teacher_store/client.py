@@ -38,13 +38,20 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
 from teacher_store.address import StoreAddressError, resolve_address
-from teacher_store.backends import Backend, FsspecBackend, LocalBackend, ServiceBackend, readonly
+from teacher_store.backends import (
+    Backend,
+    DirectBackend,
+    ServiceBackend,
+    fsspec_location,
+    readonly,
+)
 from teacher_store.errors import (
     DatasetMismatch,
     StoreChangedError,
     StoreError,
 )
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError
+from teacher_store.storage.location import Location
 from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.schema import StoreAttrs
 
@@ -140,9 +147,12 @@ class StoreClient:
             if kind == "service":
                 backend = ServiceBackend(self.url, self.token, self.retry, self.timeout_s)
             elif kind == "fsspec":
-                backend = FsspecBackend(self.url, self.token, self.retry)
+                loc = fsspec_location(self.url, self.token)
+                url = self.url.rstrip("/") + "/"
+                backend = DirectBackend(loc, self.retry, check_sizes=False, url=url)
             else:
-                backend = LocalBackend(self.url)
+                loc = Location.resolved(kind, self.url)  # the address, resolved once above
+                backend = DirectBackend(loc, self.retry, check_sizes=True, url=self.url)
             self._validate(backend.attrs, backend.identity)
             self._backend = backend
             return backend

@@ -78,8 +78,8 @@ class Location:
         ``s3://bucket/prefix`` (credentials and endpoint from the standard AWS variables and
         config, never from the address or the store; ``options``: more fsspec options). A
         service URL or an unsupported scheme is a
-        :class:`~teacher_store.address.StoreAddressError`; nothing is read here."""
-        from teacher_store.address import resolve_address
+        :class:`~teacher_store.reader.address.StoreAddressError`; nothing is read here."""
+        from teacher_store.reader.address import resolve_address
 
         kind, url = resolve_address(address)
         return cls.resolved(kind, url, **options)
@@ -87,9 +87,9 @@ class Location:
     @classmethod
     def resolved(cls, kind: str, url: str, **options: Any) -> Location:
         """The location of an address already read by
-        :func:`~teacher_store.address.resolve_address` (its ``(kind, url)``): a reader that
+        :func:`~teacher_store.reader.address.resolve_address` (its ``(kind, url)``): a reader that
         resolved it once does not resolve it again here."""
-        from teacher_store.address import StoreAddressError
+        from teacher_store.reader.address import StoreAddressError
 
         if kind == "local":
             return cls.local(url)

@@ -21,8 +21,8 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
-from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete
+from teacher_store.reader.address import StoreAddressError
 from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
 from teacher_store.store.id_order import rank_to_stored

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from student.curricula import CURRICULA  # torch-free: the choices come from the table
+
 _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--epochs", int, "epochs (default 10)"),
     ("--batch-size", int, "batch size per rank (default 32)"),
@@ -124,9 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--curriculum",
-        choices=("efficientnetv2-progressive", "efficientrain"),
-        help="progressive resizing + regularization, or EfficientTrain++ low-frequency cropping "
-        "(needs a store generated with the matching --recipe)",
+        choices=tuple(CURRICULA),
+        help=", or ".join(c.help for c in CURRICULA.values())
+        + " (needs a store generated with the matching --recipe)",
     )
     p.add_argument(
         "--lowfreq-mode", choices=("crop", "downsample"), help="efficientrain: default crop"

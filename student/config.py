@@ -1,4 +1,8 @@
-"""`distill train` configuration: one frozen model, from CLI flags and/or a YAML file."""
+"""`distill train` configuration: one frozen model, from CLI flags and/or a YAML file, and the
+settling of its recipe presets that depend on the store or the model (:func:`resolve_recipe`).
+
+The presets themselves are tables in :mod:`student.recipes` and :mod:`student.curricula`,
+which never import this module (no cycle)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from student.recipes import CURRICULUM_DEFAULTS, RECIPES, apply_presets
+from student.loader_config import LoaderConfig
+from student.recipes import (
+    CURRICULUM_DEFAULTS,
+    RECIPES,
+    RESNET_RS,
+    RESNET_RS_HARD_LABEL_WEIGHT,
+    apply_presets,
+    resnet_rs_drop_path,
+    resnet_rs_weight_decay,
+)
 
 
 class TrainConfig(BaseModel):
@@ -66,7 +79,7 @@ class TrainConfig(BaseModel):
     resume: bool = False  # continue from RUN_DIR/last.pth
     record_samples: bool = False  # write each rank's sample ids per epoch (audits, tests)
     recipe: str | None = None  # training-recipe preset, see student/recipes.py
-    curriculum: str | None = None  # efficientnetv2-progressive | efficientrain
+    curriculum: str | None = None  # a name in student/curricula.py
     curriculum_stages: int | None = Field(None, ge=2)  # default: the curriculum's own
     size_start: int | None = Field(None, ge=8)  # first image size / bandwidth of a curriculum
     drop_rate_start: float | None = Field(None, ge=0, lt=1)  # progressive: first-stage dropout
@@ -110,6 +123,21 @@ class TrainConfig(BaseModel):
         """A validated config from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
 
+    def loader_config(self, **runtime: Any) -> LoaderConfig:
+        """The :class:`LoaderConfig` of this run: the options it shares with the loader, plus
+        ``runtime`` values only known when training starts (img_size, rank, world_size,
+        pin_memory, teacher_size, with_targets)."""
+        mine = {
+            "batch_size": self.batch_size,
+            "workers": self.workers,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "epochs": self.epochs,
+            "view_schedule": self.view_schedule,
+            "allow_dataset_mismatch": self.allow_dataset_mismatch,
+        }
+        return LoaderConfig.from_dict({**mine, **runtime})
+
 
 def load_train_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
     """Merge a YAML config file (if any) with CLI overrides (non-None values win)."""
@@ -129,3 +157,65 @@ def load_train_config(path: str | None, overrides: dict[str, Any]) -> TrainConfi
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "config"
         raise ValueError(f"bad training option {where}: {first['msg']}") from None
+
+
+def active_regularizers(cfg: TrainConfig, store_recipe: dict[str, Any]) -> list[str]:
+    """Names of the regularizers a run has on (the weight-decay rule counts them)."""
+    on = []
+    if cfg.drop_rate > 0:
+        on.append("dropout")
+    if cfg.drop_path > 0:
+        on.append("stochastic depth")
+    if cfg.label_smoothing > 0 and cfg.hard_label_weight > 0:
+        on.append("label smoothing")
+    if store_recipe.get("randaug_n", 0) > 0 and _max_knob(store_recipe, "randaug_m") > 0:
+        on.append("RandAugment (store)")
+    mixing = max(_max_knob(store_recipe, "mixup_alpha"), _max_knob(store_recipe, "cutmix_alpha"))
+    if _max_knob(store_recipe, "mix_prob") > 0 and mixing > 0:
+        on.append("MixUp/CutMix (store)")
+    return on
+
+
+def _max_knob(recipe: dict[str, Any], knob: str) -> float:
+    ramp = recipe.get("ramp") or {}
+    return float(max(ramp[knob])) if knob in ramp else float(recipe.get(knob, 0.0))
+
+
+def resolve_recipe(
+    cfg: TrainConfig, store_recipe: dict[str, Any], aligned: bool, num_params: int
+) -> tuple[TrainConfig, list[str]]:
+    """Settle the store- and model-dependent preset values nobody set; return notes to print."""
+    if cfg.recipe != RESNET_RS:
+        return cfg, []
+    explicit, update, notes = cfg.model_fields_set, {}, []
+    if "hard_label_weight" not in explicit:
+        update["hard_label_weight"] = RESNET_RS_HARD_LABEL_WEIGHT if aligned else 0.0
+        if not aligned:
+            notes.append(
+                "resnet-rs: the teacher's classes are not the folder's, so there are no hard "
+                "labels to smooth; this run stays KD-only (label_smoothing unused)"
+            )
+    if "drop_path" not in explicit:
+        update["drop_path"] = resnet_rs_drop_path(num_params)
+    cfg = _updated(cfg, update)
+    on = active_regularizers(cfg, store_recipe)
+    if "weight_decay" not in explicit:
+        update["weight_decay"] = resnet_rs_weight_decay(len(on))
+    name = store_recipe.get("name", "?")
+    if not any(r.startswith("RandAugment") for r in on):
+        notes.append(
+            f"resnet-rs: store recipe {name!r} has no RandAugment; ResNet-RS trains with it "
+            "(regenerate the store with e.g. `distill generate --recipe default`)"
+        )
+    cfg = _updated(cfg, update)
+    notes.append(
+        f"resnet-rs: regularizers on: {', '.join(on) or 'none'} -> weight decay "
+        f"{cfg.weight_decay:g}; drop_path {cfg.drop_path:g}; hard-label weight "
+        f"{cfg.hard_label_weight:g}"
+    )
+    return cfg, notes
+
+
+def _updated(cfg: TrainConfig, update: dict[str, Any]) -> TrainConfig:
+    """``cfg`` with ``update`` applied, validated again (every field then counts as set)."""
+    return type(cfg).from_dict({**cfg.to_dict(), **update})

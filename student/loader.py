@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.loader_config import LoaderConfig
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
@@ -138,8 +139,9 @@ class StoreLoader:
     ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
     :class:`~student.data.TargetCache`); ``data``: the ImageFolder the store was built from.
     ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
-    ``seed``, ``val_fraction``, ``epochs`` and ``view_schedule`` are ``distill train``'s
-    options of the same names (same values: same batches). Iterating yields
+    ``config``: a :class:`~student.loader_config.LoaderConfig` (``TrainConfig.loader_config``
+    gives ``distill train``'s); its fields are also accepted as keywords (``batch_size=32``,
+    ``seed=``, ``epochs=``, ...), which build one or override ``config``'s. Iterating yields
     :class:`StoreBatch`; the last partial batch is dropped (DDP ranks stay in lockstep).
     """
 
@@ -147,24 +149,21 @@ class StoreLoader:
         self,
         store: str | TargetCache,
         data: str | Path | ImageFolder,
+        config: LoaderConfig | None = None,
         *,
-        img_size: int | None = None,
-        batch_size: int = 32,
         epoch: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int = 2,
         cursor: Cursor | None = None,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        epochs: int | None = None,
-        view_schedule: str = "wrap",
         token: str | None = None,
-        allow_dataset_mismatch: bool = False,
-        pin_memory: bool = False,
-        teacher_size: int | None = None,
-        with_targets: bool = True,
+        **options: Any,
     ) -> None:
+        # The options are a LoaderConfig; keywords (img_size=, batch_size=, ...) build one, or
+        # override the fields of ``config``.
+        cfg = LoaderConfig.from_dict({**(config or LoaderConfig()).to_dict(), **options})
+        self.config = cfg
+        img_size, batch_size, rank, world_size = (
+            cfg.img_size, cfg.batch_size, cfg.rank, cfg.world_size
+        )  # fmt: skip
+        val_fraction, seed, teacher_size = cfg.val_fraction, cfg.seed, cfg.teacher_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.folder = data if isinstance(data, ImageFolder) else ImageFolder.scan(data)
@@ -173,7 +172,7 @@ class StoreLoader:
             self.targets = store
         else:
             self.targets = open_checked_targets(
-                str(store), self.folder, token, allow_dataset_mismatch
+                str(store), self.folder, token, cfg.allow_dataset_mismatch
             )
         self.attrs: StoreAttrs = self.targets.attrs
         size = img_size or int(self.attrs.teacher["input_size"][1])
@@ -182,8 +181,9 @@ class StoreLoader:
         self.views = ReplayDataset(self.folder, self.attrs, size, cache_size=cache)
         self._dataset = _Views(self.views, teacher_size)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.workers, self.seed, self.pin_memory = workers, seed, pin_memory
-        self.epochs, self.view_schedule, self.with_targets = epochs, view_schedule, with_targets
+        self.workers, self.seed, self.pin_memory = cfg.workers, seed, cfg.pin_memory
+        self.epochs, self.view_schedule = cfg.epochs, cfg.view_schedule
+        self.with_targets = cfg.with_targets
         # The store's N samples (a folder allowed to mismatch may hold more or fewer).
         n = int(self.attrs.num_samples)
         labels = np.zeros(n, np.int64)
@@ -298,6 +298,6 @@ class StoreLoader:
 
 def store_loader(
     store: str | TargetCache, data: str | Path | ImageFolder, **kw: Any
-) -> StoreLoader:
+) -> StoreLoader:  # kw: StoreLoader's (config=, epoch=, cursor=, token=, LoaderConfig fields)
     """The loader factory: ``StoreLoader(store, data, **kw)`` (see :class:`StoreLoader`)."""
     return StoreLoader(store, data, **kw)

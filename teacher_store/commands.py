@@ -98,6 +98,13 @@ def _pixel_limit(text: str) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
+    # The choices come from the value-encoding table (it imports numpy, ~0.1 s: only here).
+    from teacher_store.store.value_encodings import (
+        FINE_TAIL_FROM_K,
+        VALUE_ENCODINGS,
+        default_encoding,
+    )
+
     p = sub.add_parser("generate", help="run the teacher over augmented views into a Zarr store")
     p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>)")
     p.add_argument("--out", required=True, help="output store: a folder or s3://bucket/prefix")
@@ -125,8 +132,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--value-encoding",
-        choices=("auto", "logprob-f16", "prob-u8", "prob-u8x3"),
-        help="default auto: prob-u8 below K=17, else prob-u8x3",
+        choices=("auto", *VALUE_ENCODINGS),
+        help=f"default auto: {default_encoding(1)} below K={FINE_TAIL_FROM_K}, "
+        f"else {default_encoding(FINE_TAIL_FROM_K)}",
     )
     p.add_argument("--chunk-samples", type=int, help="samples per chunk (default 64)")
     p.add_argument("--chunk-views", type=int, help="view slots per chunk (default 16)")

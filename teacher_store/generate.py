@@ -46,7 +46,7 @@ from teacher_store.store.arrays import (
     store_differences,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
-from teacher_store.store.encodings import encoding_kl
+from teacher_store.store.id_order import encoding_kl
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,

@@ -10,8 +10,9 @@ little-endian. Layout (version 2)::
     4       2     format version (uint16, currently 2)
     6       2     header size in bytes (uint16, 48 in version 2; readers skip to it)
     8       1     ids dtype code     (1 = uint16, 2 = uint32)
-    9       1     values dtype code  (1 = float16, 2 = uint8)
-    10      1     value encoding     (1 = logprob-f16, 2 = prob-u8, 3 = prob-u8x3)
+    9       1     values dtype code  (the encoding's ``dtype_code``: 1 = float16, 2 = uint8)
+    10      1     value encoding     (its ``wire_code``: 1 = logprob-f16, 2 = prob-u8,
+                                      3 = prob-u8x3; teacher_store.store.value_encodings)
     11      1     valid dtype code   (1 = uint8, 0 or 1)
     12      4     K, top-k per view (uint32)
     16      4     n, samples in the block (uint32)
@@ -50,6 +51,7 @@ from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.integrity import IDENTITY_BYTES
 from teacher_store.store.integrity import store_identity as store_identity
 from teacher_store.store.schema import values_dtype
+from teacher_store.store.value_encodings import ENCODINGS
 
 MAGIC = b"DTGB"
 FORMAT_VERSION = 2
@@ -61,8 +63,11 @@ _CRC_AT = HEADER_SIZE - 4  # the crc is the header's last field; it covers all b
 _NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 _IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
-_VALUES_CODES: dict[int, np.dtype] = {1: np.dtype("<f2"), 2: np.dtype("u1")}
-_ENCODING_CODES: dict[int, str] = {1: "logprob-f16", 2: "prob-u8", 3: "prob-u8x3"}
+# Both derived from the value-encoding table (its docstring has the codes' meaning).
+_VALUES_CODES: dict[int, np.dtype] = {
+    e.dtype_code: e.dtype.newbyteorder("<") for e in ENCODINGS.values()
+}
+_ENCODING_CODES: dict[int, str] = {e.wire_code: e.name for e in ENCODINGS.values()}
 _VALID_CODES: dict[int, np.dtype] = {1: np.dtype("u1")}
 
 

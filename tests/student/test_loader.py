@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ import student.train
 from student import Cursor, StoreBatch, StoreLoader, store_loader
 from student.cli import agreement_line
 from student.data import ReplayDataset, split_samples
+from student.loader_config import LoaderConfig
 from student.train import run_train
 from teacher_store.cli import main
 from teacher_store.views.codec import mix64
@@ -111,6 +113,16 @@ def test_loader_yields_the_batches_distill_train_sees(
     with StoreLoader(str(small_store), demo_data, cursor=Cursor(1, 1), **opts) as loader:
         rest = list(loader)
     for a, b in zip(rest, seen[steps + 1 :], strict=True):
+        _same(a, b)
+
+    # The trainer's own LoaderConfig (TrainConfig.loader_config) is the keywords' config, and
+    # a loader given it yields the same batches.
+    from_train = cfg.loader_config(img_size=64)
+    assert dataclasses.replace(from_train, workers=0) == LoaderConfig(**opts)
+    with StoreLoader(str(small_store), demo_data, from_train, epoch=1) as loader:
+        assert loader.config == from_train
+        again = list(loader)
+    for a, b in zip(again, seen[steps:], strict=True):
         _same(a, b)
 
 

@@ -39,7 +39,7 @@ from teacher_store.client import open_store  # noqa: E402
 from teacher_store.storage.location import Location  # noqa: E402
 from teacher_store.store import layout  # noqa: E402
 from teacher_store.store.arrays import committed_units, create_store, finalize  # noqa: E402
-from teacher_store.store.encodings import rank_to_stored  # noqa: E402
+from teacher_store.store.id_order import rank_to_stored  # noqa: E402
 from teacher_store.store.layout import ShardUnit, shard_units  # noqa: E402
 from teacher_store.store.schema import StoreAttrs  # noqa: E402
 from teacher_store.testing import (  # noqa: E402

@@ -68,7 +68,7 @@ def _relabel(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
     from scale_teacher import SyntheticTeacher, bank
 
-    from teacher_store.store.encodings import encoding_kl
+    from teacher_store.store.id_order import encoding_kl
     from teacher_store.store.layout import ShardUnit
     from teacher_store.store.schema import encode_values
     from teacher_store.testing import write_store

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from student.loader_config import LoaderConfig
 from student.recipes import (
@@ -21,6 +21,13 @@ from student.recipes import (
     apply_presets,
     resnet_rs_drop_path,
     resnet_rs_weight_decay,
+)
+from teacher_store.options import (
+    MAX_BATCH,
+    MAX_IMG_SIZE,
+    MAX_SEED,
+    MAX_WORKERS,
+    validate_options,
 )
 
 
@@ -40,8 +47,9 @@ class TrainConfig(BaseModel):
     model: str
     out: str
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    img_size: int | None = Field(None, ge=32)  # default: the store's teacher input size
+    # Sizes that set an allocation are bounded far above real use (teacher_store.options).
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
+    img_size: int | None = Field(None, ge=32, le=MAX_IMG_SIZE)  # default: the teacher's size
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-6, ge=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -63,14 +71,16 @@ class TrainConfig(BaseModel):
     hard_label_weight: float = Field(0.0, ge=0)  # adds CE on the (mixed) folder labels
     view_schedule: Literal["wrap", "stretch"] = "wrap"  # epoch -> view slot, see slot_for_epoch
     val_fraction: float = Field(0.1, ge=0, lt=1)
-    workers: int = Field(2, ge=0)
-    seed: int = Field(0, ge=0)
+    workers: int = Field(2, ge=0, le=MAX_WORKERS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     token_file: str | None = None
     allow_dataset_mismatch: bool = False
     teacher: str | None = None  # online-KD baseline: run this teacher every step
     teacher_checkpoint: str | None = None
-    teacher_img_size: int | None = Field(None, ge=32)  # online KD: default the teacher's own
+    teacher_img_size: int | None = Field(
+        None, ge=32, le=MAX_IMG_SIZE
+    )  # online KD: default the teacher's own
     max_steps: int | None = Field(None, ge=1)  # stop early (benchmarks, smoke runs)
     checkpoint_every: int = Field(0, ge=0)  # steps between mid-epoch checkpoints (0: per epoch)
     retry_budget_s: float = Field(600.0, ge=0)  # how long a store read retries an outage
@@ -81,7 +91,9 @@ class TrainConfig(BaseModel):
     recipe: str | None = None  # training-recipe preset, see student/recipes.py
     curriculum: str | None = None  # a name in student/curricula.py
     curriculum_stages: int | None = Field(None, ge=2)  # default: the curriculum's own
-    size_start: int | None = Field(None, ge=8)  # first image size / bandwidth of a curriculum
+    size_start: int | None = Field(
+        None, ge=8, le=MAX_IMG_SIZE
+    )  # first image size / bandwidth of a curriculum
     drop_rate_start: float | None = Field(None, ge=0, lt=1)  # progressive: first-stage dropout
     drop_path_start: float | None = Field(None, ge=0, lt=1)  # progressive: first-stage drop path
     lowfreq_mode: Literal["crop", "downsample"] = "crop"  # efficientrain: how views shrink
@@ -140,7 +152,10 @@ class TrainConfig(BaseModel):
 
 
 def load_train_config(path: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Merge a YAML config file (if any) with CLI overrides (non-None values win)."""
+    """Merge a YAML config file (if any) with CLI overrides (non-None values win).
+
+    Bad options are an :class:`~teacher_store.options.OptionsError`: one line per option,
+    naming the flag, or the file's key when the value came from the file."""
     base: dict[str, Any] = {}
     if path:
         p = Path(path)
@@ -150,13 +165,10 @@ def load_train_config(path: str | None, overrides: dict[str, Any]) -> TrainConfi
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {p} must hold a mapping of option: value")
         base.update(loaded)
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TrainConfig.from_dict(base)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise ValueError(f"bad training option {where}: {first['msg']}") from None
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    from_file = set(base) - set(flags)
+    base.update(flags)
+    return validate_options(TrainConfig, base, file=path, file_keys=from_file)
 
 
 def active_regularizers(cfg: TrainConfig, store_recipe: dict[str, Any]) -> list[str]:

@@ -6,10 +6,33 @@ Torch-free, so :class:`student.config.TrainConfig` can produce one
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from teacher_store.options import (
+    MAX_BATCH,
+    MAX_IMG_SIZE,
+    MAX_SEED,
+    MAX_WORKERS,
+    MIN_IMG_SIZE,
+    OptionsError,
+    check_int,
+)
+
 LOADER_CONFIG_VERSION = 1
+MAX_RANKS = 1 << 16  # most ranks (world_size) of one run
+MAX_EPOCHS = 1 << 31  # most epochs of one run
+
+
+class LoaderArgumentError(OptionsError):
+    """A :class:`~student.loader.StoreLoader` argument (or :class:`LoaderConfig` field) out of
+    its valid range: one line naming it, the value given and the range."""
+
+
+def is_whole(x: object) -> bool:
+    """An integer (Python's or numpy's), not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -39,6 +62,27 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if self.version != LOADER_CONFIG_VERSION:
             raise ValueError(f"loader config version {self.version} is not {LOADER_CONFIG_VERSION}")
+        self._check()
+
+    def _check(self) -> None:
+        """Each field in its range (a :class:`LoaderArgumentError`), before a loader scans a
+        folder or opens a store."""
+        err = LoaderArgumentError
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH, err)
+        check_int("world_size", self.world_size, 1, MAX_RANKS, err)
+        if not is_whole(self.rank) or not 0 <= self.rank < self.world_size:
+            valid = f"must be an integer in [0, {self.world_size - 1}]"
+            raise err([f"rank {self.rank!r}: {valid} (world_size {self.world_size})"])
+        check_int("workers", self.workers, 0, MAX_WORKERS, err)
+        check_int("seed", self.seed, 0, MAX_SEED, err)
+        for name, size in (("img_size", self.img_size), ("teacher_size", self.teacher_size)):
+            if size is not None:
+                check_int(name, size, MIN_IMG_SIZE, MAX_IMG_SIZE, err)
+        v = self.val_fraction
+        if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < 1):
+            raise err([f"val_fraction {v!r}: must be a number in [0, 1)"])  # nan fails too
+        if self.epochs is not None:
+            check_int("epochs", self.epochs, 1, MAX_EPOCHS, err)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready fields."""
@@ -54,4 +98,4 @@ class LoaderConfig:
         return cls(**d)
 
 
-__all__ = ["LOADER_CONFIG_VERSION", "LoaderConfig"]
+__all__ = ["LOADER_CONFIG_VERSION", "LoaderArgumentError", "LoaderConfig"]

@@ -84,6 +84,8 @@ _EXPORTS = {
     "StoreAgreement": "teacher_store.diff",
     "ViewRenderer": "teacher_store.views.shown",
     "ShownView": "teacher_store.views.shown",
+    "OptionsError": "teacher_store.options",
+    "validate_options": "teacher_store.options",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -42,6 +42,8 @@ def show_view(
     """
     from teacher_store.store.arrays import LocalStore
 
+    if Path(out).suffix.lower() != ".png":  # the picture is a PNG: never under another name
+        raise ValueError(f"--out {out}: the picture is written as PNG; name it NAME.png")
     a = LocalStore(path, require_complete=False).attrs
     check_view_request(a, sample, view, size)  # bad numbers fail before the dataset is scanned
     shown = ViewRenderer(path, data).render(sample, view, size)

@@ -57,9 +57,41 @@ MAGIC = b"DTGB"
 FORMAT_VERSION = 2
 MEDIA_TYPE = "application/octet-stream"
 IDENTITY_HEADER = "X-Distill-Store-Identity"  # the same identity as an HTTP response header
-_HEADER = struct.Struct("<4sHHBBBBIIIQ8sII")
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    """One field of the block header: ``type`` is ``bytes`` or a little-endian ``uintN``."""
+
+    name: str
+    offset: int
+    size: int
+    type: str
+
+
+# The header, field by field: the struct below is built from it, and a test compares it with
+# the table in the documentation, so the documented layout is the one on the wire.
+HEADER_FIELDS = (
+    HeaderField("magic", 0, 4, "bytes"),
+    HeaderField("version", 4, 2, "uint16"),
+    HeaderField("header_size", 6, 2, "uint16"),
+    HeaderField("ids_dtype", 8, 1, "uint8"),
+    HeaderField("values_dtype", 9, 1, "uint8"),
+    HeaderField("value_encoding", 10, 1, "uint8"),
+    HeaderField("valid_dtype", 11, 1, "uint8"),
+    HeaderField("k", 12, 4, "uint32"),
+    HeaderField("n", 16, 4, "uint32"),
+    HeaderField("slot", 20, 4, "uint32"),
+    HeaderField("start", 24, 8, "uint64"),
+    HeaderField("identity", 32, 8, "bytes"),
+    HeaderField("reserved", 40, 4, "uint32"),
+    HeaderField("crc32c", 44, 4, "uint32"),
+)
+_CODES = {"uint8": "B", "uint16": "H", "uint32": "I", "uint64": "Q"}
+_HEADER = struct.Struct("<" + "".join(_CODES.get(f.type) or f"{f.size}s" for f in HEADER_FIELDS))
 HEADER_SIZE = _HEADER.size  # 48
-_CRC_AT = HEADER_SIZE - 4  # the crc is the header's last field; it covers all bytes but itself
+# The crc is the header's last field; it covers all bytes but itself.
+_CRC_AT = next(f.offset for f in HEADER_FIELDS if f.name == "crc32c")
 _NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 _IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}

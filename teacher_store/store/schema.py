@@ -32,6 +32,8 @@ from pydantic import (
 )
 
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
+from teacher_store.options import MAX_IMG_SIZE
+from teacher_store.options import MAX_TOPK as MAX_TOPK  # the commands' bound, re-exported
 from teacher_store.store.value_encodings import VALUE_ENCODINGS as VALUE_ENCODINGS
 from teacher_store.store.value_encodings import default_encoding as default_encoding
 from teacher_store.store.value_encodings import encoding as _encoding
@@ -46,9 +48,9 @@ IdOrder = Literal["rank", "head-sorted", "head-sorted-pad"]
 # Bounds on every attr that sets an allocation (a view's pixels, a block's entries, the list of
 # shard units, a sampler's permutation): a store claiming more is refused before anything is
 # allocated. Real stores are far inside them (ImageNet-22k: 14M samples, 21,841 classes).
-MAX_IMAGE_SIZE = 4096  # px, each side of the teacher's input (a 4096 px RGB view is 48 MiB)
+# px, each side of the teacher's input (a 4096 px RGB view is 48 MiB): the commands' bound
+MAX_IMAGE_SIZE = MAX_IMG_SIZE  # and K: MAX_TOPK, imported above
 MAX_CLASSES = 1 << 20
-MAX_TOPK = 4096
 MAX_VIEWS = 1 << 16
 MAX_SAMPLES = 1 << 31
 MAX_UNITS = 1 << 20  # shard units (each is 3 files): a list of them is built in memory

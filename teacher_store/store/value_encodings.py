@@ -161,8 +161,6 @@ _TABLE = (
 ENCODINGS: Mapping[str, ValueEncoding] = MappingProxyType({e.name: e for e in _TABLE})
 """Every value encoding by name (read-only)."""
 VALUE_ENCODINGS: tuple[str, ...] = tuple(ENCODINGS)
-LOGPROB_FLOAT: str = _TABLE[0].name
-"""The float16 log-prob encoding (schema version 1's default; the nearest to lossless)."""
 
 
 class UnknownEncoding(ValueError):
@@ -198,7 +196,6 @@ _check_table()
 __all__ = [
     "ENCODINGS",
     "FINE_TAIL_FROM_K",
-    "LOGPROB_FLOAT",
     "VALUE_ENCODINGS",
     "LogProbFloat",
     "ScaledProbU8",

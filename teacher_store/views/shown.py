@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from teacher_store.errors import DatasetMismatch, StoreIncomplete
+from teacher_store.options import MAX_IMG_SIZE, MIN_IMG_SIZE, check_int
 from teacher_store.store import layout
 from teacher_store.store.layout import shard_units
 
@@ -30,8 +31,8 @@ def check_view_request(a: Any, sample: int, view: int, size: int | None) -> None
         )
     if not 0 <= view < a.views:
         raise ValueError(f"--view {view} out of range: the store has view slots 0..{a.views - 1}")
-    if size is not None and size < 8:
-        raise ValueError(f"--size {size} too small (at least 8)")
+    if size is not None:
+        check_int("--size", size, MIN_IMG_SIZE, MAX_IMG_SIZE)
 
 
 def _matching_folder(a: Any, data: str) -> Any:

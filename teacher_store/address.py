@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import re
 
+from teacher_store.storage.failures import UNSUPPORTED, protocol_problem
+
 __all__ = ["StoreAddressError", "redact_url", "resolve_address"]
 
 _SERVICE_URL = re.compile(r"^https?://[^/?#]+(/[^?#]*)?/v1/stores/[A-Za-z0-9][A-Za-z0-9._-]*/?$")
@@ -61,23 +63,12 @@ def _check_http(url: str, part: str) -> None:
 
 def _check_protocol(name: str, url: str) -> None:
     """StoreAddressError unless fsspec can open ``name://`` here."""
-    import fsspec
-
+    why = protocol_problem(name)
+    if why is None:
+        return
     use = "use a folder path, a service URL http(s)://HOST/v1/stores/NAME or an fsspec URL"
-    try:
-        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", name):
-            raise ValueError(name)
-        fsspec.get_filesystem_class(name)
-    except ValueError:
-        raise StoreAddressError(
-            f"store address {redact_url(url)}: scheme {name!r} is not supported; {use}"
-        ) from None
-    except ImportError as e:  # a known protocol whose package is missing (gcsfs, adlfs...)
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise StoreAddressError(
-            f"store address {redact_url(url)}: scheme {name!r} needs a package that is not "
-            f"installed ({why})"
-        ) from None
+    hint = f"; {use}" if why == UNSUPPORTED else ""
+    raise StoreAddressError(f"store address {redact_url(url)}: scheme {name!r} {why}{hint}")
 
 
 def resolve_address(address: str | os.PathLike[str]) -> tuple[str, str]:

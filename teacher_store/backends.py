@@ -11,9 +11,8 @@ and checks it on every block: the identity in each service block's header, or th
 from __future__ import annotations
 
 import json
-import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
 import numpy as np
@@ -28,15 +27,17 @@ from teacher_store.errors import (
     UnsupportedStoreVersion,
 )
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
+from teacher_store.storage.failures import TRANSIENT_STATUS, is_transient
+from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
 from teacher_store.store.id_order import check_class_ids, stored_to_rank
 from teacher_store.store.integrity import check_store
-from teacher_store.store.layout import MANIFEST, Location
+from teacher_store.store.layout import MANIFEST
 from teacher_store.store.schema import StoreAttrs, check_readable
 
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
+_RETRY_STATUS = TRANSIENT_STATUS
 
 
 class Backend(Protocol):
@@ -247,19 +248,13 @@ class _ManifestWatch:
         self.last_sig = sig
 
 
-def _stat_sig(path: str) -> tuple[int, ...]:
-    st = os.stat(path)  # through the store's own path: a folder swapped in is seen
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class LocalBackend:
     def __init__(self, path: str) -> None:
         loc = Location.local(path)
-        manifest = loc.path(MANIFEST)
         self.store = LocalStore(path, require_complete=True)
         self.attrs = self.store.attrs
         read = lambda: layout.manifest_bytes(loc)  # noqa: E731
-        self.watch = _ManifestWatch(path, lambda: _stat_sig(manifest), read)
+        self.watch = _ManifestWatch(path, lambda: loc.signature(MANIFEST), read)
         self.identity = self.watch.identity
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
@@ -271,41 +266,24 @@ class LocalBackend:
         pass
 
 
-def _transient(e: BaseException) -> bool:
-    """Connection trouble or an overloaded server, as raised through zarr/fsspec."""
-    if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
-        return False
-    status = getattr(e, "status", None) or getattr(e, "code", None)
-    if isinstance(status, int):
-        return status in _RETRY_STATUS
-    try:
-        import aiohttp
-    except ImportError:
-        return isinstance(e, OSError | TimeoutError)
-    return isinstance(
-        e, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | OSError | TimeoutError
-    )
-
-
 class FsspecBackend:
     """zarr over fsspec (any protocol): attrs from zarr.json, completeness from the manifest."""
 
     def __init__(self, url: str, token: str | None, retry: RetryPolicy) -> None:
-        import fsspec
         import zarr
 
         self.url = url.rstrip("/") + "/"
         self.retry = retry
-        Location.at(url).probe()  # an object store's missing bucket or refused key: one line
         opts: dict[str, Any] = {}
         if token and url.startswith(("http://", "https://")):
             opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
-        fs, path = fsspec.core.url_to_fs(self.url, **opts)
-        loc = Location(fs, path.rstrip("/"), self.url.rstrip("/"))
+        # Messages name the store by its URL (a file:// one included).
+        loc = replace(Location.at(url, **opts), name=self.url.rstrip("/"))
+        self.location = loc
+        loc.probe()  # an object store's missing bucket or refused key: one line
         # The metadata every reader checks (attrs, arrays, their digests in the manifest).
         checked = self._retrying(lambda: check_store(loc))
         self.attrs = checked.attrs
-        self.fs, self.manifest = fs, loc.path(MANIFEST)
         if checked.manifest is None:
             raise StoreIncomplete(
                 f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
@@ -320,14 +298,11 @@ class FsspecBackend:
         if self.identity != checked.identity:  # replaced while it was being opened
             raise StoreChangedError(self.url, checked.identity, self.identity)
 
-    def _manifest_sig(self) -> tuple[Any, ...] | None:
-        """What the filesystem says about the manifest (size, mtime, ETag...); None if nothing
-        but the size, which cannot tell two manifests apart (then every check re-hashes)."""
-        self.fs.invalidate_cache(self.manifest)
-        info = self._retrying(lambda: self.fs.info(self.manifest))
-        keys = ("mtime", "LastModified", "last_modified", "ETag", "etag", "ino", "created")
-        found = tuple((k, str(info[k])) for k in keys if info.get(k) is not None)
-        return (info.get("size"), *found) if found else None
+    def _manifest_sig(self) -> Signature | None:
+        """The manifest's change signature (size, mtime, ETag...); None if nothing but the
+        size, which cannot tell two manifests apart (then every check re-hashes)."""
+        sig: Signature = self._retrying(lambda: self.location.signature(MANIFEST))
+        return None if sig.weak else sig
 
     def _retrying(self, fn: Any) -> Any:
         tries = self.retry.start(self.url)
@@ -335,7 +310,7 @@ class FsspecBackend:
             try:
                 return fn()
             except Exception as e:
-                if not _transient(e):
+                if not is_transient(e):
                     raise
                 reason = f"{type(e).__name__}: {e}"
                 if not tries.again(reason):

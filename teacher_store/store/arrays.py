@@ -25,10 +25,11 @@ from zarr.storage import MemoryStore
 
 from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete
+from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
 from teacher_store.store.id_order import rank_to_stored, stored_to_rank
 from teacher_store.store.integrity import check_store, meta_records
-from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
+from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, decode_values
 
 # ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
@@ -164,7 +165,7 @@ def _half_created(loc: Location) -> bool:
         return False
     metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
     found = loc.keys()
-    ours = [k in metas or layout.is_temporary(k.rsplit("/", 1)[-1]) for k in found]
+    ours = [k in metas or is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
 
 
@@ -207,7 +208,7 @@ def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
     group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
     _define_arrays(group, attrs)
     for key in sorted(mem, key=lambda k: (k == ROOT_META, k)):
-        loc.write_atomic(key, mem[key].to_bytes())
+        layout.write_file(loc, key, mem[key].to_bytes())
     layout.make_book(loc)
 
 
@@ -258,7 +259,7 @@ def write_unit(
             files[key] = layout.EMPTY.to_dict()
             continue
         data_bytes = buf.to_bytes()
-        loc.write_atomic(key, data_bytes)
+        layout.write_file(loc, key, data_bytes)
         files[key] = layout.FileRecord.of(data_bytes).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
@@ -318,7 +319,7 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))
     root = mem[ROOT_META].to_bytes()
-    loc.write_atomic(ROOT_META, root)
+    layout.write_file(loc, ROOT_META, root)
     # The metadata files' digests: an attribute edited later is refused by every reader, and
     # the identity (a digest of the manifest) differs for stores whose attrs differ.
     manifest["meta"] = meta_records(loc, root)

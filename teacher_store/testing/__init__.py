@@ -28,6 +28,7 @@ _EXPORTS = {
     "memory_copy": "teacher_store.testing.stores",
     "random_targets": "teacher_store.testing.stores",
     "synthetic_attrs": "teacher_store.testing.stores",
+    "synthetic_parts": "teacher_store.testing.stores",
     "synthetic_teacher": "teacher_store.testing.stores",
     "write_store": "teacher_store.testing.stores",
     "S3Server": "teacher_store.testing.s3",

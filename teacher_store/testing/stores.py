@@ -55,10 +55,32 @@ def synthetic_teacher(num_classes: int, name: str = "synthetic", size: int = 224
         "input_size": [3, size, size],
         "mean": [0.5, 0.5, 0.5],
         "std": [0.5, 0.5, 0.5],
-        "interpolation": "bilinear",
-        "weights_sha256": None,
+        "interpolation": "bicubic",
+        "weights_sha256": "0" * 64,
         "class_names": [],
         "version": 1,
+    }
+
+
+def synthetic_parts(
+    num_samples: int,
+    num_classes: int = 1000,
+    dataset: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """The descriptive attrs of a synthetic store (teacher, dataset, recipe, config,
+    libraries), complete enough for the store schema's checks: ``StoreAttrs(..., **parts)``.
+    ``config``: more creation-config entries (beside a teacher name and a batch size)."""
+    from teacher_store.views.recipe import get_recipe
+
+    default = {"num_samples": num_samples, "sha256": "0" * 64, "classes": [], "version": 1}
+    return {
+        "teacher": synthetic_teacher(num_classes),
+        "dataset": dataset or default,
+        "recipe": recipe or get_recipe("default").to_dict(),
+        "config": {"teacher": "synthetic", "batch_size": 32, **config},
+        "libraries": {},
     }
 
 
@@ -74,10 +96,9 @@ def synthetic_attrs(
     **fields: Any,
 ) -> StoreAttrs:
     """Attrs of a synthetic store (no real teacher or dataset behind it; a complete, valid
-    attr tree); ``fields`` override any other attribute (``store_seed``, ``teacher``,
-    ``dataset``, ``id_order``...)."""
+    attr tree: :func:`synthetic_parts`); ``fields`` override any other attribute
+    (``store_seed``, ``teacher``, ``dataset``, ``id_order``...)."""
     from teacher_store.views.codec import CODEC_VERSION
-    from teacher_store.views.recipe import Recipe
 
     base: dict[str, Any] = {
         "codec_version": CODEC_VERSION,
@@ -90,11 +111,7 @@ def synthetic_attrs(
         "chunk_samples": chunk,
         "shard_samples": shard,
         "shard_views": shard_views,
-        "teacher": synthetic_teacher(num_classes),
-        "dataset": {"num_samples": num_samples, "sha256": "0" * 64, "classes": [], "version": 1},
-        "recipe": Recipe(name="bench").to_dict(),
-        "config": {"teacher": "synthetic", "batch_size": 256},
-        "libraries": {},
+        **synthetic_parts(num_samples, num_classes),
     }
     return StoreAttrs(**{**base, **fields})
 
@@ -113,7 +130,7 @@ def make_attrs(
     from teacher_store.views.recipe import Recipe
 
     teacher = synthetic_teacher(num_classes, "fake_teacher", 32)
-    teacher.update(architecture="fake", weights_sha256="ab" * 32)
+    teacher.update(architecture="fake", interpolation="bilinear", weights_sha256="ab" * 32)
     dataset = {
         "num_samples": num_samples,
         "sha256": f"{num_samples:064x}",
@@ -252,6 +269,7 @@ __all__ = [
     "memory_copy",
     "random_targets",
     "synthetic_attrs",
+    "synthetic_parts",
     "synthetic_teacher",
     "write_store",
 ]

@@ -10,6 +10,9 @@
 - Storage: only the storage room (``teacher_store.storage``) imports the storage libraries
   (fsspec, s3fs, botocore, aiohttp...), and it imports nothing of ours above it (only the typed
   errors and the address syntax). Test support (``teacher_store.testing``) may use them too.
+- Reading: the reading side (``teacher_store.reader``: address, backends, client, retry) sits
+  on ``storage`` and ``store`` and imports nothing above them; below it, only its address
+  syntax (``teacher_store.reader.address``) is imported, by the storage and store rooms.
 - Test support: no module imports ``teacher_store.testing`` but itself; it loads moto and
   uvicorn only inside functions (importing it starts nothing), and nothing else loads moto.
 - One room per fact: the value-encoding names appear (as code, not prose) only in
@@ -271,7 +274,15 @@ STORAGE = "teacher_store.storage"
 TESTING = "teacher_store.testing"
 STORAGE_LIBRARIES = {"fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "aiohttp", "gcsfs"}
 # What the storage room may import of ours besides itself: it sits below everything else.
-STORAGE_NEEDS = {"teacher_store.errors", "teacher_store.address"}
+ADDRESS = "teacher_store.reader.address"
+STORAGE_NEEDS = {"teacher_store.errors", ADDRESS}
+READER = "teacher_store.reader"
+# What the reading side may import of ours besides itself (views.codec: the codec version a
+# service's store must match).
+READER_NEEDS = ("teacher_store.errors", "teacher_store.storage", "teacher_store.store")
+READER_NEEDS_MODULES = {"teacher_store.views.codec"}
+# The rooms below the reading side.
+BELOW_READER = ("teacher_store.storage", "teacher_store.store", "teacher_store.views")
 
 
 def _inside(mod: str, room: str) -> bool:
@@ -299,6 +310,32 @@ def test_the_storage_room_imports_nothing_above_it(tree) -> None:
     ]
     assert not bad, "the storage room imports upwards:\n" + "\n".join(bad)
     assert any(_inside(i.src, STORAGE) for i in imports)  # the room exists and was walked
+
+
+def test_the_reader_room_imports_only_storage_and_store(tree) -> None:
+    mods, imports = tree
+    bad = []
+    for i in imports:
+        target = _module_of(i.target, mods) or ""
+        if not _inside(i.src, READER) or _inside(target, READER):
+            continue
+        if not any(_inside(target, r) for r in READER_NEEDS) and target not in READER_NEEDS_MODULES:
+            bad.append(f"{i.src}:{i.line} imports {target}")
+    assert not bad, "the reader room imports upwards:\n" + "\n".join(bad)
+    walked = {i.src for i in imports if _inside(i.src, READER)}
+    assert {f"{READER}.{m}" for m in ("address", "backends", "client")} <= walked
+
+
+def test_below_the_reader_only_the_address_syntax_is_imported(tree) -> None:
+    mods, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if any(_inside(i.src, r) for r in BELOW_READER)
+        and _inside(i.target, READER)
+        and _module_of(i.target, mods) != ADDRESS
+    ]
+    assert not bad, "a room below the reader imports it:\n" + "\n".join(bad)
 
 
 def test_test_support_is_imported_by_nobody_and_starts_nothing(tree) -> None:

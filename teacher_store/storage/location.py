@@ -13,7 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -58,12 +58,14 @@ def info_signature(info: Mapping[str, Any]) -> Signature:
 @dataclass(frozen=True)
 class Location:
     """A store's root on a filesystem; ``name`` is how messages call it (default: the root);
-    ``url`` is the fsspec URL of a non-local root (zarr opens its own client from it)."""
+    ``url`` is the fsspec URL of a non-local root and ``options`` the fsspec options ``fs`` was
+    built with (zarr's asynchronous client is built from the same two)."""
 
     fs: fsspec.AbstractFileSystem
     root: str
     name: str = ""
     url: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def local(cls, path: str | os.PathLike[str]) -> Location:
@@ -76,10 +78,19 @@ class Location:
         ``s3://bucket/prefix`` (credentials and endpoint from the standard AWS variables and
         config, never from the address or the store; ``options``: more fsspec options). A
         service URL or an unsupported scheme is a
-        :class:`~teacher_store.address.StoreAddressError`; nothing is read here."""
-        from teacher_store.address import StoreAddressError, resolve_address
+        :class:`~teacher_store.reader.address.StoreAddressError`; nothing is read here."""
+        from teacher_store.reader.address import resolve_address
 
         kind, url = resolve_address(address)
+        return cls.resolved(kind, url, **options)
+
+    @classmethod
+    def resolved(cls, kind: str, url: str, **options: Any) -> Location:
+        """The location of an address already read by
+        :func:`~teacher_store.reader.address.resolve_address` (its ``(kind, url)``): a reader that
+        resolved it once does not resolve it again here."""
+        from teacher_store.reader.address import StoreAddressError
+
         if kind == "local":
             return cls.local(url)
         if kind == "service":
@@ -93,7 +104,7 @@ class Location:
         if isinstance(fs, LocalFileSystem):
             return cls.local(root)
         url = url.rstrip("/")
-        return cls(fs, root.rstrip("/"), url, url)
+        return cls(fs, root.rstrip("/"), url, url, opts)
 
     @property
     def display(self) -> str:
@@ -114,7 +125,7 @@ class Location:
         if self.is_local:
             return Location.local(self.path(name))
         url = f"{self.display.rstrip('/')}/{name}"
-        return Location(self.fs, self.path(name), url, url)
+        return Location(self.fs, self.path(name), url, url, self.options)
 
     def zarr_store(self, read_only: bool = True) -> Any:
         """What ``zarr.open_group`` takes for this root: a folder path or an FsspecStore."""
@@ -122,7 +133,10 @@ class Location:
             return self.root
         from zarr.storage import FsspecStore
 
-        return FsspecStore.from_url(self.url, read_only=read_only)
+        # The same URL and options as ``fs``: one recipe for both clients (zarr needs its own,
+        # asynchronous one).
+        options = dict(self.options) or None
+        return FsspecStore.from_url(self.url, storage_options=options, read_only=read_only)
 
     def probe(self) -> None:
         """A one-line typed error now, rather than a traceback later, when the object store is

@@ -1,4 +1,5 @@
-"""Helpers shared by the bench scripts: threads, machine line, tables, free ports, timers."""
+"""Helpers shared by the bench scripts: threads, machine line, tables, timers (stores, services
+and S3 servers come from ``teacher_store.testing``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never reach for a hub
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import platform
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -71,12 +71,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for r in body:
         lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -146,28 +140,8 @@ def synthetic_attrs_parts(
     recipe: dict[str, Any] | None = None,
     **config: Any,
 ) -> dict[str, Any]:
-    """The descriptive attrs of a synthetic benchmark store (teacher, dataset, recipe, config,
-    libraries), complete enough for the store schema's checks: ``StoreAttrs(..., **parts)``.
-    ``config``: more creation-config entries (beside a teacher name and a batch size)."""
-    from teacher_store.views.recipe import get_recipe
+    """The descriptive attrs of a synthetic benchmark store: ``StoreAttrs(..., **parts)``
+    (``teacher_store.testing.synthetic_parts``, which the synthetic-store writer uses too)."""
+    from teacher_store.testing import synthetic_parts
 
-    teacher = {
-        "name": "synthetic",
-        "architecture": "none",
-        "num_classes": num_classes,
-        "input_size": [3, 224, 224],
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.5, 0.5, 0.5],
-        "interpolation": "bicubic",
-        "weights_sha256": "0" * 64,
-        "class_names": [],
-        "version": 1,
-    }
-    default = {"num_samples": num_samples, "sha256": "0" * 64, "classes": [], "version": 1}
-    return {
-        "teacher": teacher,
-        "dataset": dataset or default,
-        "recipe": recipe or get_recipe("default").to_dict(),
-        "config": {"teacher": "synthetic", "batch_size": 32, **config},
-        "libraries": {},
-    }
+    return synthetic_parts(num_samples, num_classes, dataset, recipe, **config)

@@ -74,8 +74,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from student.config import load_train_config
     from student.train import run_train
     from teacher_store.cli import CommandError
-    from teacher_store.client import StoreChangedError
-    from teacher_store.retry import RetryBudgetError
+    from teacher_store.reader.client import StoreChangedError
+    from teacher_store.reader.retry import RetryBudgetError
 
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k not in ("func", "command", "config")

@@ -202,7 +202,7 @@ def _start(loc: Location, old: dict[str, Any], attrs: StoreAttrs) -> dict[str, A
         before = json.loads(raw).get("grown_from") or []
         grown_from = [*before, {"views": old["views"], "identity": store_identity(raw)}]
     plan = {"old": old, "attrs": attrs.to_dict(), "grown_from": grown_from}
-    loc.write_atomic(GROWTH, _dumps(plan))
+    layout.write_file(loc, GROWTH, _dumps(plan))
     return plan
 
 
@@ -219,7 +219,7 @@ def _keep_mixed_records(loc: Location, growth: Growth) -> None:
             unit.group, unit.index, unit.slot_start, growth.from_views, unit.start, unit.stop
         )
         if committed_units(loc.url or loc.root, [old_unit]) == {unit.name}:
-            loc.write_atomic(f"{_OLD}{unit.name}.json", _dumps(rec))
+            layout.write_file(loc, f"{_OLD}{unit.name}.json", _dumps(rec))
         loc.remove(layout.unit_record_key(unit.name))
 
 
@@ -294,7 +294,7 @@ def _unstage(loc: Location, unit: ShardUnit) -> None:
                 data = loc.read(key)
                 if layout.FileRecord.of(data) != layout.FileRecord.from_dict(want):
                     raise StoreDamaged(key, "is not the file its unit record lists")
-                loc.write_atomic(real, data)
+                layout.write_file(loc, real, data)
             else:
                 loc.remove(real)
         files[real] = want

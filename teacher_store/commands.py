@@ -75,6 +75,36 @@ def _run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_copy(args: argparse.Namespace) -> int:
+    from teacher_store.store_copy import CopyConfig, parse_slots, run_copy
+
+    cfg = CopyConfig(
+        src=args.src,
+        slots=None if args.slots is None else parse_slots(args.slots),
+        dst=args.dst,
+        topk=args.topk,
+        value_encoding=args.encoding,
+        token_file=args.token_file,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    s = run_copy(cfg)
+    a, b = s["slots"]
+    (k, k2), (e, e2) = s["topk"], s["value_encoding"]
+    print(
+        f"store {s['store']}: complete; copy of {s['source']} (identity {s['identity']}) slots "
+        f"{a}:{b}, top-{k2} of top-{k}, {e2}; {s['units_written']} shard units written "
+        f"({s['units_byte_copied']} byte for byte), {s['units_skipped']} already committed, "
+        f"{s['bytes_written']} bytes in {s['seconds']:.1f} s"
+    )
+    print(
+        f"  KL cost per view: top-{k2} of top-{k} +{s['topk_kl']:.4f} nats, "
+        f"{e} -> {e2} +{s['encoding_kl']:.4f} nats (recorded; `distill info` shows them)"
+    )
+    return 0
+
+
 def _run_show(args: argparse.Namespace) -> int:
     from teacher_store.show import show_view
 
@@ -147,6 +177,28 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_generate)
 
 
+def _add_copy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "copy",
+        help="copy a store, or a slot range of it at a smaller K or another encoding "
+        "(folders, s3://, a service URL as the source)",
+    )
+    p.add_argument("src", help="source store: a folder, s3://BUCKET/PREFIX or a service URL")
+    p.add_argument("dst", help="destination store: a folder or s3://BUCKET/PREFIX")
+    p.add_argument("--slots", help="the source's view slots A:B to copy (default: all)")
+    p.add_argument("--topk", type=int, help="keep the top K2 of the source's K (default: all)")
+    p.add_argument(
+        "--encoding",
+        choices=("logprob-f16", "prob-u8", "prob-u8x3"),
+        help="value encoding of the copy (default: the source's)",
+    )
+    p.add_argument("--token-file", help="bearer token for a service source")
+    p.add_argument("--workers", type=int, default=4, help="threads fetching source files")
+    p.add_argument("--overwrite", action="store_true", help="replace another store at DST")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_copy)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-data", help="write a small ImageFolder of real bundled photos")
     p.add_argument("dir", help="output directory (created if missing)")
@@ -169,6 +221,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--checkpoint", help="the teacher's weights, for a non-builtin teacher")
     p.set_defaults(func=_run_verify)
+    _add_copy(sub)
     p = sub.add_parser("show", help="render one stored view with the teacher's top-5")
     p.add_argument("store")
     p.add_argument("--data", required=True)

@@ -24,8 +24,12 @@ _KNOBS = (
 )
 
 
-def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
-    """(recipe name, per-stage summary of the knobs in force over view slots)."""
+def _schedule(
+    recipe_dict: dict[str, Any], views: int, first_slot: int = 0, span: int | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(recipe name, per-stage summary of the knobs in force over the store's view slots);
+    slot r draws its knobs at the views' slot ``first_slot + r`` of a ``span``-slot schedule
+    (a copy of slots A:B: A and its source's span; else 0 and ``views``)."""
     from teacher_store.views.recipe import Recipe
 
     name = str(recipe_dict.get("name", "?"))
@@ -34,8 +38,9 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     except ValueError as e:
         return name, [{"error": f"recipe not readable by this distill: {e}".splitlines()[0]}]
     stages: list[dict[str, Any]] = []
+    span = span or views
     for slot in range(views):
-        r = recipe.at_slot(slot, views)
+        r = recipe.at_slot(min(first_slot + slot, span - 1), span)
         knobs = {k: (r.scale[0] if k == "scale_min" else getattr(r, k)) for k in _KNOBS}
         knobs = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in knobs.items()}
         if stages and stages[-1]["knobs"] == knobs:
@@ -45,9 +50,12 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     return name, stages
 
 
-def recipe_schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
-    """(recipe name, stages ``{"slots": [first, last], "knobs": {...}}``) as ``info`` shows."""
-    return _schedule(recipe_dict, views)
+def recipe_schedule(
+    recipe_dict: dict[str, Any], views: int, first_slot: int = 0, span: int | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(recipe name, stages ``{"slots": [first, last], "knobs": {...}}``) as ``info`` shows;
+    ``first_slot`` and ``span``: a copy's (``attrs.first_slot``, ``attrs.schedule_views``)."""
+    return _schedule(recipe_dict, views, first_slot, span)
 
 
 def _recorded(
@@ -98,7 +106,7 @@ def _sizes(
 
 def _describe(a: Any) -> dict[str, Any]:
     """The attrs part of :func:`store_info`'s dict: shape, layout, teacher, recipe, dataset."""
-    recipe_name, schedule = _schedule(a.recipe, a.views)
+    recipe_name, schedule = _schedule(a.recipe, a.views, a.first_slot, a.schedule_views)
     t = a.teacher
     return {
         "views": a.views,

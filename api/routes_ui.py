@@ -89,6 +89,7 @@ def _store_context(svc: Service, e: StoreEntry) -> dict[str, Any]:
     assert a is not None
     recipe_name, schedule = recipe_schedule(a.recipe, a.views, a.first_slot, a.schedule_views)
     context: dict[str, Any] = {"row": _row(e), "recipe_name": recipe_name, "schedule": schedule}
+    context["fidelity"] = e.fidelity  # the last `distill verify --record`, current or stale
     if e.state == "complete":
         context["arrays"] = _array_bytes(e)
         context["stats"] = svc.dashboard.stats(e)

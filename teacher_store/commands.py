@@ -61,6 +61,10 @@ def _run_verify(args: argparse.Namespace) -> int:
             if args.data is None
             else "--checksums-only checks the files alone: drop --data, or drop --checksums-only"
         )
+    if args.record and (args.checksums_only or args.fraction == 0):
+        raise ValueError(
+            "--record records a teacher spot check: pass --data DIR and a --fraction above 0"
+        )
     report = verify_store(
         args.store,
         args.data,
@@ -68,11 +72,33 @@ def _run_verify(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoint=args.checkpoint,
     )
-    if not report.ok:
+    if report.ok:
+        print(f"store {args.store}: OK ({report.summary})")
+    else:
         print(f"distill verify: FAILED: {report.reason}", file=sys.stderr)
-        return 1
-    print(f"store {args.store}: OK ({report.summary})")
-    return 0
+    if args.record:
+        _record(args.store, report)
+    return 0 if report.ok else 1
+
+
+def _record(store: str, report: object) -> None:
+    """``verify --record``: write what the spot check measured beside the store."""
+    from teacher_store.fidelity import record_check
+    from teacher_store.store.layout import FIDELITY
+    from teacher_store.verify import VerifyReport
+
+    assert isinstance(report, VerifyReport)
+    if report.measured is None or "views_rerun" not in report.measured:
+        print(
+            "distill verify: nothing recorded: the teacher spot check did not run", file=sys.stderr
+        )
+        return
+    line = report.summary if report.ok else report.reason
+    rec = record_check(store, report.measured, report.ok, line)
+    print(
+        f"recorded in {store.rstrip('/')}/{FIDELITY} for store identity {rec.store_identity} "
+        "(the identity is unchanged: the manifest does not list this record)"
+    )
 
 
 def _run_copy(args: argparse.Namespace) -> int:
@@ -220,6 +246,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fraction", type=float, default=0.05, help="share of teacher batches redone")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--checkpoint", help="the teacher's weights, for a non-builtin teacher")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write what the spot check measured into the store's _distill/fidelity.json "
+        "(named by the store identity, which it does not change)",
+    )
     p.set_defaults(func=_run_verify)
     _add_copy(sub)
     p = sub.add_parser("show", help="render one stored view with the teacher's top-5")

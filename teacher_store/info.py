@@ -152,6 +152,34 @@ def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
     return float(total) / float(views)
 
 
+def _copy(a: Any, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy's origin and what its smaller K and re-encoding cost (mean nats per view)."""
+    if a.copied_from is None:
+        return None
+    from teacher_store.store_copy import carried_kl
+
+    stats = (manifest or {}).get("stats") or {}
+    views = stats.get("views")
+    total = float(views) if isinstance(views, int | float) and views > 0 else 0.0
+
+    def mean(key: str) -> float | None:
+        return float(stats.get(key) or 0.0) / total if total else None
+
+    return {
+        **a.copied_from,
+        "topk_kl": mean("copy_topk_kl_sum"),
+        "encoding_kl_added": mean("copy_encoding_kl_sum"),
+        "kl_vs_float_topk": carried_kl(a, stats),
+    }
+
+
+def _fidelity(loc: Location) -> dict[str, Any] | None:
+    from teacher_store.fidelity import fidelity_status
+
+    status = fidelity_status(loc.url or loc.root)
+    return None if status is None else status.to_dict()
+
+
 def store_info(path: str) -> dict[str, Any]:
     """A JSON-safe summary of the store at ``path`` (a folder or an object-store URL); works on
     unfinished stores too.
@@ -181,6 +209,8 @@ def store_info(path: str) -> dict[str, Any]:
         # TinyViT's layout: an int32 seed + K int16 ids + K float16 probabilities per view.
         "tinyvit_bytes_per_view": 4 + 4 * a.topk,
         "encoding_kl": _encoding_kl(manifest),
+        "copied_from": _copy(a, manifest),
+        "fidelity": _fidelity(loc),
         "bad_samples": bad,
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
@@ -255,6 +285,37 @@ def _bad_lines(bad: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _copy_text(c: dict[str, Any], info: dict[str, Any]) -> str:
+    a, b = c["slots"]
+    cost = ", ".join(
+        f"{what} +{v:.4f}"
+        for what, v in (
+            (f"top-{info['topk']} of top-{c['topk']}", c.get("topk_kl")),
+            (f"{c['value_encoding']} -> {info['value_encoding']}", c.get("encoding_kl_added")),
+        )
+        if v is not None
+    )
+    total = c.get("kl_vs_float_topk")
+    known = "" if total is None else f"; KL vs the generation's float32 top-K +{total:.4f}"
+    return (
+        f"of {c['address']} (identity {c['identity']}): slots {a}:{b} of {c['views']}, "
+        f"top-{c['topk']} {c['value_encoding']}; the copy added {cost or 'nothing'} "
+        f"nats/view{known}"
+    )
+
+
+def _fidelity_text(status: dict[str, Any] | None) -> str:
+    from teacher_store.fidelity import FidelityRecord, FidelityStatus, format_status
+
+    if status is None:
+        return format_status(None)
+    rec = status.get("record")
+    record = None if rec is None else FidelityRecord.from_dict(rec)
+    return format_status(
+        FidelityStatus(status["state"], record, status["identity"], status["reason"])
+    )
+
+
 def format_info(info: dict[str, Any]) -> str:
     """A readable multi-line summary of :func:`store_info`'s dict."""
     lay = info["layout"]
@@ -281,6 +342,9 @@ def format_info(info: dict[str, Any]) -> str:
         f"  dataset   {d['num_samples']} samples in {d['classes']} classes, sha256 {d['sha256']}"
     )
     lines += _bad_lines(info["bad_samples"])
+    if info.get("copied_from"):
+        lines.append(f"  copy      {_copy_text(info['copied_from'], info)}")
+    lines.append(f"  fidelity  {_fidelity_text(info.get('fidelity'))}")
     g = info["generate"]
     dev = f", device {g['device']}" if g.get("device") else ""
     lines.append(f"  generate  batch size {g['batch_size']}, amp {g['amp']}{dev}")

@@ -220,14 +220,18 @@ def _compare_view(
     f_p_same = np.exp(full[ids])  # fresh prob of the stored classes
     max_dp = float(np.max(np.abs(s_p - f_p_same)))
     top_ids = fresh_ids[:k].astype(np.int64)
-    nonzero = s_p > 0
-    agree = float(np.isin(ids[nonzero], top_ids).mean()) if nonzero.any() else 0.0
     kl = _sparse_kl(full, ids, s_p)
     # Entries the encoding stores as equal values may come back in id order: a tie too.
     tie = TIE_DP + quant_step(encoding, k)
     recoded = source_encoding is not None and source_encoding != encoding
     if recoded:
         tie = tie + quant_step(str(source_encoding), k)
+    # ids agreement: stored entries with p > 0 whose class is in the fresh top-K, or ties
+    # with its K-th (the encoding cannot order those).
+    nonzero = s_p > 0
+    p_kth = math.exp(full[top_ids[-1]])
+    inside = np.isin(ids, top_ids) | (np.exp(full[ids]) >= p_kth - tie[-1])
+    agree = float(inside[nonzero].mean()) if nonzero.any() else 0.0
     swapped = [
         r
         for r in np.nonzero(top_ids != ids)[0].tolist()

@@ -52,7 +52,7 @@ class BlockReader:
             if stop > start:  # an empty range reads no chunk
                 read_slot_range(layout, chunk, slot, start, stop, dest)
         # Server-side decode: blocks always carry rank order, whatever the store's id_order.
-        out.ids[...], out.values[...] = stored_to_rank(out.ids, out.values, attrs)
+        out.ids[...], out.values[...] = stored_to_rank(out.ids, out.values, attrs, (slot, start))
         return out.seal()
 
     def _chunk(

@@ -49,6 +49,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each uvicorn worker is a process with its own caches and render pool: more than this is a
+# typo (``--workers 100000`` forked until the machine stalled), never a real configuration.
+MAX_WORKERS = 256
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     """ValueError naming a port or worker count out of range (before anything starts)."""
     if not 1 <= args.port <= 65535:
@@ -56,8 +61,11 @@ def _check_numbers(args: argparse.Namespace) -> None:
             f"--port {args.port} is out of range: pick a TCP port from 1 to 65535 "
             "(0 would bind a random port that the printed URL could not name)"
         )
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: at least 1 worker process is needed")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(
+            f"--workers {args.workers} is out of range: pick 1 to {MAX_WORKERS} worker processes "
+            "(about one per CPU core; each holds its own caches)"
+        )
 
 
 def _check_listen(host: str, port: int) -> None:

@@ -24,8 +24,9 @@ from teacher_store.errors import StoreChangedError, StoreDamaged, StoreError, St
 from teacher_store.retry import RetryPolicy, StoreClientError
 from teacher_store.store import layout
 from teacher_store.store.blockfmt import IDENTITY_HEADER, store_identity
-from teacher_store.store.layout import ARRAYS, MANIFEST, ROOT_META, FileRecord, Location
-from teacher_store.store.schema import Manifest, StoreAttrs, check_readable, validation_message
+from teacher_store.store.integrity import CheckedStore, check_store, meta_keys
+from teacher_store.store.layout import MANIFEST, FileRecord, Location
+from teacher_store.store.schema import Manifest, StoreAttrs
 
 
 class SourceChangedError(StoreChangedError):
@@ -176,14 +177,22 @@ class CopySource:
             self.files.close()
 
 
-def _manifest(raw: bytes, where: str) -> Manifest:
-    from pydantic import ValidationError
+def _checked(meta: dict[str, bytes], raw: bytes, where: str) -> CheckedStore:
+    """The one store check every reader runs (:func:`~teacher_store.store.integrity.
+    check_store`: attrs schema, arrays against attrs, metadata digests in the manifest) on the
+    very bytes the copy uses, whichever kind of address they came from."""
+    import uuid
 
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    root = f"/distill-copy/{uuid.uuid4().hex}"
     try:
-        return Manifest.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as e:
-        msg = validation_message(e) if isinstance(e, ValidationError) else str(e)
-        raise StoreDamaged(MANIFEST, msg, f"source store {where}: {MANIFEST} {msg}") from None
+        for key, data in {**meta, MANIFEST: raw}.items():
+            mem.pipe_file(f"{root}/{key}", data)
+        return check_store(Location(mem, root, where), where)
+    finally:
+        mem.rm(root, recursive=True)
 
 
 def open_source(
@@ -191,7 +200,7 @@ def open_source(
 ) -> CopySource:
     """The finished store at ``address`` (folder, fsspec URL or service URL), ready to copy.
 
-    One-line typed errors for an unfinished, missing or unreadable store."""
+    One-line typed errors for an unfinished, missing, damaged or unreadable store."""
     kind, url = resolve_address(address)
     shown = redact_url(url)
     files: _Files
@@ -213,19 +222,11 @@ def open_source(
     identity = store_identity(raw)
     if isinstance(files, _ServiceFiles) and identity != files.opened:
         raise SourceChangedError(shown, files.opened, identity)
-    meta = {key: files.read(key) for key in (ROOT_META, *(f"{a}/{ROOT_META}" for a in ARRAYS))}
-    root = json.loads(meta[ROOT_META])
-    attrs = check_readable(dict(root.get("attributes") or {}), shown)
-    manifest = _manifest(raw, shown)
-    if manifest.units != attrs.unit_count:
-        raise StoreDamaged(
-            MANIFEST,
-            "does not match the attrs",
-            f"source store {shown}: {MANIFEST} records {manifest.units} shard units, its attrs "
-            f"make {attrs.unit_count}; restore or regenerate the source",
-        )
+    meta = {key: files.read(key) for key in meta_keys()}
+    checked = _checked(meta, raw, shown)
+    assert checked.manifest is not None  # a manifest was read
     stats = dict(json.loads(raw).get("stats") or {})
-    return CopySource(shown, kind, files, attrs, identity, manifest, stats, meta)
+    return CopySource(shown, kind, files, checked.attrs, identity, checked.manifest, stats, meta)
 
 
 __all__ = ["CopySource", "SourceChangedError", "open_source"]

@@ -47,6 +47,7 @@ import numpy as np
 from teacher_store.errors import StoreDamaged
 from teacher_store.store import layout
 from teacher_store.store.encodings import stored_to_rank
+from teacher_store.store.integrity import legacy_note
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, decode_values, quant_step
 from teacher_store.views.pairing import recorded_view_order, unit_view_order
@@ -266,12 +267,25 @@ def _check_shards(store: Any) -> VerifyReport:
         )
     try:
         layout.check_files(store.location, store.manifest["files"])
+        _check_class_ids(store, units)
     except StoreDamaged as e:
         return _fail(str(e))
     nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
-    return VerifyReport(
-        True, "", f"{len(units)} shard units complete, {nfiles} shard files match their crc32c"
-    )
+    summary = f"{len(units)} shard units complete, {nfiles} shard files match their crc32c"
+    if not store.checked.meta_recorded:
+        summary += f" ({legacy_note(store.address).removeprefix('note: ')})"
+    return VerifyReport(True, "", summary)
+
+
+def _check_class_ids(store: Any, units: list[ShardUnit]) -> None:
+    """Every stored class id is one of the store's classes (decoded unit by unit, as every
+    reader decodes them: :class:`~teacher_store.store.encodings.ClassIdError` otherwise)."""
+    for u in units:
+        sl = (slice(u.slot_start, u.slot_stop), slice(u.start, u.stop))
+        ids = np.asarray(store.group["ids"][sl])
+        stored_to_rank(
+            ids, np.asarray(store.group["values"][sl]), store.attrs, (u.slot_start, u.start)
+        )
 
 
 def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
@@ -419,6 +433,7 @@ def _rerun_unit(
         np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop]),
         np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop]),
         a,
+        at=(u.slot_start, u.start),
     )
     source = (a.copied_from or {}).get("value_encoding")  # a copy's values: rounded twice?
     results = []

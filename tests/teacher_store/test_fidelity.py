@@ -60,7 +60,11 @@ def test_recording_changes_no_file_of_the_store_and_not_its_identity(recorded) -
     assert all(after[k] == v for k, v in before.items())  # manifest, attrs, shards: untouched
     manifest = json.loads((path / MANIFEST).read_text())
     assert FIDELITY not in json.dumps(manifest)  # the manifest does not list the record
-    assert LocalStore(path).complete  # readers still accept the store as it was
+    # Readers still accept the store as it was: its metadata digests (which the manifest
+    # records) and its identity hold with the record beside them.
+    opened = LocalStore(path)
+    assert opened.complete and opened.checked.meta_recorded
+    assert opened.checked.identity == store_identity((path / MANIFEST).read_bytes())
 
 
 def test_info_shows_the_record_current_then_stale(recorded, tmp_path: Path, capsys) -> None:

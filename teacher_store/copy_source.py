@@ -5,11 +5,11 @@ distill service URL (``http(s)://HOST/v1/stores/NAME``, whose zarr key space ser
 and arrays' ``zarr.json``, the manifest and every shard file, each answer tagged with the
 store identity). :func:`open_source` reads the manifest once; its sha256 is the source's
 identity (:func:`~teacher_store.store.blockfmt.store_identity`). Every shard file read is
-then checked against the size, crc32c and sha256 the manifest records, and the source against
-the identity it had when the copy began: a service answer with another identity, or a
-manifest on disk that hashes otherwise, is :class:`SourceChangedError` (one line), never a
-copy that mixes two stores. A file that fails its checksums while the identity still holds is
-:class:`~teacher_store.errors.StoreDamaged`.
+then checked against the size, crc32c and sha256 that manifest records, so a copy only ever
+holds that store's bytes. A service answer tagged with another identity, a file that fails its
+checksums because the store was replaced, or a changed manifest at the end of the copy is
+:class:`SourceChangedError` (one line), never a copy that mixes two stores; a file that fails
+its checksums while the identity still holds is :class:`~teacher_store.errors.StoreDamaged`.
 """
 
 from __future__ import annotations
@@ -136,6 +136,11 @@ class CopySource:
     manifest: Manifest
     stats: dict[str, Any]  # the manifest's generation stats (encoding KL), {} if none
     meta: dict[str, bytes] = field(default_factory=dict)  # root and arrays' zarr.json
+
+    def record(self, key: str) -> FileRecord:
+        """The manifest's record of ``key`` (what :meth:`shard` checks the bytes against)."""
+        e = self.manifest.files[key]
+        return FileRecord(e.size, e.crc32c, e.sha256)
 
     def shard(self, key: str) -> bytes | None:
         """The bytes of shard file ``key`` as the manifest records them (None: recorded empty,

@@ -258,9 +258,7 @@ class _Fetcher:
             return fut
 
     def _read(self, u: ShardUnit) -> dict[str, bytes | None]:
-        got = {key: self.src.shard(key) for key in u.keys().values()}
-        self.src.check_unchanged()  # a folder or object store: its manifest still the same
-        return got
+        return {key: self.src.shard(key) for key in u.keys().values()}
 
 
 def _memory_arrays(src: CopySource, shards: dict[str, bytes | None]) -> Any:
@@ -315,42 +313,48 @@ def _convert(
     return out_ids, out_values, stats
 
 
-def _valid_views(plan: _Plan, unit: ShardUnit, files: dict[str, bytes | None]) -> int:
-    """Valid views of a byte-copied unit (its ``valid`` shard alone is decoded)."""
-    key = unit.keys()["valid"]
-    group = _memory_arrays(plan.src, {key: files[key]})
-    sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
-    return int(np.asarray(group["valid"][sl]).astype(bool).sum())
-
-
 def _bad(plan: _Plan, unit: ShardUnit) -> list[dict[str, Any]]:
     return [dict(b) for b in plan.src.manifest.bad_samples if unit.start <= b["sample"] < unit.stop]
 
 
-def _copy_unit(
+def _byte_copy(plan: _Plan, out: Location, unit: ShardUnit, raw: ShardUnit) -> dict[str, Any]:
+    """Copy and commit a unit whose files are source unit ``raw``'s, byte for byte (in a pool
+    thread: units are disjoint files, each committed by its own record)."""
+    src = plan.src
+    shards, known = {}, {}
+    for name in ARRAYS:
+        data = src.shard(raw.keys()[name])
+        shards[unit.keys()[name]] = data
+        if data is not None:
+            known[unit.keys()[name]] = src.record(raw.keys()[name])
+    # Nothing is cut or re-encoded: the KL sums are 0 whatever the count of views they are
+    # averaged over, so the unit's views are counted without decoding its valid flags.
+    views = (unit.slot_stop - unit.slot_start) * (unit.stop - unit.start)
+    stats = {"views": views, "copy_topk_kl_sum": 0.0, "copy_encoding_kl_sum": 0.0}
+    return commit_unit(out, unit, shards, _bad(plan, unit), stats, known)
+
+
+def _convert_unit(
     plan: _Plan, dst: str, unit: ShardUnit, files: dict[str, dict[str, bytes | None]]
 ) -> dict[str, Any]:
-    """Write and commit one unit of the copy from its source units' checked files."""
-    raw = plan.raw(unit)
-    if raw is not None:  # the source's files are this unit's: byte for byte
-        mine = files[raw.name]
-        shards = {unit.keys()[n]: mine[raw.keys()[n]] for n in ARRAYS}
-        stats = {"views": _valid_views(plan, raw, mine), "copy_topk_kl_sum": 0.0}
-        stats["copy_encoding_kl_sum"] = 0.0
-        return commit_unit(Location.at(dst), unit, shards, _bad(plan, unit), stats)
+    """Decode, cut, re-encode, write and commit one unit from its source units' files."""
     merged = {k: v for got in files.values() for k, v in got.items()}
     ids, values, valid = _read_region(plan, unit, merged)
     out_ids, out_values, stats = _convert(plan, ids, values, valid)
     return write_unit(dst, unit, out_ids, out_values, valid, _bad(plan, unit), stats)
 
 
-def _units_in_order(
-    plan: _Plan, todo: list[ShardUnit], workers: int
-) -> Iterator[tuple[ShardUnit, dict[str, dict[str, bytes | None]]]]:
-    """Each unit to write with its source units' files, fetched ``workers`` at a time ahead."""
+_Task = tuple[ShardUnit, "Future[dict[str, Any]] | dict[str, Future[dict[str, bytes | None]]]"]
+
+
+def _copy_units(plan: _Plan, dst: str, todo: list[ShardUnit], workers: int) -> Iterator[Any]:
+    """Copy ``todo``, yielding each unit's committed record in order. Byte-for-byte units run
+    whole in ``workers`` threads; the others' source files are fetched there and converted
+    here (zarr encodes in this thread)."""
+    out = Location.at(dst)
     fetcher = _Fetcher(plan.src, keep=max(4, 2 * workers * _LOOKAHEAD))
-    with ThreadPoolExecutor(workers, thread_name_prefix="copy-fetch") as pool:
-        pending: list[tuple[ShardUnit, dict[str, Future[dict[str, bytes | None]]]]] = []
+    with ThreadPoolExecutor(workers, thread_name_prefix="copy") as pool:
+        pending: list[_Task] = []
         it = iter(todo)
         try:
             while True:
@@ -358,14 +362,24 @@ def _units_in_order(
                     u = next(it, None)
                     if u is None:
                         break
-                    pending.append((u, {s.name: fetcher.unit(pool, s) for s in plan.sources(u)}))
+                    raw = plan.raw(u)
+                    if raw is not None:
+                        pending.append((u, pool.submit(_byte_copy, plan, out, u, raw)))
+                    else:
+                        pending.append(
+                            (u, {s.name: fetcher.unit(pool, s) for s in plan.sources(u)})
+                        )
                 if not pending:
                     return
-                u, futs = pending.pop(0)
-                yield u, {name: f.result() for name, f in futs.items()}
+                u, task = pending.pop(0)
+                if isinstance(task, Future):
+                    yield task.result()
+                else:
+                    files = {name: f.result() for name, f in task.items()}
+                    yield _convert_unit(plan, dst, u, files)
         finally:
-            for _, futs in pending:
-                for f in futs.values():
+            for _, task in pending:
+                for f in [task] if isinstance(task, Future) else list(task.values()):
                     f.cancel()
 
 
@@ -444,8 +458,7 @@ def _run(
     )
     t0, written, raw, nbytes = time.perf_counter(), 0, 0, 0
     try:
-        for unit, files in _units_in_order(plan, todo, cfg.workers):
-            record = _copy_unit(plan, cfg.dst, unit, files)
+        for unit, record in zip(todo, _copy_units(plan, cfg.dst, todo, cfg.workers), strict=False):
             written += 1
             raw += plan.raw(unit) is not None
             nbytes += sum(int(f["size"]) for f in record["files"].values())
@@ -454,7 +467,10 @@ def _run(
                 on_unit(len(done) + written, len(units))
     finally:
         bar.close()
-    src.check_unchanged()  # the last units' files are the source's as it was at the start
+    # Every file read matched the manifest read at the start, so the copy holds that store's
+    # bytes; a source replaced meanwhile (even by one whose remaining files are the same) is
+    # still refused rather than called a copy of it.
+    src.check_unchanged()
     manifest = finalize(cfg.dst, units)
     stats = manifest.get("stats") or {}
     views = float(stats.get("views") or 0)

@@ -264,13 +264,15 @@ def commit_unit(
     shards: dict[str, bytes | None],
     bad: list[dict[str, Any]],
     stats: dict[str, Any] | None = None,
+    known: dict[str, layout.FileRecord] | None = None,
 ) -> dict[str, Any]:
     """Write one unit's encoded shard files (``shards``: key -> bytes, None for a shard of fill
     values only, which must not exist) and then commit its record; returns the record.
 
     :func:`write_unit` encodes arrays into such files; `distill copy` passes a source's
-    verified files as they are. Each file is written whole (one PUT on an object store); the
-    record, written after all of them, lists what was written.
+    verified files as they are, with their records (``known``: key -> the record the bytes
+    were checked against, so they are not hashed again). Each file is written whole (one PUT
+    on an object store); the record, written after all of them, lists what was written.
     """
     if set(shards) != set(unit.keys().values()):
         raise ValueError(f"unit {unit.name} has shards {sorted(unit.keys().values())}")
@@ -281,7 +283,8 @@ def commit_unit(
             files[key] = layout.EMPTY.to_dict()
             continue
         loc.write_atomic(key, data)
-        files[key] = layout.FileRecord.of(data).to_dict()
+        rec = (known or {}).get(key)
+        files[key] = (rec if rec is not None else layout.FileRecord.of(data)).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
         record["stats"] = stats

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from teacher_store.copy_source import CopySource, open_source
 from teacher_store.errors import StoreConflict
+from teacher_store.options import MAX_TOPK
 from teacher_store.store import layout
 from teacher_store.store.arrays import (
     commit_unit,
@@ -45,7 +46,7 @@ from teacher_store.store.arrays import (
     output_location,
     write_unit,
 )
-from teacher_store.store.encodings import encoding_kl, stored_to_rank, truncation_kl
+from teacher_store.store.id_order import encoding_kl, stored_to_rank, truncation_kl
 from teacher_store.store.layout import ARRAYS, Location, ShardUnit, shard_units
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
@@ -68,8 +69,8 @@ class CopyConfig(BaseModel):
     dst: str
     # The source's slots [A, B); None: all, an open end (None) its first or last slot.
     slots: tuple[int | None, int | None] | None = None
-    topk: int | None = Field(None, ge=1)  # None: the source's K
-    value_encoding: str | None = None  # None: the source's
+    topk: int | None = Field(None, ge=1, le=MAX_TOPK)  # None: the source's K
+    encoding: str | None = None  # the copy's value encoding; None: the source's
     token_file: str | None = None  # bearer token for a service source
     overwrite: bool = False
     workers: int = Field(4, ge=1, le=64)  # threads fetching and checking source files
@@ -159,7 +160,7 @@ def _check_options(cfg: CopyConfig, s: StoreAttrs) -> tuple[int, int, int, str]:
             f"--topk {k2} exceeds the source's top-{s.topk}: a copy can only drop entries; "
             f"pass --topk {s.topk} or less"
         )
-    enc = cfg.value_encoding or s.value_encoding
+    enc = cfg.encoding or s.value_encoding
     if enc not in VALUE_ENCODINGS:
         raise ValueError(f"--encoding {enc!r} is not one of {', '.join(VALUE_ENCODINGS)}")
     return a, b, k2, enc

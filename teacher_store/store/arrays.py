@@ -26,7 +26,7 @@ from zarr.storage import MemoryStore
 from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete
 from teacher_store.store import layout
-from teacher_store.store.encodings import rank_to_stored, stored_to_rank
+from teacher_store.store.id_order import rank_to_stored, stored_to_rank
 from teacher_store.store.integrity import check_store, meta_records
 from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, decode_values
@@ -240,7 +240,7 @@ def write_unit(
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
-    says (:func:`~teacher_store.store.encodings.rank_to_stored`).
+    says (:func:`~teacher_store.store.id_order.rank_to_stored`).
 
     Each shard file is encoded in memory and written whole (one PUT on an object store); the
     record, written after all of them, lists what was written.

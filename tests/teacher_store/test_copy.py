@@ -136,7 +136,7 @@ def test_top_k2_keeps_the_largest_and_another_encoding_records_its_cost(tmp_path
         assert (y.valid == ok).all() and (~ok).sum() > 0 and (y.values[~ok] == 0).all()
         assert (y.ids[ok] == x.ids[ok, :3]).all() and (y.values[ok] == x.values[ok, :3]).all()
     assert s["topk_kl"] > 0.01
-    s2 = _copy(str(src), tmp_path / "u8", value_encoding="prob-u8", slots=(1, 3))
+    s2 = _copy(str(src), tmp_path / "u8", encoding="prob-u8", slots=(1, 3))
     assert s2["encoding_kl"] > 0 and s2["topk_kl"] == 0.0
     y = LocalStore(tmp_path / "u8").read_block(0, 0, 300)
     x = a.read_block(1, 0, 300)
@@ -191,6 +191,8 @@ def test_bad_options_are_one_line_errors(
         (["--slots", "4:2"], "--slots 4:2 is not a slot range"),
         (["--slots", "x"], "want A:B"),
         (["--topk", "20"], "exceeds the source's top-10"),
+        (["--topk", "0"], "--topk"),
+        (["--workers", "0"], "--workers"),
     ]
     for extra, words in cases:
         assert main(["copy", str(src), str(tmp_path / "x"), "--quiet", *extra]) == 2

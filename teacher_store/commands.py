@@ -250,6 +250,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_copy(sub: argparse._SubParsersAction) -> None:
+    from teacher_store.store.value_encodings import VALUE_ENCODINGS
+
     p = sub.add_parser(
         "copy",
         help="copy a store, or a slot range of it at a smaller K or another encoding "
@@ -261,7 +263,7 @@ def _add_copy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, help="keep the top K2 of the source's K (default: all)")
     p.add_argument(
         "--encoding",
-        choices=("logprob-f16", "prob-u8", "prob-u8x3"),
+        choices=VALUE_ENCODINGS,
         help="value encoding of the copy (default: the source's)",
     )
     p.add_argument("--token-file", help="bearer token for a service source")

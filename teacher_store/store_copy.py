@@ -55,6 +55,8 @@ from teacher_store.store.schema import (
     decode_values,
     encode_values,
 )
+from teacher_store.store.value_encodings import LogProbFloat
+from teacher_store.store.value_encodings import encoding as value_encoding
 
 _LOOKAHEAD = 2  # units fetched ahead per fetch thread
 
@@ -301,9 +303,10 @@ def _convert(
     enc_kl = 0.0
     if plan.encoding != s.value_encoding:
         fresh = encode_values(logp[:, :k2], plan.encoding)
-        if plan.encoding == "logprob-f16":
+        if isinstance(value_encoding(plan.encoding), LogProbFloat):
             # A zero the source stored is "one of the other classes" (its class is not known):
-            # -inf keeps that meaning (the student loss spreads the rest mass over it).
+            # -inf keeps that meaning (the student loss spreads the rest mass over it), where
+            # the encoding's floor would give that class p = 0.
             fresh[np.isneginf(logp[:, :k2])] = -np.inf
         enc_kl = float(encoding_kl(logp[:, :k2], fresh, plan.encoding, classes).sum())
         out_values = np.zeros(out_ids.shape, fresh.dtype)

@@ -157,14 +157,20 @@ def _value_error(s_logp: np.ndarray, s_p: np.ndarray, ref: np.ndarray, encoding:
     return ""
 
 
+def _p_bound(name: str, ref: np.ndarray) -> np.ndarray:
+    """Encoding ``name``'s rounding error at fresh log-probs ``ref`` [K], in p: a log-prob
+    error b moves p by at most p (e^b - 1)."""
+    e = value_encoding(name)
+    b = np.asarray(e.bound(ref), np.float64)
+    if e.tolerance_space == "p":
+        return b
+    return np.exp(ref) * np.expm1(np.minimum(b, 50.0))
+
+
 def _copy_value_error(s_p: np.ndarray, ref: np.ndarray, encodings: tuple[str, str]) -> str:
     """Why a re-encoded copy's probabilities are outside both encodings' rounding of the fresh
     log-probs ``ref`` ("" when within): its values were rounded twice."""
-    k = len(ref)
-    bound_p = 0.5 * (quant_step(encodings[0], k) + quant_step(encodings[1], k))
-    bound_p = bound_p + SAME_DEVICE_P_SLACK
-    if "logprob-f16" in encodings:  # half an f16 ulp of log p: at most e^-1 * 2^-11 in p
-        bound_p = bound_p + math.exp(-1) * F16_HALF_ULP_REL
+    bound_p = _p_bound(encodings[0], ref) + _p_bound(encodings[1], ref) + SAME_DEVICE_P_SLACK
     err = np.abs(s_p - np.exp(ref))
     bad = np.nonzero(err > bound_p)[0]
     if len(bad):

@@ -147,6 +147,32 @@ def test_top_k2_keeps_the_largest_and_another_encoding_records_its_cost(tmp_path
     assert info["value_encoding"] == "prob-u8" and info["views"] == 2
 
 
+def test_another_encoding_keeps_zeros_unknown_and_verifies_with_both_roundings(
+    stores: Any, demo_data: Path, tmp_path: Path
+) -> None:
+    """prob-u8 -> logprob-f16: an entry the source rounded to 0 names no class; it stays
+    -inf (the loss's rest mass), never a class given p = 0; verify allows both roundings."""
+    src, _ = stores
+    s = _copy(str(src), tmp_path / "f16", slots=(3, 5), encoding="logprob-f16")
+    assert s["value_encoding"] == ["prob-u8", "logprob-f16"] and s["encoding_kl"] >= 0
+    a, b = LocalStore(src), LocalStore(tmp_path / "f16")
+    zeros = 0
+    for r in range(2):
+        x, y = a.read_block(r + 3, 0, 17), b.read_block(r, 0, 17)
+        ok, gone = x.valid, x.values == 0  # [n], [n, K]: entries the source rounded to p = 0
+        zeros += int(gone[ok].sum())
+        assert np.isneginf(y.logprobs()[ok][gone[ok]]).all()
+        lx = x.logprobs()[ok].astype(np.float64)
+        px, py = np.exp(lx), np.exp(y.logprobs()[ok].astype(np.float64))
+        # float16 holds log(q/255) to half an ulp: |Δ log p| <= 2^-11 |log p|
+        half_ulp = np.where(np.isfinite(lx), np.abs(lx), 0.0) * 2.0**-11
+        assert (np.abs(px - py) <= px * np.expm1(half_ulp) + 1e-9).all()
+        assert (y.ids[ok][~gone[ok]] == x.ids[ok][~gone[ok]]).all()
+    assert zeros > 0  # the case was exercised
+    report = verify_store(str(tmp_path / "f16"), str(demo_data), fraction=0.5)
+    assert report.ok and "prob-u8 + logprob-f16" in report.summary, report.reason
+
+
 def test_a_source_changed_mid_copy_is_refused_in_one_line(stores: Any, tmp_path: Path) -> None:
     src, ref = stores
     here = shutil.copytree(src, tmp_path / "root" / "src")

@@ -209,6 +209,9 @@ def copy_attrs(src: CopySource, a: int, b: int, k2: int, enc: str) -> StoreAttrs
         "copied_from": copied.to_dict(),
         "config": config,
     }
+    # A grown source's base_views pins its own layout and schedule: the copy has its own
+    # layout, and its schedule span is slot_span (set above from schedule_views).
+    fields.pop("base_views", None)
     return StoreAttrs.from_dict(fields)
 
 
@@ -424,6 +427,19 @@ def _check_destination(cfg: CopyConfig, src: CopySource, attrs: StoreAttrs) -> N
         )
 
 
+def _copy_side_files(src: CopySource, out: Location, units: list[ShardUnit]) -> None:
+    """Copy the files the source's manifest lists beside its shard units (a store-wide file
+    the attrs describe, such as per-sample records), checked like the shards: the copy keeps
+    the source's attrs, so it must keep what they describe."""
+    shards = {key for u in units for key in u.keys().values()}
+    for key, entry in sorted(src.manifest.files.items()):
+        if key in shards or not entry.size:
+            continue
+        data = src.shard(key)
+        if data is not None and layout.file_record(out, key) != src.record(key):
+            out.write_atomic(key, data)
+
+
 def _token(cfg: CopyConfig) -> str | None:
     if not cfg.token_file:
         return None
@@ -455,6 +471,7 @@ def _run(
     resumed = create_store(cfg.dst, attrs, cfg.overwrite)
     plan = _Plan(src, attrs, a, k2, enc)
     units = shard_units(attrs)
+    _copy_side_files(src, Location.at(cfg.dst), shard_units(src.attrs))
     done = committed_units(cfg.dst, units)
     todo = [u for u in units if u.name not in done]
     bar = tqdm(

@@ -8,6 +8,7 @@ store's slots 2..4 wherever that is exact (see the test).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,11 +22,12 @@ import pytest
 
 from teacher_store.cli import main
 from teacher_store.copy_source import SourceChangedError
+from teacher_store.errors import StoreDamaged
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.info import store_info
 from teacher_store.store.arrays import LocalStore
 from teacher_store.store.blockfmt import store_identity
-from teacher_store.store.layout import MANIFEST, SHARDS, is_temporary
+from teacher_store.store.layout import MANIFEST, SHARDS, FileRecord, is_temporary
 from teacher_store.store.schema import CopiedFrom
 from teacher_store.store_copy import CopyConfig, run_copy
 from teacher_store.verify import verify_store
@@ -171,6 +173,23 @@ def test_another_encoding_keeps_zeros_unknown_and_verifies_with_both_roundings(
     assert zeros > 0  # the case was exercised
     report = verify_store(str(tmp_path / "f16"), str(demo_data), fraction=0.5)
     assert report.ok and "prob-u8 + logprob-f16" in report.summary, report.reason
+
+
+def test_files_the_manifest_lists_beside_the_units_are_copied_checked(tmp_path: Path) -> None:
+    """A store-wide file the source's manifest lists (not a shard of any unit) travels with
+    the copy, checked against its record like a shard; a damaged one stops the copy."""
+    attrs = make_attrs(200, views=2, topk=3, chunk=64, shard=128, shard_views=1)
+    src = build_store(tmp_path / "src", attrs)
+    extra = b"per-sample records " * 50
+    (src / "_distill" / "side.bin").write_bytes(extra)
+    manifest = json.loads((src / MANIFEST).read_text())
+    manifest["files"]["_distill/side.bin"] = FileRecord.of(extra).to_dict()
+    (src / MANIFEST).write_text(json.dumps(manifest))
+    _copy(str(src), tmp_path / "a")
+    assert (tmp_path / "a" / "_distill" / "side.bin").read_bytes() == extra
+    (src / "_distill" / "side.bin").write_bytes(extra[::-1])
+    with pytest.raises(StoreDamaged, match=r"side\.bin fails its"):
+        _copy(str(src), tmp_path / "b")
 
 
 def test_a_source_changed_mid_copy_is_refused_in_one_line(stores: Any, tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from teacher_store.address import redact_url, resolve_address
 from teacher_store.errors import StoreChangedError, StoreDamaged, StoreError, StoreIncomplete
 from teacher_store.retry import RetryPolicy, StoreClientError
+from teacher_store.storage.location import Location
 from teacher_store.store import layout
 from teacher_store.store.blockfmt import IDENTITY_HEADER, store_identity
 from teacher_store.store.integrity import CheckedStore, check_store, meta_keys
-from teacher_store.store.layout import MANIFEST, FileRecord, Location
+from teacher_store.store.layout import MANIFEST, FileRecord
 from teacher_store.store.schema import Manifest, StoreAttrs
 
 
@@ -62,21 +63,15 @@ class _LocationFiles:
         return self.loc.read(key)
 
     def _signature(self) -> Any:
-        path = self.loc.path(MANIFEST)
-        if self.loc.is_local:
-            st = os.stat(path)  # through the store's own path: a folder swapped in is seen
-            return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        self.loc.fs.invalidate_cache(path)
-        info = self.loc.fs.info(path)
-        keys = ("size", "ETag", "etag", "LastModified", "mtime")
-        return tuple(str(info.get(k)) for k in keys)
+        sig = self.loc.signature(MANIFEST)
+        return None if sig.weak else sig  # None: re-hash every time (size alone tells nothing)
 
     def identity_now(self) -> str:
         try:
             sig = self._signature()
         except FileNotFoundError:
             return ""
-        if sig != self._sig or not self._identity:
+        if sig is None or sig != self._sig or not self._identity:
             try:
                 self._identity = store_identity(self.loc.read(MANIFEST))
             except FileNotFoundError:
@@ -89,7 +84,7 @@ class _ServiceFiles:
     """A store of a distill service, through its zarr key space (``{base}/zarr/{key}``)."""
 
     def __init__(self, base: str, token: str | None, retry_budget_s: float) -> None:
-        from teacher_store.backends import ServiceBackend
+        from teacher_store.reader.backends import ServiceBackend
 
         self.base = base.rstrip("/")
         self.backend = ServiceBackend(self.base, token, RetryPolicy(retry_budget_s), 60.0)

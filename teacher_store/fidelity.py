@@ -22,8 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from teacher_store.errors import StoreChangedError, StoreError
+from teacher_store.storage.location import Location
 from teacher_store.store import layout
-from teacher_store.store.layout import FIDELITY, Location
+from teacher_store.store.layout import FIDELITY
 from teacher_store.store.schema import validation_message
 
 RECORD_KIND: Literal["distill-fidelity-record"] = "distill-fidelity-record"
@@ -112,7 +113,7 @@ def record_check(
     except ValidationError as e:  # only a bug makes a measured dict that is no record
         raise AssertionError(f"fidelity record: {validation_message(e)}") from None
     data = (json.dumps(rec.to_dict(), indent=1, sort_keys=True) + "\n").encode()
-    loc.write_atomic(FIDELITY, data)
+    layout.write_file(loc, FIDELITY, data)
     return rec
 
 

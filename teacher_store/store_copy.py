@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from teacher_store.copy_source import CopySource, open_source
 from teacher_store.errors import StoreConflict
 from teacher_store.options import MAX_TOPK
+from teacher_store.storage.location import Location
 from teacher_store.store import layout
 from teacher_store.store.arrays import (
     commit_unit,
@@ -47,7 +48,7 @@ from teacher_store.store.arrays import (
     write_unit,
 )
 from teacher_store.store.id_order import encoding_kl, stored_to_rank, truncation_kl
-from teacher_store.store.layout import ARRAYS, Location, ShardUnit, shard_units
+from teacher_store.store.layout import ARRAYS, ShardUnit, shard_units
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
     CopiedFrom,
@@ -437,7 +438,7 @@ def _copy_side_files(src: CopySource, out: Location, units: list[ShardUnit]) -> 
             continue
         data = src.shard(key)
         if data is not None and layout.file_record(out, key) != src.record(key):
-            out.write_atomic(key, data)
+            layout.write_file(out, key, data)
 
 
 def _token(cfg: CopyConfig) -> str | None:

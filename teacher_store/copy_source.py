@@ -180,19 +180,16 @@ class CopySource:
 def _checked(meta: dict[str, bytes], raw: bytes, where: str) -> CheckedStore:
     """The one store check every reader runs (:func:`~teacher_store.store.integrity.
     check_store`: attrs schema, arrays against attrs, metadata digests in the manifest) on the
-    very bytes the copy uses, whichever kind of address they came from."""
+    very bytes the copy uses, whichever kind of address they came from (put in memory)."""
     import uuid
 
-    import fsspec
-
-    mem = fsspec.filesystem("memory")
-    root = f"/distill-copy/{uuid.uuid4().hex}"
+    loc = Location.at(f"memory://distill-copy/{uuid.uuid4().hex}")
     try:
         for key, data in {**meta, MANIFEST: raw}.items():
-            mem.pipe_file(f"{root}/{key}", data)
-        return check_store(Location(mem, root, where), where)
+            loc.write_atomic(key, data)  # kind "file": no crash point of the store's protocol
+        return check_store(Location(loc.fs, loc.root, where, loc.url), where)
     finally:
-        mem.rm(root, recursive=True)
+        loc.clear()
 
 
 def open_source(

@@ -8,7 +8,7 @@ DEMO_DIR ?= .demo
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .ONESHELL:
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test docker-test lint clean
 
 setup: $(STAMP) browser
 
@@ -75,6 +75,11 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# compose.yaml for real: builds both images in a Docker engine of its own, brings the stack up
+# and checks what it serves (docker/stack_test.py; root only, skipped with one line otherwise).
+docker-test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python docker/stack_test.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,21 +1,32 @@
-# syntax=docker/dockerfile:1.7
 # Slim image of the store service (FastAPI/uvicorn): no torch, no timm, no compilers.
-# Build from the repository root:  docker build -f docker/api.Dockerfile -t distill-api .
+# Build from the repository root with BuildKit (README.md, "Run with Docker"):
+#   DOCKER_BUILDKIT=1 docker build -f docker/api.Dockerfile -t distill-api:0.1.0 .
+# Offline: --build-arg BASE_IMAGE=<a local Python image, docker/base-image.sh makes one>, and
+# the package index and its CA as secrets: --secret id=pip_conf,src=FILE --secret id=pip_ca,src=FILE
 #
-# The base image is pinned by version tag. Pinning by digest was not possible where this file
-# was written (no registry access); for bit-for-bit rebuilds, replace the tag in both FROM lines
-# with `python:3.11.14-slim-bookworm@sha256:<digest>` from your registry.
+# No `# syntax=` line: the engine's built-in Dockerfile frontend handles everything used here
+# (RUN --mount, COPY --chmod), and a syntax line makes BuildKit pull a frontend image.
+# The default base image is pinned by version tag. Pinning by digest was not possible where this
+# file was written (no registry access); for bit-for-bit rebuilds, pass
+# BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> from your registry.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 # ---- builder: a virtual environment with the pinned runtime dependencies and the project ----
-FROM python:3.11.14-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when the pinned requirements change.
+# pip with the optional pip_conf / pip_ca secrets (docker/pip-install.sh); builder stage only.
+COPY --chmod=0755 docker/pip-install.sh /usr/local/bin/pip-install
+# Dependencies first: this layer is rebuilt only when the pinned requirements change. The pip
+# cache mount keeps downloads across rebuilds without leaving them in any layer.
 COPY docker/requirements-api.txt /tmp/requirements-api.txt
-RUN pip install --no-cache-dir -r /tmp/requirements-api.txt
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip_conf \
+    --mount=type=secret,id=pip_ca \
+    pip-install -r /tmp/requirements-api.txt
 # Then the project itself, without its dependencies (torch, timm, ... are not needed to serve).
 COPY pyproject.toml README.md ./
 COPY teacher_store ./teacher_store
@@ -23,11 +34,14 @@ COPY api ./api
 COPY student ./student
 COPY models ./models
 # Importing the app fails the build if it needs a package requirements-api.txt lacks (torch...).
-RUN pip install --no-cache-dir --no-deps . \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip_conf \
+    --mount=type=secret,id=pip_ca \
+    pip-install --no-deps . \
     && python -c "import api.main"
 
 # ---- final: the virtual environment only, run as an unprivileged user ----
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -94,10 +94,23 @@ def parse_dockerfile(path: Path) -> list[Stage]:
             words = [w for w in ins.args.split() if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name, []))
+        elif not stages:  # only global build arguments may come before the first FROM
+            assert ins.keyword == "ARG", f"{path}:{ins.line}: {ins.keyword} before FROM"
         else:
-            assert stages, f"{path}:{ins.line}: {ins.keyword} before FROM"
             stages[-1].instructions.append(ins)
     return stages
+
+
+def global_args(path: Path) -> dict[str, str]:
+    """The build arguments declared before the first FROM, with their defaults."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("FROM"):
+            break
+        if line.startswith("ARG "):
+            name, _, default = line[4:].strip().partition("=")
+            out[name] = default
+    return out
 
 
 def copy_sources(stage: Stage) -> list[str]:
@@ -200,18 +213,52 @@ def test_every_hadolint_ignore_is_justified(path: Path):
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_base_images_are_pinned(path: Path):
+    """Every stage starts from ${BASE_IMAGE}, whose default is a pinned Python 3.11 slim tag
+    (a build argument, so machines without a registry can pass a local base image)."""
     stages = parse_dockerfile(path)
     names = {s.name for s in stages if s.name}
     bases = [s.image for s in stages if s.image not in names]
     assert bases
-    for image in bases:
-        assert "$" not in image, f"{image}: base image from a build argument cannot be checked"
-        name, _, tag = image.partition("@")[0].rpartition(":")
-        assert name and tag, f"{image}: no explicit tag"
-        assert tag != "latest", image
-        assert BASE_TAG.fullmatch(image.partition("@")[0]), f"{image}: not a pinned 3.11 slim tag"
     # The builder's virtual environment is copied into the final stage: same Python on both.
-    assert len(set(bases)) == 1, bases
+    assert set(bases) == {"${BASE_IMAGE}"}, bases
+    image = global_args(path)["BASE_IMAGE"]
+    name, _, tag = image.partition("@")[0].rpartition(":")
+    assert name and tag, f"{image}: no explicit tag"
+    assert tag != "latest", image
+    assert BASE_TAG.fullmatch(image.partition("@")[0]), f"{image}: not a pinned 3.11 slim tag"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_no_syntax_frontend_is_pulled(path: Path):
+    """A `# syntax=` directive makes BuildKit pull a frontend image, which fails offline; the
+    engine's built-in frontend handles RUN --mount and COPY --chmod."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), line
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_pip_settings_are_build_secrets_of_the_builder_only(path: Path):
+    """Every pip step mounts the optional pip_conf and pip_ca secrets and installs through
+    docker/pip-install.sh; no final-stage instruction names them, and no ENV sets pip's index
+    or CA (those would stay in the image)."""
+    stages = parse_dockerfile(path)
+    builder, final = stages[0], stages[-1]
+    pip_runs = [r for r in builder.all("RUN") if "pip" in r.args and "install" in r.args]
+    assert len(pip_runs) == 2, [r.args for r in pip_runs]
+    for run in pip_runs:
+        assert "pip-install " in run.args and "pip install" not in run.args, run.args
+        for secret in ("pip_conf", "pip_ca"):
+            assert f"--mount=type=secret,id={secret}" in run.args, (secret, run.args)
+    final_text = " ".join(i.args for i in final.instructions)
+    assert "secret" not in final_text and "pip-install" not in final_text, final_text
+    for stage in stages:
+        env = " ".join(e.args for e in stage.all("ENV") + stage.all("ARG"))
+        for name in ("PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE"):
+            assert name not in env, f"{name} set in {path.name}"
+    script = (DOCKER / "pip-install.sh").read_text()
+    assert "/run/secrets/pip_conf" in script and "/run/secrets/pip_ca" in script
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -242,7 +289,7 @@ def test_dependencies_install_before_the_source_is_copied(path: Path):
     deps = next(
         i
         for i, x in enumerate(ins)
-        if x.keyword == "RUN" and "pip install" in x.args and "-r " in x.args
+        if x.keyword == "RUN" and "pip-install" in x.args and "-r " in x.args
     )
     first_source = next(
         i
@@ -252,7 +299,7 @@ def test_dependencies_install_before_the_source_is_copied(path: Path):
     assert deps < first_source
     for pkg in PROJECT_PACKAGES:
         assert pkg in copy_sources(builder), f"{pkg}/ is not copied (pyproject lists it)"
-    project = next(x for x in ins[first_source:] if x.keyword == "RUN" and "pip install" in x.args)
+    project = next(x for x in ins[first_source:] if x.keyword == "RUN" and "pip-install" in x.args)
     assert "--no-deps ." in project.args, project.args
 
 

@@ -25,7 +25,8 @@ HOW_TO_ENABLE = (
 )
 NO_REPLAY = (
     "rendering views needs torch and Pillow, which this installation lacks (the slim API "
-    "image is torch-free): serve with the full `distill` install"
+    "image is torch-free): serve with the full `distill` install (Docker Compose: the "
+    "dashboard service, `docker compose --profile dashboard up -d dashboard`)"
 )
 
 

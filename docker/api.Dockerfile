@@ -11,14 +11,14 @@
 # BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> from your registry.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
-# ---- builder: a virtual environment with the pinned runtime dependencies and the project ----
-FROM ${BASE_IMAGE} AS builder
+# ---- deps: a virtual environment with the pinned runtime dependencies ----
+FROM ${BASE_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# pip with the optional pip_conf / pip_ca secrets (docker/pip-install.sh); builder stage only.
+# pip with the optional pip_conf / pip_ca secrets (docker/pip-install.sh); build stages only.
 COPY --chmod=0755 docker/pip-install.sh /usr/local/bin/pip-install
 # Dependencies first: this layer is rebuilt only when the pinned requirements change. The pip
 # cache mount keeps downloads across rebuilds without leaving them in any layer.
@@ -27,20 +27,26 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip_conf \
     --mount=type=secret,id=pip_ca \
     pip-install -r /tmp/requirements-api.txt
-# Then the project itself, without its dependencies (torch, timm, ... are not needed to serve).
+# ---- builder: the project itself, without its dependencies (torch, timm, ... are not needed
+# to serve), installed under its own prefix (its bytecode compiled for its final place in
+# /opt/venv) so that a source change rebuilds only that small layer of the final image ----
+FROM deps AS builder
 COPY pyproject.toml README.md ./
 COPY teacher_store ./teacher_store
 COPY api ./api
 COPY student ./student
 COPY models ./models
-# Importing the app fails the build if it needs a package requirements-api.txt lacks (torch...).
+# Importing the app (from the merged environment) fails the build if it needs a package
+# requirements-api.txt lacks (torch...).
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip_conf \
     --mount=type=secret,id=pip_ca \
-    pip-install --no-deps . \
+    pip-install --no-deps --no-compile --prefix /opt/project . \
+    && python -m compileall -q -s /opt/project -p /opt/venv /opt/project \
+    && cp -a /opt/project/. /opt/venv/ \
     && python -c "import api.main"
 
-# ---- final: the virtual environment only, run as an unprivileged user ----
+# ---- final: the virtual environment (dependencies, then the project), unprivileged ----
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -53,7 +59,8 @@ RUN groupadd --system --gid 10001 app \
         --shell /usr/sbin/nologin app \
     && mkdir -p /stores \
     && chown app:app /stores
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=builder /opt/project /opt/venv
 COPY --chmod=0755 docker/entrypoint-api.sh /usr/local/bin/distill-entrypoint
 USER 10001:10001
 WORKDIR /home/app

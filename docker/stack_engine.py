@@ -196,7 +196,7 @@ class Engine:
 
     def _stop_leftover(self) -> None:
         """A dockerd an interrupted earlier run left on our pidfile (same data root) is stopped;
-        any other process on that pidfile is an error, never killed."""
+        a pidfile naming any other process is stale and removed (that process is left alone)."""
         try:
             pid = int(self.pidfile.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -204,7 +204,8 @@ class Engine:
             self.pidfile.unlink(missing_ok=True)
             return
         if not (b"dockerd" in cmdline[0] and str(self.data_root).encode() in cmdline):
-            raise StepFailed(f"{self.pidfile} names process {pid}, not a dockerd of ours")
+            self.pidfile.unlink()  # stale: its PID now belongs to another process, left alone
+            return
         self.log.say(f"stopping dockerd {pid}, left running by an earlier run")
         os.kill(pid, 15)
         for _ in range(120):

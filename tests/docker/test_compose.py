@@ -225,6 +225,10 @@ def test_api_serves_the_store_volume_read_only(config):
     demo_mounts = {m["target"]: m for m in services["demo-store"]["volumes"]}
     assert demo_mounts["/stores"]["source"] == api_mounts["/stores"]["source"] == "stores"
     assert not demo_mounts["/stores"].get("read_only", False)
+    # The demo images, read-only: DISTILL_DATA names them (views need the dashboard service).
+    assert api_mounts["/data"]["source"] == "demo-images"
+    assert api_mounts["/data"]["read_only"] is True
+    assert services["api"]["environment"]["DISTILL_DATA"] == "demo=/data/images"
     assert set(config()["volumes"]) == {"stores", "demo-images"}
     assert set(config("train")["volumes"]) == {"stores", "demo-images", "runs"}
 

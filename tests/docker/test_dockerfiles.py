@@ -113,6 +113,12 @@ def global_args(path: Path) -> dict[str, str]:
     return out
 
 
+def build_chain(path: Path) -> Stage:
+    """The stages before the final one, as one stage (deps, then builder FROM deps)."""
+    stages = parse_dockerfile(path)[:-1]
+    return Stage(stages[0].image, stages[-1].name, [i for s in stages for i in s.instructions])
+
+
 def copy_sources(stage: Stage) -> list[str]:
     """Build-context paths a stage COPYs (not `COPY --from=...`)."""
     out = []
@@ -244,8 +250,8 @@ def test_pip_settings_are_build_secrets_of_the_builder_only(path: Path):
     docker/pip-install.sh; no final-stage instruction names them, and no ENV sets pip's index
     or CA (those would stay in the image)."""
     stages = parse_dockerfile(path)
-    builder, final = stages[0], stages[-1]
-    pip_runs = [r for r in builder.all("RUN") if "pip" in r.args and "install" in r.args]
+    final = stages[-1]
+    pip_runs = [r for r in build_chain(path).all("RUN") if "pip" in r.args and "install" in r.args]
     assert len(pip_runs) == 2, [r.args for r in pip_runs]
     for run in pip_runs:
         assert "pip-install " in run.args and "pip install" not in run.args, run.args
@@ -266,7 +272,10 @@ def test_multi_stage_final_stage_is_lean_and_unprivileged(path: Path):
     stages = parse_dockerfile(path)
     assert len(stages) >= 2, "build in a builder stage, copy the result into a clean one"
     final = stages[-1]
-    assert any("--from=builder" in c.args for c in final.all("COPY"))
+    # The dependencies' environment, then the project over it (a source change rebuilds the
+    # small second layer only).
+    froms = [c.args.split()[0] for c in final.all("COPY") if c.args.startswith("--from=")]
+    assert froms == ["--from=deps", "--from=builder"], froms
     users = final.all("USER")
     assert users, "the final stage sets no USER (runs as root)"
     user = users[-1].args.split(":")[0]
@@ -284,7 +293,7 @@ def test_multi_stage_final_stage_is_lean_and_unprivileged(path: Path):
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dependencies_install_before_the_source_is_copied(path: Path):
     """Editing the source must not invalidate the (large) dependency layer."""
-    builder = parse_dockerfile(path)[0]
+    builder = build_chain(path)
     ins = builder.instructions
     deps = next(
         i
@@ -300,7 +309,7 @@ def test_dependencies_install_before_the_source_is_copied(path: Path):
     for pkg in PROJECT_PACKAGES:
         assert pkg in copy_sources(builder), f"{pkg}/ is not copied (pyproject lists it)"
     project = next(x for x in ins[first_source:] if x.keyword == "RUN" and "pip-install" in x.args)
-    assert "--no-deps ." in project.args, project.args
+    assert "--no-deps" in project.args and "." in project.args.split(), project.args
 
 
 def test_api_image_healthcheck_and_command():
@@ -315,7 +324,7 @@ def test_api_image_healthcheck_and_command():
 
 
 def test_api_image_installs_no_torch():
-    builder = parse_dockerfile(API)[0]
+    builder = build_chain(API)
     runs = run_commands(builder)
     assert "-r /tmp/requirements-api.txt" in runs
     assert "docker/requirements-api.txt" in copy_sources(builder)
@@ -323,9 +332,9 @@ def test_api_image_installs_no_torch():
 
 
 def test_jobs_image_installs_pyproject_dependencies():
-    runs = run_commands(parse_dockerfile(JOBS)[0])
+    runs = run_commands(build_chain(JOBS))
     assert "tomllib" in runs and "['project']['dependencies']" in runs
-    assert "--no-deps ." in runs
+    assert "--no-deps" in runs and "--prefix /opt/project ." in runs
 
 
 def test_api_requirements_match_pyproject_pins():

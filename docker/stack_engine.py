@@ -228,7 +228,16 @@ class Engine:
         for pid in self.leftover_pids():  # shims of our exec root, should dockerd have left any
             self.log.say(f"killing {pid}, left behind by dockerd")
             os.kill(pid, 9)
+        for mount in self.leftover_mounts():  # dockerd leaves its netns/default bind mount
+            subprocess.run(["umount", mount], capture_output=True, check=False)
         self.log.say(f"dockerd {self.proc.pid} stopped")
+
+    def leftover_mounts(self) -> list[str]:
+        """Mount points under our run directory, deepest first."""
+        prefix = f"{self.run_dir}/"
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1] for line in f]
+        return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
 
     def leftover_pids(self) -> list[int]:
         """Processes whose command line names our run directory (containerd and its shims)."""

@@ -49,8 +49,28 @@ log = logging.getLogger("distill.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 State = Literal["complete", "incomplete", "invalid"]
+NAME_RULE = "store names are 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
 _Sig = tuple[Any, ...]
 _M = TypeVar("_M", bound=BaseModel)
+
+
+def printable_name(name: str) -> str:
+    """A folder name as text that is always valid UTF-8 (undecodable bytes as \\xNN)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def name_problem(name: str) -> str | None:
+    """Why the service will not serve a store folder called ``name`` (None: it will)."""
+    if NAME_RE.fullmatch(name):
+        return None
+    if not name:
+        return f"its name is empty; {NAME_RULE}"
+    if len(name) > 128:
+        return f"its name has {len(name)} characters; {NAME_RULE}"
+    if not (name[0].isascii() and name[0].isalnum()):
+        return f"its name starts with {printable_name(name[0])!r}; {NAME_RULE}"
+    bad = next(c for c in name if not (c.isascii() and (c.isalnum() or c in "._-")))
+    return f"its name contains {printable_name(bad)!r}; {NAME_RULE}"
 
 
 def _sig(loc: Location, key: str) -> _Sig | None:
@@ -298,6 +318,9 @@ class Registry:
         self.ready = False
         self._stores: dict[str, StoreEntry] = {}
         self._others: dict[str, tuple[Any, ...]] = {}  # folders that are no store, by signature
+        self._skipped: dict[str, str] = {}  # store folders not served: printable name -> why
+        self._skipping: dict[str, str] = {}  # the same, found by the scan in progress
+        self._store_like: dict[str, bool] = {}  # object-store folders with a bad name, checked
         self._lock = threading.Lock()
         self._last = -1e18
         self._uid = 0
@@ -312,6 +335,7 @@ class Registry:
                 log.error("cannot list the served root %s: %s", self.root, e.strerror or e)
                 children = None
             if children is not None:
+                self._note_skipped()
                 found: dict[str, StoreEntry] = {}
                 for name, child, real in children:
                     entry = self._scan_one(name, child, real)
@@ -324,27 +348,58 @@ class Registry:
             self.ready = True
 
     def _children(self) -> list[tuple[str, Location, str]]:
-        """(name, location, real path) of the sub-folders that may be stores, by name."""
+        """(name, location, real path) of the sub-folders that may be stores, by name. Store
+        folders that will not be served (a name the API cannot address, a link out of the
+        root) are collected in ``_skipping`` with the reason."""
+        self._skipping = {}
         if not self.loc.is_local:
-            entries = self.loc.fs.ls(self.loc.root, detail=True)
-            out = []
-            for info in entries:
-                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-                if info.get("type") == "directory" and NAME_RE.match(name):
-                    url = f"{self.root}/{name}"
-                    child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
-                    out.append((name, child, child.root))
-            return sorted(out, key=lambda c: c[0])
+            return self._object_children()
         out = []
         for path in sorted(Path(self.loc.root).iterdir()):
-            if not NAME_RE.match(path.name) or not path.is_dir():
+            if not path.is_dir():
+                continue
+            why = name_problem(path.name)
+            if why is not None:
+                if any(os.path.lexists(path / key) for key in (ROOT_META, BOOK)):
+                    self._skipping[printable_name(path.name)] = why
                 continue
             real = os.path.realpath(path)
             if not real.startswith(self.real_root + os.sep):
-                log.warning("skipping %s: it resolves outside the root (%s)", path, real)
+                why = f"it resolves outside the served root (to {printable_name(real)})"
+                self._skipping[printable_name(path.name)] = why
                 continue
             out.append((path.name, Location.local(real), real))
         return out
+
+    def _object_children(self) -> list[tuple[str, Location, str]]:
+        out = []
+        for info in self.loc.fs.ls(self.loc.root, detail=True):
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if info.get("type") != "directory":
+                continue
+            url = f"{self.root}/{name}"
+            child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
+            why = name_problem(name)
+            if why is None:
+                out.append((name, child, child.root))
+                continue
+            if name not in self._store_like:  # one request per such folder, not per scan
+                self._store_like[name] = bool(self.loc.fs.exists(child.path(ROOT_META)))
+            if self._store_like[name]:
+                self._skipping[printable_name(name)] = why
+        return sorted(out, key=lambda c: c[0])
+
+    def _note_skipped(self) -> None:
+        """Log each newly skipped store folder once (scans repeat every second)."""
+        for name, why in sorted(self._skipping.items()):
+            if self._skipped.get(name) != why:
+                log.warning("not serving the store folder %r: %s", name, why)
+        self._skipped = self._skipping
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(name, why) of the store folders under the root that are not served, as last
+        scanned."""
+        return sorted(self._skipped.items())
 
     def _scan_one(self, name: str, child: Location, real: str) -> StoreEntry | None:
         sigs = (_sig(child, ROOT_META), _sig(child, MANIFEST))

@@ -70,7 +70,8 @@ def _row(e: StoreEntry) -> dict[str, Any]:
 @fragments.get("/stores", response_class=HTMLResponse)
 async def stores_fragment(request: Request, svc: ServiceDep) -> HTMLResponse:
     rows = [_row(e) for e in svc.registry.list()]
-    return templates.TemplateResponse(request, "stores.html", {"rows": rows})
+    context = {"rows": rows, "skipped": svc.registry.skipped()}
+    return templates.TemplateResponse(request, "stores.html", context)
 
 
 def _array_bytes(e: StoreEntry) -> list[tuple[str, int]]:
@@ -128,7 +129,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         "valid": bool(block.valid[0]),
         "top": top,
         "params": params,
-        "problem": svc.dashboard.renderer_problem(e),
+        "problem": svc.dashboard.problem_text(e),
         "png": f"/v1/stores/{e.name}/views/{slot}/{sample}.png",
     }
 

@@ -1,5 +1,5 @@
 # Slim image of the store service (FastAPI/uvicorn): no torch, no timm, no compilers.
-# Build from the repository root with BuildKit (README.md, "Run with Docker"):
+# Build from the repository root with BuildKit (docs/docker.md):
 #   DOCKER_BUILDKIT=1 docker build -f docker/api.Dockerfile -t distill-api:0.1.0 .
 # Offline: --build-arg BASE_IMAGE=<a local Python image, docker/base-image.sh makes one>, and
 # the package index and its CA as secrets: --secret id=pip_conf,src=FILE --secret id=pip_ca,src=FILE

@@ -4,7 +4,7 @@
 # ca-certificates, made with debootstrap from a Debian mirror and loaded with `docker import`.
 #
 #   sudo docker/base-image.sh [TAG]          (default TAG: distill-base:bookworm)
-#   then build with --build-arg BASE_IMAGE=TAG (README.md, "Run with Docker")
+#   then build with --build-arg BASE_IMAGE=TAG (docs/docker.md)
 #
 # Environment: DOCKER (the docker CLI, default `docker`), DEBIAN_MIRROR (default
 # http://deb.debian.org/debian; point it at your local mirror offline), DEBIAN_SUITE (bookworm).

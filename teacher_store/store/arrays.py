@@ -363,9 +363,11 @@ class LocalStore:
 
     @property
     def complete(self) -> bool:
+        """True when the store is finished (its manifest exists)."""
         return self.manifest is not None
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        """Targets of view slot ``slot`` for samples [start, stop), ids in rank order."""
         a = self.attrs
         a.check_block(slot, start, stop)
         ids, values = stored_to_rank(

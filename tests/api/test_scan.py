@@ -7,6 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.store_fixtures import LiveServer, build_store, make_attrs
@@ -67,3 +68,39 @@ def test_healthz_answers_while_a_scan_is_running(tmp_path: Path) -> None:
         waiting.join(10)
         names = {s["name"] for s in result[0].json()["stores"]}
         assert names == {"demo", "demo2"}
+
+
+def test_store_folders_the_service_will_not_serve_are_listed_as_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Store folders whose names the API cannot address (a space, a leading ``_``, 129
+    characters, non-ASCII, a trailing newline) are listed under ``skipped`` with the reason,
+    on the dashboard too, and logged once each (not at every rescan); folders that hold no
+    store are not listed."""
+    import logging
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    root = tmp_path / "root"
+    good = build_store(root / "good", make_attrs(64, views=2, topk=3, chunk=16, shard=32))
+    bad = {"a b": "' '", "_hidden": "starts with '_'", "x" * 129: "129 characters",
+           "café": "'é'", "new\nline": "'\\n'"}  # fmt: skip
+    for name in bad:
+        shutil.copytree(good, root / name)
+    (root / "not a store").mkdir()
+    caplog.set_level(logging.WARNING, logger="distill.api")
+    with LiveServer(create_app(Settings(root=root, rescan_interval_s=0.0))) as live:
+        for _ in range(3):  # each request rescans
+            listing = requests.get(f"{live.url}/v1/stores", timeout=10).json()
+        assert [s["name"] for s in listing["stores"]] == ["good"]
+        skipped = {s["name"]: s["reason"] for s in listing["skipped"]}
+        assert set(skipped) == set(bad)
+        for name, words in bad.items():
+            assert words in skipped[name] and "store names are 1-128 characters" in skipped[name]
+        page = requests.get(f"{live.url}/ui/fragments/stores", timeout=10).text
+        assert 'data-skipped="a b"' in page and "129 characters" in page
+    logged = [
+        r.getMessage() for r in caplog.records if "not serving the store folder" in r.getMessage()
+    ]
+    assert len(logged) == len(bad), logged

@@ -43,8 +43,9 @@ def test_view_png_is_show_s_render_with_an_etag(
 def test_view_png_bad_input_is_json_4xx(photo_server: LiveServer) -> None:
     base = f"{photo_server.url}/v1/stores"
     cases = {
-        f"{base}/demo/views/2/0.png": (400, "slots are 0..1"),
-        f"{base}/demo/views/0/17.png": (400, "samples are 0..16"),
+        # A view the store does not have is a missing resource: 404, as the schema says.
+        f"{base}/demo/views/2/0.png": (404, "slots are 0..1"),
+        f"{base}/demo/views/0/17.png": (404, "samples are 0..16"),
         f"{base}/demo/views/0/x.png": (400, "sample"),
         f"{base}/demo/views/-1/0.png": (400, "slot"),
         f"{base}/demo/views/0/0.png?size=4096": (400, "size"),

@@ -15,6 +15,13 @@
 # BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> from your registry.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
+# ---- pins: the runtime dependencies, read from pyproject.toml. Only this list reaches the deps
+# stage, so an edit elsewhere in pyproject.toml (extras, tool settings) keeps the 5 GB layer ----
+FROM ${BASE_IMAGE} AS pins
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
+    > /tmp/requirements.txt
+
 # ---- deps: a virtual environment with pyproject.toml's pinned dependencies ----
 FROM ${BASE_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -24,22 +31,20 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # pip with the optional pip_conf / pip_ca secrets (docker/pip-install.sh); build stages only.
 COPY --chmod=0755 docker/pip-install.sh /usr/local/bin/pip-install
-# Dependencies first, read from pyproject.toml's pins: this multi-GB layer (torch with its CUDA
-# libraries) is rebuilt only when pyproject.toml changes. The pip cache mount keeps downloads
-# across rebuilds without leaving them in any layer.
-COPY pyproject.toml ./
+# Dependencies first: this multi-GB layer (torch with its CUDA libraries) is rebuilt only when
+# the pinned list changes. The pip cache mount keeps downloads across rebuilds without leaving
+# them in any layer.
+COPY --from=pins /tmp/requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip_conf \
     --mount=type=secret,id=pip_ca \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip-install -r /tmp/requirements.txt
+    pip-install -r /tmp/requirements.txt
 
 # ---- builder: the project itself, installed under its own prefix (its bytecode compiled for
 # its final place in /opt/venv) so that a source change rebuilds only that small layer of the
 # final image, not the 5 GB of dependencies ----
 FROM deps AS builder
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY teacher_store ./teacher_store
 COPY api ./api
 COPY student ./student

@@ -335,6 +335,12 @@ def test_jobs_image_installs_pyproject_dependencies():
     runs = run_commands(build_chain(JOBS))
     assert "tomllib" in runs and "['project']['dependencies']" in runs
     assert "--no-deps" in runs and "--prefix /opt/project ." in runs
+    # The dependency layer's only input from the project is the list of pins: editing
+    # pyproject.toml's extras or tool settings must not rebuild torch and CUDA.
+    (deps,) = [s for s in parse_dockerfile(JOBS) if "pip-install -r" in run_commands(s)]
+    assert copy_sources(deps) == ["docker/pip-install.sh"], copy_sources(deps)
+    (pins,) = [c.args for c in deps.all("COPY") if c.args.startswith("--from=")]
+    assert pins == "--from=pins /tmp/requirements.txt /tmp/requirements.txt", pins
 
 
 def test_api_requirements_match_pyproject_pins():

@@ -22,6 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without DISTILL_*, COMPOSE_* and DOCKER_* settings (the
+    test sets its own: a caller's DOCKER_CONTEXT or DISTILL_PORT must not steer it), plus
+    ``extra``."""
+    own = ("DISTILL_", "COMPOSE_", "DOCKER_")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(own)}, **extra}
+
+
 class StepFailed(Exception):
     """A step the rest of the test needs failed (its message names the step and why)."""
 
@@ -161,7 +169,7 @@ class Engine:
         check: bool = True,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        full_env = {**os.environ, **self.env, **(env or {})}
+        full_env = clean_env(**self.env, **(env or {}))
         return self.log.run([self.cli, *args], env=full_env, timeout=timeout, check=check)
 
     def out(self, *args: str, timeout: float = 120) -> str:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))  # teacher_store, for the local reads
 sys.path.insert(0, str(REPO / "docker"))  # stack_engine, stack_checks
 
 from stack_checks import Stack, run_checks  # noqa: E402
-from stack_engine import Engine, Log, StepFailed, prepare_tools  # noqa: E402
+from stack_engine import Engine, Log, StepFailed, clean_env, prepare_tools  # noqa: E402
 
 CACHE = Path(os.environ.get("DISTILL_DOCKER_CACHE", "/var/cache/distill-docker"))
 RUN_DIR = Path("/run/distill-docker")  # exec root and socket: unix socket paths stay short
@@ -79,7 +79,7 @@ def pick_base_image(engine: Engine, log: Log) -> str:
         prepare_tools(log, need_debootstrap=True)
         log.run(
             [str(REPO / "docker" / "base-image.sh"), LOCAL_BASE],
-            env={**os.environ, **engine.env},
+            env=clean_env(**engine.env, DOCKER=engine.cli),
             timeout=900,
         )
     return LOCAL_BASE
@@ -108,14 +108,13 @@ def pip_secrets(tmp: Path, sentinel: str) -> dict[str, str]:
 
 
 def build_images(engine: Engine, log: Log, base: str, secrets: dict[str, str]) -> None:
-    env = {
-        **os.environ,
+    env = clean_env(
         **engine.env,
         **secrets,
-        "DISTILL_BASE_IMAGE": base,
-        "DISTILL_BUILD_NETWORK": "host",  # the engine runs with --bridge=none
-        "DOCKER": engine.cli,
-    }
+        DISTILL_BASE_IMAGE=base,
+        DISTILL_BUILD_NETWORK="host",  # the engine runs with --bridge=none
+        DOCKER=engine.cli,
+    )
     for target in ("api", "jobs"):
         with log.step(f"build {target} image"):
             log.run([str(REPO / "docker" / "build.sh"), target], env=env, timeout=1800)
@@ -150,10 +149,11 @@ def main() -> int:
             passed, failures = run_checks(stack)
         except StepFailed as e:
             failures.append(str(e))
-        except SystemExit as e:
-            failures.append(f"interrupted (exit {e.code})")
+        except (SystemExit, KeyboardInterrupt) as e:
+            failures.append(f"interrupted ({type(e).__name__} {getattr(e, 'code', '')})".strip())
         finally:
-            engine.stop()
+            with log.step("stop dockerd"):
+                engine.stop()
     total = time.monotonic() - started
     log.summary(total)
     verdict = "PASS" if not failures else "FAIL"

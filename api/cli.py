@@ -31,7 +31,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         if value is not None:
             env[f"DISTILL_{var}"] = str(value)
     os.environ.update(env)  # workers import api.main:app and read their settings from here
-    limits = _settings()  # every setting checked here: one line, not a traceback per worker
+    limits = _settings(args)  # every setting checked here: one line, not a traceback per worker
     _check_listen(args.host, args.port)
     print(f"distill serve: {root} on http://{args.host}:{args.port}/v1/stores", flush=True)
     print(f"dashboard: http://{args.host}:{args.port}/", flush=True)
@@ -49,6 +49,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each uvicorn worker is a process with its own caches and render pool: more than this is a
+# typo (``--workers 100000`` forked until the machine stalled), never a real configuration.
+MAX_WORKERS = 256
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     """ValueError naming a port or worker count out of range (before anything starts)."""
     if not 1 <= args.port <= 65535:
@@ -56,8 +61,11 @@ def _check_numbers(args: argparse.Namespace) -> None:
             f"--port {args.port} is out of range: pick a TCP port from 1 to 65535 "
             "(0 would bind a random port that the printed URL could not name)"
         )
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: at least 1 worker process is needed")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(
+            f"--workers {args.workers} is out of range: pick 1 to {MAX_WORKERS} worker processes "
+            "(about one per CPU core; each holds its own caches)"
+        )
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -90,7 +98,7 @@ def _data_setting(specs: list[str], root: Any) -> str:
                              f"{why}")  # fmt: skip
         if not folder.is_dir():
             raise ValueError(f"--data {name}={folder}: not a directory; pass the store's images")
-        if not root.fs.isdir(root.path(name)):
+        if not root.is_dir(name):
             print(
                 f"distill serve: warning: --data {name}={folder}: no store {name!r} under "
                 f"{root.display} (yet); its views render once it is there",
@@ -119,28 +127,34 @@ _PASSED = (
 )
 
 
-def _settings() -> ConnectionLimits:
-    """The service settings and connection limits from the environment (checked now); the
-    limits for uvicorn. ValueError naming the flag (or variable) and what is wrong."""
+def _settings(args: argparse.Namespace) -> ConnectionLimits:
+    """The service settings and connection limits from the environment (checked now, one line
+    per bad value, not a traceback per worker); the limits for uvicorn. A value is named by
+    its flag when given as one, else by its DISTILL_ variable."""
     from pydantic import ValidationError
 
     from api.settings import ConnectionLimits, Settings
+    from teacher_store.options import OptionsError, option_problems
 
-    flags = {var.lower(): "--" + flag.replace("_", "-") for flag, var in _PASSED}
+    flags = {var.lower(): flag for flag, var in _PASSED}
+
+    def name(field: str) -> str:
+        flag = flags.get(field)
+        given = flag is not None and getattr(args, flag, None) is not None
+        return "--" + flag.replace("_", "-") if given and flag else f"DISTILL_{field.upper()}"
+
+    problems: list[str] = []
+    limits = None
     for model in (Settings, ConnectionLimits):
         try:
             made = model()  # type: ignore[call-arg]
         except ValidationError as e:
-            parts = []
-            for err in e.errors():
-                field = str(err["loc"][0]) if err.get("loc") else ""
-                where = flags.get(field) or f"DISTILL_{field.upper()}"
-                got = err.get("input")
-                msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-                parts.append(f"{where} {got}: {msg}" if got is not None else f"{where}: {msg}")
-            raise ValueError("bad options: " + "; ".join(parts)) from None
-    assert isinstance(made, ConnectionLimits)
-    return made
+            problems += option_problems(e, model, name=name)
+            continue
+        limits = made if isinstance(made, ConnectionLimits) else limits
+    if problems or limits is None:
+        raise OptionsError(problems)
+    return limits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -150,7 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, 1..256")
     p.add_argument("--token-file", help="require 'Authorization: Bearer <token in this file>'")
     p.add_argument(
         "--data",
@@ -158,7 +172,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=DIR",
         help="image folder of store NAME: the dashboard and /views render its views (repeatable)",
     )
-    p.add_argument("--max-block", type=int, help="most samples per block request (131072)")
+    p.add_argument(
+        "--max-block", type=int, help="most samples per block request, 1..4194304 (131072)"
+    )
     p.add_argument("--cache-bytes", type=int, help="cache budget in bytes (256 MiB)")
     p.add_argument("--max-inflight", type=int, help="requests in flight before 503 (64)")
     p.add_argument(

@@ -11,14 +11,14 @@ of every array named in its consolidated metadata, ``_distill/manifest.json``, a
 the manifest lists. Nothing else under the store (or outside it) is reachable.
 
 The root is a folder or an object-store prefix (``s3://BUCKET/PREFIX``): its stores are the
-"sub-folders" a listing shows, and a file's signature is its size, ETag and modification time.
+"sub-folders" a listing shows, and a file's signature is the storage room's
+(:meth:`~teacher_store.storage.location.Location.signature`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -26,32 +26,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
+from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
-from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
-from teacher_store.store.schema import (
-    STORE_KIND,
-    NodeMeta,
-    RootMeta,
-    StoreAttrs,
-    check_readable,
-    validation_message,
-)
+from teacher_store.store.integrity import CheckedStore, check_store, legacy_note, meta_keys
+from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord
+from teacher_store.store.schema import STORE_KIND, StoreAttrs
 
 log = logging.getLogger("distill.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 State = Literal["complete", "incomplete", "invalid"]
 NAME_RULE = "store names are 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
-_Sig = tuple[Any, ...]
-_M = TypeVar("_M", bound=BaseModel)
+_Sig = Signature
+_META_KEYS = frozenset(meta_keys())
 
 
 def printable_name(name: str) -> str:
@@ -74,23 +68,12 @@ def name_problem(name: str) -> str | None:
 
 
 def _sig(loc: Location, key: str) -> _Sig | None:
-    """A key's change signature (inode, size and mtime; an object's size, ETag and time)."""
-    if loc.is_local:
-        try:
-            st = os.stat(loc.path(key))
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    """A key's change signature (the storage room's: inode, size and mtime; an object's size,
+    ETag and time), or None when nothing is there."""
     try:
-        info = loc.fs.info(loc.path(key))
+        return loc.signature(key)
     except OSError:
         return None
-    return (
-        info.get("type"),
-        info.get("size"),
-        str(info.get("ETag")),
-        str(info.get("LastModified")),
-    )
 
 
 @dataclass
@@ -111,6 +94,7 @@ class StoreEntry:
     empty: frozenset[str] = frozenset()  # manifest keys of size 0: never written, fill values
     identity: str = ""  # sha256 of the manifest bytes (16 hex digits): which store this is
     meta_keys: frozenset[str] = frozenset()
+    meta: dict[str, FileRecord] = field(default_factory=dict)  # recorded metadata digests
     layouts: dict[str, ArrayLayout | None] = field(default_factory=dict)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_samples: int = 0
@@ -124,92 +108,59 @@ class StoreEntry:
 
     def exists(self, key: str) -> bool:
         """Whether a file is at ``key`` (a dangling symlink counts)."""
-        loc = self.location
-        return bool(loc.fs.lexists(loc.path(key)))
+        return self.location.lexists(key)
 
     @property
     def data_bytes(self) -> int:
         return sum(r.size for r in self.files.values())
 
     def committed(self, key: str) -> FileRecord | Literal[False] | None:
-        """The manifest record of a served key (None for metadata), or False if not served
-        (a key of size 0 in the manifest is not served: it reads as the fill value)."""
+        """The manifest record of a served key (metadata: its recorded digest, None in older
+        stores and for the manifest itself), or False if not served (a key of size 0 in the
+        manifest is not served: it reads as the fill value)."""
         if key in self.files:
             return self.files[key]
-        return None if key in self.meta_keys else False
+        return self.meta.get(key) if key in self.meta_keys else False
 
 
-def _invalid(key: str, problem: str, sep: str = " ") -> StoreDamaged:
+def _invalid(key: str, problem: str) -> StoreDamaged:
     """A store file failing its schema; the message starts with the file's key in the store."""
-    return StoreDamaged(key, problem, f"{key}{sep}{problem}")
+    return StoreDamaged(key, problem, f"{key} {problem}")
 
 
-def _validated(model: type[_M], doc: Any, key: str) -> _M:
-    try:
-        return model.model_validate(doc)
-    except ValidationError as e:
-        raise _invalid(key, validation_message(e), ": ") from None
-
-
-def _root_meta(loc: Location) -> RootMeta | None:
-    """The validated root ``zarr.json``; None for a folder that is no store at all."""
-    has_book = bool(loc.fs.isdir(loc.path(BOOK)))
-    if not loc.fs.lexists(loc.path(ROOT_META)) and not has_book:
+def _root_doc(loc: Location) -> tuple[bytes, Any] | None:
+    """The root ``zarr.json`` (bytes and JSON) of a store; None for a folder that is no store
+    at all (no root and no bookkeeping folder, or some other zarr group)."""
+    has_book = loc.is_dir(BOOK)
+    if not loc.lexists(ROOT_META) and not has_book:
         return None
-    _, doc = layout.read_json(loc, ROOT_META)
+    raw, doc = layout.read_json(loc, ROOT_META)
     if isinstance(doc, dict) and not has_book:
         attrs = doc.get("attributes")
         if not isinstance(attrs, dict) or attrs.get("kind") != STORE_KIND:
             return None  # some other zarr group: not ours, not listed
-    return _validated(RootMeta, doc, ROOT_META)
+    return raw, doc
 
 
-def _attrs_of(root: RootMeta) -> StoreAttrs:
-    from teacher_store.views.codec import CODEC_VERSION
-
-    return check_readable(dict(root.attributes), ROOT_META, CODEC_VERSION)
-
-
-def _check_arrays(attrs: StoreAttrs, nodes: dict[str, NodeMeta]) -> None:
-    """The consolidated arrays must have the shapes the attrs promise (else blocks would read
-    chunks no unit wrote, as fill values)."""
-    r, n, k = attrs.views, attrs.num_samples, attrs.topk
-    for name, shape in (("ids", [r, n, k]), ("values", [r, n, k]), ("valid", [r, n])):
-        node = nodes.get(name)
-        if node is None or node.node_type != "array":
-            raise _invalid(ROOT_META, f"consolidated metadata has no array {name!r}", ": ")
-        if node.shape != shape or node.data_type is None:
-            raise _invalid(
-                ROOT_META, f"array {name!r} has shape {node.shape} but the attrs make {shape}", ": "
-            )
-
-
-def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
-    attrs = entry.attrs
-    assert attrs is not None
-    manifest_bytes, manifest = layout.load_manifest(entry.location)
-    if manifest.units != attrs.unit_count:
-        raise _invalid(
-            MANIFEST,
-            f"records {manifest.units} shard units but zarr.json's attrs make {attrs.unit_count}",
-        )
-    if root.consolidated_metadata is None:
-        raise _invalid(ROOT_META, "has no consolidated metadata; re-run finalize")
-    nodes = root.consolidated_metadata.metadata
-    _check_arrays(attrs, nodes)
+def _load_complete(entry: StoreEntry, checked: CheckedStore) -> None:
+    """What serving a finished store needs from its (checked) manifest and metadata."""
+    manifest = checked.manifest
+    assert manifest is not None
     files = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.files.items() if v.size}
     empty = frozenset(k for k, v in manifest.files.items() if not v.size)
     for key in sorted(empty):  # size 0 means "never written": an existing file contradicts it
         if entry.exists(key):
             raise _invalid(MANIFEST, f"records {key} with size 0, but the file exists")
-    entry.identity = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+    entry.identity = checked.identity
     entry.files, entry.empty = files, empty
+    # Served metadata is verified against the digests the manifest recorded (older stores: none).
+    entry.meta = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.meta.items()}
     entry.bad_samples = len(manifest.bad_samples)
+    nodes = checked.arrays
     entry.meta_keys = frozenset({ROOT_META, MANIFEST, *(f"{node}/{ROOT_META}" for node in nodes)})
     for node, meta in nodes.items():
-        if meta.node_type == "array":
-            entry.arrays[node] = meta.model_dump()
-            entry.layouts[node] = parse_layout(node, entry.arrays[node])
+        entry.arrays[node] = meta
+        entry.layouts[node] = parse_layout(node, meta)
 
 
 def _file_sizes(entry: StoreEntry) -> dict[str, int]:
@@ -218,9 +169,7 @@ def _file_sizes(entry: StoreEntry) -> dict[str, int]:
     per object)."""
     loc = entry.location
     if not loc.is_local:
-        root = loc.fs._strip_protocol(loc.root).rstrip("/")
-        found = loc.fs.find(root, detail=True)
-        return {str(k)[len(root) + 1 :]: int(v.get("size") or 0) for k, v in found.items()}
+        return loc.file_sizes()
     sizes: dict[str, int] = {}
     for key in entry.files:
         real = os.path.realpath(os.path.join(entry.real, key))
@@ -252,21 +201,25 @@ def _open_entry(
     """The store at ``loc`` as it is now (``invalid`` with the reason when a file is bad)."""
     entry = StoreEntry(name, loc.display, real, "invalid", sigs, uid, loc=loc)
     try:
-        root = _root_meta(entry.location)
+        root = _root_doc(entry.location)
         if root is None:
             return None
-        entry.attrs = _attrs_of(root)
+        # The checks every reader makes (attrs, arrays, metadata digests): one shared function.
+        checked = check_store(entry.location, where="", root=root)
+        entry.attrs = checked.attrs
         entry.total_units = entry.attrs.unit_count
-        if sigs[1] is None:
+        if checked.manifest is None:
             entry.state = "incomplete"
             return entry
-        _load_complete(entry, root)
+        if not checked.meta_recorded:
+            log.warning("%s", legacy_note(repr(name)))
+        _load_complete(entry, checked)
         _check_files(entry)
         entry.state = "complete"
     except StoreError as e:  # a store file fails its schema, or a version this code cannot read
         entry.code = store_status(e)[1]
-        if isinstance(e, StoreDamaged) and e.file in entry.files:  # reopen once it is restored
-            entry.damage = (e.file, _sig(entry.location, e.file))
+        if isinstance(e, StoreDamaged) and (e.file in entry.files or e.file in _META_KEYS):
+            entry.damage = (e.file, _sig(entry.location, e.file))  # reopen once it is restored
         entry.error = (
             f"store {name!r} is damaged and cannot be served: {e}; restore the file or "
             "regenerate the store (re-run the same `distill generate`)"
@@ -373,21 +326,17 @@ class Registry:
 
     def _object_children(self) -> list[tuple[str, Location, str]]:
         out = []
-        for info in self.loc.fs.ls(self.loc.root, detail=True):
-            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-            if info.get("type") != "directory":
-                continue
-            url = f"{self.root}/{name}"
-            child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
+        for name in self.loc.folders():
+            child = self.loc.child(name)
             why = name_problem(name)
             if why is None:
                 out.append((name, child, child.root))
                 continue
             if name not in self._store_like:  # one request per such folder, not per scan
-                self._store_like[name] = bool(self.loc.fs.exists(child.path(ROOT_META)))
+                self._store_like[name] = child.exists(ROOT_META)
             if self._store_like[name]:
                 self._skipping[printable_name(name)] = why
-        return sorted(out, key=lambda c: c[0])
+        return out
 
     def _note_skipped(self) -> None:
         """Log each newly skipped store folder once (scans repeat every second)."""

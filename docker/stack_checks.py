@@ -207,11 +207,11 @@ def local_store(s: Stack) -> Path:
 def check_bytes(s: Stack) -> None:
     """GET /v1/stores/demo, every view slot's block, every shard file and the zarr metadata
     keys equal a local read of the same store."""
-    from teacher_store.store.arrays import LocalStore
+    from teacher_store import Location, StoreReader
     from teacher_store.store.blockfmt import encode_block, store_identity
 
     path = local_store(s)
-    local = LocalStore(path)
+    local = StoreReader(Location.at(str(path)))
     identity = store_identity((path / "_distill" / "manifest.json").read_bytes())
     status, _, body = http(s.url("/v1/stores/demo"))
     assert status == 200, (status, body[:300])

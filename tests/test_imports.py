@@ -7,6 +7,17 @@
   and do not count).
 - Layering (imports point downwards): ``models`` ← ``teacher_store`` ← ``api`` / ``student``;
   ``api`` and ``student`` never import each other.
+- Storage: only the storage room (``teacher_store.storage``) imports the storage libraries
+  (fsspec, s3fs, botocore, aiohttp...), and it imports nothing of ours above it (only the typed
+  errors and the address syntax). Test support (``teacher_store.testing``) may use them too.
+- Reading: the reading side (``teacher_store.reader``: address, backends, client, retry) sits
+  on ``storage`` and ``store`` and imports nothing above them; below it, only its address
+  syntax (``teacher_store.reader.address``) is imported, by the storage and store rooms.
+- Test support: no module imports ``teacher_store.testing`` but itself; it loads moto and
+  uvicorn only inside functions (importing it starts nothing), and nothing else loads moto.
+- One room per fact: the value-encoding names appear (as code, not prose) only in
+  ``teacher_store.store.value_encodings``; the store's array names are defined once
+  (``teacher_store.store.layout.ARRAYS``).
 """
 
 from __future__ import annotations
@@ -226,6 +237,130 @@ def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None
 
 
+@dataclass(frozen=True)
+class _External:
+    src: str  # importing module
+    top: str  # top-level name of the imported distribution module
+    line: int
+    lazy: bool  # inside a function (runs only when it is called)
+
+
+def _externals(mods: dict[str, Path]) -> list[_External]:
+    """Every import of a module outside our packages."""
+    out = []
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        in_function = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            for n in ast.walk(f)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in PACKAGES:
+                    out.append(_External(mod, top, node.lineno, id(node) in in_function))
+    return out
+
+
+STORAGE = "teacher_store.storage"
+TESTING = "teacher_store.testing"
+STORAGE_LIBRARIES = {"fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "aiohttp", "gcsfs"}
+# What the storage room may import of ours besides itself: it sits below everything else.
+ADDRESS = "teacher_store.reader.address"
+STORAGE_NEEDS = {"teacher_store.errors", ADDRESS}
+READER = "teacher_store.reader"
+# What the reading side may import of ours besides itself (views.codec: the codec version a
+# service's store must match).
+READER_NEEDS = ("teacher_store.errors", "teacher_store.storage", "teacher_store.store")
+READER_NEEDS_MODULES = {"teacher_store.views.codec"}
+# The rooms below the reading side.
+BELOW_READER = ("teacher_store.storage", "teacher_store.store", "teacher_store.views")
+
+
+def _inside(mod: str, room: str) -> bool:
+    return mod == room or mod.startswith(room + ".")
+
+
+def test_only_the_storage_room_imports_storage_libraries() -> None:
+    mods = _modules()
+    bad = [
+        f"{e.src}:{e.line} imports {e.top}"
+        for e in _externals(mods)
+        if e.top in STORAGE_LIBRARIES and not (_inside(e.src, STORAGE) or _inside(e.src, TESTING))
+    ]
+    assert not bad, "storage libraries outside teacher_store.storage:\n" + "\n".join(bad)
+
+
+def test_the_storage_room_imports_nothing_above_it(tree) -> None:
+    mods, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if _inside(i.src, STORAGE)
+        and not _inside(_module_of(i.target, mods) or "", STORAGE)
+        and _module_of(i.target, mods) not in STORAGE_NEEDS
+    ]
+    assert not bad, "the storage room imports upwards:\n" + "\n".join(bad)
+    assert any(_inside(i.src, STORAGE) for i in imports)  # the room exists and was walked
+
+
+def test_the_reader_room_imports_only_storage_and_store(tree) -> None:
+    mods, imports = tree
+    bad = []
+    for i in imports:
+        target = _module_of(i.target, mods) or ""
+        if not _inside(i.src, READER) or _inside(target, READER):
+            continue
+        if not any(_inside(target, r) for r in READER_NEEDS) and target not in READER_NEEDS_MODULES:
+            bad.append(f"{i.src}:{i.line} imports {target}")
+    assert not bad, "the reader room imports upwards:\n" + "\n".join(bad)
+    walked = {i.src for i in imports if _inside(i.src, READER)}
+    assert {f"{READER}.{m}" for m in ("address", "backends", "client")} <= walked
+
+
+def test_below_the_reader_only_the_address_syntax_is_imported(tree) -> None:
+    mods, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if any(_inside(i.src, r) for r in BELOW_READER)
+        and _inside(i.target, READER)
+        and _module_of(i.target, mods) != ADDRESS
+    ]
+    assert not bad, "a room below the reader imports it:\n" + "\n".join(bad)
+
+
+def test_test_support_is_imported_by_nobody_and_starts_nothing(tree) -> None:
+    mods, imports = tree
+    users = [
+        f"{i.src}:{i.line}"
+        for i in imports
+        if _inside(i.target, TESTING) and not _inside(i.src, TESTING)
+    ]
+    assert not users, "teacher_store.testing imported by the product:\n" + "\n".join(users)
+    servers = [e for e in _externals(mods) if e.top in ("moto", "uvicorn")]
+    eager = [f"{e.src}:{e.line} {e.top}" for e in servers if _inside(e.src, TESTING) and not e.lazy]
+    assert not eager, "teacher_store.testing imports servers at import time:\n" + "\n".join(eager)
+    moto = [f"{e.src}:{e.line}" for e in servers if e.top == "moto" and not _inside(e.src, TESTING)]
+    assert not moto, "moto imported outside teacher_store.testing:\n" + "\n".join(moto)
+    assert {e.top for e in servers if _inside(e.src, TESTING)} == {"moto", "uvicorn"}
+
+
+def test_the_external_walk_sees_lazy_and_eager_imports() -> None:
+    externals = _externals(_modules())
+    got = {(e.src, e.top, e.lazy) for e in externals}
+    assert ("teacher_store.storage.location", "fsspec", False) in got
+    assert ("teacher_store.storage.s3", "botocore", True) in got
+
+
 def test_layers_point_downwards(tree) -> None:
     _, imports = tree
     bad = [
@@ -234,3 +369,120 @@ def test_layers_point_downwards(tree) -> None:
         if (a := i.src.split(".")[0]) != (b := i.target.split(".")[0]) and b not in ALLOWED[a]
     ]
     assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """String constants of a module that are code, not docstrings: (line, value)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docs: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docs.add(id(body[0].value))
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
+
+
+ENCODINGS_ROOM = "teacher_store.store.value_encodings"
+
+
+def test_only_the_encoding_table_names_encodings(tree) -> None:
+    """Adding a value encoding touches one room: no other module branches on a name."""
+    mods, _ = tree
+    names: set[str] = set()
+    for _, value in _code_strings(mods[ENCODINGS_ROOM]):
+        names.add(value)
+    names = {n for n in names if n.startswith(("logprob-", "prob-"))}
+    assert {"logprob-f16", "prob-u8", "prob-u8x3"} <= names  # the scan reads the table
+    bad = [
+        f"{mod}:{line} names {value!r}"
+        for mod, path in mods.items()
+        if mod != ENCODINGS_ROOM
+        for line, value in _code_strings(path)
+        if value in names
+    ]
+    assert not bad, "value-encoding names outside the table:\n" + "\n".join(bad)
+
+
+def test_store_arrays_are_named_once(tree) -> None:
+    mods, _ = tree
+    bad = []
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == "ARRAYS" for t in targets):
+                bad.append(mod)
+    assert bad == ["teacher_store.store.layout"], f"ARRAYS defined in {bad}"
+
+
+def test_only_the_curricula_table_names_curricula(tree) -> None:
+    """Adding a curriculum touches one room: no other student module branches on a name."""
+    mods, _ = tree
+    room = "student.curricula"
+    names = {v for _, v in _code_strings(mods[room]) if v in ("efficientrain",)}
+    names |= {v for _, v in _code_strings(mods[room]) if v.startswith("efficientnetv2-")}
+    assert {"efficientrain", "efficientnetv2-progressive"} <= names  # the scan reads the table
+    bad = [
+        f"{mod}:{line} names {value!r}"
+        for mod, path in mods.items()
+        if mod.startswith("student") and mod != room
+        for line, value in _code_strings(path)
+        if value in names
+    ]
+    assert not bad, "curriculum names outside student/curricula.py:\n" + "\n".join(bad)
+
+
+# Modules the CLI imports to build its parser, and the tables under them: no torch, and the
+# tables never import the config that uses them (config -> recipes -> curricula, one way).
+TORCH_FREE = (
+    "student.cli",
+    "student.config",
+    "student.recipes",
+    "student.curricula",
+    "student.loader_config",
+)
+NOT_IMPORTING = {
+    "student.recipes": {"student.config"},
+    "student.curricula": {"student.config", "student.recipes", "student.curriculum"},
+}
+
+
+def test_student_tables_stay_below_the_config(tree) -> None:
+    """Counting ``TYPE_CHECKING`` imports too: a type-only import back is still a cycle."""
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if any(i.target == t or i.target.startswith(t + ".") for t in NOT_IMPORTING.get(i.src, ()))
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_student_parser_modules_import_no_torch(tree) -> None:
+    mods, _ = tree
+    bad = []
+    for mod in TORCH_FREE:
+        for node in ast.walk(ast.parse(mods[mod].read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            bad += [f"{mod}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "torch"]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_service_takes_no_pixels_from_a_command_module(tree) -> None:
+    """The dashboard renders through teacher_store.views, not `distill show`'s module."""
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line}"
+        for i in imports
+        if i.src.startswith("api")
+        and i.target in ("teacher_store.show", "teacher_store.commands", "teacher_store.cli")
+    ]
+    assert not bad, "api imports a command module: " + ", ".join(bad)

@@ -1,4 +1,4 @@
-"""Store writer (commit protocol) and the local reader.
+"""Store writer (commit protocol); the reader is :mod:`teacher_store.store.store_reader`.
 
 Work is cut into shard units (:mod:`teacher_store.store.layout`). A unit is one zarr shard file per
 array, written whole by exactly one writer (zarr loses data when two writers touch one shard).
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -22,20 +21,24 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
-from teacher_store.address import StoreAddressError
-from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
+from teacher_store.errors import StoreConflict, StoreIncomplete
+from teacher_store.reader.address import StoreAddressError
+from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
-from teacher_store.store.encodings import rank_to_stored, stored_to_rank
-from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
-from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
+from teacher_store.store.id_order import rank_to_stored
+from teacher_store.store.integrity import meta_records
+from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, ShardUnit, shard_units
+from teacher_store.store.schema import StoreAttrs
+from teacher_store.store.store_reader import StoreReader, TargetBlock
 
-# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
-# from here too.
+# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout, StoreReader and
+# TargetBlock in teacher_store.store.store_reader; importable from here too.
 __all__ = [
     "ARRAYS",
     "BOOK",
     "LocalStore",
     "ShardUnit",
+    "StoreReader",
     "TargetBlock",
     "committed_units",
     "create_store",
@@ -162,7 +165,7 @@ def _half_created(loc: Location) -> bool:
         return False
     metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
     found = loc.keys()
-    ours = [k in metas or layout.is_temporary(k.rsplit("/", 1)[-1]) for k in found]
+    ours = [k in metas or is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
 
 
@@ -205,7 +208,7 @@ def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
     group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
     _define_arrays(group, attrs)
     for key in sorted(mem, key=lambda k: (k == ROOT_META, k)):
-        loc.write_atomic(key, mem[key].to_bytes())
+        layout.write_file(loc, key, mem[key].to_bytes())
     layout.make_book(loc)
 
 
@@ -237,7 +240,7 @@ def write_unit(
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
-    says (:func:`~teacher_store.store.encodings.rank_to_stored`).
+    says (:func:`~teacher_store.store.id_order.rank_to_stored`).
 
     Each shard file is encoded in memory and written whole (one PUT on an object store); the
     record, written after all of them, lists what was written.
@@ -256,7 +259,7 @@ def write_unit(
             files[key] = layout.EMPTY.to_dict()
             continue
         data_bytes = buf.to_bytes()
-        loc.write_atomic(key, data_bytes)
+        layout.write_file(loc, key, data_bytes)
         files[key] = layout.FileRecord.of(data_bytes).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
@@ -315,65 +318,18 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))
-    loc.write_atomic(ROOT_META, mem[ROOT_META].to_bytes())
+    root = mem[ROOT_META].to_bytes()
+    layout.write_file(loc, ROOT_META, root)
+    # The metadata files' digests: an attribute edited later is refused by every reader, and
+    # the identity (a digest of the manifest) differs for stores whose attrs differ.
+    manifest["meta"] = meta_records(loc, root)
     layout.write_manifest(loc, manifest)
     return manifest
 
 
-@dataclass(frozen=True)
-class TargetBlock:
-    """Targets of view slot ``slot`` for samples [start, stop)."""
-
-    slot: int
-    start: int
-    ids: np.ndarray  # [n, K] uint16/uint32, rank order
-    values: np.ndarray  # [n, K] stored encoding
-    valid: np.ndarray  # [n] bool
-    encoding: str
-
-    def logprobs(self) -> np.ndarray:
-        """[n, K] float32 log-probabilities (-inf where the encoding rounded p to zero)."""
-        return decode_values(self.values, self.encoding)
-
-
-class LocalStore:
-    """Direct reader of a store (a folder or an object-store URL, not the service); checks
-    versions and (when complete) the manifest's files."""
+class LocalStore(StoreReader):
+    """:class:`~teacher_store.store.store_reader.StoreReader` opened from an address (a
+    folder or an object-store URL); kept under this name for one release."""
 
     def __init__(self, address: str | os.PathLike[str], require_complete: bool = True) -> None:
-        from teacher_store.views.codec import CODEC_VERSION
-
-        loc = Location.at(address)
-        self.location = loc
-        self.address = loc.display  # the folder's path or the store's URL
-        loc.probe()
-        raw = layout.read_root_attrs(loc)
-        if raw is None:
-            raise StoreNotFound(f"{loc.display} is not a store (no zarr.json); check the path")
-        self.attrs = check_readable(raw, loc.display, CODEC_VERSION)
-        self.manifest = layout.read_manifest(loc)
-        if require_complete and self.manifest is None:
-            raise StoreIncomplete(
-                f"store {loc.display} is unfinished; re-run the same `distill generate` to "
-                "finish it"
-            )
-        if self.manifest is not None:
-            layout.check_sizes(loc, self.manifest["files"])
-        self.group = zarr.open_group(loc.zarr_store(), mode="r")
-
-    @property
-    def complete(self) -> bool:
-        """True when the store is finished (its manifest exists)."""
-        return self.manifest is not None
-
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        """Targets of view slot ``slot`` for samples [start, stop), ids in rank order."""
-        a = self.attrs
-        a.check_block(slot, start, stop)
-        ids, values = stored_to_rank(
-            np.asarray(_array(self.group, "ids")[slot, start:stop]),
-            np.asarray(_array(self.group, "values")[slot, start:stop]),
-            a,
-        )
-        valid = np.asarray(_array(self.group, "valid")[slot, start:stop]).astype(bool)
-        return TargetBlock(slot, start, ids, values, valid, a.value_encoding)
+        super().__init__(Location.at(address), require_complete=require_complete)

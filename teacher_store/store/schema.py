@@ -8,7 +8,7 @@ Version 2 (the default) keeps those arrays and their meaning but stores each vie
 ``id_order="head-sorted-pad"``: the first ``head`` entries in rank order, the other K - head
 sorted by their position in the store's ``class_order`` (a teacher-derived permutation of the
 class ids) and stored as gaps, with zero-valued entries as trailing padding
-(:mod:`teacher_store.store.encodings` converts both ways; docs/store-format.md gives the
+(:mod:`teacher_store.store.id_order` converts both ways; docs/store-format.md gives the
 decode for any zarr reader). Version 2 stores written before it (``id_order="head-sorted"``:
 sorted by class id, no padding) stay readable. A chunk holds ``chunk_views`` slots x
 ``chunk_samples`` samples, stored sample-major by a zarr ``transpose`` codec. Version 1 stores
@@ -17,10 +17,11 @@ sorted by class id, no padding) stay readable. A chunk holds ``chunk_views`` slo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -31,38 +32,147 @@ from pydantic import (
 )
 
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
+from teacher_store.options import MAX_IMG_SIZE
+from teacher_store.options import MAX_TOPK as MAX_TOPK  # the commands' bound, re-exported
+from teacher_store.options import MAX_VIEWS as MAX_VIEWS  # the commands' bound, re-exported
+from teacher_store.store.value_encodings import VALUE_ENCODINGS as VALUE_ENCODINGS
+from teacher_store.store.value_encodings import default_encoding as default_encoding
+from teacher_store.store.value_encodings import encoding as _encoding
 
 SCHEMA_VERSION = 2
 """The store schema version `distill generate` writes (``READABLE_VERSIONS`` are read)."""
 READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
-ValueEncoding = Literal["logprob-f16", "prob-u8", "prob-u8x3"]
-VALUE_ENCODINGS: tuple[str, ...] = ("logprob-f16", "prob-u8", "prob-u8x3")
 IdOrder = Literal["rank", "head-sorted", "head-sorted-pad"]
-# prob-u8: p ~= q / 255, so the reconstruction error is at most 1/510 < 2e-3 for every entry.
-# prob-u8x3: ranks 1-2 as prob-u8, ranks >= 3 as q / 765 (the 3rd largest p is at most 1/3):
-# a 3x finer tail, which keeps the KL to the teacher at K=100 (linear 1/255 flattens the tail).
-_U8_SCALE = 255.0
-_TAIL_FACTOR = {"prob-u8": 1, "prob-u8x3": 3}
-# prob-u8 is enough below this K (measured: KL +0.001 nats at K=10, +0.057 at K=100).
-_FINE_TAIL_FROM_K = 17
 
-
-def default_encoding(topk: int) -> str:
-    """The value encoding `distill generate` picks for ``topk`` when none is given."""
-    return "prob-u8x3" if topk >= _FINE_TAIL_FROM_K else "prob-u8"
+# Bounds on every attr that sets an allocation (a view's pixels, a block's entries, the list of
+# shard units, a sampler's permutation): a store claiming more is refused before anything is
+# allocated. Real stores are far inside them (ImageNet-22k: 14M samples, 21,841 classes).
+# px, each side of the teacher's input (a 4096 px RGB view is 48 MiB): the commands' bound
+MAX_IMAGE_SIZE = MAX_IMG_SIZE  # and K: MAX_TOPK, imported above
+MAX_CLASSES = 1 << 20
+MAX_SAMPLES = 1 << 31
+MAX_UNITS = 1 << 20  # shard units (each is 3 files): a list of them is built in memory
+MAX_CHUNK_ENTRIES = 1 << 24  # ids per inner chunk: the service decodes whole chunks
+MAX_SHARD_ENTRIES = 1 << 28  # ids per shard unit: a writer holds a whole unit
+MAX_BATCH = 1 << 16
 
 
 def head_size(encoding: str) -> int:
     """Leading ranks kept in rank order by ``head-sorted`` (those whose scale is not the tail's)."""
-    return max(1, _TAIL_FACTOR.get(encoding, 1) - 1)
+    return _encoding(encoding).head
+
+
+def _known_encoding(name: str) -> str:
+    _encoding(name)  # UnknownEncoding (a ValueError) names the known ones
+    return name
+
+
+# A name in the value-encoding table (teacher_store.store.value_encodings), the one place
+# that lists them.
+ValueEncodingName = Annotated[str, AfterValidator(_known_encoding)]
+
+
+_Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_Pixels = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIZE)]
+
+
+class _Nested(BaseModel):
+    """A nested attr object, validated strictly (no string for a number, no string for a
+    list) since readers use the raw JSON values: what passes here is what they get."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class TeacherAttrs(_Nested):
+    """``attrs.teacher``: the teacher's identity and preprocessing (models' ``TeacherInfo``)."""
+
+    name: str = Field(min_length=1)
+    architecture: str = Field(min_length=1)
+    num_classes: int = Field(ge=1, le=MAX_CLASSES)
+    # [3, H, W]: replay renders H x H RGB views (square at the teacher's height).
+    input_size: list[int] = Field(min_length=3, max_length=3)
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=3, max_length=3)
+    interpolation: str
+    weights_sha256: _Sha256 | None
+    class_names: list[str]  # [] when the teacher has none; else one per class
+    version: Literal[1]
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, v: list[int]) -> list[int]:
+        c, h, w = v
+        if c != 3 or not all(8 <= x <= MAX_IMAGE_SIZE for x in (h, w)):
+            raise ValueError(f"must be [3, H, W] with 8 <= H, W <= {MAX_IMAGE_SIZE}, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _names(self) -> TeacherAttrs:
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
+            )
+        return self
+
+
+class DatasetAttrs(_Nested):
+    """``attrs.dataset``: the fingerprint of the image folder (``DatasetFingerprint``)."""
+
+    num_samples: int = Field(ge=1, le=MAX_SAMPLES)
+    sha256: _Sha256
+    classes: list[str]
+    version: int = Field(ge=1)
+
+
+class RecordedConfig(_Nested):
+    """``attrs.config``: the generation options that decide the store's bytes. Readers rely on
+    the fields typed here; the others are recorded for ``distill generate``'s resume check."""
+
+    model_config = ConfigDict(extra="allow")
+
+    teacher: str = Field(min_length=1)
+    batch_size: int = Field(ge=1, le=MAX_BATCH)
+    views: int | None = None
+    topk: int | None = None
+    seed: int | None = None
+    img_size: _Pixels | None = None
+    threads: int | None = Field(None, ge=1)
+    max_image_pixels: int | None = Field(None, ge=1)
+    decode: Literal["cpu", "gpu"] = "cpu"
+    view_order: Literal["sample", "pairs"] = "sample"
+
+
+def _nested(model: type[BaseModel], value: Any, field: str) -> None:
+    """Validate a nested attr object; its problems become one ValueError naming their paths."""
+    try:
+        model.model_validate(value)
+    except ValidationError as e:
+        raise ValueError(validation_message(e, prefix=field)) from None
+
+
+def _recipe(value: Any) -> None:
+    """The recipe must be complete (every field recorded: a default filled in here might not
+    be what generated the views) and valid."""
+    from teacher_store.views.recipe import Recipe
+
+    if not isinstance(value, dict):
+        raise ValueError(f"recipe: must be an object, got {type(value).__name__}")
+    missing = [k for k in Recipe.model_fields if k not in value]
+    if missing:
+        raise ValueError(f"recipe: missing {', '.join(missing)}")
+    _nested(Recipe, value, "recipe")
 
 
 class StoreAttrs(BaseModel):
-    """Root attrs of a store. Everything a reader needs to interpret and trust the arrays."""
+    """Root attrs of a store. Everything a reader needs to interpret and trust the arrays.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The whole tree is validated (nested objects by :class:`TeacherAttrs`, :class:`DatasetAttrs`,
+    :class:`RecordedConfig` and the recipe), sizes that set allocations are bounded, and the
+    attrs must agree with each other; they are kept as the raw JSON (a dict round-trip)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["distill-teacher-store"] = STORE_KIND
     schema_version: int = SCHEMA_VERSION
@@ -71,9 +181,11 @@ class StoreAttrs(BaseModel):
     views: int
     topk: int
     num_classes: int
-    value_encoding: ValueEncoding
-    temperature: float = 1.0  # the stored log-probs are softmax(logits / temperature)
-    store_seed: int
+    value_encoding: ValueEncodingName
+    temperature: float = Field(
+        default=1.0, gt=0
+    )  # the stored log-probs: softmax(logits / temperature)
+    store_seed: int = Field(ge=0, lt=1 << 64)
     device_type: str = "unknown"  # where the teacher ran: CPU and CUDA differ in float results
     chunk_samples: int
     shard_samples: int
@@ -96,8 +208,66 @@ class StoreAttrs(BaseModel):
     @classmethod
     def _positive(cls, v: int, info: ValidationInfo) -> int:
         if v < 1:  # 0 or negative counts would make empty ranges or divide by zero
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+            raise ValueError(f"must be >= 1, got {v}")
+        bound = _BOUNDS.get(str(info.field_name))
+        if bound is not None and v > bound:
+            raise ValueError(f"must be <= {bound}, got {v}")
         return v
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _nested(TeacherAttrs, v, "teacher")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _nested(DatasetAttrs, v, "dataset")
+        return v
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _nested(RecordedConfig, v, "config")
+        return v
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _recipe(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StoreAttrs:
+        """The attrs agree with each other (and stay within the bounds as a whole)."""
+        t, d, c = self.teacher, self.dataset, self.config
+        if t["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"teacher.num_classes {t['num_classes']} != num_classes {self.num_classes}"
+            )
+        if d["num_samples"] != self.num_samples:
+            raise ValueError(
+                f"dataset.num_samples {d['num_samples']} != num_samples {self.num_samples}"
+            )
+        for key, have in (("views", self.views), ("topk", self.topk), ("seed", self.store_seed)):
+            if c.get(key) is not None and c[key] != have:
+                raise ValueError(f"config.{key} {c[key]} contradicts the store's {have}")
+        if self.topk > self.num_classes:
+            raise ValueError(f"topk {self.topk} exceeds num_classes {self.num_classes}")
+        for outer, inner in (("shard_samples", "chunk_samples"), ("shard_views", "chunk_views")):
+            if getattr(self, outer) % getattr(self, inner):
+                raise ValueError(f"{outer} is not a multiple of {inner}")
+        chunk = self.chunk_views * self.chunk_samples * self.topk
+        shard = self.shard_views * self.shard_samples * self.topk
+        if chunk > MAX_CHUNK_ENTRIES or shard > MAX_SHARD_ENTRIES:
+            raise ValueError(
+                f"chunks of {chunk} or shards of {shard} entries exceed the bounds "
+                f"({MAX_CHUNK_ENTRIES}, {MAX_SHARD_ENTRIES})"
+            )
+        if self.unit_count > MAX_UNITS:
+            raise ValueError(f"{self.unit_count} shard units exceed the bound {MAX_UNITS}")
+        return self
 
     @model_validator(mode="after")
     def _order_is_permutation(self) -> StoreAttrs:
@@ -123,6 +293,17 @@ class StoreAttrs(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
+    def create(cls, **fields: Any) -> StoreAttrs:
+        """The attrs of a new store; options that would make them invalid (a size past its
+        bound, a teacher whose info does not fit) are one ValueError line, not a pydantic dump."""
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            raise ValueError(
+                f"the store would have invalid attrs: {validation_message(e)}"
+            ) from None
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
         """Validated attrs from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
@@ -145,58 +326,40 @@ class StoreAttrs(BaseModel):
         return values_dtype(self.value_encoding)
 
 
+_BOUNDS = {
+    "num_samples": MAX_SAMPLES,
+    "views": MAX_VIEWS,
+    "topk": MAX_TOPK,
+    "num_classes": MAX_CLASSES,
+    "chunk_samples": MAX_SAMPLES,
+    "shard_samples": MAX_SAMPLES,
+    "shard_views": MAX_VIEWS,
+    "chunk_views": MAX_VIEWS,
+}
+
+
 def ids_dtype(num_classes: int) -> np.dtype:
     return np.dtype("uint16") if num_classes <= 65535 else np.dtype("uint32")
 
 
 def values_dtype(encoding: str) -> np.dtype:
-    if encoding == "logprob-f16":
-        return np.dtype("float16")
-    if encoding in _TAIL_FACTOR:
-        return np.dtype("uint8")
-    raise ValueError(f"unknown value encoding {encoding!r}; known: {', '.join(VALUE_ENCODINGS)}")
-
-
-def _rank_scale(encoding: str, k: int) -> np.ndarray:
-    """The uint8 encodings' scale per rank: [K] float32 (p = q / scale)."""
-    scale = np.full(k, _U8_SCALE, np.float32)
-    scale[head_size(encoding) :] *= _TAIL_FACTOR[encoding]
-    return scale
+    return _encoding(encoding).dtype
 
 
 def encode_values(logprobs: np.ndarray, encoding: str) -> np.ndarray:
     """Encode float log-probabilities [..., K] (rank order, descending) for storage."""
-    logprobs = np.asarray(logprobs, dtype=np.float32)
-    if encoding == "logprob-f16":
-        # float16 bottoms out near -65504; log-probs that small are zero probability anyway.
-        return np.clip(logprobs, -60000.0, 0.0).astype(np.float16)
-    if encoding in _TAIL_FACTOR:
-        # The r-th largest probability is at most 1/r, so q <= 255 up to float rounding.
-        q = np.rint(np.exp(logprobs) * _rank_scale(encoding, logprobs.shape[-1]))
-        return np.clip(q, 0, 255).astype(np.uint8)
-    values_dtype(encoding)  # raises for an unknown encoding
-    raise AssertionError("unreachable")
+    return _encoding(encoding).encode(logprobs)
 
 
 def decode_values(values: np.ndarray, encoding: str) -> np.ndarray:
     """Stored values [..., K] -> float32 log-probabilities (``-inf`` for zero probability)."""
-    if encoding == "logprob-f16":
-        return np.asarray(values, dtype=np.float32)
-    if encoding in _TAIL_FACTOR:
-        q = np.asarray(values, dtype=np.float32)
-        with np.errstate(divide="ignore"):
-            return np.log(q / _rank_scale(encoding, q.shape[-1]))
-    values_dtype(encoding)
-    raise AssertionError("unreachable")
+    return _encoding(encoding).decode(values)
 
 
 def quant_step(encoding: str, k: int) -> np.ndarray:
-    """The uint8 encodings' step in p per rank, [K] float64 (0 for logprob-f16); the worst
+    """The encoding's step in p per rank, [K] float64 (0 for logprob-f16); the worst
     |p_stored - p| is half of it, and entries closer than it may swap ranks when decoded."""
-    if encoding in _TAIL_FACTOR:
-        return 1.0 / _rank_scale(encoding, k).astype(np.float64)
-    values_dtype(encoding)
-    return np.zeros(k)
+    return _encoding(encoding).quant_step(k)
 
 
 def check_readable(
@@ -227,7 +390,7 @@ def check_readable(
     try:
         return StoreAttrs.from_dict(attrs)
     except ValidationError as e:
-        msg = f"has malformed attrs: {validation_message(e)}"
+        msg = f"has invalid attrs: {validation_message(e)}"
         raise StoreDamaged("zarr.json", msg, f"{where} {msg}") from None
 
 
@@ -267,8 +430,10 @@ class Manifest(_Record):
     units: int = Field(ge=1)
     files: dict[str, FileEntry]
     bad_samples: list[dict[str, Any]] = []
+    # The metadata files (root and arrays' zarr.json) as finished: absent in older manifests.
+    meta: dict[str, FileEntry] = {}
 
-    _keys = field_validator("files")(_check_keys)
+    _keys = field_validator("files", "meta")(_check_keys)
 
 
 class NodeMeta(BaseModel):
@@ -297,11 +462,32 @@ class RootMeta(BaseModel):
     consolidated_metadata: ConsolidatedMeta | None = None
 
 
-def validation_message(e: ValidationError) -> str:
-    """A one-line summary of a pydantic error: ``where: what`` for each problem."""
-    parts = []
+_MAX_PROBLEMS = 3
+
+
+def validation_message(e: ValidationError, prefix: str = "") -> str:
+    """A one-line summary of a pydantic error: ``where: what`` for each problem (the first
+    three; missing fields of one object as one ``where: missing a, b``), ``where`` starting
+    with ``prefix`` (a nested object's field name)."""
+    parts: list[str | list[str]] = []  # a message, or the names missing from one object
+    missing: dict[str, list[str]] = {}
     for err in e.errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        loc = [str(p) for p in (prefix, *err.get("loc", ())) if p != ""]
+        if err.get("type") == "missing" and loc:
+            parent = ".".join(loc[:-1])
+            if parent not in missing:
+                missing[parent] = [f"{parent}: missing " if parent else "missing "]
+                parts.append(missing[parent])
+            missing[parent].append(loc[-1])
+            continue
+        where = ".".join(loc)
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+        # A nested object's own message (see _nested) already starts with its path.
+        if not where or msg.startswith((f"{where}.", f"{where}:")):
+            parts.append(msg)
+        else:
+            parts.append(f"{where}: {msg}")
+    text = [p if isinstance(p, str) else p[0] + ", ".join(p[1:]) for p in parts]
+    if len(text) > _MAX_PROBLEMS:
+        text[_MAX_PROBLEMS:] = [f"and {len(text) - _MAX_PROBLEMS} more"]
+    return " ".join("; ".join(text).split())  # one line, whatever the messages hold

@@ -96,7 +96,7 @@ def test_listing_and_detail(server: LiveServer, served: dict[str, Path]) -> None
     d = requests.get(f"{server.url}/v1/stores/demo").json()
     assert (d["views"], d["num_samples"], d["topk"], d["num_classes"]) == (3, 1000, 5, 100)
     assert d["teacher_name"] == "fake_teacher" and d["teacher_weights_sha256"] == "ab" * 32
-    assert d["value_encoding"] == "logprob-f16" and d["recipe"] == {"name": "test"}
+    assert d["value_encoding"] == "logprob-f16" and d["recipe"]["name"] == "test"
     assert d["dataset"]["num_samples"] == 1000 and d["max_block"] == 512
     on_disk = sum(f.stat().st_size for f in served["demo"].glob("*/c/**/*") if f.is_file())
     assert d["bytes_on_disk"] == on_disk

@@ -20,25 +20,28 @@ def _claim_views(store: Path, views: int) -> None:
 
 
 def test_huge_claimed_counts_are_counted_not_listed(tmp_path: Path) -> None:
-    """A store claiming 10**12 views cannot be listed unit by unit (that would never end nor
-    fit in memory): it is listed with its unit count computed, and its records counted."""
+    """A store of 131,072 shard units is listed with its unit count computed and its records
+    counted, never unit by unit; a store claiming more views than any store may have (10**12,
+    2,000,000: more than 65,536) is listed as invalid at once, naming zarr.json."""
     from api.main import create_app
     from api.settings import Settings
 
     root = tmp_path / "root"
+    big = make_attrs(64, views=65536, topk=3, chunk=16, shard=32, shard_views=1)
+    build_store(root / "unfinished", big, units=2)  # only metadata and two units on disk
     attrs = make_attrs(64, views=2, topk=3, chunk=16, shard=32, shard_views=1)
-    unfinished = build_store(root / "unfinished", attrs, units=2)
-    _claim_views(unfinished, 10**12)
+    claiming = build_store(root / "claiming", attrs, units=2)
+    _claim_views(claiming, 10**12)
     finished = build_store(root / "finished", attrs)
     _claim_views(finished, 2_000_000)
     with LiveServer(create_app(Settings(root=root))) as live:
         r = requests.get(f"{live.url}/v1/stores", timeout=5)
         stores = {s["name"]: s for s in r.json()["stores"]}
-        assert stores["unfinished"]["progress"] == {"committed_units": 2, "total_units": 2 * 10**12}
+        assert stores["unfinished"]["progress"] == {"committed_units": 2, "total_units": 131072}
         assert stores["unfinished"]["state"] == "incomplete"
-        assert stores["finished"]["state"] == "invalid"
-        assert "4 shard units" in stores["finished"]["error"]  # manifest vs attrs
-        assert "_distill/manifest.json" in stores["finished"]["error"]
+        for name in ("claiming", "finished"):
+            assert stores[name]["state"] == "invalid"
+            assert "zarr.json" in stores[name]["error"] and "<= 65536" in stores[name]["error"]
         r = requests.get(f"{live.url}/v1/stores/finished/blocks/1999999?start=0&stop=4", timeout=5)
         assert r.status_code == 409
 

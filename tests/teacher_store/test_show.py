@@ -11,6 +11,8 @@ from PIL import Image
 from teacher_store.cli import main
 from teacher_store.show import show_view
 from teacher_store.store.arrays import BOOK, LocalStore
+from tests.meta_edits import ATTR_EDITS, GENERATED_EDITS, one_line
+from tests.store_fixtures import copy_store, plant_class_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
 
@@ -75,3 +77,60 @@ def test_show_writes_lambda_not_a_missing_glyph(store, demo_data):
     shown = renderer.render(mixed[1], mixed[0])
     text = "\n".join(shown.lines)
     assert "λ" not in text and f"lambda={shown.params.mix.lam:.2f}" in text
+
+
+EDITS = {**ATTR_EDITS, **GENERATED_EDITS}
+
+
+@pytest.mark.parametrize("name", sorted(EDITS))
+def test_show_refuses_invalid_metadata_in_one_line(store, demo_data, tmp_path, capsys, name):
+    """Never a render from attrs that fail the schema (no 100000 px allocation, no class
+    names turned into letters), contradict the arrays or were edited: exit 2, one line."""
+    edit, file = EDITS[name]
+    bad = copy_store(store, tmp_path / name)
+    edit(bad)
+    png = tmp_path / "v.png"
+    args = ["show", str(bad), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and f"store {bad}: {file} " in err, err
+    assert not png.exists()
+
+
+def test_show_refuses_class_ids_outside_the_classes(store, demo_data, tmp_path, capsys):
+    classes = LocalStore(store).attrs.num_classes
+    bad = plant_class_id(copy_store(store, tmp_path / "bad"), classes, slot=1, sample=4)
+    args = ["show", str(bad), "--data", str(demo_data), "--sample", "4", "--view", "1"]
+    assert main([*args, "--out", str(tmp_path / "v.png")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and f"class id {classes} at view slot 1, sample 4" in err, err
+    args = ["show", str(bad), "--data", str(demo_data), "--sample", "5", "--view", "1"]
+    assert main([*args, "--out", str(tmp_path / "v.png")]) == 0  # other views are fine
+
+
+@pytest.mark.parametrize(
+    "extra, want",
+    [
+        (["--size", "100000"], "--size 100000: must be an integer in [8, 4096]"),
+        (["--size", "7"], "--size 7: must be an integer in [8, 4096]"),
+        (["--size", "0"], "--size 0: must be an integer in [8, 4096]"),
+    ],
+)
+def test_show_size_is_bounded(store, demo_data, tmp_path, capsys, extra, want):
+    png = tmp_path / "v.png"
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(png), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"distill show: error: {want}"
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x", "x.png.jpg", "x.jpeg"])
+def test_show_writes_png_only_under_a_png_name(store, demo_data, tmp_path, capsys, name):
+    out = tmp_path / name
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"distill show: error: --out {out}: the picture is written as PNG; name it NAME.png"
+    )
+    assert not out.exists()

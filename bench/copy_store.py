@@ -33,71 +33,47 @@ if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-from _common import free_port, load, table  # noqa: E402
+from _common import load, table  # noqa: E402
 
-from teacher_store.store.arrays import create_store, finalize, write_unit  # noqa: E402
-from teacher_store.store.layout import shard_units  # noqa: E402
+from teacher_store.store.layout import ShardUnit  # noqa: E402
 from teacher_store.store.schema import StoreAttrs, encode_values  # noqa: E402
 from teacher_store.store_copy import CopyConfig, run_copy  # noqa: E402
+from teacher_store.testing import free_port, synthetic_attrs, write_store  # noqa: E402
 
 
 def _attrs(views: int, samples: int, topk: int) -> StoreAttrs:
-    from teacher_store.views.codec import CODEC_VERSION
-    from teacher_store.views.recipe import get_recipe
-
-    teacher = {
-        "name": "synthetic",
-        "architecture": "none",
-        "num_classes": 1000,
-        "input_size": [3, 224, 224],
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.5, 0.5, 0.5],
-        "interpolation": "bicubic",
-        "weights_sha256": "ab" * 32,
-        "class_names": [],
-        "version": 1,
-    }
-    return StoreAttrs(
-        codec_version=CODEC_VERSION,
-        num_samples=samples,
-        views=views,
-        topk=topk,
-        num_classes=1000,
-        value_encoding="prob-u8",
-        store_seed=0,
-        chunk_samples=64,
-        chunk_views=min(16, views),
-        shard_samples=4096,
+    return synthetic_attrs(
+        samples,
+        views,
+        topk,
+        encoding="prob-u8",
+        chunk=64,
+        shard=4096,
         shard_views=min(16, views),
+        chunk_views=min(16, views),
         id_order="head-sorted-pad",
-        teacher=teacher,
-        dataset={"num_samples": samples, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe=get_recipe("default").to_dict(),
-        config={"teacher": "synthetic", "views": views, "topk": topk, "batch_size": 32},
-        libraries={},
     )
 
 
+def _targets(a: StoreAttrs, u: ShardUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Teacher-like targets of one unit: distinct classes per view, a Zipf-drawn top-1 (popular
+    classes more often), the rest at random gaps of 1..99 after it (about the entropy of a real
+    teacher's tail ids); ids [rs, n, K], encoded values [rs, n, K], valid [rs, n]."""
+    rng = np.random.default_rng(u.start * 31 + u.group)
+    rs, n, topk = u.slot_stop - u.slot_start, u.stop - u.start, a.topk
+    top1 = (rng.zipf(1.3, (rs, n, 1)) - 1) % 1000
+    gaps = np.cumsum(rng.integers(1, 100, (rs, n, topk - 1)), -1)
+    ids = np.concatenate([top1, (top1 + gaps) % 1000], -1)
+    logits = np.sort(rng.normal(0.0, 3.0, (rs, n, topk)), axis=-1)[..., ::-1]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 50.0)
+    valid = np.ones((rs, n), np.uint8)
+    return ids.astype(a.ids_dtype), encode_values(logp, a.value_encoding), valid
+
+
 def build(path: Path, views: int, samples: int, topk: int) -> None:
-    """The store at ``path`` through the real writer."""
+    """The store at ``path`` through the real writer (teacher_store.testing.write_store)."""
     a = _attrs(views, samples, topk)
-    create_store(path, a, overwrite=True)
-    units = shard_units(a)
-    for u in units:
-        rng = np.random.default_rng(u.start * 31 + u.group)
-        rs, n = u.slot_stop - u.slot_start, u.stop - u.start
-        # Distinct classes per view: a Zipf-drawn top-1 (popular classes more often), the rest
-        # at random gaps of 1..99 after it (about the entropy of a real teacher's tail ids).
-        top1 = (rng.zipf(1.3, (rs, n, 1)) - 1) % 1000
-        gaps = np.cumsum(rng.integers(1, 100, (rs, n, topk - 1)), -1)
-        ids = np.concatenate([top1, (top1 + gaps) % 1000], -1)
-        logits = np.sort(rng.normal(0.0, 3.0, (rs, n, topk)), axis=-1)[..., ::-1]
-        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 50.0)
-        valid = np.ones((rs, n), np.uint8)
-        write_unit(
-            path, u, ids.astype(a.ids_dtype), encode_values(logp, a.value_encoding), valid, []
-        )
-    finalize(path, units)
+    write_store(path, a, partial(_targets, a))
 
 
 def _shards(root: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from api.errors import ERROR_RESPONSES
 from api.models import (
     ArrayInfo,
+    Fidelity,
     Progress,
     SkippedFolder,
     StoreDetail,
@@ -78,6 +79,7 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
         identity=e.identity if complete else None,
         grown_from=e.grown_from if complete else None,
         view_identity=view_identity(a),
+        fidelity=Fidelity(**e.fidelity.to_dict()) if e.fidelity is not None else None,
     )
 
 

@@ -90,8 +90,9 @@ def _store_context(svc: Service, e: StoreEntry) -> dict[str, Any]:
 
     a = e.attrs
     assert a is not None
-    recipe_name, schedule = recipe_schedule(a.recipe, a.views, a.schedule_views)
+    recipe_name, schedule = recipe_schedule(a.recipe, a.views, a.first_slot, a.schedule_views)
     context: dict[str, Any] = {"row": _row(e), "recipe_name": recipe_name, "schedule": schedule}
+    context["fidelity"] = e.fidelity  # the last `distill verify --record`, current or stale
     if e.state == "complete":
         context["arrays"] = _array_bytes(e)
         context["stats"] = svc.dashboard.stats(e)
@@ -154,7 +155,9 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
     assert a is not None
     valid, top = _top5(svc, e, slot, sample)
     recipe = Recipe.from_dict(a.recipe)
-    params = decode(a.store_seed, slot, sample, a.num_samples, recipe, a.schedule_views)
+    params = decode(
+        a.store_seed, a.view_slot(slot), sample, a.num_samples, recipe, a.schedule_views
+    )
     return {
         "name": e.name,
         "attrs": a,

@@ -121,6 +121,12 @@ BENCHMARKS: tuple[Bench, ...] = (
         result=(r"^(write|resume scan|read) \(wall\)", r"identical"),
     ),
     Bench(
+        "copy_store",
+        "distill copy of a whole store through the service against cp -r of its files",
+        quick="--views 2 --samples 4096 --rounds 1 --workers 2",
+        result=(r"^\| round", r"^\|\s+\d", r"^median wall"),
+    ),
+    Bench(
         "load",
         "64 clients against distill serve for 60 s at 1 and 2 workers; RSS against the cache",
         full="--json {work}/load.json",

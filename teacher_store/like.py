@@ -56,6 +56,11 @@ def apply_like(cfg: Any) -> tuple[Any, dict[str, Any], StoreAttrs]:
 
     with open_store(cfg.like, prefetch=0, max_cache_blocks=0) as source:
         attrs = source.attrs
+    if attrs.first_slot or attrs.slot_span:
+        raise LikeConflict(
+            f"--like {cfg.like} is a copy of another store's slots (distill copy): generate "
+            "--like the store it was copied from"
+        )
     fields = like_fields(attrs)
     given = cfg.model_fields_set
     for name, value in fields.items():

@@ -5,7 +5,9 @@ folder :data:`BOOK` beside the zarr keys:
 
 - ``_distill/shards/<unit>.json``: the record of one committed shard unit (its files' size,
   crc32c and sha256, and its unreadable samples), written once the unit's shard files are;
-- ``_distill/manifest.json``: every committed file of the finished store, written last.
+- ``_distill/manifest.json``: every committed file of the finished store, written last;
+- ``_distill/fidelity.json``: the last recorded fidelity check (`distill verify --record`),
+  outside the manifest and the store identity.
 
 Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``
 samples, one zarr shard file per array (see :class:`ShardUnit`).
@@ -41,6 +43,9 @@ SHARDS = f"{BOOK}/shards"
 MANIFEST = f"{BOOK}/manifest.json"
 GROWTH = f"{BOOK}/growth.json"  # the plan of a growth under way (teacher_store.store.grow)
 GROWTH_STAGE = f"{BOOK}/growth/"  # a growth's staged shard files and kept unit records
+# The last `distill verify --record` (teacher_store.fidelity): a side record that names the
+# identity it checked. Never in the manifest, so writing it leaves the identity as it is.
+FIDELITY = f"{BOOK}/fidelity.json"
 MAX_JSON = 256 << 20  # a manifest of 1M shard files is ~150 MB; anything larger is not ours
 
 
@@ -107,6 +112,8 @@ def kind_of(key: str) -> str:
     """What a key holds, as the crash points (:mod:`teacher_store.storage.faults`) name it."""
     if key == MANIFEST:
         return "manifest"
+    if key == FIDELITY:
+        return "fidelity"  # no crash point: not part of the store's commit protocol
     if key.startswith(f"{SHARDS}/"):
         return "record"
     if key == ROOT_META:
@@ -384,6 +391,7 @@ __all__ = [
     "ARRAYS",
     "BOOK",
     "EMPTY",
+    "FIDELITY",
     "GROWTH",
     "GROWTH_STAGE",
     "MANIFEST",

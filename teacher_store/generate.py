@@ -46,6 +46,7 @@ from teacher_store.store.arrays import (
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.encodings import encoding_kl
 from teacher_store.store.layout import Location, ShardUnit, shard_units, storage_failure
+from teacher_store.store.placement import check_apart
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
     StoreAttrs,
@@ -446,6 +447,28 @@ def _check_same_job(out: str, attrs: StoreAttrs, rank: int) -> None:
         )
 
 
+class NoImageRead(CommandError):
+    """The store was finished, but not one of its images could be read: it holds no targets,
+    so the job failed (exit 1), whatever its shard units say."""
+
+
+def _check_read_some(
+    cfg: GenerateConfig, attrs: StoreAttrs, manifest: dict[str, Any] | None, world: int
+) -> None:
+    """:class:`NoImageRead` on every rank when the finished store's every sample is unreadable."""
+    bad = (manifest or {}).get("bad_samples") or []
+    # Only rank 0 finalizes: its verdict goes to every rank (a collective: all take part).
+    unreadable = share_from_main(bad[:1] if len(bad) >= attrs.num_samples else None, world)
+    if unreadable:
+        first = unreadable[0]
+        raise NoImageRead(
+            f"no image of --data {printable_path(cfg.data)} could be read: all "
+            f"{attrs.num_samples} samples are unreadable (first: {first['path']}: "
+            f"{first['error']}); the store {Location.at(cfg.out).display} holds no teacher "
+            "targets: fix the images and re-run with --overwrite"
+        )
+
+
 def run_generate(
     cfg: GenerateConfig, decode_hook: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
@@ -457,7 +480,9 @@ def run_generate(
     from models import create_teacher
     from teacher_store.store.class_order import teacher_class_order
 
-    output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
+    # A bad --out fails now, in one line, before anything is created or deleted.
+    check_apart(cfg.data, cfg.out)
+    output_location(cfg.out)
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
     cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
@@ -514,6 +539,7 @@ def _generate(
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
         manifest = finalize(cfg.out, units)
     barrier(world)
+    _check_read_some(cfg, attrs, manifest, world)
     return {
         "store": Location.at(cfg.out).display,
         "resumed": bool(resumed and done),

@@ -205,6 +205,12 @@ class TargetCache:
         self.block = int(block or target_block(self.attrs))
         self.n = int(self.attrs.num_samples)
 
+    @property
+    def identity(self) -> str:
+        """The store's identity (its manifest's digest, the same however it is reached: a
+        folder, a URL or the service); "" when the reader does not know it."""
+        return str(getattr(self.reader, "identity", "") or "")
+
     def _range(self, b: int) -> tuple[int, int]:
         return b * self.block, min(self.n, (b + 1) * self.block)
 

@@ -21,6 +21,7 @@ from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, sp
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
+from teacher_store.errors import StoreMismatch
 from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint, ImageFolder
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
@@ -105,6 +106,19 @@ def open_checked_targets(
             f"--data {folder.root} is not the dataset the store was built from ({why}); "
             "pass --allow-dataset-mismatch to train anyway"
         ) from None
+
+
+def _check_cursor_store(cursor: Cursor, targets: TargetCache, address: str) -> None:
+    """StoreMismatch unless ``cursor`` was taken on this store (or records no store)."""
+    have = targets.identity
+    if cursor.store and have and cursor.store != have:
+        raise StoreMismatch(
+            f"cursor {cursor.epoch}:{cursor.position} was taken on the store with identity "
+            f"{cursor.store}, and this loader reads {address} (identity {have}), another "
+            "store: resume on the store the cursor was taken on, or start without a cursor",
+            cursor.store,
+            have,
+        )
 
 
 def epoch_plan(
@@ -197,6 +211,8 @@ class StoreLoader:
             )
         self.epoch, self.start = epoch, 0
         if cursor is not None:
+            where = getattr(self.targets.reader, "url", "") if not self._owns else store
+            _check_cursor_store(cursor, self.targets, str(where or "the given targets"))
             self.epoch, self.start = cursor.epoch, cursor.position
         self.set_epoch(self.epoch, self.start)
 
@@ -236,10 +252,11 @@ class StoreLoader:
 
     @property
     def cursor(self) -> Cursor:
-        """Where this rank stands (epoch, batches consumed); pass it back to resume."""
+        """Where this rank stands (epoch, batches consumed, the store's identity); pass it
+        back to resume (a loader over another store refuses it)."""
         if self.position >= self.steps_per_epoch:
-            return Cursor(self.epoch + 1, 0)
-        return Cursor(self.epoch, self.position)
+            return Cursor(self.epoch + 1, 0, store=self.targets.identity)
+        return Cursor(self.epoch, self.position, store=self.targets.identity)
 
     def __len__(self) -> int:
         return len(self.plan)

@@ -8,6 +8,7 @@ service maps each type to an HTTP status) catch the type instead of parsing the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 
 class StoreError(ValueError):
@@ -65,6 +66,27 @@ class StoreChangedError(StoreError):
         self.url, self.old, self.new = url, old, new
 
 
+class StoreMismatch(StoreError):
+    """Work begun on one store (a training run's checkpoint, a loader's saved cursor) was
+    given another store to go on with: its targets are another teacher's or another run's."""
+
+    def __init__(self, message: str, old: str, new: str) -> None:
+        """``old``, ``new``: the two stores' identities (the message names both)."""
+        super().__init__(message)
+        self.old, self.new = old, new
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), str(self), self.__dict__)
+
+
+def _rebuild(cls: type[Exception], message: str, fields: dict[str, Any]) -> Exception:
+    """An error rebuilt with its message and fields (across processes), whatever its __init__."""
+    e = cls.__new__(cls)
+    Exception.__init__(e, message)
+    e.__dict__.update(fields)
+    return e
+
+
 def causes(e: BaseException) -> Iterator[BaseException]:
     """``e`` and the exceptions behind it, outermost first (zarr wraps s3fs's errors, s3fs
     wraps botocore's; an OSError may hide behind any of them). Not in ``__all__``, which lists
@@ -83,6 +105,7 @@ __all__ = [
     "StoreDamaged",
     "StoreError",
     "StoreIncomplete",
+    "StoreMismatch",
     "StoreNotFound",
     "UnsupportedStoreVersion",
 ]

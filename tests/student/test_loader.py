@@ -16,6 +16,8 @@ from student.cli import agreement_line
 from student.data import ReplayDataset, split_samples
 from student.train import run_train
 from teacher_store.cli import main
+from teacher_store.errors import StoreMismatch
+from teacher_store.store.blockfmt import store_identity
 from teacher_store.views.codec import mix64
 from tests.store_fixtures import student_config
 
@@ -112,6 +114,27 @@ def test_loader_yields_the_batches_distill_train_sees(
         rest = list(loader)
     for a, b in zip(rest, seen[steps + 1 :], strict=True):
         _same(a, b)
+
+
+def test_a_cursor_taken_on_another_store_is_refused(small_store, other_store, demo_data):
+    opts = {"img_size": 64, "batch_size": 4, "workers": 0, "val_fraction": 0.2}
+    with StoreLoader(str(small_store), demo_data, **opts) as loader:
+        next(iter(loader))
+        cursor = loader.cursor
+    identity = store_identity((small_store / "_distill" / "manifest.json").read_bytes())
+    assert cursor == Cursor(0, 1) and cursor.store == identity
+    saved = Cursor.from_dict(cursor.to_dict())  # as a checkpoint keeps it
+    with pytest.raises(StoreMismatch) as e:
+        StoreLoader(str(other_store), demo_data, cursor=saved, **opts)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and identity in msg and str(other_store) in msg
+    assert e.value.new in msg and e.value.new != identity
+    # The same store takes it; a cursor saved before cursors kept the store is taken too.
+    with StoreLoader(str(small_store), demo_data, cursor=saved, **opts) as loader:
+        assert loader.position == 1
+    legacy = {"epoch": 0, "position": 1, "version": 1}
+    with StoreLoader(str(other_store), demo_data, cursor=Cursor.from_dict(legacy), **opts):
+        pass
 
 
 def test_online_baseline_renders_the_teacher_input_at_the_teacher_size(small_store, demo_data):

@@ -8,6 +8,7 @@ torch/Pillow replay path, imported only when a view is rendered: the API imports
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from api.registry import StoreEntry
 from api.view_stats import ViewStats, store_stats
 from teacher_store.errors import StoreError
 
+log = logging.getLogger("distill.api")
 IMAGE_CACHE = 64  # decoded images a store's renderer keeps (a view also decodes its partner)
 MAX_VIEW_SIZE = 512  # largest ?size= of a rendered view (px); the PNG stays bounded
 HOW_TO_ENABLE = (
@@ -93,6 +95,8 @@ class Dashboard:
                     from teacher_store.show import ViewRenderer
 
                     made: Any = ViewRenderer(str(entry.path), str(folder), IMAGE_CACHE)
+                    if made.note:  # a store without content digests: said once per identity
+                        log.warning("%s", made.note)
                 except StoreError as e:  # DatasetMismatch: remembered, not rescanned per request
                     made = e
                 except ImportError as e:  # the slim API image has no torch
@@ -104,7 +108,8 @@ class Dashboard:
         return cached[1]
 
     def png(self, entry: StoreEntry, slot: int, sample: int, size: int | None) -> bytes:
-        """View ``slot`` of ``sample`` as ``distill show`` draws it (the same pixels), PNG."""
+        """View ``slot`` of ``sample`` as ``distill show`` draws it (the same pixels), PNG;
+        ImageChangedError (409) when its image is not the one the store was made from."""
         renderer = self.renderer(entry)
         with self._lock:  # a Replayer is not thread-safe
             try:

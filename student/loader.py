@@ -9,6 +9,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,13 +22,20 @@ from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, sp
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
-from teacher_store.errors import StoreMismatch
-from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint, ImageFolder
+from teacher_store.errors import ImageChangedError, StoreMismatch
+from teacher_store.images.dataset import (
+    CorruptImageError,
+    DatasetFingerprint,
+    ImageFolder,
+    printable_path,
+)
+from teacher_store.store.content import checked_folder
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
 from teacher_store.views.pairing import slot_partners
 from teacher_store.views.replay import view_to_float
 
+log = logging.getLogger("distill.student")
 WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 _READ_AHEAD = 2  # batches whose target blocks are fetched early
 
@@ -71,10 +79,33 @@ class _Views(torch.utils.data.Dataset[dict[str, Any]]):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, Any]]:
         """A batch at once (one decode per image), as ReplayDataset does, unless the teacher
-        needs its own render of each view."""
-        if self.teacher_size is None:
-            return self.views.__getitems__(keys)
-        return [self[k] for k in keys]
+        needs its own render of each view.
+
+        An image that is not the store's (ImageChangedError) comes back as the batch's
+        ``changed`` message, for the main process to raise: an exception raised in a
+        DataLoader worker reaches it as a multi-line RuntimeError, without its type.
+        """
+        try:
+            if self.teacher_size is None:
+                items = self.views.__getitems__(keys)
+            else:
+                items = [self[k] for k in keys]
+        except ImageChangedError as e:
+            return [self._changed(key, e) for key in keys]
+        for item in items:
+            item.update(changed="", changed_sample=-1)
+        return items
+
+    def _changed(self, key: tuple[int, int], e: ImageChangedError) -> dict[str, Any]:
+        """A placeholder item carrying ``e`` (every field present: the batch is collated)."""
+        size = self.views.img_size
+        item = {"image": torch.zeros(3, size, size, dtype=torch.uint8), "sample": key[1]}
+        item.update(label=0, partner_label=0, lam=1.0, ok=False)
+        item.update(changed=str(e), changed_sample=e.sample)
+        if self.teacher_size is not None:
+            t = self.teacher_size
+            item["teacher_image"] = torch.zeros(3, t, t, dtype=torch.uint8)
+        return item
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         item = self.views[key]
@@ -190,6 +221,11 @@ class StoreLoader:
                 str(store), self.folder, token, allow_dataset_mismatch
             )
         self.attrs: StoreAttrs = self.targets.attrs
+        # Every image read for replay is checked against the store's per-sample digests.
+        where = self.targets.address or "(the given targets)"
+        self.folder, note = checked_folder(self.folder, self.targets.sample_digests(), where)
+        if note and rank == 0:
+            log.warning("%s", note)
         size = img_size or int(self.attrs.teacher["input_size"][1])
         # Online KD renders each view twice (two sizes): cache the image and its partner.
         cache = 2 if teacher_size else 0
@@ -211,8 +247,7 @@ class StoreLoader:
             )
         self.epoch, self.start = epoch, 0
         if cursor is not None:
-            where = getattr(self.targets.reader, "url", "") if not self._owns else store
-            _check_cursor_store(cursor, self.targets, str(where or "the given targets"))
+            _check_cursor_store(cursor, self.targets, where)
             self.epoch, self.start = cursor.epoch, cursor.position
         self.set_epoch(self.epoch, self.start)
 
@@ -281,6 +316,13 @@ class StoreLoader:
             yield batch
 
     def _batch(self, item: dict[str, Any], samples: np.ndarray) -> StoreBatch:
+        changed = [
+            (m, int(s)) for m, s in zip(item["changed"], item["changed_sample"], strict=True) if m
+        ]
+        if changed:  # raised here, in the main process, with its type and one-line message
+            message, sample = changed[0]
+            path = printable_path(self.folder.root / self.folder.paths[sample])
+            raise ImageChangedError(message, path, sample)
         ok = item["ok"].bool()
         if self.with_targets:
             ids, logp, valid = self.targets.gather(self.plan.slot, samples)

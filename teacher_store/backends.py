@@ -27,10 +27,12 @@ from teacher_store.errors import (
     StoreIncomplete,
     UnsupportedStoreVersion,
 )
+from teacher_store.images.digests import SampleDigests
 from teacher_store.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
 from teacher_store.store import layout
 from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.store.content import load_sample_digests
 from teacher_store.store.encodings import stored_to_rank
 from teacher_store.store.layout import MANIFEST, Location
 from teacher_store.store.schema import StoreAttrs, check_readable
@@ -43,6 +45,8 @@ class Backend(Protocol):
     identity: str
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
+
+    def sample_digests(self) -> SampleDigests | None: ...
 
     def close(self) -> None: ...
 
@@ -208,6 +212,25 @@ class ServiceBackend:
         cat = [np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "values", "valid")]
         return TargetBlock(slot, start, cat[0], cat[1], cat[2], self.attrs.value_encoding)
 
+    def read_key(self, key: str) -> bytes:
+        """A committed file of the store, from its zarr key space (404: FileNotFoundError)."""
+        url = f"{self.base}/zarr/{key}"
+        try:
+            reply = self.get(url)
+        except StoreClientError as e:
+            if e.status == 404:
+                raise FileNotFoundError(key) from None
+            if e.status == 409:
+                self._recheck(e)
+            raise
+        now = reply.headers.get("x-distill-store-identity")
+        if now and now != self.identity:
+            raise StoreChangedError(self.base, self.identity, now)
+        return bytes(reply.body)
+
+    def sample_digests(self) -> SampleDigests | None:
+        return load_sample_digests(self.attrs, self.read_key, self.base)
+
     def close(self) -> None:
         s = getattr(self._local, "session", None)
         if s is not None:
@@ -265,6 +288,11 @@ class LocalBackend:
         self.watch.check()  # after the read: a swap during it is caught too
         return block
 
+    def sample_digests(self) -> SampleDigests | None:
+        digests = self.store.sample_digests()
+        self.watch.check()
+        return digests
+
     def close(self) -> None:
         pass
 
@@ -304,7 +332,7 @@ class FsspecBackend:
         self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
         fs, path = fsspec.core.url_to_fs(self.url, **opts)
         loc = Location(fs, path, self.url)
-        self.fs, self.manifest = fs, loc.path(MANIFEST)
+        self.fs, self.manifest, self.loc = fs, loc.path(MANIFEST), loc
         if not self._retrying(lambda: fs.exists(self.manifest)):
             raise StoreIncomplete(
                 f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
@@ -354,6 +382,12 @@ class FsspecBackend:
             raise
         self.watch.check()  # after the read: a swap during it is caught too
         return block
+
+    def sample_digests(self) -> SampleDigests | None:
+        read = lambda key: self._retrying(lambda: self.loc.read(key))  # noqa: E731
+        digests = load_sample_digests(self.attrs, read, self.url)
+        self.watch.check()
+        return digests
 
     def close(self) -> None:
         pass

@@ -47,6 +47,19 @@ class DatasetMismatch(StoreError):
     """The store was built from another dataset than the one given or expected."""
 
 
+class ImageChangedError(DatasetMismatch):
+    """An image's bytes are not those the store recorded for its sample (a file replaced, even
+    by one of the same size): its stored targets belong to other pixels. Raised where the image
+    is read for replay; names the file (``path``) and the sample (``sample``)."""
+
+    def __init__(self, message: str, path: str, sample: int) -> None:
+        super().__init__(message)
+        self.path, self.sample = path, sample
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), str(self), self.__dict__)
+
+
 class UnsupportedStoreVersion(StoreError):
     """The store's schema or codec version (or its server) is one this code cannot read."""
 
@@ -99,6 +112,7 @@ def causes(e: BaseException) -> Iterator[BaseException]:
 
 __all__ = [
     "DatasetMismatch",
+    "ImageChangedError",
     "StoreAccessError",
     "StoreChangedError",
     "StoreConflict",

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.runtime import barrier, dist_env, init_runtime, share_from_main
 from teacher_store.cli import CommandError
-from teacher_store.errors import StoreConflict, causes
+from teacher_store.errors import ImageChangedError, StoreConflict, causes
+from teacher_store.generate_data import check_read_some, with_content
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
     ImageFolder,
@@ -216,6 +217,9 @@ class _Item:
     views: torch.Tensor  # [len(keys), 3, H, W] uint8
     ok: torch.Tensor  # [len(keys)] bool
     bad: tuple[tuple[int, str, str], ...]  # (sample, relative path, error)
+    # An image that is not the one digested at the start (replaced during the job): raised
+    # by the main process (from a DataLoader worker it would lose its type and message).
+    changed: ImageChangedError | None = None
 
 
 class _ViewDataset(torch.utils.data.Dataset[_Item]):
@@ -277,12 +281,16 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         return int(self.offsets[-1])
 
     def __getitem__(self, k: int) -> _Item:
-        self._preload(k)
         u, keys = self.step(k)
         views = torch.zeros(len(keys), 3, self.size, self.size, dtype=torch.uint8)
         ok = torch.zeros(len(keys), dtype=torch.bool)
         bad = []
-        for j, got in enumerate(self.replay.render_many(keys, self.size)):
+        try:
+            self._preload(k)
+            rendered = self.replay.render_many(keys, self.size)
+        except ImageChangedError as e:
+            return _Item(u, tuple(keys), views, ok, (), e)
+        for j, got in enumerate(rendered):
             if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
                 bad.append((got.sample, printable_path(self.folder.paths[got.sample]), str(got)))
                 continue
@@ -340,6 +348,8 @@ def _run_units(
             where.clear()
 
     for item in loader:
+        if item.changed is not None:
+            raise item.changed
         if writer is None or dataset.units[item.unit] is not writer.unit:
             if writer is not None:  # previous unit complete: batches never span units
                 flush()
@@ -447,28 +457,6 @@ def _check_same_job(out: str, attrs: StoreAttrs, rank: int) -> None:
         )
 
 
-class NoImageRead(CommandError):
-    """The store was finished, but not one of its images could be read: it holds no targets,
-    so the job failed (exit 1), whatever its shard units say."""
-
-
-def _check_read_some(
-    cfg: GenerateConfig, attrs: StoreAttrs, manifest: dict[str, Any] | None, world: int
-) -> None:
-    """:class:`NoImageRead` on every rank when the finished store's every sample is unreadable."""
-    bad = (manifest or {}).get("bad_samples") or []
-    # Only rank 0 finalizes: its verdict goes to every rank (a collective: all take part).
-    unreadable = share_from_main(bad[:1] if len(bad) >= attrs.num_samples else None, world)
-    if unreadable:
-        first = unreadable[0]
-        raise NoImageRead(
-            f"no image of --data {printable_path(cfg.data)} could be read: all "
-            f"{attrs.num_samples} samples are unreadable (first: {first['path']}: "
-            f"{first['error']}); the store {Location.at(cfg.out).display} holds no teacher "
-            "targets: fix the images and re-run with --overwrite"
-        )
-
-
 def run_generate(
     cfg: GenerateConfig, decode_hook: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
@@ -498,6 +486,8 @@ def run_generate(
         cfg = cfg.model_copy(update={"workers": 0})
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     order = teacher_class_order(model, info.num_classes, info.weights_sha256 or "")
+    # Every image's content digest, recorded in the attrs and the store, checked on each read.
+    folder = with_content(folder, cfg.out, cfg.overwrite, cfg.progress, rank, runtime.world)
     attrs = build_attrs(cfg, folder, info, device.type, order)
     with _store_writes(cfg.out):
         teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
@@ -537,9 +527,9 @@ def _generate(
     barrier(world)
     manifest = None
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
-        manifest = finalize(cfg.out, units)
+        manifest = finalize(cfg.out, units, folder.content)
     barrier(world)
-    _check_read_some(cfg, attrs, manifest, world)
+    check_read_some(cfg.data, cfg.out, attrs.num_samples, manifest, world)
     return {
         "store": Location.at(cfg.out).display,
         "resumed": bool(resumed and done),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 
 from teacher_store.errors import DatasetMismatch, StoreIncomplete
 from teacher_store.store import layout
+from teacher_store.store.content import checked_folder
 from teacher_store.store.layout import shard_units
 
 _MIN_VIEW_PX = 224  # the view is enlarged by an integer factor to at least this, for legibility
@@ -133,7 +135,9 @@ class ViewRenderer:
     """A store and the image folder it was built from, ready to replay views.
 
     Raises :class:`DatasetMismatch` when ``data`` is not the store's dataset (its fingerprint
-    differs). ``render`` is not thread-safe: callers serialise it.
+    differs); ``render`` raises :class:`~teacher_store.errors.ImageChangedError` for an image
+    whose bytes are not those the store recorded. ``render`` is not thread-safe: callers
+    serialise it.
     """
 
     def __init__(self, path: str, data: str, cache_size: int = 0) -> None:
@@ -144,7 +148,11 @@ class ViewRenderer:
         self.path = path
         self.store = LocalStore(path, require_complete=False)
         self.attrs = self.store.attrs
-        self.folder = _matching_folder(self.attrs, data)
+        # Every image read is checked against the store's per-sample content digests; ``note``
+        # says so when the store has none (checked by name and size only).
+        self.folder, self.note = checked_folder(
+            _matching_folder(self.attrs, data), self.store.sample_digests(), self.store.address
+        )
         self.replayer = Replayer(self.folder, self.attrs, cache_size=cache_size)
 
     def render(self, sample: int, view: int, size: int | None = None) -> ShownView:
@@ -178,7 +186,10 @@ def show_view(
 
     a = LocalStore(path, require_complete=False).attrs
     _check_request(a, sample, view, size)  # bad numbers fail before the dataset is scanned
-    shown = ViewRenderer(path, data).render(sample, view, size)
+    renderer = ViewRenderer(path, data)
+    if renderer.note:
+        print(renderer.note, file=sys.stderr)
+    shown = renderer.render(sample, view, size)
     canvas = _render_panel(shown.image, shown.lines)
     out_path = Path(out)
     if out_path.parent and not out_path.parent.exists():

@@ -45,7 +45,9 @@ from typing import Any
 import numpy as np
 
 from teacher_store.errors import StoreDamaged
+from teacher_store.images.dataset import printable_path
 from teacher_store.store import layout
+from teacher_store.store.content import size_only_note
 from teacher_store.store.encodings import stored_to_rank
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, decode_values, quant_step
@@ -202,16 +204,22 @@ def _check_shards(store: Any) -> VerifyReport:
         layout.check_files(store.location, store.manifest["files"])
     except StoreDamaged as e:
         return _fail(str(e))
-    nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
+    files = store.manifest["files"]
+    nfiles = sum(1 for k, v in files.items() if v["size"] and k != layout.SAMPLE_DIGESTS)
+    also = " (and the samples' content digests)" if layout.SAMPLE_DIGESTS in files else ""
     return VerifyReport(
-        True, "", f"{len(units)} shard units complete, {nfiles} shard files match their crc32c"
+        True,
+        "",
+        f"{len(units)} shard units complete, {nfiles} shard files match their crc32c{also}",
     )
 
 
-def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
-    """(the image folder at ``data`` or None, whether it is the one the store was built from)."""
+def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
+    """(the image folder at ``data`` or None, whether it is the one the store was built from:
+    names and sizes, and every image's content digest when the store records them)."""
     from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
 
+    a = store.attrs
     try:
         folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
     except (ValueError, OSError) as e:
@@ -224,7 +232,23 @@ def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
             f"dataset {data} does not match the store ({diff}); pass the --data the store "
             "was built from"
         )
-    return folder, VerifyReport(True, "", "dataset matches")
+    try:
+        digests = store.sample_digests()
+    except StoreDamaged as e:
+        return folder, _fail(str(e))
+    if digests is None:
+        return folder, VerifyReport(True, "", size_only_note(store.address).removeprefix("note: "))
+    changed = digests.differences(folder.sample_digests())  # reads every image once
+    if len(changed):
+        first = int(changed[0])
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        return folder, _fail(
+            f"dataset {data}: image {printable_path(folder.root / folder.paths[first])} (sample "
+            f"{first}){more} is not the image the store was built from (its content digest "
+            "differs, same name and size); restore it, or regenerate the store"
+        )
+    checked = folder.with_content(digests)  # the spot check's reads are checked too
+    return checked, VerifyReport(True, "", f"dataset matches ({len(folder)} images' content)")
 
 
 def verify_store(
@@ -255,7 +279,7 @@ def verify_store(
         return VerifyReport(
             True, "", shards.summary + "; dataset and teacher spot check skipped (--checksums-only)"
         )
-    folder, dataset = _scan_dataset(store.attrs, data)
+    folder, dataset = _scan_dataset(store, data)
     if not dataset.ok:
         return dataset
     head = f"{shards.summary}, {dataset.summary}"
@@ -355,8 +379,6 @@ class _SpotRun:
 
 
 def _view_name(run: _SpotRun, slot: int, sample: int) -> str:
-    from teacher_store.images.dataset import printable_path
-
     return f"view {slot} of sample {sample} ({printable_path(run.folder.paths[sample])})"
 
 

@@ -24,9 +24,19 @@ from zarr.storage import MemoryStore
 
 from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
+from teacher_store.images.digests import SampleDigests
 from teacher_store.store import layout
+from teacher_store.store.content import load_sample_digests, write_sample_digests
 from teacher_store.store.encodings import rank_to_stored, stored_to_rank
-from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, Location, ShardUnit, shard_units
+from teacher_store.store.layout import (
+    ARRAYS,
+    BOOK,
+    ROOT_META,
+    SAMPLE_DIGESTS,
+    Location,
+    ShardUnit,
+    shard_units,
+)
 from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
 
 # ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
@@ -288,11 +298,18 @@ def committed_units(address: str | os.PathLike[str], units: list[ShardUnit]) -> 
     return done
 
 
-def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, Any]:
-    """Write the consolidated metadata, then the final manifest (last: the store is complete
-    once it exists)."""
+def finalize(
+    address: str | os.PathLike[str],
+    units: list[ShardUnit],
+    digests: SampleDigests | None = None,
+) -> dict[str, Any]:
+    """Write the samples' content ``digests`` (those the attrs record; None for a store that
+    records none), the consolidated metadata, then the final manifest (last: the store is
+    complete once it exists)."""
     loc = Location.at(address)
     files: dict[str, Any] = {}
+    if digests is not None:
+        files[SAMPLE_DIGESTS] = write_sample_digests(loc, digests)
     bad: dict[int, dict[str, Any]] = {}
     stats: dict[str, float] = {}
     for u in units:
@@ -364,6 +381,13 @@ class LocalStore:
     @property
     def complete(self) -> bool:
         return self.manifest is not None
+
+    def sample_digests(self) -> SampleDigests | None:
+        """The per-sample content digests the store records (checked against its attrs), None
+        for a store made before they were recorded, or unfinished (finalize writes them)."""
+        if self.manifest is None:
+            return None
+        return load_sample_digests(self.attrs, self.location.read, self.address)
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
         a = self.attrs

@@ -5,6 +5,8 @@ folder :data:`BOOK` beside the zarr keys:
 
 - ``_distill/shards/<unit>.json``: the record of one committed shard unit (its files' size,
   crc32c and sha256, and its unreadable samples), written once the unit's shard files are;
+- ``_distill/sample_digests.u64``: the content digest of every sample's image file
+  (:class:`~teacher_store.images.digests.SampleDigests`), written by finalize, in the manifest;
 - ``_distill/manifest.json``: every committed file of the finished store, written last.
 
 Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``
@@ -41,6 +43,7 @@ ARRAYS = ("ids", "values", "valid")
 BOOK = "_distill"  # bookkeeping folder inside the store, beside the zarr keys
 SHARDS = f"{BOOK}/shards"
 MANIFEST = f"{BOOK}/manifest.json"
+SAMPLE_DIGESTS = f"{BOOK}/sample_digests.u64"  # N little-endian uint64, sample order
 MAX_JSON = 256 << 20  # a manifest of 1M shard files is ~150 MB; anything larger is not ours
 
 
@@ -300,6 +303,8 @@ def _kind(key: str) -> str:
     """What a key holds, as the crash points (:mod:`teacher_store.store._faults`) name it."""
     if key == MANIFEST:
         return "manifest"
+    if key == SAMPLE_DIGESTS:
+        return "digests"
     if key.startswith(f"{SHARDS}/"):
         return "record"
     if key == ROOT_META:
@@ -640,6 +645,7 @@ __all__ = [
     "MANIFEST",
     "MAX_JSON",
     "ROOT_META",
+    "SAMPLE_DIGESTS",
     "SHARDS",
     "FileHasher",
     "FileRecord",

@@ -1,0 +1,97 @@
+"""The store's record of its images' content: per-sample digests, and how readers use them.
+
+Generation computes :class:`~teacher_store.images.digests.SampleDigests` before the store is
+created and records them twice: their sha256 in the attrs (``dataset.content``, part of what a
+resume compares) and the digests themselves in :data:`~teacher_store.store.layout.SAMPLE_DIGESTS`,
+written by finalize and listed in the manifest (so the service serves it, and ``verify``
+checks it, like any committed file). A reader loads the file, checks it against the attrs'
+record, and attaches it to its image folder (:func:`checked_folder`): every image read for
+replay is then checked. Stores made before digests were recorded have neither; they keep
+working, their images checked by name and size only (:func:`size_only_note`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from teacher_store.errors import StoreDamaged
+from teacher_store.images.digests import SampleDigests
+from teacher_store.store.layout import SAMPLE_DIGESTS, FileRecord, Location
+
+if TYPE_CHECKING:  # the service reads stores without Pillow: no image code at import
+    from teacher_store.images.dataset import ImageFolder
+
+__all__ = [
+    "checked_folder",
+    "content_record",
+    "load_sample_digests",
+    "size_only_note",
+    "write_sample_digests",
+]
+
+
+def content_record(attrs: Any) -> dict[str, Any] | None:
+    """The attrs' record of the samples' content digests, None for a store made before."""
+    record = (attrs.dataset or {}).get("content")
+    return dict(record) if isinstance(record, dict) else None
+
+
+def write_sample_digests(loc: Location, digests: SampleDigests) -> dict[str, Any]:
+    """Write the digests file (atomically); its manifest entry."""
+    data = digests.to_bytes()
+    loc.write_atomic(SAMPLE_DIGESTS, data)
+    return FileRecord.of(data).to_dict()
+
+
+def load_sample_digests(
+    attrs: Any, read: Callable[[str], bytes], where: str
+) -> SampleDigests | None:
+    """The store's per-sample digests, read by ``read(key)`` and checked against the attrs'
+    record (:class:`StoreDamaged` naming the file when missing or not the recorded one);
+    None for a store made before they were recorded."""
+    record = content_record(attrs)
+    if record is None:
+        return None
+    try:
+        data = read(SAMPLE_DIGESTS)
+    except FileNotFoundError:
+        raise StoreDamaged(
+            SAMPLE_DIGESTS, "is missing", f"store {where}: {SAMPLE_DIGESTS} is missing; restore "
+            "it or regenerate the store",
+        ) from None  # fmt: skip
+    try:
+        digests = SampleDigests.from_bytes(bytes(data), str(record.get("algorithm")))
+    except ValueError as e:
+        raise StoreDamaged(
+            SAMPLE_DIGESTS, str(e), f"store {where}: {SAMPLE_DIGESTS}: {e}"
+        ) from None
+    if len(digests) != attrs.num_samples or digests.sha256 != record.get("sha256"):
+        why = "is not the record of this store's images (its sha256 differs from the attrs')"
+        raise StoreDamaged(
+            SAMPLE_DIGESTS, why, f"store {where}: {SAMPLE_DIGESTS} {why}; restore it or "
+            "regenerate the store",
+        )  # fmt: skip
+    return digests
+
+
+def size_only_note(where: str) -> str:
+    """The one-line note for a store without content digests (made before stores recorded
+    them, or unfinished: finalize writes them)."""
+    return (
+        f"note: store {where} records no content digests of its images (made before stores "
+        "did, or unfinished): its images are checked by name and size only"
+    )
+
+
+def checked_folder(
+    folder: ImageFolder, digests: SampleDigests | None, where: str
+) -> tuple[ImageFolder, str | None]:
+    """``folder`` with every read checked against the store's ``digests``, and None; or, for a
+    store without digests (or whose sample count differs: a dataset allowed to mismatch),
+    ``folder`` as it is and the note to show once."""
+    if digests is None:
+        return folder, size_only_note(where)
+    if len(digests) != len(folder):
+        return folder, None  # another dataset on purpose: its samples are not the store's
+    return folder.with_content(digests), None

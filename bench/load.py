@@ -7,7 +7,7 @@ mismatch is data lost. Errors are any status other than 200/206 except deliberat
 (overload, with Retry-After). The server's RSS is sampled from /proc every 0.25 s: growth per
 worker process (peak minus the level after one warm-up request of each kind) must stay within
 the configured cache plus 10%. By default the store (268 MiB) outgrows the service's default
-cache (256 MiB); ``--cache-mib 32 --views 4`` is the small-cache case (see the README).
+cache (256 MiB); ``--cache-mib 32 --views 4`` is the small-cache case (see docs/reliability.md).
 
 Usage: ``.venv/bin/python bench/load.py [--clients 64] [--seconds 60] [--workers 1 2]``
 (``--json PATH`` also writes the figures; bench/reliability.py runs it).

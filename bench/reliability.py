@@ -1,4 +1,4 @@
-"""The reliability suite in one run, printed as the README's Reliability table.
+"""The reliability suite in one run, printed as the table of docs/reliability.md.
 
 1. ``pytest -m reliability`` with ``DISTILL_RELIABILITY_SCALE=full`` (the issue's sizes: 4
    trainers under a service crash, thousands of fuzzed headers, ...) and

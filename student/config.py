@@ -102,10 +102,12 @@ class TrainConfig(BaseModel):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (saved in the run folder and checkpoints)."""
         return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A validated config from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
 
 

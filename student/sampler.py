@@ -133,8 +133,10 @@ class Cursor:
     store: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The cursor as JSON-ready fields (saved in checkpoints)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Cursor:
+        """The cursor from :meth:`to_dict`'s fields."""
         return cls(**d)

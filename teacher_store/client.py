@@ -169,6 +169,7 @@ class StoreClient:
 
     @property
     def attrs(self) -> StoreAttrs:
+        """The store's root attrs (opens the store on first use)."""
         if self._attrs is None:
             self._open()
         assert self._attrs is not None
@@ -272,6 +273,7 @@ class StoreClient:
                 f.cancel()
 
     def close(self) -> None:
+        """Stop the prefetch threads and close the reader; the client reopens on next use."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._backend is not None:

@@ -117,10 +117,12 @@ class GenerateConfig(BaseModel):
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready fields (recorded in the store's attrs)."""
         return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
+        """A validated config from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
 
 

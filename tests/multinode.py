@@ -1,5 +1,5 @@
 """Multi-node jobs on one machine: one real torchrun launcher per node, c10d rendezvous on
-127.0.0.1, as a cluster would start them (README "Running on a cluster")."""
+127.0.0.1, as a cluster would start them (docs/cluster.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Figures for the README's Reliability table, recorded by the reliability tests.
+"""Figures for the Reliability table (docs/reliability.md), recorded by the reliability tests.
 
 A reliability test calls :func:`record` with what it tried and what it lost. Under pytest
 alone this writes nothing; ``bench/reliability.py`` sets ``DISTILL_RELIABILITY_OUT`` to a JSON
@@ -14,7 +14,7 @@ import os
 
 
 def full_scale() -> bool:
-    """True when bench/reliability.py runs the suite at the sizes the README reports."""
+    """True when bench/reliability.py runs the suite at the sizes docs/reliability.md reports."""
     return os.environ.get("DISTILL_RELIABILITY_SCALE") == "full"
 
 

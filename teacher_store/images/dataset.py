@@ -46,6 +46,7 @@ class DatasetFingerprint:
     content: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fingerprint as JSON-ready fields (stored in the attrs and the manifest)."""
         out = {
             "num_samples": self.num_samples,
             "sha256": self.sha256,
@@ -58,6 +59,7 @@ class DatasetFingerprint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetFingerprint:
+        """The fingerprint from :meth:`to_dict`'s fields."""
         content = d.get("content")
         return cls(
             int(d["num_samples"]),
@@ -278,7 +280,8 @@ class ImageFolder:
         return len(self.paths)
 
     def fingerprint(self) -> DatasetFingerprint:
-        """Names and sizes (cheap: no image is read), and the content record if attached."""
+        """This folder's :class:`DatasetFingerprint` (sample count, paths and sizes, classes:
+        cheap, no image is read), and the content record if attached (:meth:`with_content`)."""
         h = hashlib.sha256()
         for rel, size in zip(self.paths, self.sizes, strict=True):
             # The name's raw bytes (os.fsencode): equal to its UTF-8 text for every UTF-8 name, and

@@ -380,6 +380,7 @@ class LocalStore:
 
     @property
     def complete(self) -> bool:
+        """True when the store is finished (its manifest exists)."""
         return self.manifest is not None
 
     def sample_digests(self) -> SampleDigests | None:
@@ -390,6 +391,7 @@ class LocalStore:
         return load_sample_digests(self.attrs, self.location.read, self.address)
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
+        """Targets of view slot ``slot`` for samples [start, stop), ids in rank order."""
         a = self.attrs
         a.check_block(slot, start, stop)
         ids, values = stored_to_rank(

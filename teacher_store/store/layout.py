@@ -69,6 +69,7 @@ class ShardUnit:
 
     @property
     def name(self) -> str:
+        """The unit's name ``GROUP.INDEX`` (its record is ``_distill/shards/NAME.json``)."""
         return f"{self.group}.{self.index}"
 
     def keys(self) -> dict[str, str]:
@@ -152,10 +153,12 @@ class Location:
 
     @property
     def display(self) -> str:
+        """How messages name this store: ``name`` if given, else the root."""
         return self.name or self.root
 
     @property
     def is_local(self) -> bool:
+        """True for a folder on local disk (atomic renames), False for an object store."""
         return isinstance(self.fs, LocalFileSystem)
 
     def path(self, key: str) -> str:
@@ -196,6 +199,7 @@ class Location:
             ) from None
 
     def is_file(self, key: str) -> bool:
+        """Whether ``key`` exists as a file under the root."""
         return bool(self.fs.isfile(self.path(key)))
 
     def read(self, key: str) -> bytes:
@@ -525,13 +529,16 @@ class FileRecord:
 
     @classmethod
     def of(cls, data: bytes) -> FileRecord:
+        """The record of a file holding ``data``: its size, crc32c and sha256."""
         return cls(len(data), crc32c.crc32c(data), hashlib.sha256(data).hexdigest())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FileRecord:
+        """The record from :meth:`to_dict`'s fields (``sha256`` may be absent in old records)."""
         return cls(int(d["size"]), int(d["crc32c"]), str(d.get("sha256", "")))
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready fields, as unit records and the manifest store it."""
         return {"size": self.size, "crc32c": self.crc32c, "sha256": self.sha256}
 
     def mismatch(self, crc: int, sha256: str) -> str | None:

@@ -8,11 +8,11 @@ Version 2 (the default) keeps those arrays and their meaning but stores each vie
 ``id_order="head-sorted-pad"``: the first ``head`` entries in rank order, the other K - head
 sorted by their position in the store's ``class_order`` (a teacher-derived permutation of the
 class ids) and stored as gaps, with zero-valued entries as trailing padding
-(:mod:`teacher_store.store.encodings` converts both ways; the README gives the decode for any
-zarr reader). Version 2 stores written before it (``id_order="head-sorted"``: sorted by class
-id, no padding) stay readable. A chunk holds ``chunk_views`` slots x ``chunk_samples`` samples,
-stored sample-major by a zarr ``transpose`` codec. Version 1 stores (rank order, one slot per
-chunk, ``logprob-f16`` by default) stay readable.
+(:mod:`teacher_store.store.encodings` converts both ways; docs/store-format.md gives the
+decode for any zarr reader). Version 2 stores written before it (``id_order="head-sorted"``:
+sorted by class id, no padding) stay readable. A chunk holds ``chunk_views`` slots x
+``chunk_samples`` samples, stored sample-major by a zarr ``transpose`` codec. Version 1 stores
+(rank order, one slot per chunk, ``logprob-f16`` by default) stay readable.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pydantic import (
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
 
 SCHEMA_VERSION = 2
+"""The store schema version `distill generate` writes (``READABLE_VERSIONS`` are read)."""
 READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
@@ -118,10 +119,12 @@ class StoreAttrs(BaseModel):
         return groups * -(-self.num_samples // self.shard_samples)
 
     def to_dict(self) -> dict[str, Any]:
+        """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes)."""
         return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
+        """Validated attrs from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
 
     def check_block(self, slot: int, start: int, stop: int) -> None:
@@ -133,10 +136,12 @@ class StoreAttrs(BaseModel):
 
     @property
     def ids_dtype(self) -> np.dtype:
+        """The ``ids`` array's dtype: uint16, or uint32 above 65,535 classes."""
         return ids_dtype(self.num_classes)
 
     @property
     def values_dtype(self) -> np.dtype:
+        """The ``values`` array's dtype for the store's value encoding."""
         return values_dtype(self.value_encoding)
 
 

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from teacher_store.views.recipe import Recipe
 
 CODEC_VERSION = 2  # 2: partners are a seeded involution over tile pairs (see pair_partner)
+"""Version of the seed → view-parameters codec; stores record it and readers refuse others."""
 
 MASK64 = (1 << 64) - 1
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64 increment (odd, 2**64 / golden ratio)

@@ -240,6 +240,7 @@ RECIPES: dict[str, Recipe] = {
         ramp={"randaug_m": (0.0, 9.0)},
     ),
 }
+"""The preset recipes by name (``--recipe NAME``); :func:`get_recipe` also loads files."""
 
 
 def get_recipe(name_or_path: str) -> Recipe:

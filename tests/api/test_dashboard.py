@@ -3,7 +3,7 @@ download) against a live uvicorn on 127.0.0.1 serving a real store of the demo p
 
 Every page is checked for console errors and for failed or refused requests; a screenshot of
 each page is saved under the test's temporary folder (and, with ``DISTILL_SCREENSHOTS=DIR``,
-copied there: that is how the README's pictures are made).
+copied there: that is how the pictures in docs/images are made).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _shot(tab: Any, tmp_path: Path, name: str) -> Path:
     tab.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 1000
     keep = os.environ.get("DISTILL_SCREENSHOTS")
-    if keep:  # README-sized: at most 900 px wide, a 64-colour palette
+    if keep:  # page-sized: at most 900 px wide, a 64-colour palette
         with Image.open(out) as im:
             small = im.convert("RGB")
         if small.width > 900:

@@ -1,4 +1,4 @@
-"""The public loader: the same batches as `distill train`, the README's loop, the split."""
+"""The public loader: the same batches as `distill train`, the documented loop, the split."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from teacher_store.store.blockfmt import store_identity
 from teacher_store.views.codec import mix64
 from tests.store_fixtures import V1_FIXTURE, replace_same_size, student_config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TRAINING_PAGE = Path(__file__).resolve().parents[2] / "docs" / "training.md"
 _TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
 _TENSORS += ("partner_labels", "lam")
 
@@ -188,15 +188,15 @@ def test_online_baseline_renders_the_teacher_input_at_the_teacher_size(small_sto
             assert torch.equal(batch.teacher_images[i], big[(batch.slot, s)]["image"])
 
 
-def _readme_loop() -> str:
-    text = README.read_text()
+def _documented_loop() -> str:
+    text = TRAINING_PAGE.read_text()
     m = re.search(r"<!-- store-loader-loop -->\s*```python\n(.*?)```", text, re.S)
-    assert m, "README.md lost its store-loader loop"
+    assert m, "docs/training.md lost its store-loader loop"
     return m.group(1)
 
 
-def test_readme_loop_runs_as_written(small_store, demo_data, tmp_path, monkeypatch):
-    code = _readme_loop()
+def test_documented_loop_runs_as_written(small_store, demo_data, tmp_path, monkeypatch):
+    code = _documented_loop()
     assert len(code.splitlines()) <= 35
     for name, value in (
         ("STORE", repr(str(small_store))),
@@ -207,7 +207,7 @@ def test_readme_loop_runs_as_written(small_store, demo_data, tmp_path, monkeypat
         assert n == 1, name
     monkeypatch.chdir(tmp_path)
     env: dict = {}
-    exec(compile(code, str(README), "exec"), env)  # the README's code, only the paths changed
+    exec(compile(code, str(TRAINING_PAGE), "exec"), env)  # the page's code, only the paths changed
     assert math.isfinite(float(env["loss"].detach()))
     ckpt = torch.load(tmp_path / "ckpt.pth", weights_only=False)
     assert Cursor.from_dict(ckpt["cursor"]) == Cursor(2, 0)

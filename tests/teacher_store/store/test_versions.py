@@ -18,7 +18,7 @@ from tests.store_fixtures import V1_FIXTURE, build_store, make_attrs
 
 
 def _readme_decode(ids: np.ndarray, q: np.ndarray, head: int, tail_scale: float) -> tuple:
-    """The README's decode of a head-sorted prob-u8x3 view: rank-order (ids, probabilities)."""
+    """docs/store-format.md's decode of a head-sorted prob-u8x3 view: ranked (ids, probs)."""
     tail_ids = np.cumsum(ids[head:].astype(np.int64))
     order = np.argsort(-q[head:].astype(np.int64), kind="stable")
     out_ids = np.concatenate([ids[:head], tail_ids[order]])
@@ -27,7 +27,7 @@ def _readme_decode(ids: np.ndarray, q: np.ndarray, head: int, tail_scale: float)
 
 
 def _readme_decode_pad(ids: np.ndarray, q: np.ndarray, head: int, order: list[int]) -> tuple:
-    """The README's decode of a head-sorted-pad prob-u8x3 view, one entry at a time."""
+    """docs/store-format.md's decode of a head-sorted-pad prob-u8x3 view, entry by entry."""
     classes = [order[int(p)] for p in np.cumsum(ids[head:].astype(np.int64))]
     pairs = list(zip(classes, q[head:].tolist(), strict=True))
     used = {int(c) for c in ids[:head]} | {c for c, v in pairs if v}

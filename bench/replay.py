@@ -121,9 +121,8 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
     from student.data import ReplayDataset
     from student.sampler import mix_groups, pair_order
     from teacher_store.images.dataset import ImageFolder
-    from teacher_store.views.pairing import slot_partners
-
     from teacher_store.images.digests import content_digest
+    from teacher_store.views.pairing import slot_partners
 
     folder = ImageFolder.scan(data)
     paths = [folder.root / p for p in folder.paths]

@@ -82,6 +82,8 @@ class SampleDigests:
 
     @classmethod
     def from_bytes(cls, data: bytes, algorithm: str = ALGORITHM) -> SampleDigests:
+        """The digests a store keeps (:meth:`to_bytes`); ValueError for a length that is not
+        a whole number of digests, or an unknown algorithm."""
         if len(data) % _DTYPE.itemsize:
             raise ValueError(f"{len(data)} bytes is not a whole number of 8-byte digests")
         return cls(np.frombuffer(data, dtype=_DTYPE).astype(np.uint64), algorithm)

@@ -112,8 +112,9 @@ def test_an_image_replaced_by_one_of_the_same_size_is_409_never_rendered(
             assert r.status_code == 409 and r.headers["content-type"] == "application/json"
             body = r.json()
             assert body["error"] == "image_changed" and body["status"] == 409
-            assert f"image {path} (sample 3) is not the image the store was built from" in (
-                body["detail"]
+            assert (
+                f"image {path} (sample 3) is not the image the store was built from"
+                in (body["detail"])
             )
             assert len(body["detail"].splitlines()) == 1
         # Views that do not touch sample 3 (neither theirs nor their mixing partner) render.

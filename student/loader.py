@@ -223,7 +223,8 @@ class StoreLoader:
         self.attrs: StoreAttrs = self.targets.attrs
         # Every image read for replay is checked against the store's per-sample digests.
         where = self.targets.address or "(the given targets)"
-        self.folder, note = checked_folder(self.folder, self.targets.sample_digests(), where)
+        digests = self.targets.sample_digests()
+        self.folder, note = checked_folder(self.folder, digests, where, self.attrs.dataset)
         if note and rank == 0:
             log.warning("%s", note)
         size = img_size or int(self.attrs.teacher["input_size"][1])

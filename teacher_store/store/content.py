@@ -85,13 +85,21 @@ def size_only_note(where: str) -> str:
 
 
 def checked_folder(
-    folder: ImageFolder, digests: SampleDigests | None, where: str
+    folder: ImageFolder,
+    digests: SampleDigests | None,
+    where: str,
+    store_dataset: dict[str, Any] | None = None,
 ) -> tuple[ImageFolder, str | None]:
     """``folder`` with every read checked against the store's ``digests``, and None; or, for a
-    store without digests (or whose sample count differs: a dataset allowed to mismatch),
-    ``folder`` as it is and the note to show once."""
+    store without digests, ``folder`` as it is and the note to show once.
+
+    ``store_dataset`` (the store's fingerprint dict), when given, leaves unchecked a folder
+    whose names or sizes differ from it: another dataset on purpose (``train
+    --allow-dataset-mismatch``), whose sample i is not the store's sample i.
+    """
     if digests is None:
         return folder, size_only_note(where)
-    if len(digests) != len(folder):
-        return folder, None  # another dataset on purpose: its samples are not the store's
+    other = store_dataset is not None and store_dataset.get("sha256") != folder.fingerprint().sha256
+    if other or len(digests) != len(folder):
+        return folder, None
     return folder.with_content(digests), None

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,14 +11,14 @@ import pytest
 import torch
 
 from student.config import TrainConfig
-from student.data import TargetCache
+from student.data import TargetCache, split_samples
 from student.loader import StoreLoader
 from student.train import _build_run, _Ctx, _step, run_train
 from teacher_store.cli import main
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.store.arrays import LocalStore
 from teacher_store.store.blockfmt import store_identity
-from tests.store_fixtures import copy_store, student_config
+from tests.store_fixtures import copy_store, replace_same_size, student_config
 
 
 def _cfg(store, data, out, **kw) -> TrainConfig:
@@ -109,6 +110,22 @@ def test_resume_on_another_store_is_refused(small_store, other_store, demo_data,
     moved = copy_store(small_store, tmp_path / "moved")
     out = run_train(_cfg(moved, demo_data, run, epochs=2, checkpoint_every=1, resume=True))
     assert out["step"] > 1
+
+
+def test_eval_replays_only_the_images_the_store_was_built_from(
+    small_store, demo_data, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    run_train(_cfg(small_store, demo_data, run, epochs=1, max_steps=1))
+    data = shutil.copytree(demo_data, tmp_path / "data")
+    folder = ImageFolder.scan(data)
+    held = int(split_samples(folder.labels, 0.2, 0)[1][0])  # eval replays held-out views
+    path = data / folder.paths[held]
+    replace_same_size(path)
+    args = ["eval", "--checkpoint", str(run / "last.pth"), "--data", str(data)]
+    assert main([*args, "--store", str(small_store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"image {path} (sample {held})" in err, err
 
 
 def test_metrics_config_and_eval(small_store, demo_data, tmp_path, capsys):

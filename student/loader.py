@@ -139,9 +139,9 @@ def open_checked_targets(
         ) from None
 
 
-def _check_cursor_store(cursor: Cursor, targets: TargetCache, address: str) -> None:
+def _check_cursor_store(cursor: Cursor, targets: TargetCache) -> None:
     """StoreMismatch unless ``cursor`` was taken on this store (or records no store)."""
-    have = targets.identity
+    have, address = targets.identity, targets.address or "the given targets"
     if cursor.store and have and cursor.store != have:
         raise StoreMismatch(
             f"cursor {cursor.epoch}:{cursor.position} was taken on the store with identity "
@@ -221,12 +221,9 @@ class StoreLoader:
                 str(store), self.folder, token, allow_dataset_mismatch
             )
         self.attrs: StoreAttrs = self.targets.attrs
-        # Every image read for replay is checked against the store's per-sample digests.
-        where = self.targets.address or "(the given targets)"
-        digests = self.targets.sample_digests()
-        self.folder, note = checked_folder(self.folder, digests, where, self.attrs.dataset)
-        if note and rank == 0:
-            log.warning("%s", note)
+        if cursor is not None:
+            _check_cursor_store(cursor, self.targets)
+        self.folder = self._checked(self.folder, rank)
         size = img_size or int(self.attrs.teacher["input_size"][1])
         # Online KD renders each view twice (two sizes): cache the image and its partner.
         cache = 2 if teacher_size else 0
@@ -248,9 +245,18 @@ class StoreLoader:
             )
         self.epoch, self.start = epoch, 0
         if cursor is not None:
-            _check_cursor_store(cursor, self.targets, where)
             self.epoch, self.start = cursor.epoch, cursor.position
         self.set_epoch(self.epoch, self.start)
+
+    def _checked(self, folder: ImageFolder, rank: int) -> ImageFolder:
+        """``folder`` with every image read for replay checked against the store's per-sample
+        content digests (a store without them: a one-line note, from rank 0)."""
+        digests = self.targets.sample_digests()
+        where = self.targets.address or "(the given targets)"
+        checked, note = checked_folder(folder, digests, where, self.attrs.dataset)
+        if note and rank == 0:
+            log.warning("%s", note)
+        return checked
 
     @property
     def img_size(self) -> int:

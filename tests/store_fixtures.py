@@ -107,8 +107,11 @@ def _targets(
     return ids.astype(attrs.ids_dtype), encode_values(logprobs, attrs.value_encoding), valid
 
 
-def build_store(path: Path, attrs: StoreAttrs, seed: int = 0, units: int | None = None) -> Path:
-    """Write a store; all units + finalize by default, only the first ``units`` otherwise."""
+def build_store(
+    path: Path, attrs: StoreAttrs, seed: int = 0, units: int | None = None, digests: Any = None
+) -> Path:
+    """Write a store; all units + finalize by default, only the first ``units`` otherwise.
+    ``digests``: the samples' content digests to record (``attrs.dataset`` must name them)."""
     create_store(path, attrs, overwrite=True)
     rng = np.random.default_rng(seed)
     todo = shard_units(attrs)
@@ -117,7 +120,7 @@ def build_store(path: Path, attrs: StoreAttrs, seed: int = 0, units: int | None 
         ids, values, valid = _targets(rng, attrs, rs, n)
         write_unit(path, unit, ids, values, valid, [])
     if units is None:
-        finalize(path, todo)
+        finalize(path, todo, digests)
     return path
 
 

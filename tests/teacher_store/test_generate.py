@@ -383,7 +383,8 @@ def test_hostile_dataset_generates_completes_and_verifies(demo_data, tmp_path, c
     store = LocalStore(out)
     a = store.attrs
     assert a.config["max_image_pixels"] == 89_478_485  # recorded: it decides which views exist
-    assert a.dataset == folder.fingerprint().to_dict()
+    content = folder.sample_digests().record()  # the non-UTF-8 name's file is digested too
+    assert a.dataset == {**folder.fingerprint().to_dict(), "content": content}
     recipe = get_recipe("default")
     for slot in range(a.views):
         valid = store.read_block(slot, 0, a.num_samples).valid

@@ -74,10 +74,12 @@ class Dashboard:
             self._stats[entry.name] = cached
         return cached[1]
 
-    def renderer_problem(self, entry: StoreEntry) -> str | None:
-        """Why views of ``entry`` cannot be rendered (no dataset, wrong dataset), or None."""
+    def view_problem(self, entry: StoreEntry, slot: int, sample: int) -> str | None:
+        """Why view ``slot`` of ``sample`` cannot be rendered: no dataset, the wrong one, or an
+        image of the view (its own or its mixing partner's) that is not the one the store was
+        made from (its content digest; the files are read, not decoded); None when it can."""
         try:
-            self.renderer(entry)
+            self.renderer(entry).check_images(sample, slot)
         except (ApiError, StoreError) as e:
             return str(e)
         return None

@@ -128,7 +128,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         "valid": bool(block.valid[0]),
         "top": top,
         "params": params,
-        "problem": svc.dashboard.renderer_problem(e),
+        "problem": svc.dashboard.view_problem(e, slot, sample),
         "png": f"/v1/stores/{e.name}/views/{slot}/{sample}.png",
     }
 

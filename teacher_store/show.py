@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,18 @@ class ViewRenderer:
             _matching_folder(self.attrs, data), self.store.sample_digests(), self.store.address
         )
         self.replayer = Replayer(self.folder, self.attrs, cache_size=cache_size)
+
+    def check_images(self, sample: int, view: int) -> None:
+        """ImageChangedError unless the images view ``view`` of ``sample`` replays (its own and
+        its mixing partner's) are those the store was made from: their files are read and
+        digested, not decoded (an unreadable one is left to :meth:`render` to report)."""
+        from teacher_store.images.dataset import CorruptImageError
+
+        _check_request(self.attrs, sample, view, None)
+        mix = self.replayer.params(view, sample).mix
+        for s in (sample,) if mix is None else (sample, mix.partner):
+            with contextlib.suppress(CorruptImageError):  # render() reports unreadable ones
+                self.folder.read(s)
 
     def render(self, sample: int, view: int, size: int | None = None) -> ShownView:
         """View ``view`` of ``sample`` at ``size`` (default: the teacher's input size)."""

@@ -117,6 +117,10 @@ def test_an_image_replaced_by_one_of_the_same_size_is_409_never_rendered(
                 in (body["detail"])
             )
             assert len(body["detail"].splitlines()) == 1
+        # The view browser's page says why, in place of the picture.
+        page = requests.get(f"{live.url}/ui/fragments/stores/demo/view?slot=0&sample=3", timeout=60)
+        assert page.status_code == 200 and "<img" not in page.text
+        assert "(sample 3) is not the image the store was built from" in page.text
         # Views that do not touch sample 3 (neither theirs nor their mixing partner) render.
         a = LocalStore(photo_root / "demo").attrs
         recipe = Recipe.from_dict(a.recipe)
@@ -126,6 +130,8 @@ def test_an_image_replaced_by_one_of_the_same_size_is_409_never_rendered(
                 touches = 3 in (s, mix.partner if mix else None)
                 r = requests.get(f"{live.url}/v1/stores/demo/views/{slot}/{s}.png", timeout=60)
                 assert r.status_code == (409 if touches else 200), (slot, s, r.text[:200])
+        fragment = f"{live.url}/ui/fragments/stores/demo/view?slot={slot}&sample={s}"
+        assert ("<img" in requests.get(fragment, timeout=60).text) is not touches
 
 
 def test_data_setting_is_name_equals_dir() -> None:

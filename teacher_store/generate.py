@@ -471,8 +471,8 @@ def run_generate(
     from teacher_store.store.class_order import teacher_class_order
 
     # A bad --out fails now, in one line, before anything is created or deleted.
-    check_apart(cfg.data, cfg.out)
     output_location(cfg.out)
+    check_apart(cfg.data, cfg.out)
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
     cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
@@ -506,7 +506,7 @@ def _generate(
     from tqdm import tqdm
 
     rank, world, _ = dist_env()
-    resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
+    resumed = create_store(cfg.out, attrs, cfg.overwrite, folder.content) if rank == 0 else True
     barrier(world)
     if rank != 0:
         _check_same_job(cfg.out, attrs, rank)
@@ -529,7 +529,7 @@ def _generate(
     barrier(world)
     manifest = None
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
-        manifest = finalize(cfg.out, units, folder.content)
+        manifest = finalize(cfg.out, units)
     barrier(world)
     check_read_some(cfg.data, cfg.out, attrs.num_samples, manifest, world)
     return {

@@ -112,7 +112,7 @@ def build_store(
 ) -> Path:
     """Write a store; all units + finalize by default, only the first ``units`` otherwise.
     ``digests``: the samples' content digests to record (``attrs.dataset`` must name them)."""
-    create_store(path, attrs, overwrite=True)
+    create_store(path, attrs, overwrite=True, digests=digests)
     rng = np.random.default_rng(seed)
     todo = shard_units(attrs)
     for unit in todo[: len(todo) if units is None else units]:
@@ -120,7 +120,7 @@ def build_store(
         ids, values, valid = _targets(rng, attrs, rs, n)
         write_unit(path, unit, ids, values, valid, [])
     if units is None:
-        finalize(path, todo, digests)
+        finalize(path, todo)
     return path
 
 

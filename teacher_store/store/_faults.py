@@ -12,7 +12,7 @@ temporary file of the atomic write, on an object store as the object itself, whi
 never leaves) and ``<kind>-written`` (just after such a write), where the kinds are ``meta``
 (an array's ``zarr.json``), ``root-meta`` (the root ``zarr.json``: at creation, then with the
 consolidated metadata), ``shard``, ``record`` (a unit record), ``digests`` (the samples'
-content digests, at finalize) and ``manifest``.
+content digests, at creation) and ``manifest``.
 """
 
 from __future__ import annotations

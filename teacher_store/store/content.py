@@ -2,8 +2,9 @@
 
 Generation computes :class:`~teacher_store.images.digests.SampleDigests` before the store is
 created and records them twice: their sha256 in the attrs (``dataset.content``, part of what a
-resume compares) and the digests themselves in :data:`~teacher_store.store.layout.SAMPLE_DIGESTS`,
-written by finalize and listed in the manifest (so the service serves it, and ``verify``
+resume compares) and the digests themselves in
+:data:`~teacher_store.store.layout.SAMPLE_DIGESTS`, written with the store (before its root
+``zarr.json``) and listed in the manifest by finalize (so the service serves it, and ``verify``
 checks it, like any committed file). A reader loads the file, checks it against the attrs'
 record, and attaches it to its image folder (:func:`checked_folder`): every image read for
 replay is then checked. Stores made before digests were recorded have neither; they keep
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # the service reads stores without Pillow: no image code at i
 __all__ = [
     "checked_folder",
     "content_record",
+    "digests_file_record",
     "load_sample_digests",
     "size_only_note",
     "write_sample_digests",
@@ -37,11 +39,14 @@ def content_record(attrs: Any) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, dict) else None
 
 
-def write_sample_digests(loc: Location, digests: SampleDigests) -> dict[str, Any]:
-    """Write the digests file (atomically); its manifest entry."""
-    data = digests.to_bytes()
-    loc.write_atomic(SAMPLE_DIGESTS, data)
-    return FileRecord.of(data).to_dict()
+def digests_file_record(digests: SampleDigests) -> FileRecord:
+    """The file record (size, crc32c, sha256) of the digests file holding ``digests``."""
+    return FileRecord.of(digests.to_bytes())
+
+
+def write_sample_digests(loc: Location, digests: SampleDigests) -> None:
+    """Write the digests file (atomically)."""
+    loc.write_atomic(SAMPLE_DIGESTS, digests.to_bytes())
 
 
 def load_sample_digests(
@@ -76,11 +81,10 @@ def load_sample_digests(
 
 
 def size_only_note(where: str) -> str:
-    """The one-line note for a store without content digests (made before stores recorded
-    them, or unfinished: finalize writes them)."""
+    """The one-line note for a store made before stores recorded content digests."""
     return (
-        f"note: store {where} records no content digests of its images (made before stores "
-        "did, or unfinished): its images are checked by name and size only"
+        f"note: store {where} records no content digests of its images (it was made before "
+        "stores did): its images are checked by name and size only"
     )
 
 

@@ -6,7 +6,8 @@ folder :data:`BOOK` beside the zarr keys:
 - ``_distill/shards/<unit>.json``: the record of one committed shard unit (its files' size,
   crc32c and sha256, and its unreadable samples), written once the unit's shard files are;
 - ``_distill/sample_digests.u64``: the content digest of every sample's image file
-  (:class:`~teacher_store.images.digests.SampleDigests`), written by finalize, in the manifest;
+  (:class:`~teacher_store.images.digests.SampleDigests`), written with the store (before the
+  root ``zarr.json``) and listed in the manifest;
 - ``_distill/manifest.json``: every committed file of the finished store, written last.
 
 Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``

@@ -33,7 +33,10 @@ def _where(address: str) -> tuple[str, str]:
     if "://" in address or "::" in address:
         import fsspec
 
-        fs, path = fsspec.core.url_to_fs(address)
+        try:
+            fs, path = fsspec.core.url_to_fs(address)
+        except (ValueError, ImportError):  # a scheme fsspec lacks: its reader says so, later
+            return address.split("://", 1)[0], address
         proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         proto = _SAME_STORAGE.get(proto, proto)
         if proto != _LOCAL:

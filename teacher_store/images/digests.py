@@ -38,7 +38,7 @@ ALGORITHM = "xxh3_64"
 # such a sample is not checked. A real xxh3_64 of 0 has odds 2^-64.
 UNREADABLE = 0
 _DTYPE = np.dtype("<u8")  # little-endian uint64, whatever the machine
-_CHUNK = 1024  # samples per batch of reads handed to the thread pool
+_TASK = 64  # files read and hashed per thread-pool task
 
 __all__ = ["ALGORITHM", "UNREADABLE", "SampleDigests", "content_digest"]
 
@@ -116,21 +116,27 @@ class SampleDigests:
         ``OSError`` records :data:`UNREADABLE`), read by ``threads`` threads (I/O bound);
         ``progress(n)`` is called after each batch of ``n`` samples."""
 
-        def one(i: int) -> int:
-            try:
-                return content_digest(read(i))
-            except OSError:
-                return UNREADABLE
+        def run(span: tuple[int, int]) -> list[int]:
+            got = []
+            for i in range(*span):
+                try:
+                    got.append(content_digest(read(i)))
+                except OSError:
+                    got.append(UNREADABLE)
+            return got
 
         out = np.empty(num_samples, np.uint64)
         with ThreadPoolExecutor(max(1, threads), thread_name_prefix="digest") as pool:
-            for start, stop in _chunks(num_samples):
-                out[start:stop] = list(pool.map(one, range(start, stop)))
+            # Tasks of _TASK files: one future per file costs more than hashing a cached file.
+            for (start, stop), got in zip(
+                _spans(num_samples, _TASK), pool.map(run, _spans(num_samples, _TASK)), strict=True
+            ):
+                out[start:stop] = got
                 if progress is not None:
                     progress(stop - start)
         return cls(out)
 
 
-def _chunks(n: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, _CHUNK):
-        yield start, min(n, start + _CHUNK)
+def _spans(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)

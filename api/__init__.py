@@ -14,6 +14,6 @@ Endpoints, all errors JSON ``{"status", "error", "detail"}``:
   ``/ui/fragments/...`` under the token rule of ``/v1``);
 - ``GET /healthz``, ``/readyz``, ``/metrics`` (Prometheus), open without a token.
 
-This package imports ``teacher_store`` (never ``student``/``models``) and never torch (view
-rendering imports the replay path lazily, only when a dataset is configured).
+This package imports ``teacher_store`` (never ``student``/``models``) and never torch: view
+PNGs are rendered in worker processes (:mod:`api.renders`), which import the replay path.
 """

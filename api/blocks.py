@@ -49,9 +49,10 @@ class BlockReader:
                     f"store {store.name!r}: array {name!r} uses a layout the block endpoint "
                     f"cannot decode; read it through {store.name}/zarr/ instead",
                 )
-            read_slot_range(layout, chunk, slot, start, stop, dest)
+            if stop > start:  # an empty range reads no chunk
+                read_slot_range(layout, chunk, slot, start, stop, dest)
         # Server-side decode: blocks always carry rank order, whatever the store's id_order.
-        out.ids[...], out.values[...] = stored_to_rank(out.ids, out.values, attrs)
+        out.ids[...], out.values[...] = stored_to_rank(out.ids, out.values, attrs, (slot, start))
         return out.seal()
 
     def _chunk(

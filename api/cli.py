@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from api.settings import ConnectionLimits
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.registry import check_root
 
+    _check_numbers(args)
     loc = check_root(args.root)
     root = str(Path(loc.root).resolve()) if loc.is_local else loc.display
     env = {"DISTILL_ROOT": root}
@@ -25,21 +25,18 @@ def _run_serve(args: argparse.Namespace) -> int:
         read_token(Path(args.token_file))  # fail now, with a clear message, not in every worker
         env["DISTILL_TOKEN_FILE"] = str(Path(args.token_file).resolve())
     if args.data:
-        from api.settings import parse_data
-
-        dirs = parse_data(",".join(args.data))
-        missing = [f"{n}={d}" for n, d in dirs.items() if not d.is_dir()]
-        if missing:
-            raise ValueError(f"--data {missing[0]}: not a directory; pass the store's images")
-        env["DISTILL_DATA"] = ",".join(f"{n}={d.resolve()}" for n, d in dirs.items())
+        env["DISTILL_DATA"] = _data_setting(args.data, loc)
     for flag, var in _PASSED:
         value = getattr(args, flag)
         if value is not None:
             env[f"DISTILL_{var}"] = str(value)
     os.environ.update(env)  # workers import api.main:app and read their settings from here
-    limits = _limits()
+    limits = _settings()  # every setting checked here: one line, not a traceback per worker
+    _check_listen(args.host, args.port)
     print(f"distill serve: {root} on http://{args.host}:{args.port}/v1/stores", flush=True)
     print(f"dashboard: http://{args.host}:{args.port}/", flush=True)
+    import uvicorn
+
     uvicorn.run(
         "api.main:app",
         host=args.host,
@@ -50,6 +47,65 @@ def _run_serve(args: argparse.Namespace) -> int:
         **limits.uvicorn_options(),
     )
     return 0
+
+
+# Each uvicorn worker is a process with its own caches and render pool: more than this is a
+# typo (``--workers 100000`` forked until the machine stalled), never a real configuration.
+MAX_WORKERS = 256
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """ValueError naming a port or worker count out of range (before anything starts)."""
+    if not 1 <= args.port <= 65535:
+        raise ValueError(
+            f"--port {args.port} is out of range: pick a TCP port from 1 to 65535 "
+            "(0 would bind a random port that the printed URL could not name)"
+        )
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError(
+            f"--workers {args.workers} is out of range: pick 1 to {MAX_WORKERS} worker processes "
+            "(about one per CPU core; each holds its own caches)"
+        )
+
+
+def _check_listen(host: str, port: int) -> None:
+    """ValueError when ``host:port`` cannot be listened on (unknown host, port in use, no
+    permission): one line now, not a traceback from every uvicorn process."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(addr)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise ValueError(f"cannot listen on --host {host} --port {port}: {why}") from None
+
+
+def _data_setting(specs: list[str], root: Any) -> str:
+    """``--data`` flags as DISTILL_DATA: each a NAME=DIR (a repeated NAME is refused by
+    :func:`~api.settings.parse_data`), DIR a folder, NAME a store name the service can serve;
+    a NAME with no store under the root yet is warned about (it may still be generated)."""
+    from api.registry import name_problem
+    from api.settings import parse_data
+
+    dirs = parse_data(",".join(specs))
+    for name, folder in dirs.items():
+        why = name_problem(name)
+        if why is not None:
+            raise ValueError(f"--data {name}={folder}: the service cannot serve a store so named: "
+                             f"{why}")  # fmt: skip
+        if not folder.is_dir():
+            raise ValueError(f"--data {name}={folder}: not a directory; pass the store's images")
+        if not root.fs.isdir(root.path(name)):
+            print(
+                f"distill serve: warning: --data {name}={folder}: no store {name!r} under "
+                f"{root.display} (yet); its views render once it is there",
+                file=sys.stderr,
+                flush=True,
+            )
+    return ",".join(f"{n}={d.resolve()}" for n, d in dirs.items())
 
 
 # flag attribute -> DISTILL_ variable read by api.settings (Settings or ConnectionLimits)
@@ -65,19 +121,34 @@ _PASSED = (
     ("header_timeout", "HEADER_TIMEOUT_S"),
     ("send_timeout", "SEND_TIMEOUT_S"),
     ("max_header_bytes", "MAX_HEADER_BYTES"),
+    ("render_workers", "RENDER_WORKERS"),
+    ("render_queue", "RENDER_QUEUE"),
+    ("render_cache_bytes", "RENDER_CACHE_BYTES"),
 )
 
 
-def _limits() -> ConnectionLimits:
+def _settings() -> ConnectionLimits:
+    """The service settings and connection limits from the environment (checked now); the
+    limits for uvicorn. ValueError naming the flag (or variable) and what is wrong."""
     from pydantic import ValidationError
 
-    from api.settings import ConnectionLimits
-    from teacher_store.store.schema import validation_message
+    from api.settings import ConnectionLimits, Settings
 
-    try:
-        return ConnectionLimits()  # type: ignore[call-arg]
-    except ValidationError as e:
-        raise ValueError(f"bad connection limits: {validation_message(e)}") from None
+    flags = {var.lower(): "--" + flag.replace("_", "-") for flag, var in _PASSED}
+    for model in (Settings, ConnectionLimits):
+        try:
+            made = model()  # type: ignore[call-arg]
+        except ValidationError as e:
+            parts = []
+            for err in e.errors():
+                field = str(err["loc"][0]) if err.get("loc") else ""
+                where = flags.get(field) or f"DISTILL_{field.upper()}"
+                got = err.get("input")
+                msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+                parts.append(f"{where} {got}: {msg}" if got is not None else f"{where}: {msg}")
+            raise ValueError("bad options: " + "; ".join(parts)) from None
+    assert isinstance(made, ConnectionLimits)
+    return made
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -126,6 +197,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds a client may read nothing of a response, else abort (30)",
     )
     p.add_argument("--max-header-bytes", type=int, help="largest request head (16384)")
-    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    p.add_argument("--render-workers", type=int, help="worker processes rendering view PNGs (1)")
+    p.add_argument(
+        "--render-queue", type=int, help="view renders waiting beyond the running ones (8)"
+    )
+    p.add_argument(
+        "--render-cache-bytes", type=int, help="cache of recently rendered view PNGs (32 MiB)"
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn log level (default info)",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=_run_serve)

@@ -1,59 +1,104 @@
-"""The dashboard's state: per-store readers, chart numbers and view renderers, cached by the
-store's identity (a regenerated store is read afresh).
+"""The dashboard's state: per-store readers, chart numbers and image-folder checks, cached by
+the store's identity (a regenerated store is read afresh).
 
-Rendering a view needs the store's image folder (``distill serve --data NAME=DIR``) and the
-torch/Pillow replay path, imported only when a view is rendered: the API imports no torch.
+Rendering a view needs the store's image folder (``distill serve --data NAME=DIR``); the
+renders themselves run in worker processes (:mod:`api.renders`). The folder is checked here,
+once per store identity and folder state (its stat signature): a folder that is not the store's
+dataset, or no image folder at all, is refused (409) with the reason, remembered rather than
+rescanned per request. The check imports Pillow, never torch: the API process imports no torch.
 """
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from api.errors import ApiError
 from api.registry import StoreEntry
+from api.renders import NO_REPLAY, Refusal, RenderJob
 from api.view_stats import ViewStats, store_stats
-from teacher_store.errors import StoreError
 
 log = logging.getLogger("distill.api")
-IMAGE_CACHE = 64  # decoded images a store's renderer keeps (a view also decodes its partner)
 MAX_VIEW_SIZE = 512  # largest ?size= of a rendered view (px); the PNG stays bounded
 HOW_TO_ENABLE = (
     "rendering views of store {name!r} needs its images: start the service with "
     "`distill serve --data {name}=DIR` (or DISTILL_DATA={name}=DIR)"
 )
-NO_REPLAY = (
-    "rendering views needs torch and Pillow, which this installation lacks (the slim API "
-    "image is torch-free): serve with the full `distill` install"
-)
 
 
 def check_view(attrs: Any, slot: int, sample: int) -> None:
-    """ApiError 400 unless (slot, sample) addresses a view of the store."""
+    """ApiError 404 unless (slot, sample) addresses a view of the store (the schema's "no such
+    resource": the path names a view the store does not have)."""
     if not 0 <= slot < attrs.views:
         raise ApiError(
-            400, "bad_request", f"view slot {slot} out of range: slots are 0..{attrs.views - 1}"
+            404, "no_such_view", f"view slot {slot} out of range: slots are 0..{attrs.views - 1}"
         )
     if not 0 <= sample < attrs.num_samples:
         raise ApiError(
-            400,
-            "bad_request",
+            404,
+            "no_such_view",
             f"sample {sample} out of range: samples are 0..{attrs.num_samples - 1}",
         )
 
 
+def _folder_sig(folder: Path) -> tuple[int, ...]:
+    """The image folder's stat signature (a class folder added or removed changes it)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return (-1,)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def _scan(entry: StoreEntry, folder: Path) -> tuple[Refusal | None, Any]:
+    """Why ``folder`` cannot render ``entry``'s views (blocking: walks the folder), or None;
+    and the scanned ImageFolder (None when it could not be scanned)."""
+    try:
+        from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+    except ImportError as e:
+        return (409, "rendering_unavailable", f"{NO_REPLAY}: {e}"), None
+    a = entry.attrs
+    assert a is not None
+    try:
+        scanned = ImageFolder.scan(folder, a.config.get("max_image_pixels"))
+        diff = DatasetFingerprint.from_dict(a.dataset).mismatch(scanned.fingerprint())
+    except (ValueError, OSError) as e:  # no class folders, no images, unreadable
+        why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        return (
+            409,
+            "dataset_unusable",
+            f"the image folder {folder} given for store {entry.name!r} cannot be used: {why}; "
+            f"pass the folder the store was built from (--data {entry.name}=DIR)",
+        ), None
+    if diff:
+        return (
+            409,
+            "dataset_mismatch",
+            f"dataset {folder} does not match the store ({diff}); pass the --data it was built "
+            "from",
+        ), scanned
+    if importlib.util.find_spec("torch") is None:
+        return (409, "rendering_unavailable", NO_REPLAY), scanned
+    return None, scanned
+
+
 class Dashboard:
-    """Caches keyed by store name and identity; one lock (replay is CPU-bound anyway)."""
+    """Caches keyed by store name and identity."""
 
     def __init__(self, data: dict[str, Path]) -> None:
         self.data = dict(data)
+        self.scans = 0  # image-folder scans so far (each store's folder is scanned once)
         self._lock = threading.Lock()
         self._stores: dict[str, tuple[str, Any]] = {}  # name -> (identity, LocalStore)
         self._stats: dict[str, tuple[str, ViewStats]] = {}
-        self._renderers: dict[str, tuple[str, Any]] = {}  # ViewRenderer or its StoreError
+        self._checks: dict[str, tuple[tuple[Any, ...], Refusal | None]] = {}
+        # name -> (check key, the folder checked against the store's content digests)
+        self._folders: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._scan_locks: dict[str, threading.Lock] = {}
 
     def store(self, entry: StoreEntry) -> Any:
         """A LocalStore over the (complete) store ``entry``."""
@@ -74,52 +119,91 @@ class Dashboard:
             self._stats[entry.name] = cached
         return cached[1]
 
-    def view_problem(self, entry: StoreEntry, slot: int, sample: int) -> str | None:
-        """Why view ``slot`` of ``sample`` cannot be rendered: no dataset, the wrong one, or an
-        image of the view (its own or its mixing partner's) that is not the one the store was
-        made from (its content digest; the files are read, not decoded); None when it can."""
-        try:
-            self.renderer(entry).check_images(sample, slot)
-        except (ApiError, StoreError) as e:
-            return str(e)
-        return None
-
-    def renderer(self, entry: StoreEntry) -> Any:
-        """The store's ViewRenderer; ApiError 409 without a dataset, DatasetMismatch (409)
-        when the configured folder is not the store's dataset."""
+    def folder(self, entry: StoreEntry) -> Path:
+        """The store's image folder; ApiError 409 when none is configured."""
         folder = self.data.get(entry.name)
         if folder is None:
             raise ApiError(409, "dataset_not_configured", HOW_TO_ENABLE.format(name=entry.name))
+        return folder
+
+    def remembered(self, entry: StoreEntry) -> tuple[bool, Refusal | None]:
+        """``(known, problem)`` from the last check of the store's folder, if still current
+        (one stat: never blocks on a walk). ApiError 409 without a folder."""
+        key = (entry.identity, _folder_sig(self.folder(entry)))
+        known = self._checks.get(entry.name)
+        if known is not None and known[0] == key:
+            return True, known[1]
+        return False, None
+
+    def problem(self, entry: StoreEntry) -> Refusal | None:
+        """Why ``entry``'s views cannot be rendered (status, code, detail), or None. Blocking
+        on a first call (walks the folder); remembered, failures included, until the store or
+        the folder changes."""
+        known, problem = self.remembered(entry)
+        if known:
+            return problem
+        folder = self.folder(entry)
         with self._lock:
-            cached = self._renderers.get(entry.name)
-            if cached is None or cached[0] != entry.identity:
-                try:
-                    from teacher_store.show import ViewRenderer
+            lock = self._scan_locks.setdefault(entry.name, threading.Lock())
+        with lock:  # concurrent first requests share one scan
+            known, problem = self.remembered(entry)
+            if known:
+                return problem
+            key = (entry.identity, _folder_sig(folder))
+            problem, scanned = _scan(entry, folder)
+            self.scans += 1
+            if problem is None:
+                self._folders[entry.name] = (key, self._checked(entry, scanned))
+            self._checks[entry.name] = (key, problem)
+            if problem is not None:
+                log.warning("views of store %r cannot be rendered: %s", entry.name, problem[2])
+            return problem
 
-                    made: Any = ViewRenderer(str(entry.path), str(folder), IMAGE_CACHE)
-                    if made.note:  # a store without content digests: said once per identity
-                        log.warning("%s", made.note)
-                except StoreError as e:  # DatasetMismatch: remembered, not rescanned per request
-                    made = e
-                except ImportError as e:  # the slim API image has no torch
-                    raise ApiError(409, "rendering_unavailable", f"{NO_REPLAY}: {e}") from None
-                cached = (entry.identity, made)
-                self._renderers[entry.name] = cached
-        if isinstance(cached[1], StoreError):
-            raise cached[1]
-        return cached[1]
+    def _checked(self, entry: StoreEntry, scanned: Any) -> Any:
+        """``scanned`` with its reads checked against the store's per-sample content digests
+        (a store without them: a one-line note in the log, once per check)."""
+        from teacher_store.store.content import checked_folder
 
-    def png(self, entry: StoreEntry, slot: int, sample: int, size: int | None) -> bytes:
-        """View ``slot`` of ``sample`` as ``distill show`` draws it (the same pixels), PNG;
-        ImageChangedError (409) when its image is not the one the store was made from."""
-        renderer = self.renderer(entry)
-        with self._lock:  # a Replayer is not thread-safe
+        digests = self.store(entry).sample_digests()
+        folder, note = checked_folder(scanned, digests, str(entry.path))
+        if note:
+            log.warning("%s", note)
+        return folder
+
+    def image_problem(self, entry: StoreEntry, samples: tuple[int, ...]) -> str | None:
+        """Why the images of ``samples`` (a view's own and its mixing partner's) cannot be
+        rendered: one is not the image the store was made from (its content digest differs;
+        the files are read and digested, not decoded). None when they can, or when the folder
+        itself is the problem (:meth:`problem` says so). Blocking."""
+        from teacher_store.errors import ImageChangedError
+        from teacher_store.images.dataset import CorruptImageError
+
+        if self.problem(entry) is not None:
+            return None
+        key = (entry.identity, _folder_sig(self.folder(entry)))
+        known = self._folders.get(entry.name)
+        if known is None or known[0] != key:
+            return None
+        for s in samples:
             try:
-                shown = renderer.render(sample, slot, size)
-            except StoreError:
-                raise
-            except ValueError as e:  # no targets: its image (or its partner) was unreadable
-                raise ApiError(409, "view_unavailable", str(e)) from None
-        buf = io.BytesIO()
-        shown.image.save(buf, format="PNG")
-        return buf.getvalue()
+                known[1].read(s)
+            except ImageChangedError as e:
+                return str(e)
+            except CorruptImageError:  # unreadable: the view has no targets, the page says so
+                continue
+        return None
+
+    def problem_text(self, entry: StoreEntry) -> str | None:
+        """:meth:`problem` as text (blocking), for the view page."""
+        try:
+            problem = self.problem(entry)
+        except ApiError as e:  # no folder configured
+            return str(e)
+        return None if problem is None else problem[2]
+
+    def job(self, entry: StoreEntry, slot: int, sample: int, size: int | None) -> RenderJob:
+        """The render job of a view of ``entry`` (its folder checked before)."""
+        folder = self.folder(entry)
+        return RenderJob(
+            str(entry.path), entry.identity, str(folder), _folder_sig(folder), slot, sample, size
+        )

@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first = asyncio.ensure_future(svc.registry.refresh())
         yield
         first.cancel()
+        svc.renders.close()
         if trimmer is not None:
             trimmer.cancel()
         app.state.service = None

@@ -60,9 +60,19 @@ class StoreDetail(StoreSummary):
     )
 
 
+class SkippedFolder(_Frozen):
+    name: str = Field(description="the folder's name (bytes that are not UTF-8 as \\xNN)")
+    reason: str = Field(description="why the service does not serve it")
+
+
 class StoreList(_Frozen):
     root: str = Field(description="served folder (its name only)")
     stores: list[StoreSummary]
+    skipped: list[SkippedFolder] = Field(
+        default_factory=list,
+        description="store folders under the root that are not served (a name the API cannot "
+        "address, a link out of the root), with the reason",
+    )
 
 
 class Health(_Frozen):

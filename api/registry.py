@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -26,31 +25,44 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
 from teacher_store.store import layout
+from teacher_store.store.integrity import CheckedStore, check_store, legacy_note, meta_keys
 from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
-from teacher_store.store.schema import (
-    STORE_KIND,
-    NodeMeta,
-    RootMeta,
-    StoreAttrs,
-    check_readable,
-    validation_message,
-)
+from teacher_store.store.schema import STORE_KIND, StoreAttrs
 
 log = logging.getLogger("distill.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 State = Literal["complete", "incomplete", "invalid"]
+NAME_RULE = "store names are 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
 _Sig = tuple[Any, ...]
-_M = TypeVar("_M", bound=BaseModel)
+_META_KEYS = frozenset(meta_keys())
+
+
+def printable_name(name: str) -> str:
+    """A folder name as text that is always valid UTF-8 (undecodable bytes as \\xNN)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def name_problem(name: str) -> str | None:
+    """Why the service will not serve a store folder called ``name`` (None: it will)."""
+    if NAME_RE.fullmatch(name):
+        return None
+    if not name:
+        return f"its name is empty; {NAME_RULE}"
+    if len(name) > 128:
+        return f"its name has {len(name)} characters; {NAME_RULE}"
+    if not (name[0].isascii() and name[0].isalnum()):
+        return f"its name starts with {printable_name(name[0])!r}; {NAME_RULE}"
+    bad = next(c for c in name if not (c.isascii() and (c.isalnum() or c in "._-")))
+    return f"its name contains {printable_name(bad)!r}; {NAME_RULE}"
 
 
 def _sig(loc: Location, key: str) -> _Sig | None:
@@ -91,6 +103,7 @@ class StoreEntry:
     empty: frozenset[str] = frozenset()  # manifest keys of size 0: never written, fill values
     identity: str = ""  # sha256 of the manifest bytes (16 hex digits): which store this is
     meta_keys: frozenset[str] = frozenset()
+    meta: dict[str, FileRecord] = field(default_factory=dict)  # recorded metadata digests
     layouts: dict[str, ArrayLayout | None] = field(default_factory=dict)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_samples: int = 0
@@ -114,84 +127,52 @@ class StoreEntry:
         return sum(r.size for k, r in self.files.items() if not k.startswith(f"{BOOK}/"))
 
     def committed(self, key: str) -> FileRecord | Literal[False] | None:
-        """The manifest record of a served key (None for metadata), or False if not served
-        (a key of size 0 in the manifest is not served: it reads as the fill value)."""
+        """The manifest record of a served key (metadata: its recorded digest, None in older
+        stores and for the manifest itself), or False if not served (a key of size 0 in the
+        manifest is not served: it reads as the fill value)."""
         if key in self.files:
             return self.files[key]
-        return None if key in self.meta_keys else False
+        return self.meta.get(key) if key in self.meta_keys else False
 
 
-def _invalid(key: str, problem: str, sep: str = " ") -> StoreDamaged:
+def _invalid(key: str, problem: str) -> StoreDamaged:
     """A store file failing its schema; the message starts with the file's key in the store."""
-    return StoreDamaged(key, problem, f"{key}{sep}{problem}")
+    return StoreDamaged(key, problem, f"{key} {problem}")
 
 
-def _validated(model: type[_M], doc: Any, key: str) -> _M:
-    try:
-        return model.model_validate(doc)
-    except ValidationError as e:
-        raise _invalid(key, validation_message(e), ": ") from None
-
-
-def _root_meta(loc: Location) -> RootMeta | None:
-    """The validated root ``zarr.json``; None for a folder that is no store at all."""
+def _root_doc(loc: Location) -> tuple[bytes, Any] | None:
+    """The root ``zarr.json`` (bytes and JSON) of a store; None for a folder that is no store
+    at all (no root and no bookkeeping folder, or some other zarr group)."""
     has_book = bool(loc.fs.isdir(loc.path(BOOK)))
     if not loc.fs.lexists(loc.path(ROOT_META)) and not has_book:
         return None
-    _, doc = layout.read_json(loc, ROOT_META)
+    raw, doc = layout.read_json(loc, ROOT_META)
     if isinstance(doc, dict) and not has_book:
         attrs = doc.get("attributes")
         if not isinstance(attrs, dict) or attrs.get("kind") != STORE_KIND:
             return None  # some other zarr group: not ours, not listed
-    return _validated(RootMeta, doc, ROOT_META)
+    return raw, doc
 
 
-def _attrs_of(root: RootMeta) -> StoreAttrs:
-    from teacher_store.views.codec import CODEC_VERSION
-
-    return check_readable(dict(root.attributes), ROOT_META, CODEC_VERSION)
-
-
-def _check_arrays(attrs: StoreAttrs, nodes: dict[str, NodeMeta]) -> None:
-    """The consolidated arrays must have the shapes the attrs promise (else blocks would read
-    chunks no unit wrote, as fill values)."""
-    r, n, k = attrs.views, attrs.num_samples, attrs.topk
-    for name, shape in (("ids", [r, n, k]), ("values", [r, n, k]), ("valid", [r, n])):
-        node = nodes.get(name)
-        if node is None or node.node_type != "array":
-            raise _invalid(ROOT_META, f"consolidated metadata has no array {name!r}", ": ")
-        if node.shape != shape or node.data_type is None:
-            raise _invalid(
-                ROOT_META, f"array {name!r} has shape {node.shape} but the attrs make {shape}", ": "
-            )
-
-
-def _load_complete(entry: StoreEntry, root: RootMeta) -> None:
-    attrs = entry.attrs
-    assert attrs is not None
-    manifest_bytes, manifest = layout.load_manifest(entry.location)
-    if manifest.units != attrs.unit_count:
-        raise _invalid(
-            MANIFEST,
-            f"records {manifest.units} shard units but zarr.json's attrs make {attrs.unit_count}",
-        )
-    if root.consolidated_metadata is None:
-        raise _invalid(ROOT_META, "has no consolidated metadata; re-run finalize")
-    nodes = root.consolidated_metadata.metadata
-    _check_arrays(attrs, nodes)
+def _load_complete(entry: StoreEntry, checked: CheckedStore) -> None:
+    """What serving a finished store needs from its (checked) manifest and metadata."""
+    manifest = checked.manifest
+    assert manifest is not None
     files = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.files.items() if v.size}
     empty = frozenset(k for k, v in manifest.files.items() if not v.size)
     for key in sorted(empty):  # size 0 means "never written": an existing file contradicts it
         if entry.exists(key):
             raise _invalid(MANIFEST, f"records {key} with size 0, but the file exists")
-    entry.identity = hashlib.sha256(manifest_bytes).hexdigest()[:16]
+    entry.identity = checked.identity
     entry.files, entry.empty = files, empty
+    # Served metadata is verified against the digests the manifest recorded (older stores: none).
+    entry.meta = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.meta.items()}
     entry.bad_samples = len(manifest.bad_samples)
+    nodes = checked.arrays
     entry.meta_keys = frozenset({ROOT_META, MANIFEST, *(f"{node}/{ROOT_META}" for node in nodes)})
     for node, meta in nodes.items():
-        if meta.node_type == "array":
-            entry.arrays[node] = meta.model_dump()
-            entry.layouts[node] = parse_layout(node, entry.arrays[node])
+        entry.arrays[node] = meta
+        entry.layouts[node] = parse_layout(node, meta)
 
 
 def _file_sizes(entry: StoreEntry) -> dict[str, int]:
@@ -234,21 +215,25 @@ def _open_entry(
     """The store at ``loc`` as it is now (``invalid`` with the reason when a file is bad)."""
     entry = StoreEntry(name, loc.display, real, "invalid", sigs, uid, loc=loc)
     try:
-        root = _root_meta(entry.location)
+        root = _root_doc(entry.location)
         if root is None:
             return None
-        entry.attrs = _attrs_of(root)
+        # The checks every reader makes (attrs, arrays, metadata digests): one shared function.
+        checked = check_store(entry.location, where="", root=root)
+        entry.attrs = checked.attrs
         entry.total_units = entry.attrs.unit_count
-        if sigs[1] is None:
+        if checked.manifest is None:
             entry.state = "incomplete"
             return entry
-        _load_complete(entry, root)
+        if not checked.meta_recorded:
+            log.warning("%s", legacy_note(repr(name)))
+        _load_complete(entry, checked)
         _check_files(entry)
         entry.state = "complete"
     except StoreError as e:  # a store file fails its schema, or a version this code cannot read
         entry.code = store_status(e)[1]
-        if isinstance(e, StoreDamaged) and e.file in entry.files:  # reopen once it is restored
-            entry.damage = (e.file, _sig(entry.location, e.file))
+        if isinstance(e, StoreDamaged) and (e.file in entry.files or e.file in _META_KEYS):
+            entry.damage = (e.file, _sig(entry.location, e.file))  # reopen once it is restored
         entry.error = (
             f"store {name!r} is damaged and cannot be served: {e}; restore the file or "
             "regenerate the store (re-run the same `distill generate`)"
@@ -300,6 +285,9 @@ class Registry:
         self.ready = False
         self._stores: dict[str, StoreEntry] = {}
         self._others: dict[str, tuple[Any, ...]] = {}  # folders that are no store, by signature
+        self._skipped: dict[str, str] = {}  # store folders not served: printable name -> why
+        self._skipping: dict[str, str] = {}  # the same, found by the scan in progress
+        self._store_like: dict[str, bool] = {}  # object-store folders with a bad name, checked
         self._lock = threading.Lock()
         self._last = -1e18
         self._uid = 0
@@ -314,6 +302,7 @@ class Registry:
                 log.error("cannot list the served root %s: %s", self.root, e.strerror or e)
                 children = None
             if children is not None:
+                self._note_skipped()
                 found: dict[str, StoreEntry] = {}
                 for name, child, real in children:
                     entry = self._scan_one(name, child, real)
@@ -326,27 +315,58 @@ class Registry:
             self.ready = True
 
     def _children(self) -> list[tuple[str, Location, str]]:
-        """(name, location, real path) of the sub-folders that may be stores, by name."""
+        """(name, location, real path) of the sub-folders that may be stores, by name. Store
+        folders that will not be served (a name the API cannot address, a link out of the
+        root) are collected in ``_skipping`` with the reason."""
+        self._skipping = {}
         if not self.loc.is_local:
-            entries = self.loc.fs.ls(self.loc.root, detail=True)
-            out = []
-            for info in entries:
-                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-                if info.get("type") == "directory" and NAME_RE.match(name):
-                    url = f"{self.root}/{name}"
-                    child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
-                    out.append((name, child, child.root))
-            return sorted(out, key=lambda c: c[0])
+            return self._object_children()
         out = []
         for path in sorted(Path(self.loc.root).iterdir()):
-            if not NAME_RE.match(path.name) or not path.is_dir():
+            if not path.is_dir():
+                continue
+            why = name_problem(path.name)
+            if why is not None:
+                if any(os.path.lexists(path / key) for key in (ROOT_META, BOOK)):
+                    self._skipping[printable_name(path.name)] = why
                 continue
             real = os.path.realpath(path)
             if not real.startswith(self.real_root + os.sep):
-                log.warning("skipping %s: it resolves outside the root (%s)", path, real)
+                why = f"it resolves outside the served root (to {printable_name(real)})"
+                self._skipping[printable_name(path.name)] = why
                 continue
             out.append((path.name, Location.local(real), real))
         return out
+
+    def _object_children(self) -> list[tuple[str, Location, str]]:
+        out = []
+        for info in self.loc.fs.ls(self.loc.root, detail=True):
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if info.get("type") != "directory":
+                continue
+            url = f"{self.root}/{name}"
+            child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
+            why = name_problem(name)
+            if why is None:
+                out.append((name, child, child.root))
+                continue
+            if name not in self._store_like:  # one request per such folder, not per scan
+                self._store_like[name] = bool(self.loc.fs.exists(child.path(ROOT_META)))
+            if self._store_like[name]:
+                self._skipping[printable_name(name)] = why
+        return sorted(out, key=lambda c: c[0])
+
+    def _note_skipped(self) -> None:
+        """Log each newly skipped store folder once (scans repeat every second)."""
+        for name, why in sorted(self._skipping.items()):
+            if self._skipped.get(name) != why:
+                log.warning("not serving the store folder %r: %s", name, why)
+        self._skipped = self._skipping
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(name, why) of the store folders under the root that are not served, as last
+        scanned."""
+        return sorted(self._skipped.items())
 
     def _scan_one(self, name: str, child: Location, real: str) -> StoreEntry | None:
         sigs = (_sig(child, ROOT_META), _sig(child, MANIFEST))

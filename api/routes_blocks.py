@@ -31,14 +31,17 @@ _DOC = {
 def check_bounds(
     views: int, samples: int, max_block: int, view: int, start: int, stop: int
 ) -> None:
-    """400 naming the bad value and its limit."""
+    """400 naming the bad value and its limit. An empty range (``stop == start``, at most the
+    sample count) is valid: its answer is a block of 0 samples, as the schema admits."""
     if view >= views:
         raise ApiError(
             400,
             "bad_view",
             f"view {view} out of range: this store has {views} view slots [0, {views})",
         )
-    if start >= samples:
+    if stop < start:
+        raise ApiError(400, "bad_range", f"inverted range: stop {stop} is less than start {start}")
+    if start > samples or (start == samples and stop > start):
         raise ApiError(
             400,
             "bad_range",
@@ -46,10 +49,6 @@ def check_bounds(
         )
     if stop > samples:
         raise ApiError(400, "bad_range", f"stop {stop} exceeds the store's {samples} samples")
-    if stop <= start:
-        raise ApiError(
-            400, "bad_range", f"empty range: stop {stop} must be greater than start {start}"
-        )
     if stop - start > max_block:
         raise ApiError(
             400,
@@ -64,7 +63,9 @@ async def get_block(
     name: StoreName,
     view: Annotated[int, Path(ge=0, description="view slot")],
     start: Annotated[int, Query(ge=0, description="first sample")],
-    stop: Annotated[int, Query(ge=1, description="one past the last sample")],
+    stop: Annotated[
+        int, Query(ge=0, description="one past the last sample (stop == start: an empty block)")
+    ],
     svc: ServiceDep,
 ) -> Response:
     """Ids, values (stored encoding) and valid flags of view slot ``view`` for ``[start, stop)``."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.errors import ERROR_RESPONSES
-from api.models import ArrayInfo, Progress, StoreDetail, StoreList, StoreSummary
+from api.models import (
+    ArrayInfo,
+    Progress,
+    SkippedFolder,
+    StoreDetail,
+    StoreList,
+    StoreSummary,
+)
 from api.registry import StoreEntry
 from api.service import Service, ServiceDep, StoreName, find_store
 
@@ -73,9 +80,11 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
 
 @router.get("/stores", response_model=StoreList, responses=ERROR_RESPONSES)
 async def list_stores(request: Request, svc: ServiceDep) -> StoreList:
-    """Every store under the root: complete ones are served, unfinished ones show progress."""
+    """Every store under the root: complete ones are served, unfinished ones show progress;
+    store folders that are not served are listed under ``skipped`` with the reason."""
     summaries = [StoreSummary(**_summary_fields(e, request)) for e in svc.registry.list()]  # type: ignore[arg-type]
-    return StoreList(root=svc.registry.name, stores=summaries)
+    skipped = [SkippedFolder(name=n, reason=why) for n, why in svc.registry.skipped()]
+    return StoreList(root=svc.registry.name, stores=summaries, skipped=skipped)
 
 
 @router.get(

@@ -70,7 +70,8 @@ def _row(e: StoreEntry) -> dict[str, Any]:
 @fragments.get("/stores", response_class=HTMLResponse)
 async def stores_fragment(request: Request, svc: ServiceDep) -> HTMLResponse:
     rows = [_row(e) for e in svc.registry.list()]
-    return templates.TemplateResponse(request, "stores.html", {"rows": rows})
+    context = {"rows": rows, "skipped": svc.registry.skipped()}
+    return templates.TemplateResponse(request, "stores.html", context)
 
 
 def _array_bytes(e: StoreEntry) -> list[tuple[str, int]]:
@@ -120,6 +121,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         if np.isfinite(lp)  # zero-probability entries carry no class in a head-sorted-pad store
     ]
     params = decode(a.store_seed, slot, sample, a.num_samples, Recipe.from_dict(a.recipe), a.views)
+    shown = (sample,) if params.mix is None else (sample, params.mix.partner)  # images it replays
     return {
         "name": e.name,
         "attrs": a,
@@ -128,7 +130,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         "valid": bool(block.valid[0]),
         "top": top,
         "params": params,
-        "problem": svc.dashboard.view_problem(e, slot, sample),
+        "problem": svc.dashboard.problem_text(e) or svc.dashboard.image_problem(e, shown),
         "png": f"/v1/stores/{e.name}/views/{slot}/{sample}.png",
     }
 

@@ -16,6 +16,7 @@ from api.dashboard import Dashboard
 from api.errors import ApiError, StoreDamaged
 from api.metrics import Metrics
 from api.registry import NAME_PATTERN, NAME_RE, Registry, StoreEntry, check_root
+from api.renders import RenderPool
 from api.settings import Settings, read_token
 
 
@@ -28,6 +29,7 @@ class Service:
     blocks: BlockReader
     token: str | None
     dashboard: Dashboard
+    renders: RenderPool
 
     @classmethod
     def create(cls, settings: Settings, metrics: Metrics) -> Service:
@@ -36,11 +38,18 @@ class Service:
         half = settings.cache_bytes // 2
         files = FileCache(half)
         chunks = ByteLRU("chunks", settings.cache_bytes - half)
-        metrics.watch_caches([files.lru, chunks])
+        renders = RenderPool(
+            settings.render_workers,
+            settings.render_queue,
+            settings.render_cache_bytes,
+            settings.render_nice,
+            settings.retry_after_s,
+        )
+        metrics.watch_caches([files.lru, chunks, renders.cache])
         registry = Registry(settings.root, settings.rescan_interval_s)
         dashboard = Dashboard(settings.data_dirs())
         blocks = BlockReader(files, chunks)
-        return cls(settings, registry, files, chunks, blocks, token, dashboard)
+        return cls(settings, registry, files, chunks, blocks, token, dashboard, renders)
 
 
 async def service(request: Request) -> Service:

@@ -44,6 +44,18 @@ class Settings(BaseSettings):
         description="glibc malloc arenas (mallopt M_ARENA_MAX), and freed cache memory trimmed "
         "once a second; 0 leaves glibc's defaults",
     )
+    render_workers: int = Field(
+        1, ge=1, le=64, description="worker processes that render view PNGs (off the server)"
+    )
+    render_queue: int = Field(
+        8, ge=0, le=4096, description="view renders waiting beyond the running ones before 503"
+    )
+    render_cache_bytes: int = Field(
+        32 * MiB, ge=0, description="LRU budget for recently rendered view PNGs"
+    )
+    render_nice: int = Field(
+        10, ge=0, le=19, description="CPU niceness of the render workers (renders yield)"
+    )
     data: str = Field(
         "",
         description="image folders of stores, 'NAME=DIR[,NAME=DIR...]': lets the dashboard and "
@@ -89,13 +101,20 @@ class ConnectionLimits(BaseSettings):
 
 
 def parse_data(spec: str) -> dict[str, Path]:
-    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}; ValueError naming a malformed entry."""
+    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}; ValueError naming a malformed or repeated
+    entry."""
     out: dict[str, Path] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise ValueError(f"--data {item!r} is malformed; write NAME=DIR (store name = images)")
-        out[name.strip()] = Path(folder.strip())
+        name = name.strip()
+        if name in out:
+            raise ValueError(
+                f"--data {name} is given twice ({out[name]} and {folder.strip()}); give each "
+                "store one image folder"
+            )
+        out[name] = Path(folder.strip())
     return out
 
 

@@ -11,6 +11,16 @@ cache (256 MiB); ``--cache-mib 32 --views 4`` is the small-cache case (see docs/
 
 Usage: ``.venv/bin/python bench/load.py [--clients 64] [--seconds 60] [--workers 1 2]``
 (``--json PATH`` also writes the figures; bench/reliability.py runs it).
+
+``--scenario render-flood`` (issue 24): view PNG renders must not starve block reads. One
+server holds a block store (``load``) and a real store of the 17 demo photos (Lite0, 8 views;
+``--data demo=...``). A few block clients (``--block-clients``, a read every
+``--block-interval-ms``, each block checked against a local decode) run alone for
+``--seconds`` (unloaded), then beside ``--render-clients`` clients (default 32, 60, 80)
+that each loop over random views at 384-512 px (so the render cache rarely helps; a 503 is
+followed by a wait of up to Retry-After). Reported: block p50/p99 per phase and its p99 against
+the unloaded one (goal at 60 render clients: at most 2x), renders answered and refused.
+``--server-repo PATH`` serves from another checkout (e.g. main, to compare side by side).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import REPO, free_port, load, table
@@ -114,12 +125,15 @@ def _workers(pid: int) -> list[int]:
     return kids or [pid]
 
 
-def serve(root: Path, port: int, workers: int, cache_bytes: int) -> subprocess.Popen[bytes]:
+def serve(
+    root: Path, port: int, workers: int, cache_bytes: int, extra: tuple[str, ...] = (),
+    repo: Path = REPO,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     cmd = [sys.executable, "-m", "teacher_store.cli", "serve", "--root", str(root),
            "--port", str(port), "--workers", str(workers), "--cache-bytes", str(cache_bytes),
-           "--log-level", "warning"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+           "--log-level", "warning", *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, start_new_session=True)
     import requests
 
     for _ in range(600):
@@ -260,6 +274,15 @@ def _warm_up(url: str, exp: Expected) -> None:
             requests.get(url + path, headers={"Range": "bytes=0-9"}, timeout=30)
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def run_one(root: Path, exp: Expected, workers: int, clients: int, seconds: float,
             cache_bytes: int) -> Result:  # fmt: skip
     port = free_port()
@@ -272,12 +295,7 @@ def run_one(root: Path, exp: Expected, workers: int, clients: int, seconds: floa
         asyncio.run(_drive(url, exp, res, _workers(proc.pid)))
         return res
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
 
 
 def report(results: list[Result]) -> str:
@@ -293,6 +311,231 @@ def report(results: list[Result]) -> str:
     return table(head, rows)
 
 
+# ---- render flood (issue 24): renders must not starve block reads ----------------------------
+
+
+@dataclass
+class FloodPhase:
+    render_clients: int
+    seconds: float
+    block_reads: int = 0
+    block_busy_503: int = 0
+    block_ms: list[float] = field(default_factory=list)  # p50, p99
+    renders_ok: int = 0
+    renders_busy_503: int = 0
+    render_ms: list[float] = field(default_factory=list)  # p50, p99 of the 200s
+    errors: int = 0
+    data_lost: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    server_cpu_s: float = 0.0  # the uvicorn process
+    render_cpu_s: float = 0.0  # its children: the render worker processes
+    flood_cpu_s: float = 0.0  # the render clients' own process (on the same cores)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _quantiles(xs: list[float]) -> list[float]:
+    if not xs:
+        return []
+    q = statistics.quantiles(xs, n=100) if len(xs) > 1 else [xs[0]] * 99
+    return [round(q[49], 1), round(q[98], 1)]
+
+
+async def _flood_blocks(client: Any, exp: Expected, deadline: float, seed: int,
+                        ph: FloodPhase, lat: list[float], interval: float) -> None:  # fmt: skip
+    import httpx
+
+    rng = random.Random(seed)
+    views, samples = exp.local.attrs.views, exp.local.attrs.num_samples
+    while time.time() < deadline:
+        _, path, _ = _request_block(rng, exp, views, samples)
+        t0 = time.perf_counter()
+        try:
+            r = await client.get(path)
+        except httpx.HTTPError as e:
+            ph.errors += 1
+            ph.error_samples.append(f"block {path}: {type(e).__name__}")
+            continue
+        ms = (time.perf_counter() - t0) * 1e3
+        if r.status_code == 503 and "retry-after" in r.headers:
+            ph.block_busy_503 += 1
+        elif r.status_code != 200:
+            ph.errors += 1
+            ph.error_samples.append(f"block {path}: {r.status_code} {r.text[:100]}")
+        else:
+            lat.append(ms)
+            ph.block_reads += 1
+            ph.data_lost += _lost("block", path, {}, r.content, exp)
+        await asyncio.sleep(interval)
+
+
+async def _flood_renders(client: Any, views: int, samples: int, deadline: float, seed: int,
+                         ph: FloodPhase, lat: list[float]) -> None:  # fmt: skip
+    import httpx
+
+    rng = random.Random(seed)
+    while time.time() < deadline:
+        slot, sample, size = rng.randrange(views), rng.randrange(samples), rng.randrange(384, 513)
+        path = f"/v1/stores/demo/views/{slot}/{sample}.png?size={size}"
+        t0 = time.perf_counter()
+        try:
+            r = await client.get(path)
+        except httpx.HTTPError as e:  # counted; the flood goes on
+            ph.errors += 1
+            ph.error_samples.append(f"render {path}: {type(e).__name__}")
+            continue
+        if r.status_code == 503 and "retry-after" in r.headers:
+            ph.renders_busy_503 += 1
+            await asyncio.sleep(float(r.headers["retry-after"]) * rng.random())
+        elif r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n":
+            ph.renders_ok += 1
+            lat.append((time.perf_counter() - t0) * 1e3)
+            ph.data_lost += not r.content.endswith(b"IEND\xaeB`\x82")  # a cut PNG
+        else:
+            ph.errors += 1
+            ph.error_samples.append(f"render {path}: {r.status_code} {r.text[:100]}")
+
+
+def _request_block(rng: random.Random, exp: Expected, views: int, samples: int) -> tuple:
+    slot, start = rng.randrange(views), rng.randrange(samples // exp.block) * exp.block
+    return "block", f"/v1/stores/load/blocks/{slot}?start={start}&stop={start + exp.block}", {}
+
+
+def _httpx_client(url: str) -> Any:
+    import httpx
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    return httpx.AsyncClient(base_url=url, timeout=300, limits=limits)
+
+
+def _render_flood(url: str, clients: int, demo: tuple[int, int], pipe: Any) -> None:
+    """(A separate process: the flood's own client work must not delay the block readers'
+    event loop, as it would not delay a trainer's.) Waits for the deadline, floods, reports."""
+    ph = FloodPhase(clients, 0.0)
+    lat: list[float] = []
+    pipe.send("ready")
+    deadline = pipe.recv()
+
+    async def flood() -> None:
+        async with _httpx_client(url) as client:
+            await asyncio.gather(*(_flood_renders(client, *demo, deadline, 1000 + i, ph, lat)
+                                   for i in range(clients)))  # fmt: skip
+
+    asyncio.run(flood())
+    ph.render_ms, ph.error_samples = _quantiles(lat), ph.error_samples[:5]
+    ph.flood_cpu_s = round(_cpu_s(os.getpid()), 1)
+    pipe.send(asdict(ph))
+
+
+def _flood_phase(url: str, pid: int, exp: Expected, ph: FloodPhase, block_clients: int,
+                 interval: float, demo: tuple[int, int]) -> None:  # fmt: skip
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+    flood = multiprocessing.get_context("spawn").Process(
+        target=_render_flood, args=(url, ph.render_clients, demo, theirs)
+    )
+    if ph.render_clients:
+        flood.start()
+        assert ours.recv() == "ready"
+    deadline = time.time() + ph.seconds
+    if ph.render_clients:
+        ours.send(deadline)
+    blat: list[float] = []
+
+    async def blocks() -> None:
+        async with _httpx_client(url) as client:
+            await asyncio.gather(*(_flood_blocks(client, exp, deadline, i, ph, blat, interval)
+                                   for i in range(block_clients)))  # fmt: skip
+
+    server = _cpu_s(pid), sum(_cpu_s(k) for k in _workers(pid) if k != pid)
+    asyncio.run(blocks())
+    ph.server_cpu_s = round(_cpu_s(pid) - server[0], 1)
+    ph.render_cpu_s = round(sum(_cpu_s(k) for k in _workers(pid) if k != pid) - server[1], 1)
+    ph.block_ms = _quantiles(blat)
+    if ph.render_clients:
+        got = ours.recv()
+        flood.join()
+        for key in ("renders_ok", "renders_busy_503", "errors", "data_lost"):
+            setattr(ph, key, getattr(ph, key) + got[key])
+        ph.render_ms, ph.flood_cpu_s = got["render_ms"], got["flood_cpu_s"]
+        ph.error_samples += got["error_samples"]
+    ph.error_samples = ph.error_samples[:5]
+
+
+def _flood_stores(root: Path, data: Path, views: int, samples: int) -> tuple[int, int]:
+    """The block store and the demo photo store under ``root``; (views, samples) of the demo."""
+    from teacher_store.images.demo_data import write_demo_data
+    from tests.store_fixtures import generate_small
+
+    build_store(root / "load", views, samples)
+    write_demo_data(data)
+    generate_small(data, root / "demo", views=8)
+    from teacher_store.store.arrays import LocalStore
+
+    a = LocalStore(root / "demo").attrs
+    return a.views, a.num_samples
+
+
+def run_flood(args: argparse.Namespace) -> int:
+    """The render-flood scenario; exit status 0 when block p99 at 60 renders is within 2x."""
+    import requests
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root, data = Path(tmp) / "root", Path(tmp) / "images"
+        root.mkdir()
+        demo = _flood_stores(root, data, args.views or 4, args.samples or 65536)
+        exp = Expected(root / "load", args.block)
+        repo = Path(args.server_repo).resolve() if args.server_repo else REPO
+        port = free_port()
+        proc = serve(root, port, 1, 256 * MiB, ("--data", f"demo={data}"), repo)
+        url = f"http://127.0.0.1:{port}"
+        phases = []
+        try:
+            _warm_up(url, exp)
+            requests.get(f"{url}/v1/stores/demo/views/0/0.png", timeout=300)  # workers started
+            print(f"server from {repo}; {load()}", flush=True)
+            for n in (0, *args.render_clients):
+                ph = FloodPhase(n, args.seconds)
+                _flood_phase(url, proc.pid, exp, ph, args.block_clients,
+                             args.block_interval_ms / 1e3, demo)  # fmt: skip
+                phases.append(ph)
+                print(f"  {n} render clients: block p50/p99 {ph.block_ms} ms; {load()}", flush=True)
+        finally:
+            _stop(proc)
+    base = phases[0].block_ms[1] if phases[0].block_ms else float("nan")
+    rows, ok = [], True
+    for ph in phases:
+        ratio = ph.block_ms[1] / base if ph.block_ms else float("inf")
+        verdict = "-" if ph.render_clients != 60 else ("ok" if ratio <= 2.0 else "FAILED")
+        ok &= verdict != "FAILED" and ph.errors == 0 and ph.data_lost == 0
+        rows.append([ph.render_clients, ph.block_reads, ph.block_busy_503,
+                     "/".join(f"{v:.1f}" for v in ph.block_ms), f"{ratio:.2f}",
+                     ph.renders_ok, ph.renders_busy_503,
+                     "/".join(f"{v:.0f}" for v in ph.render_ms) or "-",
+                     f"{ph.server_cpu_s:.1f} / {ph.render_cpu_s:.1f} / {ph.flood_cpu_s:.1f}",
+                     ph.errors, ph.data_lost, verdict])  # fmt: skip
+    head = ["render clients", "block reads", "block 503s", "block p50/p99 ms", "p99 / unloaded",
+            "renders 200", "renders 503", "render p50/p99 ms",
+            "CPU s: server / renders / flood clients",
+            "errors", "data lost", "verdict (60: <= 2x)"]  # fmt: skip
+    print(table(head, rows))
+    for ph in phases:
+        for line in ph.error_samples:
+            print(f"  {ph.render_clients} render clients: {line}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(ph) for ph in phases], indent=1))
+    return 0 if ok else 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=64)
@@ -300,11 +543,23 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cache-mib", type=int, default=256,
                    help="the service's --cache-bytes (256: its default)")  # fmt: skip
-    p.add_argument("--views", type=int, default=40, help="(268 MiB: more than the cache)")
-    p.add_argument("--samples", type=int, default=262144, help="(the store outgrows the cache)")
+    p.add_argument("--views", type=int, help="view slots of the block store (40; flood: 4)")
+    p.add_argument("--samples", type=int,
+                   help="samples of the block store (262144, 268 MiB: more than the cache; "
+                   "flood: 65536)")  # fmt: skip
     p.add_argument("--block", type=int, default=1024, help="samples per block request")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--scenario", choices=("mixed", "render-flood"), default="mixed")
+    p.add_argument("--render-clients", type=int, nargs="+", default=[32, 60, 80],
+                   help="render-flood: render clients per loaded phase")  # fmt: skip
+    p.add_argument("--block-clients", type=int, default=2, help="render-flood: block readers")
+    p.add_argument("--block-interval-ms", type=float, default=20.0,
+                   help="render-flood: pause after each block read")  # fmt: skip
+    p.add_argument("--server-repo", help="render-flood: serve from this checkout")
     args = p.parse_args()
+    if args.scenario == "render-flood":
+        sys.exit(run_flood(args))
+    args.views, args.samples = args.views or 40, args.samples or 262144
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build_store(root / "load", args.views, args.samples)

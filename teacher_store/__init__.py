@@ -7,9 +7,9 @@ The folders follow the data flow:
 - ``views/``: the seed → augmentation codec, recipes, and ``Replayer``, the one replay entry
   point (generation, the student, verify and show all call it);
 - ``teacher.py`` and ``generate.py``: the teacher runner and the generation job;
-- ``store/``: the attrs schema, the key space (``layout``: manifest, unit records, file
-  checksums over an fsspec filesystem), the block wire format, and the zarr arrays (writer,
-  ``LocalStore``);
+- ``store/``: the attrs schema, the metadata checks every reader runs (``integrity``), the key
+  space (``layout``: manifest, unit records, file checksums over an fsspec filesystem), the
+  block wire format, and the zarr arrays (writer, ``LocalStore``);
 - ``backends.py``, ``client.py``, ``retry.py``: readers — ``open_store`` turns any address
   (folder, fsspec URL, distill service) into a ``StoreClient``;
 - ``info.py``, ``verify.py``, ``show.py``: one command each; ``errors.py``: typed store errors
@@ -44,6 +44,9 @@ _EXPORTS = {
     "encode_values": "teacher_store.store.schema",
     "rank_to_stored": "teacher_store.store.encodings",
     "stored_to_rank": "teacher_store.store.encodings",
+    "ClassIdError": "teacher_store.store.encodings",
+    "check_store": "teacher_store.store.integrity",
+    "CheckedStore": "teacher_store.store.integrity",
     "ImageFolder": "teacher_store.images.dataset",
     "DatasetFingerprint": "teacher_store.images.dataset",
     "CorruptImageError": "teacher_store.images.dataset",

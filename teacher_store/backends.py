@@ -33,7 +33,8 @@ from teacher_store.store import layout
 from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
 from teacher_store.store.content import load_sample_digests
-from teacher_store.store.encodings import stored_to_rank
+from teacher_store.store.encodings import check_class_ids, stored_to_rank
+from teacher_store.store.integrity import check_store
 from teacher_store.store.layout import MANIFEST, Location
 from teacher_store.store.schema import StoreAttrs, check_readable
 
@@ -75,6 +76,7 @@ def _check_block(block: TargetBlock, slot: int, start: int, stop: int, attrs: St
             f"server answered {block.encoding}/{block.ids.dtype}, the store has "
             f"{attrs.value_encoding}/{attrs.ids_dtype}"
         )
+    check_class_ids(block.ids, attrs.num_classes, (slot, start))  # the same check as a decode
 
 
 @dataclass(frozen=True)
@@ -326,21 +328,25 @@ class FsspecBackend:
         opts: dict[str, Any] = {}
         if token and url.startswith(("http://", "https://")):
             opts["client_kwargs"] = {"headers": {"Authorization": f"Bearer {token}"}}
-        self.group = self._retrying(
-            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
-        )
-        self.attrs = check_readable(dict(self.group.attrs), self.url, _codec_version())
         fs, path = fsspec.core.url_to_fs(self.url, **opts)
-        loc = Location(fs, path, self.url)
+        loc = Location(fs, path.rstrip("/"), self.url.rstrip("/"))
+        # The metadata every reader checks (attrs, arrays, their digests in the manifest).
+        checked = self._retrying(lambda: check_store(loc))
+        self.attrs = checked.attrs
         self.fs, self.manifest, self.loc = fs, loc.path(MANIFEST), loc
-        if not self._retrying(lambda: fs.exists(self.manifest)):
+        if checked.manifest is None:
             raise StoreIncomplete(
                 f"store {self.url} is unfinished (no {MANIFEST}); finish it with "
                 "the same `distill generate` before reading it"
             )
+        self.group = self._retrying(
+            lambda: zarr.open_group(self.url, mode="r", storage_options=opts or None)
+        )
         read = lambda: self._retrying(lambda: layout.manifest_bytes(loc))  # noqa: E731
         self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
         self.identity = self.watch.identity
+        if self.identity != checked.identity:  # replaced while it was being opened
+            raise StoreChangedError(self.url, checked.identity, self.identity)
 
     def _manifest_sig(self) -> tuple[Any, ...] | None:
         """What the filesystem says about the manifest (size, mtime, ETag...); None if nothing
@@ -369,6 +375,7 @@ class FsspecBackend:
                 np.asarray(self.group["ids"][slot, start:stop]),
                 np.asarray(self.group["values"][slot, start:stop]),
                 self.attrs,
+                at=(slot, start),
             )
             valid = np.asarray(self.group["valid"][slot, start:stop]).astype(bool)
             return TargetBlock(slot, start, ids, values, valid, self.attrs.value_encoding)

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 _COMMAND_MODULES = ("teacher_store.commands", "api.cli", "student.cli", "models.cli")
 
@@ -24,8 +25,16 @@ class CommandError(Exception):
     """An expected failure of a command: printed as one line, exit status 1."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (it would print the whole usage first); subcommands'
+    parsers are of this class too (``add_subparsers`` makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distill",
         description="Knowledge distillation from a precomputed sparse teacher store.",
     )

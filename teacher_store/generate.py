@@ -165,13 +165,13 @@ def build_attrs(
     teacher_dict = teacher.to_dict()
     if cfg.img_size:
         teacher_dict["input_size"] = [3, cfg.img_size, cfg.img_size]
-    return StoreAttrs(
+    return StoreAttrs.create(
         codec_version=CODEC_VERSION,
         num_samples=n,
         views=cfg.views,
         topk=cfg.topk,
         num_classes=teacher.num_classes,
-        value_encoding=encoding,  # type: ignore[arg-type]
+        value_encoding=encoding,
         store_seed=cfg.seed,
         chunk_samples=chunk,
         shard_samples=shard,

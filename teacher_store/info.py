@@ -1,15 +1,18 @@
 """`distill info`: describe a store (attrs, progress, sizes, recipe schedule, bad images).
 
-It checks nothing beyond what it must read (that is :mod:`teacher_store.verify`'s job), so it
-also describes unfinished and damaged stores.
+It checks the metadata every reader checks (:func:`~teacher_store.store.integrity.check_store`:
+attrs, arrays, metadata digests) and nothing more (the shard files are
+:mod:`teacher_store.verify`'s job), so it also describes unfinished stores and stores with
+damaged shards.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from teacher_store.errors import StoreNotFound
 from teacher_store.store import layout
+from teacher_store.store.integrity import check_store, legacy_note
 from teacher_store.store.layout import ARRAYS, Location, ShardUnit, shard_units
 
 _KNOBS = (
@@ -154,20 +157,19 @@ def store_info(path: str) -> dict[str, Any]:
     records, and file sizes; it checks nothing else (that is
     :func:`teacher_store.verify.verify_store`'s job), so it also describes a damaged store.
     """
-    from teacher_store.store.schema import check_readable
-
     loc = Location.at(path)
     loc.probe()
-    raw = layout.read_root_attrs(loc)
-    if raw is None:
-        raise StoreNotFound(f"{loc.display} is not a store (no zarr.json); check the path")
-    a = check_readable(raw, loc.display)
+    checked = check_store(loc, note=False)  # format_info shows the note itself
+    a = checked.attrs
     units = shard_units(a)
-    manifest = layout.read_manifest(loc)
+    manifest = json.loads(checked.manifest_bytes) if checked.manifest is not None else None
     recorded, files, bad = _recorded(loc, units, manifest)
     return {
         "path": loc.display,
         "complete": manifest is not None,
+        # Whether the manifest holds the metadata files' digests (False: finished before
+        # distill recorded them, or unfinished): edits of the attrs are then not detectable.
+        "metadata_digests": checked.meta_recorded,
         "units_committed": len(recorded),
         "units_total": len(units),
         **_sizes(loc, units, recorded, files),
@@ -275,6 +277,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"  dataset   {d['num_samples']} samples in {d['classes']} classes, sha256 {d['sha256']}"
     )
     lines += _bad_lines(info["bad_samples"])
+    if info["complete"] and not info["metadata_digests"]:
+        lines.append(f"  {legacy_note(info['path'])}")
     g = info["generate"]
     dev = f", device {g['device']}" if g.get("device") else ""
     lines.append(f"  generate  batch size {g['batch_size']}, amp {g['amp']}{dev}")

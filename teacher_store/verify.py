@@ -49,6 +49,7 @@ from teacher_store.images.dataset import printable_path
 from teacher_store.store import layout
 from teacher_store.store.content import size_only_note
 from teacher_store.store.encodings import stored_to_rank
+from teacher_store.store.integrity import legacy_note
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, decode_values, quant_step
 from teacher_store.views.pairing import recorded_view_order, unit_view_order
@@ -202,16 +203,27 @@ def _check_shards(store: Any) -> VerifyReport:
         )
     try:
         layout.check_files(store.location, store.manifest["files"])
+        _check_class_ids(store, units)
     except StoreDamaged as e:
         return _fail(str(e))
     files = store.manifest["files"]
     nfiles = sum(1 for k, v in files.items() if v["size"] and k != layout.SAMPLE_DIGESTS)
     also = " (and the samples' content digests)" if layout.SAMPLE_DIGESTS in files else ""
-    return VerifyReport(
-        True,
-        "",
-        f"{len(units)} shard units complete, {nfiles} shard files match their crc32c{also}",
-    )
+    summary = f"{len(units)} shard units complete, {nfiles} shard files match their crc32c{also}"
+    if not store.checked.meta_recorded:
+        summary += f" ({legacy_note(store.address).removeprefix('note: ')})"
+    return VerifyReport(True, "", summary)
+
+
+def _check_class_ids(store: Any, units: list[ShardUnit]) -> None:
+    """Every stored class id is one of the store's classes (decoded unit by unit, as every
+    reader decodes them: :class:`~teacher_store.store.encodings.ClassIdError` otherwise)."""
+    for u in units:
+        sl = (slice(u.slot_start, u.slot_stop), slice(u.start, u.stop))
+        ids = np.asarray(store.group["ids"][sl])
+        stored_to_rank(
+            ids, np.asarray(store.group["values"][sl]), store.attrs, (u.slot_start, u.start)
+        )
 
 
 def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
@@ -352,6 +364,7 @@ def _rerun_unit(
         np.asarray(store.group["ids"][u.slot_start : u.slot_stop, u.start : u.stop]),
         np.asarray(store.group["values"][u.slot_start : u.slot_stop, u.start : u.stop]),
         a,
+        at=(u.slot_start, u.start),
     )
     results = []
     for b in local:

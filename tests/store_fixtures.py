@@ -71,6 +71,7 @@ def make_attrs(
     shard_views: int = 2,
 ) -> StoreAttrs:
     from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.views.recipe import Recipe
 
     return StoreAttrs(
         codec_version=CODEC_VERSION,
@@ -83,15 +84,26 @@ def make_attrs(
         chunk_samples=chunk,
         shard_samples=shard,
         shard_views=shard_views,
-        teacher={"name": "fake_teacher", "architecture": "fake", "weights_sha256": "ab" * 32},
+        teacher={
+            "name": "fake_teacher",
+            "architecture": "fake",
+            "num_classes": num_classes,
+            "input_size": [3, 32, 32],
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "interpolation": "bilinear",
+            "weights_sha256": "ab" * 32,
+            "class_names": [],
+            "version": 1,
+        },
         dataset={
             "num_samples": num_samples,
             "sha256": f"{num_samples:064x}",
             "classes": ["cat", "dog"],
             "version": 1,
         },
-        recipe={"name": "test"},
-        config={"views": views},
+        recipe=Recipe(name="test").to_dict(),
+        config={"teacher": "fake_teacher", "views": views, "batch_size": 8},
         libraries={"zarr": "3.1.6"},
     )
 
@@ -122,6 +134,32 @@ def build_store(
     if units is None:
         finalize(path, todo)
     return path
+
+
+def plant_class_id(store: Path, class_id: int, slot: int = 0, sample: int = 0) -> Path:
+    """Rewrite the unit holding view ``slot`` of ``sample`` through the writer with
+    ``class_id`` as that view's top-1 id, and finish the store again: its files, records and
+    digests all agree, but it holds an id that may be outside its classes."""
+    from teacher_store.store import layout
+    from teacher_store.store.arrays import LocalStore
+
+    reader = LocalStore(store)
+    attrs = reader.attrs
+    units = shard_units(attrs)
+    unit = next(
+        u for u in units if u.slot_start <= slot < u.slot_stop and u.start <= sample < u.stop
+    )
+    blocks = [
+        reader.read_block(r, unit.start, unit.stop) for r in range(unit.slot_start, unit.slot_stop)
+    ]
+    ids = np.stack([b.ids for b in blocks]).astype(attrs.ids_dtype)
+    values = np.stack([b.values for b in blocks])
+    valid = np.stack([b.valid for b in blocks]).astype(np.uint8)
+    ids[slot - unit.slot_start, sample - unit.start, 0] = class_id
+    record = layout.read_unit_record(reader.location, unit.name) or {"bad": []}
+    write_unit(store, unit, ids, values, valid, record["bad"])
+    finalize(store, units)
+    return store
 
 
 def file_digests(root: Path) -> dict[str, str]:

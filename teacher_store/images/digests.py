@@ -9,9 +9,9 @@ mismatch is an :class:`~teacher_store.errors.ImageChangedError` naming the file 
 
 The digest is **xxh3_64** (xxHash 3, 64-bit) of the file's whole bytes. Why this hash:
 
-- it is fast: ~20-30 GB/s on one core, ~5 us for a 100 KB JPEG whose decode takes ~9 ms, so
-  checking every image at decode time costs well under 1% of a replay (``bench/replay.py``
-  measures it beside the replay without the check);
+- it is fast: 6-10 GB/s on one core here (2.6 us for a 110 KB file, whose decode and replay
+  take milliseconds), so checking every image where it is read costs 0.06-0.15% of a replay
+  (``bench/replay.py`` measures it beside the replay without the check);
 - it is non-cryptographic, and that is enough for the threat model: accidental replacement
   (a re-export, a re-encoded or edited copy, a file synced from another version of the
   dataset), not an adversary crafting collisions. The odds that a replaced image keeps the

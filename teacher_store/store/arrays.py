@@ -11,6 +11,7 @@ Where each of these lives is :mod:`teacher_store.store.layout`'s business.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
 from teacher_store.address import StoreAddressError
-from teacher_store.errors import StoreConflict, StoreIncomplete, StoreNotFound
+from teacher_store.errors import StoreConflict, StoreIncomplete
 from teacher_store.images.digests import SampleDigests
 from teacher_store.store import layout
 from teacher_store.store.content import (
@@ -32,6 +33,7 @@ from teacher_store.store.content import (
     write_sample_digests,
 )
 from teacher_store.store.encodings import rank_to_stored, stored_to_rank
+from teacher_store.store.integrity import check_store, meta_records
 from teacher_store.store.layout import (
     ARRAYS,
     BOOK,
@@ -41,7 +43,7 @@ from teacher_store.store.layout import (
     ShardUnit,
     shard_units,
 )
-from teacher_store.store.schema import StoreAttrs, check_readable, decode_values
+from teacher_store.store.schema import StoreAttrs, decode_values
 
 # ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
 # from here too.
@@ -346,7 +348,11 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))
-    loc.write_atomic(ROOT_META, mem[ROOT_META].to_bytes())
+    root = mem[ROOT_META].to_bytes()
+    loc.write_atomic(ROOT_META, root)
+    # The metadata files' digests: an attribute edited later is refused by every reader, and
+    # the identity (a digest of the manifest) differs for stores whose attrs differ.
+    manifest["meta"] = meta_records(loc, root)
     layout.write_manifest(loc, manifest)
     return manifest
 
@@ -368,21 +374,19 @@ class TargetBlock:
 
 
 class LocalStore:
-    """Direct reader of a store (a folder or an object-store URL, not the service); checks
-    versions and (when complete) the manifest's files."""
+    """Direct reader of a store (a folder or an object-store URL, not the service); checks its
+    metadata (:func:`~teacher_store.store.integrity.check_store`: attrs, arrays, metadata
+    digests) and, when complete, the sizes of the manifest's files."""
 
     def __init__(self, address: str | os.PathLike[str], require_complete: bool = True) -> None:
-        from teacher_store.views.codec import CODEC_VERSION
-
         loc = Location.at(address)
         self.location = loc
         self.address = loc.display  # the folder's path or the store's URL
         loc.probe()
-        raw = layout.read_root_attrs(loc)
-        if raw is None:
-            raise StoreNotFound(f"{loc.display} is not a store (no zarr.json); check the path")
-        self.attrs = check_readable(raw, loc.display, CODEC_VERSION)
-        self.manifest = layout.read_manifest(loc)
+        self.checked = check_store(loc)
+        self.attrs = self.checked.attrs
+        done = self.checked.manifest is not None
+        self.manifest = json.loads(self.checked.manifest_bytes) if done else None
         if require_complete and self.manifest is None:
             raise StoreIncomplete(
                 f"store {loc.display} is unfinished; re-run the same `distill generate` to "
@@ -410,6 +414,7 @@ class LocalStore:
             np.asarray(_array(self.group, "ids")[slot, start:stop]),
             np.asarray(_array(self.group, "values")[slot, start:stop]),
             a,
+            at=(slot, start),
         )
         valid = np.asarray(_array(self.group, "valid")[slot, start:stop]).astype(bool)
         return TargetBlock(slot, start, ids, values, valid, a.value_encoding)

@@ -37,7 +37,6 @@ differs from the store it opened (the store was replaced while it was being read
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -46,6 +45,10 @@ import crc32c
 import numpy as np
 
 from teacher_store.store.arrays import TargetBlock
+
+# The identity is the manifest's digest, defined where the manifest is checked; re-exported.
+from teacher_store.store.integrity import IDENTITY_BYTES
+from teacher_store.store.integrity import store_identity as store_identity
 from teacher_store.store.schema import values_dtype
 
 MAGIC = b"DTGB"
@@ -55,7 +58,6 @@ IDENTITY_HEADER = "X-Distill-Store-Identity"  # the same identity as an HTTP res
 _HEADER = struct.Struct("<4sHHBBBBIIIQ8sII")
 HEADER_SIZE = _HEADER.size  # 48
 _CRC_AT = HEADER_SIZE - 4  # the crc is the header's last field; it covers all bytes but itself
-IDENTITY_BYTES = 8
 _NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 _IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
@@ -66,15 +68,6 @@ _VALID_CODES: dict[int, np.dtype] = {1: np.dtype("u1")}
 
 class BlockFormatError(ValueError):
     """Bytes that are not a well-formed block (wrong magic, version, size or checksum)."""
-
-
-def store_identity(manifest_bytes: bytes | bytearray | memoryview) -> str:
-    """The identity of a store: 16 hex digits of the sha256 of its ``manifest.json`` bytes.
-
-    The manifest is written last and records every file's size, crc32c and sha256, so it
-    names the store's bytes: a regenerated or replaced store has another identity.
-    """
-    return hashlib.sha256(manifest_bytes).hexdigest()[: 2 * IDENTITY_BYTES]
 
 
 def _identity_bytes(identity: str) -> bytes:

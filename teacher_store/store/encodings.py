@@ -27,9 +27,40 @@ from __future__ import annotations
 
 import numpy as np
 
+from teacher_store.errors import StoreDamaged
 from teacher_store.store.schema import StoreAttrs, decode_values, head_size
 
 PADDED = "head-sorted-pad"
+
+
+class ClassIdError(StoreDamaged):
+    """Stored class ids outside the store's classes: bytes this code did not write."""
+
+
+def check_class_ids(ids: np.ndarray, num_classes: int, at: tuple[int, int] | None = None) -> None:
+    """Refuse ids (or head-sorted positions) >= ``num_classes``: they would index past every
+    per-class table (class names, the loss's [B, C] targets, ``class_order``).
+
+    ``ids`` is a block [n, K] of slot ``at[0]`` from sample ``at[1]``, or [r, n, K] from slot
+    ``at[0]``; ``at`` only words the message.
+    """
+    if not ids.size:
+        return
+    high = int(ids.max())
+    if high < num_classes and int(ids.min()) >= 0:
+        return
+    first = tuple(int(i) for i in np.argwhere((ids >= num_classes) | (ids < 0))[0])
+    where = ""
+    if at is not None and len(first) in (2, 3):
+        slot = at[0] + (first[0] if len(first) == 3 else 0)
+        where = f" at view slot {slot}, sample {at[1] + first[-2]}"
+    bad = int(ids[first])
+    raise ClassIdError(
+        "ids",
+        f"holds class id {bad}{where}",
+        f"the store's ids array holds class id {bad}{where}, outside its {num_classes} classes "
+        f"(0..{num_classes - 1}): the store is damaged; regenerate it",
+    )
 
 
 def _zero(values: np.ndarray, encoding: str) -> np.ndarray:
@@ -88,13 +119,13 @@ def _fill_padding(ids: np.ndarray, pad: np.ndarray) -> np.ndarray:
 
 
 def _from_padded(
-    ids: np.ndarray, values: np.ndarray, attrs: StoreAttrs
+    ids: np.ndarray, values: np.ndarray, attrs: StoreAttrs, at: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     m = head_size(attrs.value_encoding)
     tail = np.cumsum(ids[..., m:], axis=-1, dtype=np.int64)  # ascending positions
     order = _class_order(attrs)
-    # Only bytes not written by this code can step outside the classes: clip, never crash.
-    tail = np.clip(tail, 0, attrs.num_classes - 1)
+    # Only bytes not written by this code can step outside the classes: refused.
+    check_class_ids(tail, attrs.num_classes, at)
     if order is not None:
         tail = order[tail]
     pad = _zero(values[..., m:], attrs.value_encoding)
@@ -135,13 +166,20 @@ def rank_to_stored(
 
 
 def stored_to_rank(
-    ids: np.ndarray, values: np.ndarray, attrs: StoreAttrs
+    ids: np.ndarray, values: np.ndarray, attrs: StoreAttrs, at: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The arrays' ids and values [..., K] -> rank-order ids and encoded values [..., K]."""
+    """The arrays' ids and values [..., K] -> rank-order ids and encoded values [..., K].
+
+    Every reader of the arrays decodes here, so ids outside the store's classes are refused
+    here (:class:`ClassIdError`, one line); ``at`` = (slot, first sample) words the message.
+    """
     if attrs.id_order == "rank":
+        check_class_ids(ids, attrs.num_classes, at)
         return ids, values
     if attrs.id_order == PADDED:
-        return _from_padded(ids, values, attrs)
+        out = _from_padded(ids, values, attrs, at)
+        check_class_ids(out[0][..., : head_size(attrs.value_encoding)], attrs.num_classes, at)
+        return out
     m = head_size(attrs.value_encoding)
     tail_ids = np.cumsum(ids[..., m:], axis=-1, dtype=np.int64)  # ascending class ids
     tail_values = values[..., m:]
@@ -152,6 +190,7 @@ def stored_to_rank(
         [ids[..., :m], np.take_along_axis(tail_ids, order, -1).astype(ids.dtype)], -1
     )
     out_values = np.concatenate([values[..., :m], np.take_along_axis(tail_values, order, -1)], -1)
+    check_class_ids(out_ids, attrs.num_classes, at)
     return out_ids, out_values
 
 
@@ -178,4 +217,4 @@ def encoding_kl(
     return np.asarray(np.maximum(kept + rest, 0.0))
 
 
-__all__ = ["encoding_kl", "rank_to_stored", "stored_to_rank"]
+__all__ = ["ClassIdError", "check_class_ids", "encoding_kl", "rank_to_stored", "stored_to_rank"]

@@ -17,7 +17,7 @@ sorted by class id, no padding) stay readable. A chunk holds ``chunk_views`` slo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -49,6 +49,20 @@ _TAIL_FACTOR = {"prob-u8": 1, "prob-u8x3": 3}
 _FINE_TAIL_FROM_K = 17
 
 
+# Bounds on every attr that sets an allocation (a view's pixels, a block's entries, the list of
+# shard units, a sampler's permutation): a store claiming more is refused before anything is
+# allocated. Real stores are far inside them (ImageNet-22k: 14M samples, 21,841 classes).
+MAX_IMAGE_SIZE = 4096  # px, each side of the teacher's input (a 4096 px RGB view is 48 MiB)
+MAX_CLASSES = 1 << 20
+MAX_TOPK = 4096
+MAX_VIEWS = 1 << 16
+MAX_SAMPLES = 1 << 31
+MAX_UNITS = 1 << 20  # shard units (each is 3 files): a list of them is built in memory
+MAX_CHUNK_ENTRIES = 1 << 24  # ids per inner chunk: the service decodes whole chunks
+MAX_SHARD_ENTRIES = 1 << 28  # ids per shard unit: a writer holds a whole unit
+MAX_BATCH = 1 << 16
+
+
 def default_encoding(topk: int) -> str:
     """The value encoding `distill generate` picks for ``topk`` when none is given."""
     return "prob-u8x3" if topk >= _FINE_TAIL_FROM_K else "prob-u8"
@@ -59,10 +73,115 @@ def head_size(encoding: str) -> int:
     return max(1, _TAIL_FACTOR.get(encoding, 1) - 1)
 
 
-class StoreAttrs(BaseModel):
-    """Root attrs of a store. Everything a reader needs to interpret and trust the arrays."""
+_Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_Pixels = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIZE)]
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class _Nested(BaseModel):
+    """A nested attr object, validated strictly (no string for a number, no string for a
+    list) since readers use the raw JSON values: what passes here is what they get."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class TeacherAttrs(_Nested):
+    """``attrs.teacher``: the teacher's identity and preprocessing (models' ``TeacherInfo``)."""
+
+    name: str = Field(min_length=1)
+    architecture: str = Field(min_length=1)
+    num_classes: int = Field(ge=1, le=MAX_CLASSES)
+    # [3, H, W]: replay renders H x H RGB views (square at the teacher's height).
+    input_size: list[int] = Field(min_length=3, max_length=3)
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=3, max_length=3)
+    interpolation: str
+    weights_sha256: _Sha256 | None
+    class_names: list[str]  # [] when the teacher has none; else one per class
+    version: Literal[1]
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, v: list[int]) -> list[int]:
+        c, h, w = v
+        if c != 3 or not all(8 <= x <= MAX_IMAGE_SIZE for x in (h, w)):
+            raise ValueError(f"must be [3, H, W] with 8 <= H, W <= {MAX_IMAGE_SIZE}, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _names(self) -> TeacherAttrs:
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
+            )
+        return self
+
+
+class ContentAttrs(_Nested):
+    """``attrs.dataset.content``: the record of the samples' content digests (their file,
+    ``_distill/sample_digests.u64``, is the bytes whose sha256 this is)."""
+
+    algorithm: Literal["xxh3_64"]
+    sha256: _Sha256
+    version: int = Field(ge=1)
+
+
+class DatasetAttrs(_Nested):
+    """``attrs.dataset``: the fingerprint of the image folder (``DatasetFingerprint``)."""
+
+    num_samples: int = Field(ge=1, le=MAX_SAMPLES)
+    sha256: _Sha256
+    classes: list[str]
+    version: int = Field(ge=1)
+    content: ContentAttrs | None = None  # absent in stores made before content digests
+
+
+class RecordedConfig(_Nested):
+    """``attrs.config``: the generation options that decide the store's bytes. Readers rely on
+    the fields typed here; the others are recorded for ``distill generate``'s resume check."""
+
+    model_config = ConfigDict(extra="allow")
+
+    teacher: str = Field(min_length=1)
+    batch_size: int = Field(ge=1, le=MAX_BATCH)
+    views: int | None = None
+    topk: int | None = None
+    seed: int | None = None
+    img_size: _Pixels | None = None
+    threads: int | None = Field(None, ge=1)
+    max_image_pixels: int | None = Field(None, ge=1)
+    decode: Literal["cpu", "gpu"] = "cpu"
+    view_order: Literal["sample", "pairs"] = "sample"
+
+
+def _nested(model: type[BaseModel], value: Any, field: str) -> None:
+    """Validate a nested attr object; its problems become one ValueError naming their paths."""
+    try:
+        model.model_validate(value)
+    except ValidationError as e:
+        raise ValueError(validation_message(e, prefix=field)) from None
+
+
+def _recipe(value: Any) -> None:
+    """The recipe must be complete (every field recorded: a default filled in here might not
+    be what generated the views) and valid."""
+    from teacher_store.views.recipe import Recipe
+
+    if not isinstance(value, dict):
+        raise ValueError(f"recipe: must be an object, got {type(value).__name__}")
+    missing = [k for k in Recipe.model_fields if k not in value]
+    if missing:
+        raise ValueError(f"recipe: missing {', '.join(missing)}")
+    _nested(Recipe, value, "recipe")
+
+
+class StoreAttrs(BaseModel):
+    """Root attrs of a store. Everything a reader needs to interpret and trust the arrays.
+
+    The whole tree is validated (nested objects by :class:`TeacherAttrs`, :class:`DatasetAttrs`,
+    :class:`RecordedConfig` and the recipe), sizes that set allocations are bounded, and the
+    attrs must agree with each other; they are kept as the raw JSON (a dict round-trip)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["distill-teacher-store"] = STORE_KIND
     schema_version: int = SCHEMA_VERSION
@@ -72,8 +191,10 @@ class StoreAttrs(BaseModel):
     topk: int
     num_classes: int
     value_encoding: ValueEncoding
-    temperature: float = 1.0  # the stored log-probs are softmax(logits / temperature)
-    store_seed: int
+    temperature: float = Field(
+        default=1.0, gt=0
+    )  # the stored log-probs: softmax(logits / temperature)
+    store_seed: int = Field(ge=0, lt=1 << 64)
     device_type: str = "unknown"  # where the teacher ran: CPU and CUDA differ in float results
     chunk_samples: int
     shard_samples: int
@@ -96,8 +217,66 @@ class StoreAttrs(BaseModel):
     @classmethod
     def _positive(cls, v: int, info: ValidationInfo) -> int:
         if v < 1:  # 0 or negative counts would make empty ranges or divide by zero
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+            raise ValueError(f"must be >= 1, got {v}")
+        bound = _BOUNDS.get(str(info.field_name))
+        if bound is not None and v > bound:
+            raise ValueError(f"must be <= {bound}, got {v}")
         return v
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _nested(TeacherAttrs, v, "teacher")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _nested(DatasetAttrs, v, "dataset")
+        return v
+
+    @field_validator("config")
+    @classmethod
+    def _config(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _nested(RecordedConfig, v, "config")
+        return v
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _recipe(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StoreAttrs:
+        """The attrs agree with each other (and stay within the bounds as a whole)."""
+        t, d, c = self.teacher, self.dataset, self.config
+        if t["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"teacher.num_classes {t['num_classes']} != num_classes {self.num_classes}"
+            )
+        if d["num_samples"] != self.num_samples:
+            raise ValueError(
+                f"dataset.num_samples {d['num_samples']} != num_samples {self.num_samples}"
+            )
+        for key, have in (("views", self.views), ("topk", self.topk), ("seed", self.store_seed)):
+            if c.get(key) is not None and c[key] != have:
+                raise ValueError(f"config.{key} {c[key]} contradicts the store's {have}")
+        if self.topk > self.num_classes:
+            raise ValueError(f"topk {self.topk} exceeds num_classes {self.num_classes}")
+        for outer, inner in (("shard_samples", "chunk_samples"), ("shard_views", "chunk_views")):
+            if getattr(self, outer) % getattr(self, inner):
+                raise ValueError(f"{outer} is not a multiple of {inner}")
+        chunk = self.chunk_views * self.chunk_samples * self.topk
+        shard = self.shard_views * self.shard_samples * self.topk
+        if chunk > MAX_CHUNK_ENTRIES or shard > MAX_SHARD_ENTRIES:
+            raise ValueError(
+                f"chunks of {chunk} or shards of {shard} entries exceed the bounds "
+                f"({MAX_CHUNK_ENTRIES}, {MAX_SHARD_ENTRIES})"
+            )
+        if self.unit_count > MAX_UNITS:
+            raise ValueError(f"{self.unit_count} shard units exceed the bound {MAX_UNITS}")
+        return self
 
     @model_validator(mode="after")
     def _order_is_permutation(self) -> StoreAttrs:
@@ -123,6 +302,17 @@ class StoreAttrs(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
+    def create(cls, **fields: Any) -> StoreAttrs:
+        """The attrs of a new store; options that would make them invalid (a size past its
+        bound, a teacher whose info does not fit) are one ValueError line, not a pydantic dump."""
+        try:
+            return cls(**fields)
+        except ValidationError as e:
+            raise ValueError(
+                f"the store would have invalid attrs: {validation_message(e)}"
+            ) from None
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StoreAttrs:
         """Validated attrs from :meth:`to_dict`'s fields."""
         return cls.model_validate(d)
@@ -143,6 +333,18 @@ class StoreAttrs(BaseModel):
     def values_dtype(self) -> np.dtype:
         """The ``values`` array's dtype for the store's value encoding."""
         return values_dtype(self.value_encoding)
+
+
+_BOUNDS = {
+    "num_samples": MAX_SAMPLES,
+    "views": MAX_VIEWS,
+    "topk": MAX_TOPK,
+    "num_classes": MAX_CLASSES,
+    "chunk_samples": MAX_SAMPLES,
+    "shard_samples": MAX_SAMPLES,
+    "shard_views": MAX_VIEWS,
+    "chunk_views": MAX_VIEWS,
+}
 
 
 def ids_dtype(num_classes: int) -> np.dtype:
@@ -227,7 +429,7 @@ def check_readable(
     try:
         return StoreAttrs.from_dict(attrs)
     except ValidationError as e:
-        msg = f"has malformed attrs: {validation_message(e)}"
+        msg = f"has invalid attrs: {validation_message(e)}"
         raise StoreDamaged("zarr.json", msg, f"{where} {msg}") from None
 
 
@@ -267,8 +469,10 @@ class Manifest(_Record):
     units: int = Field(ge=1)
     files: dict[str, FileEntry]
     bad_samples: list[dict[str, Any]] = []
+    # The metadata files (root and arrays' zarr.json) as finished: absent in older manifests.
+    meta: dict[str, FileEntry] = {}
 
-    _keys = field_validator("files")(_check_keys)
+    _keys = field_validator("files", "meta")(_check_keys)
 
 
 class NodeMeta(BaseModel):
@@ -297,11 +501,32 @@ class RootMeta(BaseModel):
     consolidated_metadata: ConsolidatedMeta | None = None
 
 
-def validation_message(e: ValidationError) -> str:
-    """A one-line summary of a pydantic error: ``where: what`` for each problem."""
-    parts = []
+_MAX_PROBLEMS = 3
+
+
+def validation_message(e: ValidationError, prefix: str = "") -> str:
+    """A one-line summary of a pydantic error: ``where: what`` for each problem (the first
+    three; missing fields of one object as one ``where: missing a, b``), ``where`` starting
+    with ``prefix`` (a nested object's field name)."""
+    parts: list[str | list[str]] = []  # a message, or the names missing from one object
+    missing: dict[str, list[str]] = {}
     for err in e.errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        loc = [str(p) for p in (prefix, *err.get("loc", ())) if p != ""]
+        if err.get("type") == "missing" and loc:
+            parent = ".".join(loc[:-1])
+            if parent not in missing:
+                missing[parent] = [f"{parent}: missing " if parent else "missing "]
+                parts.append(missing[parent])
+            missing[parent].append(loc[-1])
+            continue
+        where = ".".join(loc)
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+        # A nested object's own message (see _nested) already starts with its path.
+        if not where or msg.startswith((f"{where}.", f"{where}:")):
+            parts.append(msg)
+        else:
+            parts.append(f"{where}: {msg}")
+    text = [p if isinstance(p, str) else p[0] + ", ".join(p[1:]) for p in parts]
+    if len(text) > _MAX_PROBLEMS:
+        text[_MAX_PROBLEMS:] = [f"and {len(text) - _MAX_PROBLEMS} more"]
+    return " ".join("; ".join(text).split())  # one line, whatever the messages hold

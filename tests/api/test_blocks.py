@@ -45,7 +45,7 @@ def test_block_equals_local_read(
 @pytest.mark.parametrize(
     ("view", "start", "stop", "words"),
     [(3, 0, 10, ["view 3", "[0, 3)"]), (0, 1000, 1001, ["start 1000", "[0, 1000)"]),
-     (0, 0, 1001, ["stop 1001", "1000"]), (0, 10, 10, ["stop 10", "start 10"]),
+     (0, 0, 1001, ["stop 1001", "1000"]), (0, 10, 9, ["stop 9", "start 10"]),
      (0, 0, 513, ["513", "512", "DISTILL_MAX_BLOCK"]), (-1, 0, 5, ["view"]),
      (0, -5, 5, ["start"]), (0, 0, "x", ["stop"]), (0, 10**30, 10**30 + 1, ["start"])],
 )  # fmt: skip
@@ -58,6 +58,29 @@ def test_block_bounds_400(
     assert r.status_code == 400, r.text
     for w in words:
         assert w in r.json()["detail"], (w, r.json())
+
+
+def test_an_empty_range_is_an_empty_block(server: LiveServer) -> None:
+    """``start == stop`` is admitted by the schema, so it is answered: a valid block of 0
+    samples (it was a 400), conforming to the OpenAPI schema; an inverted range stays 400."""
+    import schemathesis
+
+    from teacher_store.store.blockfmt import IDENTITY_HEADER, decode_block
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operation = schema["/v1/stores/{name}/blocks/{view}"]["GET"]
+    identity = requests.get(f"{server.url}/v1/stores/demo", timeout=10).json()["identity"]
+    for start in (0, 1, 999, 1000):
+        case = operation.Case(
+            path_parameters={"name": "demo", "view": 2}, query={"start": start, "stop": start}
+        )
+        case.validate_response(case.call())  # 200 + the documented media type
+        r = _block(server, "demo", 2, start, start)
+        assert r.status_code == 200, r.text
+        block = decode_block(r.content)
+        assert block.ids.shape == (0, 5) and block.values.shape[0] == 0 and block.valid.size == 0
+        assert block.start == start and r.headers[IDENTITY_HEADER] == identity
+    assert _block(server, "demo", 2, 1001, 1001).status_code == 400
 
 
 def test_listing_and_detail(server: LiveServer, served: dict[str, Path]) -> None:
@@ -73,7 +96,7 @@ def test_listing_and_detail(server: LiveServer, served: dict[str, Path]) -> None
     d = requests.get(f"{server.url}/v1/stores/demo").json()
     assert (d["views"], d["num_samples"], d["topk"], d["num_classes"]) == (3, 1000, 5, 100)
     assert d["teacher_name"] == "fake_teacher" and d["teacher_weights_sha256"] == "ab" * 32
-    assert d["value_encoding"] == "logprob-f16" and d["recipe"] == {"name": "test"}
+    assert d["value_encoding"] == "logprob-f16" and d["recipe"]["name"] == "test"
     assert d["dataset"]["num_samples"] == 1000 and d["max_block"] == 512
     on_disk = sum(f.stat().st_size for f in served["demo"].glob("*/c/**/*") if f.is_file())
     assert d["bytes_on_disk"] == on_disk

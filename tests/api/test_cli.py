@@ -107,3 +107,68 @@ def test_distill_serve_bad_root(tmp_path: Path) -> None:
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert r.returncode == 2 and words in r.stderr and "--data" in r.stderr, r.stderr
+
+
+def _serve_fails(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _distill("serve", *args), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_distill_serve_bad_options_are_one_line(served: dict[str, Path], tmp_path: Path) -> None:
+    """Bad ports, worker counts, limits, hosts and levels: one line naming the option, exit
+    2, no traceback (``--port 70000`` printed three tracebacks and exited 1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = ["--root", str(served["root"])]
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = {
+        "--port 70000": ["--port 70000", "1 to 65535"],
+        "--port 0": ["--port 0", "1 to 65535"],
+        "--port -1": ["--port -1"],
+        "--port abc": ["--port", "invalid int value"],
+        "--workers 0": ["--workers 0"],
+        "--workers 1.5": ["--workers", "invalid int value"],
+        # a typo that forked until the machine stalled
+        "--workers 100000": ["--workers 100000", "1 to 256"],
+        "--render-workers 100000": ["--render-workers 100000"],
+        "--max-block -5": ["--max-block -5", "greater than or equal to 1"],
+        "--cache-bytes -1": ["--cache-bytes -1"],
+        "--timeout-keep-alive -1": ["--timeout-keep-alive -1"],
+        "--render-workers 0": ["--render-workers 0"],
+        "--log-level loud": ["--log-level", "invalid choice"],
+        "--host no-such-host.invalid": ["cannot listen on --host no-such-host.invalid"],
+        f"--port {busy.getsockname()[1]}": ["cannot listen", "in use"],
+    }
+    with busy, ThreadPoolExecutor(4) as pool:
+        runs = {k: pool.submit(_serve_fails, [*root, *k.split()]) for k in cases}
+        for flags, words in cases.items():
+            r = runs[flags].result()
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2 and len(lines) == 1, (flags, r.stderr)
+            assert "Traceback" not in r.stderr and lines[0].startswith("distill serve: error:")
+            for w in words:
+                assert w in lines[0], (flags, w, lines[0])
+
+
+def test_distill_serve_data_flags_are_checked(served: dict[str, Path], tmp_path: Path) -> None:
+    """A repeated ``--data NAME`` and a NAME the service cannot serve are refused in one line;
+    a NAME with no store under the root (yet) is warned about in one line."""
+    root = ["--root", str(served["root"])]
+    images = tmp_path / "images"
+    images.mkdir()
+    r = _serve_fails([*root, "--data", f"demo={images}", "--data", f"demo={tmp_path}"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--data demo is given twice" in r.stderr
+    r = _serve_fails([*root, "--data", f"my store={images}"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot serve a store so named" in r.stderr and "' '" in r.stderr
+    # The warning comes before the start: a bad --max-block stops it there, for the test.
+    r = _serve_fails([*root, "--data", f"ghost={images}", "--max-block", "0"])
+    warning, error = r.stderr.strip().splitlines()
+    assert (
+        r.returncode == 2 and "warning: --data ghost=" in warning and "no store 'ghost'" in warning
+    )
+    assert "--max-block 0" in error

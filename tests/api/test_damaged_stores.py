@@ -15,8 +15,9 @@ import pytest
 import requests
 
 from teacher_store.store.arrays import LocalStore
+from tests.meta_edits import ATTR_EDITS
 from tests.reliability import record
-from tests.store_fixtures import LiveServer, build_store, copy_store, make_attrs
+from tests.store_fixtures import LiveServer, build_store, copy_store, make_attrs, plant_class_id
 
 MANIFEST = "_distill/manifest.json"
 Damage = Callable[[Path], None]
@@ -100,6 +101,9 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
     "manifest-truncated": (_truncate(MANIFEST), MANIFEST),
     "size-zero-existing": (_size_of_first_shard(0), "ids/c/0/0/0"),
     "size-negative": (_size_of_first_shard(-5), MANIFEST),
+    # Attributes failing the schema, contradicting the arrays, or edited after the store was
+    # finished (the manifest's metadata digests): listed invalid, naming the file, 409.
+    **{f"attrs-{name}": edit for name, edit in ATTR_EDITS.items()},
 }
 
 
@@ -290,3 +294,66 @@ def test_damage_found_on_a_replaced_store_spares_the_new_one(
     assert new.state == "complete" and new.error is None
     reg.mark_damaged(new, SHARD, f"store 's' is damaged: {SHARD} fails its crc32c checksum")
     assert new.state == "invalid" and SHARD in (new.error or "") and new.code == "store_damaged"
+
+
+def test_class_ids_outside_the_classes_are_refused(live: LiveServer, pristine: Path) -> None:
+    """A store whose files and digests agree but whose ids reach num_classes (bytes this code
+    never writes) is refused where ids are decoded: its block answers 409 naming the array,
+    the client raises one line, and nothing is served as targets (the other blocks still are)."""
+    from teacher_store.client import StoreClient, StoreClientError
+
+    root: Path = live.root  # type: ignore[attr-defined]
+    classes = LocalStore(pristine).attrs.num_classes
+    plant_class_id(copy_store(pristine, root / "bad-ids"), classes, slot=1, sample=5)
+    base = f"{live.url}/v1/stores/bad-ids"
+    r = requests.get(f"{base}/blocks/1?start=0&stop=16", timeout=10)
+    assert r.status_code == 409 and r.json()["error"] == "store_damaged", r.text
+    detail = r.json()["detail"]
+    assert f"class id {classes}" in detail and "view slot 1, sample 5" in detail
+    assert "\n" not in detail
+    assert requests.get(f"{base}/blocks/0?start=0&stop=16", timeout=10).status_code == 200
+    with pytest.raises(StoreClientError) as err:
+        StoreClient(base, prefetch=0).read_block(1, 0, 16)
+    assert f"class id {classes}" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=f"class id {classes} at view slot 1, sample 5"):
+        LocalStore(root / "bad-ids").read_block(1, 0, 16)
+
+
+def test_identity_and_etags_cover_the_metadata(live: LiveServer, pristine: Path) -> None:
+    """Two finished stores with the same shard bytes but different attrs (one re-finished
+    after its temperature changed) have different identities, block identity headers and
+    ETags: a browser holding the old tag never gets a 304 for the other store."""
+    from teacher_store.store.arrays import finalize, shard_units
+    from teacher_store.store.blockfmt import IDENTITY_HEADER
+
+    root: Path = live.root  # type: ignore[attr-defined]
+    copy_store(pristine, root / "same-a")
+    other = copy_store(pristine, root / "same-b")
+    _edit_json(other / "zarr.json", lambda d: d["attributes"].__setitem__("temperature", 2.0))
+    finalize(other, shard_units(LocalStore(pristine).attrs))  # the same units: only T differs
+    assert (other / SHARD).read_bytes() == (pristine / SHARD).read_bytes()
+    urls = [f"{live.url}/v1/stores/same-{x}" for x in "ab"]
+    ids = [requests.get(u, timeout=10).json()["identity"] for u in urls]
+    assert ids[0] and ids[1] and ids[0] != ids[1]
+    blocks = [requests.get(f"{u}/blocks/0?start=0&stop=4", timeout=10) for u in urls]
+    assert [b.headers[IDENTITY_HEADER] for b in blocks] == ids
+    tags = [requests.get(f"{u}/zarr/{SHARD}", timeout=10).headers["ETag"] for u in urls]
+    assert tags[0] != tags[1]
+    again = requests.get(f"{urls[1]}/zarr/{SHARD}", headers={"If-None-Match": tags[0]}, timeout=10)
+    assert again.status_code == 200
+
+
+def test_a_store_finished_before_metadata_digests_is_served_with_a_note(
+    live: LiveServer, pristine: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stores whose manifest predates the metadata digests stay readable (their other checks
+    apply); the service logs one line saying edits of their attrs cannot be detected."""
+    root: Path = live.root  # type: ignore[attr-defined]
+    old = copy_store(pristine, root / "older")
+    _edit_json(old / MANIFEST, lambda d: d.pop("meta"))
+    with caplog.at_level("WARNING", logger="distill.api"):
+        d = requests.get(f"{live.url}/v1/stores/older", timeout=10).json()
+    assert d["state"] == "complete"
+    notes = [r.getMessage() for r in caplog.records if "metadata digests" in r.getMessage()]
+    assert notes and "'older'" in notes[0] and "re-run the same `distill generate`" in notes[0]
+    assert _lost(live, pristine, "older") == 0

@@ -44,6 +44,8 @@ def _upload(s3: S3Server, served: dict[str, Path]) -> str:
             data = data[:40] + bytes([data[40] ^ 1]) + data[41:]
         fs.pipe_file(f"{root}/flipped/{key}", data)
     fs.pipe_file(f"{root}/not-a-store/zarr.json", b'{"attributes": {}}')
+    # A store under a name the API cannot address: listed as skipped, with the reason.
+    fs.pipe_file(f"{root}/_hidden/zarr.json", (served["demo"] / "zarr.json").read_bytes())
     return url
 
 
@@ -83,6 +85,8 @@ def test_serve_s3_root_lists_its_stores(s3_service: str) -> None:
     }
     partial = requests.get(f"{s3_service}/v1/stores/partial", timeout=10).json()
     assert partial["progress"]["committed_units"] == 3
+    (skipped,) = listing["skipped"]
+    assert skipped["name"] == "_hidden" and "starts with '_'" in skipped["reason"]
 
 
 @pytest.mark.parametrize("name", ["demo", "v2"])

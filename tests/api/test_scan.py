@@ -7,6 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.store_fixtures import LiveServer, build_store, make_attrs
@@ -19,25 +20,28 @@ def _claim_views(store: Path, views: int) -> None:
 
 
 def test_huge_claimed_counts_are_counted_not_listed(tmp_path: Path) -> None:
-    """A store claiming 10**12 views cannot be listed unit by unit (that would never end nor
-    fit in memory): it is listed with its unit count computed, and its records counted."""
+    """A store of 131,072 shard units is listed with its unit count computed and its records
+    counted, never unit by unit; a store claiming more views than any store may have (10**12,
+    2,000,000: more than 65,536) is listed as invalid at once, naming zarr.json."""
     from api.main import create_app
     from api.settings import Settings
 
     root = tmp_path / "root"
+    big = make_attrs(64, views=65536, topk=3, chunk=16, shard=32, shard_views=1)
+    build_store(root / "unfinished", big, units=2)  # only metadata and two units on disk
     attrs = make_attrs(64, views=2, topk=3, chunk=16, shard=32, shard_views=1)
-    unfinished = build_store(root / "unfinished", attrs, units=2)
-    _claim_views(unfinished, 10**12)
+    claiming = build_store(root / "claiming", attrs, units=2)
+    _claim_views(claiming, 10**12)
     finished = build_store(root / "finished", attrs)
     _claim_views(finished, 2_000_000)
     with LiveServer(create_app(Settings(root=root))) as live:
         r = requests.get(f"{live.url}/v1/stores", timeout=5)
         stores = {s["name"]: s for s in r.json()["stores"]}
-        assert stores["unfinished"]["progress"] == {"committed_units": 2, "total_units": 2 * 10**12}
+        assert stores["unfinished"]["progress"] == {"committed_units": 2, "total_units": 131072}
         assert stores["unfinished"]["state"] == "incomplete"
-        assert stores["finished"]["state"] == "invalid"
-        assert "4 shard units" in stores["finished"]["error"]  # manifest vs attrs
-        assert "_distill/manifest.json" in stores["finished"]["error"]
+        for name in ("claiming", "finished"):
+            assert stores[name]["state"] == "invalid"
+            assert "zarr.json" in stores[name]["error"] and "<= 65536" in stores[name]["error"]
         r = requests.get(f"{live.url}/v1/stores/finished/blocks/1999999?start=0&stop=4", timeout=5)
         assert r.status_code == 409
 
@@ -67,3 +71,39 @@ def test_healthz_answers_while_a_scan_is_running(tmp_path: Path) -> None:
         waiting.join(10)
         names = {s["name"] for s in result[0].json()["stores"]}
         assert names == {"demo", "demo2"}
+
+
+def test_store_folders_the_service_will_not_serve_are_listed_as_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Store folders whose names the API cannot address (a space, a leading ``_``, 129
+    characters, non-ASCII, a trailing newline) are listed under ``skipped`` with the reason,
+    on the dashboard too, and logged once each (not at every rescan); folders that hold no
+    store are not listed."""
+    import logging
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    root = tmp_path / "root"
+    good = build_store(root / "good", make_attrs(64, views=2, topk=3, chunk=16, shard=32))
+    bad = {"a b": "' '", "_hidden": "starts with '_'", "x" * 129: "129 characters",
+           "café": "'é'", "new\nline": "'\\n'"}  # fmt: skip
+    for name in bad:
+        shutil.copytree(good, root / name)
+    (root / "not a store").mkdir()
+    caplog.set_level(logging.WARNING, logger="distill.api")
+    with LiveServer(create_app(Settings(root=root, rescan_interval_s=0.0))) as live:
+        for _ in range(3):  # each request rescans
+            listing = requests.get(f"{live.url}/v1/stores", timeout=10).json()
+        assert [s["name"] for s in listing["stores"]] == ["good"]
+        skipped = {s["name"]: s["reason"] for s in listing["skipped"]}
+        assert set(skipped) == set(bad)
+        for name, words in bad.items():
+            assert words in skipped[name] and "store names are 1-128 characters" in skipped[name]
+        page = requests.get(f"{live.url}/ui/fragments/stores", timeout=10).text
+        assert 'data-skipped="a b"' in page and "129 characters" in page
+    logged = [
+        r.getMessage() for r in caplog.records if "not serving the store folder" in r.getMessage()
+    ]
+    assert len(logged) == len(bad), logged

@@ -45,8 +45,9 @@ def test_view_png_is_show_s_render_with_an_etag(
 def test_view_png_bad_input_is_json_4xx(photo_server: LiveServer) -> None:
     base = f"{photo_server.url}/v1/stores"
     cases = {
-        f"{base}/demo/views/2/0.png": (400, "slots are 0..1"),
-        f"{base}/demo/views/0/17.png": (400, "samples are 0..16"),
+        # A view the store does not have is a missing resource: 404, as the schema says.
+        f"{base}/demo/views/2/0.png": (404, "slots are 0..1"),
+        f"{base}/demo/views/0/17.png": (404, "samples are 0..16"),
         f"{base}/demo/views/0/x.png": (400, "sample"),
         f"{base}/demo/views/-1/0.png": (400, "slot"),
         f"{base}/demo/views/0/0.png?size=4096": (400, "size"),
@@ -164,3 +165,32 @@ def test_pages_of_unusual_stores(server: LiveServer) -> None:
         assert shell.status_code == 200 and 'data-token-required="false"' in shell.text
     bad = requests.get(f"{server.url}/ui/stores/..%2Fetc", timeout=30)
     assert bad.status_code in (400, 404) and bad.json()["status"] == bad.status_code
+
+
+def test_stores_with_invalid_metadata_are_refused_by_pages_and_pngs(
+    photo_root: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    """Every edit of the metadata (bad types, empty objects, a 100000 px input size, attrs
+    contradicting the arrays, consistent edits the digests catch): listed invalid naming the
+    file, the store page says so (never a 500), the view page and the PNG answer 409."""
+    from api.main import create_app
+    from api.settings import Settings
+    from tests.meta_edits import ATTR_EDITS, GENERATED_EDITS
+
+    root = tmp_path / "root"
+    edits = {**ATTR_EDITS, **GENERATED_EDITS}
+    for name, (edit, _) in edits.items():
+        edit(shutil.copytree(photo_root / "demo", root / name))
+    data = ",".join(f"{name}={demo_data}" for name in edits)
+    with LiveServer(create_app(Settings(root=root, data=data, rescan_interval_s=0.0))) as live:
+        listed = requests.get(f"{live.url}/v1/stores", timeout=60).json()["stores"]
+        states = {s["name"]: (s["state"], s["error"] or "") for s in listed}
+        for name, (_, file) in edits.items():
+            state, error = states[name]
+            assert state == "invalid" and file in error and "\n" not in error, (name, error)
+            page = requests.get(f"{live.url}/ui/fragments/stores/{name}", timeout=60)
+            assert page.status_code == 200 and file in page.text, name
+            for path in (f"/ui/fragments/stores/{name}/view", f"/v1/stores/{name}/views/0/0.png"):
+                r = requests.get(live.url + path, timeout=60)
+                assert r.status_code == 409 and file in r.json()["detail"], (name, path, r.text)
+        assert requests.get(f"{live.url}/ui/fragments/stores", timeout=60).status_code == 200

@@ -32,3 +32,26 @@ def test_load_short(tmp_path: Path) -> None:
     assert res["requests"] > 0 and res["errors"] == 0 and res["data_lost"] == 0
     assert set(res["latency_ms"]) == {"block", "metadata", "zarr full", "zarr range"}
     assert max(res["rss_growth_mib"]) <= res["rss_bound_mib"]
+
+
+@pytest.mark.slow
+@pytest.mark.reliability
+def test_render_flood_short(tmp_path: Path) -> None:
+    """bench/load.py's render-flood scenario, tiny (4 render clients x 3 s): it runs, every
+    block read beside the flood is right, every render is a whole PNG or a 503. The 2x goal
+    is the full bench's (60 clients), not asserted here: no timing in tests."""
+    out = tmp_path / "flood.json"
+    cmd = [sys.executable, str(REPO / "bench" / "load.py"), "--scenario", "render-flood",
+           "--seconds", "3", "--render-clients", "4", "--views", "2", "--samples", "8192",
+           "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.exists(), done.stdout + done.stderr
+    alone, flood = json.loads(out.read_text())
+    record("render flood, short (bench/load.py)", load_held="4 render clients x 3 s",
+           inputs_tried=alone["block_reads"] + flood["block_reads"] + flood["renders_ok"],
+           data_lost=alone["data_lost"] + flood["data_lost"] + flood["errors"])  # fmt: skip
+    assert (alone["render_clients"], flood["render_clients"]) == (0, 4)
+    assert alone["block_reads"] > 0 and flood["block_reads"] > 0
+    assert flood["renders_ok"] + flood["renders_busy_503"] > 0
+    assert flood["errors"] == flood["data_lost"] == alone["errors"] == alone["data_lost"] == 0

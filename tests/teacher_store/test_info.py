@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from teacher_store.cli import main
+from teacher_store.errors import StoreDamaged
 from teacher_store.info import format_info, store_info
 from teacher_store.store.arrays import BOOK
 from teacher_store.verify import verify_store
+from tests.meta_edits import ATTR_EDITS, GENERATED_EDITS, one_line
 from tests.store_fixtures import copy_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
@@ -79,3 +81,38 @@ def test_info_cli_paths(store, tmp_path, capsys):
     assert main(["info", missing]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a store" in err and "Traceback" not in err
+
+
+EDITS = {**ATTR_EDITS, **GENERATED_EDITS}
+
+
+@pytest.mark.parametrize("name", sorted(EDITS))
+def test_info_refuses_invalid_metadata_in_one_line(store, tmp_path, capsys, name):
+    """Attrs failing the schema, contradicting the arrays, or edited after the store was
+    finished: exit 2 and one line naming the store and the file, never a believed summary."""
+    edit, file = EDITS[name]
+    bad = copy_store(store, tmp_path / name)
+    edit(bad)
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and f"store {bad}: {file} " in err, err
+    with pytest.raises(StoreDamaged) as e:
+        store_info(str(bad))
+    assert e.value.file == file
+
+
+def test_info_notes_a_store_finished_before_metadata_digests(store, tmp_path, capsys):
+    """Older stores (manifest without metadata digests) are described, with one line saying
+    that an edit of their attrs cannot be detected and how to record the digests."""
+    old = copy_store(store, tmp_path / "old")
+    manifest = old / BOOK / "manifest.json"
+    manifest.write_text(
+        json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "meta"})
+    )
+    assert store_info(str(store))["metadata_digests"] is True
+    info = store_info(str(old))
+    assert info["complete"] and info["metadata_digests"] is False
+    assert main(["info", str(old)]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "metadata digests" in line]
+    assert len(notes) == 1 and "re-run the same `distill generate`" in notes[0]

@@ -14,7 +14,8 @@ from teacher_store.show import show_view
 from teacher_store.store.arrays import BOOK, LocalStore
 from teacher_store.views.codec import decode
 from teacher_store.views.recipe import Recipe
-from tests.store_fixtures import V1_FIXTURE
+from tests.meta_edits import ATTR_EDITS, GENERATED_EDITS, one_line
+from tests.store_fixtures import V1_FIXTURE, copy_store, plant_class_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
 
@@ -120,3 +121,32 @@ def test_a_store_made_before_content_digests_shows_with_a_note(demo_data, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"note: store {V1_FIXTURE} records no content")
     assert "checked by name and size only" in err[0]
+
+
+EDITS = {**ATTR_EDITS, **GENERATED_EDITS}
+
+
+@pytest.mark.parametrize("name", sorted(EDITS))
+def test_show_refuses_invalid_metadata_in_one_line(store, demo_data, tmp_path, capsys, name):
+    """Never a render from attrs that fail the schema (no 100000 px allocation, no class
+    names turned into letters), contradict the arrays or were edited: exit 2, one line."""
+    edit, file = EDITS[name]
+    bad = copy_store(store, tmp_path / name)
+    edit(bad)
+    png = tmp_path / "v.png"
+    args = ["show", str(bad), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and f"store {bad}: {file} " in err, err
+    assert not png.exists()
+
+
+def test_show_refuses_class_ids_outside_the_classes(store, demo_data, tmp_path, capsys):
+    classes = LocalStore(store).attrs.num_classes
+    bad = plant_class_id(copy_store(store, tmp_path / "bad"), classes, slot=1, sample=4)
+    args = ["show", str(bad), "--data", str(demo_data), "--sample", "4", "--view", "1"]
+    assert main([*args, "--out", str(tmp_path / "v.png")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and f"class id {classes} at view slot 1, sample 4" in err, err
+    args = ["show", str(bad), "--data", str(demo_data), "--sample", "5", "--view", "1"]
+    assert main([*args, "--out", str(tmp_path / "v.png")]) == 0  # other views are fine

@@ -14,7 +14,8 @@ from teacher_store.info import store_info
 from teacher_store.store.arrays import BOOK, LocalStore, shard_units
 from teacher_store.verify import unit_batches, verify_store
 from teacher_store.views.pairing import unit_view_order
-from tests.store_fixtures import copy_store, generate_small
+from tests.meta_edits import ATTR_EDITS, GENERATED_EDITS, one_line
+from tests.store_fixtures import copy_store, generate_small, plant_class_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
 
@@ -200,3 +201,50 @@ def test_verify_of_a_damaged_digest_record(store, demo_data, tmp_path):
     key.write_bytes(bytes(raw))  # same size: the manifest's checksums catch it
     report = verify_store(str(copy), str(demo_data), fraction=0.0)
     assert not report.ok and "sample_digests.u64" in report.reason
+
+
+EDITS = {**ATTR_EDITS, **GENERATED_EDITS}
+
+
+@pytest.mark.parametrize("name", sorted(EDITS))
+def test_verify_reports_invalid_metadata_in_one_line(store, demo_data, tmp_path, capsys, name):
+    edit, file = EDITS[name]
+    bad = copy_store(store, tmp_path / name)
+    edit(bad)
+    for args in (["--checksums-only"], ["--data", str(demo_data)]):
+        assert main(["verify", str(bad), *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("distill verify: FAILED: ") and one_line(err), err
+        assert f"store {bad}: {file} " in err, err
+
+
+def test_verify_refuses_class_ids_outside_the_classes(store, demo_data, tmp_path, capsys):
+    """Every stored id is checked (not only the spot-checked views'): an id at num_classes,
+    in a store whose checksums all match, fails verify in one line naming the view."""
+    classes = LocalStore(store).attrs.num_classes
+    bad = plant_class_id(copy_store(store, tmp_path / "bad"), classes, slot=1, sample=9)
+    for args in (["--checksums-only"], ["--data", str(demo_data), "--fraction", "0.01"]):
+        assert main(["verify", str(bad), *args]) == 1
+        err = capsys.readouterr().err
+        assert one_line(err) and f"class id {classes} at view slot 1, sample 9" in err, err
+
+
+def test_an_older_store_is_verified_with_a_note_and_generate_records_its_digests(
+    store, demo_data, tmp_path, capsys
+):
+    """A store finished before the manifest held metadata digests: verify reports OK with a
+    note; re-running the same `distill generate` finishes it again with the digests (and an
+    attr edited afterwards is then refused)."""
+    old = copy_store(store, tmp_path / "old")
+    manifest = old / BOOK / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    digests = doc.pop("meta")
+    manifest.write_text(json.dumps(doc))
+    report = verify_store(str(old), None)
+    assert report.ok and "metadata digests" in report.summary and "\n" not in report.summary
+    generate_small(demo_data, old)
+    assert json.loads(manifest.read_text())["meta"] == digests
+    assert verify_store(str(old), None).summary == verify_store(str(store), None).summary
+    EDITS["store-seed"][0](old)
+    assert main(["verify", "--checksums-only", str(old)]) == 1
+    assert "zarr.json was changed after the store was finished" in capsys.readouterr().err

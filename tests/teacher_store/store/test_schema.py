@@ -19,7 +19,7 @@ def test_counts_below_one_refused(field: str, value: int) -> None:
     raw = {**make_attrs().to_dict(), field: value}
     with pytest.raises(ValidationError) as err:
         StoreAttrs.from_dict(raw)
-    assert validation_message(err.value) == f"{field}: {field} must be >= 1, got {value}"
+    assert validation_message(err.value) == f"{field}: must be >= 1, got {value}"
 
 
 @pytest.mark.parametrize(("views", "shard_views", "n", "shard"), [(3, 2, 1000, 256), (1, 1, 5, 8)])

@@ -17,9 +17,8 @@ from api.errors import ApiError, StoreDamaged
 from api.registry import StoreEntry
 from api.shards import ArrayLayout, decode_chunk, parse_index, read_slot_range
 from teacher_store.store.blockfmt import BlockBuffer, BlockHeader
-from teacher_store.store.encodings import stored_to_rank
-
-ARRAYS = ("ids", "values", "valid")
+from teacher_store.store.id_order import stored_to_rank
+from teacher_store.store.layout import ARRAYS
 
 
 class BlockReader:

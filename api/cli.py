@@ -31,7 +31,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         if value is not None:
             env[f"DISTILL_{var}"] = str(value)
     os.environ.update(env)  # workers import api.main:app and read their settings from here
-    limits = _settings()  # every setting checked here: one line, not a traceback per worker
+    limits = _settings(args)  # every setting checked here: one line, not a traceback per worker
     _check_listen(args.host, args.port)
     print(f"distill serve: {root} on http://{args.host}:{args.port}/v1/stores", flush=True)
     print(f"dashboard: http://{args.host}:{args.port}/", flush=True)
@@ -127,28 +127,34 @@ _PASSED = (
 )
 
 
-def _settings() -> ConnectionLimits:
-    """The service settings and connection limits from the environment (checked now); the
-    limits for uvicorn. ValueError naming the flag (or variable) and what is wrong."""
+def _settings(args: argparse.Namespace) -> ConnectionLimits:
+    """The service settings and connection limits from the environment (checked now, one line
+    per bad value, not a traceback per worker); the limits for uvicorn. A value is named by
+    its flag when given as one, else by its DISTILL_ variable."""
     from pydantic import ValidationError
 
     from api.settings import ConnectionLimits, Settings
+    from teacher_store.options import OptionsError, option_problems
 
-    flags = {var.lower(): "--" + flag.replace("_", "-") for flag, var in _PASSED}
+    flags = {var.lower(): flag for flag, var in _PASSED}
+
+    def name(field: str) -> str:
+        flag = flags.get(field)
+        given = flag is not None and getattr(args, flag, None) is not None
+        return "--" + flag.replace("_", "-") if given and flag else f"DISTILL_{field.upper()}"
+
+    problems: list[str] = []
+    limits = None
     for model in (Settings, ConnectionLimits):
         try:
             made = model()  # type: ignore[call-arg]
         except ValidationError as e:
-            parts = []
-            for err in e.errors():
-                field = str(err["loc"][0]) if err.get("loc") else ""
-                where = flags.get(field) or f"DISTILL_{field.upper()}"
-                got = err.get("input")
-                msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-                parts.append(f"{where} {got}: {msg}" if got is not None else f"{where}: {msg}")
-            raise ValueError("bad options: " + "; ".join(parts)) from None
-    assert isinstance(made, ConnectionLimits)
-    return made
+            problems += option_problems(e, model, name=name)
+            continue
+        limits = made if isinstance(made, ConnectionLimits) else limits
+    if problems or limits is None:
+        raise OptionsError(problems)
+    return limits
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -158,7 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, 1..256")
     p.add_argument("--token-file", help="require 'Authorization: Bearer <token in this file>'")
     p.add_argument(
         "--data",
@@ -166,7 +172,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=DIR",
         help="image folder of store NAME: the dashboard and /views render its views (repeatable)",
     )
-    p.add_argument("--max-block", type=int, help="most samples per block request (131072)")
+    p.add_argument(
+        "--max-block", type=int, help="most samples per block request, 1..4194304 (131072)"
+    )
     p.add_argument("--cache-bytes", type=int, help="cache budget in bytes (256 MiB)")
     p.add_argument("--max-inflight", type=int, help="requests in flight before 503 (64)")
     p.add_argument(

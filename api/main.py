@@ -138,9 +138,10 @@ def _settings_from_env() -> Settings:
     try:
         return Settings()  # type: ignore[call-arg]
     except ValidationError as e:
-        problems = "; ".join(
-            f"DISTILL_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
-        )
+        from teacher_store.options import option_problems
+
+        lines = option_problems(e, Settings, name=lambda field: f"DISTILL_{field.upper()}")
+        problems = "; ".join(lines)
         raise ValueError(f"bad service settings ({problems}); e.g. DISTILL_ROOT=/stores") from None
 
 

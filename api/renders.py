@@ -91,7 +91,7 @@ def _renderer(job: RenderJob) -> Any:
     key = (job.store, job.identity, job.data, job.data_sig)
     made = _RENDERERS.get(key)
     if made is None:
-        from teacher_store.show import ViewRenderer
+        from teacher_store.views.shown import ViewRenderer
 
         made = ViewRenderer(job.store, job.data, IMAGE_CACHE)
         _RENDERERS[key] = made

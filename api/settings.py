@@ -29,7 +29,10 @@ class Settings(BaseSettings):
         """A Path is taken as its text (a URL would not survive Path())."""
         return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    max_block: int = Field(131072, ge=1, description="most samples one block request may ask")
+    # Bounds far above real use (a block of 4M samples is ~130 MB at K=10): a typo is refused.
+    max_block: int = Field(
+        131072, ge=1, le=1 << 22, description="most samples one block request may ask"
+    )
     cache_bytes: int = Field(256 * MiB, ge=0, description="LRU budget: file bytes + chunks")
     max_inflight: int = Field(64, ge=1, description="concurrent requests before 503")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503")
@@ -37,7 +40,9 @@ class Settings(BaseSettings):
     max_inflight_bytes: int = Field(
         256 * MiB, ge=1, description="response bytes held for unfinished sends before 503"
     )
-    max_body_bytes: int = Field(1024, ge=0, description="largest request body (GET only): 413")
+    max_body_bytes: int = Field(
+        1024, ge=0, le=1 << 20, description="largest request body (GET only): 413"
+    )
     malloc_arenas: int = Field(
         2,
         ge=0,
@@ -88,7 +93,9 @@ class ConnectionLimits(BaseSettings):
     limit_concurrency: int = Field(
         512, ge=1, description="open connections + requests before uvicorn answers 503"
     )
-    max_header_bytes: int = Field(16384, ge=1024, description="largest request head (h11)")
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1 << 20, description="largest request head (h11)"
+    )
 
     def uvicorn_options(self) -> dict[str, Any]:
         """Keyword arguments for ``uvicorn.run``/``uvicorn.Config``."""

@@ -21,6 +21,16 @@ columns, not the GFLOPs column, when choosing a student.
 """
 
 
+# Bounds far above real use, so a typo is a one-line error, not an allocation of many GB.
+# MAX_RESOLUTION and MAX_BATCH equal teacher_store.options' image and batch bounds (models
+# sits below teacher_store and may not import it).
+MAX_S = 64.0  # FLOPs multiplier: 64 x a base student is already an EfficientNetV2-XL or more
+MAX_RESOLUTION = 4096
+MAX_BATCH = 8192
+MAX_REPEATS = 1000
+MAX_CLASSES = 1_000_000
+
+
 def _number(text: str, what: str) -> float:
     try:
         value = float(Fraction(text.strip()))
@@ -29,10 +39,18 @@ def _number(text: str, what: str) -> float:
     return value
 
 
-def _positive_int(value: int, what: str) -> int:
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}")
+def _positive_int(value: int, what: str, most: int) -> int:
+    if not 1 <= value <= most:
+        raise ValueError(f"{what} must be an integer in [1, {most}], got {value}")
     return value
+
+
+def _multipliers(texts: list[str]) -> list[float]:
+    values = [_number(t, "--s") for t in texts]
+    for s in values:
+        if s > MAX_S:
+            raise ValueError(f"--s must be at most {MAX_S:g} (a FLOPs multiplier), got {s:g}")
+    return values
 
 
 def _row(cfg: Any, m: dict[str, Any], base_flops: int, batch: int) -> dict[str, Any]:
@@ -85,15 +103,22 @@ def _run_scale(args: argparse.Namespace) -> int:
     from models.runtime import resolve_device
     from models.scaling import build_scaled, measure, scale_config
 
-    svals = [_number(t, "--s") for t in args.s]
+    svals = _multipliers(args.s)
     alphas = _alphas(args)
-    batch = _positive_int(args.batch, "--batch")
-    repeats = _positive_int(args.repeats, "--repeats")
-    num_classes = _positive_int(args.num_classes, "--num-classes")
+    batch = _positive_int(args.batch, "--batch", MAX_BATCH)
+    repeats = _positive_int(args.repeats, "--repeats", MAX_REPEATS)
+    num_classes = _positive_int(args.num_classes, "--num-classes", MAX_CLASSES)
+    _positive_int(args.resolution, "--resolution", MAX_RESOLUTION)
     kw: dict[str, Any] = dict(base=args.base, resolution=args.resolution, regime=args.regime)
     # Validate every config (pure and fast) before building and timing anything.
     base_cfg = scale_config(args.family, 1.0, None, "fast", **kw)
     cfgs = [scale_config(args.family, s, a, args.rule, **kw) for a in alphas for s in svals]
+    for cfg in cfgs:
+        if cfg.resolution > MAX_RESOLUTION:
+            raise ValueError(
+                f"--s {cfg.s:g} scales --resolution {args.resolution} to {cfg.resolution} px, "
+                f"above {MAX_RESOLUTION}; lower --resolution or --s"
+            )
     device = resolve_device(args.device)
     batches = (1, batch) if batch != 1 else (1,)
 
@@ -157,7 +182,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "efficientnetv2_rw_s, efficientnetv2_s, tf_efficientnetv2_b0..b3, tiny_vit_11m/21m_224",
     )
     p.add_argument(
-        "--s", nargs="+", default=["2", "4", "8"], help="FLOPs multipliers (default 2 4 8)"
+        "--s",
+        nargs="+",
+        default=["2", "4", "8"],
+        help=f"FLOPs multipliers, each in (0, {MAX_S:g}] (default 2 4 8)",
     )
     p.add_argument(
         "--alpha",
@@ -175,12 +203,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resolution",
         type=int,
         default=128,
-        help="base input resolution (default 128, small so CPU timing stays quick; multiple of "
-        "32 for tiny_vit)",
+        help=f"base input resolution, 32..{MAX_RESOLUTION} (default 128, small so CPU timing "
+        "stays quick; multiple of 32 for tiny_vit)",
     )
-    p.add_argument("--batch", type=int, default=32, help="training batch for the second latency")
-    p.add_argument("--repeats", type=int, default=3, help="timed forwards per latency (median)")
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier size (default 1000)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help=f"training batch for the second latency, 1..{MAX_BATCH} (default 32)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help=f"timed forwards per latency (median), 1..{MAX_REPEATS} (default 3)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=1000,
+        help=f"classifier size, 1..{MAX_CLASSES} (default 1000)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--json", action="store_true", help="machine-readable output with the configs")
     p.set_defaults(func=_run_scale)

@@ -22,6 +22,8 @@ _EXPORTS = {
     "Cursor": "student.sampler",
     "StoreBatch": "student.loader",
     "StoreLoader": "student.loader",
+    "LoaderArgumentError": "student.loader_config",
+    "LoaderConfig": "student.loader_config",
     "store_loader": "student.loader",
 }
 

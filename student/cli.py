@@ -6,10 +6,17 @@ import argparse
 import json
 from typing import Any
 
+from student.curricula import CURRICULA  # torch-free: the choices come from the table
+from teacher_store.options import MAX_BATCH, MAX_IMG_SIZE, MAX_WORKERS
+
 _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--epochs", int, "epochs (default 10)"),
-    ("--batch-size", int, "batch size per rank (default 32)"),
-    ("--img-size", int, "student resolution (default: the teacher's input size)"),
+    ("--batch-size", int, f"batch size per rank, 1..{MAX_BATCH} (default 32)"),
+    (
+        "--img-size",
+        int,
+        f"student resolution, 32..{MAX_IMG_SIZE} px (default: the teacher's input size)",
+    ),
     ("--lr", float, "peak learning rate (default 1e-3)"),
     ("--min-lr", float, "final learning rate of the cosine (default 1e-6)"),
     ("--weight-decay", float, "default 0.05"),
@@ -24,8 +31,8 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--kd-weight", float, "default 1"),
     ("--hard-label-weight", float, "CE on folder labels (needs aligned classes; default 0)"),
     ("--val-fraction", float, "held-out share of samples (default 0.1)"),
-    ("--workers", int, "DataLoader workers (default 2)"),
-    ("--seed", int, "default 0"),
+    ("--workers", int, f"DataLoader workers, 0..{MAX_WORKERS} (default 2)"),
+    ("--seed", int, "0..2**64-1 (default 0)"),
     ("--max-steps", int, "stop after this many steps"),
     (
         "--checkpoint-every",
@@ -42,13 +49,21 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--token-file", str, "bearer token for the service"),
     ("--teacher", str, "online-KD baseline: run this teacher every step"),
     ("--teacher-checkpoint", str, "weights for --teacher"),
-    ("--teacher-img-size", int, "--teacher's input size (default: the teacher's own)"),
+    (
+        "--teacher-img-size",
+        int,
+        f"--teacher's input size, 32..{MAX_IMG_SIZE} (default: the teacher's own)",
+    ),
     (
         "--curriculum-stages",
         int,
         "stages M of --curriculum (default: 4 progressive, 3 efficientrain)",
     ),
-    ("--size-start", int, "first image size / bandwidth of --curriculum (default ~img_size/2)"),
+    (
+        "--size-start",
+        int,
+        f"first image size / bandwidth of --curriculum, 8..{MAX_IMG_SIZE} (default ~img_size/2)",
+    ),
     ("--drop-rate-start", float, "progressive: first-stage dropout (default drop_rate / 3)"),
     ("--drop-path-start", float, "progressive: first-stage drop path (default 0)"),
 )
@@ -124,9 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--curriculum",
-        choices=("efficientnetv2-progressive", "efficientrain"),
-        help="progressive resizing + regularization, or EfficientTrain++ low-frequency cropping "
-        "(needs a store generated with the matching --recipe)",
+        choices=tuple(CURRICULA),
+        help=", or ".join(c.help for c in CURRICULA.values())
+        + " (needs a store generated with the matching --recipe)",
     )
     p.add_argument(
         "--lowfreq-mode", choices=("crop", "downsample"), help="efficientrain: default crop"
@@ -149,5 +164,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--store", help="override the store recorded in the checkpoint")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help=f"1..{MAX_BATCH} (default 64)")
     p.set_defaults(func=_run_eval)

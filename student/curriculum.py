@@ -32,20 +32,19 @@ from typing import Any
 
 import torch
 
+from student.curricula import CURRICULA, curriculum_spec
+from student.curricula import ET_START_RATIO as ET_START_RATIO
 from student.lowfreq import LowFreqMode
-from student.recipes import EFFICIENTRAIN, PROGRESSIVE
 from student.schedule import linear_ramp, round_size, stage_for_epoch
 
 CURRICULUM_VERSION = 1
 # What each curriculum expects of the store: its default stage count, the knobs whose ramp
-# must go weak -> strong, and the generation preset that matches.
+# must go weak -> strong, and the generation preset that matches (from student/curricula.py).
 STORE_EXPECTS: dict[str, tuple[int, tuple[str, ...], str]] = {
-    PROGRESSIVE: (4, ("randaug_m",), "efficientnetv2-progressive"),
-    EFFICIENTRAIN: (3, ("randaug_m",), "efficientrain-weak-to-strong"),
+    name: (c.default_stages, c.store_knobs, c.store_preset) for name, c in CURRICULA.items()
 }
 # EfficientTrain++: (compute share, bandwidth level 0..2) in order; levels map to B0, mid, S.
 ET_COMPUTE_SHARES: tuple[float, ...] = (0.2, 0.4, 0.4)
-ET_START_RATIO = 96 / 224
 # Families whose input size is fixed at build time: no resolution curriculum for them.
 FIXED_SIZE_FAMILIES = ("efficientformer", "efficientformerv2")
 
@@ -80,10 +79,7 @@ class Curriculum:
     version: int = CURRICULUM_VERSION
 
     def __post_init__(self) -> None:
-        if self.name not in STORE_EXPECTS:
-            raise ValueError(
-                f"unknown curriculum {self.name!r}; use one of {sorted(STORE_EXPECTS)}"
-            )
+        curriculum_spec(self.name)  # a one-line ValueError for an unknown name
         if self.stages < 2:
             raise ValueError(f"a curriculum needs >= 2 stages, got {self.stages}")
         if not 8 <= self.size_start <= self.size_end:
@@ -108,7 +104,7 @@ class Curriculum:
     def epoch_plan(self, epoch: int, epochs: int, views: int) -> EpochPlan:
         """Stage, render size and regularization of ``epoch`` (pure)."""
         stage = stage_for_epoch(epoch, epochs, views, self.stages)
-        if self.name == EFFICIENTRAIN:  # full-size replay; the band shrinks per step
+        if CURRICULA[self.name].kind == "lowfreq":  # full-size replay; the band shrinks per step
             return EpochPlan(epoch, stage, self.size_end, self.drop_rate[1], self.drop_path[1])
         return EpochPlan(
             epoch,
@@ -120,7 +116,7 @@ class Curriculum:
 
     def bandwidth(self, step: int, total_steps: int) -> int | None:
         """EfficientTrain++ bandwidth of optimizer step ``step`` (None for other curricula)."""
-        if self.name != EFFICIENTRAIN:
+        if CURRICULA[self.name].kind != "lowfreq":
             return None
         return efficientrain_bandwidth(step, total_steps, self.size_start, self.size_end)
 
@@ -174,18 +170,17 @@ def build_curriculum(cfg: Any, img_size: int) -> Curriculum | None:
     """The run's curriculum with every default resolved, or None without ``cfg.curriculum``."""
     if cfg.curriculum is None:
         return None
-    stages = cfg.curriculum_stages or STORE_EXPECTS[cfg.curriculum][0]
+    spec = curriculum_spec(cfg.curriculum)
+    stages = cfg.curriculum_stages or spec.default_stages
     if cfg.size_start is not None:
         start = cfg.size_start
-    elif cfg.curriculum == EFFICIENTRAIN:
-        start = round_size(ET_START_RATIO * img_size, 2)
     else:
-        start = round_size(0.5 * img_size, size_quantum(img_size))
+        start = round_size(spec.start_ratio * img_size, spec.start_step or size_quantum(img_size))
     if start > img_size:
         raise ValueError(f"size_start {start} exceeds the run's img_size {img_size}")
     dr0 = cfg.drop_rate / 3 if cfg.drop_rate_start is None else cfg.drop_rate_start
     dp0 = 0.0 if cfg.drop_path_start is None else cfg.drop_path_start
-    if cfg.curriculum == EFFICIENTRAIN:
+    if spec.kind == "lowfreq":  # regularizers stay at their final values
         dr0, dp0 = cfg.drop_rate, cfg.drop_path
     return Curriculum(
         cfg.curriculum,

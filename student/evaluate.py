@@ -13,6 +13,7 @@ import torch
 
 from student.data import EvalDataset, ReplayDataset, TargetCache, open_targets, split_samples
 from teacher_store.images.dataset import ImageFolder
+from teacher_store.options import MAX_BATCH, check_int
 from teacher_store.store.content import checked_folder
 from teacher_store.views.replay import view_to_float
 
@@ -106,6 +107,7 @@ def run_eval(
     from student.checkpoint import load_checkpoint
     from student.config import TrainConfig
 
+    check_int("--batch-size", batch_size, 1, MAX_BATCH)
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None

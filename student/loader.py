@@ -19,6 +19,12 @@ import numpy as np
 import torch
 
 from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.loader_config import (
+    MAX_EPOCHS,
+    LoaderArgumentError,
+    LoaderConfig,
+    is_whole,
+)
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.client import DatasetMismatchError
@@ -29,6 +35,7 @@ from teacher_store.images.dataset import (
     ImageFolder,
     printable_path,
 )
+from teacher_store.options import check_int
 from teacher_store.store.content import checked_folder
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
@@ -177,14 +184,29 @@ def epoch_plan(
     return BatchPlan(order, slot, batch_size, start)
 
 
+def _check_start(epoch: int, epochs: int | None, cursor: Cursor | None) -> None:
+    """Where a loader starts, checked before the folder is scanned or the store opened (a
+    cursor's position is checked against the epoch's length once the plan exists)."""
+    err = LoaderArgumentError
+    last = MAX_EPOCHS - 1 if epochs is None else epochs - 1
+    if cursor is None:
+        check_int("epoch", epoch, 0, last, err)
+        return
+    if not isinstance(cursor, Cursor):
+        raise err([f"cursor {cursor!r}: must be a student.Cursor (a loader's .cursor)"])
+    check_int("cursor epoch", cursor.epoch, 0, last, err)
+    check_int("cursor position", cursor.position, 0, MAX_EPOCHS, err)
+
+
 class StoreLoader:
     """Batches of one epoch (set by ``epoch`` or :meth:`set_epoch`) for one rank.
 
     ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
     :class:`~student.data.TargetCache`); ``data``: the ImageFolder the store was built from.
     ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
-    ``seed``, ``val_fraction``, ``epochs`` and ``view_schedule`` are ``distill train``'s
-    options of the same names (same values: same batches). Iterating yields
+    ``config``: a :class:`~student.loader_config.LoaderConfig` (``TrainConfig.loader_config``
+    gives ``distill train``'s); its fields are also accepted as keywords (``batch_size=32``,
+    ``seed=``, ``epochs=``, ...), which build one or override ``config``'s. Iterating yields
     :class:`StoreBatch`; the last partial batch is dropped (DDP ranks stay in lockstep).
     """
 
@@ -192,46 +214,47 @@ class StoreLoader:
         self,
         store: str | TargetCache,
         data: str | Path | ImageFolder,
+        config: LoaderConfig | None = None,
         *,
-        img_size: int | None = None,
-        batch_size: int = 32,
         epoch: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int = 2,
         cursor: Cursor | None = None,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        epochs: int | None = None,
-        view_schedule: str = "wrap",
         token: str | None = None,
-        allow_dataset_mismatch: bool = False,
-        pin_memory: bool = False,
-        teacher_size: int | None = None,
-        with_targets: bool = True,
+        **options: Any,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # The options are a LoaderConfig; keywords (img_size=, batch_size=, ...) build one, or
+        # override the fields of ``config``.
+        cfg = LoaderConfig.from_dict({**(config or LoaderConfig()).to_dict(), **options})
+        self.config = cfg
+        img_size, batch_size, rank, world_size = (
+            cfg.img_size, cfg.batch_size, cfg.rank, cfg.world_size
+        )  # fmt: skip
+        val_fraction, seed, teacher_size = cfg.val_fraction, cfg.seed, cfg.teacher_size
+        _check_start(epoch, cfg.epochs, cursor)  # the config's fields are checked in it
         self.folder = data if isinstance(data, ImageFolder) else ImageFolder.scan(data)
         self._owns = not isinstance(store, TargetCache)
         if isinstance(store, TargetCache):
             self.targets = store
         else:
             self.targets = open_checked_targets(
-                str(store), self.folder, token, allow_dataset_mismatch
+                str(store), self.folder, token, cfg.allow_dataset_mismatch
             )
         self.attrs: StoreAttrs = self.targets.attrs
-        if cursor is not None:
-            _check_cursor_store(cursor, self.targets)
-        self.folder = self._checked(self.folder, rank)
-        size = img_size or int(self.attrs.teacher["input_size"][1])
+        try:  # a store the cursor was not taken on, or a damaged digest record: one line
+            if cursor is not None:
+                _check_cursor_store(cursor, self.targets)
+            self.folder = self._checked(self.folder, rank)
+        except ValueError:
+            self.close()
+            raise
+        size = img_size if img_size is not None else int(self.attrs.teacher["input_size"][1])
         # Online KD renders each view twice (two sizes): cache the image and its partner.
         cache = 2 if teacher_size else 0
         self.views = ReplayDataset(self.folder, self.attrs, size, cache_size=cache)
         self._dataset = _Views(self.views, teacher_size)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.workers, self.seed, self.pin_memory = workers, seed, pin_memory
-        self.epochs, self.view_schedule, self.with_targets = epochs, view_schedule, with_targets
+        self.workers, self.seed, self.pin_memory = cfg.workers, seed, cfg.pin_memory
+        self.epochs, self.view_schedule = cfg.epochs, cfg.view_schedule
+        self.with_targets = cfg.with_targets
         # The store's N samples (a folder allowed to mismatch may hold more or fewer).
         n = int(self.attrs.num_samples)
         labels = np.zeros(n, np.int64)
@@ -246,7 +269,11 @@ class StoreLoader:
         self.epoch, self.start = epoch, 0
         if cursor is not None:
             self.epoch, self.start = cursor.epoch, cursor.position
-        self.set_epoch(self.epoch, self.start)
+        try:
+            self._plan(self.epoch, self.start, "cursor position" if cursor else "start")
+        except ValueError:
+            self.close()
+            raise
 
     def _checked(self, folder: ImageFolder, rank: int) -> ImageFolder:
         """``folder`` with every image read for replay checked against the store's per-sample
@@ -268,11 +295,16 @@ class StoreLoader:
         self.views.img_size = size  # DataLoader workers are created per epoch
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Make the next iteration epoch ``epoch``, from batch ``start`` on."""
+        """Make the next iteration epoch ``epoch``, from batch ``start`` on (at most the
+        epoch's :attr:`steps_per_epoch`: a start past the end would skip the epoch)."""
+        self._plan(epoch, start, "start")
+
+    def _plan(self, epoch: int, start: int, what: str) -> None:
+        last = MAX_EPOCHS - 1 if self.epochs is None else self.epochs - 1
+        check_int("epoch", epoch, 0, last, LoaderArgumentError)
         if self.epochs is None and self.view_schedule != "wrap":
             raise ValueError(f"view_schedule {self.view_schedule!r} needs epochs=")
-        self.epoch, self.start = epoch, start
-        self.plan = epoch_plan(
+        plan = epoch_plan(
             self.attrs,
             self.train_samples,
             seed=self.seed,
@@ -284,7 +316,17 @@ class StoreLoader:
             view_schedule=self.view_schedule,
             start=start,
         )
-        self.slot = self.plan.slot
+        steps = len(plan.order) // self.batch_size
+        if not is_whole(start) or not 0 <= start <= steps:
+            raise LoaderArgumentError(
+                [
+                    f"{what} {start!r}: must be an integer in [0, {steps}], the batches of epoch "
+                    f"{epoch} for this rank (batch_size {self.batch_size}, world_size "
+                    f"{self.world_size})"
+                ]
+            )
+        self.epoch, self.start, self.plan = epoch, start, plan
+        self.slot = plan.slot
         self.position = start
 
     @property
@@ -364,6 +406,6 @@ class StoreLoader:
 
 def store_loader(
     store: str | TargetCache, data: str | Path | ImageFolder, **kw: Any
-) -> StoreLoader:
+) -> StoreLoader:  # kw: StoreLoader's (config=, epoch=, cursor=, token=, LoaderConfig fields)
     """The loader factory: ``StoreLoader(store, data, **kw)`` (see :class:`StoreLoader`)."""
     return StoreLoader(store, data, **kw)

@@ -4,7 +4,7 @@ A preset is a set of :class:`~student.config.TrainConfig` values applied *before
 ones: a value given on the command line, in the YAML file or as a keyword always wins (see
 :func:`apply_presets`, called by ``TrainConfig``'s validator on exactly the keys it was given).
 A few values depend on the store or the model and are settled when training starts
-(:func:`resolve_recipe`), again only for options nobody set explicitly.
+(:func:`student.config.resolve_recipe`), again only for options nobody set explicitly.
 
 ``--recipe resnet-rs`` (Bello et al. 2021, "Revisiting ResNets", Table 1 and appendix):
 
@@ -40,14 +40,14 @@ Pure Python: no torch at import time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from student.config import TrainConfig
+# The curricula are their own table; their names are importable from here as before.
+from student.curricula import CURRICULA
+from student.curricula import EFFICIENTRAIN as EFFICIENTRAIN
+from student.curricula import PROGRESSIVE as PROGRESSIVE
 
 RESNET_RS = "resnet-rs"
-PROGRESSIVE = "efficientnetv2-progressive"
-EFFICIENTRAIN = "efficientrain"
 
 # Static preset values (the lr depends on the batch size: see recipe_defaults).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -66,12 +66,9 @@ RESNET_RS_LR_PER_256 = 0.1
 RESNET_RS_HARD_LABEL_WEIGHT = 0.5
 RESNET_RS_WEIGHT_DECAY = (1e-4, 4e-5)  # (at most one regularizer, several regularizers)
 
-# Curriculum defaults: both curricula need the view slot to follow training progress.
-# EfficientNetV2-S (Tan & Le 2021, Table 6) ramps dropout 0.1 -> 0.3; stochastic depth ends
-# at 0.2 (its fixed rate in the paper), ramped from 0 here as the issue asks.
+# Curriculum defaults, from the curricula table (student/curricula.py).
 CURRICULUM_DEFAULTS: dict[str, dict[str, Any]] = {
-    PROGRESSIVE: {"view_schedule": "stretch", "drop_rate": 0.3, "drop_path": 0.2},
-    EFFICIENTRAIN: {"view_schedule": "stretch"},
+    name: dict(spec.train_defaults) for name, spec in CURRICULA.items()
 }
 
 
@@ -118,65 +115,3 @@ def resnet_rs_drop_path(num_params: int) -> float:
     if num_params < 0:
         raise ValueError(f"num_params must be >= 0, got {num_params}")
     return 0.0 if num_params < 60_000_000 else 0.1 if num_params < 150_000_000 else 0.2
-
-
-def active_regularizers(cfg: TrainConfig, store_recipe: dict[str, Any]) -> list[str]:
-    """Names of the regularizers a run has on (the weight-decay rule counts them)."""
-    on = []
-    if cfg.drop_rate > 0:
-        on.append("dropout")
-    if cfg.drop_path > 0:
-        on.append("stochastic depth")
-    if cfg.label_smoothing > 0 and cfg.hard_label_weight > 0:
-        on.append("label smoothing")
-    if store_recipe.get("randaug_n", 0) > 0 and _max_knob(store_recipe, "randaug_m") > 0:
-        on.append("RandAugment (store)")
-    mixing = max(_max_knob(store_recipe, "mixup_alpha"), _max_knob(store_recipe, "cutmix_alpha"))
-    if _max_knob(store_recipe, "mix_prob") > 0 and mixing > 0:
-        on.append("MixUp/CutMix (store)")
-    return on
-
-
-def _max_knob(recipe: dict[str, Any], knob: str) -> float:
-    ramp = recipe.get("ramp") or {}
-    return float(max(ramp[knob])) if knob in ramp else float(recipe.get(knob, 0.0))
-
-
-def resolve_recipe(
-    cfg: TrainConfig, store_recipe: dict[str, Any], aligned: bool, num_params: int
-) -> tuple[TrainConfig, list[str]]:
-    """Settle the store- and model-dependent preset values nobody set; return notes to print."""
-    if cfg.recipe != RESNET_RS:
-        return cfg, []
-    explicit, update, notes = cfg.model_fields_set, {}, []
-    if "hard_label_weight" not in explicit:
-        update["hard_label_weight"] = RESNET_RS_HARD_LABEL_WEIGHT if aligned else 0.0
-        if not aligned:
-            notes.append(
-                "resnet-rs: the teacher's classes are not the folder's, so there are no hard "
-                "labels to smooth; this run stays KD-only (label_smoothing unused)"
-            )
-    if "drop_path" not in explicit:
-        update["drop_path"] = resnet_rs_drop_path(num_params)
-    cfg = _updated(cfg, update)
-    on = active_regularizers(cfg, store_recipe)
-    if "weight_decay" not in explicit:
-        update["weight_decay"] = resnet_rs_weight_decay(len(on))
-    name = store_recipe.get("name", "?")
-    if not any(r.startswith("RandAugment") for r in on):
-        notes.append(
-            f"resnet-rs: store recipe {name!r} has no RandAugment; ResNet-RS trains with it "
-            "(regenerate the store with e.g. `distill generate --recipe default`)"
-        )
-    cfg = _updated(cfg, update)
-    notes.append(
-        f"resnet-rs: regularizers on: {', '.join(on) or 'none'} -> weight decay "
-        f"{cfg.weight_decay:g}; drop_path {cfg.drop_path:g}; hard-label weight "
-        f"{cfg.hard_label_weight:g}"
-    )
-    return cfg, notes
-
-
-def _updated(cfg: TrainConfig, update: dict[str, Any]) -> TrainConfig:
-    """``cfg`` with ``update`` applied, validated again (every field then counts as set)."""
-    return type(cfg).from_dict({**cfg.to_dict(), **update})

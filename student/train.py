@@ -21,7 +21,7 @@ import torch
 
 from models.runtime import Runtime, dist_env, init_runtime, share_from_main
 from student.checkpoint import load_checkpoint, save_checkpoint
-from student.config import TrainConfig
+from student.config import TrainConfig, resolve_recipe
 from student.curriculum import (
     Curriculum,
     Regularizers,
@@ -35,7 +35,6 @@ from student.evaluate import classes_aligned, evaluate, teacher_agreement
 from student.loader import StoreBatch, StoreLoader, open_checked_targets
 from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
-from student.recipes import resolve_recipe
 from student.sampler import Cursor
 from student.schedule import lr_at
 from teacher_store.errors import DatasetMismatch, StoreMismatch
@@ -386,18 +385,14 @@ def _train(
     loader = StoreLoader(
         targets,
         folder,
-        img_size=img_size,
-        batch_size=cfg.batch_size,
-        rank=rank,
-        world_size=world,
-        workers=cfg.workers,
-        seed=cfg.seed,
-        val_fraction=cfg.val_fraction,
-        epochs=cfg.epochs,
-        view_schedule=cfg.view_schedule,
-        pin_memory=device.type == "cuda",
-        teacher_size=teacher[3] if teacher is not None else None,
-        with_targets=teacher is None,  # online KD: targets come from the teacher
+        cfg.loader_config(
+            img_size=img_size,
+            rank=rank,
+            world_size=world,
+            pin_memory=device.type == "cuda",
+            teacher_size=teacher[3] if teacher is not None else None,
+            with_targets=teacher is None,  # online KD: targets come from the teacher
+        ),
     )
     steps_per_epoch = loader.steps_per_epoch
     rates = None

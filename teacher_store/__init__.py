@@ -42,9 +42,9 @@ _EXPORTS = {
     "StoreAttrs": "teacher_store.store.schema",
     "decode_values": "teacher_store.store.schema",
     "encode_values": "teacher_store.store.schema",
-    "rank_to_stored": "teacher_store.store.encodings",
-    "stored_to_rank": "teacher_store.store.encodings",
-    "ClassIdError": "teacher_store.store.encodings",
+    "rank_to_stored": "teacher_store.store.id_order",
+    "stored_to_rank": "teacher_store.store.id_order",
+    "ClassIdError": "teacher_store.store.id_order",
     "check_store": "teacher_store.store.integrity",
     "CheckedStore": "teacher_store.store.integrity",
     "ImageFolder": "teacher_store.images.dataset",
@@ -76,8 +76,10 @@ _EXPORTS = {
     "StoreAddressError": "teacher_store.client",
     "DatasetMismatchError": "teacher_store.client",
     "write_demo_data": "teacher_store.images.demo_data",
-    "ViewRenderer": "teacher_store.show",
-    "ShownView": "teacher_store.show",
+    "ViewRenderer": "teacher_store.views.shown",
+    "ShownView": "teacher_store.views.shown",
+    "OptionsError": "teacher_store.options",
+    "validate_options": "teacher_store.options",
 }
 
 __all__ = sorted(_EXPORTS)

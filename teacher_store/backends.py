@@ -33,7 +33,7 @@ from teacher_store.store import layout
 from teacher_store.store.arrays import LocalStore, TargetBlock
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
 from teacher_store.store.content import load_sample_digests
-from teacher_store.store.encodings import check_class_ids, stored_to_rank
+from teacher_store.store.id_order import check_class_ids, stored_to_rank
 from teacher_store.store.integrity import check_store
 from teacher_store.store.layout import MANIFEST, Location
 from teacher_store.store.schema import StoreAttrs, check_readable

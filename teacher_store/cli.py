@@ -75,8 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except ValueError as e:
-        # Bad input (paths, configs, stores): one line naming the problem, never a traceback.
-        print(f"distill {args.command}: error: {e}", file=sys.stderr)
+        # Bad input (paths, configs, stores): one line per problem, never a traceback (nor
+        # pydantic's multi-line dump of a config's errors).
+        from teacher_store.options import error_lines
+
+        for line in error_lines(e):
+            print(f"distill {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,16 @@ import argparse
 import json
 import sys
 
+from teacher_store.options import (
+    MAX_BATCH,
+    MAX_CHUNK_SAMPLES,
+    MAX_IMG_SIZE,
+    MAX_THREADS,
+    MAX_TOPK,
+    MAX_VIEWS,
+    MAX_WORKERS,
+)
+
 
 def _run_demo_data(args: argparse.Namespace) -> int:
     from teacher_store.images.demo_data import write_demo_data
@@ -21,6 +31,7 @@ def _run_demo_data(args: argparse.Namespace) -> int:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from teacher_store.generate import GenerateConfig, run_generate
+    from teacher_store.options import validate_options
     from teacher_store.views.recipe import get_recipe
 
     fields = {
@@ -28,7 +39,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         for k, v in vars(args).items()
         if k in GenerateConfig.model_fields and v is not None and k != "recipe"
     }
-    cfg = GenerateConfig(recipe=get_recipe(args.recipe), progress=not args.quiet, **fields)
+    fields.update(recipe=get_recipe(args.recipe), progress=not args.quiet)
+    # Every option is checked here, before the teacher loads or the store is created.
+    cfg = validate_options(GenerateConfig, fields)
     s = run_generate(cfg)
     if s["world_size"] > 1 and int(__import__("os").environ.get("RANK", "0")) != 0:
         return 0
@@ -98,16 +111,35 @@ def _pixel_limit(text: str) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
+    # The choices come from the value-encoding table (it imports numpy, ~0.1 s: only here).
+    from teacher_store.store.value_encodings import (
+        FINE_TAIL_FROM_K,
+        VALUE_ENCODINGS,
+        default_encoding,
+    )
+
     p = sub.add_parser("generate", help="run the teacher over augmented views into a Zarr store")
     p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>)")
     p.add_argument("--out", required=True, help="output store: a folder or s3://bucket/prefix")
     p.add_argument("--teacher", default="efficientnet_lite0", help="builtin or timm model name")
     p.add_argument("--checkpoint", help="local weights file for --teacher")
-    p.add_argument("--views", type=int, help="view slots R per sample (default 8)")
-    p.add_argument("--topk", type=int, help="top-K outputs kept per view (default 10)")
-    p.add_argument("--seed", type=int, help="store seed; view seeds derive from it (default 0)")
-    p.add_argument("--batch-size", type=int, help="teacher batch (part of the config: default 32)")
-    p.add_argument("--workers", type=int, help="DataLoader workers rendering views (default 2)")
+    p.add_argument("--views", type=int, help=f"view slots R per sample, 1..{MAX_VIEWS} (default 8)")
+    p.add_argument(
+        "--topk", type=int, help=f"top-K outputs kept per view, 1..{MAX_TOPK} (default 10)"
+    )
+    p.add_argument(
+        "--seed", type=int, help="store seed, 0..2**64-1; view seeds derive from it (default 0)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"teacher batch, 1..{MAX_BATCH} (part of the config: default 32)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help=f"DataLoader workers rendering views, 0..{MAX_WORKERS} (default 2)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument(
         "--decode",
@@ -116,7 +148,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "part of the store's identity: bit-exact replay needs the same path)",
     )
     p.add_argument("--recipe", default="default", help="augmentation preset name or JSON/YAML file")
-    p.add_argument("--img-size", type=int, help="teacher input size (default: the teacher's)")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        help=f"teacher input size, 8..{MAX_IMG_SIZE} px (default: the teacher's)",
+    )
     p.add_argument(
         "--max-image-pixels",
         type=_pixel_limit,
@@ -125,13 +161,17 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--value-encoding",
-        choices=("auto", "logprob-f16", "prob-u8", "prob-u8x3"),
-        help="default auto: prob-u8 below K=17, else prob-u8x3",
+        choices=("auto", *VALUE_ENCODINGS),
+        help=f"default auto: {default_encoding(1)} below K={FINE_TAIL_FROM_K}, "
+        f"else {default_encoding(FINE_TAIL_FROM_K)}",
     )
-    p.add_argument("--chunk-samples", type=int, help="samples per chunk (default 64)")
-    p.add_argument("--chunk-views", type=int, help="view slots per chunk (default 16)")
-    p.add_argument("--shard-samples", type=int, help="samples per shard (default 4096)")
-    p.add_argument("--shard-views", type=int, help="view slots per shard (default: a chunk's)")
+    big, views = MAX_CHUNK_SAMPLES, MAX_VIEWS
+    p.add_argument("--chunk-samples", type=int, help=f"samples per chunk, 1..{big} (default 64)")
+    p.add_argument("--chunk-views", type=int, help=f"view slots per chunk, 1..{views} (default 16)")
+    p.add_argument("--shard-samples", type=int, help=f"samples per shard, 1..{big} (default 4096)")
+    p.add_argument(
+        "--shard-views", type=int, help=f"view slots per shard, 1..{views} (default: a chunk's)"
+    )
     p.add_argument(
         "--view-order",
         choices=("pairs", "sample"),
@@ -141,7 +181,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "store's own)",
     )
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no autocast")
-    p.add_argument("--threads", type=int, help="torch CPU threads (part of the store's identity)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help=f"torch CPU threads, 1..{MAX_THREADS} (part of the store's identity)",
+    )
     p.add_argument("--overwrite", action="store_true", default=None, help="replace another store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
@@ -174,6 +218,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--sample", type=int, required=True)
     p.add_argument("--view", type=int, required=True)
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--size", type=int, help="render size (default: the teacher's input size)")
+    p.add_argument("--out", required=True, help="PNG file to write (NAME.png)")
+    p.add_argument(
+        "--size",
+        type=int,
+        help=f"render size, 8..{MAX_IMG_SIZE} px (default: the teacher's input size)",
+    )
     p.set_defaults(func=_run_show)

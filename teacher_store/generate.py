@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +36,17 @@ from teacher_store.images.dataset import (
     printable_path,
 )
 from teacher_store.images.decode import check_decode
+from teacher_store.options import (
+    MAX_BATCH,
+    MAX_CHUNK_SAMPLES,
+    MAX_IMG_SIZE,
+    MAX_SEED,
+    MAX_THREADS,
+    MAX_TOPK,
+    MAX_VIEWS,
+    MAX_WORKERS,
+    MIN_IMG_SIZE,
+)
 from teacher_store.store._faults import crash_point
 from teacher_store.store.arrays import (
     committed_units,
@@ -45,7 +57,7 @@ from teacher_store.store.arrays import (
     store_differences,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
-from teacher_store.store.encodings import encoding_kl
+from teacher_store.store.id_order import encoding_kl
 from teacher_store.store.layout import Location, ShardUnit, shard_units, storage_failure
 from teacher_store.store.placement import check_apart
 from teacher_store.store.schema import (
@@ -79,14 +91,16 @@ class GenerateConfig(BaseModel):
     out: str
     teacher: str = "efficientnet_lite0"
     checkpoint: str | None = None
-    views: int = Field(8, ge=1)
-    topk: int = Field(10, ge=1)
-    seed: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=1)
+    # Sizes that set an allocation are bounded far above real use (teacher_store.options), so
+    # a typo is a one-line error before the store is created, not a crash mid-run.
+    views: int = Field(8, ge=1, le=MAX_VIEWS)
+    topk: int = Field(10, ge=1, le=MAX_TOPK)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     recipe: Recipe = Field(default_factory=lambda: get_recipe("default"))
     # "auto": prob-u8 below K=17, prob-u8x3 from K=17 (schema.default_encoding).
     value_encoding: str = "auto"
-    img_size: int | None = Field(None, ge=8)
+    img_size: int | None = Field(None, ge=MIN_IMG_SIZE, le=MAX_IMG_SIZE)
     # Images with more pixels are bad samples (decompression bombs); part of the store's
     # identity since it decides which views are valid. Default: DISTILL_MAX_IMAGE_PIXELS, else
     # Pillow's limit; Pillow refuses more than twice its limit itself, hence the bound.
@@ -99,19 +113,19 @@ class GenerateConfig(BaseModel):
     decode: Literal["cpu", "gpu"] = "cpu"
     # torch intra-op threads: on CPU the teacher's float results depend on it, so it is part of
     # the store's identity. None: the store's recorded value, else torch's default.
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     # A chunk holds chunk_views slots x chunk_samples samples (1,024 views by default: smaller
     # chunks pay fixed per-chunk bytes); small datasets get more slots per chunk (build_attrs).
-    chunk_samples: int = Field(64, ge=1)
-    chunk_views: int = Field(16, ge=1)
-    shard_samples: int = Field(4096, ge=1)
+    chunk_samples: int = Field(64, ge=1, le=MAX_CHUNK_SAMPLES)
+    chunk_views: int = Field(16, ge=1, le=MAX_VIEWS)
+    shard_samples: int = Field(4096, ge=1, le=MAX_CHUNK_SAMPLES)
     # None: the chunk's view slots; a number also caps the slots per chunk.
-    shard_views: int | None = Field(None, ge=1)
+    shard_views: int | None = Field(None, ge=1, le=MAX_VIEWS)
     # How a unit's views are ordered into teacher batches (pairing.unit_view_order), so part of
     # the store's identity. None: the store's recorded order when resuming (a store without
     # one was made in "sample" order), else "pairs" (each pair rendered from one decode each).
     view_order: Literal["sample", "pairs"] | None = None
-    workers: int = Field(2, ge=0)
+    workers: int = Field(2, ge=0, le=MAX_WORKERS)
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -491,9 +505,31 @@ def run_generate(
     # Every image's content digest, recorded in the attrs and the store, checked on each read.
     folder = with_content(folder, cfg.out, cfg.overwrite, cfg.progress, rank, runtime.world)
     attrs = build_attrs(cfg, folder, info, device.type, order)
+    teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
+    teacher.check_input(int(attrs.teacher["input_size"][1]))  # before the store is created
     with _store_writes(cfg.out):
-        teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
         return _generate(cfg, folder, attrs, teacher, decode_hook)
+
+
+@contextlib.contextmanager
+def _undone_on_failure(out: str, created: bool, existed: bool) -> Iterator[list[Any]]:
+    """Remove the store this run ``created`` when the run fails before committing any unit,
+    so that a corrected re-run starts afresh without --overwrite (one process only: with
+    several, another rank may be committing). A folder that did not exist goes too.
+
+    Yields the list the run appends each committed unit's record to: only units this run
+    committed count (never a listing, which an outage could show empty)."""
+    committed: list[Any] = []
+    try:
+        yield committed
+    except Exception:
+        if created and not committed:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                loc = Location.at(out)
+                loc.clear()
+                if not existed:
+                    Path(loc.root).rmdir()
+        raise
 
 
 def _generate(
@@ -506,25 +542,31 @@ def _generate(
     from tqdm import tqdm
 
     rank, world, _ = dist_env()
+    loc = Location.at(cfg.out)
+    existed = not loc.is_local or loc.fs.exists(loc.root)
     resumed = create_store(cfg.out, attrs, cfg.overwrite, folder.content) if rank == 0 else True
-    barrier(world)
-    if rank != 0:
-        _check_same_job(cfg.out, attrs, rank)
     units = shard_units(attrs)
-    done = committed_units(cfg.out, units)
-    todo = [u for u in units if u.name not in done]
-    barrier(world)  # every rank has its list before anyone commits a unit
-    mine = todo[rank::world]
-    gpu_decode = teacher.device if cfg.decode == "gpu" else None
-    order = recorded_view_order(attrs.config)
-    dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook)
-    total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
-    bar = tqdm(total=total, unit="view", disable=not cfg.progress or rank != 0, file=sys.stderr)
-    t0 = time.perf_counter()
-    try:
-        records = list(_run_units(cfg, dataset, teacher, bar))
-    finally:
-        bar.close()  # a failure's one-line message then starts on a line of its own
+    created = rank == 0 and world == 1 and not resumed
+    with _undone_on_failure(cfg.out, created, existed) as records:
+        barrier(world)
+        if rank != 0:
+            _check_same_job(cfg.out, attrs, rank)
+        done = committed_units(cfg.out, units)
+        todo = [u for u in units if u.name not in done]
+        barrier(world)  # every rank has its list before anyone commits a unit
+        mine = todo[rank::world]
+        gpu_decode = teacher.device if cfg.decode == "gpu" else None
+        order = recorded_view_order(attrs.config)
+        dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook)
+        total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
+        show = cfg.progress and rank == 0
+        bar = tqdm(total=total, unit="view", disable=not show, file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            for record in _run_units(cfg, dataset, teacher, bar):
+                records.append(record)  # appended as committed: a failure after keeps the store
+        finally:
+            bar.close()  # a failure's one-line message then starts on a line of its own
     elapsed = time.perf_counter() - t0
     barrier(world)
     manifest = None

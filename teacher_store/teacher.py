@@ -27,6 +27,21 @@ class Teacher:
         if device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+    def check_input(self, size: int) -> None:
+        """Run one blank ``size`` px view through the model: a ValueError, before anything is
+        written, when the teacher cannot take that size (a ViT's fixed patch grid, a size
+        below the network's total stride)."""
+        try:
+            self(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, AssertionError, ValueError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+            raise ValueError(
+                f"the teacher cannot run on {size} px views ({why}); pass an --img-size it "
+                "accepts, or leave --img-size out for its own"
+            ) from None
+
     @torch.inference_mode()
     def __call__(self, views: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """uint8 views [B, 3, H, W] -> (ids [B, K], log-probs [B, K]) in rank order."""

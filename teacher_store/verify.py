@@ -48,10 +48,13 @@ from teacher_store.errors import StoreDamaged
 from teacher_store.images.dataset import printable_path
 from teacher_store.store import layout
 from teacher_store.store.content import size_only_note
-from teacher_store.store.encodings import stored_to_rank
+from teacher_store.store.id_order import stored_to_rank
 from teacher_store.store.integrity import legacy_note
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.schema import StoreAttrs, decode_values, quant_step
+from teacher_store.store.value_encodings import F16_HALF_ULP_REL as F16_HALF_ULP_REL
+from teacher_store.store.value_encodings import F16_SUBNORMAL_ABS as F16_SUBNORMAL_ABS
+from teacher_store.store.value_encodings import encoding as value_encoding
 from teacher_store.views.pairing import recorded_view_order, unit_view_order
 
 # Compute slack on top of the encoding error when the device type is the same.
@@ -61,8 +64,6 @@ TIE_DP = 1e-5  # two fresh probabilities this close are a float tie: their ranks
 CROSS_DEVICE_MEDIAN_DP = 0.05  # median over checked views of the per-view max |Δp|
 CROSS_DEVICE_VIEW_DP = 0.25  # a view whose max |Δp| exceeds this is an outlier ...
 CROSS_DEVICE_OUTLIERS = 0.1  # ... and at most this share of the checked views may be outliers
-F16_HALF_ULP_REL = 2.0**-11
-F16_SUBNORMAL_ABS = 2.0**-24
 U8_HALF_STEP = 1.0 / 510.0
 
 
@@ -129,34 +130,20 @@ class _Compare:
 
 def _value_error(s_logp: np.ndarray, s_p: np.ndarray, ref: np.ndarray, encoding: str) -> str:
     """Why the stored values are outside the encoding's error of the fresh log-probs ``ref``
-    ("" when they are within it)."""
-    if encoding == "logprob-f16":
-        mag = np.abs(ref)
-        bound = (
-            F16_HALF_ULP_REL * mag
-            + F16_SUBNORMAL_ABS
-            + SAME_DEVICE_LOGP_SLACK * np.maximum(1.0, mag)
-        )
-        # log-probs below f16's range are clipped at encode time: zero probability either way.
-        err = np.where(ref < -60000.0, 0.0, np.abs(s_logp - ref))
-        bad = np.nonzero(err > bound)[0]
-        if len(bad):
-            r = int(bad[0])
-            return (
-                f"log-prob at rank {r} is {s_logp[r]:.6g}, fresh {ref[r]:.6g} "
-                f"(bound {bound[r]:.2g})"
-            )
-        return ""
-    # Half the encoding's step at each rank (prob-u8x3: finer from rank 3).
-    bound_p = 0.5 * quant_step(encoding, len(ref)) + SAME_DEVICE_P_SLACK
-    err = np.abs(s_p - np.exp(ref))
-    bad = np.nonzero(err > bound_p)[0]
+    ("" when they are within it): compared in the encoding's own space (log-prob or p) with
+    its rounding bound (the value-encoding table's ``bound``) plus the compute slack."""
+    enc = value_encoding(encoding)
+    if enc.tolerance_space == "logp":
+        stored, fresh, what = s_logp, ref, "log-prob"
+        slack = SAME_DEVICE_LOGP_SLACK * np.maximum(1.0, np.abs(ref))
+    else:
+        stored, fresh, what = s_p, np.exp(ref), "probability"
+        slack = np.full(len(ref), SAME_DEVICE_P_SLACK)
+    bound = enc.bound(ref) + slack
+    bad = np.nonzero(np.abs(stored - fresh) > bound)[0]
     if len(bad):
         r = int(bad[0])
-        return (
-            f"probability at rank {r} is {s_p[r]:.6g}, fresh {math.exp(ref[r]):.6g} "
-            f"(bound {bound_p[r]:.2g})"
-        )
+        return f"{what} at rank {r} is {stored[r]:.6g}, fresh {fresh[r]:.6g} (bound {bound[r]:.2g})"
     return ""
 
 
@@ -217,7 +204,7 @@ def _check_shards(store: Any) -> VerifyReport:
 
 def _check_class_ids(store: Any, units: list[ShardUnit]) -> None:
     """Every stored class id is one of the store's classes (decoded unit by unit, as every
-    reader decodes them: :class:`~teacher_store.store.encodings.ClassIdError` otherwise)."""
+    reader decodes them: :class:`~teacher_store.store.id_order.ClassIdError` otherwise)."""
     for u in units:
         sl = (slice(u.slot_start, u.slot_stop), slice(u.start, u.stop))
         ids = np.asarray(store.group["ids"][sl])

@@ -7,6 +7,9 @@
   and do not count).
 - Layering (imports point downwards): ``models`` ← ``teacher_store`` ← ``api`` / ``student``;
   ``api`` and ``student`` never import each other.
+- One room per fact: the value-encoding names appear (as code, not prose) only in
+  ``teacher_store.store.value_encodings``; the store's array names are defined once
+  (``teacher_store.store.layout.ARRAYS``).
 """
 
 from __future__ import annotations
@@ -234,3 +237,120 @@ def test_layers_point_downwards(tree) -> None:
         if (a := i.src.split(".")[0]) != (b := i.target.split(".")[0]) and b not in ALLOWED[a]
     ]
     assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """String constants of a module that are code, not docstrings: (line, value)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docs: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docs.add(id(body[0].value))
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
+
+
+ENCODINGS_ROOM = "teacher_store.store.value_encodings"
+
+
+def test_only_the_encoding_table_names_encodings(tree) -> None:
+    """Adding a value encoding touches one room: no other module branches on a name."""
+    mods, _ = tree
+    names: set[str] = set()
+    for _, value in _code_strings(mods[ENCODINGS_ROOM]):
+        names.add(value)
+    names = {n for n in names if n.startswith(("logprob-", "prob-"))}
+    assert {"logprob-f16", "prob-u8", "prob-u8x3"} <= names  # the scan reads the table
+    bad = [
+        f"{mod}:{line} names {value!r}"
+        for mod, path in mods.items()
+        if mod != ENCODINGS_ROOM
+        for line, value in _code_strings(path)
+        if value in names
+    ]
+    assert not bad, "value-encoding names outside the table:\n" + "\n".join(bad)
+
+
+def test_store_arrays_are_named_once(tree) -> None:
+    mods, _ = tree
+    bad = []
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == "ARRAYS" for t in targets):
+                bad.append(mod)
+    assert bad == ["teacher_store.store.layout"], f"ARRAYS defined in {bad}"
+
+
+def test_only_the_curricula_table_names_curricula(tree) -> None:
+    """Adding a curriculum touches one room: no other student module branches on a name."""
+    mods, _ = tree
+    room = "student.curricula"
+    names = {v for _, v in _code_strings(mods[room]) if v in ("efficientrain",)}
+    names |= {v for _, v in _code_strings(mods[room]) if v.startswith("efficientnetv2-")}
+    assert {"efficientrain", "efficientnetv2-progressive"} <= names  # the scan reads the table
+    bad = [
+        f"{mod}:{line} names {value!r}"
+        for mod, path in mods.items()
+        if mod.startswith("student") and mod != room
+        for line, value in _code_strings(path)
+        if value in names
+    ]
+    assert not bad, "curriculum names outside student/curricula.py:\n" + "\n".join(bad)
+
+
+# Modules the CLI imports to build its parser, and the tables under them: no torch, and the
+# tables never import the config that uses them (config -> recipes -> curricula, one way).
+TORCH_FREE = (
+    "student.cli",
+    "student.config",
+    "student.recipes",
+    "student.curricula",
+    "student.loader_config",
+)
+NOT_IMPORTING = {
+    "student.recipes": {"student.config"},
+    "student.curricula": {"student.config", "student.recipes", "student.curriculum"},
+}
+
+
+def test_student_tables_stay_below_the_config(tree) -> None:
+    """Counting ``TYPE_CHECKING`` imports too: a type-only import back is still a cycle."""
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if any(i.target == t or i.target.startswith(t + ".") for t in NOT_IMPORTING.get(i.src, ()))
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_student_parser_modules_import_no_torch(tree) -> None:
+    mods, _ = tree
+    bad = []
+    for mod in TORCH_FREE:
+        for node in ast.walk(ast.parse(mods[mod].read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            bad += [f"{mod}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "torch"]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_service_takes_no_pixels_from_a_command_module(tree) -> None:
+    """The dashboard renders through teacher_store.views, not `distill show`'s module."""
+    _, imports = tree
+    bad = [
+        f"{i.src}:{i.line}"
+        for i in imports
+        if i.src.startswith("api")
+        and i.target in ("teacher_store.show", "teacher_store.commands", "teacher_store.cli")
+    ]
+    assert not bad, "api imports a command module: " + ", ".join(bad)

@@ -32,7 +32,7 @@ from teacher_store.store.content import (
     load_sample_digests,
     write_sample_digests,
 )
-from teacher_store.store.encodings import rank_to_stored, stored_to_rank
+from teacher_store.store.id_order import rank_to_stored, stored_to_rank
 from teacher_store.store.integrity import check_store, meta_records
 from teacher_store.store.layout import (
     ARRAYS,
@@ -265,7 +265,7 @@ def write_unit(
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
-    says (:func:`~teacher_store.store.encodings.rank_to_stored`).
+    says (:func:`~teacher_store.store.id_order.rank_to_stored`).
 
     Each shard file is encoded in memory and written whole (one PUT on an object store); the
     record, written after all of them, lists what was written.

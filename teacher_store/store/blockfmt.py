@@ -10,8 +10,9 @@ little-endian. Layout (version 2)::
     4       2     format version (uint16, currently 2)
     6       2     header size in bytes (uint16, 48 in version 2; readers skip to it)
     8       1     ids dtype code     (1 = uint16, 2 = uint32)
-    9       1     values dtype code  (1 = float16, 2 = uint8)
-    10      1     value encoding     (1 = logprob-f16, 2 = prob-u8, 3 = prob-u8x3)
+    9       1     values dtype code  (the encoding's ``dtype_code``: 1 = float16, 2 = uint8)
+    10      1     value encoding     (its ``wire_code``: 1 = logprob-f16, 2 = prob-u8,
+                                      3 = prob-u8x3; teacher_store.store.value_encodings)
     11      1     valid dtype code   (1 = uint8, 0 or 1)
     12      4     K, top-k per view (uint32)
     16      4     n, samples in the block (uint32)
@@ -50,19 +51,55 @@ from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.integrity import IDENTITY_BYTES
 from teacher_store.store.integrity import store_identity as store_identity
 from teacher_store.store.schema import values_dtype
+from teacher_store.store.value_encodings import ENCODINGS
 
 MAGIC = b"DTGB"
 FORMAT_VERSION = 2
 MEDIA_TYPE = "application/octet-stream"
 IDENTITY_HEADER = "X-Distill-Store-Identity"  # the same identity as an HTTP response header
-_HEADER = struct.Struct("<4sHHBBBBIIIQ8sII")
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    """One field of the block header: ``type`` is ``bytes`` or a little-endian ``uintN``."""
+
+    name: str
+    offset: int
+    size: int
+    type: str
+
+
+# The header, field by field: the struct below is built from it, and a test compares it with
+# the table in the documentation, so the documented layout is the one on the wire.
+HEADER_FIELDS = (
+    HeaderField("magic", 0, 4, "bytes"),
+    HeaderField("version", 4, 2, "uint16"),
+    HeaderField("header_size", 6, 2, "uint16"),
+    HeaderField("ids_dtype", 8, 1, "uint8"),
+    HeaderField("values_dtype", 9, 1, "uint8"),
+    HeaderField("value_encoding", 10, 1, "uint8"),
+    HeaderField("valid_dtype", 11, 1, "uint8"),
+    HeaderField("k", 12, 4, "uint32"),
+    HeaderField("n", 16, 4, "uint32"),
+    HeaderField("slot", 20, 4, "uint32"),
+    HeaderField("start", 24, 8, "uint64"),
+    HeaderField("identity", 32, 8, "bytes"),
+    HeaderField("reserved", 40, 4, "uint32"),
+    HeaderField("crc32c", 44, 4, "uint32"),
+)
+_CODES = {"uint8": "B", "uint16": "H", "uint32": "I", "uint64": "Q"}
+_HEADER = struct.Struct("<" + "".join(_CODES.get(f.type) or f"{f.size}s" for f in HEADER_FIELDS))
 HEADER_SIZE = _HEADER.size  # 48
-_CRC_AT = HEADER_SIZE - 4  # the crc is the header's last field; it covers all bytes but itself
+# The crc is the header's last field; it covers all bytes but itself.
+_CRC_AT = next(f.offset for f in HEADER_FIELDS if f.name == "crc32c")
 _NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 _IDS_CODES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
-_VALUES_CODES: dict[int, np.dtype] = {1: np.dtype("<f2"), 2: np.dtype("u1")}
-_ENCODING_CODES: dict[int, str] = {1: "logprob-f16", 2: "prob-u8", 3: "prob-u8x3"}
+# Both derived from the value-encoding table (its docstring has the codes' meaning).
+_VALUES_CODES: dict[int, np.dtype] = {
+    e.dtype_code: e.dtype.newbyteorder("<") for e in ENCODINGS.values()
+}
+_ENCODING_CODES: dict[int, str] = {e.wire_code: e.name for e in ENCODINGS.values()}
 _VALID_CODES: dict[int, np.dtype] = {1: np.dtype("u1")}
 
 

@@ -8,7 +8,7 @@ Version 2 (the default) keeps those arrays and their meaning but stores each vie
 ``id_order="head-sorted-pad"``: the first ``head`` entries in rank order, the other K - head
 sorted by their position in the store's ``class_order`` (a teacher-derived permutation of the
 class ids) and stored as gaps, with zero-valued entries as trailing padding
-(:mod:`teacher_store.store.encodings` converts both ways; docs/store-format.md gives the
+(:mod:`teacher_store.store.id_order` converts both ways; docs/store-format.md gives the
 decode for any zarr reader). Version 2 stores written before it (``id_order="head-sorted"``:
 sorted by class id, no padding) stay readable. A chunk holds ``chunk_views`` slots x
 ``chunk_samples`` samples, stored sample-major by a zarr ``transpose`` codec. Version 1 stores
@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -31,30 +32,25 @@ from pydantic import (
 )
 
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
+from teacher_store.options import MAX_IMG_SIZE
+from teacher_store.options import MAX_TOPK as MAX_TOPK  # the commands' bound, re-exported
+from teacher_store.store.value_encodings import VALUE_ENCODINGS as VALUE_ENCODINGS
+from teacher_store.store.value_encodings import default_encoding as default_encoding
+from teacher_store.store.value_encodings import encoding as _encoding
 
 SCHEMA_VERSION = 2
 """The store schema version `distill generate` writes (``READABLE_VERSIONS`` are read)."""
 READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 STORE_KIND: Literal["distill-teacher-store"] = "distill-teacher-store"
 
-ValueEncoding = Literal["logprob-f16", "prob-u8", "prob-u8x3"]
-VALUE_ENCODINGS: tuple[str, ...] = ("logprob-f16", "prob-u8", "prob-u8x3")
 IdOrder = Literal["rank", "head-sorted", "head-sorted-pad"]
-# prob-u8: p ~= q / 255, so the reconstruction error is at most 1/510 < 2e-3 for every entry.
-# prob-u8x3: ranks 1-2 as prob-u8, ranks >= 3 as q / 765 (the 3rd largest p is at most 1/3):
-# a 3x finer tail, which keeps the KL to the teacher at K=100 (linear 1/255 flattens the tail).
-_U8_SCALE = 255.0
-_TAIL_FACTOR = {"prob-u8": 1, "prob-u8x3": 3}
-# prob-u8 is enough below this K (measured: KL +0.001 nats at K=10, +0.057 at K=100).
-_FINE_TAIL_FROM_K = 17
-
 
 # Bounds on every attr that sets an allocation (a view's pixels, a block's entries, the list of
 # shard units, a sampler's permutation): a store claiming more is refused before anything is
 # allocated. Real stores are far inside them (ImageNet-22k: 14M samples, 21,841 classes).
-MAX_IMAGE_SIZE = 4096  # px, each side of the teacher's input (a 4096 px RGB view is 48 MiB)
+# px, each side of the teacher's input (a 4096 px RGB view is 48 MiB): the commands' bound
+MAX_IMAGE_SIZE = MAX_IMG_SIZE  # and K: MAX_TOPK, imported above
 MAX_CLASSES = 1 << 20
-MAX_TOPK = 4096
 MAX_VIEWS = 1 << 16
 MAX_SAMPLES = 1 << 31
 MAX_UNITS = 1 << 20  # shard units (each is 3 files): a list of them is built in memory
@@ -63,14 +59,19 @@ MAX_SHARD_ENTRIES = 1 << 28  # ids per shard unit: a writer holds a whole unit
 MAX_BATCH = 1 << 16
 
 
-def default_encoding(topk: int) -> str:
-    """The value encoding `distill generate` picks for ``topk`` when none is given."""
-    return "prob-u8x3" if topk >= _FINE_TAIL_FROM_K else "prob-u8"
-
-
 def head_size(encoding: str) -> int:
     """Leading ranks kept in rank order by ``head-sorted`` (those whose scale is not the tail's)."""
-    return max(1, _TAIL_FACTOR.get(encoding, 1) - 1)
+    return _encoding(encoding).head
+
+
+def _known_encoding(name: str) -> str:
+    _encoding(name)  # UnknownEncoding (a ValueError) names the known ones
+    return name
+
+
+# A name in the value-encoding table (teacher_store.store.value_encodings), the one place
+# that lists them.
+ValueEncodingName = Annotated[str, AfterValidator(_known_encoding)]
 
 
 _Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -190,7 +191,7 @@ class StoreAttrs(BaseModel):
     views: int
     topk: int
     num_classes: int
-    value_encoding: ValueEncoding
+    value_encoding: ValueEncodingName
     temperature: float = Field(
         default=1.0, gt=0
     )  # the stored log-probs: softmax(logits / temperature)
@@ -352,53 +353,23 @@ def ids_dtype(num_classes: int) -> np.dtype:
 
 
 def values_dtype(encoding: str) -> np.dtype:
-    if encoding == "logprob-f16":
-        return np.dtype("float16")
-    if encoding in _TAIL_FACTOR:
-        return np.dtype("uint8")
-    raise ValueError(f"unknown value encoding {encoding!r}; known: {', '.join(VALUE_ENCODINGS)}")
-
-
-def _rank_scale(encoding: str, k: int) -> np.ndarray:
-    """The uint8 encodings' scale per rank: [K] float32 (p = q / scale)."""
-    scale = np.full(k, _U8_SCALE, np.float32)
-    scale[head_size(encoding) :] *= _TAIL_FACTOR[encoding]
-    return scale
+    return _encoding(encoding).dtype
 
 
 def encode_values(logprobs: np.ndarray, encoding: str) -> np.ndarray:
     """Encode float log-probabilities [..., K] (rank order, descending) for storage."""
-    logprobs = np.asarray(logprobs, dtype=np.float32)
-    if encoding == "logprob-f16":
-        # float16 bottoms out near -65504; log-probs that small are zero probability anyway.
-        return np.clip(logprobs, -60000.0, 0.0).astype(np.float16)
-    if encoding in _TAIL_FACTOR:
-        # The r-th largest probability is at most 1/r, so q <= 255 up to float rounding.
-        q = np.rint(np.exp(logprobs) * _rank_scale(encoding, logprobs.shape[-1]))
-        return np.clip(q, 0, 255).astype(np.uint8)
-    values_dtype(encoding)  # raises for an unknown encoding
-    raise AssertionError("unreachable")
+    return _encoding(encoding).encode(logprobs)
 
 
 def decode_values(values: np.ndarray, encoding: str) -> np.ndarray:
     """Stored values [..., K] -> float32 log-probabilities (``-inf`` for zero probability)."""
-    if encoding == "logprob-f16":
-        return np.asarray(values, dtype=np.float32)
-    if encoding in _TAIL_FACTOR:
-        q = np.asarray(values, dtype=np.float32)
-        with np.errstate(divide="ignore"):
-            return np.log(q / _rank_scale(encoding, q.shape[-1]))
-    values_dtype(encoding)
-    raise AssertionError("unreachable")
+    return _encoding(encoding).decode(values)
 
 
 def quant_step(encoding: str, k: int) -> np.ndarray:
-    """The uint8 encodings' step in p per rank, [K] float64 (0 for logprob-f16); the worst
+    """The encoding's step in p per rank, [K] float64 (0 for logprob-f16); the worst
     |p_stored - p| is half of it, and entries closer than it may swap ranks when decoded."""
-    if encoding in _TAIL_FACTOR:
-        return 1.0 / _rank_scale(encoding, k).astype(np.float64)
-    values_dtype(encoding)
-    return np.zeros(k)
+    return _encoding(encoding).quant_step(k)
 
 
 def check_readable(

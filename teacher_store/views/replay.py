@@ -28,6 +28,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from teacher_store.images.dataset import CorruptImageError, DraftRule, ImageFolder
 from teacher_store.images.decode import decode_image_data
+from teacher_store.options import MAX_IMG_SIZE, MIN_IMG_SIZE
 from teacher_store.views.codec import (
     AugParams,
     MixParams,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
     from teacher_store.store.schema import StoreAttrs
 
 FILL = (128, 128, 128)  # fill colour of the geometric ops
-MIN_SIZE = 8
+MIN_SIZE = MIN_IMG_SIZE
+MAX_SIZE = MAX_IMG_SIZE  # a view of S px allocates 3 S^2 bytes (and more in the pipeline)
 _PI = 3.141592653589793
 
 RESAMPLE: dict[str, Image.Resampling] = {
@@ -132,8 +134,8 @@ OPS: dict[str, _Op] = {
 
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else size
-    if h < MIN_SIZE or w < MIN_SIZE:
-        raise ValueError(f"view size must be at least {MIN_SIZE}x{MIN_SIZE}, got {h}x{w}")
+    if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
+        raise ValueError(f"view size must be {MIN_SIZE} to {MAX_SIZE} px a side, got {h}x{w}")
     return int(h), int(w)
 
 

@@ -134,7 +134,7 @@ def test_distill_serve_bad_options_are_one_line(served: dict[str, Path], tmp_pat
         # a typo that forked until the machine stalled
         "--workers 100000": ["--workers 100000", "1 to 256"],
         "--render-workers 100000": ["--render-workers 100000"],
-        "--max-block -5": ["--max-block -5", "greater than or equal to 1"],
+        "--max-block -5": ["--max-block -5: must be an integer in [1, 4194304]"],
         "--cache-bytes -1": ["--cache-bytes -1"],
         "--timeout-keep-alive -1": ["--timeout-keep-alive -1"],
         "--render-workers 0": ["--render-workers 0"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ import student.train
 from student import Cursor, StoreBatch, StoreLoader, store_loader
 from student.cli import agreement_line
 from student.data import ReplayDataset, split_samples
+from student.loader_config import LoaderConfig
 from student.train import run_train
 from teacher_store.cli import main
 from teacher_store.errors import ImageChangedError, StoreMismatch
@@ -113,6 +115,16 @@ def test_loader_yields_the_batches_distill_train_sees(
     with StoreLoader(str(small_store), demo_data, cursor=Cursor(1, 1), **opts) as loader:
         rest = list(loader)
     for a, b in zip(rest, seen[steps + 1 :], strict=True):
+        _same(a, b)
+
+    # The trainer's own LoaderConfig (TrainConfig.loader_config) is the keywords' config, and
+    # a loader given it yields the same batches.
+    from_train = cfg.loader_config(img_size=64)
+    assert dataclasses.replace(from_train, workers=0) == LoaderConfig(**opts)
+    with StoreLoader(str(small_store), demo_data, from_train, epoch=1) as loader:
+        assert loader.config == from_train
+        again = list(loader)
+    for a, b in zip(again, seen[steps:], strict=True):
         _same(a, b)
 
 
@@ -231,3 +243,70 @@ def test_train_prints_agreement_on_training_and_held_out_views(
 def test_loader_refuses_bad_options(small_store, demo_data, bad):
     with pytest.raises(ValueError, match=r"batch size|needs epochs"):
         StoreLoader(str(small_store), demo_data, img_size=64, workers=0, **bad)
+
+
+_MISUSE = [
+    ({"world_size": 0}, "world_size 0: must be an integer in [1, 65536]"),
+    ({"world_size": -1}, "world_size -1: must be an integer in [1, 65536]"),
+    ({"world_size": 2, "rank": 2}, "rank 2: must be an integer in [0, 1] (world_size 2)"),
+    ({"rank": -1}, "rank -1: must be an integer in [0, 0] (world_size 1)"),
+    ({"img_size": 0}, "img_size 0: must be an integer in [8, 4096]"),
+    ({"img_size": 100000}, "img_size 100000: must be an integer in [8, 4096]"),
+    ({"teacher_size": 5}, "teacher_size 5: must be an integer in [8, 4096]"),
+    ({"val_fraction": -0.5}, "val_fraction -0.5: must be a number in [0, 1)"),
+    ({"val_fraction": math.nan}, "val_fraction nan: must be a number in [0, 1)"),
+    ({"val_fraction": 1.0}, "val_fraction 1.0: must be a number in [0, 1)"),
+    ({"seed": 2**70}, f"seed {2**70}: must be an integer in [0, 2**64 - 1]"),
+    ({"seed": -1}, "seed -1: must be an integer in [0, 2**64 - 1]"),
+    ({"batch_size": 0}, "batch_size 0: must be an integer in [1, 8192]"),
+    ({"workers": -1}, "workers -1: must be an integer in [0, 256]"),
+    ({"epoch": -1}, "epoch -1: must be an integer in [0, 2147483647]"),
+    ({"epoch": 3, "epochs": 3}, "epoch 3: must be an integer in [0, 2]"),
+    ({"cursor": Cursor(-1, 0)}, "cursor epoch -1: must be an integer in [0, 2147483647]"),
+    ({"cursor": Cursor(0, -2)}, "cursor position -2: must be an integer in [0, 2147483648]"),
+]
+
+
+@pytest.mark.parametrize("kw, want", _MISUSE)
+def test_loader_misuse_is_a_one_line_error_naming_the_argument(small_store, demo_data, kw, want):
+    """Checked before the folder is scanned: a missing folder is never reached."""
+    from student import LoaderArgumentError
+
+    with pytest.raises(LoaderArgumentError) as e:
+        StoreLoader(str(small_store), demo_data / "never-scanned", **{"workers": 0, **kw})
+    assert isinstance(e.value, ValueError) and str(e.value) == want
+
+
+@pytest.mark.parametrize(
+    "kw, want", [(k, w) for k, w in _MISUSE if not {"epoch", "cursor"} & set(k)]
+)
+def test_loader_config_refuses_what_the_loader_refuses(kw, want):
+    """The same checks on the torch-free LoaderConfig (TrainConfig.loader_config builds one)."""
+    from student import LoaderArgumentError, LoaderConfig
+
+    with pytest.raises(LoaderArgumentError) as e:
+        LoaderConfig(**kw)
+    assert str(e.value) == want
+
+
+def test_loader_refuses_a_cursor_past_the_epochs_end(small_store, demo_data):
+    """Cursor(3, 1000) used to yield nothing and silently skip epoch 3."""
+    from student import LoaderArgumentError
+
+    kw = {"img_size": 64, "batch_size": 4, "workers": 0}
+    with StoreLoader(str(small_store), demo_data, **kw) as loader:
+        steps = loader.steps_per_epoch
+        with pytest.raises(LoaderArgumentError, match=rf"^start {steps + 1}: .*\[0, {steps}\]"):
+            loader.set_epoch(0, steps + 1)
+        assert loader.plan.start == 0  # a refused start leaves the loader as it was
+    for bad in (Cursor(3, 1000), Cursor(0, steps + 1)):
+        with pytest.raises(LoaderArgumentError) as e:
+            StoreLoader(str(small_store), demo_data, cursor=bad, **kw)
+        msg = str(e.value)
+        assert msg.startswith(f"cursor position {bad.position}: must be an integer in [0, {steps}]")
+        assert "batch_size 4, world_size 1" in msg and "\n" not in msg
+    # The end of an epoch (a checkpoint after its last batch) is still a valid cursor.
+    with StoreLoader(str(small_store), demo_data, cursor=Cursor(1, steps), **kw) as loader:
+        assert list(loader) == [] and loader.cursor == Cursor(2, 0)
+    with StoreLoader(str(small_store), demo_data, cursor=Cursor(1, steps - 1), **kw) as loader:
+        assert len(list(loader)) == 1

@@ -2,14 +2,12 @@ import json
 
 import pytest
 
-from student.config import TrainConfig, load_train_config
+from student.config import TrainConfig, active_regularizers, load_train_config, resolve_recipe
 from student.recipes import (
     RECIPES,
-    active_regularizers,
     apply_presets,
     resnet_rs_drop_path,
     resnet_rs_weight_decay,
-    resolve_recipe,
 )
 from student.train import run_train
 from teacher_store.cli import main

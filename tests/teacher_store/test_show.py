@@ -150,3 +150,31 @@ def test_show_refuses_class_ids_outside_the_classes(store, demo_data, tmp_path, 
     assert one_line(err) and f"class id {classes} at view slot 1, sample 4" in err, err
     args = ["show", str(bad), "--data", str(demo_data), "--sample", "5", "--view", "1"]
     assert main([*args, "--out", str(tmp_path / "v.png")]) == 0  # other views are fine
+
+
+@pytest.mark.parametrize(
+    "extra, want",
+    [
+        (["--size", "100000"], "--size 100000: must be an integer in [8, 4096]"),
+        (["--size", "7"], "--size 7: must be an integer in [8, 4096]"),
+        (["--size", "0"], "--size 0: must be an integer in [8, 4096]"),
+    ],
+)
+def test_show_size_is_bounded(store, demo_data, tmp_path, capsys, extra, want):
+    png = tmp_path / "v.png"
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(png), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"distill show: error: {want}"
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("name", ["x.txt", "x", "x.png.jpg", "x.jpeg"])
+def test_show_writes_png_only_under_a_png_name(store, demo_data, tmp_path, capsys, name):
+    out = tmp_path / name
+    args = ["show", str(store), "--data", str(demo_data), "--sample", "0", "--view", "0"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"distill show: error: --out {out}: the picture is written as PNG; name it NAME.png"
+    )
+    assert not out.exists()

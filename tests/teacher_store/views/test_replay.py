@@ -85,10 +85,9 @@ def test_errors(coffee):
     assert v.mix is not None
     with pytest.raises(ValueError, match="partner"):
         render_view(coffee, v, 64)
-    with pytest.raises(ValueError, match="at least"):
-        render_view(coffee, _view(_plain()), 7)
-    with pytest.raises(ValueError, match="at least"):
-        render_view(coffee, _view(_plain()), (64, 4))
+    for size in (7, (64, 4), 4097, (64, 100000)):  # 8..4096 px a side: never a huge allocation
+        with pytest.raises(ValueError, match="must be 8 to 4096 px a side"):
+            render_view(coffee, _view(_plain()), size)
     with pytest.raises(ValueError, match="resample"):
         render_view(coffee, _view(_plain()), 64, resample="magic")
 

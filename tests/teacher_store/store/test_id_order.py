@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from teacher_store.store.encodings import encoding_kl, rank_to_stored, stored_to_rank
+from teacher_store.store.id_order import encoding_kl, rank_to_stored, stored_to_rank
 from teacher_store.store.schema import (
     StoreAttrs,
     decode_values,

@@ -5,8 +5,10 @@ must equal the manifest's and its crc32c must match. Verified contents are kept 
 hot file is read from disk once; files larger than ``max_entry`` are verified once (streamed)
 and then read by range. A file whose size, inode or mtime changes is verified again.
 
-Stores on an object store (s3://) are read through their fsspec filesystem: an object's
-signature is its size, ETag and modification time, and range reads are ranged GETs.
+Stores on an object store (s3://) are read through their
+:class:`~teacher_store.storage.location.Location`: an object's change signature is the storage
+room's (:meth:`Location.signature`: its size, ETag and modification time), and range reads are
+ranged GETs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from api.errors import StoreDamaged, io_error
-from teacher_store.store.layout import FileHasher, FileRecord, Location, crc32c_of
+from teacher_store.storage.location import Location, Signature, stat_signature
+from teacher_store.store.layout import FileHasher, FileRecord, crc32c_of
 
 _READ = 1 << 20
 
@@ -67,17 +70,14 @@ class ByteLRU:
         return len(self._items)
 
 
-_Sig = tuple[Any, ...]
-
-
 @dataclass(frozen=True)
 class FileStat:
-    """What :meth:`FileCache.resolve` found: the size and a change signature (a local file's
-    device, inode, size and mtime; an object's size, ETag and modification time)."""
+    """What :meth:`FileCache.resolve` found: the size and the storage's change signature (a
+    local file's device, inode, size and mtime; an object's size, ETag and modification time)."""
 
     st_size: int
-    sig: _Sig
-    fs: Any = None  # the fsspec filesystem of an object; None for a local file
+    sig: Signature
+    loc: Location | None = None  # the store's location for an object; None for a local file
 
 
 @dataclass(frozen=True)
@@ -90,28 +90,26 @@ class FileState:
     store: str
     key: str
     real: str
-    sig: _Sig
+    sig: Signature
     size: int
     crc: int
     digest: str
-    fs: Any = None  # as in FileStat
+    loc: Location | None = None  # as in FileStat
 
 
-def _local_stat(st: os.stat_result) -> FileStat:
-    return FileStat(st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+def _open(real: str, key: str, loc: Location | None) -> IO[bytes]:
+    return open(real, "rb") if loc is None else loc.open(key)
 
 
-def _open(path: str, fs: Any) -> Any:
-    return open(path, "rb") if fs is None else fs.open(path, "rb")
-
-
-def _checksums(data: bytes | None, path: str, fs: Any = None) -> tuple[int, str, str]:
+def _checksums(
+    data: bytes | None, real: str, key: str, loc: Location | None = None
+) -> tuple[int, str, str]:
     """crc32c, blake2b-64 and sha256 hex digests of ``data`` (or of the file, streamed)."""
     if data is not None:
         rec = FileRecord.of(data)
         return rec.crc32c, hashlib.blake2b(data, digest_size=8).hexdigest(), rec.sha256
     hasher, h = FileHasher(), hashlib.blake2b(digest_size=8)
-    with _open(path, fs) as f:
+    with _open(real, key, loc) as f:
         while block := f.read(_READ):
             hasher.update(block)
             h.update(block)
@@ -139,7 +137,7 @@ class FileCache:
     def __init__(self, capacity: int, max_entry: int | None = None) -> None:
         self.lru = ByteLRU("files", capacity)
         self.max_entry = capacity // 4 if max_entry is None else max_entry
-        self._verified: dict[str, tuple[_Sig, int, str, str]] = {}
+        self._verified: dict[str, tuple[Signature, int, str, str]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, store: str, where: str | Location, key: str) -> tuple[str, FileStat] | None:
@@ -163,7 +161,7 @@ class FileCache:
             raise io_error(store, key, e) from None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return real, _local_stat(st)
+        return real, FileStat(st.st_size, stat_signature(st))
 
     def known(
         self, store: str, key: str, real: str, st: FileStat, want: FileRecord | None
@@ -181,7 +179,7 @@ class FileCache:
         why = _mismatch(want, known[1], known[3])
         if why:
             raise StoreDamaged(store, key, why)
-        return FileState(store, key, real, sig, st.st_size, known[1], known[2], st.fs)
+        return FileState(store, key, real, sig, st.st_size, known[1], known[2], st.loc)
 
     def verify(
         self, store: str, key: str, real: str, st: FileStat, want: FileRecord | None
@@ -193,8 +191,8 @@ class FileCache:
         sig = st.sig
         self.lru.misses += 1  # first use (or changed on disk): read from disk to verify
         try:
-            data = self._load(real, st.st_size, st.fs)
-            crc, digest, sha = _checksums(data, real, st.fs)
+            data = self._load(real, key, st.st_size, st.loc)
+            crc, digest, sha = _checksums(data, real, key, st.loc)
         except OSError as e:
             raise io_error(store, key, e) from None
         why = _mismatch(want, crc, sha)
@@ -206,14 +204,13 @@ class FileCache:
             self._verified[real] = (sig, crc, digest, sha)
         if data is not None:
             self.lru.put((real, sig), data, len(data))
-        return FileState(store, key, real, sig, st.st_size, crc, digest, st.fs)
+        return FileState(store, key, real, sig, st.st_size, crc, digest, st.loc)
 
-    def _load(self, real: str, size: int, fs: Any = None) -> bytes | None:
+    def _load(self, real: str, key: str, size: int, loc: Location | None) -> bytes | None:
         if size > self.max_entry:
             return None
-        if fs is not None:
-            data: bytes = fs.cat_file(real)
-            return data
+        if loc is not None:
+            return loc.read(key)
         with open(real, "rb") as f:
             return f.read()
 
@@ -230,14 +227,14 @@ class FileCache:
         data = self.lru.get((state.real, state.sig), count=count)
         try:
             if data is None and state.size <= self.max_entry:
-                data = self._load(state.real, state.size, state.fs)
+                data = self._load(state.real, state.key, state.size, state.loc)
                 if data is None or len(data) != state.size or crc32c_of(data) != state.crc:
                     raise StoreDamaged(state.store, state.key, "changed on disk since verified")
                 self.lru.put((state.real, state.sig), data, len(data))
             if data is not None:
                 return data if (start, stop) == (0, len(data)) else data[start:stop]
-            if state.fs is not None:
-                part = state.fs.cat_file(state.real, start, stop)
+            if state.loc is not None:
+                part = state.loc.read_range(state.key, start, stop)
             else:
                 with open(state.real, "rb") as f:
                     part = os.pread(f.fileno(), stop - start, start)
@@ -250,15 +247,12 @@ class FileCache:
 
 def _resolve_object(store: str, loc: Location, key: str) -> tuple[str, FileStat] | None:
     """Path and stat of ``key`` in a store on an object store (no symlinks to follow there)."""
-    path = loc.path(key)
     try:
-        info = loc.fs.info(path)
+        sig = loc.signature(key)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise io_error(store, key, e) from None
-    if info.get("type") != "file":
+    if sig.type != "file":
         return None
-    size = int(info.get("size") or 0)
-    sig = (size, str(info.get("ETag", "")), str(info.get("LastModified", "")))
-    return path, FileStat(size, sig, loc.fs)
+    return loc.path(key), FileStat(sig.size, sig, loc)

@@ -98,7 +98,7 @@ def _data_setting(specs: list[str], root: Any) -> str:
                              f"{why}")  # fmt: skip
         if not folder.is_dir():
             raise ValueError(f"--data {name}={folder}: not a directory; pass the store's images")
-        if not root.fs.isdir(root.path(name)):
+        if not root.is_dir(name):
             print(
                 f"distill serve: warning: --data {name}={folder}: no store {name!r} under "
                 f"{root.display} (yet); its views render once it is there",

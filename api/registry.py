@@ -11,7 +11,8 @@ of every array named in its consolidated metadata, ``_distill/manifest.json``, a
 the manifest lists. Nothing else under the store (or outside it) is reachable.
 
 The root is a folder or an object-store prefix (``s3://BUCKET/PREFIX``): its stores are the
-"sub-folders" a listing shows, and a file's signature is its size, ETag and modification time.
+"sub-folders" a listing shows, and a file's signature is the storage room's
+(:meth:`~teacher_store.storage.location.Location.signature`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
+from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.integrity import CheckedStore, check_store, legacy_note, meta_keys
-from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord, Location
+from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord
 from teacher_store.store.schema import STORE_KIND, StoreAttrs
 
 log = logging.getLogger("distill.api")
@@ -42,7 +44,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 State = Literal["complete", "incomplete", "invalid"]
 NAME_RULE = "store names are 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
-_Sig = tuple[Any, ...]
+_Sig = Signature
 _META_KEYS = frozenset(meta_keys())
 
 
@@ -66,23 +68,12 @@ def name_problem(name: str) -> str | None:
 
 
 def _sig(loc: Location, key: str) -> _Sig | None:
-    """A key's change signature (inode, size and mtime; an object's size, ETag and time)."""
-    if loc.is_local:
-        try:
-            st = os.stat(loc.path(key))
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    """A key's change signature (the storage room's: inode, size and mtime; an object's size,
+    ETag and time), or None when nothing is there."""
     try:
-        info = loc.fs.info(loc.path(key))
+        return loc.signature(key)
     except OSError:
         return None
-    return (
-        info.get("type"),
-        info.get("size"),
-        str(info.get("ETag")),
-        str(info.get("LastModified")),
-    )
 
 
 @dataclass
@@ -117,8 +108,7 @@ class StoreEntry:
 
     def exists(self, key: str) -> bool:
         """Whether a file is at ``key`` (a dangling symlink counts)."""
-        loc = self.location
-        return bool(loc.fs.lexists(loc.path(key)))
+        return self.location.lexists(key)
 
     @property
     def data_bytes(self) -> int:
@@ -143,8 +133,8 @@ def _invalid(key: str, problem: str) -> StoreDamaged:
 def _root_doc(loc: Location) -> tuple[bytes, Any] | None:
     """The root ``zarr.json`` (bytes and JSON) of a store; None for a folder that is no store
     at all (no root and no bookkeeping folder, or some other zarr group)."""
-    has_book = bool(loc.fs.isdir(loc.path(BOOK)))
-    if not loc.fs.lexists(loc.path(ROOT_META)) and not has_book:
+    has_book = loc.is_dir(BOOK)
+    if not loc.lexists(ROOT_META) and not has_book:
         return None
     raw, doc = layout.read_json(loc, ROOT_META)
     if isinstance(doc, dict) and not has_book:
@@ -181,9 +171,7 @@ def _file_sizes(entry: StoreEntry) -> dict[str, int]:
     per object)."""
     loc = entry.location
     if not loc.is_local:
-        root = loc.fs._strip_protocol(loc.root).rstrip("/")
-        found = loc.fs.find(root, detail=True)
-        return {str(k)[len(root) + 1 :]: int(v.get("size") or 0) for k, v in found.items()}
+        return loc.file_sizes()
     sizes: dict[str, int] = {}
     for key in entry.files:
         real = os.path.realpath(os.path.join(entry.real, key))
@@ -340,21 +328,17 @@ class Registry:
 
     def _object_children(self) -> list[tuple[str, Location, str]]:
         out = []
-        for info in self.loc.fs.ls(self.loc.root, detail=True):
-            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
-            if info.get("type") != "directory":
-                continue
-            url = f"{self.root}/{name}"
-            child = Location(self.loc.fs, f"{self.loc.root}/{name}", url, url)
+        for name in self.loc.folders():
+            child = self.loc.child(name)
             why = name_problem(name)
             if why is None:
                 out.append((name, child, child.root))
                 continue
             if name not in self._store_like:  # one request per such folder, not per scan
-                self._store_like[name] = bool(self.loc.fs.exists(child.path(ROOT_META)))
+                self._store_like[name] = child.exists(ROOT_META)
             if self._store_like[name]:
                 self._skipping[printable_name(name)] = why
-        return sorted(out, key=lambda c: c[0])
+        return out
 
     def _note_skipped(self) -> None:
         """Log each newly skipped store folder once (scans repeat every second)."""

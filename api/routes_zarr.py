@@ -28,7 +28,7 @@ from api.zarr_keys import (
     parse_range,
     unsatisfiable,
 )
-from teacher_store.store.layout import Location
+from teacher_store.storage.location import Location
 
 router = APIRouter(prefix="/v1")
 ZarrKey = Annotated[

@@ -1,4 +1,5 @@
-"""Helpers shared by the bench scripts: threads, machine line, tables, free ports, timers."""
+"""Helpers shared by the bench scripts: threads, machine line, tables, timers (stores, services
+and S3 servers come from ``teacher_store.testing``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never reach for a hub
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import platform
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -73,12 +73,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def timed(label: str, times: dict[str, float]) -> Iterator[None]:
     """Record the wall time of the block under ``times[label]`` and say it on stderr."""
@@ -115,3 +109,39 @@ def mnist_student_config(
         progress=False,
         **extra,
     )
+
+
+def mnist_teacher(
+    args: Any, recipe: Any, train: Path, test: Path, work: Path
+) -> tuple[Path, float]:
+    """The MNIST benchmarks' teacher (``args``: teacher, img_size, teacher_epochs, teacher_lr),
+    trained by ``student.teacher_fit`` and saved as ``work/teacher.pth``; returns the path and
+    the checkpoint's held-out top-1 on ``test``."""
+    from models import create_teacher, save_teacher_checkpoint
+    from student.teacher_fit import TeacherFitConfig, fit_teacher, folder_top1
+
+    cfg = TeacherFitConfig(
+        data=str(train), arch=args.teacher, img_size=args.img_size, epochs=args.teacher_epochs,
+        batch_size=128, lr=args.teacher_lr, seed=0,
+    )  # fmt: skip
+    model, facts = fit_teacher(cfg, recipe, log=lambda line: print(f"  {line}", file=sys.stderr))
+    size = (3, args.img_size, args.img_size)
+    path = save_teacher_checkpoint(
+        work / "teacher.pth", model, facts["class_names"], size, extra={"fit": cfg.to_dict()}
+    )
+    loaded, info = create_teacher(args.teacher, path)
+    return path, folder_top1(loaded, str(test), args.img_size, info.mean, info.std)
+
+
+def synthetic_attrs_parts(
+    num_samples: int,
+    num_classes: int = 1000,
+    dataset: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """The descriptive attrs of a synthetic benchmark store: ``StoreAttrs(..., **parts)``
+    (``teacher_store.testing.synthetic_parts``, which the synthetic-store writer uses too)."""
+    from teacher_store.testing import synthetic_parts
+
+    return synthetic_parts(num_samples, num_classes, dataset, recipe, **config)

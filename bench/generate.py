@@ -82,7 +82,7 @@ def rendered_batches(
     return out, a
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--views", type=int, default=6, help="view slots R per photo (default 6)")
     ap.add_argument("--topk", type=int, default=10)
@@ -103,16 +103,175 @@ def main() -> int:
         choices=["pairs", "sample"],
         help="generation view orders to time (default both; the bare loop replays the first's)",
     )
-    args = ap.parse_args()
-    set_threads(args.threads)
+    return ap
 
+
+class Runs:
+    """The measurements of one bench run: the bare loops and ``run_generate``, on the same
+    views (the warm-up store's batches), with their CPU-time and image-decode figures."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, data: Path) -> None:
+        import torch
+
+        from models import create_teacher
+        from teacher_store.generate import run_generate
+        from teacher_store.teacher import Teacher
+        from teacher_store.views.replay import view_to_float
+
+        self.args, self.work, self.data = args, work, data
+        ref = work / "warmup"  # warm-up, and the store whose batches the bare loop replays
+        run_generate(self.config(ref, 0))
+        self.batches, self.attrs = rendered_batches(ref, data)
+        self.nviews = sum(len(b) for b in self.batches)
+        model, info = create_teacher(self.attrs.config["teacher"])
+        self.model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.floats = [
+            view_to_float(b, info.mean, info.std).contiguous(memory_format=torch.channels_last)
+            for b in self.batches
+        ]
+        self.teacher = Teacher(self.model, info, torch.device("cpu"), args.topk)
+        self.cpu: dict[str, list[float]] = {}
+        self.decodes: dict[str, int] = {}
+
+    def config(self, out: Path, workers: int, order: str | None = None) -> Any:
+        from teacher_store.generate import GenerateConfig
+
+        a = self.args
+        return GenerateConfig(
+            data=str(self.data),
+            out=str(out),
+            views=a.views,
+            topk=a.topk,
+            batch_size=a.batch_size,
+            workers=workers,
+            progress=False,
+            device="cpu",
+            overwrite=True,
+            view_order=order or a.orders[0],
+        )
+
+    def bare(self) -> float:
+        import torch
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            for x in self.floats:
+                self.model(x)
+        self.cpu.setdefault("bare", []).append(self.nviews / (time.process_time() - c0))
+        return self.nviews / (time.perf_counter() - t0)
+
+    def bare_teacher_call(self) -> float:
+        t0 = time.perf_counter()
+        for b in self.batches:
+            self.teacher(b)
+        return self.nviews / (time.perf_counter() - t0)
+
+    def generate(self, workers: int, order: str) -> tuple[float, float]:
+        from teacher_store.generate import run_generate
+
+        out = self.work / f"w{workers}{order}"
+        shutil.rmtree(out, ignore_errors=True)
+        count = [0]
+
+        def hook(_sample: int) -> None:
+            count[0] += 1
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        s = run_generate(self.config(out, workers, order), decode_hook=hook)
+        if workers == 0:  # workers decode in their own processes: counted only here
+            self.decodes[order] = count[0]
+        wall = time.perf_counter() - t0
+        rate = self.nviews / (time.process_time() - c0)
+        self.cpu.setdefault(f"gen{workers}{order}", []).append(rate)
+        assert s["complete"] and s["views_computed"] == self.nviews, s
+        return float(s["views_per_s"]), self.nviews / wall
+
+    def measure(self) -> dict[str, list[float]]:
+        """Every measurement ``--repeats`` times, interleaved, so that drift hits all alike."""
+        self.bare()  # warm the float path too
+        results: dict[str, list[float]] = {}
+        for _ in range(max(1, self.args.repeats)):
+            results.setdefault("bare", []).append(self.bare())
+            results.setdefault("bare_call", []).append(self.bare_teacher_call())
+            for w in (0, 2):
+                for order in self.args.orders:
+                    loop, e2e = self.generate(w, order)
+                    results.setdefault(f"gen{w}{order}", []).append(loop)
+                    results.setdefault(f"gen{w}{order}_e2e", []).append(e2e)
+        return results
+
+
+def report(runs: Runs, results: dict[str, list[float]]) -> None:
     import torch
 
-    from models import create_teacher
-    from teacher_store.generate import GenerateConfig, run_generate
+    args, cpu, decodes, nviews = runs.args, runs.cpu, runs.decodes, runs.nviews
+    best = {k: max(v) for k, v in results.items()}
+    b = best["bare"]
+    print(
+        f"{nviews} views of {len(list(runs.data.rglob('*.*')))} demo photos "
+        f"({args.copies} copies of each) at "
+        f"{runs.attrs.teacher['input_size'][1]} px, batch {args.batch_size}, top-{args.topk}, "
+        f"{torch.get_num_threads()} torch thread(s); best of {args.repeats}"
+    )
+    rows = [
+        ["bare loop: model(x) on pre-normalized channels-last tensors", b, 1.0],
+        [
+            "bare loop: generate's teacher call (normalize+forward+top-K)",
+            best["bare_call"],
+            best["bare_call"] / b,
+        ],
+    ]
+    for w in (0, 2):
+        for order in args.orders:
+            loop, e2e = best[f"gen{w}{order}"], best[f"gen{w}{order}_e2e"]
+            rows.append([f"run_generate {order} order, workers={w}: job loop", loop, loop / b])
+            rows.append([f"run_generate {order} order, workers={w}: end to end", e2e, e2e / b])
+    print(table(["what", "views/s", "ratio to bare model(x)"], rows))
+    c_bare = max(cpu["bare"][1:] or cpu["bare"])
+    for order in args.orders:
+        c_gen = max(cpu[f"gen0{order}"])
+        print(
+            f"CPU-time view (robust to other load; workers=0 runs everything in this "
+            f"process): bare {c_bare:.1f} views per CPU-s, run_generate {order} order "
+            f"workers=0 end to end {c_gen:.1f} views per CPU-s, ratio {c_gen / c_bare:.2f}"
+        )
+    print(
+        "image decodes per view (workers=0): "
+        + ", ".join(f"{o} {decodes[o]} ({decodes[o] / nviews:.2f})" for o in args.orders)
+    )
+    _report_orders(args, best, cpu)
+    print(
+        "all runs: "
+        + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in v) for k, v in results.items()),
+        file=sys.stderr,
+    )
+
+
+def _report_orders(
+    args: argparse.Namespace, best: dict[str, float], cpu: dict[str, list[float]]
+) -> None:
+    """Pair order against sample order, and the goal line."""
+    first, b = args.orders[0], best["bare"]
+    if set(args.orders) == {"pairs", "sample"}:
+        for w in (0, 2):
+            p, q = best[f"gen{w}pairs"], best[f"gen{w}sample"]
+            print(f"pairs / sample order, workers={w}: job loop {p:.1f} / {q:.1f} = {p / q:.2f}")
+        p, q = max(cpu["gen0pairs"]), max(cpu["gen0sample"])
+        print(f"pairs / sample order, workers=0, views per CPU-s: {p:.1f} / {q:.1f} = {p / q:.2f}")
+    top = max(best[f"gen0{first}"], best[f"gen2{first}"]) / b
+    print(
+        f"\ngoal generation / bare >= 0.9 ({first} order): best job-loop ratio {top:.2f} "
+        f"(workers=0 {best[f'gen0{first}'] / b:.2f}, workers=2 {best[f'gen2{first}'] / b:.2f})"
+        f" -> {'met' if top >= 0.9 else 'NOT met'}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    set_threads(args.threads)
+
     from teacher_store.images.demo_data import write_demo_data
-    from teacher_store.teacher import Teacher
-    from teacher_store.views.replay import view_to_float
 
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
@@ -123,135 +282,8 @@ def main() -> int:
         for k in range(1, args.copies):
             for p in originals:
                 shutil.copyfile(p, p.with_name(f"copy{k}_{p.name}"))
-
-        def cfg(out: Path, workers: int, order: str = args.orders[0]) -> GenerateConfig:
-            return GenerateConfig(
-                data=str(data),
-                out=str(out),
-                views=args.views,
-                topk=args.topk,
-                batch_size=args.batch_size,
-                workers=workers,
-                progress=False,
-                device="cpu",
-                overwrite=True,
-                view_order=order,  # type: ignore[arg-type]
-            )
-
-        # Warm-up (also the store whose batches the bare loop replays).
-        ref = work / "warmup"
-        run_generate(cfg(ref, 0))
-        batches, attrs = rendered_batches(ref, data)
-        nviews = sum(len(b) for b in batches)
-        model, info = create_teacher(attrs.config["teacher"])
-        model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        floats = [
-            view_to_float(b, info.mean, info.std).contiguous(memory_format=torch.channels_last)
-            for b in batches
-        ]
-        teacher = Teacher(model, info, torch.device("cpu"), args.topk)
-
-        cpu: dict[str, list[float]] = {}
-        decodes: dict[str, int] = {}
-
-        def bare() -> float:
-            t0, c0 = time.perf_counter(), time.process_time()
-            with torch.inference_mode():
-                for x in floats:
-                    model(x)
-            cpu.setdefault("bare", []).append(nviews / (time.process_time() - c0))
-            return nviews / (time.perf_counter() - t0)
-
-        def bare_teacher_call() -> float:
-            t0 = time.perf_counter()
-            for b in batches:
-                teacher(b)
-            return nviews / (time.perf_counter() - t0)
-
-        def generate(workers: int, order: str) -> tuple[float, float]:
-            out = work / f"w{workers}{order}"
-            shutil.rmtree(out, ignore_errors=True)
-            count = [0]
-
-            def hook(_sample: int) -> None:
-                count[0] += 1
-
-            t0, c0 = time.perf_counter(), time.process_time()
-            s = run_generate(cfg(out, workers, order), decode_hook=hook)
-            if workers == 0:  # workers decode in their own processes: counted only here
-                decodes[order] = count[0]
-            wall = time.perf_counter() - t0
-            cpu.setdefault(f"gen{workers}{order}", []).append(nviews / (time.process_time() - c0))
-            assert s["complete"] and s["views_computed"] == nviews, s
-            return float(s["views_per_s"]), nviews / wall
-
-        bare()  # warm the float path too
-        results: dict[str, list[float]] = {}
-        for _ in range(max(1, args.repeats)):  # interleaved, so that drift hits all alike
-            results.setdefault("bare", []).append(bare())
-            results.setdefault("bare_call", []).append(bare_teacher_call())
-            for w in (0, 2):
-                for order in args.orders:
-                    loop, e2e = generate(w, order)
-                    results.setdefault(f"gen{w}{order}", []).append(loop)
-                    results.setdefault(f"gen{w}{order}_e2e", []).append(e2e)
-        best = {k: max(v) for k, v in results.items()}
-        b = best["bare"]
-        print(
-            f"{nviews} views of {len(list(data.rglob('*.*')))} demo photos "
-            f"({args.copies} copies of each) at "
-            f"{attrs.teacher['input_size'][1]} px, batch {args.batch_size}, top-{args.topk}, "
-            f"{torch.get_num_threads()} torch thread(s); best of {args.repeats}"
-        )
-        rows = [
-            ["bare loop: model(x) on pre-normalized channels-last tensors", b, 1.0],
-            [
-                "bare loop: generate's teacher call (normalize+forward+top-K)",
-                best["bare_call"],
-                best["bare_call"] / b,
-            ],
-        ]
-        for w in (0, 2):
-            for order in args.orders:
-                loop, e2e = best[f"gen{w}{order}"], best[f"gen{w}{order}_e2e"]
-                rows.append([f"run_generate {order} order, workers={w}: job loop", loop, loop / b])
-                rows.append([f"run_generate {order} order, workers={w}: end to end", e2e, e2e / b])
-        print(table(["what", "views/s", "ratio to bare model(x)"], rows))
-        first = args.orders[0]
-        c_bare = max(cpu["bare"][1:] or cpu["bare"])
-        for order in args.orders:
-            c_gen = max(cpu[f"gen0{order}"])
-            print(
-                f"CPU-time view (robust to other load; workers=0 runs everything in this "
-                f"process): bare {c_bare:.1f} views per CPU-s, run_generate {order} order "
-                f"workers=0 end to end {c_gen:.1f} views per CPU-s, ratio {c_gen / c_bare:.2f}"
-            )
-        print(
-            "image decodes per view (workers=0): "
-            + ", ".join(f"{o} {decodes[o]} ({decodes[o] / nviews:.2f})" for o in args.orders)
-        )
-        if set(args.orders) == {"pairs", "sample"}:
-            for w in (0, 2):
-                p, q = best[f"gen{w}pairs"], best[f"gen{w}sample"]
-                print(
-                    f"pairs / sample order, workers={w}: job loop {p:.1f} / {q:.1f} = {p / q:.2f}"
-                )
-            p, q = max(cpu["gen0pairs"]), max(cpu["gen0sample"])
-            print(
-                f"pairs / sample order, workers=0, views per CPU-s: {p:.1f} / {q:.1f} = {p / q:.2f}"
-            )
-        top = max(best[f"gen0{first}"], best[f"gen2{first}"]) / b
-        print(
-            f"\ngoal generation / bare >= 0.9 ({first} order): best job-loop ratio {top:.2f} "
-            f"(workers=0 {best[f'gen0{first}'] / b:.2f}, workers=2 {best[f'gen2{first}'] / b:.2f})"
-            f" -> {'met' if top >= 0.9 else 'NOT met'}",
-            flush=True,
-        )
-        print(
-            "all runs: "
-            + ", ".join(f"{k} " + "/".join(f"{x:.1f}" for x in v) for k, v in results.items()),
-            file=sys.stderr,
-        )
+        runs = Runs(args, work, data)
+        report(runs, runs.measure())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -327,11 +327,11 @@ def _train_args(ctx: Ctx, store: str, run: Path) -> list[str]:
 def step_train(ctx: Ctx, step: Step) -> None:
     _fits(ctx, step, 3.5)  # three training runs and a service
     bs = _bench("student")
-    service = bs.Service(ctx.stores, ctx.log("serve"))
+    service = bs.start_service(ctx.stores, ctx.log("serve"))
     local = str(ctx.stores / "main")
     online = ["--teacher", ctx.sizes.teacher, "--teacher-checkpoint", str(ctx.ckpt)]
     variants: dict[str, Callable[[Path], Any]] = {
-        "service": lambda run: _cli(ctx, step, _train_args(ctx, service.url("main"), run)),
+        "service": lambda run: _cli(ctx, step, _train_args(ctx, service.store_url("main"), run)),
         "memory": lambda run: _child(ctx, step, "memory", _train_args(ctx, local, run)),
         "online": lambda run: _cli(ctx, step, [*_train_args(ctx, local, run), *online]),
     }
@@ -353,7 +353,7 @@ def step_train(ctx: Ctx, step: Step) -> None:
                 fn(run)
                 walls[key] = time.perf_counter() - t0
                 rates[key].append(bs.steady_rate(run, 1, per_epoch)[0])
-        step.figures["block_requests"] = service.block_requests()
+        step.figures["block_requests"] = bs.block_requests(service)
     finally:
         service.close()
     for key, xs in rates.items():
@@ -388,38 +388,10 @@ def step_cuda_tests(ctx: Ctx, step: Step) -> None:
 
 
 def compare_stores(a: Path, b: Path) -> dict[str, float]:
-    """Agreement of two stores of one config: top-1 and rank-wise ids, top-K overlap, and the
-    largest |Δp| on the ids both top-K lists hold, over views valid in both."""
-    import numpy as np
+    """Agreement of two stores of one config (:func:`teacher_store.diff.compare_stores`)."""
+    from teacher_store.diff import compare_stores as agreement
 
-    from teacher_store.store.arrays import LocalStore
-
-    sa, sb = LocalStore(a), LocalStore(b)
-    if (sa.attrs.views, sa.attrs.num_samples) != (sb.attrs.views, sb.attrs.num_samples):
-        raise StepError(f"stores {a.name} and {b.name} differ in shape")
-    n = top1 = same = overlap = 0.0
-    dp = 0.0
-    for slot in range(sa.attrs.views):
-        x, y = (s.read_block(slot, 0, s.attrs.num_samples) for s in (sa, sb))
-        ok = x.valid & y.valid
-        ia, ib = x.ids[ok].astype(np.int64), y.ids[ok].astype(np.int64)
-        pa, pb = np.exp(x.logprobs()[ok]), np.exp(y.logprobs()[ok])
-        eq = ia[:, :, None] == ib[:, None, :]  # [n, K, K]: id at rank i of a is at rank j of b
-        n += len(ia)
-        top1 += float((ia[:, 0] == ib[:, 0]).sum())
-        same += float((ia == ib).mean(axis=1).sum())
-        overlap += float(eq.any(axis=2).mean(axis=1).sum())
-        if eq.any():
-            dp = max(dp, float(np.abs(pa[:, :, None] - pb[:, None, :])[eq].max()))
-    if not n:
-        raise StepError("no view is valid in both stores")
-    return {
-        "views_compared": n,
-        "top1_agreement": top1 / n,
-        "ids_agreement": same / n,
-        "topk_overlap": overlap / n,
-        "max_abs_dp_shared_ids": dp,
-    }
+    return agreement(a, b).to_dict()
 
 
 def step_cpu_vs_device(ctx: Ctx, step: Step) -> None:
@@ -588,7 +560,9 @@ def child_main(kind: str, out: Path, argv: list[str]) -> int:
         torch.nn.modules.module.register_module_forward_hook(post)
     elif kind == "memory":
         i = argv.index("--store") + 1
-        argv[i] = _bench("student").memory_store(Path(argv[i]), "gpu-check")
+        from teacher_store.testing import memory_copy
+
+        argv[i] = memory_copy(Path(argv[i]), "gpu-check")
     rc = cli(argv)
     if cuda:
         torch.cuda.synchronize()

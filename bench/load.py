@@ -30,9 +30,7 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import REPO, free_port, load, table
+from _common import REPO, load, table
 
 MiB = 1 << 20
 MIX = (("zarr full", 25), ("zarr range", 25), ("block", 35), ("metadata", 15))
@@ -73,29 +71,17 @@ class Result:
 
 def build_store(path: Path, views: int, samples: int) -> None:
     """A finished store of random teacher-like targets (K=10, logprob-f16)."""
-    from teacher_store.store.arrays import create_store, finalize, write_unit
-    from teacher_store.store.layout import shard_units
-    from teacher_store.store.schema import StoreAttrs, encode_values
-    from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.testing import random_targets, synthetic_attrs, write_store
 
-    attrs = StoreAttrs(
-        codec_version=CODEC_VERSION, num_samples=samples, views=views, topk=10,
-        num_classes=1000, value_encoding="logprob-f16", store_seed=0, chunk_samples=1024,
-        shard_samples=8192, shard_views=2, teacher={"name": "synthetic", "architecture": "none"},
-        dataset={"num_samples": samples, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"}, config={}, libraries={},
-    )  # fmt: skip
-    create_store(path, attrs, overwrite=True)
+    attrs = synthetic_attrs(samples, views, 10)
     rng = np.random.default_rng(0)
-    units = shard_units(attrs)
-    for u in units:
-        rs, n = u.slot_stop - u.slot_start, u.stop - u.start
-        ids = rng.integers(0, 1000, (rs, n, 10)).astype(np.uint16)
-        logits = np.sort(rng.normal(0, 2.5, (rs, n, 10)), -1)[..., ::-1]
-        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 400.0)
-        valid = np.ones((rs, n), np.uint8)
-        write_unit(path, u, ids, encode_values(logp, "logprob-f16"), valid, [])
-    finalize(path, units)
+    write_store(
+        path,
+        attrs,
+        lambda u: random_targets(
+            rng, attrs, u.slot_stop - u.slot_start, u.stop - u.start, 2.5, 400.0, invalid=0.0
+        ),
+    )
 
 
 def _rss_kib(pid: int) -> int:
@@ -126,27 +112,17 @@ def _workers(pid: int) -> list[int]:
 
 
 def serve(
-    root: Path, port: int, workers: int, cache_bytes: int, extra: tuple[str, ...] = (),
+    root: Path, workers: int, cache_bytes: int, options: dict[str, Any] | None = None,
     repo: Path = REPO,
-) -> subprocess.Popen[bytes]:  # fmt: skip
-    cmd = [sys.executable, "-m", "teacher_store.cli", "serve", "--root", str(root),
-           "--port", str(port), "--workers", str(workers), "--cache-bytes", str(cache_bytes),
-           "--log-level", "warning", *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, start_new_session=True)
-    import requests
+) -> Any:  # fmt: skip
+    """``distill serve`` over ``root`` from ``repo``'s code (a subprocess on a free loopback
+    port), ready; ``options``: more flags (``{"data": "demo=DIR"}``)."""
+    from teacher_store.testing import ServiceProcess
 
-    for _ in range(600):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("distill serve exited")
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("distill serve did not become ready")
+    return ServiceProcess.serve(
+        root, workers=workers, options={"cache_bytes": cache_bytes, **(options or {})},
+        env={"PYTHONPATH": str(repo)}, cwd=repo,
+    )  # fmt: skip
 
 
 class Expected:
@@ -274,28 +250,14 @@ def _warm_up(url: str, exp: Expected) -> None:
             requests.get(url + path, headers={"Range": "bytes=0-9"}, timeout=30)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def run_one(root: Path, exp: Expected, workers: int, clients: int, seconds: float,
             cache_bytes: int) -> Result:  # fmt: skip
-    port = free_port()
-    proc = serve(root, port, workers, cache_bytes)
-    try:
-        url = f"http://127.0.0.1:{port}"
+    with serve(root, workers, cache_bytes) as service:
         time.sleep(1.0 if workers > 1 else 0.0)  # let every worker finish its start-up
-        _warm_up(url, exp)
+        _warm_up(service.url, exp)
         res = Result(workers, clients, seconds, cache_bytes)
-        asyncio.run(_drive(url, exp, res, _workers(proc.pid)))
+        asyncio.run(_drive(service.url, exp, res, _workers(service.pid)))
         return res
-    finally:
-        _stop(proc)
 
 
 def report(results: list[Result]) -> str:
@@ -474,7 +436,7 @@ def _flood_phase(url: str, pid: int, exp: Expected, ph: FloodPhase, block_client
 def _flood_stores(root: Path, data: Path, views: int, samples: int) -> tuple[int, int]:
     """The block store and the demo photo store under ``root``; (views, samples) of the demo."""
     from teacher_store.images.demo_data import write_demo_data
-    from tests.store_fixtures import generate_small
+    from teacher_store.testing import generate_small
 
     build_store(root / "load", views, samples)
     write_demo_data(data)
@@ -495,22 +457,18 @@ def run_flood(args: argparse.Namespace) -> int:
         demo = _flood_stores(root, data, args.views or 4, args.samples or 65536)
         exp = Expected(root / "load", args.block)
         repo = Path(args.server_repo).resolve() if args.server_repo else REPO
-        port = free_port()
-        proc = serve(root, port, 1, 256 * MiB, ("--data", f"demo={data}"), repo)
-        url = f"http://127.0.0.1:{port}"
         phases = []
-        try:
+        with serve(root, 1, 256 * MiB, {"data": f"demo={data}"}, repo) as service:
+            url = service.url
             _warm_up(url, exp)
             requests.get(f"{url}/v1/stores/demo/views/0/0.png", timeout=300)  # workers started
             print(f"server from {repo}; {load()}", flush=True)
             for n in (0, *args.render_clients):
                 ph = FloodPhase(n, args.seconds)
-                _flood_phase(url, proc.pid, exp, ph, args.block_clients,
+                _flood_phase(url, service.pid, exp, ph, args.block_clients,
                              args.block_interval_ms / 1e3, demo)  # fmt: skip
                 phases.append(ph)
                 print(f"  {n} render clients: block p50/p99 {ph.block_ms} ms; {load()}", flush=True)
-        finally:
-            _stop(proc)
     base = phases[0].block_ms[1] if phases[0].block_ms else float("nan")
     rows, ok = [], True
     for ph in phases:

@@ -57,9 +57,13 @@ def merge(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def run_load(out: Path, clients: int, seconds: float) -> tuple[list[dict[str, Any]], int]:
+def run_load(
+    out: Path, clients: int, seconds: float, store: list[str]
+) -> tuple[list[dict[str, Any]], int]:
+    """bench/load.py at --workers 1 and 2; ``store``: more load.py arguments (its store size)."""
     cmd = [sys.executable, str(REPO / "bench" / "load.py"), "--clients", str(clients),
            "--seconds", str(seconds), "--workers", "1", "2", "--json", str(out)]  # fmt: skip
+    cmd += store
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     return (json.loads(out.read_text()) if out.exists() else []), done.returncode
 
@@ -103,6 +107,8 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=64, help="concurrent load clients")
     p.add_argument("--no-load", action="store_true", help="only the pytest part")
     p.add_argument("--no-tests", action="store_true", help="only the load part")
+    p.add_argument("--load-views", type=int, help="R of the load's store (load.py's default)")
+    p.add_argument("--load-samples", type=int, help="N of the load's store (load.py's default)")
     p.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = p.parse_args()
     print(f"reliability suite, {load()}", flush=True)
@@ -114,8 +120,10 @@ def main() -> None:
         rows = []
         if rows_file.exists():
             rows = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
+        store = [f"--{k}={v}" for k, v in (("views", args.load_views),
+                                             ("samples", args.load_samples)) if v]  # fmt: skip
         results, load_status = ([], 0) if args.no_load else run_load(
-            load_file, args.clients, args.seconds)  # fmt: skip
+            load_file, args.clients, args.seconds, store)  # fmt: skip
     merged = merge(rows) + load_rows(results)
     print(f"\npytest -m reliability (full scale): {summary}; {load()}\n")
     print(render(merged, results))

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, load, machine, set_threads, table
+from _common import REPO, load, machine, set_threads, synthetic_attrs_parts, table
 
 sys.path.insert(0, str(REPO))  # the repository's student package, not bench/student.py
 
@@ -88,12 +88,11 @@ def _attrs(folder: Any, mix: bool) -> Any:
         chunk_samples=n,
         shard_samples=n,
         shard_views=1,
-        teacher={"name": "bench", "architecture": "bench", "input_size": [3, 224, 224]},
-        dataset=folder.fingerprint().to_dict(),
-        recipe=recipe.to_dict(),
-        config={"views": 4, "decode": "cpu"},
-        libraries={},
-    )
+        **synthetic_attrs_parts(
+            n, dataset=folder.fingerprint().to_dict(), recipe=recipe.to_dict(), views=4,
+            decode="cpu",
+        ),
+    )  # fmt: skip
 
 
 def _ms(fns: dict[str, tuple[Any, int]], rounds: int) -> dict[str, float]:

@@ -8,8 +8,9 @@ ways and times each phase:
 - ``local``: the writer as it is (shards encoded in memory, each file written whole through the
   store's Location, atomically);
 - ``s3``: the same writer into ``s3://bench/store`` on moto's server (``moto.server``, a
-  subprocess on 127.0.0.1). moto is a Python server sharing the 2 cores with the client: the
-  S3 figures bound what the client pays per request, they are no measure of a real S3.
+  subprocess on 127.0.0.1: ``teacher_store.testing.running_s3_server``). moto is a Python
+  server sharing the 2 cores with the client: the S3 figures bound what the client pays per
+  request, they are no measure of a real S3.
 
 Phases: write every unit + finalize; a resume scan (``committed_units``: list and check every
 record); a full read of every slot through ``open_store``. Prints seconds and ratios.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,45 +34,30 @@ if sys.path[:1] != [str(REPO)]:
 
 import numpy as np  # noqa: E402
 import zarr  # noqa: E402
-from _common import free_port  # noqa: E402
 
 from teacher_store.client import open_store  # noqa: E402
+from teacher_store.storage.location import Location  # noqa: E402
 from teacher_store.store import layout  # noqa: E402
-from teacher_store.store.arrays import committed_units, create_store, finalize, write_unit  # noqa: E402
-from teacher_store.store.encodings import rank_to_stored  # noqa: E402
-from teacher_store.store.layout import Location, ShardUnit, shard_units  # noqa: E402
-from teacher_store.store.schema import StoreAttrs, encode_values  # noqa: E402
+from teacher_store.store.arrays import committed_units, create_store, finalize  # noqa: E402
+from teacher_store.store.id_order import rank_to_stored  # noqa: E402
+from teacher_store.store.layout import ShardUnit, shard_units  # noqa: E402
+from teacher_store.store.schema import StoreAttrs  # noqa: E402
+from teacher_store.testing import (  # noqa: E402
+    random_targets,
+    running_s3_server,
+    synthetic_attrs,
+    write_store,
+)
 
 
 def _attrs(r: int, n: int, k: int) -> StoreAttrs:
-    from teacher_store.views.codec import CODEC_VERSION
-
-    return StoreAttrs(
-        codec_version=CODEC_VERSION,
-        num_samples=n,
-        views=r,
-        topk=k,
-        num_classes=1000,
-        value_encoding="logprob-f16",
-        store_seed=0,
-        chunk_samples=1024,
-        shard_samples=8192,
-        shard_views=min(2, r),
-        teacher={"name": "synthetic", "architecture": "none", "num_classes": 1000},
-        dataset={"num_samples": n, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"},
-        config={},
-        libraries={},
-    )
+    return synthetic_attrs(n, r, k, shard_views=min(2, r))
 
 
 def _targets(unit: ShardUnit, a: StoreAttrs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(unit.start * 7 + unit.group)
-    rs, n, k = unit.slot_stop - unit.slot_start, unit.stop - unit.start, a.topk
-    ids = rng.integers(0, a.num_classes, (rs, n, k)).astype(a.ids_dtype)
-    logits = np.sort(rng.normal(0.0, 3.0, (rs, n, k)), axis=-1)[..., ::-1]
-    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 50.0)
-    return ids, encode_values(logp, a.value_encoding), np.ones((rs, n), np.uint8)
+    rs, n = unit.slot_stop - unit.slot_start, unit.stop - unit.start
+    return random_targets(rng, a, rs, n, invalid=0.0)
 
 
 def _write_direct(path: str, unit: ShardUnit, ids: np.ndarray, values: np.ndarray,
@@ -100,12 +85,12 @@ def _run(address: str, a: StoreAttrs, direct: bool) -> dict[str, tuple[float, fl
     data = {u.name: _targets(u, a) for u in units}
 
     def write() -> None:
+        if not direct:
+            write_store(address, a, lambda u: data[u.name])
+            return
         create_store(address, a, overwrite=True)
         for u in units:
-            if direct:
-                _write_direct(address, u, *data[u.name])
-            else:
-                write_unit(address, u, *data[u.name], [])
+            _write_direct(address, u, *data[u.name])
         finalize(address, units)
 
     def read() -> None:
@@ -120,53 +105,28 @@ def _run(address: str, a: StoreAttrs, direct: bool) -> dict[str, tuple[float, fl
     return out
 
 
-def _make_bucket(name: str) -> None:
-    """Create the bucket once the server answers (it takes a moment to start)."""
-    fs = Location.at(f"s3://{name}/x").fs
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            fs.mkdir(name)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--samples", type=int, default=65536)
     p.add_argument("--topk", type=int, default=10)
     args = p.parse_args()
-    host, port = "127.0.0.1", free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench",
-                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
     a = _attrs(args.views, args.samples, args.topk)
     views = args.views * args.samples
-    print(f"R={a.views} N={a.num_samples} K={a.topk}: {len(shard_units(a))} units, "
-          f"{views} views; cpus={os.cpu_count()}, moto_server on {host}:{port}")  # fmt: skip
-    try:
-        _make_bucket("bench")
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = {
-                "zarr-direct": _run(f"{tmp}/direct", a, direct=True),
-                "local": _run(f"{tmp}/local", a, direct=False),
-                "s3": _run("s3://bench/store", a, direct=False),
-            }
-            same = all(
-                Path(f"{tmp}/direct/{k}").read_bytes() == Path(f"{tmp}/local/{k}").read_bytes()
-                for k in layout.load_manifest(Location.local(f"{tmp}/local"))[1].files
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as tmp, running_s3_server(Path(tmp), process=True) as moto:
+        where = moto.endpoint.removeprefix("http://")
+        print(f"R={a.views} N={a.num_samples} K={a.topk}: {len(shard_units(a))} units, "
+              f"{views} views; cpus={os.cpu_count()}, moto_server on {where}")  # fmt: skip
+        moto.make_bucket("bench")
+        rows = {
+            "zarr-direct": _run(f"{tmp}/direct", a, direct=True),
+            "local": _run(f"{tmp}/local", a, direct=False),
+            "s3": _run("s3://bench/store", a, direct=False),
+        }
+        same = all(
+            Path(f"{tmp}/direct/{k}").read_bytes() == Path(f"{tmp}/local/{k}").read_bytes()
+            for k in layout.load_manifest(Location.local(f"{tmp}/local"))[1].files
+        )
     print("seconds, wall / client CPU (moto's own CPU not counted)")
     print(f"{'':12} {'write':>13} {'resume scan':>13} {'read':>13} {'write views/s':>14}")
     for name, t in rows.items():

@@ -97,42 +97,6 @@ def run_child(step: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
     return {"step": step, "ok": True, **json.loads(lines[-1])}
 
 
-@contextlib.contextmanager
-def moto_server() -> Any:
-    """A moto S3 server on loopback with dummy credentials in this process's environment."""
-    port = _common.free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import requests
-
-        for _ in range(100):
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(env["AWS_ENDPOINT_URL"], timeout=1)
-                break
-            time.sleep(0.1)
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def make_bucket(url: str) -> None:
     import s3fs
 
@@ -195,9 +159,11 @@ def main() -> None:
         raise SystemExit(f"unknown steps {unknown}; known: {', '.join(STEPS)}")
     print(_common.load(), file=sys.stderr)
     with contextlib.ExitStack() as stack:
-        if args.moto:
-            stack.enter_context(moto_server())
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="scale-"))
+        if args.moto:  # a moto S3 server on loopback, the AWS variables pointing at it
+            from teacher_store.testing import running_s3_server
+
+            stack.enter_context(running_s3_server(Path(tmp), process=True))
         root = args.store_root or str(Path(tmp) / "stores")
         if root.startswith("s3://"):
             make_bucket(root)

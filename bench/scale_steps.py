@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,8 +34,9 @@ LAYOUT = {"chunk_samples": 64, "chunk_views": 16, "shard_samples": 4096}
 
 def synthetic_attrs(cfg: dict[str, Any]) -> Any:
     """Attrs as ``distill generate`` builds them at its defaults (schema 2, auto encoding)."""
-    from teacher_store.store.schema import StoreAttrs, default_encoding
-    from teacher_store.views.codec import CODEC_VERSION
+    from teacher_store.store.schema import default_encoding
+    from teacher_store.testing import synthetic_attrs as attrs_of
+    from teacher_store.testing import synthetic_teacher
     from teacher_store.views.recipe import get_recipe
 
     d = LAYOUT
@@ -47,34 +46,17 @@ def synthetic_attrs(cfg: dict[str, Any]) -> Any:
     shard = min(max(d["shard_samples"], chunk), -(-n // chunk) * chunk)
     names = [f"n{c:08d}" for c in range(C)]
     h = hashlib.sha256(f"synthetic {n} files".encode()).hexdigest()
-    return StoreAttrs(
-        codec_version=CODEC_VERSION,
-        num_samples=n,
-        views=r,
-        topk=k,
-        num_classes=C,
-        value_encoding=default_encoding(k),  # type: ignore[arg-type]
-        store_seed=0,
-        device_type="cpu",
-        chunk_samples=chunk,
-        shard_samples=shard,
-        shard_views=min(cviews, -(-r // cviews) * cviews),
-        chunk_views=cviews,
-        id_order="head-sorted",
-        teacher={
-            "name": "synthetic (Lite0-calibrated)",
-            "architecture": "none",
-            "num_classes": C,
-            "input_size": [3, 224, 224],
-            "mean": [0.5] * 3,
-            "std": [0.5] * 3,
-            "params": cfg["teacher"],
-        },
+    # The synthetic teacher's parameters go with the generation config (attrs.teacher holds a
+    # teacher's identity and preprocessing only).
+    config = {"synthetic": True, "views": r, "topk": k, "teacher": "synthetic",
+              "batch_size": 256, "synthetic_teacher": cfg["teacher"]}  # fmt: skip
+    return attrs_of(
+        n, r, k, C, default_encoding(k), chunk, shard, min(cviews, -(-r // cviews) * cviews),
+        device_type="cpu", chunk_views=cviews, id_order="head-sorted",
+        teacher=synthetic_teacher(C, "synthetic (Lite0-calibrated)"),
         dataset={"num_samples": n, "sha256": h, "classes": names, "version": 1},
-        recipe=get_recipe("default").to_dict(),
-        config={"synthetic": True, "views": r, "topk": k},
-        libraries={},
-    )
+        recipe=get_recipe("default").to_dict(), config=config,
+    )  # fmt: skip
 
 
 def _relabel(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,18 +68,17 @@ def _relabel(i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
     from scale_teacher import SyntheticTeacher, bank
 
-    from teacher_store.store.arrays import create_store, finalize, write_unit
-    from teacher_store.store.encodings import encoding_kl
-    from teacher_store.store.layout import shard_units
+    from teacher_store.store.id_order import encoding_kl
+    from teacher_store.store.layout import ShardUnit
     from teacher_store.store.schema import encode_values
+    from teacher_store.testing import write_store
 
     attrs = synthetic_attrs(cfg)
     b_ids, b_logp = bank(SyntheticTeacher(**cfg["teacher"]), cfg["bank"], attrs.views, attrs.topk)
     enc = attrs.value_encoding
-    t0 = time.perf_counter()
-    create_store(cfg["store"], attrs, overwrite=True)
-    units = shard_units(attrs)
-    for u in units:
+
+    def targets(u: ShardUnit) -> tuple[Any, ...]:
+        """The unit's samples relabelled from the bank (a fixed hash: units are independent)."""
         row, shift = _relabel(np.arange(u.start, u.stop))
         row = (row % np.uint64(len(b_ids))).astype(np.int64)
         ids = b_ids[row, u.slot_start : u.slot_stop].astype(np.uint64) + shift[:, None, None]
@@ -107,9 +88,11 @@ def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
         valid = np.ones(ids.shape[:2], np.uint8)
         stats = {"views": int(valid.size),
                  "encoding_kl_sum": float(encoding_kl(logp, values, enc, C).sum())}  # fmt: skip
-        write_unit(cfg["store"], u, np.ascontiguousarray(ids), np.ascontiguousarray(values),
-                   valid, [], stats)  # fmt: skip
-    manifest = finalize(cfg["store"], units)
+        return np.ascontiguousarray(ids), np.ascontiguousarray(values), valid, stats
+
+    t0 = time.perf_counter()
+    manifest = write_store(cfg["store"], attrs, targets)
+    assert manifest is not None
     secs = time.perf_counter() - t0
     _check_written(cfg["store"])
     views = attrs.num_samples * attrs.views
@@ -120,7 +103,7 @@ def step_write(cfg: dict[str, Any]) -> dict[str, Any]:
         "views_per_s": views / secs,
         "store_bytes": data,
         "bytes_per_view": data / views,
-        "units": len(units),
+        "units": int(manifest["units"]),
         "files": sum(1 for f in manifest["files"].values() if f["size"]),
         "note": f"{views / secs:,.0f} views/s, {data / 1e9:.2f} GB, {data / views:.1f} B/view",
     }
@@ -164,23 +147,12 @@ def step_verify(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": secs, "note": line.split("(", 1)[-1].rstrip(")")[:120]}
 
 
-def _start_server(root: str, port: int) -> subprocess.Popen[bytes]:
-    import requests
+def _start_server(root: str) -> Any:
+    """A real uvicorn (``api.main:app``, one worker, the service's HTTP protocol) on loopback."""
+    from teacher_store.testing import ServiceProcess
 
-    env = {**os.environ, "DISTILL_ROOT": root}
-    cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-           "--host", "127.0.0.1", "--workers", "1", "--log-level", "warning",
-           "--no-access-log", "--http", "api.protocol:GuardedH11Protocol"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=_common.REPO, env=env)
-    for _ in range(3000):
-        with contextlib.suppress(requests.ConnectionError):
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).ok:
-                return proc
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited {proc.returncode}")
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not become ready")
+    args = ("--host", "127.0.0.1", "--http", "api.protocol:GuardedH11Protocol")
+    return ServiceProcess.uvicorn(root, args=args, cwd=_common.REPO, ready_s=300.0)
 
 
 def step_serve(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -189,11 +161,9 @@ def step_serve(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from teacher_store.client import open_store
 
-    port = _common.free_port()
     t0 = time.perf_counter()
-    server = _start_server(cfg["root"], port)
-    try:
-        url = f"http://127.0.0.1:{port}/v1/stores/{Path(cfg['store']).name}"
+    with _start_server(cfg["root"]) as server:
+        url = server.store_url(Path(cfg["store"]).name)
         client = open_store(url, prefetch=1, max_cache_blocks=2)
         opened = time.perf_counter() - t0
         n, step = client.attrs.num_samples, int(requests.get(url, timeout=60).json()["max_block"])
@@ -205,9 +175,6 @@ def step_serve(cfg: dict[str, Any]) -> dict[str, Any]:
         served = time.perf_counter() - t1
         client.close()
         server_rss = vm_hwm(server.pid)
-    finally:
-        server.terminate()
-        server.wait(30)
     if views != n:
         raise SystemExit(f"served {views} valid views of {n}")
     return {
@@ -260,16 +227,9 @@ def step_epoch(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def step_epoch_service(cfg: dict[str, Any]) -> dict[str, Any]:
     """The epoch reading the store through a real uvicorn on loopback (its block endpoint)."""
-    port = _common.free_port()
-    server = _start_server(cfg["root"], port)
-    try:
-        out = _epoch(
-            f"http://127.0.0.1:{port}/v1/stores/{Path(cfg['store']).name}", cfg["batch_size"]
-        )
+    with _start_server(cfg["root"]) as server:
+        out = _epoch(server.store_url(Path(cfg["store"]).name), cfg["batch_size"])
         out["server_peak_rss"] = vm_hwm(server.pid)
-    finally:
-        server.terminate()
-        server.wait(30)
     out["note"] += f"; server {out['server_peak_rss'] / 2**20:.0f} MiB"
     return out
 

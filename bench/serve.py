@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,85 +31,41 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from teacher_store.client import StoreClient  # noqa: E402
-from teacher_store.store.arrays import create_store, finalize, write_unit  # noqa: E402
-from teacher_store.store.layout import shard_units  # noqa: E402
-from teacher_store.store.schema import StoreAttrs, encode_values  # noqa: E402
+from teacher_store.store.layout import ShardUnit  # noqa: E402
+from teacher_store.store.schema import StoreAttrs  # noqa: E402
+from teacher_store.testing import (  # noqa: E402
+    ServiceProcess,
+    clustered_targets,
+    synthetic_attrs,
+    write_store,
+)
 
 
 def _attrs(r: int, n: int, k: int) -> StoreAttrs:
-    from teacher_store.views.codec import CODEC_VERSION
-
-    return StoreAttrs(
-        codec_version=CODEC_VERSION,
-        num_samples=n,
-        views=r,
-        topk=k,
-        num_classes=1000,
-        value_encoding="logprob-f16",
-        store_seed=0,
-        chunk_samples=1024,
-        shard_samples=16384,
-        shard_views=min(4, r),
-        teacher={"name": "synthetic", "architecture": "none", "num_classes": 1000},
-        dataset={"num_samples": n, "sha256": "0" * 64, "classes": [], "version": 1},
-        recipe={"name": "bench"},
-        config={},
-        libraries={},
-    )
-
-
-def _teacher_like(rng: np.random.Generator, rs: int, n: int, k: int) -> tuple[np.ndarray, ...]:
-    """Each sample has a class; its views' top-K are that class and near neighbours, like a
-    confident-but-uncertain teacher on augmented crops (ids compress like real ones, not random)."""
-    base = rng.integers(0, 1000, n)
-    offsets = rng.geometric(0.15, (rs, n, k * 2)) * rng.choice([-1, 1], (rs, n, k * 2))
-    offsets[..., 0] = 0
-    ids = np.empty((rs, n, k), np.uint16)
-    cand = (base[None, :, None] + offsets) % 1000
-    for v in range(rs):  # first K distinct candidates per view
-        for i in range(n):
-            _, first = np.unique(cand[v, i], return_index=True)
-            pick = cand[v, i][np.sort(first)][:k]
-            if len(pick) < k:
-                pick = np.concatenate([pick, (pick[-1] + 1 + np.arange(k - len(pick))) % 1000])
-            ids[v, i] = pick
-    logits = np.sort(rng.normal(0, 2.5, (rs, n, k)), -1)[..., ::-1] + 3.0
-    logprobs = logits - np.log(np.exp(logits).sum(-1, keepdims=True) + 400.0)
-    return ids, encode_values(logprobs, "logprob-f16"), np.ones((rs, n), np.uint8)
+    return synthetic_attrs(n, r, k, shard=16384, shard_views=min(4, r))
 
 
 def build(path: Path, attrs: StoreAttrs) -> float:
+    """Write the store from a pool of teacher-like targets, tiled (building stays fast)."""
     t0 = time.perf_counter()
-    create_store(path, attrs, overwrite=True)
     rng = np.random.default_rng(0)
-    units = shard_units(attrs)
-    k = attrs.topk
-    pool = _teacher_like(rng, attrs.shard_views, 4096, k)  # tiled: building stays fast
-    for u in units:
+    pool = clustered_targets(rng, attrs.shard_views, 4096, attrs.topk)
+
+    def targets(u: ShardUnit) -> tuple[np.ndarray, ...]:
         rs, n = u.slot_stop - u.slot_start, u.stop - u.start
         reps = -(-n // 4096)
         ids = np.roll(np.tile(pool[0][:rs], (1, reps, 1))[:, :n], u.index * 7, axis=1)
         values = np.tile(pool[1][:rs], (1, reps, 1))[:, :n]
-        write_unit(path, u, ids, values, pool[2][:rs, :1].repeat(n, 1), [])
-    finalize(path, units)
+        return ids, values, pool[2][:rs, :1].repeat(n, 1)
+
+    write_store(path, attrs, targets)
     return time.perf_counter() - t0
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DISTILL_ROOT": str(root), "DISTILL_MAX_BLOCK": str(1 << 17)}
-    cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
-           "--workers", "1", "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
-    import requests
-
-    for _ in range(300):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+def start_server(root: Path) -> ServiceProcess:
+    """ONE uvicorn worker serving ``root`` on a free loopback port."""
+    env = {"DISTILL_MAX_BLOCK": str(1 << 17)}
+    return ServiceProcess.uvicorn(root, env=env, cwd=REPO, ready_s=30.0)
 
 
 def views_per_s(read: Callable[[int, int, int], object], attrs: StoreAttrs, block: int) -> float:
@@ -166,18 +121,8 @@ def main() -> None:
         print(f"store: R={attrs.views} N={attrs.num_samples} K={attrs.topk} logprob-f16, "
               f"{size / 1e6:.1f} MB ({size / attrs.views / attrs.num_samples:.1f} B/view), "
               f"built in {built:.1f} s")  # fmt: skip
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = start_server(root, port)
-        try:
-            url = f"http://127.0.0.1:{port}/v1/stores/bench"
-            run(root, url, attrs, args)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with start_server(root) as server:
+            run(root, server.store_url("bench"), attrs, args)
 
 
 def run(root: Path, url: str, attrs: StoreAttrs, args: argparse.Namespace) -> None:

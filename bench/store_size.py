@@ -99,9 +99,9 @@ def _write_store(
     ``layout`` overrides attrs (the generated store's layout, i.e. version 2, by default)."""
     import numpy as np
 
-    from teacher_store.store.arrays import create_store, finalize, write_unit
-    from teacher_store.store.layout import shard_units
+    from teacher_store.store.layout import ShardUnit
     from teacher_store.store.schema import StoreAttrs, encode_values
+    from teacher_store.testing import write_store
 
     r, n = valid.shape
     d = base.to_dict()
@@ -110,22 +110,16 @@ def _write_store(
     if d["schema_version"] == 1:
         d.update(chunk_samples=min(1024, n), shard_samples=min(4096, n), shard_views=min(4, r))
     attrs = StoreAttrs.from_dict(d)
-    create_store(out, attrs)
-    units = shard_units(attrs)
-    for u in units:
+
+    def targets(u: ShardUnit) -> tuple[Any, ...]:
         sl = (slice(u.slot_start, u.slot_stop), slice(u.start, u.stop))
         v = valid[sl]
-        write_unit(
-            out,
-            u,
-            np.where(v[..., None], ids[sl][..., :k], 0).astype(attrs.ids_dtype),
-            np.where(v[..., None], encode_values(logp[sl][..., :k], enc), 0).astype(
-                attrs.values_dtype
-            ),
-            v.astype(np.uint8),
-            [],
-        )
-    finalize(out, units)
+        ids_k = np.where(v[..., None], ids[sl][..., :k], 0).astype(attrs.ids_dtype)
+        values = encode_values(logp[sl][..., :k], enc)
+        values = np.where(v[..., None], values, 0).astype(attrs.values_dtype)
+        return ids_k, values, v.astype(np.uint8)
+
+    write_store(out, attrs, targets, overwrite=False)
 
 
 def _tree_digest(root: Path) -> dict[str, bytes]:

@@ -50,7 +50,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, free_port, load, machine, set_threads, table, timed
+from _common import REPO, load, machine, set_threads, table, timed
 
 
 def write_photos(out: Path, copies: int) -> int:
@@ -70,53 +70,25 @@ def write_photos(out: Path, copies: int) -> int:
     return n
 
 
-class Service:
-    """``distill serve --root ROOT`` as a subprocess on a free loopback port."""
+def start_service(root: Path, log: Path) -> Any:
+    """``distill serve --root ROOT`` as a subprocess on a free loopback port (one torch thread:
+    the trainer has the cores)."""
+    from teacher_store.testing import ServiceProcess
 
-    def __init__(self, root: Path, log: Path) -> None:
-        self.port = free_port()
-        exe = Path(sys.executable).with_name("distill")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "teacher_store.cli"]
-        cmd += ["serve", "--root", str(root), "--port", str(self.port), "--log-level", "warning"]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.close()
-                    raise RuntimeError(f"distill serve did not become ready; see {log}") from None
-                time.sleep(0.1)
+    return ServiceProcess.serve(root, env={"OMP_NUM_THREADS": "1"}, log=log)
 
-    def block_requests(self) -> int:
-        """Block requests answered so far (from the service's Prometheus /metrics)."""
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
-        return int(
-            sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("distill_requests_total{") and "/blocks/" in line
-            )
+
+def block_requests(service: Any) -> int:
+    """Block requests the service answered so far (from its Prometheus /metrics)."""
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("distill_requests_total{") and "/blocks/" in line
         )
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/stores/{name}"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+    )
 
 
 def cpu_seconds(pids: tuple[int, ...] = ()) -> float:
@@ -145,20 +117,6 @@ def service_ready() -> str | None:
     if r.returncode != 0:
         return f"`distill serve --help` failed: {r.stderr.strip()[-200:]}"
     return None
-
-
-def memory_store(path: Path, name: str) -> str:
-    """Copy a store folder into fsspec's in-process memory filesystem; return its URL."""
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    dst = f"/bench/{name}"
-    if fs.exists(dst):
-        fs.rm(dst, recursive=True)
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            fs.pipe(f"{dst}/{f.relative_to(path).as_posix()}", f.read_bytes())
-    return f"memory://{dst}"
 
 
 def recs_of(run_dir: Path) -> list[dict[str, Any]]:
@@ -406,7 +364,7 @@ def print_lite(
     return {"a/b": ab, "a/c": ac, "cpu a/b": cab, "cpu a/c": cac}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -436,14 +394,106 @@ def main(argv: list[str] | None = None) -> int:
         "--heavy-steps", type=int, default=2, help="k timed online-KD steps ((d): 4k); 0: no rows"
     )
     p.add_argument("--only-heavy", action="store_true", help="skip rows (a)-(c)")
-    args = p.parse_args(argv)
+    return p
 
-    set_threads(args.threads)
-    from student.config import TrainConfig
-    from student.train import run_train
+
+def build_store(args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
+    """The store every variant reads: ``run_generate`` with the bench's settings."""
     from teacher_store.generate import GenerateConfig, run_generate
     from teacher_store.views.recipe import get_recipe
 
+    return run_generate(
+        GenerateConfig(
+            data=str(data),
+            out=str(out),
+            teacher=args.teacher,
+            views=args.views,
+            topk=args.topk,
+            batch_size=32,
+            recipe=get_recipe(args.recipe),
+            chunk_samples=args.chunk_samples,
+            shard_samples=args.chunk_samples * 4,
+            img_size=args.img_size,
+            workers=1,
+            device="cpu",
+            overwrite=True,
+            progress=False,
+        )
+    )
+
+
+def lite_variants(args: argparse.Namespace, url_a: str, store: Path) -> dict[str, dict[str, Any]]:
+    """Rows (a)-(c): where each run's targets come from."""
+    from teacher_store.testing import memory_copy
+
+    return {
+        "a": {"label": "(a) store via the service", "store": url_a},
+        "b": {"label": "(b) in-memory targets (ceiling)", "store": memory_copy(store, "demo")},
+        "c": {
+            "label": f"(c) online KD ({args.teacher} every step)",
+            "store": str(store),
+            "teacher": args.teacher,
+        },
+    }
+
+
+def lite_run(
+    args: argparse.Namespace,
+    v: dict[str, Any],
+    data: Path,
+    out: Path,
+    pids: tuple[int, ...],
+    per_epoch: int,
+) -> dict[str, Any]:
+    """One (a)-(c) training run: images/s over the steady epochs, wall, CPU per image."""
+    from student.config import TrainConfig
+    from student.train import run_train
+
+    shutil.rmtree(out, ignore_errors=True)
+    extra = {"teacher": v["teacher"]} if "teacher" in v else {}
+    cfg = TrainConfig(
+        store=v["store"], data=str(data), model=args.student, out=str(out),
+        epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
+        warmup_epochs=0.0, workers=args.workers, seed=0, device="cpu", val_fraction=0.0,
+        tensorboard=False, progress=False, **extra,
+    )  # fmt: skip
+    t0, c0 = time.perf_counter(), cpu_seconds(pids)
+    summary = run_train(cfg)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - c0
+    ips, imgs, secs = steady_rate(out, args.skip_epochs, per_epoch)
+    cpu_ms = 1e3 * cpu / (len(recs_of(out)) * per_epoch)
+    return {"ips": ips, "images": imgs, "loop_s": secs, "wall_s": wall,
+            "cpu_ms_per_image": cpu_ms, "loss": summary["loss"]}  # fmt: skip
+
+
+def lite_rounds(
+    args: argparse.Namespace,
+    variants: dict[str, dict[str, Any]],
+    data: Path,
+    work: Path,
+    pids: tuple[int, ...],
+    per_epoch: int,
+    times: dict[str, float],
+) -> dict[str, list[dict[str, Any]]]:
+    """Interleaved rounds of (a), (b), (c), so that drifting load hits every variant alike."""
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    for rep in range(0 if args.only_heavy else args.repeats):
+        for key, v in variants.items():
+            with timed(f"{key} round {rep}", times):
+                res = lite_run(args, v, data, work / "runs" / f"{key}{rep}", pids, per_epoch)
+            results[key].append(res)
+            print(
+                f"  {key} round {rep}: {res['ips']:.1f} img/s, "
+                f"{res['cpu_ms_per_image']:.1f} CPU ms/img",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    set_threads(args.threads)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="distill-student-"))
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
@@ -454,97 +504,28 @@ def main(argv: list[str] | None = None) -> int:
         n = write_photos(data, args.copies)
     steps_per_epoch = n // args.batch_size
     with timed("store", times):
-        gen = run_generate(
-            GenerateConfig(
-                data=str(data),
-                out=str(stores / "demo"),
-                teacher=args.teacher,
-                views=args.views,
-                topk=args.topk,
-                batch_size=32,
-                recipe=get_recipe(args.recipe),
-                chunk_samples=args.chunk_samples,
-                shard_samples=args.chunk_samples * 4,
-                img_size=args.img_size,
-                workers=1,
-                device="cpu",
-                overwrite=True,
-                progress=False,
-            )
-        )
+        gen = build_store(args, data, stores / "demo")
     notes = []
     why = service_ready()
     service = None
     if why is None:
         with timed("service start", times):
-            service = Service(stores, work / "serve.log")
-        url_a = service.url("demo")
+            service = start_service(stores, work / "serve.log")
+        url_a = service.store_url("demo")
     else:
         url_a = str(stores / "demo")
         notes.append(f"(a) ran against the LOCAL store path, not the service: {why}")
-    url_b = memory_store(stores / "demo", "demo")
-    variants: dict[str, dict[str, Any]] = {
-        "a": {"label": "(a) store via the service", "store": url_a},
-        "b": {"label": "(b) in-memory targets (ceiling)", "store": url_b},
-        "c": {
-            "label": f"(c) online KD ({args.teacher} every step)",
-            "store": str(stores / "demo"),
-            "teacher": args.teacher,
-        },
-    }
-    results: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    variants = lite_variants(args, url_a, stores / "demo")
     heavy: dict[str, dict[str, float]] = {}
     try:
-        for rep in range(0 if args.only_heavy else args.repeats):
-            for key, v in variants.items():
-                out = work / "runs" / f"{key}{rep}"
-                shutil.rmtree(out, ignore_errors=True)
-                extra = {"teacher": v["teacher"]} if "teacher" in v else {}
-                cfg = TrainConfig(
-                    store=v["store"],
-                    data=str(data),
-                    model=args.student,
-                    out=str(out),
-                    epochs=args.epochs,
-                    batch_size=args.batch_size,
-                    img_size=args.img_size,
-                    warmup_epochs=0.0,
-                    workers=args.workers,
-                    seed=0,
-                    device="cpu",
-                    val_fraction=0.0,
-                    tensorboard=False,
-                    progress=False,
-                    **extra,
-                )
-                pids = (service.proc.pid,) if service is not None else ()
-                with timed(f"{key} round {rep}", times):
-                    t0, c0 = time.perf_counter(), cpu_seconds(pids)
-                    summary = run_train(cfg)
-                    wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - c0
-                per_epoch = steps_per_epoch * args.batch_size
-                ips, imgs, secs = steady_rate(out, args.skip_epochs, per_epoch)
-                results[key].append(
-                    {
-                        "ips": ips,
-                        "images": imgs,
-                        "loop_s": secs,
-                        "wall_s": wall,
-                        "cpu_ms_per_image": 1e3 * cpu / (len(recs_of(out)) * per_epoch),
-                        "loss": summary["loss"],
-                    }
-                )
-                print(
-                    f"  {key} round {rep}: {ips:.1f} img/s, "
-                    f"{results[key][-1]['cpu_ms_per_image']:.1f} CPU ms/img",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        pids = (service.pid,) if service is not None else ()
+        per_epoch = steps_per_epoch * args.batch_size
+        results = lite_rounds(args, variants, data, work, pids, per_epoch, times)
         if args.heavy_steps:
             with timed("heavy rows", times):
                 heavy = heavy_rows(args, data, url_a, stores / "demo", work)
         if service is not None:
-            served = service.block_requests()
+            served = block_requests(service)
             notes.append(f"the service answered {served} block requests during the (a)/(d) runs")
     finally:
         if service is not None:
@@ -553,10 +534,29 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_breakdown and not args.only_heavy:
         with timed("cost breakdown", times):
             costs = cost_breakdown(data, stores / "demo", args)
+    sizes = (n, steps_per_epoch, gen)
+    report(args, sizes, variants, results, heavy, costs, notes, times, t_start)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(
+    args: argparse.Namespace,
+    sizes: tuple[int, int, dict[str, Any]],
+    variants: dict[str, dict[str, Any]],
+    results: dict[str, list[dict[str, Any]]],
+    heavy: dict[str, dict[str, float]],
+    costs: dict[str, float],
+    notes: list[str],
+    times: dict[str, float],
+    t_start: float,
+) -> None:
+    """The tables, ratios and notes; the JSON file when asked."""
     total = time.perf_counter() - t_start
     ratios: dict[str, float] = {}
     if not args.only_heavy:
-        ratios = print_lite(args, (n, steps_per_epoch, gen), variants, results, costs)
+        ratios = print_lite(args, sizes, variants, results, costs)
     if heavy:
         ratios["d/e"] = print_heavy(args, heavy)
     for note in notes:
@@ -564,21 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"at end: {load()}")
     print(f"total wall time {total:.0f} s; " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "results": results,
-                    "ratios": ratios,
-                    "heavy": heavy,
-                    "costs_ms_per_image": costs,
-                    "args": vars(args),
-                },
-                indent=1,
-            )
-        )
-    if not args.work:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+        out = {"results": results, "ratios": ratios, "heavy": heavy,
+               "costs_ms_per_image": costs, "args": vars(args)}  # fmt: skip
+        Path(args.json).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

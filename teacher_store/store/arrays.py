@@ -1,4 +1,4 @@
-"""Store writer (commit protocol) and the local reader.
+"""Store writer (commit protocol); the reader is :mod:`teacher_store.store.store_reader`.
 
 Work is cut into shard units (:mod:`teacher_store.store.layout`). A unit is one zarr shard file per
 array, written whole by exactly one writer (zarr loses data when two writers touch one shard).
@@ -11,10 +11,8 @@ Where each of these lives is :mod:`teacher_store.store.layout`'s business.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -23,35 +21,37 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
-from teacher_store.address import StoreAddressError
 from teacher_store.errors import StoreConflict, StoreIncomplete
 from teacher_store.images.digests import SampleDigests
+from teacher_store.reader.address import StoreAddressError
+from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
 from teacher_store.store.content import (
     digests_file_record,
     load_sample_digests,
     write_sample_digests,
 )
-from teacher_store.store.id_order import rank_to_stored, stored_to_rank
-from teacher_store.store.integrity import check_store, meta_records
+from teacher_store.store.id_order import rank_to_stored
+from teacher_store.store.integrity import meta_records
 from teacher_store.store.layout import (
     ARRAYS,
     BOOK,
     ROOT_META,
     SAMPLE_DIGESTS,
-    Location,
     ShardUnit,
     shard_units,
 )
-from teacher_store.store.schema import StoreAttrs, decode_values
+from teacher_store.store.schema import StoreAttrs
+from teacher_store.store.store_reader import StoreReader, TargetBlock
 
-# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout; importable
-# from here too.
+# ARRAYS, BOOK, ShardUnit and shard_units live in teacher_store.store.layout, StoreReader and
+# TargetBlock in teacher_store.store.store_reader; importable from here too.
 __all__ = [
     "ARRAYS",
     "BOOK",
     "LocalStore",
     "ShardUnit",
+    "StoreReader",
     "TargetBlock",
     "committed_units",
     "create_store",
@@ -186,7 +186,7 @@ def _half_created(loc: Location) -> bool:
         return False
     metas = {f"{name}/{ROOT_META}" for name in ARRAYS} | {SAMPLE_DIGESTS}
     found = loc.keys()
-    ours = [k in metas or layout.is_temporary(k.rsplit("/", 1)[-1]) for k in found]
+    ours = [k in metas or is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
 
 
@@ -230,10 +230,10 @@ def _create_arrays(loc: Location, attrs: StoreAttrs, digests: SampleDigests | No
     group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
     _define_arrays(group, attrs)
     for key in sorted(k for k in mem if k != ROOT_META):
-        loc.write_atomic(key, mem[key].to_bytes())
+        layout.write_file(loc, key, mem[key].to_bytes())
     if digests is not None:
         write_sample_digests(loc, digests)
-    loc.write_atomic(ROOT_META, mem[ROOT_META].to_bytes())
+    layout.write_file(loc, ROOT_META, mem[ROOT_META].to_bytes())
     layout.make_book(loc)
 
 
@@ -284,7 +284,7 @@ def write_unit(
             files[key] = layout.EMPTY.to_dict()
             continue
         data_bytes = buf.to_bytes()
-        loc.write_atomic(key, data_bytes)
+        layout.write_file(loc, key, data_bytes)
         files[key] = layout.FileRecord.of(data_bytes).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
@@ -349,7 +349,7 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))
     root = mem[ROOT_META].to_bytes()
-    loc.write_atomic(ROOT_META, root)
+    layout.write_file(loc, ROOT_META, root)
     # The metadata files' digests: an attribute edited later is refused by every reader, and
     # the identity (a digest of the manifest) differs for stores whose attrs differ.
     manifest["meta"] = meta_records(loc, root)
@@ -357,64 +357,9 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
     return manifest
 
 
-@dataclass(frozen=True)
-class TargetBlock:
-    """Targets of view slot ``slot`` for samples [start, stop)."""
-
-    slot: int
-    start: int
-    ids: np.ndarray  # [n, K] uint16/uint32, rank order
-    values: np.ndarray  # [n, K] stored encoding
-    valid: np.ndarray  # [n] bool
-    encoding: str
-
-    def logprobs(self) -> np.ndarray:
-        """[n, K] float32 log-probabilities (-inf where the encoding rounded p to zero)."""
-        return decode_values(self.values, self.encoding)
-
-
-class LocalStore:
-    """Direct reader of a store (a folder or an object-store URL, not the service); checks its
-    metadata (:func:`~teacher_store.store.integrity.check_store`: attrs, arrays, metadata
-    digests) and, when complete, the sizes of the manifest's files."""
+class LocalStore(StoreReader):
+    """:class:`~teacher_store.store.store_reader.StoreReader` opened from an address (a
+    folder or an object-store URL); kept under this name for one release."""
 
     def __init__(self, address: str | os.PathLike[str], require_complete: bool = True) -> None:
-        loc = Location.at(address)
-        self.location = loc
-        self.address = loc.display  # the folder's path or the store's URL
-        loc.probe()
-        self.checked = check_store(loc)
-        self.attrs = self.checked.attrs
-        done = self.checked.manifest is not None
-        self.manifest = json.loads(self.checked.manifest_bytes) if done else None
-        if require_complete and self.manifest is None:
-            raise StoreIncomplete(
-                f"store {loc.display} is unfinished; re-run the same `distill generate` to "
-                "finish it"
-            )
-        if self.manifest is not None:
-            layout.check_sizes(loc, self.manifest["files"])
-        self.group = zarr.open_group(loc.zarr_store(), mode="r")
-
-    @property
-    def complete(self) -> bool:
-        """True when the store is finished (its manifest exists)."""
-        return self.manifest is not None
-
-    def sample_digests(self) -> SampleDigests | None:
-        """The per-sample content digests the store records (checked against its attrs), None
-        for a store made before they were recorded."""
-        return load_sample_digests(self.attrs, self.location.read, self.address)
-
-    def read_block(self, slot: int, start: int, stop: int) -> TargetBlock:
-        """Targets of view slot ``slot`` for samples [start, stop), ids in rank order."""
-        a = self.attrs
-        a.check_block(slot, start, stop)
-        ids, values = stored_to_rank(
-            np.asarray(_array(self.group, "ids")[slot, start:stop]),
-            np.asarray(_array(self.group, "values")[slot, start:stop]),
-            a,
-            at=(slot, start),
-        )
-        valid = np.asarray(_array(self.group, "valid")[slot, start:stop]).astype(bool)
-        return TargetBlock(slot, start, ids, values, valid, a.value_encoding)
+        super().__init__(Location.at(address), require_complete=require_complete)

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from teacher_store.errors import StoreDamaged
 from teacher_store.images.digests import SampleDigests
-from teacher_store.store.layout import SAMPLE_DIGESTS, FileRecord, Location
+from teacher_store.storage.location import Location
+from teacher_store.store import layout
+from teacher_store.store.layout import SAMPLE_DIGESTS, FileRecord
 
 if TYPE_CHECKING:  # the service reads stores without Pillow: no image code at import
     from teacher_store.images.dataset import ImageFolder
@@ -46,7 +48,7 @@ def digests_file_record(digests: SampleDigests) -> FileRecord:
 
 def write_sample_digests(loc: Location, digests: SampleDigests) -> None:
     """Write the digests file (atomically)."""
-    loc.write_atomic(SAMPLE_DIGESTS, digests.to_bytes())
+    layout.write_file(loc, SAMPLE_DIGESTS, digests.to_bytes())
 
 
 def load_sample_digests(

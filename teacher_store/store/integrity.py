@@ -34,8 +34,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from teacher_store.errors import StoreDamaged, StoreNotFound
+from teacher_store.storage.location import Location
 from teacher_store.store import layout
-from teacher_store.store.layout import ARRAYS, MANIFEST, ROOT_META, FileRecord, Location
+from teacher_store.store.layout import ARRAYS, MANIFEST, ROOT_META, FileRecord
 from teacher_store.store.schema import (
     Manifest,
     NodeMeta,

@@ -13,31 +13,29 @@ folder :data:`BOOK` beside the zarr keys:
 Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``
 samples, one zarr shard file per array (see :class:`ShardUnit`).
 
-Everything here goes through a :class:`Location`: an fsspec filesystem and the store's root
-path on it (local disk is ``fsspec.filesystem("file")``), so another storage (s3fs) needs no
-change in the callers.
+Everything here goes through a :class:`~teacher_store.storage.location.Location` (the storage
+room, :mod:`teacher_store.storage`): local disk, an object store or fsspec's memory filesystem
+need no change here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import crc32c
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
-from teacher_store.errors import StoreAccessError, StoreDamaged, StoreNotFound, causes
-from teacher_store.store import _faults
+from teacher_store.errors import StoreDamaged
+from teacher_store.storage.failures import storage_failure
+from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store.schema import Manifest, StoreAttrs, UnitRecord, validation_message
+
+# Location, is_temporary and storage_failure moved to teacher_store.storage; importable from
+# here for one release.
 
 ROOT_META = "zarr.json"  # the root group's metadata: attrs, consolidated metadata once final
 ARRAYS = ("ids", "values", "valid")
@@ -104,208 +102,11 @@ def shard_units(attrs: StoreAttrs) -> list[ShardUnit]:
 
 
 # --------------------------------------------------------------------------------------------
-# where a store is
+# what a key holds
 
 
-# Object stores whose bucket :meth:`Location.probe` checks (HEAD bucket) before any work.
-_BUCKET_PROTOCOLS = {"s3", "s3a", "gs", "gcs"}
-_CREDENTIALS = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials"
-
-
-@dataclass(frozen=True)
-class Location:
-    """A store's root on a filesystem; ``name`` is how messages call it (default: the root);
-    ``url`` is the fsspec URL of a non-local root (zarr opens its own client from it)."""
-
-    fs: fsspec.AbstractFileSystem
-    root: str
-    name: str = ""
-    url: str = ""
-
-    @classmethod
-    def local(cls, path: str | os.PathLike[str]) -> Location:
-        """A store folder on local disk."""
-        return cls(fsspec.filesystem("file"), str(Path(path)))
-
-    @classmethod
-    def at(cls, address: str | os.PathLike[str]) -> Location:
-        """The location of a store address: a folder, or an fsspec URL such as
-        ``s3://bucket/prefix`` (credentials and endpoint from the standard AWS variables and
-        config, never from the address or the store). A service URL or an unsupported scheme
-        is a :class:`~teacher_store.address.StoreAddressError`; nothing is read here."""
-        from teacher_store.address import StoreAddressError, resolve_address
-
-        kind, url = resolve_address(address)
-        if kind == "local":
-            return cls.local(url)
-        if kind == "service":
-            raise StoreAddressError(
-                f"store address {url} is a distill service, which only serves stores; pass "
-                "the store's folder or object-store URL (s3://BUCKET/PREFIX) instead"
-            )
-        protocol = url.split("://", 1)[0]
-        # No listing cache: other ranks and processes write the same prefix.
-        opts = {"use_listings_cache": False} if protocol in _BUCKET_PROTOCOLS else {}
-        fs, root = fsspec.core.url_to_fs(url, **opts)
-        if isinstance(fs, LocalFileSystem):
-            return cls.local(root)
-        url = url.rstrip("/")
-        return cls(fs, root.rstrip("/"), url, url)
-
-    @property
-    def display(self) -> str:
-        """How messages name this store: ``name`` if given, else the root."""
-        return self.name or self.root
-
-    @property
-    def is_local(self) -> bool:
-        """True for a folder on local disk (atomic renames), False for an object store."""
-        return isinstance(self.fs, LocalFileSystem)
-
-    def path(self, key: str) -> str:
-        """The filesystem path of ``key``."""
-        return f"{self.root.rstrip('/')}/{key}"
-
-    def zarr_store(self, read_only: bool = True) -> Any:
-        """What ``zarr.open_group`` takes for this root: a folder path or an FsspecStore."""
-        if self.is_local:
-            return self.root
-        from zarr.storage import FsspecStore
-
-        return FsspecStore.from_url(self.url, read_only=read_only)
-
-    def probe(self) -> None:
-        """A one-line typed error now, rather than a traceback later, when the object store is
-        unreachable, refuses the credentials or has no such bucket (local roots: nothing)."""
-        if not set(_protocols(self.fs)) & _BUCKET_PROTOCOLS:
-            return
-        bucket = self.root.split("/", 1)[0]
-        endpoint = _endpoint(self.fs)
-        try:
-            self.fs.info(bucket)
-        except FileNotFoundError:
-            raise StoreNotFound(
-                f"store {self.display}: bucket {bucket!r} does not exist at {endpoint}; create "
-                "it or fix the address (and AWS_ENDPOINT_URL)"
-            ) from None
-        except PermissionError as e:
-            raise StoreAccessError(
-                f"store {self.display}: {endpoint} refused the credentials ({_first_line(e)}); "
-                f"check {_CREDENTIALS}"
-            ) from None
-        except Exception as e:  # connection refused, DNS, TLS: botocore's own exception types
-            raise StoreAccessError(
-                f"store {self.display}: cannot reach {endpoint} ({_first_line(e)}); check "
-                "AWS_ENDPOINT_URL and the network"
-            ) from None
-
-    def is_file(self, key: str) -> bool:
-        """Whether ``key`` exists as a file under the root."""
-        return bool(self.fs.isfile(self.path(key)))
-
-    def read(self, key: str) -> bytes:
-        """The bytes of ``key`` (FileNotFoundError when it does not exist)."""
-        data: bytes = self.fs.cat_file(self.path(key))
-        return data
-
-    def write_atomic(self, key: str, data: bytes) -> None:
-        """Replace ``key`` with ``data`` so that readers see the old or the new file, whole.
-
-        On local disk the bytes go to a temporary file (:func:`is_temporary`) renamed over
-        ``key``; a crash can leave that file behind (:meth:`remove_temporaries`)."""
-        kind = _kind(key)
-        path = self.path(key)
-        if not self.is_local:
-            _faults.torn_write(kind, lambda part: self.fs.pipe_file(path, part), data)
-            self.fs.pipe_file(path, data)  # an object store's PUT is atomic by itself
-            _faults.crash_point(f"{kind}-written")
-            return
-        parent, base = path.rsplit("/", 1)
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{base}.tmp{os.getpid()}"
-        _faults.torn_write(kind, lambda part: Path(tmp).write_bytes(part), data)
-        try:
-            with self.fs.open(tmp, "wb") as f:
-                f.write(data)
-            # os.replace, not fs.mv: shutil.move (behind LocalFileSystem.mv) falls back to a
-            # non-atomic copy when the rename fails, and a crash mid-copy leaves half a file.
-            os.replace(tmp, path)
-        except OSError as e:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(tmp)  # a disk-full write leaves no stray temporary file
-            if e.errno is None or e.filename is not None:
-                raise
-            # A failed write() or close() names no file: name the one being written, so a
-            # disk-full message says where the store stopped.
-            raise OSError(e.errno, e.strerror, path) from e
-        _faults.crash_point(f"{kind}-written")
-
-    def remove_temporaries(self) -> int:
-        """Delete the temporary files that killed writers left (local disk; an object store
-        has none); returns how many. Only while no writer is at work on this store: another
-        process's temporary file is indistinguishable from a dead one's."""
-        if not self.is_local:
-            return 0
-        leftovers = [k for k in self.keys() if is_temporary(k.rsplit("/", 1)[-1])]
-        for key in leftovers:
-            self.remove(key)
-        return len(leftovers)
-
-    def keys(self) -> list[str]:
-        """The keys of every file stored under the root (none when there is no root)."""
-        # find() names a local file by its absolute path, an object by bucket/key.
-        root = (os.path.abspath(self.root) if self.is_local else self.root).rstrip("/")
-        try:
-            found = self.fs.find(root)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return [str(p)[len(root) + 1 :] for p in found]
-
-    def remove(self, key: str) -> None:
-        """Delete ``key`` if it exists."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self.path(key))
-
-    def is_empty(self) -> bool:
-        """Whether nothing is stored under the root (no folder, an empty one, no object)."""
-        try:
-            return not self.fs.ls(self.root, detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return True
-
-    def clear(self) -> None:
-        """Delete everything under the root; a folder itself stays (it may be a mount point)."""
-        if not self.is_local:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(self.root, recursive=True)  # a prefix: nothing stays
-            return
-        try:
-            children = self.fs.ls(self.root, detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for child in children:
-            self.fs.rm(child, recursive=True)
-
-    def sizes(self) -> tuple[int, int]:
-        """(bytes, files) of everything stored under the root."""
-        try:
-            found = self.fs.find(self.root, detail=True)
-        except (FileNotFoundError, NotADirectoryError):
-            return 0, 0
-        files = [v for v in found.values() if v.get("type") == "file"]
-        return sum(int(v.get("size") or 0) for v in files), len(files)
-
-
-_TEMPORARY = re.compile(r"\.[^/]+\.tmp[0-9]+")
-
-
-def is_temporary(name: str) -> bool:
-    """Whether a file name is that of :meth:`Location.write_atomic`'s temporary files."""
-    return _TEMPORARY.fullmatch(name) is not None
-
-
-def _kind(key: str) -> str:
-    """What a key holds, as the crash points (:mod:`teacher_store.store._faults`) name it."""
+def kind_of(key: str) -> str:
+    """What a key holds, as the crash points (:mod:`teacher_store.storage.faults`) name it."""
     if key == MANIFEST:
         return "manifest"
     if key == SAMPLE_DIGESTS:
@@ -317,62 +118,9 @@ def _kind(key: str) -> str:
     return "meta" if key.endswith(f"/{ROOT_META}") else "shard"
 
 
-def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
-    p = fs.protocol
-    return (p,) if isinstance(p, str) else tuple(p)
-
-
-def _endpoint(fs: fsspec.AbstractFileSystem) -> str:
-    """Where an object-store client sends its requests, for messages."""
-    kw = getattr(fs, "client_kwargs", None) or {}
-    url = kw.get("endpoint_url") or getattr(fs, "endpoint_url", None)
-    return str(url or os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
-# Error codes of an object store that mean "these credentials may not do this".
-_REFUSED = {
-    "AccessDenied",
-    "AllAccessDisabled",
-    "ExpiredToken",
-    "InvalidAccessKeyId",
-    "InvalidToken",
-    "SignatureDoesNotMatch",
-}
-
-
-def storage_failure(loc: Location, e: BaseException) -> tuple[str, str] | None:
-    """(what went wrong, what to do), each one line, when ``e`` is an object store refusing
-    or failing a request on ``loc`` (credentials revoked, bucket deleted, a 5xx, the endpoint
-    gone); None for anything else, and always for a folder."""
-    if not set(_protocols(loc.fs)) & _BUCKET_PROTOCOLS:
-        return None
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    endpoint, bucket = _endpoint(loc.fs), loc.root.split("/", 1)[0]
-    for seen in causes(e):
-        if isinstance(seen, ValueError):  # a deliberate message (raised while handling one)
-            return None
-        if isinstance(seen, BotoCoreError):  # no answer: connection refused, DNS, TLS, timeout
-            why = f"cannot reach {endpoint} ({_first_line(seen)})"
-            return why, "check AWS_ENDPOINT_URL and the network"
-        if not isinstance(seen, ClientError):
-            continue
-        err, meta = seen.response.get("Error", {}), seen.response.get("ResponseMetadata", {})
-        code, status = str(err.get("Code") or ""), int(meta.get("HTTPStatusCode") or 0)
-        said = f"{status or code} {err.get('Message') or _first_line(seen)}".strip()
-        if code == "NoSuchBucket":
-            return f"bucket {bucket!r} no longer exists at {endpoint}", "create it again"
-        if code in _REFUSED or status == 403:
-            why = f"{endpoint} refused the request ({said})"
-            return why, f"check {_CREDENTIALS} and that they may write to bucket {bucket!r}"
-        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
-            return f"{endpoint} failed the request ({said})", "wait for the object store"
-        return f"{endpoint} answered {said}", f"check bucket {bucket!r} and its settings"
-    return None
+def write_file(loc: Location, key: str, data: bytes) -> None:
+    """Write one file of a store atomically (:meth:`Location.write_atomic`)."""
+    loc.write_atomic(key, data, kind_of(key))
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,10 +134,11 @@ def _dumps(obj: Any) -> bytes:
 def read_json(loc: Location, key: str, max_bytes: int = MAX_JSON) -> tuple[bytes, Any]:
     """The bytes and parsed JSON of a regular file, or :class:`StoreDamaged` naming ``key``."""
     try:
-        info = loc.fs.info(loc.path(key))
-        if info.get("type") != "file":  # a FIFO or device would block or never end
-            raise StoreDamaged(key, "is not a regular file")
-        size = int(info.get("size") or 0)
+        size = loc.size(key)
+        if size is None:
+            if not loc.exists(key):
+                raise FileNotFoundError(key)
+            raise StoreDamaged(key, "is not a regular file")  # a FIFO would block or never end
         if size > max_bytes:
             raise StoreDamaged(key, f"is {size} bytes, more than any store writes")
         raw = loc.read(key)
@@ -449,14 +198,12 @@ def load_manifest(loc: Location, max_bytes: int = MAX_JSON) -> tuple[bytes, Mani
 
 def write_manifest(loc: Location, manifest: dict[str, Any]) -> None:
     """Write the manifest (atomically): the store is final afterwards."""
-    loc.write_atomic(MANIFEST, _dumps(manifest))
+    write_file(loc, MANIFEST, _dumps(manifest))
 
 
 def make_book(loc: Location) -> None:
-    """Create the bookkeeping folders of a new store (object stores have no folders: and
-    s3fs's makedirs would create a missing bucket, which must be an error instead)."""
-    if loc.is_local:
-        loc.fs.makedirs(loc.path(SHARDS), exist_ok=True)
+    """Create the bookkeeping folders of a new store (on local disk: object stores have none)."""
+    loc.makedirs(SHARDS)
 
 
 def read_unit_record(loc: Location, unit: str) -> dict[str, Any] | None:
@@ -483,22 +230,14 @@ def read_unit_records(loc: Location, units: Iterable[ShardUnit]) -> dict[str, di
 
 
 def has_unit_record(loc: Location, unit: str) -> bool:
-    return bool(loc.fs.exists(loc.path(unit_record_key(unit))))
+    return loc.exists(unit_record_key(unit))
 
 
 def listed_units(loc: Location) -> set[str]:
     """Names of the units that have a record, from one listing (an object store answers a
     listing per 1,000 keys, where probing each unit's record would cost a request per unit)."""
-    try:
-        names = loc.fs.ls(loc.path(SHARDS), detail=False)
-    except OSError:  # no folder yet (FileNotFoundError), or not listable
-        return set()
-    out = set()
-    for p in names:
-        base = str(p).rstrip("/").rsplit("/", 1)[-1]
-        if base.endswith(".json") and not base.startswith("."):
-            out.add(base[: -len(".json")])
-    return out
+    names = loc.names(SHARDS)  # none: no folder yet, or not listable
+    return {n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".")}
 
 
 def count_unit_records(loc: Location) -> int:
@@ -508,7 +247,7 @@ def count_unit_records(loc: Location) -> int:
 
 def write_unit_record(loc: Location, unit: str, record: dict[str, Any]) -> None:
     """Commit unit ``unit`` (atomically): it counts as done from now on."""
-    loc.write_atomic(unit_record_key(unit), _dumps(record))
+    write_file(loc, unit_record_key(unit), _dumps(record))
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,11 +329,8 @@ def check_sizes(loc: Location, files: Mapping[str, Mapping[str, Any]]) -> None:
     for key, want in files.items():
         if not want["size"]:
             continue  # never written: nothing to find
-        try:
-            info = loc.fs.info(loc.path(key))  # one stat per file: manifests can list millions
-            size = int(info["size"]) if info.get("type") == "file" else -1
-        except FileNotFoundError:
-            size = -1
+        found = loc.size(key)  # one stat per file: manifests can list millions
+        size = -1 if found is None else found
         if size != want["size"]:
             state = "missing" if size < 0 else f"{size} bytes, expected {want['size']}"
             raise StoreDamaged(
@@ -611,7 +347,7 @@ def check_files(loc: Location, files: Mapping[str, Mapping[str, Any]]) -> None:
     for key, want in sorted(files.items()):
         rec = FileRecord.from_dict(want)
         if not rec.size:
-            if loc.is_file(key) and loc.fs.size(loc.path(key)):
+            if loc.size(key):
                 raise StoreDamaged(
                     key,
                     "exists but is recorded as empty",
@@ -666,6 +402,8 @@ __all__ = [
     "file_matches",
     "file_record",
     "has_unit_record",
+    "is_temporary",
+    "kind_of",
     "listed_units",
     "load_manifest",
     "make_book",
@@ -678,6 +416,7 @@ __all__ = [
     "shard_units",
     "storage_failure",
     "unit_record_key",
+    "write_file",
     "write_manifest",
     "write_unit_record",
 ]

@@ -34,6 +34,7 @@ from pydantic import (
 from teacher_store.errors import StoreDamaged, StoreNotFound, UnsupportedStoreVersion
 from teacher_store.options import MAX_IMG_SIZE
 from teacher_store.options import MAX_TOPK as MAX_TOPK  # the commands' bound, re-exported
+from teacher_store.options import MAX_VIEWS as MAX_VIEWS  # the commands' bound, re-exported
 from teacher_store.store.value_encodings import VALUE_ENCODINGS as VALUE_ENCODINGS
 from teacher_store.store.value_encodings import default_encoding as default_encoding
 from teacher_store.store.value_encodings import encoding as _encoding
@@ -51,7 +52,6 @@ IdOrder = Literal["rank", "head-sorted", "head-sorted-pad"]
 # px, each side of the teacher's input (a 4096 px RGB view is 48 MiB): the commands' bound
 MAX_IMAGE_SIZE = MAX_IMG_SIZE  # and K: MAX_TOPK, imported above
 MAX_CLASSES = 1 << 20
-MAX_VIEWS = 1 << 16
 MAX_SAMPLES = 1 << 31
 MAX_UNITS = 1 << 20  # shard units (each is 3 files): a list of them is built in memory
 MAX_CHUNK_ENTRIES = 1 << 24  # ids per inner chunk: the service decodes whole chunks

@@ -215,6 +215,17 @@ RECIPES: dict[str, Recipe] = {
     "none": Recipe(
         name="none", scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, randaug_n=0, mix_prob=0.0
     ),
+    # Digits (MNIST and the like): no flips (a flipped 2 is no 2), crops that keep most of the
+    # digit, one mild RandAugment op (rotate, shear, translate, contrast...), no mixing.
+    "digits": Recipe(
+        name="digits",
+        scale=(0.5, 1.0),
+        ratio=(0.8, 1.25),
+        hflip=0.0,
+        randaug_n=1,
+        randaug_m=5.0,
+        mix_prob=0.0,
+    ),
     # EfficientNetV2 (Tan & Le 2021, Table 6) progressive learning over 4 stages: RandAugment
     # magnitude 5 -> 15 as for V2-S (TF-style magnitudes above 10, hence randaug_mmax=15) and
     # mixup 0 -> 0.2 as for V2-M (V2-S keeps mixup at 0); no cutmix. Image size and dropout

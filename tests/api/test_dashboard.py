@@ -2,8 +2,8 @@
 download) against a live uvicorn on 127.0.0.1 serving a real store of the demo photos.
 
 Every page is checked for console errors and for failed or refused requests; a screenshot of
-each page is saved under the test's temporary folder (and, with ``DISTILL_SCREENSHOTS=DIR``,
-copied there: that is how the pictures in docs/images are made).
+each page is saved under the test's temporary folder. The documentation's pictures come from
+the demo's own store instead: ``make pictures`` (bench/pictures.py).
 """
 
 from __future__ import annotations
@@ -63,14 +63,6 @@ def _shot(tab: Any, tmp_path: Path, name: str) -> Path:
     out = tmp_path / f"{name}.png"
     tab.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 1000
-    keep = os.environ.get("DISTILL_SCREENSHOTS")
-    if keep:  # page-sized: at most 900 px wide, a 64-colour palette
-        with Image.open(out) as im:
-            small = im.convert("RGB")
-        if small.width > 900:
-            small = small.resize((900, round(small.height * 900 / small.width)))
-        small = small.quantize(64, method=Image.Quantize.MEDIANCUT)
-        small.save(Path(keep) / f"dashboard-{name}.png", optimize=True)
     return out
 
 

@@ -69,3 +69,41 @@ def test_map_by_order_rejects_shape_mismatch():
     other = timm.create_model("resnet18", pretrained=False, num_classes=4)
     with pytest.raises(ValueError, match="does not fit"):
         _map_by_order(small.state_dict(), other)
+
+
+def test_save_teacher_checkpoint_is_what_create_teacher_loads(tmp_path):
+    from models import save_teacher_checkpoint
+
+    torch.manual_seed(3)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3).eval()
+    names = ["ant", "bee", "cat"]
+    path = save_teacher_checkpoint(
+        tmp_path / "sub" / "t.pth", model, names, (3, 40, 48), extra={"train_time_s": 1.5}
+    )
+    assert path == tmp_path / "sub" / "t.pth" and [p.name for p in path.parent.iterdir()] == [
+        "t.pth"
+    ]
+    loaded, info = create_teacher("resnet10t", checkpoint=path)
+    assert info.class_names == tuple(names) and info.num_classes == 3
+    assert info.input_size == (3, 40, 48)
+    assert info.mean == tuple(model.pretrained_cfg["mean"])  # the model's own normalization
+    x = torch.randn(2, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert torch.load(path, weights_only=True)["train_time_s"] == 1.5
+    own = save_teacher_checkpoint(
+        tmp_path / "n.pth", model, names, (3, 32, 32), (0.5,) * 3, (0.25,) * 3
+    )
+    _, info = create_teacher("resnet10t", checkpoint=own)
+    assert info.mean == (0.5, 0.5, 0.5) and info.std == (0.25, 0.25, 0.25)
+
+
+def test_save_teacher_checkpoint_needs_one_name_per_class(tmp_path):
+    from models import save_teacher_checkpoint
+
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
+        save_teacher_checkpoint(tmp_path / "t.pth", model, ["a", "b"], (3, 32, 32))
+    with pytest.raises(ValueError, match=r"input_size must be \[C, H, W\]"):
+        save_teacher_checkpoint(tmp_path / "t.pth", model, ["a", "b", "c"], (32, 32))
+    assert not list(tmp_path.iterdir())

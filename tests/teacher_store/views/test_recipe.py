@@ -22,6 +22,7 @@ def test_presets():
         "default",
         "light",
         "none",
+        "digits",
         "efficientnetv2-progressive",
         "efficientrain-weak-to-strong",
     }
@@ -32,6 +33,9 @@ def test_presets():
     none = get_recipe("none")
     assert none.scale == (1.0, 1.0) and none.ratio == (1.0, 1.0)
     assert (none.hflip, none.randaug_n, none.mix_prob) == (0.0, 0.0, 0.0)
+    digits = get_recipe("digits")
+    assert (digits.hflip, digits.randaug_n, digits.mix_prob) == (0.0, 1, 0.0)
+    assert digits.scale == (0.5, 1.0)
     env2 = get_recipe("efficientnetv2-progressive")
     assert env2.stages == 4 and env2.cutmix_alpha == 0.0
     assert env2.ramp == {"randaug_m": (5.0, 15.0), "mixup_alpha": (0.0, 0.2)}

@@ -26,13 +26,12 @@ from teacher_store.errors import (
     StoreIncomplete,
     UnsupportedStoreVersion,
 )
-from teacher_store.images.digests import SampleDigests
 from teacher_store.reader.retry import RetryBudgetError, RetryPolicy, StoreClientError, retry_after
 from teacher_store.storage.failures import TRANSIENT_STATUS, is_transient
 from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
-from teacher_store.store.content import load_sample_digests
+from teacher_store.store.content import SampleDigests, load_sample_digests
 from teacher_store.store.id_order import check_class_ids
 from teacher_store.store.layout import MANIFEST
 from teacher_store.store.schema import StoreAttrs, check_readable

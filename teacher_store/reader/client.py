@@ -42,7 +42,6 @@ from teacher_store.errors import (
     StoreChangedError,
     StoreError,
 )
-from teacher_store.images.digests import SampleDigests
 from teacher_store.reader.address import StoreAddressError, resolve_address
 from teacher_store.reader.backends import (
     Backend,
@@ -53,6 +52,7 @@ from teacher_store.reader.backends import (
 )
 from teacher_store.reader.retry import RetryBudgetError, RetryPolicy, StoreClientError
 from teacher_store.storage.location import Location
+from teacher_store.store.content import SampleDigests
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.store.store_reader import TargetBlock
 

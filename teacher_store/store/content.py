@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from teacher_store.errors import StoreDamaged
+
+# SampleDigests is the record this module reads and writes: readers of stores (the reader
+# room) take it from here, not from the image code.
 from teacher_store.images.digests import SampleDigests
 from teacher_store.storage.location import Location
 from teacher_store.store import layout
@@ -26,6 +29,7 @@ if TYPE_CHECKING:  # the service reads stores without Pillow: no image code at i
     from teacher_store.images.dataset import ImageFolder
 
 __all__ = [
+    "SampleDigests",
     "checked_folder",
     "content_record",
     "digests_file_record",

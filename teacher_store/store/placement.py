@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from teacher_store.errors import StoreConflict
+from teacher_store.storage.location import Location
 
 __all__ = ["OutputOverlapsData", "check_apart"]
 
@@ -30,19 +31,15 @@ class OutputOverlapsData(StoreConflict):
 
 def _where(address: str) -> tuple[str, str]:
     """(storage kind, path) of a folder or fsspec URL; local paths fully resolved."""
-    if "://" in address or "::" in address:
-        import fsspec
-
-        try:
-            fs, path = fsspec.core.url_to_fs(address)
-        except (ValueError, ImportError):  # a scheme fsspec lacks: its reader says so, later
-            return address.split("://", 1)[0], address
-        proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        proto = _SAME_STORAGE.get(proto, proto)
-        if proto != _LOCAL:
-            return proto, "/" + str(path).strip("/")
-        address = str(path)
-    return _LOCAL, os.path.realpath(address)
+    try:
+        loc = Location.at(address)
+    except ValueError:  # a service URL or a scheme no reader has: its own check says so
+        return address.split("://", 1)[0], address
+    if loc.is_local:
+        return _LOCAL, os.path.realpath(loc.root)
+    protocols = loc.fs.protocol
+    proto = protocols if isinstance(protocols, str) else protocols[0]
+    return _SAME_STORAGE.get(proto, proto), "/" + loc.root.strip("/")
 
 
 def _same_dir(a: str, b: str) -> bool:

@@ -8,7 +8,7 @@ DEMO_DIR ?= .demo
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .ONESHELL:
-.PHONY: setup browser demo pictures test lint docs clean
+.PHONY: setup browser demo pictures test docker-test lint docs clean
 
 setup: $(STAMP) browser
 
@@ -77,6 +77,11 @@ pictures: $(STAMP) browser
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# compose.yaml for real: builds both images in a Docker engine of its own, brings the stack up
+# and checks what it serves (docker/stack_test.py; root only, skipped with one line otherwise).
+docker-test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python docker/stack_test.py
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, a missing
 # page or an unresolved API reference fails the build.

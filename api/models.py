@@ -33,6 +33,20 @@ class ArrayInfo(_Frozen):
     bytes: int = Field(description="bytes on disk of its committed shard files")
 
 
+class Fidelity(_Frozen):
+    state: Literal["current", "stale", "invalid"] = Field(
+        description="current: the record names this store's identity; stale: it names another "
+        "(an earlier store at this address); invalid: the record is unreadable"
+    )
+    identity: str = Field(description="the store's identity now")
+    reason: str = Field(description="why the record is stale or invalid ('' when current)")
+    record: dict[str, Any] | None = Field(
+        description="what `distill verify --record` measured (teacher_store.fidelity."
+        "FidelityRecord): views re-run, ids agreement, max |Δp|, KL, teacher weights digest, "
+        "date, and the store identity it checked"
+    )
+
+
 class StoreDetail(StoreSummary):
     teacher_name: str | None = None
     teacher_architecture: str | None = None
@@ -57,6 +71,9 @@ class StoreDetail(StoreSummary):
         None,
         description="16 hex digits of sha256(_distill/manifest.json): every block and zarr "
         "ETag carries it; it changes when the store is regenerated or replaced",
+    )
+    fidelity: Fidelity | None = Field(
+        None, description="the last recorded fidelity check (`distill verify --record`)"
     )
 
 

@@ -33,10 +33,11 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import store_status
 from api.shards import ArrayLayout, parse_layout
 from teacher_store.errors import StoreDamaged, StoreError
+from teacher_store.fidelity import FidelityStatus, read_status
 from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.integrity import CheckedStore, check_store, legacy_note, meta_keys
-from teacher_store.store.layout import BOOK, MANIFEST, ROOT_META, FileRecord
+from teacher_store.store.layout import BOOK, FIDELITY, MANIFEST, ROOT_META, FileRecord
 from teacher_store.store.schema import STORE_KIND, StoreAttrs
 
 log = logging.getLogger("distill.api")
@@ -101,6 +102,10 @@ class StoreEntry:
     loc: Location | None = None  # where its files are read (a folder: its real path)
     damage: tuple[str, _Sig | None] | None = None  # a file found damaged when served, its stat
     code: str = "store_invalid"  # the error code of an invalid store (api.errors.STORE_ERRORS)
+    # The recorded fidelity check (teacher_store.fidelity), re-read when its file changes;
+    # never part of the identity (the manifest does not list it).
+    fidelity: FidelityStatus | None = None
+    fidelity_sig: _Sig | None = None
 
     @property
     def location(self) -> Location:
@@ -237,6 +242,19 @@ def _open_entry(
     return entry
 
 
+def _read_fidelity(entry: StoreEntry) -> None:
+    """(Re)read the store's recorded fidelity check when its file changed (one stat a scan);
+    shown as stale when it names another identity than the store's."""
+    if entry.state != "complete":
+        entry.fidelity, entry.fidelity_sig = None, None
+        return
+    sig = _sig(entry.location, FIDELITY)
+    if sig == entry.fidelity_sig and entry.fidelity is not None:
+        return
+    entry.fidelity_sig = sig
+    entry.fidelity = None if sig is None else read_status(entry.location, entry.identity)
+
+
 def check_root(root: str) -> Location:
     """The served root's location: a folder that exists, or a reachable object-store prefix
     (one-line typed errors otherwise: bad scheme, missing bucket, refused credentials)."""
@@ -359,6 +377,7 @@ class Registry:
         if old is not None and old.sigs == sigs and old.real == real and _same_damage(old):
             if old.state == "incomplete":
                 old.committed_units = _count_units(child)
+            _read_fidelity(old)
             return old
         if self._others.get(name) == (sigs, book, real):
             return None
@@ -371,6 +390,7 @@ class Registry:
         entry.committed_units = entry.total_units or 0
         if entry.state == "incomplete":
             entry.committed_units = _count_units(child)
+        _read_fidelity(entry)
         return entry
 
     async def refresh(self) -> None:

@@ -46,7 +46,8 @@ IMAGE_CACHE = 64  # decoded images a worker's renderer keeps (a view also decode
 RENDER_CACHE_HEADER = "x-distill-render-cache"  # "hit": served from the cache, "miss": rendered
 NO_REPLAY = (
     "rendering views needs torch and Pillow, which this installation lacks (the slim API "
-    "image is torch-free): serve with the full `distill` install"
+    "image is torch-free): serve with the full `distill` install (Docker Compose: the "
+    "dashboard service, `docker compose --profile dashboard up -d dashboard`)"
 )
 Refusal = tuple[int, str, str]  # (HTTP status, error code, detail) of a render that failed
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from api.errors import ERROR_RESPONSES
 from api.models import (
     ArrayInfo,
+    Fidelity,
     Progress,
     SkippedFolder,
     StoreDetail,
@@ -75,6 +76,7 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
         blocks_url=f"{base}/blocks/{{view}}" if complete else None,
         attrs=a.to_dict(),
         identity=e.identity if complete else None,
+        fidelity=Fidelity(**e.fidelity.to_dict()) if e.fidelity is not None else None,
     )
 
 

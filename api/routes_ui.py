@@ -87,8 +87,9 @@ def _store_context(svc: Service, e: StoreEntry) -> dict[str, Any]:
 
     a = e.attrs
     assert a is not None
-    recipe_name, schedule = recipe_schedule(a.recipe, a.views)
+    recipe_name, schedule = recipe_schedule(a.recipe, a.views, a.first_slot, a.schedule_views)
     context: dict[str, Any] = {"row": _row(e), "recipe_name": recipe_name, "schedule": schedule}
+    context["fidelity"] = e.fidelity  # the last `distill verify --record`, current or stale
     if e.state == "complete":
         context["arrays"] = _array_bytes(e)
         context["stats"] = svc.dashboard.stats(e)
@@ -120,7 +121,10 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         for i, lp in zip(block.ids[0][:5], block.logprobs()[0][:5], strict=True)
         if np.isfinite(lp)  # zero-probability entries carry no class in a head-sorted-pad store
     ]
-    params = decode(a.store_seed, slot, sample, a.num_samples, Recipe.from_dict(a.recipe), a.views)
+    recipe = Recipe.from_dict(a.recipe)
+    params = decode(
+        a.store_seed, a.view_slot(slot), sample, a.num_samples, recipe, a.schedule_views
+    )
     shown = (sample,) if params.mix is None else (sample, params.mix.partner)  # images it replays
     return {
         "name": e.name,

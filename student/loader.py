@@ -177,7 +177,8 @@ def epoch_plan(
     over tile pairs, ranks getting whole pairs (codec 2, ``teacher_store.views.pairing``).
     Arrays only (no per-sample Python objects), so it costs O(N) numpy memory at any N."""
     slot = slot_for_epoch(epoch, epochs or epoch + 1, int(attrs.views), view_schedule)
-    partners = slot_partners(int(attrs.store_seed), slot, int(attrs.num_samples))
+    # A copy of slots A:B pairs its slot r as the views' slot A + r.
+    partners = slot_partners(int(attrs.store_seed), attrs.view_slot(slot), int(attrs.num_samples))
     window = max(1, WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
     paired, of = pair_order(seed, epoch, train_samples, mix_groups(partners), PAIR_TILE, window)
     order = rank_share(paired, of, rank, world_size, batch_size)

@@ -32,6 +32,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "CopyConfig": "teacher_store.store_copy",
+    "run_copy": "teacher_store.store_copy",
+    "SourceChangedError": "teacher_store.copy_source",
+    "CopiedFrom": "teacher_store.store.schema",
+    "FidelityRecord": "teacher_store.fidelity",
+    "FidelityStatus": "teacher_store.fidelity",
+    "fidelity_status": "teacher_store.fidelity",
+    "record_check": "teacher_store.fidelity",
     "CODEC_VERSION": "teacher_store.views.codec",
     "ViewParams": "teacher_store.views.codec",
     "decode": "teacher_store.views.codec",

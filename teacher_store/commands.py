@@ -74,6 +74,10 @@ def _run_verify(args: argparse.Namespace) -> int:
             if args.data is None
             else "--checksums-only checks the files alone: drop --data, or drop --checksums-only"
         )
+    if args.record and (args.checksums_only or args.fraction == 0):
+        raise ValueError(
+            "--record records a teacher spot check: pass --data DIR and a --fraction above 0"
+        )
     report = verify_store(
         args.store,
         args.data,
@@ -81,10 +85,64 @@ def _run_verify(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoint=args.checkpoint,
     )
-    if not report.ok:
+    if report.ok:
+        print(f"store {args.store}: OK ({report.summary})")
+    else:
         print(f"distill verify: FAILED: {report.reason}", file=sys.stderr)
-        return 1
-    print(f"store {args.store}: OK ({report.summary})")
+    if args.record:
+        _record(args.store, report)
+    return 0 if report.ok else 1
+
+
+def _record(store: str, report: object) -> None:
+    """``verify --record``: write what the spot check measured beside the store."""
+    from teacher_store.fidelity import record_check
+    from teacher_store.store.layout import FIDELITY
+    from teacher_store.verify import VerifyReport
+
+    assert isinstance(report, VerifyReport)
+    if report.measured is None or "views_rerun" not in report.measured:
+        print(
+            "distill verify: nothing recorded: the teacher spot check did not run", file=sys.stderr
+        )
+        return
+    line = report.summary if report.ok else report.reason
+    rec = record_check(store, report.measured, report.ok, line)
+    print(
+        f"recorded in {store.rstrip('/')}/{FIDELITY} for store identity {rec.store_identity} "
+        "(the identity is unchanged: the manifest does not list this record)"
+    )
+
+
+def _run_copy(args: argparse.Namespace) -> int:
+    from teacher_store.options import validate_options
+    from teacher_store.store_copy import CopyConfig, parse_slots, run_copy
+
+    fields = {
+        "src": args.src,
+        "dst": args.dst,
+        "slots": None if args.slots is None else parse_slots(args.slots),
+        "topk": args.topk,
+        "encoding": args.encoding,
+        "token_file": args.token_file,
+        "overwrite": args.overwrite,
+        "workers": args.workers,
+        "progress": not args.quiet,
+    }
+    cfg = validate_options(CopyConfig, fields)
+    s = run_copy(cfg)
+    a, b = s["slots"]
+    (k, k2), (e, e2) = s["topk"], s["value_encoding"]
+    print(
+        f"store {s['store']}: complete; copy of {s['source']} (identity {s['identity']}) slots "
+        f"{a}:{b}, top-{k2} of top-{k}, {e2}; {s['units_written']} shard units written "
+        f"({s['units_byte_copied']} byte for byte), {s['units_skipped']} already committed, "
+        f"{s['bytes_written']} bytes in {s['seconds']:.1f} s"
+    )
+    print(
+        f"  KL cost per view: top-{k2} of top-{k} +{s['topk_kl']:.4f} nats, "
+        f"{e} -> {e2} +{s['encoding_kl']:.4f} nats (recorded; `distill info` shows them)"
+    )
     return 0
 
 
@@ -191,6 +249,30 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_generate)
 
 
+def _add_copy(sub: argparse._SubParsersAction) -> None:
+    from teacher_store.store.value_encodings import VALUE_ENCODINGS
+
+    p = sub.add_parser(
+        "copy",
+        help="copy a store, or a slot range of it at a smaller K or another encoding "
+        "(folders, s3://, a service URL as the source)",
+    )
+    p.add_argument("src", help="source store: a folder, s3://BUCKET/PREFIX or a service URL")
+    p.add_argument("dst", help="destination store: a folder or s3://BUCKET/PREFIX")
+    p.add_argument("--slots", help="the source's view slots A:B to copy (default: all)")
+    p.add_argument("--topk", type=int, help="keep the top K2 of the source's K (default: all)")
+    p.add_argument(
+        "--encoding",
+        choices=VALUE_ENCODINGS,
+        help="value encoding of the copy (default: the source's)",
+    )
+    p.add_argument("--token-file", help="bearer token for a service source")
+    p.add_argument("--workers", type=int, default=4, help="threads fetching source files")
+    p.add_argument("--overwrite", action="store_true", help="replace another store at DST")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_copy)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-data", help="write a small ImageFolder of real bundled photos")
     p.add_argument("dir", help="output directory (created if missing)")
@@ -212,7 +294,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fraction", type=float, default=0.05, help="share of teacher batches redone")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--checkpoint", help="the teacher's weights, for a non-builtin teacher")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write what the spot check measured into the store's _distill/fidelity.json "
+        "(named by the store identity, which it does not change)",
+    )
     p.set_defaults(func=_run_verify)
+    _add_copy(sub)
     p = sub.add_parser("show", help="render one stored view with the teacher's top-5")
     p.add_argument("store")
     p.add_argument("--data", required=True)

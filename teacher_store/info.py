@@ -28,8 +28,12 @@ _KNOBS = (
 )
 
 
-def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
-    """(recipe name, per-stage summary of the knobs in force over view slots)."""
+def _schedule(
+    recipe_dict: dict[str, Any], views: int, first_slot: int = 0, span: int | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(recipe name, per-stage summary of the knobs in force over the store's view slots);
+    slot r draws its knobs at the views' slot ``first_slot + r`` of a ``span``-slot schedule
+    (a copy of slots A:B: A and its source's span; else 0 and ``views``)."""
     from teacher_store.views.recipe import Recipe
 
     name = str(recipe_dict.get("name", "?"))
@@ -38,8 +42,9 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     except ValueError as e:
         return name, [{"error": f"recipe not readable by this distill: {e}".splitlines()[0]}]
     stages: list[dict[str, Any]] = []
+    span = span or views
     for slot in range(views):
-        r = recipe.at_slot(slot, views)
+        r = recipe.at_slot(min(first_slot + slot, span - 1), span)
         knobs = {k: (r.scale[0] if k == "scale_min" else getattr(r, k)) for k in _KNOBS}
         knobs = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in knobs.items()}
         if stages and stages[-1]["knobs"] == knobs:
@@ -49,9 +54,12 @@ def _schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[s
     return name, stages
 
 
-def recipe_schedule(recipe_dict: dict[str, Any], views: int) -> tuple[str, list[dict[str, Any]]]:
-    """(recipe name, stages ``{"slots": [first, last], "knobs": {...}}``) as ``info`` shows."""
-    return _schedule(recipe_dict, views)
+def recipe_schedule(
+    recipe_dict: dict[str, Any], views: int, first_slot: int = 0, span: int | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(recipe name, stages ``{"slots": [first, last], "knobs": {...}}``) as ``info`` shows;
+    ``first_slot`` and ``span``: a copy's (``attrs.first_slot``, ``attrs.schedule_views``)."""
+    return _schedule(recipe_dict, views, first_slot, span)
 
 
 def _recorded(
@@ -104,7 +112,7 @@ def _sizes(
 
 def _describe(a: Any) -> dict[str, Any]:
     """The attrs part of :func:`store_info`'s dict: shape, layout, teacher, recipe, dataset."""
-    recipe_name, schedule = _schedule(a.recipe, a.views)
+    recipe_name, schedule = _schedule(a.recipe, a.views, a.first_slot, a.schedule_views)
     t = a.teacher
     return {
         "views": a.views,
@@ -150,6 +158,34 @@ def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
     return float(total) / float(views)
 
 
+def _copy(a: Any, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy's origin and what its smaller K and re-encoding cost (mean nats per view)."""
+    if a.copied_from is None:
+        return None
+    from teacher_store.store_copy import carried_kl
+
+    stats = (manifest or {}).get("stats") or {}
+    views = stats.get("views")
+    total = float(views) if isinstance(views, int | float) and views > 0 else 0.0
+
+    def mean(key: str) -> float | None:
+        return float(stats.get(key) or 0.0) / total if total else None
+
+    return {
+        **a.copied_from,
+        "topk_kl": mean("copy_topk_kl_sum"),
+        "encoding_kl_added": mean("copy_encoding_kl_sum"),
+        "kl_vs_float_topk": carried_kl(a, stats),
+    }
+
+
+def _fidelity(loc: Location) -> dict[str, Any] | None:
+    from teacher_store.fidelity import fidelity_status
+
+    status = fidelity_status(loc.url or loc.root)
+    return None if status is None else status.to_dict()
+
+
 def store_info(path: str) -> dict[str, Any]:
     """A JSON-safe summary of the store at ``path`` (a folder or an object-store URL); works on
     unfinished stores too.
@@ -178,6 +214,8 @@ def store_info(path: str) -> dict[str, Any]:
         # TinyViT's layout: an int32 seed + K int16 ids + K float16 probabilities per view.
         "tinyvit_bytes_per_view": 4 + 4 * a.topk,
         "encoding_kl": _encoding_kl(manifest),
+        "copied_from": _copy(a, manifest),
+        "fidelity": _fidelity(loc),
         "bad_samples": bad,
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
@@ -252,6 +290,37 @@ def _bad_lines(bad: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _copy_text(c: dict[str, Any], info: dict[str, Any]) -> str:
+    a, b = c["slots"]
+    cost = ", ".join(
+        f"{what} +{v:.4f}"
+        for what, v in (
+            (f"top-{info['topk']} of top-{c['topk']}", c.get("topk_kl")),
+            (f"{c['value_encoding']} -> {info['value_encoding']}", c.get("encoding_kl_added")),
+        )
+        if v is not None
+    )
+    total = c.get("kl_vs_float_topk")
+    known = "" if total is None else f"; KL vs the generation's float32 top-K +{total:.4f}"
+    return (
+        f"of {c['address']} (identity {c['identity']}): slots {a}:{b} of {c['views']}, "
+        f"top-{c['topk']} {c['value_encoding']}; the copy added {cost or 'nothing'} "
+        f"nats/view{known}"
+    )
+
+
+def _fidelity_text(status: dict[str, Any] | None) -> str:
+    from teacher_store.fidelity import FidelityRecord, FidelityStatus, format_status
+
+    if status is None:
+        return format_status(None)
+    rec = status.get("record")
+    record = None if rec is None else FidelityRecord.from_dict(rec)
+    return format_status(
+        FidelityStatus(status["state"], record, status["identity"], status["reason"])
+    )
+
+
 def format_info(info: dict[str, Any]) -> str:
     """A readable multi-line summary of :func:`store_info`'s dict."""
     lay = info["layout"]
@@ -280,6 +349,9 @@ def format_info(info: dict[str, Any]) -> str:
     lines += _bad_lines(info["bad_samples"])
     if info["complete"] and not info["metadata_digests"]:
         lines.append(f"  {legacy_note(info['path'])}")
+    if info.get("copied_from"):
+        lines.append(f"  copy      {_copy_text(info['copied_from'], info)}")
+    lines.append(f"  fidelity  {_fidelity_text(info.get('fidelity'))}")
     g = info["generate"]
     dev = f", device {g['device']}" if g.get("device") else ""
     lines.append(f"  generate  batch size {g['batch_size']}, amp {g['amp']}{dev}")

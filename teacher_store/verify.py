@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -69,11 +69,14 @@ U8_HALF_STEP = 1.0 / 510.0
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Outcome of :func:`verify_store`: ``reason`` is one line naming the problem and the fix."""
+    """Outcome of :func:`verify_store`: ``reason`` is one line naming the problem and the fix;
+    ``measured``: what a teacher spot check measured (None when none ran), the fields of a
+    fidelity record (:mod:`teacher_store.fidelity`)."""
 
     ok: bool
     reason: str
     summary: str
+    measured: dict[str, Any] | None = None
 
 
 def _fail(reason: str) -> VerifyReport:
@@ -92,14 +95,20 @@ def unit_batches(
     if valid.shape != (rs, n):
         raise ValueError(f"valid block {valid.shape} does not fit unit {unit.name} ({rs}, {n})")
     ok = np.asarray(valid).astype(bool)
+    first = attrs.first_slot  # a copy of slots A:B pairs its slot r as the views' slot A + r
     steps = unit_view_order(
         attrs.store_seed,
         attrs.num_samples,
-        range(unit.slot_start, unit.slot_stop),
+        range(first + unit.slot_start, first + unit.slot_stop),
         range(unit.start, unit.stop),
         recorded_view_order(attrs.config),
     )
-    views = [(r, i) for step in steps for r, i in step if ok[r - unit.slot_start, i - unit.start]]
+    views = [
+        (r - first, i)
+        for step in steps
+        for r, i in step
+        if ok[r - first - unit.slot_start, i - unit.start]
+    ]
     batch_size = int(attrs.config["batch_size"])
     return [views[i : i + batch_size] for i in range(0, len(views), batch_size)]
 
@@ -126,6 +135,9 @@ class _Compare:
     strict_ok: bool
     max_dp: float
     detail: str  # why the strict test failed ("" when it passed)
+    kl: float = 0.0  # KL(fresh full distribution || stored sparse target), nats
+    ids_agree: float = 1.0  # share of the stored non-zero entries among the fresh top-K ids
+    top1: bool = True  # stored top-1 is the fresh top-1 (or a float tie with it)
 
 
 def _value_error(s_logp: np.ndarray, s_p: np.ndarray, ref: np.ndarray, encoding: str) -> str:
@@ -147,30 +159,90 @@ def _value_error(s_logp: np.ndarray, s_p: np.ndarray, ref: np.ndarray, encoding:
     return ""
 
 
+def _p_bound(name: str, ref: np.ndarray) -> np.ndarray:
+    """Encoding ``name``'s rounding error at fresh log-probs ``ref`` [K], in p: a log-prob
+    error b moves p by at most p (e^b - 1)."""
+    e = value_encoding(name)
+    b = np.asarray(e.bound(ref), np.float64)
+    if e.tolerance_space == "p":
+        return b
+    return np.exp(ref) * np.expm1(np.minimum(b, 50.0))
+
+
+def _copy_value_error(s_p: np.ndarray, ref: np.ndarray, encodings: tuple[str, str]) -> str:
+    """Why a re-encoded copy's probabilities are outside both encodings' rounding of the fresh
+    log-probs ``ref`` ("" when within): its values were rounded twice."""
+    bound_p = _p_bound(encodings[0], ref) + _p_bound(encodings[1], ref) + SAME_DEVICE_P_SLACK
+    err = np.abs(s_p - np.exp(ref))
+    bad = np.nonzero(err > bound_p)[0]
+    if len(bad):
+        r = int(bad[0])
+        return (
+            f"probability at rank {r} is {s_p[r]:.6g}, fresh {math.exp(ref[r]):.6g} "
+            f"(bound {bound_p[r]:.2g}, {encodings[0]} re-encoded as {encodings[1]})"
+        )
+    return ""
+
+
+def _sparse_kl(full: np.ndarray, ids: np.ndarray, s_p: np.ndarray) -> float:
+    """KL(fresh full distribution ``exp(full)`` [C] || the stored sparse target): its entries
+    with p > 0 on their classes, the rest mass spread over the other classes (the loss's)."""
+    kept = s_p > 0
+    rest = max(1.0 - float(s_p[kept].sum()), 1e-12) / max(len(full) - int(kept.sum()), 1)
+    log_q = np.full(len(full), math.log(rest))
+    log_q[ids[kept]] = np.log(s_p[kept])
+    p = np.exp(full)
+    return float(max(np.sum(np.where(p > 0, p * (full - log_q), 0.0)), 0.0))
+
+
 def _compare_view(
     stored_ids: np.ndarray,
     stored_vals: np.ndarray,
     fresh_ids: np.ndarray,
     fresh_logp: np.ndarray,
     encoding: str,
+    source_encoding: str | None = None,
 ) -> _Compare:
-    """Compare one view's stored top-K with the fresh full ranking (ids/logp over all classes)."""
+    """Compare one view's stored top-K with the fresh full ranking (ids/logp over all classes).
+
+    ``source_encoding``: a copy's source encoding when the copy re-encoded its values (both
+    roundings then bound the error, and the coarser one decides ties)."""
     k = len(stored_ids)
+    ids = stored_ids.astype(np.int64)
     full = np.empty(len(fresh_ids), np.float64)
     full[fresh_ids] = fresh_logp
     s_logp = decode_values(stored_vals, encoding).astype(np.float64)
     s_p = np.exp(s_logp)
-    f_p_same = np.exp(full[stored_ids.astype(np.int64)])  # fresh prob of the stored classes
+    f_p_same = np.exp(full[ids])  # fresh prob of the stored classes
     max_dp = float(np.max(np.abs(s_p - f_p_same)))
     top_ids = fresh_ids[:k].astype(np.int64)
+    kl = _sparse_kl(full, ids, s_p)
     # Entries the encoding stores as equal values may come back in id order: a tie too.
     tie = TIE_DP + quant_step(encoding, k)
-    for rank in np.nonzero(top_ids != stored_ids.astype(np.int64))[0].tolist():
-        a, b = int(stored_ids[rank]), int(top_ids[rank])
-        if abs(math.exp(full[a]) - math.exp(full[b])) > tie[rank]:
-            return _Compare(False, max_dp, f"class id at rank {rank} is {a}, fresh run says {b}")
-    detail = _value_error(s_logp, s_p, full[stored_ids.astype(np.int64)], encoding)
-    return _Compare(not detail, max_dp, detail)
+    recoded = source_encoding is not None and source_encoding != encoding
+    if recoded:
+        tie = tie + quant_step(str(source_encoding), k)
+    # ids agreement: stored entries with p > 0 whose class is in the fresh top-K, or ties
+    # with its K-th (the encoding cannot order those).
+    nonzero = s_p > 0
+    p_kth = math.exp(full[top_ids[-1]])
+    inside = np.isin(ids, top_ids) | (np.exp(full[ids]) >= p_kth - tie[-1])
+    agree = float(inside[nonzero].mean()) if nonzero.any() else 0.0
+    swapped = [
+        r
+        for r in np.nonzero(top_ids != ids)[0].tolist()
+        if abs(math.exp(full[ids[r]]) - math.exp(full[top_ids[r]])) > tie[r]
+    ]
+    top1 = not swapped or swapped[0] != 0
+    if swapped:
+        r = swapped[0]
+        why = f"class id at rank {r} is {ids[r]}, fresh run says {top_ids[r]}"
+        return _Compare(False, max_dp, why, kl, agree, top1)
+    if recoded:
+        detail = _copy_value_error(s_p, full[ids], (str(source_encoding), encoding))
+    else:
+        detail = _value_error(s_logp, s_p, full[ids], encoding)
+    return _Compare(not detail, max_dp, detail, kl, agree, top1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +343,7 @@ def verify_store(
         store = LocalStore(path, require_complete=False)
     except (ValueError, OSError) as e:
         return _fail(str(e))
+    identity = _identity(store)  # what a fidelity record names (checked again at the end)
     shards = _check_shards(store)
     if not shards.ok:
         return shards
@@ -288,18 +361,40 @@ def verify_store(
         spot = _spot_check(store, folder, fraction, device, checkpoint)
     except (ValueError, OSError) as e:
         return _fail(f"spot check: {e}".splitlines()[0])
+    now = _identity(store)
+    if now != identity:  # the spot check compared another store than the files checked
+        return _fail(
+            f"store {store.address} changed while it was verified (identity {identity} → "
+            f"{now or 'no manifest'}); verify it again"
+        )
+    measured = {
+        "identity": identity,
+        "fraction": fraction,
+        "dataset_sha256": str(store.attrs.dataset.get("sha256", "")),
+        **(spot.measured or {}),
+    }
     if spot.ok:
-        return VerifyReport(True, "", f"{head}; {spot.summary}")
-    return spot
+        return VerifyReport(True, "", f"{head}; {spot.summary}", measured)
+    return replace(spot, measured=measured)
+
+
+def _identity(store: Any) -> str:
+    """The store's identity now (the sha256 of its manifest; "" without one)."""
+    from teacher_store.store.blockfmt import store_identity
+
+    try:
+        return store_identity(layout.manifest_bytes(store.location))
+    except FileNotFoundError:
+        return ""
 
 
 # --------------------------------------------------------------------------------------------
 # teacher spot check
 
 
-def _batch_counts(store: Any, units: list[ShardUnit], batch_size: int) -> list[int]:
-    """Teacher batches per unit."""
-    return [-(-int(_unit_valid(store.group, u).sum()) // batch_size) for u in units]
+def _valid_counts(store: Any, units: list[ShardUnit]) -> list[int]:
+    """Valid views per unit."""
+    return [int(_unit_valid(store.group, u).sum()) for u in units]
 
 
 def _locate(counts: list[int], chosen: list[int]) -> dict[int, list[int]]:
@@ -315,7 +410,8 @@ def _locate(counts: list[int], chosen: list[int]) -> dict[int, list[int]]:
 
 
 def _rebuild_teacher(store: Any, folder: Any, dev: Any, checkpoint: str | None) -> Any:
-    """The store's teacher on ``dev``, or a failed report when its weights changed."""
+    """(the store's teacher on ``dev``, its weights' sha256), or a failed report when its
+    weights changed."""
     from models import create_teacher
     from teacher_store.generate import GenerateConfig
     from teacher_store.teacher import Teacher
@@ -335,7 +431,8 @@ def _rebuild_teacher(store: Any, folder: Any, dev: Any, checkpoint: str | None) 
     # attrs.config omits runtime fields (paths, workers, device); fill the required ones.
     base = {"data": str(folder.root), "out": store.address, **a.config}
     cfg = GenerateConfig.from_dict(base)
-    return Teacher(model, info, dev, a.num_classes, cfg.amp)  # all classes: see _compare_view
+    # All classes (see _compare_view), and the digest of the weights actually loaded.
+    return Teacher(model, info, dev, a.num_classes, cfg.amp), info.weights_sha256
 
 
 def _rerun_unit(
@@ -353,6 +450,7 @@ def _rerun_unit(
         a,
         at=(u.slot_start, u.start),
     )
+    source = (a.copied_from or {}).get("value_encoding")  # a copy's values: rounded twice?
     results = []
     for b in local:
         views = [replay.render(slot, sample).pixels for slot, sample in batches[b]]
@@ -360,7 +458,7 @@ def _rerun_unit(
         for v, (slot, sample) in enumerate(batches[b]):
             j, s = slot - u.slot_start, sample - u.start
             cmp = _compare_view(
-                ids[j, s], vals[j, s], fresh_ids[v], fresh_logp[v], a.value_encoding
+                ids[j, s], vals[j, s], fresh_ids[v], fresh_logp[v], a.value_encoding, source
             )
             results.append((slot, sample, cmp))
     return results
@@ -372,10 +470,11 @@ class _SpotRun:
 
     where: str  # "N of M teacher batches (V views) re-run on DEV"
     encoding: str
-    same_device: bool
+    same_device: bool  # the strict test decides (same device type, decoder and batches)
     gen_dev: str | None
     dev_type: str
     folder: Any
+    why_tolerant: str = ""  # why the cross-device tolerance applies ("": another device)
 
 
 def _view_name(run: _SpotRun, slot: int, sample: int) -> str:
@@ -416,7 +515,8 @@ def _judge_cross_device(
         return VerifyReport(
             True,
             "",
-            f"{run.where}: store's device {run.gen_dev}, so compared with the cross-device "
+            f"{run.where}: {run.why_tolerant or f'store device {run.gen_dev}'}, so compared "
+            "with the cross-device "
             f"tolerance: median per-view max |Δp| {median:.1e} <= {CROSS_DEVICE_MEDIAN_DP}, "
             f"{outliers} view(s) over {CROSS_DEVICE_VIEW_DP} (max {max_dp:.1e}); {nfailed} of "
             f"{nviews} views outside the same-device bound",
@@ -442,7 +542,9 @@ def _spot_check(
 
     a = store.attrs
     units = shard_units(a)
-    counts = _batch_counts(store, units, int(a.config["batch_size"]))
+    batch_size = int(a.config["batch_size"])
+    valid = _valid_counts(store, units)
+    counts = [-(-v // batch_size) for v in valid]  # teacher batches per unit
     total = sum(counts)
     chosen = _pick(total, fraction)
     if not chosen:
@@ -451,17 +553,52 @@ def _spot_check(
     if a.config.get("threads"):  # the store's thread count: CPU float results depend on it
         torch.set_num_threads(int(a.config["threads"]))
     replay = Replayer(folder, a, device=dev)  # nvJPEG where the store used it and dev is CUDA
-    # Another device, or another image decoder than the store's: compare with tolerances.
-    same_device = a.device_type == dev.type and replay.exact
-    teacher = _rebuild_teacher(store, folder, dev, checkpoint)
-    if isinstance(teacher, VerifyReport):
-        return teacher
+    # Another device, another image decoder than the store's, or (a copy) other teacher
+    # batches than the generation's: compare with tolerances.
+    kept = bool((a.copied_from or {}).get("batches_kept", True))
+    same_device = a.device_type == dev.type and replay.exact and kept
+    why = "" if kept else "a copy whose shard units are not its generation's (other batches)"
+    rebuilt = _rebuild_teacher(store, folder, dev, checkpoint)
+    if isinstance(rebuilt, VerifyReport):
+        return rebuilt
+    teacher, weights = rebuilt
     results: list[tuple[int, int, _Compare]] = []
     for ui, local in _locate(counts, chosen).items():
         results += _rerun_unit(store, units[ui], local, replay, teacher)
     where = f"{len(chosen)} of {total} teacher batches ({len(results)} views) re-run on {dev.type}"
-    run = _SpotRun(where, a.value_encoding, same_device, a.device_type, dev.type, folder)
-    return _judge(results, run)
+    source = (a.copied_from or {}).get("value_encoding", a.value_encoding)
+    encoding = a.value_encoding if source == a.value_encoding else f"{source} + {a.value_encoding}"
+    run = _SpotRun(where, encoding, same_device, a.device_type, dev.type, folder, why)
+    report = _judge(results, run)
+    measured = _measured(results, sum(valid), (len(chosen), total), weights, run)
+    return replace(report, measured=measured)
+
+
+def _measured(
+    results: list[tuple[int, int, _Compare]],
+    views: int,
+    batches: tuple[int, int],
+    weights: str | None,
+    run: _SpotRun,
+) -> dict[str, Any]:
+    """What a spot check measured, as a fidelity record keeps it."""
+    cmp = [c for _, _, c in results]
+    dps = np.array([c.max_dp for c in cmp])
+    return {
+        "views_rerun": len(cmp),
+        "views_total": views,
+        "fraction_rerun": len(cmp) / views if views else 0.0,
+        "batches_rerun": batches[0],
+        "batches_total": batches[1],
+        "ids_agreement": float(np.mean([c.ids_agree for c in cmp])),
+        "top1_agreement": float(np.mean([c.top1 for c in cmp])),
+        "max_dp": float(dps.max()),
+        "median_max_dp": float(np.median(dps)),
+        "kl": float(np.mean([c.kl for c in cmp])),
+        "teacher_weights_sha256": weights,
+        "device": run.dev_type,
+        "tolerance": "same-device" if run.same_device else "cross-device",
+    }
 
 
 __all__ = [

@@ -53,6 +53,7 @@ __all__ = [
     "ShardUnit",
     "StoreReader",
     "TargetBlock",
+    "commit_unit",
     "committed_units",
     "create_store",
     "finalize",
@@ -276,16 +277,40 @@ def write_unit(
     sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
     for name, data in (("ids", ids), ("values", values), ("valid", valid)):
         _array(group, name)[sl] = data
-    files = {}
+    shards = {}
     for key in unit.keys().values():
-        buf = mem.get(key)
-        if buf is None:  # all fill values: zarr writes no shard (an earlier try's must go)
+        buf = mem.get(key)  # None: all fill values, zarr writes no shard
+        shards[key] = None if buf is None else buf.to_bytes()
+    return commit_unit(loc, unit, shards, bad, stats)
+
+
+def commit_unit(
+    loc: Location,
+    unit: ShardUnit,
+    shards: dict[str, bytes | None],
+    bad: list[dict[str, Any]],
+    stats: dict[str, Any] | None = None,
+    known: dict[str, layout.FileRecord] | None = None,
+) -> dict[str, Any]:
+    """Write one unit's encoded shard files (``shards``: key -> bytes, None for a shard of fill
+    values only, which must not exist) and then commit its record; returns the record.
+
+    :func:`write_unit` encodes arrays into such files; `distill copy` passes a source's
+    verified files as they are, with their records (``known``: key -> the record the bytes
+    were checked against, so they are not hashed again). Each file is written whole (one PUT
+    on an object store); the record, written after all of them, lists what was written.
+    """
+    if set(shards) != set(unit.keys().values()):
+        raise ValueError(f"unit {unit.name} has shards {sorted(unit.keys().values())}")
+    files = {}
+    for key, data in shards.items():
+        if data is None:  # an earlier try's shard must go
             loc.remove(key)
             files[key] = layout.EMPTY.to_dict()
             continue
-        data_bytes = buf.to_bytes()
-        layout.write_file(loc, key, data_bytes)
-        files[key] = layout.FileRecord.of(data_bytes).to_dict()
+        layout.write_file(loc, key, data)
+        rec = (known or {}).get(key)
+        files[key] = (rec if rec is not None else layout.FileRecord.of(data)).to_dict()
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
         record["stats"] = stats

@@ -216,4 +216,35 @@ def encoding_kl(
     return np.asarray(np.maximum(kept + rest, 0.0))
 
 
-__all__ = ["ClassIdError", "check_class_ids", "encoding_kl", "rank_to_stored", "stored_to_rank"]
+def truncation_kl(logp: np.ndarray, k2: int, num_classes: int) -> np.ndarray:
+    """KL(sparse target of the K entries || sparse target of the first ``k2``) per view, in
+    nats: [...] float64. What keeping the top-``k2`` of a stored top-K costs (`distill copy
+    --topk`).
+
+    ``logp`` [..., K] are log-probabilities in rank order (-inf: zero). Both targets spread
+    their rest mass evenly over the classes they do not list (K's over C - K, top-``k2``'s over
+    C - ``k2``), as the student loss does; the entries they share cost nothing.
+    """
+    k = logp.shape[-1]
+    if not 1 <= k2 <= k:
+        raise ValueError(f"top-{k2} of a top-{k} needs 1 <= {k2} <= {k}")
+    p = np.exp(logp.astype(np.float64))
+    p_rest = np.clip(1.0 - p.sum(-1), 0.0, None)  # [...]: K's rest, over C - K classes
+    q_rest = np.clip(1.0 - p[..., :k2].sum(-1), 1e-12, None)  # top-k2's rest, over C - k2
+    q_other = q_rest / max(num_classes - k2, 1)  # [...]: what top-k2 gives each unlisted class
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dropped = p[..., k2:]  # listed by K, "other" for top-k2
+        cut = np.where(dropped > 0, dropped * (np.log(dropped) - np.log(q_other[..., None])), 0)
+        p_other = p_rest / max(num_classes - k, 1)
+        rest = np.where(p_rest > 0, p_rest * (np.log(p_other) - np.log(q_other)), 0.0)
+    return np.asarray(np.maximum(cut.sum(-1) + rest, 0.0))
+
+
+__all__ = [
+    "ClassIdError",
+    "check_class_ids",
+    "encoding_kl",
+    "rank_to_stored",
+    "stored_to_rank",
+    "truncation_kl",
+]

@@ -8,7 +8,9 @@ folder :data:`BOOK` beside the zarr keys:
 - ``_distill/sample_digests.u64``: the content digest of every sample's image file
   (:class:`~teacher_store.images.digests.SampleDigests`), written with the store (before the
   root ``zarr.json``) and listed in the manifest;
-- ``_distill/manifest.json``: every committed file of the finished store, written last.
+- ``_distill/manifest.json``: every committed file of the finished store, written last;
+- ``_distill/fidelity.json``: the last recorded fidelity check (`distill verify --record`),
+  outside the manifest and the store identity.
 
 Work is cut into *shard units*: a block of ``shard_views`` view slots by ``shard_samples``
 samples, one zarr shard file per array (see :class:`ShardUnit`).
@@ -43,6 +45,9 @@ BOOK = "_distill"  # bookkeeping folder inside the store, beside the zarr keys
 SHARDS = f"{BOOK}/shards"
 MANIFEST = f"{BOOK}/manifest.json"
 SAMPLE_DIGESTS = f"{BOOK}/sample_digests.u64"  # N little-endian uint64, sample order
+# The last `distill verify --record` (teacher_store.fidelity): a side record that names the
+# identity it checked. Never in the manifest, so writing it leaves the identity as it is.
+FIDELITY = f"{BOOK}/fidelity.json"
 MAX_JSON = 256 << 20  # a manifest of 1M shard files is ~150 MB; anything larger is not ours
 
 
@@ -111,6 +116,8 @@ def kind_of(key: str) -> str:
         return "manifest"
     if key == SAMPLE_DIGESTS:
         return "digests"
+    if key == FIDELITY:
+        return "fidelity"  # no crash point: not part of the store's commit protocol
     if key.startswith(f"{SHARDS}/"):
         return "record"
     if key == ROOT_META:
@@ -386,6 +393,7 @@ __all__ = [
     "ARRAYS",
     "BOOK",
     "EMPTY",
+    "FIDELITY",
     "MANIFEST",
     "MAX_JSON",
     "ROOT_META",

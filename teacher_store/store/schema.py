@@ -210,6 +210,14 @@ class StoreAttrs(BaseModel):
     recipe: dict[str, Any]
     config: dict[str, Any]
     libraries: dict[str, str]
+    # A copy of a slot range A:B of another store (`distill copy --slots A:B`): slot r here
+    # holds the views of the source's slot r + slot_offset (view seeds, mixing partners), and
+    # the recipe's per-slot schedule spans slot_span slots counted from the views' slot 0.
+    # None: 0 and ``views`` (every store generated here).
+    slot_offset: int | None = Field(default=None, ge=0)
+    slot_span: int | None = Field(default=None, ge=1)
+    # What a copy was taken from (:class:`CopiedFrom`'s fields); None for a generated store.
+    copied_from: dict[str, Any] | None = None
 
     @field_validator(
         "num_samples", "views", "topk", "num_classes", "chunk_samples", "shard_samples",
@@ -279,6 +287,16 @@ class StoreAttrs(BaseModel):
             raise ValueError(f"{self.unit_count} shard units exceed the bound {MAX_UNITS}")
         return self
 
+    @field_validator("copied_from")
+    @classmethod
+    def _copied_from(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            try:
+                CopiedFrom.model_validate(v)
+            except ValidationError as e:
+                raise ValueError(f"copied_from: {validation_message(e)}") from None
+        return v
+
     @model_validator(mode="after")
     def _order_is_permutation(self) -> StoreAttrs:
         if self.class_order is None:
@@ -298,9 +316,28 @@ class StoreAttrs(BaseModel):
         groups = -(-self.views // self.shard_views)
         return groups * -(-self.num_samples // self.shard_samples)
 
+    @property
+    def first_slot(self) -> int:
+        """The views' slot of this store's slot 0 (a copy of slots A:B: A; else 0)."""
+        return self.slot_offset or 0
+
+    def view_slot(self, slot: int) -> int:
+        """The slot whose seeds and mixing pairs this store's view slot ``slot`` replays."""
+        return self.first_slot + slot
+
+    @property
+    def schedule_views(self) -> int:
+        """The slots the recipe's per-slot schedule spans (a copy keeps its source's span)."""
+        return self.slot_span or self.views
+
     def to_dict(self) -> dict[str, Any]:
-        """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes)."""
-        return self.model_dump(mode="json")
+        """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes). Fields added
+        after schema 2 appear only when set, so a store that uses none keeps its bytes."""
+        out = self.model_dump(mode="json")
+        for name in _OPTIONAL_FIELDS:
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
 
     @classmethod
     def create(cls, **fields: Any) -> StoreAttrs:
@@ -346,6 +383,50 @@ _BOUNDS = {
     "shard_views": MAX_VIEWS,
     "chunk_views": MAX_VIEWS,
 }
+
+
+_OPTIONAL_FIELDS = ("slot_offset", "slot_span", "copied_from")
+
+
+class CopiedFrom(BaseModel):
+    """``attrs.copied_from``: the store a copy was taken from (`distill copy`), version 1.
+
+    ``slots`` is the source's half-open slot range copied; ``topk``, ``value_encoding`` and
+    ``shard_views`` are the source's (the copy's own are in the attrs; a copy whose units are
+    its source's units re-runs the source's teacher batches exactly); ``encoding_kl`` is the
+    mean nats per view the source's values add to its generation's float32 top-K, as recorded
+    (None: unknown)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    version: Literal[1] = 1
+    identity: str = Field(pattern=r"^[0-9a-f]{16}$")
+    address: str
+    views: int = Field(ge=1)
+    slots: list[int] = Field(min_length=2, max_length=2)
+    topk: int = Field(ge=1)
+    value_encoding: ValueEncodingName
+    shard_views: int = Field(ge=1)
+    # The copy's shard units cut the views as its generation did (so `distill verify` can
+    # re-run the very same teacher batches): the source's units, and the source's its own.
+    batches_kept: bool = True
+    encoding_kl: float | None = None
+
+    @field_validator("slots")
+    @classmethod
+    def _range(cls, v: list[int]) -> list[int]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"must be [first, stop) with 0 <= first < stop, got {v}")
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready fields (what ``attrs.copied_from`` holds)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CopiedFrom:
+        """A validated record from :meth:`to_dict`'s fields."""
+        return cls.model_validate(d)
 
 
 def ids_dtype(num_classes: int) -> np.dtype:

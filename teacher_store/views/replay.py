@@ -303,7 +303,8 @@ class Replayer:
         gpu = self.decode_path == "gpu" and device is not None and device.type == "cuda"
         self.decode_device: torch.device | None = device if gpu else None
         self.store_seed, self.num_samples = int(attrs.store_seed), int(attrs.num_samples)
-        self.num_slots = int(attrs.views)
+        self.num_slots = int(attrs.schedule_views)  # the recipe schedule's span
+        self.first_slot = int(attrs.first_slot)  # a copy of slots A:B replays from slot A
         self.recipe = Recipe.from_dict(attrs.recipe) if recipe is None else recipe
         input_size = attrs.teacher.get("input_size")  # [3, H, W]
         self.size: int | None = int(input_size[1]) if input_size else None
@@ -383,8 +384,16 @@ class Replayer:
             raise UnreadableSampleError(str(e), sample) from None
 
     def params(self, slot: int, sample: int) -> ViewParams:
-        """The decoded parameters of view ``slot`` of ``sample``."""
-        return decode(self.store_seed, slot, sample, self.num_samples, self.recipe, self.num_slots)
+        """The decoded parameters of view ``slot`` of ``sample`` (the store's slot: a copy of
+        slots A:B decodes its slot r as the views' slot A + r)."""
+        return decode(
+            self.store_seed,
+            self.first_slot + slot,
+            sample,
+            self.num_samples,
+            self.recipe,
+            self.num_slots,
+        )
 
     def image(self, sample: int) -> Image.Image:
         """Sample ``sample``'s decoded image; UnreadableSampleError when it is corrupt."""

@@ -22,12 +22,15 @@ def _claim_views(store: Path, views: int) -> None:
 def test_huge_claimed_counts_are_counted_not_listed(tmp_path: Path) -> None:
     """A store of 131,072 shard units is listed with its unit count computed and its records
     counted, never unit by unit; a store claiming more views than any store may have (10**12,
-    2,000,000: more than 65,536) is listed as invalid at once, naming zarr.json."""
+    2,000,000: more than MAX_VIEWS) is listed as invalid at once, naming zarr.json."""
     from api.main import create_app
     from api.settings import Settings
+    from teacher_store.store.schema import MAX_VIEWS
 
     root = tmp_path / "root"
-    big = make_attrs(64, views=65536, topk=3, chunk=16, shard=32, shard_views=1)
+    # 131,072 units of one view slot and 32 samples each, at the largest view count allowed
+    samples = 32 * 131072 // MAX_VIEWS
+    big = make_attrs(samples, views=MAX_VIEWS, topk=3, chunk=16, shard=32, shard_views=1)
     build_store(root / "unfinished", big, units=2)  # only metadata and two units on disk
     attrs = make_attrs(64, views=2, topk=3, chunk=16, shard=32, shard_views=1)
     claiming = build_store(root / "claiming", attrs, units=2)
@@ -41,7 +44,9 @@ def test_huge_claimed_counts_are_counted_not_listed(tmp_path: Path) -> None:
         assert stores["unfinished"]["state"] == "incomplete"
         for name in ("claiming", "finished"):
             assert stores[name]["state"] == "invalid"
-            assert "zarr.json" in stores[name]["error"] and "<= 65536" in stores[name]["error"]
+            assert (
+                "zarr.json" in stores[name]["error"] and f"<= {MAX_VIEWS}" in stores[name]["error"]
+            )
         r = requests.get(f"{live.url}/v1/stores/finished/blocks/1999999?start=0&stop=4", timeout=5)
         assert r.status_code == 409
 

@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
-PROFILES = [(), ("gpu",), ("train",), ("gpu", "train")]
+PROFILES = [(), ("gpu",), ("train",), ("dashboard",), ("gpu", "train", "dashboard")]
 
 
 def _is_script(path: Path) -> bool:
@@ -187,6 +187,7 @@ def test_docker_cli_plugin_invocation(tmp_path: Path, empty_env_file: Path):
         ((), {"demo-store", "api"}),
         (("gpu",), {"demo-store", "api", "generate-gpu"}),
         (("train",), {"demo-store", "api", "train"}),
+        (("dashboard",), {"demo-store", "api", "dashboard"}),
     ],
 )
 def test_services_per_profile(config, profiles: tuple[str, ...], services: set[str]):
@@ -224,6 +225,10 @@ def test_api_serves_the_store_volume_read_only(config):
     demo_mounts = {m["target"]: m for m in services["demo-store"]["volumes"]}
     assert demo_mounts["/stores"]["source"] == api_mounts["/stores"]["source"] == "stores"
     assert not demo_mounts["/stores"].get("read_only", False)
+    # The demo images, read-only: DISTILL_DATA names them (views need the dashboard service).
+    assert api_mounts["/data"]["source"] == "demo-images"
+    assert api_mounts["/data"]["read_only"] is True
+    assert services["api"]["environment"]["DISTILL_DATA"] == "demo=/data/images"
     assert set(config()["volumes"]) == {"stores", "demo-images"}
     assert set(config("train")["volumes"]) == {"stores", "demo-images", "runs"}
 
@@ -306,15 +311,65 @@ def test_train_streams_from_the_api(config):
 
 
 def test_services_run_from_the_right_images(config):
-    services = config("gpu", "train")["services"]
+    services = config("gpu", "train", "dashboard")["services"]
     assert services["api"]["build"]["dockerfile"] == "docker/api.Dockerfile"
-    for name in ("demo-store", "generate-gpu", "train"):
+    for name in ("demo-store", "generate-gpu", "train", "dashboard"):
         assert services[name]["build"]["dockerfile"] == "docker/jobs.Dockerfile"
         assert services[name]["image"] == services["demo-store"]["image"]
         assert services[name]["init"] is True
     for service in services.values():
         assert Path(service["build"]["context"]) == REPO
         assert service["cap_drop"] == ["ALL"]
+
+
+def test_builds_take_base_image_network_and_pip_secrets_from_the_environment(
+    config, tmp_path: Path
+):
+    """Offline builds: a local base image, host networking, pip.conf and CA as build secrets
+    (BuildKit mounts them for the pip steps only); defaults pull nothing extra."""
+    for service in config("gpu", "train", "dashboard")["services"].values():
+        build = service["build"]
+        assert build["args"]["BASE_IMAGE"] == "python:3.11.14-slim-bookworm"
+        assert build["network"] == "default"
+        assert [x["source"] for x in build["secrets"]] == ["pip_conf", "pip_ca"]
+    default = config()["secrets"]
+    assert default["pip_conf"]["file"] == default["pip_ca"]["file"] == "/dev/null"
+    conf, ca = tmp_path / "pip.conf", tmp_path / "ca.crt"
+    env = {
+        "DISTILL_BASE_IMAGE": "distill-base:bookworm",
+        "DISTILL_BUILD_NETWORK": "host",
+        "DISTILL_PIP_CONF": str(conf),
+        "DISTILL_PIP_CA": str(ca),
+    }
+    offline = config(env=env)
+    for service in offline["services"].values():
+        assert service["build"]["args"]["BASE_IMAGE"] == "distill-base:bookworm"
+        assert service["build"]["network"] == "host"
+    assert offline["secrets"]["pip_conf"]["file"] == str(conf)
+    assert offline["secrets"]["pip_ca"]["file"] == str(ca)
+    # Build secrets reach the builds only: no running service mounts them.
+    for service in config("gpu", "train", "dashboard")["services"].values():
+        sources = {x["source"] for x in service.get("secrets", [])}
+        assert not sources & {"pip_conf", "pip_ca"}, sources
+
+
+def test_dashboard_renders_views_from_the_read_only_demo_volumes(config):
+    """The dashboard service: the API's command from the jobs image (torch, for views), both
+    demo volumes read-only, DISTILL_DATA naming the demo images, its own port, healthcheck."""
+    services = config("dashboard")["services"]
+    dash, api = services["dashboard"], services["api"]
+    assert dash["command"] == api["command"]
+    assert dash["image"] == services["demo-store"]["image"]
+    assert dash["environment"]["DISTILL_DATA"] == "demo=/data/images"
+    assert dash["environment"]["DISTILL_ROOT"] == "/stores"
+    mounts = {m["target"]: m for m in dash["volumes"]}
+    assert mounts["/stores"]["source"] == "stores" and mounts["/stores"]["read_only"] is True
+    assert mounts["/data"]["source"] == "demo-images" and mounts["/data"]["read_only"] is True
+    (port,) = dash["ports"]
+    assert (port["target"], port["published"], port["host_ip"]) == (8000, "8001", "127.0.0.1")
+    assert dash["healthcheck"] == api["healthcheck"]
+    assert dash["cap_drop"] == ["ALL"] and dash["init"] is True
+    assert dash["depends_on"]["demo-store"]["condition"] == "service_completed_successfully"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,10 @@ def _env(service: dict, mounts: list[tuple[str, str]]) -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     for k, v in (service.get("environment") or {}).items():
         if k.startswith("DISTILL_") and v:
-            env[k] = _remap(v, mounts)
+            # A path, or NAME=PATH pairs (DISTILL_DATA): each path is remapped.
+            pairs = [p.partition("=") for p in v.split(",")]
+            env[k] = ",".join(n + eq + _remap(path, mounts) if eq else _remap(n, mounts)
+                              for n, eq, path in pairs)  # fmt: skip
     return env
 
 

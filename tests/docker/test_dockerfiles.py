@@ -94,10 +94,29 @@ def parse_dockerfile(path: Path) -> list[Stage]:
             words = [w for w in ins.args.split() if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name, []))
+        elif not stages:  # only global build arguments may come before the first FROM
+            assert ins.keyword == "ARG", f"{path}:{ins.line}: {ins.keyword} before FROM"
         else:
-            assert stages, f"{path}:{ins.line}: {ins.keyword} before FROM"
             stages[-1].instructions.append(ins)
     return stages
+
+
+def global_args(path: Path) -> dict[str, str]:
+    """The build arguments declared before the first FROM, with their defaults."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("FROM"):
+            break
+        if line.startswith("ARG "):
+            name, _, default = line[4:].strip().partition("=")
+            out[name] = default
+    return out
+
+
+def build_chain(path: Path) -> Stage:
+    """The stages before the final one, as one stage (deps, then builder FROM deps)."""
+    stages = parse_dockerfile(path)[:-1]
+    return Stage(stages[0].image, stages[-1].name, [i for s in stages for i in s.instructions])
 
 
 def copy_sources(stage: Stage) -> list[str]:
@@ -200,18 +219,52 @@ def test_every_hadolint_ignore_is_justified(path: Path):
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_base_images_are_pinned(path: Path):
+    """Every stage starts from ${BASE_IMAGE}, whose default is a pinned Python 3.11 slim tag
+    (a build argument, so machines without a registry can pass a local base image)."""
     stages = parse_dockerfile(path)
     names = {s.name for s in stages if s.name}
     bases = [s.image for s in stages if s.image not in names]
     assert bases
-    for image in bases:
-        assert "$" not in image, f"{image}: base image from a build argument cannot be checked"
-        name, _, tag = image.partition("@")[0].rpartition(":")
-        assert name and tag, f"{image}: no explicit tag"
-        assert tag != "latest", image
-        assert BASE_TAG.fullmatch(image.partition("@")[0]), f"{image}: not a pinned 3.11 slim tag"
     # The builder's virtual environment is copied into the final stage: same Python on both.
-    assert len(set(bases)) == 1, bases
+    assert set(bases) == {"${BASE_IMAGE}"}, bases
+    image = global_args(path)["BASE_IMAGE"]
+    name, _, tag = image.partition("@")[0].rpartition(":")
+    assert name and tag, f"{image}: no explicit tag"
+    assert tag != "latest", image
+    assert BASE_TAG.fullmatch(image.partition("@")[0]), f"{image}: not a pinned 3.11 slim tag"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_no_syntax_frontend_is_pulled(path: Path):
+    """A `# syntax=` directive makes BuildKit pull a frontend image, which fails offline; the
+    engine's built-in frontend handles RUN --mount and COPY --chmod."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), line
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_pip_settings_are_build_secrets_of_the_builder_only(path: Path):
+    """Every pip step mounts the optional pip_conf and pip_ca secrets and installs through
+    docker/pip-install.sh; no final-stage instruction names them, and no ENV sets pip's index
+    or CA (those would stay in the image)."""
+    stages = parse_dockerfile(path)
+    final = stages[-1]
+    pip_runs = [r for r in build_chain(path).all("RUN") if "pip" in r.args and "install" in r.args]
+    assert len(pip_runs) == 2, [r.args for r in pip_runs]
+    for run in pip_runs:
+        assert "pip-install " in run.args and "pip install" not in run.args, run.args
+        for secret in ("pip_conf", "pip_ca"):
+            assert f"--mount=type=secret,id={secret}" in run.args, (secret, run.args)
+    final_text = " ".join(i.args for i in final.instructions)
+    assert "secret" not in final_text and "pip-install" not in final_text, final_text
+    for stage in stages:
+        env = " ".join(e.args for e in stage.all("ENV") + stage.all("ARG"))
+        for name in ("PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE"):
+            assert name not in env, f"{name} set in {path.name}"
+    script = (DOCKER / "pip-install.sh").read_text()
+    assert "/run/secrets/pip_conf" in script and "/run/secrets/pip_ca" in script
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -219,7 +272,10 @@ def test_multi_stage_final_stage_is_lean_and_unprivileged(path: Path):
     stages = parse_dockerfile(path)
     assert len(stages) >= 2, "build in a builder stage, copy the result into a clean one"
     final = stages[-1]
-    assert any("--from=builder" in c.args for c in final.all("COPY"))
+    # The dependencies' environment, then the project over it (a source change rebuilds the
+    # small second layer only).
+    froms = [c.args.split()[0] for c in final.all("COPY") if c.args.startswith("--from=")]
+    assert froms == ["--from=deps", "--from=builder"], froms
     users = final.all("USER")
     assert users, "the final stage sets no USER (runs as root)"
     user = users[-1].args.split(":")[0]
@@ -237,12 +293,12 @@ def test_multi_stage_final_stage_is_lean_and_unprivileged(path: Path):
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dependencies_install_before_the_source_is_copied(path: Path):
     """Editing the source must not invalidate the (large) dependency layer."""
-    builder = parse_dockerfile(path)[0]
+    builder = build_chain(path)
     ins = builder.instructions
     deps = next(
         i
         for i, x in enumerate(ins)
-        if x.keyword == "RUN" and "pip install" in x.args and "-r " in x.args
+        if x.keyword == "RUN" and "pip-install" in x.args and "-r " in x.args
     )
     first_source = next(
         i
@@ -252,8 +308,8 @@ def test_dependencies_install_before_the_source_is_copied(path: Path):
     assert deps < first_source
     for pkg in PROJECT_PACKAGES:
         assert pkg in copy_sources(builder), f"{pkg}/ is not copied (pyproject lists it)"
-    project = next(x for x in ins[first_source:] if x.keyword == "RUN" and "pip install" in x.args)
-    assert "--no-deps ." in project.args, project.args
+    project = next(x for x in ins[first_source:] if x.keyword == "RUN" and "pip-install" in x.args)
+    assert "--no-deps" in project.args and "." in project.args.split(), project.args
 
 
 def test_api_image_healthcheck_and_command():
@@ -268,7 +324,7 @@ def test_api_image_healthcheck_and_command():
 
 
 def test_api_image_installs_no_torch():
-    builder = parse_dockerfile(API)[0]
+    builder = build_chain(API)
     runs = run_commands(builder)
     assert "-r /tmp/requirements-api.txt" in runs
     assert "docker/requirements-api.txt" in copy_sources(builder)
@@ -276,9 +332,15 @@ def test_api_image_installs_no_torch():
 
 
 def test_jobs_image_installs_pyproject_dependencies():
-    runs = run_commands(parse_dockerfile(JOBS)[0])
+    runs = run_commands(build_chain(JOBS))
     assert "tomllib" in runs and "['project']['dependencies']" in runs
-    assert "--no-deps ." in runs
+    assert "--no-deps" in runs and "--prefix /opt/project ." in runs
+    # The dependency layer's only input from the project is the list of pins: editing
+    # pyproject.toml's extras or tool settings must not rebuild torch and CUDA.
+    (deps,) = [s for s in parse_dockerfile(JOBS) if "pip-install -r" in run_commands(s)]
+    assert copy_sources(deps) == ["docker/pip-install.sh"], copy_sources(deps)
+    (pins,) = [c.args for c in deps.all("COPY") if c.args.startswith("--from=")]
+    assert pins == "--from=pins /tmp/requirements.txt /tmp/requirements.txt", pins
 
 
 def test_api_requirements_match_pyproject_pins():

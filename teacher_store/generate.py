@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.runtime import barrier, dist_env, init_runtime, share_from_main
 from teacher_store.cli import CommandError
-from teacher_store.errors import StoreConflict, causes
+from teacher_store.errors import ImageChangedError, StoreConflict, causes
+from teacher_store.generate_data import check_read_some, with_content
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
     ImageFolder,
@@ -60,6 +61,7 @@ from teacher_store.store.arrays import (
 from teacher_store.store.arrays import write_unit as _write_unit
 from teacher_store.store.id_order import encoding_kl
 from teacher_store.store.layout import ShardUnit, shard_units
+from teacher_store.store.placement import check_apart
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
     StoreAttrs,
@@ -233,6 +235,9 @@ class _Item:
     views: torch.Tensor  # [len(keys), 3, H, W] uint8
     ok: torch.Tensor  # [len(keys)] bool
     bad: tuple[tuple[int, str, str], ...]  # (sample, relative path, error)
+    # An image that is not the one digested at the start (replaced during the job): raised
+    # by the main process (from a DataLoader worker it would lose its type and message).
+    changed: ImageChangedError | None = None
 
 
 class _ViewDataset(torch.utils.data.Dataset[_Item]):
@@ -294,12 +299,16 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         return int(self.offsets[-1])
 
     def __getitem__(self, k: int) -> _Item:
-        self._preload(k)
         u, keys = self.step(k)
         views = torch.zeros(len(keys), 3, self.size, self.size, dtype=torch.uint8)
         ok = torch.zeros(len(keys), dtype=torch.bool)
         bad = []
-        for j, got in enumerate(self.replay.render_many(keys, self.size)):
+        try:
+            self._preload(k)
+            rendered = self.replay.render_many(keys, self.size)
+        except ImageChangedError as e:
+            return _Item(u, tuple(keys), views, ok, (), e)
+        for j, got in enumerate(rendered):
             if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
                 bad.append((got.sample, printable_path(self.folder.paths[got.sample]), str(got)))
                 continue
@@ -357,6 +366,8 @@ def _run_units(
             where.clear()
 
     for item in loader:
+        if item.changed is not None:
+            raise item.changed
         if writer is None or dataset.units[item.unit] is not writer.unit:
             if writer is not None:  # previous unit complete: batches never span units
                 flush()
@@ -475,7 +486,9 @@ def run_generate(
     from models import create_teacher
     from teacher_store.store.class_order import teacher_class_order
 
-    output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
+    # A bad --out fails now, in one line, before anything is created or deleted.
+    output_location(cfg.out)
+    check_apart(cfg.data, cfg.out)
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
     cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
@@ -491,6 +504,8 @@ def run_generate(
         cfg = cfg.model_copy(update={"workers": 0})
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     order = teacher_class_order(model, info.num_classes, info.weights_sha256 or "")
+    # Every image's content digest, recorded in the attrs and the store, checked on each read.
+    folder = with_content(folder, cfg.out, cfg.overwrite, cfg.progress, rank, runtime.world)
     attrs = build_attrs(cfg, folder, info, device.type, order)
     teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
     teacher.check_input(int(attrs.teacher["input_size"][1]))  # before the store is created
@@ -531,7 +546,7 @@ def _generate(
     rank, world, _ = dist_env()
     loc = Location.at(cfg.out)
     existed = not loc.is_local or loc.fs.exists(loc.root)
-    resumed = create_store(cfg.out, attrs, cfg.overwrite) if rank == 0 else True
+    resumed = create_store(cfg.out, attrs, cfg.overwrite, folder.content) if rank == 0 else True
     units = shard_units(attrs)
     created = rank == 0 and world == 1 and not resumed
     with _undone_on_failure(cfg.out, created, existed) as records:
@@ -560,6 +575,7 @@ def _generate(
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
         manifest = finalize(cfg.out, units)
     barrier(world)
+    check_read_some(cfg.data, cfg.out, attrs.num_samples, manifest, world)
     return {
         "store": Location.at(cfg.out).display,
         "resumed": bool(resumed and done),

@@ -11,7 +11,8 @@ Points (:data:`POINTS`): ``batch`` (a teacher batch computed, not yet in its uni
 temporary file of the atomic write, on an object store as the object itself, which a real PUT
 never leaves) and ``<kind>-written`` (just after such a write), where the kinds are ``meta``
 (an array's ``zarr.json``), ``root-meta`` (the root ``zarr.json``: at creation, then with the
-consolidated metadata), ``shard``, ``record`` (a unit record) and ``manifest``.
+consolidated metadata), ``shard``, ``record`` (a unit record), ``digests`` (the samples'
+content digests, at creation) and ``manifest``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 from collections.abc import Callable
 
 ENV = "DISTILL_CRASH_AT"
-KINDS = ("meta", "root-meta", "shard", "record", "manifest")
+KINDS = ("meta", "root-meta", "shard", "record", "digests", "manifest")
 POINTS = ("batch", *(f"{k}-{w}" for k in KINDS for w in ("torn", "written")))
 
 

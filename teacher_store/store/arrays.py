@@ -22,12 +22,25 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
 from teacher_store.errors import StoreConflict, StoreIncomplete
+from teacher_store.images.digests import SampleDigests
 from teacher_store.reader.address import StoreAddressError
 from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
+from teacher_store.store.content import (
+    digests_file_record,
+    load_sample_digests,
+    write_sample_digests,
+)
 from teacher_store.store.id_order import rank_to_stored
 from teacher_store.store.integrity import meta_records
-from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, ShardUnit, shard_units
+from teacher_store.store.layout import (
+    ARRAYS,
+    BOOK,
+    ROOT_META,
+    SAMPLE_DIGESTS,
+    ShardUnit,
+    shard_units,
+)
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.store.store_reader import StoreReader, TargetBlock
 
@@ -117,14 +130,18 @@ def output_location(address: str | os.PathLike[str]) -> Location:
 
 
 def create_store(
-    address: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False
+    address: str | os.PathLike[str],
+    attrs: StoreAttrs,
+    overwrite: bool = False,
+    digests: SampleDigests | None = None,
 ) -> bool:
     """Create an empty store at ``address`` (a folder or an object-store URL), or accept an
     existing one with the same config.
 
     Returns True when an existing store is being resumed. A different store (other config, other
     dataset, other teacher weights) or a non-empty non-store folder is refused unless
-    ``overwrite``.
+    ``overwrite``. ``digests``: the samples' content digests the attrs record (None: a store
+    that records none), written with the store (and again on resume if they are not there).
     """
     loc = output_location(address)
     where = loc.display
@@ -141,6 +158,9 @@ def create_store(
             # No writer is at work yet (ranks wait for this): temporary files are a killed
             # run's, and would stay in the store forever.
             loc.remove_temporaries()
+            have = layout.file_record(loc, SAMPLE_DIGESTS)
+            if digests is not None and have != digests_file_record(digests):
+                write_sample_digests(loc, digests)  # deleted or damaged since: the attrs' own
             return True
         if not overwrite:
             what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
@@ -149,7 +169,7 @@ def create_store(
             )
         loc.clear()
     try:
-        _create_arrays(loc, attrs)
+        _create_arrays(loc, attrs, digests)
     except OSError:
         # A half-created store (disk full) has no root zarr.json and would be refused as "not a
         # store" on the re-run; remove what was written so the same command starts afresh.
@@ -161,10 +181,11 @@ def create_store(
 
 def _half_created(loc: Location) -> bool:
     """Whether ``loc`` holds only what :func:`_create_arrays` writes before the root
-    ``zarr.json`` (which it writes last): arrays' metadata, temporary files, empty folders."""
+    ``zarr.json`` (which it writes last): arrays' metadata, the samples' content digests,
+    temporary files, empty folders."""
     if layout.read_root_attrs(loc) is not None:
         return False
-    metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
+    metas = {f"{name}/{ROOT_META}" for name in ARRAYS} | {SAMPLE_DIGESTS}
     found = loc.keys()
     ours = [k in metas or is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
@@ -199,8 +220,9 @@ def _define_arrays(group: zarr.Group, attrs: StoreAttrs) -> None:
     )
 
 
-def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
-    """Write the group's and arrays' metadata, the root ``zarr.json`` last (it marks a store).
+def _create_arrays(loc: Location, attrs: StoreAttrs, digests: SampleDigests | None) -> None:
+    """Write the group's and arrays' metadata and the samples' content ``digests``, the root
+    ``zarr.json`` last (it marks a store).
 
     zarr encodes into memory and every key goes through the location: one code path for a
     folder and an object store, whose writers never share an object.
@@ -208,8 +230,11 @@ def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
     mem: dict[str, Buffer] = {}
     group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
     _define_arrays(group, attrs)
-    for key in sorted(mem, key=lambda k: (k == ROOT_META, k)):
+    for key in sorted(k for k in mem if k != ROOT_META):
         layout.write_file(loc, key, mem[key].to_bytes())
+    if digests is not None:
+        write_sample_digests(loc, digests)
+    layout.write_file(loc, ROOT_META, mem[ROOT_META].to_bytes())
     layout.make_book(loc)
 
 
@@ -318,9 +343,15 @@ def committed_units(address: str | os.PathLike[str], units: list[ShardUnit]) -> 
 
 def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, Any]:
     """Write the consolidated metadata, then the final manifest (last: the store is complete
-    once it exists)."""
+    once it exists), which lists the samples' content digests too when the attrs record them
+    (checked against the attrs first: :class:`StoreDamaged` if they are not those)."""
     loc = Location.at(address)
     files: dict[str, Any] = {}
+    mem, group = _memory_group(loc)
+    attrs = StoreAttrs.from_dict(dict(group.attrs))
+    digests = load_sample_digests(attrs, loc.read, loc.display)
+    if digests is not None:
+        files[SAMPLE_DIGESTS] = digests_file_record(digests).to_dict()
     bad: dict[int, dict[str, Any]] = {}
     stats: dict[str, float] = {}
     for u in units:
@@ -339,7 +370,6 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
     }
     if stats:
         manifest["stats"] = stats
-    mem, _ = _memory_group(loc)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))

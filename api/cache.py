@@ -193,6 +193,8 @@ class FileCache:
         try:
             data = self._load(real, key, st.st_size, st.loc)
             crc, digest, sha = _checksums(data, real, key, st.loc)
+        except FileNotFoundError:
+            raise _vanished(store, key) from None
         except OSError as e:
             raise io_error(store, key, e) from None
         why = _mismatch(want, crc, sha)
@@ -238,11 +240,20 @@ class FileCache:
             else:
                 with open(state.real, "rb") as f:
                     part = os.pread(f.fileno(), stop - start, start)
+        except FileNotFoundError:
+            raise _vanished(state.store, state.key) from None
         except OSError as e:
             raise io_error(state.store, state.key, e) from None
         if len(part) != stop - start:
             raise StoreDamaged(state.store, state.key, "shrank on disk since it was verified")
         return part
+
+
+def _vanished(store: str, key: str) -> StoreDamaged:
+    """A file that was there when the request began and is gone now: the store is being
+    replaced or regenerated under the service (a 409, so a client re-checks the store's
+    identity), not a fault of the server's disk (a 500)."""
+    return StoreDamaged(store, key, "vanished while being read: was the store replaced?")
 
 
 def _resolve_object(store: str, loc: Location, key: str) -> tuple[str, FileStat] | None:

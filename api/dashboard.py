@@ -54,12 +54,13 @@ def _folder_sig(folder: Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
-def _scan(entry: StoreEntry, folder: Path) -> Refusal | None:
-    """Why ``folder`` cannot render ``entry``'s views (blocking: walks the folder), or None."""
+def _scan(entry: StoreEntry, folder: Path) -> tuple[Refusal | None, Any]:
+    """Why ``folder`` cannot render ``entry``'s views (blocking: walks the folder), or None;
+    and the scanned ImageFolder (None when it could not be scanned)."""
     try:
         from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
     except ImportError as e:
-        return 409, "rendering_unavailable", f"{NO_REPLAY}: {e}"
+        return (409, "rendering_unavailable", f"{NO_REPLAY}: {e}"), None
     a = entry.attrs
     assert a is not None
     try:
@@ -72,17 +73,17 @@ def _scan(entry: StoreEntry, folder: Path) -> Refusal | None:
             "dataset_unusable",
             f"the image folder {folder} given for store {entry.name!r} cannot be used: {why}; "
             f"pass the folder the store was built from (--data {entry.name}=DIR)",
-        )
+        ), None
     if diff:
         return (
             409,
             "dataset_mismatch",
             f"dataset {folder} does not match the store ({diff}); pass the --data it was built "
             "from",
-        )
+        ), scanned
     if importlib.util.find_spec("torch") is None:
-        return 409, "rendering_unavailable", NO_REPLAY
-    return None
+        return (409, "rendering_unavailable", NO_REPLAY), scanned
+    return None, scanned
 
 
 class Dashboard:
@@ -95,6 +96,8 @@ class Dashboard:
         self._stores: dict[str, tuple[str, Any]] = {}  # name -> (identity, LocalStore)
         self._stats: dict[str, tuple[str, ViewStats]] = {}
         self._checks: dict[str, tuple[tuple[Any, ...], Refusal | None]] = {}
+        # name -> (check key, the folder checked against the store's content digests)
+        self._folders: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._scan_locks: dict[str, threading.Lock] = {}
 
     def store(self, entry: StoreEntry) -> Any:
@@ -147,12 +150,48 @@ class Dashboard:
             if known:
                 return problem
             key = (entry.identity, _folder_sig(folder))
-            problem = _scan(entry, folder)
+            problem, scanned = _scan(entry, folder)
             self.scans += 1
+            if problem is None:
+                self._folders[entry.name] = (key, self._checked(entry, scanned))
             self._checks[entry.name] = (key, problem)
             if problem is not None:
                 log.warning("views of store %r cannot be rendered: %s", entry.name, problem[2])
             return problem
+
+    def _checked(self, entry: StoreEntry, scanned: Any) -> Any:
+        """``scanned`` with its reads checked against the store's per-sample content digests
+        (a store without them: a one-line note in the log, once per check)."""
+        from teacher_store.store.content import checked_folder
+
+        digests = self.store(entry).sample_digests()
+        folder, note = checked_folder(scanned, digests, str(entry.path))
+        if note:
+            log.warning("%s", note)
+        return folder
+
+    def image_problem(self, entry: StoreEntry, samples: tuple[int, ...]) -> str | None:
+        """Why the images of ``samples`` (a view's own and its mixing partner's) cannot be
+        rendered: one is not the image the store was made from (its content digest differs;
+        the files are read and digested, not decoded). None when they can, or when the folder
+        itself is the problem (:meth:`problem` says so). Blocking."""
+        from teacher_store.errors import ImageChangedError
+        from teacher_store.images.dataset import CorruptImageError
+
+        if self.problem(entry) is not None:
+            return None
+        key = (entry.identity, _folder_sig(self.folder(entry)))
+        known = self._folders.get(entry.name)
+        if known is None or known[0] != key:
+            return None
+        for s in samples:
+            try:
+                known[1].read(s)
+            except ImageChangedError as e:
+                return str(e)
+            except CorruptImageError:  # unreadable: the view has no targets, the page says so
+                continue
+        return None
 
     def problem_text(self, entry: StoreEntry) -> str | None:
         """:meth:`problem` as text (blocking), for the view page."""

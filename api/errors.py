@@ -65,6 +65,8 @@ STORE_ERRORS: dict[type[store_errors.StoreError], tuple[int, str]] = {
     store_errors.StoreDamaged: (409, "store_damaged"),
     store_errors.UnsupportedStoreVersion: (409, "store_invalid"),
     store_errors.StoreChangedError: (409, "store_changed"),
+    # An image replaced since the store was made: its stored targets are other pixels'.
+    store_errors.ImageChangedError: (409, "image_changed"),
     store_errors.DatasetMismatch: (409, "dataset_mismatch"),
     store_errors.StoreConflict: (409, "store_conflict"),
     # The object store behind the service refused its credentials or is unreachable: the

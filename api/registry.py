@@ -118,7 +118,9 @@ class StoreEntry:
 
     @property
     def data_bytes(self) -> int:
-        return sum(r.size for r in self.files.values())
+        """Bytes of the target arrays' files (bookkeeping files such as the samples' content
+        digests are not target data: bytes per view counts targets only)."""
+        return sum(r.size for k, r in self.files.items() if not k.startswith(f"{BOOK}/"))
 
     def committed(self, key: str) -> FileRecord | Literal[False] | None:
         """The manifest record of a served key (metadata: its recorded digest, None in older

@@ -158,6 +158,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
     params = decode(
         a.store_seed, a.view_slot(slot), sample, a.num_samples, recipe, a.schedule_views
     )
+    shown = (sample,) if params.mix is None else (sample, params.mix.partner)  # images it replays
     return {
         "name": e.name,
         "attrs": a,
@@ -167,7 +168,7 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         "top": top,
         "peers": _peers(svc, e, slot, sample),
         "params": params,
-        "problem": svc.dashboard.problem_text(e),
+        "problem": svc.dashboard.problem_text(e) or svc.dashboard.image_problem(e, shown),
         "png": f"/v1/stores/{e.name}/views/{slot}/{sample}.png",
     }
 

@@ -15,7 +15,11 @@ long side 500 px, quality 90), each output size (224, 128) and mixing on/off, on
 - ``ours, draft``: the same with JPEG draft mode (``ReplayDataset(draft=True)``: a JPEG
   decodes at 1/2, 1/4 or 1/8 scale when the view's crop still covers the output's pixels);
 - ``ours, per view``: ``Replayer.render`` one view at a time, which decodes and renders the
-  partner again (the cost structure of codec 1).
+  partner again (the cost structure of codec 1);
+- ``ours, checked``: ``ours`` with every image read checked against the store's per-sample
+  content digests (xxh3_64 of the file's bytes, what the student does on a store that records
+  them), and ``hash``: that check alone (the digest of every file once per batch, as ``ours``
+  reads each once). ``checked/ours`` and ``hash/ours`` are its cost: at most 2% of a replay.
 
 timm's Posterize raises on the pinned Pillow at high magnitudes (0 bits): its bits are clamped
 to >= 1 here, inside the bench only. Prints CPU ms per image and the ratios.
@@ -116,16 +120,19 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
     from student.data import ReplayDataset
     from student.sampler import mix_groups, pair_order
     from teacher_store.images.dataset import ImageFolder
+    from teacher_store.images.digests import content_digest
     from teacher_store.views.pairing import slot_partners
 
     folder = ImageFolder.scan(data)
     paths = [folder.root / p for p in folder.paths]
+    contents = [p.read_bytes() for p in paths]
     n = len(paths)
     tf = create_transform(size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1")
     mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, num_classes=1000)
     attrs = _attrs(folder, mix)
     ds = ReplayDataset(folder, attrs, size)
     drafted = ReplayDataset(folder, attrs, size, draft=True)
+    checked = ReplayDataset(folder.with_content(folder.sample_digests()), attrs, size)
     slots = range(attrs.views)
     keys = []
     for slot in slots:  # the trainer's pair order, one batch per slot
@@ -155,6 +162,15 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
         for batch in keys:
             drafted.__getitems__(batch)
 
+    def ours_checked() -> None:
+        for batch in keys:
+            checked.__getitems__(batch)
+
+    def digest() -> None:
+        for _ in keys:
+            for data in contents:
+                content_digest(data)
+
     def per_view() -> None:
         for batch in keys:
             for slot, s in batch:
@@ -163,6 +179,8 @@ def measure(data: Path, size: int, mix: bool, rounds: int) -> dict[str, float]:
     views = n * len(slots)
     fns = {"decode": (decode, n), "timm": (timm, views), "ours": (ours, views)}
     fns["ours, draft"] = (ours_draft, views)
+    fns["ours, checked"] = (ours_checked, views)
+    fns["hash"] = (digest, views)
     return _ms({**fns, "ours, per view": (per_view, views)}, rounds)
 
 
@@ -193,12 +211,16 @@ def main(argv: list[str] | None = None) -> int:
                         + [f"{m['ours, draft'] / m['timm']:.2f}"]
                         + [f"{m['ours, draft'] / m['decode']:.2f}"]
                         + [f"{m['ours, per view'] / m['ours']:.2f}"]
+                        + [f"{m['ours, checked']:.1f}", f"{m['hash']:.3f}"]
+                        + [f"{m['ours, checked'] / m['ours']:.3f}"]
+                        + [f"{100 * m['hash'] / m['ours']:.2f}%"]
                     )
                     print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     print(machine())
     print(load())
     headers = ["images", "px", "mixing", "decode", "timm", "ours", "ours draft", "per view"]
     headers += ["ours/timm", "ours/decode", "draft/timm", "draft/decode", "per-view/ours"]
+    headers += ["ours checked", "hash", "checked/ours", "hash/ours"]
     print(table(headers, rows))
     return 0
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from teacher_store.images.dataset import CorruptImageError, ImageFolder
+from teacher_store.images.digests import SampleDigests
 from teacher_store.reader.client import open_store
 from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.schema import StoreAttrs
@@ -204,6 +205,31 @@ class TargetCache:
         self.reader, self.attrs = reader, reader.attrs
         self.block = int(block or target_block(self.attrs))
         self.n = int(self.attrs.num_samples)
+
+    @property
+    def identity(self) -> str:
+        """The store's identity (its manifest's digest, the same however it is reached: a
+        folder, a URL or the service); "" when the reader does not know it."""
+        return str(getattr(self.reader, "identity", "") or "")
+
+    def continues(self, identity: str) -> bool:
+        """Whether ``identity`` (a checkpoint's or cursor's) names this store, or this store
+        before slots were appended to it (a grown store: the slots it had are unchanged)."""
+        if not identity or identity == self.identity:
+            return True
+        check = getattr(self.reader, "continues", None)
+        return bool(check(identity)) if check is not None else False
+
+    @property
+    def address(self) -> str:
+        """Where the store is (its folder, URL or service URL), for messages; "" if unknown."""
+        return str(getattr(self.reader, "url", "") or getattr(self.reader, "address", "") or "")
+
+    def sample_digests(self) -> SampleDigests | None:
+        """The store's per-sample content digests (None: the store records none, or the
+        reader cannot read them)."""
+        read = getattr(self.reader, "sample_digests", None)
+        return read() if read is not None else None
 
     def _range(self, b: int) -> tuple[int, int]:
         return b * self.block, min(self.n, (b + 1) * self.block)

@@ -148,6 +148,26 @@ class TeacherEnsemble(TargetCache):
         self.block, self.n = self.caches[0].block, self.caches[0].n
         self.reader = self.caches[0].reader
 
+    @property
+    def identity(self) -> str:
+        """The stores' identities joined by "+", in order (a checkpoint of an ensemble run
+        records it)."""
+        return "+".join(c.identity for c in self.caches)
+
+    @property
+    def address(self) -> str:
+        """The stores' addresses joined by " + ", for messages."""
+        return " + ".join(c.address for c in self.caches)
+
+    def continues(self, identity: str) -> bool:
+        """Whether ``identity`` names these stores (each possibly grown since), in order."""
+        parts = identity.split("+")
+        if not identity or identity == self.identity:
+            return True
+        return len(parts) == len(self.caches) and all(
+            c.continues(p) for c, p in zip(self.caches, parts, strict=True)
+        )
+
     def prefetch(self, slot: int, samples: np.ndarray) -> None:
         """Start reading every store's blocks holding ``samples``."""
         for c in self.caches:

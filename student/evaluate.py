@@ -3,6 +3,7 @@ with the teacher's stored top-1 on the held-out samples' stored views."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from student.data import EvalDataset, ReplayDataset, TargetCache, open_targets, 
 from student.ensemble import TeacherEnsemble, check_same_views
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.options import MAX_BATCH, check_int
+from teacher_store.store.content import checked_folder
 from teacher_store.views.replay import view_to_float
 
 
@@ -134,6 +136,10 @@ def run_eval(
     model.load_state_dict(state["model_ema"] or state["model"])
     norm = (tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"]))
     same = attrs.dataset["sha256"] == folder.fingerprint().sha256
+    if same:  # the stored views it replays: each image checked against the store's digest
+        folder, note = checked_folder(folder, targets.sample_digests(), targets.address)
+        if note:
+            print(note, file=sys.stderr)
     samples = split_samples(folder.labels, cfg.val_fraction, cfg.seed)[1] if same else None
     if samples is None or not len(samples):
         samples = np.arange(len(folder))

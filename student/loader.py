@@ -9,6 +9,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,14 +28,22 @@ from student.loader_config import (
 )
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
-from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint, ImageFolder
+from teacher_store.errors import ImageChangedError, StoreMismatch
+from teacher_store.images.dataset import (
+    CorruptImageError,
+    DatasetFingerprint,
+    ImageFolder,
+    printable_path,
+)
 from teacher_store.options import check_int
 from teacher_store.reader.client import DatasetMismatchError
+from teacher_store.store.content import checked_folder
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
 from teacher_store.views.pairing import slot_partners
 from teacher_store.views.replay import view_to_float
 
+log = logging.getLogger("distill.student")
 WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 _READ_AHEAD = 2  # batches whose target blocks are fetched early
 
@@ -78,10 +87,33 @@ class _Views(torch.utils.data.Dataset[dict[str, Any]]):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, Any]]:
         """A batch at once (one decode per image), as ReplayDataset does, unless the teacher
-        needs its own render of each view."""
-        if self.teacher_size is None:
-            return self.views.__getitems__(keys)
-        return [self[k] for k in keys]
+        needs its own render of each view.
+
+        An image that is not the store's (ImageChangedError) comes back as the batch's
+        ``changed`` message, for the main process to raise: an exception raised in a
+        DataLoader worker reaches it as a multi-line RuntimeError, without its type.
+        """
+        try:
+            if self.teacher_size is None:
+                items = self.views.__getitems__(keys)
+            else:
+                items = [self[k] for k in keys]
+        except ImageChangedError as e:
+            return [self._changed(key, e) for key in keys]
+        for item in items:
+            item.update(changed="", changed_sample=-1)
+        return items
+
+    def _changed(self, key: tuple[int, int], e: ImageChangedError) -> dict[str, Any]:
+        """A placeholder item carrying ``e`` (every field present: the batch is collated)."""
+        size = self.views.img_size
+        item = {"image": torch.zeros(3, size, size, dtype=torch.uint8), "sample": key[1]}
+        item.update(label=0, partner_label=0, lam=1.0, ok=False)
+        item.update(changed=str(e), changed_sample=e.sample)
+        if self.teacher_size is not None:
+            t = self.teacher_size
+            item["teacher_image"] = torch.zeros(3, t, t, dtype=torch.uint8)
+        return item
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         item = self.views[key]
@@ -145,6 +177,19 @@ def open_teacher_targets(
         for c in caches:
             c.close()
         raise
+
+
+def _check_cursor_store(cursor: Cursor, targets: TargetCache) -> None:
+    """StoreMismatch unless ``cursor`` was taken on this store (or records no store)."""
+    have, address = targets.identity, targets.address or "the given targets"
+    if cursor.store and have and not targets.continues(cursor.store):
+        raise StoreMismatch(
+            f"cursor {cursor.epoch}:{cursor.position} was taken on the store with identity "
+            f"{cursor.store}, and this loader reads {address} (identity {have}), another "
+            "store: resume on the store the cursor was taken on, or start without a cursor",
+            cursor.store,
+            have,
+        )
 
 
 def epoch_plan(
@@ -236,6 +281,13 @@ class StoreLoader:
                 teacher_weights=teacher_weights,
             )
         self.attrs: StoreAttrs = self.targets.attrs
+        try:  # a store the cursor was not taken on, or a damaged digest record: one line
+            if cursor is not None:
+                _check_cursor_store(cursor, self.targets)
+            self.folder = self._checked(self.folder, rank)
+        except ValueError:
+            self.close()
+            raise
         size = img_size if img_size is not None else int(self.attrs.teacher["input_size"][1])
         # Online KD renders each view twice (two sizes): cache the image and its partner.
         cache = 2 if teacher_size else 0
@@ -264,6 +316,16 @@ class StoreLoader:
         except ValueError:
             self.close()
             raise
+
+    def _checked(self, folder: ImageFolder, rank: int) -> ImageFolder:
+        """``folder`` with every image read for replay checked against the store's per-sample
+        content digests (a store without them: a one-line note, from rank 0)."""
+        digests = self.targets.sample_digests()
+        where = self.targets.address or "(the given targets)"
+        checked, note = checked_folder(folder, digests, where, self.attrs.dataset)
+        if note and rank == 0:
+            log.warning("%s", note)
+        return checked
 
     @property
     def img_size(self) -> int:
@@ -316,10 +378,11 @@ class StoreLoader:
 
     @property
     def cursor(self) -> Cursor:
-        """Where this rank stands (epoch, batches consumed); pass it back to resume."""
+        """Where this rank stands (epoch, batches consumed, the store's identity); pass it
+        back to resume (a loader over another store refuses it)."""
         if self.position >= self.steps_per_epoch:
-            return Cursor(self.epoch + 1, 0)
-        return Cursor(self.epoch, self.position)
+            return Cursor(self.epoch + 1, 0, store=self.targets.identity)
+        return Cursor(self.epoch, self.position, store=self.targets.identity)
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -344,6 +407,13 @@ class StoreLoader:
             yield batch
 
     def _batch(self, item: dict[str, Any], samples: np.ndarray) -> StoreBatch:
+        changed = [
+            (m, int(s)) for m, s in zip(item["changed"], item["changed_sample"], strict=True) if m
+        ]
+        if changed:  # raised here, in the main process, with its type and one-line message
+            message, sample = changed[0]
+            path = printable_path(self.folder.root / self.folder.paths[sample])
+            raise ImageChangedError(message, path, sample)
         ok = item["ok"].bool()
         if self.with_targets:
             ids, logp, valid = self.targets.gather(self.plan.slot, samples)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -120,11 +120,17 @@ def rank_order(order: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where training stands: epoch and samples of this rank's epoch order already consumed."""
+    """Where training stands: epoch and batches of this rank's epoch order already consumed.
+
+    ``store``: the identity of the store it was taken on ("" when unknown, as in cursors saved
+    before it was kept); a loader refuses a cursor of another store. Not part of equality: two
+    cursors at the same place are equal.
+    """
 
     epoch: int = 0
     position: int = 0
     version: int = 1
+    store: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The cursor as JSON-ready fields (saved in checkpoints)."""

@@ -37,7 +37,8 @@ from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
 from student.sampler import Cursor
 from student.schedule import lr_at
-from teacher_store.images.dataset import ImageFolder
+from teacher_store.errors import DatasetMismatch, StoreMismatch
+from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
 from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
@@ -85,10 +86,14 @@ class _Run:
     step: int = 0
     cursor: Cursor = field(default_factory=Cursor)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # What the run trains on (:func:`store_record`): every checkpoint keeps it, and a resume
+    # on another store or dataset is refused.
+    store: dict[str, Any] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         module = getattr(self.model, "module", self.model)
         return {
+            "store": self.store,
             "model": module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
@@ -139,7 +144,51 @@ def _build_run(
     return _Run(cfg, model, optimizer, ema)
 
 
-def _resume(run: _Run, out: Path, rt: Runtime) -> None:
+def _store_record(targets: TargetCache, address: str, folder: ImageFolder) -> dict[str, Any]:
+    """What a checkpoint records of the data a run trains on: the store's identity (its
+    manifest's digest: the same through a folder, a URL or the service) and address, and the
+    image folder's fingerprint."""
+    return {
+        "identity": targets.identity,
+        "address": address,
+        "dataset": folder.fingerprint().to_dict(),
+        "version": 1,
+    }
+
+
+def _check_same_data(
+    saved: dict[str, Any] | None, now: dict[str, Any], out: Path, targets: TargetCache
+) -> None:
+    """StoreMismatch (one line, both stores named) when the checkpoint's run was trained on
+    another store (a store grown since, with the slots it had unchanged, is the same store);
+    ValueError when on another image folder."""
+    if not saved:
+        print(
+            f"note: {out / 'last.pth'} records no store identity (made before checkpoints kept "
+            "one): cannot check that --store is the store the run began on",
+            file=sys.stderr,
+        )
+        return
+    same = not saved.get("identity") or targets.continues(str(saved["identity"]))
+    if not same and now["identity"]:
+        raise StoreMismatch(
+            f"cannot resume {out}: its checkpoint was trained on store {saved.get('address')} "
+            f"(identity {saved['identity']}), and --store {now['address']} is another store "
+            f"(identity {now['identity']}); resume with the store the run began on, or start "
+            "a new run in another --out",
+            str(saved["identity"]),
+            str(now["identity"]),
+        )
+    old, new = saved.get("dataset"), now["dataset"]
+    if old and old != new:
+        why = DatasetFingerprint.from_dict(old).mismatch(DatasetFingerprint.from_dict(new))
+        raise DatasetMismatch(
+            f"cannot resume {out}: --data is not the image folder the run began on "
+            f"({why or 'another fingerprint'}); resume with the same --data"
+        )
+
+
+def _resume(run: _Run, out: Path, rt: Runtime, targets: TargetCache) -> None:
     """Restore rank 0's last.pth on every rank: only rank 0 writes checkpoints, so on other
     nodes ``out`` may hold none, or a stale one from an older job."""
     state: dict[str, Any] | ValueError | None = None
@@ -157,6 +206,7 @@ def _resume(run: _Run, out: Path, rt: Runtime) -> None:
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
         raise ValueError(f"cannot resume {out}: options changed since the checkpoint: {diff}")
+    _check_same_data(state.get("store"), run.store, out, targets)
     run.restore(state)
 
 
@@ -251,7 +301,7 @@ def _train_epoch(run: _Run, ctx: _Ctx, loader: StoreLoader, bar: Any) -> dict:
     for batch in loader:
         losses.append(_step(run, ctx, batch))
         seen += len(batch.samples)
-        run.cursor = Cursor(loader.epoch, loader.position)
+        run.cursor = Cursor(loader.epoch, loader.position, store=run.store["identity"])
         bar.update(len(batch.samples))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and dist_env()[0] == 0:
@@ -358,8 +408,10 @@ def _train(
     if curriculum is not None:
         rates = (max(curriculum.drop_rate), max(curriculum.drop_path))
     run = _build_run(cfg, attrs.num_classes, img_size, device, rates)
+    address = cfg.store if isinstance(cfg.store, str) else " + ".join(cfg.store)
+    run.store = _store_record(targets, address, folder)
     if cfg.resume:
-        _resume(run, out, rt)
+        _resume(run, out, rt, targets)
     module = run.model
     if rt.world > 1:
         ids = [rt.local_rank] if device.type == "cuda" else None
@@ -460,7 +512,7 @@ def _loop(
     summary: dict[str, Any] = {}
     for epoch in range(run.cursor.epoch, cfg.epochs):
         start = run.cursor.position if epoch == run.cursor.epoch else 0
-        run.cursor = Cursor(epoch, start)
+        run.cursor = Cursor(epoch, start, store=run.store["identity"])
         loader.set_epoch(epoch, start)
         slot, order = loader.slot, loader.plan.order
         settings, first_step = _epoch_settings(ctx, loader, epoch), run.step
@@ -477,7 +529,7 @@ def _loop(
         stats = _train_epoch(run, ctx, loader, bar)
         bar.close()
         if run.cursor.position >= loader.steps_per_epoch:
-            run.cursor = Cursor(epoch + 1, 0)
+            run.cursor = Cursor(epoch + 1, 0, store=run.store["identity"])
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": run.step,

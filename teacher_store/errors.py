@@ -8,6 +8,7 @@ service maps each type to an HTTP status) catch the type instead of parsing the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 
 class StoreError(ValueError):
@@ -46,6 +47,19 @@ class DatasetMismatch(StoreError):
     """The store was built from another dataset than the one given or expected."""
 
 
+class ImageChangedError(DatasetMismatch):
+    """An image's bytes are not those the store recorded for its sample (a file replaced, even
+    by one of the same size): its stored targets belong to other pixels. Raised where the image
+    is read for replay; names the file (``path``) and the sample (``sample``)."""
+
+    def __init__(self, message: str, path: str, sample: int) -> None:
+        super().__init__(message)
+        self.path, self.sample = path, sample
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), str(self), self.__dict__)
+
+
 class UnsupportedStoreVersion(StoreError):
     """The store's schema or codec version (or its server) is one this code cannot read."""
 
@@ -65,6 +79,27 @@ class StoreChangedError(StoreError):
         self.url, self.old, self.new = url, old, new
 
 
+class StoreMismatch(StoreError):
+    """Work begun on one store (a training run's checkpoint, a loader's saved cursor) was
+    given another store to go on with: its targets are another teacher's or another run's."""
+
+    def __init__(self, message: str, old: str, new: str) -> None:
+        """``old``, ``new``: the two stores' identities (the message names both)."""
+        super().__init__(message)
+        self.old, self.new = old, new
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), str(self), self.__dict__)
+
+
+def _rebuild(cls: type[Exception], message: str, fields: dict[str, Any]) -> Exception:
+    """An error rebuilt with its message and fields (across processes), whatever its __init__."""
+    e = cls.__new__(cls)
+    Exception.__init__(e, message)
+    e.__dict__.update(fields)
+    return e
+
+
 def causes(e: BaseException) -> Iterator[BaseException]:
     """``e`` and the exceptions behind it, outermost first (zarr wraps s3fs's errors, s3fs
     wraps botocore's; an OSError may hide behind any of them). Not in ``__all__``, which lists
@@ -77,12 +112,14 @@ def causes(e: BaseException) -> Iterator[BaseException]:
 
 __all__ = [
     "DatasetMismatch",
+    "ImageChangedError",
     "StoreAccessError",
     "StoreChangedError",
     "StoreConflict",
     "StoreDamaged",
     "StoreError",
     "StoreIncomplete",
+    "StoreMismatch",
     "StoreNotFound",
     "UnsupportedStoreVersion",
 ]

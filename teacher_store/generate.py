@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
-from teacher_store.errors import StoreConflict, causes
+from teacher_store.errors import ImageChangedError, StoreConflict, causes
+from teacher_store.generate_data import check_read_some, with_content
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
     ImageFolder,
@@ -68,6 +69,7 @@ from teacher_store.store.grow import (
 )
 from teacher_store.store.id_order import encoding_kl
 from teacher_store.store.layout import ShardUnit, shard_units
+from teacher_store.store.placement import check_apart
 from teacher_store.store.schema import (
     VALUE_ENCODINGS,
     StoreAttrs,
@@ -268,6 +270,9 @@ class _Item:
     views: torch.Tensor  # [len(keys), 3, H, W] uint8
     ok: torch.Tensor  # [len(keys)] bool
     bad: tuple[tuple[int, str, str], ...]  # (sample, relative path, error)
+    # An image that is not the one digested at the start (replaced during the job): raised
+    # by the main process (from a DataLoader worker it would lose its type and message).
+    changed: ImageChangedError | None = None
 
 
 class _ViewDataset(torch.utils.data.Dataset[_Item]):
@@ -333,12 +338,16 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         return int(self.offsets[-1])
 
     def __getitem__(self, k: int) -> _Item:
-        self._preload(k)
         u, keys = self.step(k)
         views = torch.zeros(len(keys), 3, self.size, self.size, dtype=torch.uint8)
         ok = torch.zeros(len(keys), dtype=torch.bool)
         bad = []
-        for j, got in enumerate(self.replay.render_many(keys, self.size)):
+        try:
+            self._preload(k)
+            rendered = self.replay.render_many(keys, self.size)
+        except ImageChangedError as e:
+            return _Item(u, tuple(keys), views, ok, (), e)
+        for j, got in enumerate(rendered):
             if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
                 bad.append((got.sample, printable_path(self.folder.paths[got.sample]), str(got)))
                 continue
@@ -402,6 +411,8 @@ def _run_units(
             where.clear()
 
     for item in loader:
+        if item.changed is not None:
+            raise item.changed
         if writer is None or dataset.units[item.unit] is not writer.unit:
             if writer is not None:  # previous unit complete: batches never span units
                 flush()
@@ -492,7 +503,9 @@ def run_generate(
     from models import create_teacher
     from teacher_store.store.class_order import teacher_class_order
 
-    output_location(cfg.out)  # a bad --out fails now, in one line, not after the teacher loads
+    # A bad --out fails now, in one line, before anything is created or deleted.
+    output_location(cfg.out)
+    check_apart(cfg.data, cfg.out)
     like = apply_like(cfg) if cfg.like else None  # (cfg with the views of --like, record, attrs)
     cfg = like[0] if like else cfg
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
@@ -510,6 +523,8 @@ def run_generate(
         cfg = cfg.model_copy(update={"workers": 0})
     model, info = create_teacher(cfg.teacher, cfg.checkpoint)
     order = teacher_class_order(model, info.num_classes, info.weights_sha256 or "")
+    # Every image's content digest, recorded in the attrs and the store, checked on each read.
+    folder = with_content(folder, cfg.out, cfg.overwrite, cfg.progress, rank, runtime.world)
     attrs = build_attrs(cfg, folder, info, device.type, order)
     if like:
         attrs = attrs.model_copy(update={"like": like[1]})
@@ -555,8 +570,8 @@ def _generate(
     existed = not loc.is_local or loc.fs.exists(loc.root)
     growth, resumed = None, True
     if rank == 0:
-        growth = None if cfg.overwrite else begin_growth(cfg.out, attrs)
-        resumed = True if growth else create_store(cfg.out, attrs, cfg.overwrite)
+        growth = None if cfg.overwrite else begin_growth(cfg.out, attrs, folder.content)
+        resumed = True if growth else create_store(cfg.out, attrs, cfg.overwrite, folder.content)
     units = shard_units(attrs)
     created = rank == 0 and world == 1 and not resumed
     with _undone_on_failure(cfg.out, created, existed) as records:
@@ -589,6 +604,7 @@ def _generate(
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
         manifest = finish_store(cfg.out, attrs, units)
     barrier(world)
+    check_read_some(cfg.data, cfg.out, attrs.num_samples, manifest, world)
     return {
         "store": Location.at(cfg.out).display,
         "resumed": bool(resumed and done),

@@ -89,6 +89,8 @@ def _sizes(
     """The size part of :func:`store_info`'s dict: bytes on disk, data bytes, bytes per view."""
     per_array = {name: 0 for name in ARRAYS}
     for key, rec in files.items():
+        if key.startswith(f"{layout.BOOK}/"):  # bookkeeping (the samples' content digests)
+            continue
         per_array[key.split("/", 1)[0]] = per_array.get(key.split("/", 1)[0], 0) + rec["size"]
     data_bytes = sum(per_array.values())
     views_done = sum(

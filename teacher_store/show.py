@@ -6,6 +6,7 @@ and ``ShownView`` stay importable from here for one release.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ def show_view(
         raise ValueError(f"--out {out}: the picture is written as PNG; name it NAME.png")
     a = LocalStore(path, require_complete=False).attrs
     check_view_request(a, sample, view, size)  # bad numbers fail before the dataset is scanned
-    shown = ViewRenderer(path, data).render(sample, view, size)
+    renderer = ViewRenderer(path, data)
+    if renderer.note:  # a store without content digests: its images checked by size only
+        print(renderer.note, file=sys.stderr)
+    shown = renderer.render(sample, view, size)
     canvas = _render_panel(shown.image, shown.lines)
     out_path = Path(out)
     if out_path.parent and not out_path.parent.exists():

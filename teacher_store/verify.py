@@ -45,7 +45,9 @@ from typing import Any
 import numpy as np
 
 from teacher_store.errors import StoreDamaged
+from teacher_store.images.dataset import printable_path
 from teacher_store.store import layout
+from teacher_store.store.content import size_only_note
 from teacher_store.store.id_order import stored_to_rank
 from teacher_store.store.integrity import legacy_note
 from teacher_store.store.layout import ShardUnit, shard_units
@@ -263,8 +265,10 @@ def _check_shards(store: Any) -> VerifyReport:
         _check_class_ids(store, units)
     except StoreDamaged as e:
         return _fail(str(e))
-    nfiles = sum(1 for v in store.manifest["files"].values() if v["size"])
-    summary = f"{len(units)} shard units complete, {nfiles} shard files match their crc32c"
+    files = store.manifest["files"]
+    nfiles = sum(1 for k, v in files.items() if v["size"] and k != layout.SAMPLE_DIGESTS)
+    also = " (and the samples' content digests)" if layout.SAMPLE_DIGESTS in files else ""
+    summary = f"{len(units)} shard units complete, {nfiles} shard files match their crc32c{also}"
     if not store.checked.meta_recorded:
         summary += f" ({legacy_note(store.address).removeprefix('note: ')})"
     return VerifyReport(True, "", summary)
@@ -281,10 +285,12 @@ def _check_class_ids(store: Any, units: list[ShardUnit]) -> None:
         )
 
 
-def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
-    """(the image folder at ``data`` or None, whether it is the one the store was built from)."""
+def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
+    """(the image folder at ``data`` or None, whether it is the one the store was built from:
+    names and sizes, and every image's content digest when the store records them)."""
     from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
 
+    a = store.attrs
     try:
         folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
     except (ValueError, OSError) as e:
@@ -297,7 +303,23 @@ def _scan_dataset(a: Any, data: str) -> tuple[Any, VerifyReport]:
             f"dataset {data} does not match the store ({diff}); pass the --data the store "
             "was built from"
         )
-    return folder, VerifyReport(True, "", "dataset matches")
+    try:
+        digests = store.sample_digests()
+    except StoreDamaged as e:
+        return folder, _fail(str(e))
+    if digests is None:
+        return folder, VerifyReport(True, "", size_only_note(store.address).removeprefix("note: "))
+    changed = digests.differences(folder.sample_digests())  # reads every image once
+    if len(changed):
+        first = int(changed[0])
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        return folder, _fail(
+            f"dataset {data}: image {printable_path(folder.root / folder.paths[first])} (sample "
+            f"{first}){more} is not the image the store was built from (its content digest "
+            "differs, same name and size); restore it, or regenerate the store"
+        )
+    checked = folder.with_content(digests)  # the spot check's reads are checked too
+    return checked, VerifyReport(True, "", f"dataset matches ({len(folder)} images' content)")
 
 
 def verify_store(
@@ -329,7 +351,7 @@ def verify_store(
         return VerifyReport(
             True, "", shards.summary + "; dataset and teacher spot check skipped (--checksums-only)"
         )
-    folder, dataset = _scan_dataset(store.attrs, data)
+    folder, dataset = _scan_dataset(store, data)
     if not dataset.ok:
         return dataset
     head = f"{shards.summary}, {dataset.summary}"
@@ -456,8 +478,6 @@ class _SpotRun:
 
 
 def _view_name(run: _SpotRun, slot: int, sample: int) -> str:
-    from teacher_store.images.dataset import printable_path
-
     return f"view {slot} of sample {sample} ({printable_path(run.folder.paths[sample])})"
 
 

@@ -70,6 +70,31 @@ def plant_class_id(store: Path, class_id: int, slot: int = 0, sample: int = 0) -
     return store
 
 
+def replace_same_size(path: Path) -> bytes:
+    """Replace the image ``path`` by other pixels (mirrored and inverted) in a file of exactly
+    the same byte size and format, which still decodes: names and sizes (the dataset
+    fingerprint) cannot tell it apart. Returns the old bytes."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    old = path.read_bytes()
+    with Image.open(path) as im:
+        fmt, img = im.format, ImageOps.invert(ImageOps.mirror(im.convert("RGB")))
+    for scale in (1.0, 0.9, 0.75, 0.5, 0.25):
+        size = (max(8, int(img.width * scale)), max(8, int(img.height * scale)))
+        buf = io.BytesIO()
+        img.resize(size).save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+        if buf.tell() <= len(old):
+            break
+    new = buf.getvalue()
+    assert len(new) <= len(old), path
+    path.write_bytes(new + b"\0" * (len(old) - len(new)))  # after IEND / EOI: ignored
+    with Image.open(path) as im:
+        im.load()  # still a valid image
+    return old
+
+
 __all__ = [
     "SMALL_GENERATE",
     "V1_FIXTURE",
@@ -80,5 +105,6 @@ __all__ = [
     "generate_small",
     "make_attrs",
     "plant_class_id",
+    "replace_same_size",
     "student_config",
 ]

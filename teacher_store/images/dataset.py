@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+
+from teacher_store.errors import ImageChangedError
+from teacher_store.images.digests import UNREADABLE, SampleDigests, content_digest
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 # Pillow's own default (Image.MAX_IMAGE_PIXELS): about a 9459 x 9459 image, 256 MiB as RGB.
@@ -27,35 +31,55 @@ class CorruptImageError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetFingerprint:
-    """What identifies a dataset: sample count, hash of sorted relative paths and sizes, classes."""
+    """What identifies a dataset: sample count, hash of sorted relative paths and sizes, classes.
+
+    ``content``: the record of its per-sample content digests
+    (:meth:`~teacher_store.images.digests.SampleDigests.record`), when they were computed (a
+    store made by generation keeps it; a folder's cheap fingerprint has none). Checking it
+    takes reading every image, so readers check each image's digest as they read it instead.
+    """
 
     num_samples: int
     sha256: str
     classes: tuple[str, ...]
     version: int = 1
+    content: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fingerprint as JSON-ready fields (stored in the attrs and the manifest)."""
-        return {
+        out = {
             "num_samples": self.num_samples,
             "sha256": self.sha256,
             "classes": list(self.classes),
             "version": self.version,
         }
+        if self.content is not None:  # absent, not null: cheap fingerprints stay as they were
+            out["content"] = dict(self.content)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetFingerprint:
         """The fingerprint from :meth:`to_dict`'s fields."""
-        return cls(int(d["num_samples"]), str(d["sha256"]), tuple(d["classes"]), int(d["version"]))
+        content = d.get("content")
+        return cls(
+            int(d["num_samples"]),
+            str(d["sha256"]),
+            tuple(d["classes"]),
+            int(d["version"]),
+            dict(content) if isinstance(content, dict) else None,
+        )
 
     def mismatch(self, other: DatasetFingerprint) -> str | None:
-        """A one-line description of how ``other`` differs, or None when they are the same."""
+        """A one-line description of how ``other`` differs, or None when they are the same
+        (content is compared only when both record it)."""
         if self.num_samples != other.num_samples:
             return f"{other.num_samples} samples instead of {self.num_samples}"
         if self.classes != other.classes:
             return "different class folders"
         if self.sha256 != other.sha256:
             return "different file names or sizes (same count)"
+        if self.content and other.content and self.content != other.content:
+            return "different image content (same names and sizes)"
         return None
 
 
@@ -199,6 +223,9 @@ class ImageFolder:
     sizes: tuple[int, ...]
     skipped: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     max_image_pixels: int = field(default_factory=lambda: default_max_image_pixels(), compare=False)
+    # The per-sample digests every read is checked against (:meth:`with_content`); None: the
+    # bytes are not checked (a store made before digests were recorded: names and sizes only).
+    content: SampleDigests | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def scan(cls, root: str | os.PathLike[str], max_image_pixels: int | None = None) -> ImageFolder:
@@ -253,17 +280,60 @@ class ImageFolder:
         return len(self.paths)
 
     def fingerprint(self) -> DatasetFingerprint:
-        """This folder's :class:`DatasetFingerprint` (sample count, paths and sizes, classes)."""
+        """This folder's :class:`DatasetFingerprint` (sample count, paths and sizes, classes:
+        cheap, no image is read), and the content record if attached (:meth:`with_content`)."""
         h = hashlib.sha256()
         for rel, size in zip(self.paths, self.sizes, strict=True):
             # The name's raw bytes (os.fsencode): equal to its UTF-8 text for every UTF-8 name, and
             # still deterministic for names that are not UTF-8.
             h.update(os.fsencode(rel) + f"\0{size}\n".encode())
-        return DatasetFingerprint(len(self.paths), h.hexdigest(), self.classes)
+        content = self.content.record() if self.content is not None else None
+        return DatasetFingerprint(len(self.paths), h.hexdigest(), self.classes, content=content)
+
+    def with_content(self, digests: SampleDigests) -> ImageFolder:
+        """This folder, every read of it checked against ``digests`` (the store's record)."""
+        if len(digests) != len(self):
+            raise ValueError(f"{len(digests)} content digests for the {len(self)} samples of "
+                             f"{printable_path(self.root)}")  # fmt: skip
+        return replace(self, content=digests)
+
+    def sample_digests(
+        self, threads: int = 8, progress: Callable[[int], None] | None = None
+    ) -> SampleDigests:
+        """The content digest of every sample's file (reads each file once, in threads)."""
+        return SampleDigests.compute(
+            lambda i: (self.root / self.paths[i]).read_bytes(), len(self), threads, progress
+        )
+
+    def read(self, index: int) -> bytes:
+        """Sample ``index``'s file bytes: CorruptImageError when unreadable, ImageChangedError
+        when they are not the bytes :attr:`content` records (checked on every read: the bytes
+        are hashed where they are read anyway, ~5 us per 100 KB)."""
+        path = self.root / self.paths[index]
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            shown = printable_path(path)
+            raise CorruptImageError(f"cannot read image {shown}: {e.strerror or e}") from None
+        if self.content is not None:
+            want = self.content.of(index)
+            have = content_digest(data)
+            if want != UNREADABLE and have != want:
+                raise ImageChangedError(
+                    f"image {printable_path(path)} (sample {index}) is not the image the store "
+                    f"was built from: its content digest ({self.content.algorithm} {have:016x}) "
+                    f"differs from the store's ({want:016x}); restore the image, or regenerate "
+                    "the store from the folder as it is now",
+                    printable_path(path),
+                    index,
+                )
+        return data
 
     def load(self, index: int, draft: DraftRule | None = None) -> Image.Image:
-        """Decode sample ``index`` as RGB; raise CorruptImageError naming the file."""
-        return load_image(self.root / self.paths[index], self.max_image_pixels, draft)
+        """Decode sample ``index`` as RGB (bytes checked by :meth:`read`); CorruptImageError
+        names an unreadable or undecodable file."""
+        data = self.read(index)
+        return decode_image(data, self.root / self.paths[index], self.max_image_pixels, draft)
 
 
 # (width, height) of the stored image -> the least size a JPEG may be DCT-scaled down to
@@ -276,7 +346,35 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     draft: DraftRule | None = None,
 ) -> Image.Image:
-    """Decode ``path`` as RGB; an image over ``max_pixels`` is refused before it is decoded.
+    """Decode ``path`` as RGB (see :func:`decode_image`); CorruptImageError names the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        shown = printable_path(path)
+        raise CorruptImageError(f"cannot read image {shown}: {e.strerror or e}") from None
+    return decode_image(data, path, max_pixels, draft)
+
+
+class _NamedBytes(io.BytesIO):
+    """A file's bytes that Pillow's messages name as the file (it quotes ``repr(fp)``), as when
+    it opens the path itself: a message, recorded in a store, must not hold a memory address."""
+
+    def __init__(self, data: bytes, path: str | os.PathLike[str]) -> None:
+        super().__init__(data)
+        self._shown = repr(os.fsdecode(path))
+
+    def __repr__(self) -> str:
+        return self._shown
+
+
+def decode_image(
+    data: bytes,
+    path: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    draft: DraftRule | None = None,
+) -> Image.Image:
+    """Decode the bytes of image file ``path`` as RGB; an image over ``max_pixels`` is refused
+    before it is decoded.
 
     The limit is checked here, per call, rather than through Pillow's global
     ``Image.MAX_IMAGE_PIXELS``, so callers with other limits do not affect each other.
@@ -287,7 +385,7 @@ def load_image(
         with warnings.catch_warnings():
             # Pillow warns from Image.open between its limit and twice it; we decide below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(_NamedBytes(data, path)) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise CorruptImageError(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teacher_store.images.dataset import CorruptImageError, load_image, printable_path
+from teacher_store.images.dataset import CorruptImageError, decode_image, printable_path
 
 DecodePath = Literal["cpu", "gpu"]
 DECODE_PATHS: tuple[str, ...] = ("cpu", "gpu")
@@ -69,35 +69,56 @@ def decode_images(
     device: torch.device,
     max_pixels: int,
 ) -> list[Image.Image | CorruptImageError]:
-    """Decode ``paths`` as RGB PIL images (or the error naming each bad one), in order.
+    """Decode the image files ``paths`` as RGB PIL images (or the error naming each bad one),
+    in order: :func:`decode_image_data` over the files' bytes."""
+    items: list[tuple[str | os.PathLike[str], bytes | CorruptImageError]] = []
+    for path in paths:
+        try:
+            items.append((path, Path(path).read_bytes()))
+        except OSError as e:
+            items.append(
+                (path, CorruptImageError(f"cannot read image {printable_path(path)}: {e}"))
+            )
+    return decode_image_data(items, device, max_pixels)
+
+
+def decode_image_data(
+    items: Sequence[tuple[str | os.PathLike[str], bytes | CorruptImageError]],
+    device: torch.device,
+    max_pixels: int,
+) -> list[Image.Image | CorruptImageError]:
+    """Decode each ``(path, bytes)`` as an RGB PIL image (or the error naming the file), in
+    order; an item that is already an error (the file could not be read) stays one.
 
     JPEGs within the pixel limit are decoded together on ``device`` (one batched call); the
-    others go through :func:`~teacher_store.images.dataset.load_image` (Pillow), which also applies
-    the limit and names the file in its error.
+    others go through :func:`~teacher_store.images.dataset.decode_image` (Pillow), which also
+    applies the limit and names the file in its error.
     """
-    out: list[Image.Image | CorruptImageError | None] = [None] * len(paths)
+    out: list[Image.Image | CorruptImageError | None] = [None] * len(items)
     batch: list[tuple[int, torch.Tensor]] = []
-    for i, path in enumerate(paths):
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            out[i] = CorruptImageError(f"cannot read image {printable_path(path)}: {e}")
+    for i, (path, data) in enumerate(items):
+        if isinstance(data, CorruptImageError):
+            out[i] = data
             continue
         size = _jpeg_size(data)
         if size is None or size[0] * size[1] > max_pixels:
-            out[i] = _pillow(path, max_pixels)
+            out[i] = _pillow(data, path, max_pixels)
         else:
             batch.append((i, torch.frombuffer(bytearray(data), dtype=torch.uint8)))
     decoded = _decode_jpegs([t for _, t in batch], device)
     for (i, _), img in zip(batch, decoded, strict=True):
-        out[i] = _to_pil(img) if img is not None else _pillow(paths[i], max_pixels)
+        path, data = items[i]
+        assert isinstance(data, bytes)
+        out[i] = _to_pil(img) if img is not None else _pillow(data, path, max_pixels)
     assert all(o is not None for o in out)
     return out  # type: ignore[return-value]
 
 
-def _pillow(path: str | os.PathLike[str], max_pixels: int) -> Image.Image | CorruptImageError:
+def _pillow(
+    data: bytes, path: str | os.PathLike[str], max_pixels: int
+) -> Image.Image | CorruptImageError:
     try:
-        return load_image(path, max_pixels)
+        return decode_image(data, path, max_pixels)
     except CorruptImageError as e:
         return e
 

@@ -33,6 +33,7 @@ from teacher_store.storage.failures import TRANSIENT_STATUS, is_transient
 from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
+from teacher_store.store.content import SampleDigests, load_sample_digests
 from teacher_store.store.grow import appended, manifest_lineage
 from teacher_store.store.id_order import check_class_ids
 from teacher_store.store.layout import MANIFEST
@@ -49,6 +50,8 @@ class Backend(Protocol):
     grown_from: list[dict[str, Any]]  # the stores this one was grown from (its manifest's)
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
+
+    def sample_digests(self) -> SampleDigests | None: ...
 
     def close(self) -> None: ...
 
@@ -252,6 +255,26 @@ class ServiceBackend:
         cat = [np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "values", "valid")]
         return TargetBlock(slot, start, cat[0], cat[1], cat[2], self.attrs.value_encoding)
 
+    def read_key(self, key: str) -> bytes:
+        """A committed file of the store, from its zarr key space (404: FileNotFoundError)."""
+        url = f"{self.base}/zarr/{key}"
+        try:
+            reply = self.get(url)
+        except StoreClientError as e:
+            if e.status == 404:
+                raise FileNotFoundError(key) from None
+            if e.status == 409:
+                self._recheck(e)
+            raise
+        now = reply.headers.get("x-distill-store-identity")
+        if now and now != self.identity:
+            raise StoreChangedError(self.base, self.identity, now)
+        return bytes(reply.body)
+
+    def sample_digests(self) -> SampleDigests | None:
+        """The store's per-sample content digests, from its key space (None: it has none)."""
+        return load_sample_digests(self.attrs, self.read_key, self.base)
+
     def close(self) -> None:
         s = getattr(self._local, "session", None)
         if s is not None:
@@ -349,6 +372,13 @@ class DirectBackend:
             raise
         self.watch.check()  # after the read: a swap during it is caught too
         return block
+
+    def sample_digests(self) -> SampleDigests | None:
+        """The store's per-sample content digests (None: it has none), read with retries."""
+        read = lambda key: self._retrying(lambda: self.location.read(key))  # noqa: E731
+        digests = load_sample_digests(self.attrs, read, self.url)
+        self.watch.check()
+        return digests
 
     def close(self) -> None:
         pass

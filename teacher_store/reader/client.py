@@ -52,6 +52,7 @@ from teacher_store.reader.backends import (
 )
 from teacher_store.reader.retry import RetryBudgetError, RetryPolicy, StoreClientError
 from teacher_store.storage.location import Location
+from teacher_store.store.content import SampleDigests
 from teacher_store.store.grow import append_compatible, appended
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.store.store_reader import TargetBlock
@@ -183,6 +184,14 @@ class StoreClient:
             self._open()
         return self._identity
 
+    def continues(self, identity: str) -> bool:
+        """Whether the store with ``identity`` (one recorded earlier: a checkpoint's, a
+        cursor's) is this store, or this store before slots were appended to it: its slots
+        then hold the same stored values here (:func:`~teacher_store.store.grow.appended`)."""
+        now = self.identity
+        backend = self._open()
+        return appended(identity, now, list(getattr(backend, "grown_from", []) or []))
+
     @property
     def attrs(self) -> StoreAttrs:
         """The store's root attrs (opens the store on first use)."""
@@ -190,6 +199,11 @@ class StoreClient:
             self._open()
         assert self._attrs is not None
         return self._attrs
+
+    def sample_digests(self) -> SampleDigests | None:
+        """The per-sample content digests the store records (checked against its attrs; read
+        afresh on each call), None for a store made before they were recorded."""
+        return self._open().sample_digests()
 
     def _fetch(self, slot: int, start: int, stop: int) -> TargetBlock:
         return readonly(self._open().read_block(slot, start, stop))

@@ -23,12 +23,25 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
 from teacher_store.errors import StoreConflict, StoreDamaged, StoreIncomplete
+from teacher_store.images.digests import SampleDigests
 from teacher_store.reader.address import StoreAddressError
 from teacher_store.storage.location import Location, is_temporary
 from teacher_store.store import layout
+from teacher_store.store.content import (
+    digests_file_record,
+    load_sample_digests,
+    write_sample_digests,
+)
 from teacher_store.store.id_order import rank_to_stored
 from teacher_store.store.integrity import meta_records
-from teacher_store.store.layout import ARRAYS, BOOK, ROOT_META, ShardUnit, shard_units
+from teacher_store.store.layout import (
+    ARRAYS,
+    BOOK,
+    ROOT_META,
+    SAMPLE_DIGESTS,
+    ShardUnit,
+    shard_units,
+)
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.store.store_reader import StoreReader, TargetBlock
 
@@ -123,14 +136,18 @@ def output_location(address: str | os.PathLike[str]) -> Location:
 
 
 def create_store(
-    address: str | os.PathLike[str], attrs: StoreAttrs, overwrite: bool = False
+    address: str | os.PathLike[str],
+    attrs: StoreAttrs,
+    overwrite: bool = False,
+    digests: SampleDigests | None = None,
 ) -> bool:
     """Create an empty store at ``address`` (a folder or an object-store URL), or accept an
     existing one with the same config.
 
     Returns True when an existing store is being resumed. A different store (other config, other
     dataset, other teacher weights) or a non-empty non-store folder is refused unless
-    ``overwrite``.
+    ``overwrite``. ``digests``: the samples' content digests the attrs record (None: a store
+    that records none), written with the store (and again on resume if they are not there).
     """
     loc = output_location(address)
     where = loc.display
@@ -147,6 +164,9 @@ def create_store(
             # No writer is at work yet (ranks wait for this): temporary files are a killed
             # run's, and would stay in the store forever.
             loc.remove_temporaries()
+            have = layout.file_record(loc, SAMPLE_DIGESTS)
+            if digests is not None and have != digests_file_record(digests):
+                write_sample_digests(loc, digests)  # deleted or damaged since: the attrs' own
             return True
         if not overwrite:
             what = f"a different store ({', '.join(diff)} differ)" if old else "not a store"
@@ -155,7 +175,7 @@ def create_store(
             )
         loc.clear()
     try:
-        _create_arrays(loc, attrs)
+        _create_arrays(loc, attrs, digests)
     except OSError:
         # A half-created store (disk full) has no root zarr.json and would be refused as "not a
         # store" on the re-run; remove what was written so the same command starts afresh.
@@ -167,10 +187,11 @@ def create_store(
 
 def _half_created(loc: Location) -> bool:
     """Whether ``loc`` holds only what :func:`_create_arrays` writes before the root
-    ``zarr.json`` (which it writes last): arrays' metadata, temporary files, empty folders."""
+    ``zarr.json`` (which it writes last): arrays' metadata, the samples' content digests,
+    temporary files, empty folders."""
     if layout.read_root_attrs(loc) is not None:
         return False
-    metas = {f"{name}/{ROOT_META}" for name in ARRAYS}
+    metas = {f"{name}/{ROOT_META}" for name in ARRAYS} | {SAMPLE_DIGESTS}
     found = loc.keys()
     ours = [k in metas or is_temporary(k.rsplit("/", 1)[-1]) for k in found]
     return bool(found) and all(ours)
@@ -205,13 +226,21 @@ def _define_arrays(group: zarr.Group, attrs: StoreAttrs) -> None:
     )
 
 
-def _create_arrays(loc: Location, attrs: StoreAttrs) -> None:
-    """Write the group's and arrays' metadata, the root ``zarr.json`` last (it marks a store).
+def _create_arrays(loc: Location, attrs: StoreAttrs, digests: SampleDigests | None) -> None:
+    """Write the group's and arrays' metadata and the samples' content ``digests``, the root
+    ``zarr.json`` last (it marks a store).
 
     zarr encodes into memory and every key goes through the location: one code path for a
     folder and an object store, whose writers never share an object.
     """
-    write_metadata(loc, attrs)
+    mem: dict[str, Buffer] = {}
+    group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
+    _define_arrays(group, attrs)
+    for key in sorted(k for k in mem if k != ROOT_META):
+        layout.write_file(loc, key, mem[key].to_bytes())
+    if digests is not None:
+        write_sample_digests(loc, digests)
+    layout.write_file(loc, ROOT_META, mem[ROOT_META].to_bytes())
     layout.make_book(loc)
 
 
@@ -392,10 +421,12 @@ def finalize(
     attrs: StoreAttrs | None = None,
 ) -> dict[str, Any]:
     """Write the consolidated metadata, then the final manifest (last: the store is complete
-    once it exists). ``grown_from``: the stores this one was grown from (``[{"views": R,
-    "identity": ID}, ...]``, :mod:`teacher_store.store.grow`); default: what the store's
-    manifest says, if it has one. ``attrs``: root attrs to write with the consolidated
-    metadata (a grown store's; default: the root's own)."""
+    once it exists), which lists the samples' content digests too when the attrs record them
+    (checked against the attrs first: :class:`StoreDamaged` if they are not those).
+    ``grown_from``: the stores this one was grown from (``[{"views": R, "identity": ID},
+    ...]``, :mod:`teacher_store.store.grow`); default: what the store's manifest says, if it
+    has one. ``attrs``: root attrs to write with the consolidated metadata (a grown store's;
+    default: the root's own)."""
     loc = Location.at(address)
     if grown_from is None:  # a re-run over a finished store keeps its lineage
         try:
@@ -404,6 +435,16 @@ def finalize(
             old = None
         grown_from = list((old or {}).get("grown_from") or [])
     files: dict[str, Any] = {}
+    mem, group = _memory_group(loc)
+    if attrs is not None:  # one root write: readers never see new attrs without their arrays
+        doc = json.loads(mem[ROOT_META].to_bytes())
+        doc["attributes"] = attrs.to_dict()
+        mem[ROOT_META] = default_buffer_prototype().buffer.from_bytes(json.dumps(doc).encode())
+    else:
+        attrs = StoreAttrs.from_dict(dict(group.attrs))
+    digests = load_sample_digests(attrs, loc.read, loc.display)
+    if digests is not None:
+        files[SAMPLE_DIGESTS] = digests_file_record(digests).to_dict()
     bad: dict[int, dict[str, Any]] = {}
     stats: dict[str, float] = {}
     for u in units:
@@ -424,11 +465,6 @@ def finalize(
         manifest["stats"] = stats
     if grown_from:
         manifest["grown_from"] = grown_from
-    mem, _ = _memory_group(loc)
-    if attrs is not None:  # one root write: readers never see new attrs without their arrays
-        doc = json.loads(mem[ROOT_META].to_bytes())
-        doc["attributes"] = attrs.to_dict()
-        mem[ROOT_META] = default_buffer_prototype().buffer.from_bytes(json.dumps(doc).encode())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))

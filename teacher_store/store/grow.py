@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from teacher_store.errors import StoreConflict, StoreDamaged
+from teacher_store.images.digests import SampleDigests
 from teacher_store.store import layout
 from teacher_store.store.arrays import (
     attrs_differences,
@@ -45,8 +46,16 @@ from teacher_store.store.arrays import (
     write_stored_unit,
     write_unit,
 )
+from teacher_store.store.content import digests_file_record, write_sample_digests
 from teacher_store.store.id_order import rank_to_stored
-from teacher_store.store.layout import GROWTH, GROWTH_STAGE, Location, ShardUnit, shard_units
+from teacher_store.store.layout import (
+    GROWTH,
+    GROWTH_STAGE,
+    SAMPLE_DIGESTS,
+    Location,
+    ShardUnit,
+    shard_units,
+)
 from teacher_store.store.schema import StoreAttrs
 
 _STAGE = GROWTH_STAGE
@@ -138,10 +147,14 @@ def _read_json(loc: Location, key: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def begin_growth(address: str | os.PathLike[str], attrs: StoreAttrs) -> Growth | None:
+def begin_growth(
+    address: str | os.PathLike[str], attrs: StoreAttrs, digests: SampleDigests | None = None
+) -> Growth | None:
     """Rank 0, before any unit is written: the growth to ``attrs`` of the store at
     ``address`` (started now, or under way), or None when this is no growth (a new store, a
-    resume, or another store: :func:`~teacher_store.store.arrays.create_store` decides)."""
+    resume, or another store: :func:`~teacher_store.store.arrays.create_store` decides).
+    ``digests``: the samples' content digests the attrs record, written again if they are
+    not there (as a resume does)."""
     loc = Location.at(address)
     old = layout.read_root_attrs(loc)
     if old is None:
@@ -162,6 +175,10 @@ def begin_growth(address: str | os.PathLike[str], attrs: StoreAttrs) -> Growth |
         StoreAttrs.from_dict(plan["old"]), attrs, list(plan.get("grown_from") or []), {}
     )
     _keep_mixed_records(loc, growth)
+    if digests is not None and layout.file_record(loc, SAMPLE_DIGESTS) != digests_file_record(
+        digests
+    ):
+        write_sample_digests(loc, digests)  # deleted or damaged since: the attrs' own
     return pending_growth(address)
 
 

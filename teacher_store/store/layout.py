@@ -5,6 +5,9 @@ folder :data:`BOOK` beside the zarr keys:
 
 - ``_distill/shards/<unit>.json``: the record of one committed shard unit (its files' size,
   crc32c and sha256, and its unreadable samples), written once the unit's shard files are;
+- ``_distill/sample_digests.u64``: the content digest of every sample's image file
+  (:class:`~teacher_store.images.digests.SampleDigests`), written with the store (before the
+  root ``zarr.json``) and listed in the manifest;
 - ``_distill/manifest.json``: every committed file of the finished store, written last;
 - ``_distill/fidelity.json``: the last recorded fidelity check (`distill verify --record`),
   outside the manifest and the store identity.
@@ -43,6 +46,7 @@ SHARDS = f"{BOOK}/shards"
 MANIFEST = f"{BOOK}/manifest.json"
 GROWTH = f"{BOOK}/growth.json"  # the plan of a growth under way (teacher_store.store.grow)
 GROWTH_STAGE = f"{BOOK}/growth/"  # a growth's staged shard files and kept unit records
+SAMPLE_DIGESTS = f"{BOOK}/sample_digests.u64"  # N little-endian uint64, sample order
 # The last `distill verify --record` (teacher_store.fidelity): a side record that names the
 # identity it checked. Never in the manifest, so writing it leaves the identity as it is.
 FIDELITY = f"{BOOK}/fidelity.json"
@@ -112,6 +116,8 @@ def kind_of(key: str) -> str:
     """What a key holds, as the crash points (:mod:`teacher_store.storage.faults`) name it."""
     if key == MANIFEST:
         return "manifest"
+    if key == SAMPLE_DIGESTS:
+        return "digests"
     if key == FIDELITY:
         return "fidelity"  # no crash point: not part of the store's commit protocol
     if key.startswith(f"{SHARDS}/"):
@@ -397,6 +403,7 @@ __all__ = [
     "MANIFEST",
     "MAX_JSON",
     "ROOT_META",
+    "SAMPLE_DIGESTS",
     "SHARDS",
     "FileHasher",
     "FileRecord",

@@ -117,6 +117,15 @@ class TeacherAttrs(_Nested):
         return self
 
 
+class ContentAttrs(_Nested):
+    """``attrs.dataset.content``: the record of the samples' content digests (their file,
+    ``_distill/sample_digests.u64``, is the bytes whose sha256 this is)."""
+
+    algorithm: Literal["xxh3_64"]
+    sha256: _Sha256
+    version: int = Field(ge=1)
+
+
 class DatasetAttrs(_Nested):
     """``attrs.dataset``: the fingerprint of the image folder (``DatasetFingerprint``)."""
 
@@ -124,6 +133,7 @@ class DatasetAttrs(_Nested):
     sha256: _Sha256
     classes: list[str]
     version: int = Field(ge=1)
+    content: ContentAttrs | None = None  # absent in stores made before content digests
 
 
 class RecordedConfig(_Nested):

@@ -18,8 +18,10 @@ import numpy as np
 import zarr
 
 from teacher_store.errors import StoreDamaged, StoreIncomplete
+from teacher_store.images.digests import SampleDigests
 from teacher_store.storage.location import Location
 from teacher_store.store import layout
+from teacher_store.store.content import load_sample_digests
 from teacher_store.store.id_order import stored_to_rank
 from teacher_store.store.integrity import check_store
 from teacher_store.store.layout import MANIFEST
@@ -101,6 +103,11 @@ class StoreReader:
     def complete(self) -> bool:
         """True when the store is finished (its manifest exists)."""
         return self.manifest is not None
+
+    def sample_digests(self) -> SampleDigests | None:
+        """The per-sample content digests the store records (checked against its attrs), None
+        for a store made before they were recorded."""
+        return load_sample_digests(self.attrs, self.location.read, self.address)
 
     def _array(self, name: str) -> zarr.Array:
         node = self.group[name]

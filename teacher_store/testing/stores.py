@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from teacher_store.images.digests import SampleDigests
 from teacher_store.storage.location import Location
 from teacher_store.store.arrays import create_store, finalize, write_unit
 from teacher_store.store.layout import ShardUnit, shard_units
@@ -197,12 +198,14 @@ def write_store(
     targets: Callable[[ShardUnit], Targets],
     units: int | None = None,
     overwrite: bool = True,
+    digests: SampleDigests | None = None,
 ) -> dict[str, Any] | None:
     """Write a store at ``address`` (a folder or an fsspec URL) with the store's writer, unit
     by unit in canonical order, ``targets(unit)`` giving each unit's arrays (and stats).
     All units and the manifest by default (returns the manifest); only the first ``units``
-    units otherwise (an unfinished store; returns None)."""
-    create_store(address, attrs, overwrite=overwrite)
+    units otherwise (an unfinished store; returns None). ``digests``: the samples' content
+    digests to record (``attrs.dataset["content"]`` must be their record)."""
+    create_store(address, attrs, overwrite=overwrite, digests=digests)
     todo = shard_units(attrs)
     for unit in todo[: len(todo) if units is None else units]:
         ids, values, valid, *stats = targets(unit)
@@ -210,15 +213,22 @@ def write_store(
     return finalize(address, todo) if units is None else None
 
 
-def build_store(path: Path, attrs: StoreAttrs, seed: int = 0, units: int | None = None) -> Path:
+def build_store(
+    path: Path,
+    attrs: StoreAttrs,
+    seed: int = 0,
+    units: int | None = None,
+    digests: SampleDigests | None = None,
+) -> Path:
     """A store of :func:`random_targets` drawn from one generator seeded ``seed``; all units
-    and the manifest by default, only the first ``units`` otherwise."""
+    and the manifest by default, only the first ``units`` otherwise; ``digests``: the samples'
+    content digests to record (see :func:`write_store`)."""
     rng = np.random.default_rng(seed)
 
     def targets(u: ShardUnit) -> Targets:
         return random_targets(rng, attrs, u.slot_stop - u.slot_start, u.stop - u.start)
 
-    write_store(path, attrs, targets, units)
+    write_store(path, attrs, targets, units, digests=digests)
     return path
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from teacher_store.images.dataset import CorruptImageError, DraftRule, ImageFolder
-from teacher_store.images.decode import decode_images
+from teacher_store.images.decode import decode_image_data
 from teacher_store.options import MAX_IMG_SIZE, MIN_IMG_SIZE
 from teacher_store.views.codec import (
     AugParams,
@@ -336,10 +336,22 @@ class Replayer:
         if self.decode_hook is not None:
             for s in todo:
                 self.decode_hook(s)
-        paths = [self.folder.root / self.folder.paths[s] for s in todo]
-        decoded = decode_images(paths, self.decode_device, self._max_pixels)
+        decoded = self._decode_gpu(todo)
         for s, got in zip(todo, decoded, strict=True):
             self._remember(s, got if isinstance(got, Image.Image) else str(got))
+
+    def _decode_gpu(self, samples: Sequence[int]) -> list[Image.Image | CorruptImageError]:
+        """nvJPEG decode of ``samples`` in one batch, their bytes read (and checked against
+        the store's content digests: ImageChangedError) through the folder."""
+        assert self.decode_device is not None
+        items: list[tuple[Any, bytes | CorruptImageError]] = []
+        for s in samples:
+            try:
+                data: bytes | CorruptImageError = self.folder.read(s)
+            except CorruptImageError as e:
+                data = e
+            items.append((self.folder.root / self.folder.paths[s], data))
+        return decode_image_data(items, self.decode_device, self._max_pixels)
 
     @property
     def _max_pixels(self) -> int:
@@ -355,8 +367,7 @@ class Replayer:
         if self.decode_hook is not None:
             self.decode_hook(sample)
         if self.decode_device is not None:
-            path = self.folder.root / self.folder.paths[sample]
-            got = decode_images([path], self.decode_device, self._max_pixels)[0]
+            got = self._decode_gpu([sample])[0]
             return got if isinstance(got, Image.Image) else str(got)
         try:
             return self.folder.load(sample)
@@ -403,7 +414,8 @@ class Replayer:
         """View ``slot`` of ``sample`` at ``size`` (default: the canonical size).
 
         Raises UnreadableSampleError naming the sample (the view's own or its partner) whose
-        image cannot be decoded; the store marks such views invalid.
+        image cannot be decoded; the store marks such views invalid. An image whose bytes are
+        not those the store recorded raises ImageChangedError (never rendered, never cached).
         """
         if size is None:
             if self.size is None:

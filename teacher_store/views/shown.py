@@ -15,6 +15,7 @@ import numpy as np
 from teacher_store.errors import DatasetMismatch, StoreIncomplete
 from teacher_store.options import MAX_IMG_SIZE, MIN_IMG_SIZE, check_int
 from teacher_store.store import layout
+from teacher_store.store.content import checked_folder
 from teacher_store.store.layout import shard_units
 
 _MIN_VIEW_PX = 224  # the view is enlarged by an integer factor to at least this, for legibility
@@ -120,7 +121,10 @@ class ViewRenderer:
     """A store and the image folder it was built from, ready to replay views.
 
     Raises :class:`DatasetMismatch` when ``data`` is not the store's dataset (its fingerprint
-    differs). ``render`` is not thread-safe: callers serialise it.
+    differs); ``render`` raises :class:`~teacher_store.errors.ImageChangedError` for an image
+    whose bytes are not those the store recorded (its per-sample content digest). ``note``:
+    the one-line note for a store without content digests (images checked by name and size
+    only), else None. ``render`` is not thread-safe: callers serialise it.
     """
 
     def __init__(self, path: str, data: str, cache_size: int = 0) -> None:
@@ -131,7 +135,10 @@ class ViewRenderer:
         self.path = path
         self.store = LocalStore(path, require_complete=False)
         self.attrs = self.store.attrs
-        self.folder = _matching_folder(self.attrs, data)
+        # Every image read is checked against the store's per-sample content digests.
+        self.folder, self.note = checked_folder(
+            _matching_folder(self.attrs, data), self.store.sample_digests(), self.store.address
+        )
         self.replayer = Replayer(self.folder, self.attrs, cache_size=cache_size)
 
     def render(self, sample: int, view: int, size: int | None = None) -> ShownView:

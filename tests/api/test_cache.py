@@ -62,6 +62,29 @@ def test_file_cache_verifies_big_and_small_files(tmp_path: Path) -> None:
         cache.read(state, 600, 700)
 
 
+def test_a_file_vanishing_mid_request_is_a_409_not_a_500(tmp_path: Path) -> None:
+    """A store replaced under the service (a folder renamed away between a request's stat and
+    its read) is a StoreDamaged (409: clients re-check the identity), never io_error's 500."""
+    store = tmp_path / "s"
+    store.mkdir()
+    data = os.urandom(1000)
+    (store / "big").write_bytes(data)
+    cache = FileCache(capacity=64, max_entry=16)
+    real = os.path.realpath(store)
+    found = cache.resolve("s", real, "big")
+    assert found is not None
+    state = cache.verify("s", "big", *found, FileRecord(1000, crc32c.crc32c(data)))
+    (store / "big").unlink()  # after the stat and the verification: gone at read time
+    with pytest.raises(StoreDamaged, match="vanished while being read"):
+        cache.read(state, 0, 10)
+    (store / "again").write_bytes(data)
+    again = cache.resolve("s", real, "again")
+    assert again is not None
+    (store / "again").unlink()  # between the stat and the first (verifying) read
+    with pytest.raises(StoreDamaged, match="vanished while being read"):
+        cache.verify("s", "again", *again, FileRecord(1000, crc32c.crc32c(data)))
+
+
 @pytest.mark.parametrize("kind", ["memory", "s3"])
 def test_file_cache_reads_ranges_of_big_objects(kind: str, request: pytest.FixtureRequest) -> None:
     """Files too big for the LRU are read by range through the store's Location; on S3 a

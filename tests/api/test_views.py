@@ -13,7 +13,9 @@ from PIL import Image
 
 from teacher_store.show import show_view
 from teacher_store.store.arrays import LocalStore
-from tests.store_fixtures import LiveServer
+from teacher_store.views.codec import decode
+from teacher_store.views.recipe import Recipe
+from tests.store_fixtures import LiveServer, replace_same_size
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -92,6 +94,45 @@ def test_a_dataset_with_another_fingerprint_is_refused(
         assert "does not match the store" in r.json()["detail"]
         page = requests.get(f"{live.url}/ui/fragments/stores/demo/view", timeout=60)
         assert "does not match the store" in page.text and "<img" not in page.text
+
+
+def test_an_image_replaced_by_one_of_the_same_size_is_409_never_rendered(
+    photo_root: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    """The fingerprint (names, sizes) matches; the image's content digest does not."""
+    from api.main import create_app
+    from api.settings import Settings
+    from teacher_store.images.dataset import ImageFolder
+
+    other = Path(shutil.copytree(demo_data, tmp_path / "other"))
+    path = other / ImageFolder.scan(other).paths[3]
+    replace_same_size(path)
+    with LiveServer(create_app(Settings(root=photo_root, data=f"demo={other}"))) as live:
+        for size in ("", "?size=32"):
+            r = requests.get(f"{live.url}/v1/stores/demo/views/0/3.png{size}", timeout=60)
+            assert r.status_code == 409 and r.headers["content-type"] == "application/json"
+            body = r.json()
+            assert body["error"] == "image_changed" and body["status"] == 409
+            assert (
+                f"image {path} (sample 3) is not the image the store was built from"
+                in (body["detail"])
+            )
+            assert len(body["detail"].splitlines()) == 1
+        # The view browser's page says why, in place of the picture.
+        page = requests.get(f"{live.url}/ui/fragments/stores/demo/view?slot=0&sample=3", timeout=60)
+        assert page.status_code == 200 and "<img" not in page.text
+        assert "(sample 3) is not the image the store was built from" in page.text
+        # Views that do not touch sample 3 (neither theirs nor their mixing partner) render.
+        a = LocalStore(photo_root / "demo").attrs
+        recipe = Recipe.from_dict(a.recipe)
+        for slot in range(a.views):
+            for s in range(a.num_samples):
+                mix = decode(a.store_seed, slot, s, a.num_samples, recipe, a.views).mix
+                touches = 3 in (s, mix.partner if mix else None)
+                r = requests.get(f"{live.url}/v1/stores/demo/views/{slot}/{s}.png", timeout=60)
+                assert r.status_code == (409 if touches else 200), (slot, s, r.text[:200])
+        fragment = f"{live.url}/ui/fragments/stores/demo/view?slot={slot}&sample={s}"
+        assert ("<img" in requests.get(fragment, timeout=60).text) is not touches
 
 
 def test_data_setting_is_name_equals_dir() -> None:

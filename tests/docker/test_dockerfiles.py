@@ -35,6 +35,7 @@ API_RUNTIME = {
     "numcodecs",
     "numpy",
     "crc32c",
+    "xxhash",  # per-sample content digests: the view page checks a view's images
     "fsspec",
     "aiohttp",
     "requests",

@@ -18,8 +18,10 @@ from student.data import ReplayDataset, split_samples
 from student.loader_config import LoaderConfig
 from student.train import run_train
 from teacher_store.cli import main
+from teacher_store.errors import ImageChangedError, StoreMismatch
+from teacher_store.store.blockfmt import store_identity
 from teacher_store.views.codec import mix64
-from tests.store_fixtures import student_config
+from tests.store_fixtures import V1_FIXTURE, replace_same_size, student_config
 
 TRAINING_PAGE = Path(__file__).resolve().parents[2] / "docs" / "training.md"
 _TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
@@ -124,6 +126,65 @@ def test_loader_yields_the_batches_distill_train_sees(
         again = list(loader)
     for a, b in zip(again, seen[steps:], strict=True):
         _same(a, b)
+
+
+def test_a_cursor_taken_on_another_store_is_refused(small_store, other_store, demo_data):
+    opts = {"img_size": 64, "batch_size": 4, "workers": 0, "val_fraction": 0.2}
+    with StoreLoader(str(small_store), demo_data, **opts) as loader:
+        next(iter(loader))
+        cursor = loader.cursor
+    identity = store_identity((small_store / "_distill" / "manifest.json").read_bytes())
+    assert cursor == Cursor(0, 1) and cursor.store == identity
+    saved = Cursor.from_dict(cursor.to_dict())  # as a checkpoint keeps it
+    with pytest.raises(StoreMismatch) as e:
+        StoreLoader(str(other_store), demo_data, cursor=saved, **opts)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and identity in msg and str(other_store) in msg
+    assert e.value.new in msg and e.value.new != identity
+    # The same store takes it; a cursor saved before cursors kept the store is taken too.
+    with StoreLoader(str(small_store), demo_data, cursor=saved, **opts) as loader:
+        assert loader.position == 1
+    legacy = {"epoch": 0, "position": 1, "version": 1}
+    with StoreLoader(str(other_store), demo_data, cursor=Cursor.from_dict(legacy), **opts):
+        pass
+
+
+def test_an_image_replaced_by_one_of_the_same_size_is_never_trained_on(
+    small_store, demo_data, tmp_path, capsys
+):
+    """The student checks each image's bytes against the store's digest where it reads them
+    (in a DataLoader worker here); the fingerprint (names, sizes) cannot tell."""
+    import shutil
+
+    data = Path(shutil.copytree(demo_data, tmp_path / "data"))
+    opts = {"img_size": 64, "batch_size": 4, "val_fraction": 0.2}
+    with StoreLoader(str(small_store), data, workers=0, **opts) as loader:
+        i = int(loader.train_samples[0])
+        path = data / loader.folder.paths[i]
+    replace_same_size(path)
+    with (
+        StoreLoader(str(small_store), data, workers=1, **opts) as loader,
+        pytest.raises(ImageChangedError) as e,
+    ):
+        list(loader)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and f"image {path} (sample {i})" in msg, msg
+    assert (e.value.sample, e.value.path) == (i, str(path))
+    args = ["train", "--store", str(small_store), "--data", str(data), "--model"]
+    args += ["tf_efficientnetv2_b0", "--out", str(tmp_path / "run"), "--epochs", "1"]
+    args += ["--batch-size", "4", "--img-size", "64", "--workers", "1", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"distill train: error: {msg}"], err
+
+
+def test_a_store_made_before_content_digests_loads_with_a_note(demo_data, caplog):
+    with StoreLoader(str(V1_FIXTURE), demo_data, batch_size=4, workers=0) as loader:
+        assert loader.folder.content is None
+        batch = next(iter(loader))
+    assert batch.valid.any()
+    notes = [r.getMessage() for r in caplog.records if "content digests" in r.getMessage()]
+    assert len(notes) == 1 and "checked by name and size only" in notes[0]
 
 
 def test_online_baseline_renders_the_teacher_input_at_the_teacher_size(small_store, demo_data):

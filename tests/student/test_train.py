@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,13 +11,14 @@ import pytest
 import torch
 
 from student.config import TrainConfig
-from student.data import TargetCache
+from student.data import TargetCache, split_samples
 from student.loader import StoreLoader
 from student.train import _build_run, _Ctx, _step, run_train
 from teacher_store.cli import main
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.store.arrays import LocalStore
-from tests.store_fixtures import student_config
+from teacher_store.store.blockfmt import store_identity
+from tests.store_fixtures import copy_store, replace_same_size, student_config
 
 
 def _cfg(store, data, out, **kw) -> TrainConfig:
@@ -79,6 +81,51 @@ def test_resume_refuses_changed_options(small_store, demo_data, tmp_path):
     run_train(_cfg(small_store, demo_data, tmp_path, epochs=1))
     with pytest.raises(ValueError, match="lr"):
         run_train(_cfg(small_store, demo_data, tmp_path, epochs=1, lr=0.5, resume=True))
+
+
+def _identity(store) -> str:
+    return store_identity((store / "_distill" / "manifest.json").read_bytes())
+
+
+def test_resume_on_another_store_is_refused(small_store, other_store, demo_data, tmp_path, capsys):
+    """A run begun on one store never finishes on another teacher's targets: every checkpoint
+    (mid-epoch ones too) records the store's identity and the dataset's fingerprint."""
+    run = tmp_path / "run"
+    run_train(_cfg(small_store, demo_data, run, epochs=2, max_steps=1, checkpoint_every=1))
+    state = torch.load(run / "last.pth", map_location="cpu", weights_only=False)
+    assert state["store"]["identity"] == _identity(small_store)
+    assert state["store"]["dataset"] == ImageFolder.scan(demo_data).fingerprint().to_dict()
+    assert state["cursor"]["store"] == _identity(small_store)
+    before = (run / "last.pth").read_bytes()
+    args = ["train", "--store", str(other_store), "--data", str(demo_data), "--model"]
+    args += ["tf_efficientnetv2_b0", "--out", str(run), "--epochs", "2", "--batch-size", "4"]
+    args += ["--img-size", "64", "--workers", "0", "--val-fraction", "0.2", "--quiet"]
+    assert main([*args, "--resume", "--checkpoint-every", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"store {small_store} (identity {_identity(small_store)})" in err, err
+    assert f"--store {other_store} is another store (identity {_identity(other_store)})" in err
+    assert (run / "last.pth").read_bytes() == before  # nothing trained on the other store
+    # The same store under another address (moved, or a copy) has the same identity: resumes.
+    moved = copy_store(small_store, tmp_path / "moved")
+    out = run_train(_cfg(moved, demo_data, run, epochs=2, checkpoint_every=1, resume=True))
+    assert out["step"] > 1
+
+
+def test_eval_replays_only_the_images_the_store_was_built_from(
+    small_store, demo_data, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    run_train(_cfg(small_store, demo_data, run, epochs=1, max_steps=1))
+    data = shutil.copytree(demo_data, tmp_path / "data")
+    folder = ImageFolder.scan(data)
+    held = int(split_samples(folder.labels, 0.2, 0)[1][0])  # eval replays held-out views
+    path = data / folder.paths[held]
+    replace_same_size(path)
+    args = ["eval", "--checkpoint", str(run / "last.pth"), "--data", str(data)]
+    assert main([*args, "--store", str(small_store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"image {path} (sample {held})" in err, err
 
 
 def test_metrics_config_and_eval(small_store, demo_data, tmp_path, capsys):

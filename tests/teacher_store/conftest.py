@@ -39,3 +39,16 @@ def broken(
     shutil.copytree(demo_data, data)
     (data / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage" * 20)
     return data, generate_small(data, root / "store")
+
+
+@pytest.fixture(scope="module")
+def replaced(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> tuple[Path, int]:
+    """(a copy of the demo photos whose sample 3 is other pixels in a file of the same size,
+    3): names and sizes, the dataset fingerprint, are those of the demo photos."""
+    from teacher_store.images.dataset import ImageFolder
+    from tests.store_fixtures import replace_same_size
+
+    data = tmp_path_factory.mktemp("replaced") / "data"
+    shutil.copytree(demo_data, data)
+    replace_same_size(data / ImageFolder.scan(data).paths[3])
+    return data, 3

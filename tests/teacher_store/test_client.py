@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import pickle
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ import pytest
 import requests
 
 from teacher_store.client import StoreClient, StoreClientError
+from teacher_store.errors import StoreDamaged
+from teacher_store.images.digests import SampleDigests
 from tests.store_fixtures import LiveServer, build_store, make_attrs
 
 
@@ -23,7 +26,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("client") / "root"
     build_store(root / "demo", make_attrs(900, views=3, topk=4))
     build_store(root / "unfinished", make_attrs(600), units=2)
+    attrs = make_attrs(300, views=2, topk=4)
+    dataset = {**attrs.dataset, "content": DIGESTS.record()}
+    build_store(root / "digests", attrs.model_copy(update={"dataset": dataset}), digests=DIGESTS)
     return root
+
+
+# Per-sample content digests of a 300-sample dataset (values only matter as a record).
+DIGESTS = SampleDigests(np.random.default_rng(0).integers(1, 2**63, 300, dtype=np.uint64))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +69,25 @@ def test_local_fsspec_and_service_agree(root: Path, live: LiveServer) -> None:
         service.read_block(3, 0, 1)
     with pytest.raises(ValueError, match="outside"):
         service.read_block(0, 5, 901)
+
+
+def test_sample_digests_read_alike_from_every_backend(root: Path, live: LiveServer) -> None:
+    """The student's per-image checks get the same record from a folder, fsspec or the service;
+    a store without one answers None; a record that is not the attrs' is refused."""
+    for address in (
+        root / "digests",
+        f"{live.url}/v1/stores/digests",
+        f"{live.url}/v1/stores/digests/zarr/",
+    ):
+        got = StoreClient(address).sample_digests()
+        assert got is not None and np.array_equal(got.values, DIGESTS.values), address
+    assert StoreClient(f"{live.url}/v1/stores/demo").sample_digests() is None
+    assert StoreClient(root / "demo").sample_digests() is None
+    bad = shutil.copytree(root / "digests", root.parent / "bad-digests")
+    key = bad / "_distill" / "sample_digests.u64"
+    key.write_bytes(key.read_bytes()[::-1])  # same size: the attrs' sha256 tells
+    with pytest.raises(StoreDamaged, match="not the record of this store's images"):
+        StoreClient(bad).sample_digests()
 
 
 def test_prefetch_order_content_and_bound(root: Path, live: LiveServer) -> None:

@@ -58,6 +58,8 @@ _LOCAL: list[tuple[str, str, int, bool]] = [
     ("unit record", "record-written", 6, False),
     ("final metadata", "root-meta-torn", 2, False),
     ("final metadata", "root-meta-written", 2, True),
+    ("content digests", "digests-torn", 1, True),
+    ("content digests", "digests-written", 1, False),
     ("manifest", "manifest-torn", 1, True),
     ("manifest", "manifest-written", 1, False),
 ]

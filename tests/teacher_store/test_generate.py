@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from teacher_store.cli import main
+from teacher_store.errors import ImageChangedError
 from teacher_store.generate import RUNTIME_FIELDS, GenerateConfig, build_attrs, run_generate
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.store.arrays import BOOK, LocalStore
@@ -31,7 +32,7 @@ from teacher_store.store.schema import SCHEMA_VERSION, quant_step
 from teacher_store.views.codec import CODEC_VERSION, decode
 from teacher_store.views.recipe import get_recipe
 from teacher_store.views.replay import render_view, view_to_float
-from tests.store_fixtures import SMALL_GENERATE, file_digests
+from tests.store_fixtures import SMALL_GENERATE, file_digests, replace_same_size
 
 BIN = Path(sys.executable).parent
 SMALL = SMALL_GENERATE
@@ -101,7 +102,13 @@ def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
     assert summary["views_computed"] == 17 * 2 and summary["bad_samples"] == []
     manifest = json.loads((out / BOOK / "manifest.json").read_text())
     assert manifest["units"] == 6 and manifest["bad_samples"] == []
-    assert len(manifest["files"]) == 18 and set(manifest["files"]) <= set(digest)
+    assert len(manifest["files"]) == 19 and set(manifest["files"]) <= set(digest)
+    # Each sample's content digest (xxh3_64 of its file), named by sha256 in the attrs.
+    folder = ImageFolder.scan(demo_data)
+    want = folder.sample_digests()
+    raw = (out / BOOK / "sample_digests.u64").read_bytes()
+    assert raw == want.to_bytes() and manifest["files"][f"{BOOK}/sample_digests.u64"]["size"] == 136
+    assert np.array_equal(LocalStore(out).sample_digests().values, want.values)  # type: ignore[union-attr]
 
     store = LocalStore(out)
     a = store.attrs
@@ -116,9 +123,9 @@ def test_store_is_complete_and_self_describing(reference, demo_data, lite0):
     assert a.teacher["weights_sha256"] == info.weights_sha256
     assert a.teacher["architecture"] == "tf_efficientnet_lite0"
     assert a.teacher["input_size"] == [3, 64, 64]
+    assert a.dataset == {**folder.fingerprint().to_dict(), "content": want.record()}
     assert a.teacher["mean"] == list(info.mean) and a.teacher["std"] == list(info.std)
     assert len(a.teacher["class_names"]) == 1000
-    assert a.dataset == ImageFolder.scan(demo_data).fingerprint().to_dict()
     assert a.recipe == get_recipe("default").to_dict()
     assert a.libraries["torch"] and a.libraries["zarr"]
     # The creation config is kept, minus the fields that do not change the bytes.
@@ -270,6 +277,39 @@ def test_other_config_into_a_store_is_refused_unless_overwrite(reference, demo_d
     assert s["complete"] and LocalStore(out).attrs.topk == 3
 
 
+def test_a_resume_after_an_image_changed_is_refused(reference, demo_data, tmp_path):
+    """Same names and sizes, other bytes: another dataset, not the store's to resume."""
+    src, _, want = reference
+    out = shutil.copytree(src, tmp_path / "store")
+    data = shutil.copytree(demo_data, tmp_path / "data")
+    replace_same_size(data / ImageFolder.scan(data).paths[4])
+    with pytest.raises(ValueError, match=r"a different store \(dataset differ\)"):
+        _generate(_cfg(data, out))
+    assert file_digests(out) == want  # untouched
+
+
+def test_an_image_replaced_during_the_job_stops_it(demo_data, tmp_path):
+    """Digested at the start, read again to render: the bytes must still be those."""
+    data = shutil.copytree(demo_data, tmp_path / "data")
+    path = data / ImageFolder.scan(data).paths[6]
+    seen: list[int] = []
+
+    def hook(sample: int) -> None:  # called before each decode, in this process (workers=0)
+        seen.append(sample)
+        if sample == 6 and seen.count(6) == 1:
+            replace_same_size(path)
+
+    with pytest.raises(ImageChangedError) as e:
+        _generate_hooked(_cfg(data, tmp_path / "store"), hook)
+    assert f"image {path} (sample 6)" in str(e.value) and len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "store" / BOOK / "manifest.json").exists()  # never finished
+
+
+def _generate_hooked(cfg: GenerateConfig, hook) -> dict:
+    with _one_thread():
+        return run_generate(cfg, decode_hook=hook)
+
+
 def test_workers_do_not_change_the_bytes(reference, demo_data, tmp_path):
     _, _, want = reference
     out = tmp_path / "w2"
@@ -343,7 +383,8 @@ def test_hostile_dataset_generates_completes_and_verifies(demo_data, tmp_path, c
     store = LocalStore(out)
     a = store.attrs
     assert a.config["max_image_pixels"] == 89_478_485  # recorded: it decides which views exist
-    assert a.dataset == folder.fingerprint().to_dict()
+    content = folder.sample_digests().record()  # the non-UTF-8 name's file is digested too
+    assert a.dataset == {**folder.fingerprint().to_dict(), "content": content}
     recipe = get_recipe("default")
     for slot in range(a.views):
         valid = store.read_block(slot, 0, a.num_samples).valid

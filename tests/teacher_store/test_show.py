@@ -9,10 +9,13 @@ import pytest
 from PIL import Image
 
 from teacher_store.cli import main
+from teacher_store.images.dataset import ImageFolder
 from teacher_store.show import show_view
 from teacher_store.store.arrays import BOOK, LocalStore
+from teacher_store.views.codec import decode
+from teacher_store.views.recipe import Recipe
 from tests.meta_edits import ATTR_EDITS, GENERATED_EDITS, one_line
-from tests.store_fixtures import copy_store, plant_class_id
+from tests.store_fixtures import V1_FIXTURE, copy_store, plant_class_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/teacher_store/conftest.py
 
@@ -77,6 +80,47 @@ def test_show_writes_lambda_not_a_missing_glyph(store, demo_data):
     shown = renderer.render(mixed[1], mixed[0])
     text = "\n".join(shown.lines)
     assert "λ" not in text and f"lambda={shown.params.mix.lam:.2f}" in text
+
+
+def _show(store, data, sample, view, out) -> list[str]:
+    return ["show", str(store), "--data", str(data), "--sample", str(sample), "--view", str(view),
+            "--out", str(out)]  # fmt: skip
+
+
+def test_show_refuses_an_image_replaced_by_one_of_the_same_size(store, replaced, tmp_path, capsys):
+    data, i = replaced
+    path = data / ImageFolder.scan(data).paths[i]
+    out = tmp_path / "x.png"
+    assert main(_show(store, data, i, 0, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"image {path} (sample {i}) is not the image the store was built from" in err
+    assert not out.exists()  # never a silent render of the new pixels
+    # A view of another sample that mixes with it (its partner's pixels are in the view).
+    a = LocalStore(store).attrs
+    recipe = Recipe.from_dict(a.recipe)
+    partner = {
+        (r, s): m.partner if (m := decode(a.store_seed, r, s, a.num_samples, recipe, a.views).mix)
+        else None
+        for r in range(a.views)
+        for s in range(a.num_samples)
+    }  # fmt: skip
+    mixing = [(r, s) for (r, s), p in partner.items() if s != i and p == i]
+    assert mixing, "no view mixes with the replaced sample: pick another"
+    r, s = mixing[0]
+    assert main(_show(store, data, s, r, out)) == 2
+    assert f"(sample {i})" in capsys.readouterr().err
+    # Views that do not touch it still render.
+    r, s = next((r, s) for (r, s), p in partner.items() if i not in (s, p))
+    assert main(_show(store, data, s, r, out)) == 0 and out.exists()
+
+
+def test_a_store_made_before_content_digests_shows_with_a_note(demo_data, tmp_path, capsys):
+    out = tmp_path / "v1.png"
+    assert main(_show(V1_FIXTURE, demo_data, 2, 1, out)) == 0 and out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"note: store {V1_FIXTURE} records no content")
+    assert "checked by name and size only" in err[0]
 
 
 EDITS = {**ATTR_EDITS, **GENERATED_EDITS}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from teacher_store.cli import main
+from teacher_store.images.dataset import ImageFolder
 from teacher_store.info import store_info
 from teacher_store.store.arrays import BOOK, LocalStore, shard_units
 from teacher_store.verify import unit_batches, verify_store
@@ -26,7 +27,8 @@ def _copy(store: Path, tmp_path: Path) -> Path:
 def test_verify_ok_reruns_the_teacher_on_the_stored_batches(store, demo_data):
     report = verify_store(str(store), str(demo_data), fraction=1.0, device="cpu")
     assert report.ok, report.reason
-    assert "18 shard files match" in report.summary
+    assert "18 shard files match their crc32c (and the samples' content digests)" in report.summary
+    assert "dataset matches (17 images' content)" in report.summary
     assert "10 of 10 teacher batches (34 views)" in report.summary
     assert "top-K ids equal" in report.summary
 
@@ -176,6 +178,29 @@ def test_checksums_only_checks_the_files_without_data_or_teacher(store, tmp_path
     assert capsys.readouterr().err.startswith("distill verify: error: pass --data DIR")
     assert main(["verify", str(store), "--data", str(tmp_path), "--checksums-only"]) == 2
     assert "drop --data" in capsys.readouterr().err
+
+
+def test_verify_names_an_image_replaced_by_one_of_the_same_size(store, replaced, capsys):
+    """Checked for every image, whatever --fraction: the fingerprint (names, sizes) matches."""
+    data, i = replaced
+    path = data / ImageFolder.scan(data).paths[i]
+    report = verify_store(str(store), str(data), fraction=0.0)
+    assert not report.ok and len(report.reason.splitlines()) == 1
+    assert f"image {path} (sample {i}) is not the image the store was built from" in report.reason
+    assert main(["verify", str(store), "--data", str(data), "--fraction", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("distill verify: FAILED: ") and f"(sample {i})" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_verify_of_a_damaged_digest_record(store, demo_data, tmp_path):
+    copy = _copy(store, tmp_path)
+    key = copy / BOOK / "sample_digests.u64"
+    raw = bytearray(key.read_bytes())
+    raw[0] ^= 1
+    key.write_bytes(bytes(raw))  # same size: the manifest's checksums catch it
+    report = verify_store(str(copy), str(demo_data), fraction=0.0)
+    assert not report.ok and "sample_digests.u64" in report.reason
 
 
 EDITS = {**ATTR_EDITS, **GENERATED_EDITS}

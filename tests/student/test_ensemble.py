@@ -166,3 +166,36 @@ def test_train_cli_with_two_stores_and_weights(two_teachers, demo_data, tmp_path
         main([*base, "--store", a, "--store", b, "--teacher-weights", "1", "--out", str(out)]) == 2
     )
     assert "1 teacher weights for 2 stores" in capsys.readouterr().err
+
+
+def test_a_run_resumes_on_its_store_grown_since_and_not_on_another(
+    two_teachers, demo_data, tmp_path
+) -> None:
+    """The checkpoint records the store's identity; the store grown since (its slots kept,
+    its manifest naming the identity it grew from) is the same store; a regenerated one is not."""
+    import shutil
+
+    from student.train import run_train
+    from teacher_store.errors import StoreMismatch
+    from teacher_store.generate import GenerateConfig, run_generate
+    from tests.store_fixtures import SMALL_GENERATE, student_config
+
+    store = tmp_path / "a"
+    shutil.copytree(two_teachers["a"], store)
+    run = tmp_path / "run"
+    kw = {"img_size": 32, "epochs": 2, "val_fraction": 0.2}
+    run_train(student_config(store, demo_data, run, max_steps=1, **kw))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        grown = {**SMALL_GENERATE, "views": 3}
+        s = run_generate(GenerateConfig(data=str(demo_data), out=str(store), **grown))
+        assert s["grown_from_views"] == 2
+    finally:
+        torch.set_num_threads(before)
+    summary = run_train(student_config(store, demo_data, run, resume=True, **kw))
+    assert summary["epoch"] == 1 and summary["step"] > 1
+    other = tmp_path / "other"
+    shutil.copytree(two_teachers["other"], other)  # other views: another store
+    with pytest.raises(StoreMismatch, match="another store"):
+        run_train(student_config(other, demo_data, run, resume=True, **kw))

@@ -72,6 +72,16 @@ class StoreDetail(StoreSummary):
         description="16 hex digits of sha256(_distill/manifest.json): every block and zarr "
         "ETag carries it; it changes when the store is regenerated or replaced",
     )
+    grown_from: list[dict[str, Any]] | None = Field(
+        None,
+        description="the stores this one was grown from (view slots appended), oldest first: "
+        "[{views, identity}]; a reader that opened one of them keeps reading its slots",
+    )
+    view_identity: str | None = Field(
+        None,
+        description="16 hex digits naming the store's views (dataset, seed, recipe, schedule): "
+        "stores of other teachers with the same view identity hold targets of the same views",
+    )
     fidelity: Fidelity | None = Field(
         None, description="the last recorded fidelity check (`distill verify --record`)"
     )

@@ -94,6 +94,7 @@ class StoreEntry:
     files: dict[str, FileRecord] = field(default_factory=dict)
     empty: frozenset[str] = frozenset()  # manifest keys of size 0: never written, fill values
     identity: str = ""  # sha256 of the manifest bytes (16 hex digits): which store this is
+    grown_from: list[dict[str, Any]] = field(default_factory=list)  # a grown store's lineage
     meta_keys: frozenset[str] = frozenset()
     meta: dict[str, FileRecord] = field(default_factory=dict)  # recorded metadata digests
     layouts: dict[str, ArrayLayout | None] = field(default_factory=dict)
@@ -159,6 +160,7 @@ def _load_complete(entry: StoreEntry, checked: CheckedStore) -> None:
         if entry.exists(key):
             raise _invalid(MANIFEST, f"records {key} with size 0, but the file exists")
     entry.identity = checked.identity
+    entry.grown_from = [g.model_dump() for g in manifest.grown_from]
     entry.files, entry.empty = files, empty
     # Served metadata is verified against the digests the manifest recorded (older stores: none).
     entry.meta = {k: FileRecord(v.size, v.crc32c, v.sha256) for k, v in manifest.meta.items()}

@@ -16,6 +16,7 @@ from api.models import (
 )
 from api.registry import StoreEntry
 from api.service import Service, ServiceDep, StoreName, find_store
+from teacher_store.store.schema import view_identity
 
 router = APIRouter(prefix="/v1")
 
@@ -76,6 +77,8 @@ def _detail(e: StoreEntry, svc: Service, request: Request) -> StoreDetail:
         blocks_url=f"{base}/blocks/{{view}}" if complete else None,
         attrs=a.to_dict(),
         identity=e.identity if complete else None,
+        grown_from=e.grown_from if complete else None,
+        view_identity=view_identity(a),
         fidelity=Fidelity(**e.fidelity.to_dict()) if e.fidelity is not None else None,
     )
 

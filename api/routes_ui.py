@@ -61,6 +61,9 @@ def _row(e: StoreEntry) -> dict[str, Any]:
     row: dict[str, Any] = {"name": e.name, "state": e.state, "error": e.error, "attrs": a}
     row["committed"], row["total"] = e.committed_units, e.total_units or 0
     if a is not None:
+        from teacher_store.store.schema import view_identity
+
+        row["view_identity"] = view_identity(a)
         row["tinyvit"] = 4 + 4 * a.topk  # int32 seed + K int16 ids + K float16 probabilities
         done = e.state == "complete"
         row["bytes_per_view"] = e.data_bytes / (a.views * a.num_samples) if done else None
@@ -105,12 +108,9 @@ async def store_fragment(name: StoreName, request: Request, svc: ServiceDep) -> 
     return templates.TemplateResponse(request, "store.html", context)
 
 
-def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[str, Any]:
-    """Blocking: the view's stored top-5, its decoded parameters, and whether it renders."""
+def _top5(svc: Service, e: StoreEntry, slot: int, sample: int) -> tuple[bool, list[Any]]:
+    """Blocking: (whether the view has targets, its stored top-5 as (class name, p))."""
     import numpy as np
-
-    from teacher_store.views.codec import decode
-    from teacher_store.views.recipe import Recipe
 
     a = e.attrs
     assert a is not None
@@ -121,6 +121,39 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         for i, lp in zip(block.ids[0][:5], block.logprobs()[0][:5], strict=True)
         if np.isfinite(lp)  # zero-probability entries carry no class in a head-sorted-pad store
     ]
+    return bool(block.valid[0]), top
+
+
+def _peers(svc: Service, e: StoreEntry, slot: int, sample: int) -> list[dict[str, Any]]:
+    """Blocking: the other served stores of the same views (one view identity: another
+    teacher on them, `distill generate --like`) that have this slot, with their top-5."""
+    from teacher_store.store.schema import view_identity
+
+    assert e.attrs is not None
+    mine = view_identity(e.attrs)
+    out = []
+    for other in svc.registry.list():
+        a = other.attrs
+        if other.name == e.name or other.state != "complete" or a is None:
+            continue
+        if slot >= a.views or sample >= a.num_samples or view_identity(a) != mine:
+            continue
+        valid, top = _top5(svc, other, slot, sample)
+        out.append(
+            {"name": other.name, "teacher": a.teacher.get("name"), "valid": valid, "top": top}
+        )
+    return out
+
+
+def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[str, Any]:
+    """Blocking: the view's stored top-5 (and that of every other teacher on the same views),
+    its decoded parameters, and whether it renders."""
+    from teacher_store.views.codec import decode
+    from teacher_store.views.recipe import Recipe
+
+    a = e.attrs
+    assert a is not None
+    valid, top = _top5(svc, e, slot, sample)
     recipe = Recipe.from_dict(a.recipe)
     params = decode(
         a.store_seed, a.view_slot(slot), sample, a.num_samples, recipe, a.schedule_views
@@ -131,8 +164,9 @@ def _view_context(svc: Service, e: StoreEntry, slot: int, sample: int) -> dict[s
         "attrs": a,
         "slot": slot,
         "sample": sample,
-        "valid": bool(block.valid[0]),
+        "valid": valid,
         "top": top,
+        "peers": _peers(svc, e, slot, sample),
         "params": params,
         "problem": svc.dashboard.problem_text(e) or svc.dashboard.image_problem(e, shown),
         "png": f"/v1/stores/{e.name}/views/{slot}/{sample}.png",

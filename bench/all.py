@@ -69,6 +69,12 @@ BENCHMARKS: tuple[Bench, ...] = (
         result=(r"^pairs / sample", r"views per CPU-s, ratio", r"^goal"),
     ),
     Bench(
+        "grow",
+        "growing a store 8 -> 16 slots against generating 8 slots, end to end",
+        quick="--views 1 --repeats 1 --img-size 64",
+        result=(r"^\| run", r"^\|\s+(generate|grow)", r"^grow / generate"),
+    ),
+    Bench(
         "replay",
         "replay CPU ms per image against timm's train transform",
         quick="--rounds 1 --sizes 64",
@@ -82,10 +88,11 @@ BENCHMARKS: tuple[Bench, ...] = (
     ),
     Bench(
         "student",
-        "student images/s: streaming from the service vs in-memory targets vs online KD",
+        "student images/s: streaming from the service vs in-memory targets vs online KD vs "
+        "two teachers' ensemble",
         quick="--copies 1 --epochs 2 --repeats 1 --no-breakdown --heavy-steps 0 --img-size 64 "
         "--batch-size 4 --workers 0",
-        result=(r"^\((a|d)\)/",),
+        result=(r"^\((a|d|f)\)/",),
     ),
     Bench(
         "distill_quality",

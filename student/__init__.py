@@ -25,6 +25,8 @@ _EXPORTS = {
     "LoaderArgumentError": "student.loader_config",
     "LoaderConfig": "student.loader_config",
     "store_loader": "student.loader",
+    "TeacherEnsemble": "student.ensemble",
+    "ensemble_targets": "student.ensemble",
     "MnistDemoConfig": "student.demo",
     "run_mnist_demo": "student.demo",
     "TeacherFitConfig": "student.teacher_fit",

@@ -165,7 +165,19 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     _register_demo(sub)
     p = sub.add_parser("train", help="train a student from a teacher store (no online teacher)")
-    p.add_argument("--store", help="store path, fsspec URL, or service URL .../v1/stores/NAME")
+    p.add_argument(
+        "--store",
+        action="append",
+        help="store path, fsspec URL, or service URL .../v1/stores/NAME; repeat it to train "
+        "against several teachers' stores of the same views (their ensemble)",
+    )
+    p.add_argument(
+        "--teacher-weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="with several --store: each teacher's weight in the mixture (default equal)",
+    )
     p.add_argument("--data", help="the ImageFolder the store was built from")
     p.add_argument("--model", help="timm student name, e.g. tiny_vit_5m_224")
     p.add_argument("--out", help="run directory (checkpoints, metrics, config)")

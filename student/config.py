@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from student.loader_config import LoaderConfig
 from student.recipes import (
@@ -42,7 +42,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: int = 1
-    store: str
+    # One store, or several stores of the same views: their teachers' ensemble.
+    store: str | list[str]
     data: str
     model: str
     out: str
@@ -98,6 +99,31 @@ class TrainConfig(BaseModel):
     drop_path_start: float | None = Field(None, ge=0, lt=1)  # progressive: first-stage drop path
     lowfreq_mode: Literal["crop", "downsample"] = "crop"  # efficientrain: how views shrink
     ema_warmup: bool = False  # timm's EMA warmup (decay ramps up over the first steps)
+    # Several stores: each teacher's weight in the mixture (normalized; default equal).
+    teacher_weights: list[float] | None = None
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _one_store_is_a_string(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            if not v:
+                raise ValueError("give at least one store")
+            return str(v[0]) if len(v) == 1 else [str(x) for x in v]
+        return v
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> TrainConfig:
+        if self.teacher_weights is None:
+            return self
+        count = 1 if isinstance(self.store, str) else len(self.store)
+        if len(self.teacher_weights) != count:
+            raise ValueError(
+                f"{len(self.teacher_weights)} teacher weights for {count} stores: give one each"
+            )
+        w = self.teacher_weights
+        if any(not x >= 0 for x in w) or sum(w) <= 0:  # also NaN
+            raise ValueError(f"teacher weights {w} must be >= 0, not all 0")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -101,9 +101,10 @@ class Curriculum:
         d["drop_rate"], d["drop_path"] = tuple(d["drop_rate"]), tuple(d["drop_path"])
         return cls(**d)
 
-    def epoch_plan(self, epoch: int, epochs: int, views: int) -> EpochPlan:
-        """Stage, render size and regularization of ``epoch`` (pure)."""
-        stage = stage_for_epoch(epoch, epochs, views, self.stages)
+    def epoch_plan(self, epoch: int, epochs: int, views: int, span: int | None = None) -> EpochPlan:
+        """Stage, render size and regularization of ``epoch`` (pure); ``span``: the slots the
+        store's schedule spans (a grown store's ``base_views``; default ``views``)."""
+        stage = stage_for_epoch(epoch, epochs, views, self.stages, span)
         if CURRICULA[self.name].kind == "lowfreq":  # full-size replay; the band shrinks per step
             return EpochPlan(epoch, stage, self.size_end, self.drop_rate[1], self.drop_path[1])
         return EpochPlan(

@@ -212,6 +212,14 @@ class TargetCache:
         folder, a URL or the service); "" when the reader does not know it."""
         return str(getattr(self.reader, "identity", "") or "")
 
+    def continues(self, identity: str) -> bool:
+        """Whether ``identity`` (a checkpoint's or cursor's) names this store, or this store
+        before slots were appended to it (a grown store: the slots it had are unchanged)."""
+        if not identity or identity == self.identity:
+            return True
+        check = getattr(self.reader, "continues", None)
+        return bool(check(identity)) if check is not None else False
+
     @property
     def address(self) -> str:
         """Where the store is (its folder, URL or service URL), for messages; "" if unknown."""

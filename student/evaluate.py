@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from student.data import EvalDataset, ReplayDataset, TargetCache, open_targets, split_samples
+from student.ensemble import TeacherEnsemble, check_same_views
 from teacher_store.images.dataset import ImageFolder
 from teacher_store.options import MAX_BATCH, check_int
 from teacher_store.store.content import checked_folder
@@ -98,6 +99,22 @@ def teacher_agreement(
     return 100.0 * agree / max(total, 1), total
 
 
+def _targets(
+    stores: str | list[str], token: str | None, weights: list[float] | None
+) -> TargetCache:
+    """One store's targets, or several stores' ensemble (any dataset: see ``same`` below)."""
+    if isinstance(stores, str):
+        return open_targets(stores, token)
+    caches = [open_targets(s, token) for s in stores]
+    try:
+        check_same_views(stores, [c.attrs for c in caches])
+        return TeacherEnsemble(caches, weights)
+    except ValueError:
+        for c in caches:
+            c.close()
+        raise
+
+
 def run_eval(
     checkpoint: str, data: str, store: str | None = None, batch_size: int = 64
 ) -> dict[str, Any]:
@@ -111,7 +128,7 @@ def run_eval(
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig.from_dict(state["config"])
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
-    targets = open_targets(store or cfg.store, token)  # any dataset: see `same` below
+    targets = _targets(store or cfg.store, token, cfg.teacher_weights)
     attrs = targets.attrs
     folder = ImageFolder.scan(data)
     img_size = cfg.img_size or int(attrs.teacher["input_size"][1])

@@ -10,7 +10,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.ensemble import TeacherEnsemble, check_same_views
 from student.loader_config import (
     MAX_EPOCHS,
     LoaderArgumentError,
@@ -146,10 +147,42 @@ def open_checked_targets(
         ) from None
 
 
+def open_teacher_targets(
+    stores: str | Sequence[str],
+    folder: ImageFolder,
+    token: str | None = None,
+    allow_dataset_mismatch: bool = False,
+    retry_budget_s: float = 600.0,
+    teacher_weights: Sequence[float] | None = None,
+) -> TargetCache:
+    """The targets of one store, or of several stores' ensemble (:mod:`student.ensemble`):
+    each store checked against ``folder`` as :func:`open_checked_targets` does, all of them
+    against each other (the same views and classes: one-line ValueError otherwise)."""
+    many = [stores] if isinstance(stores, str) else list(stores)
+    if not many:
+        raise ValueError("no --store given")
+    if len(many) == 1:
+        if teacher_weights is not None and len(list(teacher_weights)) != 1:
+            raise ValueError("--teacher-weights needs one weight per --store")
+        return open_checked_targets(many[0], folder, token, allow_dataset_mismatch, retry_budget_s)
+    caches: list[TargetCache] = []
+    try:
+        for store in many:
+            caches.append(
+                open_checked_targets(store, folder, token, allow_dataset_mismatch, retry_budget_s)
+            )
+        check_same_views(many, [c.attrs for c in caches])
+        return TeacherEnsemble(caches, teacher_weights)
+    except BaseException:
+        for c in caches:
+            c.close()
+        raise
+
+
 def _check_cursor_store(cursor: Cursor, targets: TargetCache) -> None:
     """StoreMismatch unless ``cursor`` was taken on this store (or records no store)."""
     have, address = targets.identity, targets.address or "the given targets"
-    if cursor.store and have and cursor.store != have:
+    if cursor.store and have and not targets.continues(cursor.store):
         raise StoreMismatch(
             f"cursor {cursor.epoch}:{cursor.position} was taken on the store with identity "
             f"{cursor.store}, and this loader reads {address} (identity {have}), another "
@@ -203,7 +236,9 @@ class StoreLoader:
     """Batches of one epoch (set by ``epoch`` or :meth:`set_epoch`) for one rank.
 
     ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
-    :class:`~student.data.TargetCache`); ``data``: the ImageFolder the store was built from.
+    :class:`~student.data.TargetCache`), or several stores of the same views: their teachers'
+    ensemble (:mod:`student.ensemble`, weighted by ``teacher_weights``, default equal: not
+    part of ``config``, like ``token``); ``data``: the ImageFolder the store was built from.
     ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
     ``config``: a :class:`~student.loader_config.LoaderConfig` (``TrainConfig.loader_config``
     gives ``distill train``'s); its fields are also accepted as keywords (``batch_size=32``,
@@ -213,13 +248,14 @@ class StoreLoader:
 
     def __init__(
         self,
-        store: str | TargetCache,
+        store: str | TargetCache | Sequence[str],
         data: str | Path | ImageFolder,
         config: LoaderConfig | None = None,
         *,
         epoch: int = 0,
         cursor: Cursor | None = None,
         token: str | None = None,
+        teacher_weights: Sequence[float] | None = None,
         **options: Any,
     ) -> None:
         # The options are a LoaderConfig; keywords (img_size=, batch_size=, ...) build one, or
@@ -236,8 +272,13 @@ class StoreLoader:
         if isinstance(store, TargetCache):
             self.targets = store
         else:
-            self.targets = open_checked_targets(
-                str(store), self.folder, token, cfg.allow_dataset_mismatch
+            stores = str(store) if isinstance(store, str | Path) else [str(x) for x in store]
+            self.targets = open_teacher_targets(
+                stores,
+                self.folder,
+                token,
+                cfg.allow_dataset_mismatch,
+                teacher_weights=teacher_weights,
             )
         self.attrs: StoreAttrs = self.targets.attrs
         try:  # a store the cursor was not taken on, or a damaged digest record: one line

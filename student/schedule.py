@@ -61,16 +61,20 @@ def linear_ramp(stage: int, stages: int, start: float, end: float) -> float:
     return (1.0 - t) * start + t * end
 
 
-def stage_for_epoch(epoch: int, epochs: int, views: int, stages: int) -> int:
+def stage_for_epoch(
+    epoch: int, epochs: int, views: int, stages: int, span: int | None = None
+) -> int:
     """The curriculum stage of ``epoch``: the store's stage of the view slot it trains on.
 
     With ``view_schedule="stretch"`` the epoch reads slot ``s = floor(epoch * R / E)`` and the
     store drew that slot's views in stage ``floor(s * M / R)`` (``Recipe.stage_of``). Using the
     same stage on the student side keeps both halves of the curriculum in lockstep; when M
     divides R this equals ``floor(epoch * M / E)``, the paper's equal split of training into M
-    stages.
+    stages. ``span``: the slots the store's schedule spans (a grown store's ``base_views``;
+    default R): a slot at or past it is in the stage of slot ``span - 1``, as in the store.
     """
-    if views < stages:
-        raise ValueError(f"{views} view slots cannot hold {stages} stages (need views >= stages)")
+    span = span or views
+    if span < stages:
+        raise ValueError(f"{span} view slots cannot hold {stages} stages (need views >= stages)")
     slot = slot_for_epoch(epoch, epochs, views, "stretch")
-    return slot * stages // views
+    return min(slot, span - 1) * stages // span

@@ -32,7 +32,7 @@ from student.curriculum import (
 )
 from student.data import TargetCache
 from student.evaluate import classes_aligned, evaluate, teacher_agreement
-from student.loader import StoreBatch, StoreLoader, open_checked_targets
+from student.loader import StoreBatch, StoreLoader, open_teacher_targets
 from student.loss import mixed_label_loss, sparse_kd_loss
 from student.lowfreq import reduce_batch
 from student.sampler import Cursor
@@ -65,8 +65,13 @@ def _open_targets(cfg: TrainConfig, folder: ImageFolder) -> TargetCache:
     """The store's targets; the client refuses a store built from another dataset than
     ``folder`` unless ``--allow-dataset-mismatch`` (then no fingerprint is passed)."""
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
-    return open_checked_targets(
-        cfg.store, folder, token, cfg.allow_dataset_mismatch, cfg.retry_budget_s
+    return open_teacher_targets(
+        cfg.store,
+        folder,
+        token,
+        cfg.allow_dataset_mismatch,
+        cfg.retry_budget_s,
+        cfg.teacher_weights,
     )
 
 
@@ -151,9 +156,12 @@ def _store_record(targets: TargetCache, address: str, folder: ImageFolder) -> di
     }
 
 
-def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], out: Path) -> None:
+def _check_same_data(
+    saved: dict[str, Any] | None, now: dict[str, Any], out: Path, targets: TargetCache
+) -> None:
     """StoreMismatch (one line, both stores named) when the checkpoint's run was trained on
-    another store; ValueError when on another image folder."""
+    another store (a store grown since, with the slots it had unchanged, is the same store);
+    ValueError when on another image folder."""
     if not saved:
         print(
             f"note: {out / 'last.pth'} records no store identity (made before checkpoints kept "
@@ -161,7 +169,8 @@ def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], out: Pat
             file=sys.stderr,
         )
         return
-    if saved.get("identity") and now["identity"] and saved["identity"] != now["identity"]:
+    same = not saved.get("identity") or targets.continues(str(saved["identity"]))
+    if not same and now["identity"]:
         raise StoreMismatch(
             f"cannot resume {out}: its checkpoint was trained on store {saved.get('address')} "
             f"(identity {saved['identity']}), and --store {now['address']} is another store "
@@ -179,7 +188,7 @@ def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], out: Pat
         )
 
 
-def _resume(run: _Run, out: Path, rt: Runtime) -> None:
+def _resume(run: _Run, out: Path, rt: Runtime, targets: TargetCache) -> None:
     """Restore rank 0's last.pth on every rank: only rank 0 writes checkpoints, so on other
     nodes ``out`` may hold none, or a stale one from an older job."""
     state: dict[str, Any] | ValueError | None = None
@@ -197,7 +206,7 @@ def _resume(run: _Run, out: Path, rt: Runtime) -> None:
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
         raise ValueError(f"cannot resume {out}: options changed since the checkpoint: {diff}")
-    _check_same_data(state.get("store"), run.store, out)
+    _check_same_data(state.get("store"), run.store, out, targets)
     run.restore(state)
 
 
@@ -345,7 +354,7 @@ def _curriculum(cfg: TrainConfig, attrs: Any, img_size: int) -> Curriculum | Non
     curriculum = build_curriculum(cfg, img_size)
     if curriculum is not None:
         check_family(curriculum, cfg.model)
-        check_store(curriculum, attrs.recipe, int(attrs.views), cfg.epochs)
+        check_store(curriculum, attrs.recipe, int(attrs.schedule_views), cfg.epochs)
     return curriculum
 
 
@@ -399,9 +408,10 @@ def _train(
     if curriculum is not None:
         rates = (max(curriculum.drop_rate), max(curriculum.drop_path))
     run = _build_run(cfg, attrs.num_classes, img_size, device, rates)
-    run.store = _store_record(targets, cfg.store, folder)
+    address = cfg.store if isinstance(cfg.store, str) else " + ".join(cfg.store)
+    run.store = _store_record(targets, address, folder)
     if cfg.resume:
-        _resume(run, out, rt)
+        _resume(run, out, rt, targets)
     module = run.model
     if rt.world > 1:
         ids = [rt.local_rank] if device.type == "cuda" else None
@@ -431,7 +441,8 @@ def _epoch_settings(ctx: _Ctx, loader: StoreLoader, epoch: int) -> dict[str, Any
     """Apply the curriculum's plan for ``epoch`` (render size, dropout, drop path)."""
     if ctx.curriculum is None:
         return {"img_size": loader.img_size}
-    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(loader.attrs.views))
+    a = loader.attrs
+    plan = ctx.curriculum.epoch_plan(epoch, ctx.cfg.epochs, int(a.views), int(a.schedule_views))
     loader.img_size = plan.img_size
     if ctx.regs is not None:
         ctx.regs.set(plan.drop_rate, plan.drop_path)

@@ -88,6 +88,7 @@ _EXPORTS = {
     "StoreChangedError": "teacher_store.errors",
     "ImageChangedError": "teacher_store.errors",
     "StoreMismatch": "teacher_store.errors",
+    "view_identity": "teacher_store.store.schema",
     "open_store": "teacher_store.reader.client",
     "StoreAddressError": "teacher_store.reader.client",
     "DatasetMismatchError": "teacher_store.reader.client",

@@ -39,7 +39,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         for k, v in vars(args).items()
         if k in GenerateConfig.model_fields and v is not None and k != "recipe"
     }
-    fields.update(recipe=get_recipe(args.recipe), progress=not args.quiet)
+    if args.recipe is not None:  # given: --like refuses one that is not its store's
+        fields["recipe"] = get_recipe(args.recipe)
+    fields["progress"] = not args.quiet
     # Every option is checked here, before the teacher loads or the store is created.
     cfg = validate_options(GenerateConfig, fields)
     s = run_generate(cfg)
@@ -181,7 +183,19 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output store: a folder or s3://bucket/prefix")
     p.add_argument("--teacher", default="efficientnet_lite0", help="builtin or timm model name")
     p.add_argument("--checkpoint", help="local weights file for --teacher")
-    p.add_argument("--views", type=int, help=f"view slots R per sample, 1..{MAX_VIEWS} (default 8)")
+    p.add_argument(
+        "--views",
+        type=int,
+        help=f"view slots R per sample, 1..{MAX_VIEWS} (default 8); more than a complete store "
+        "of the same config has grows it: only the new slots are computed",
+    )
+    p.add_argument(
+        "--base-views",
+        type=int,
+        help="the slots the store was created with, over which its layout and recipe "
+        "schedule are defined (default: set by growing a store; give it only to make from "
+        "scratch a store equal to a grown one)",
+    )
     p.add_argument(
         "--topk", type=int, help=f"top-K outputs kept per view, 1..{MAX_TOPK} (default 10)"
     )
@@ -205,7 +219,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="image decode: cpu (Pillow, default) or gpu (batched nvJPEG on the CUDA device; "
         "part of the store's identity: bit-exact replay needs the same path)",
     )
-    p.add_argument("--recipe", default="default", help="augmentation preset name or JSON/YAML file")
+    p.add_argument("--recipe", help="augmentation preset name or JSON/YAML file (default: default)")
+    p.add_argument(
+        "--like",
+        metavar="STORE",
+        help="take the views of STORE (folder, s3:// or service URL): its dataset, seed, "
+        "recipe, slots, decode path, pixel limit and input size; run --teacher on exactly "
+        "those views (a store for `distill train --store STORE --store OUT`)",
+    )
     p.add_argument(
         "--img-size",
         type=int,

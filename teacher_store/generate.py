@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.runtime import barrier, dist_env, init_runtime, share_from_main
+from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
 from teacher_store.errors import ImageChangedError, StoreConflict, causes
 from teacher_store.generate_data import check_read_some, with_content
@@ -36,6 +36,8 @@ from teacher_store.images.dataset import (
     printable_path,
 )
 from teacher_store.images.decode import check_decode
+from teacher_store.job_config import settle_job_config
+from teacher_store.like import apply_like, check_like
 from teacher_store.options import (
     MAX_BATCH,
     MAX_CHUNK_SAMPLES,
@@ -51,14 +53,20 @@ from teacher_store.storage.failures import storage_failure
 from teacher_store.storage.faults import crash_point
 from teacher_store.storage.location import Location
 from teacher_store.store.arrays import (
+    attrs_differences,
     committed_units,
     create_store,
-    finalize,
     output_location,
-    recorded_config,
     store_differences,
 )
 from teacher_store.store.arrays import write_unit as _write_unit
+from teacher_store.store.grow import (
+    Growth,
+    begin_growth,
+    finish_store,
+    pending_growth,
+    write_growing_unit,
+)
 from teacher_store.store.id_order import encoding_kl
 from teacher_store.store.layout import ShardUnit, shard_units
 from teacher_store.store.placement import check_apart
@@ -76,7 +84,7 @@ from teacher_store.views.replay import Replayer, UnreadableSampleError
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
 _DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
-RUNTIME_FIELDS = ("data", "out", "checkpoint", "workers", "device", "overwrite", "progress")
+RUNTIME_FIELDS = ("data", "out", "checkpoint", "like", "workers", "device", "overwrite", "progress")
 # Ranks meet only at the start and the end: the final barrier waits for the slowest rank's
 # whole share of the units, which can take hours longer than the fastest rank's (other GPUs,
 # a node that joined a resumed job with fewer units left), far past torch's 10-30 min default.
@@ -96,6 +104,12 @@ class GenerateConfig(BaseModel):
     # Sizes that set an allocation are bounded far above real use (teacher_store.options), so
     # a typo is a one-line error before the store is created, not a crash mid-run.
     views: int = Field(8, ge=1, le=MAX_VIEWS)
+    # The slots the store was created with, once it has grown (teacher_store.store.grow): its
+    # layout and recipe schedule are defined over them. None: a growth sets it from the store.
+    base_views: int | None = Field(None, ge=1, le=MAX_VIEWS)
+    # Another store's address: take its views (dataset, seed, recipe, slots, decode path,
+    # pixel limit, input size) and run this teacher on them (`distill generate --like`).
+    like: str | None = None
     topk: int = Field(10, ge=1, le=MAX_TOPK)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     batch_size: int = Field(32, ge=1, le=MAX_BATCH)
@@ -131,6 +145,15 @@ class GenerateConfig(BaseModel):
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _base_within_views(self) -> GenerateConfig:
+        if self.base_views is not None and self.base_views > self.views:
+            raise ValueError(
+                f"--base-views {self.base_views} exceeds --views {self.views}: the base is the "
+                "slots a store was created with, a part of its slots"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready fields (recorded in the store's attrs)."""
@@ -170,12 +193,14 @@ def build_attrs(
     if cfg.topk > teacher.num_classes:
         raise ValueError(f"--topk {cfg.topk} exceeds the teacher's {teacher.num_classes} classes")
     n = len(folder)
-    chunk, cviews = _chunking(cfg, n)
+    base = _base(cfg)  # the layout is the one of the slots the store was created with
+    chunk, cviews = _chunking(cfg, n, base or cfg.views)
     shard = min(max(cfg.shard_samples, chunk), -(-n // chunk) * chunk)
     if shard % chunk:
         raise ValueError(f"--shard-samples {shard} must be a multiple of chunk size {chunk}")
     cviews = min(cviews, cfg.shard_views or cviews)
-    sviews = min(max(cfg.shard_views or cviews, cviews), -(-cfg.views // cviews) * cviews)
+    span = base or cfg.views
+    sviews = min(max(cfg.shard_views or cviews, cviews), -(-span // cviews) * cviews)
     if sviews % cviews:
         raise ValueError(f"--shard-views {sviews} must be a multiple of {cviews} chunk views")
     teacher_dict = teacher.to_dict()
@@ -202,7 +227,13 @@ def build_attrs(
         device_type=device_type,
         config=_recorded(cfg),
         libraries=_libraries(),
+        base_views=base,
     )
+
+
+def _base(cfg: GenerateConfig) -> int | None:
+    """``base_views`` when it is a part of the slots (all of them: no base at all)."""
+    return cfg.base_views if cfg.base_views is not None and cfg.base_views < cfg.views else None
 
 
 def _recorded(cfg: GenerateConfig) -> dict[str, Any]:
@@ -211,20 +242,24 @@ def _recorded(cfg: GenerateConfig) -> dict[str, Any]:
     out = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
     if out.get("view_order") in (None, "sample"):
         out.pop("view_order", None)
+    out["base_views"] = _base(cfg)
+    if out["base_views"] is None:  # stores that never grew record none (nor did older ones)
+        out.pop("base_views")
     return out
 
 
-def _chunking(cfg: GenerateConfig, n: int) -> tuple[int, int]:
-    """(chunk samples, chunk views) clamped to the data: a dataset smaller than a chunk gets
-    more view slots per chunk instead, at least the same number of views (or all R slots)."""
+def _chunking(cfg: GenerateConfig, n: int, views: int) -> tuple[int, int]:
+    """(chunk samples, chunk views) clamped to the data (``views``: the slots the store was
+    created with): a dataset smaller than a chunk gets more view slots per chunk instead, at
+    least the same number of views (or all R slots)."""
     chunk = min(cfg.chunk_samples, n)
     per_chunk = cfg.chunk_samples * cfg.chunk_views
-    cviews = max(1, min(cfg.views, -(-per_chunk // chunk)))
+    cviews = max(1, min(views, -(-per_chunk // chunk)))
     if chunk < cfg.chunk_samples:
         # Spread the slots evenly over as many chunks as hold the full count each: a small
         # remainder chunk compresses badly (the demo at R=64: one 64-slot chunk, not 61 + 3).
-        groups = max(1, cfg.views // cviews)
-        cviews = -(-cfg.views // groups)
+        groups = max(1, views // cviews)
+        cviews = -(-views // groups)
     return chunk, cviews
 
 
@@ -256,8 +291,11 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         device: torch.device | None = None,
         order: str = "pairs",
         decode_hook: Callable[[int], None] | None = None,
+        first_slot: Callable[[ShardUnit], int] | None = None,
     ):
         self.folder, self.attrs, self.order = folder, attrs, order
+        # A growth computes a mixed unit's new slots only (teacher_store.store.grow).
+        self.first_slot = first_slot or (lambda u: u.slot_start)
         self.size = int(attrs.teacher["input_size"][1])
         # One step per sample of each unit (some steps empty); a unit's steps are computed
         # when first needed, so a rank's work list costs its units, not its views.
@@ -278,7 +316,8 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         u = bisect.bisect_right(self.offsets, k) - 1
         if self._steps[0] != u:
             unit = self.units[u]
-            slots, samples = range(unit.slot_start, unit.slot_stop), range(unit.start, unit.stop)
+            slots = range(self.first_slot(unit), unit.slot_stop)
+            samples = range(unit.start, unit.stop)
             order = unit_view_order(
                 self.attrs.store_seed, self.attrs.num_samples, slots, samples, self.order
             )
@@ -337,15 +376,21 @@ class _UnitWriter:
         self.valid[js, ss] = 1
         self.kl_sum += float(encoding_kl(logp, values, enc, self.attrs.num_classes).sum())
 
-    def write(self, out: str) -> dict[str, Any]:
+    def write(self, out: str, growth: Growth | None = None) -> dict[str, Any]:
         stats = {"views": int(self.valid.sum()), "encoding_kl_sum": self.kl_sum}
-        return _write_unit(
-            out, self.unit, self.ids, self.values, self.valid, list(self.bad.values()), stats
-        )
+        bad = list(self.bad.values())
+        if growth is not None:
+            arrays = (self.ids, self.values, self.valid)
+            return write_growing_unit(out, growth, self.unit, arrays, bad, stats)
+        return _write_unit(out, self.unit, self.ids, self.values, self.valid, bad, stats)
 
 
 def _run_units(
-    cfg: GenerateConfig, dataset: _ViewDataset, teacher: Teacher, bar: Any
+    cfg: GenerateConfig,
+    dataset: _ViewDataset,
+    teacher: Teacher,
+    bar: Any,
+    growth: Growth | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Render, batch and run the teacher unit by unit; yield each unit's committed record."""
     loader = torch.utils.data.DataLoader(
@@ -371,7 +416,7 @@ def _run_units(
         if writer is None or dataset.units[item.unit] is not writer.unit:
             if writer is not None:  # previous unit complete: batches never span units
                 flush()
-                yield writer.write(cfg.out)
+                yield writer.write(cfg.out, growth)
             writer = _UnitWriter(dataset.units[item.unit], dataset.attrs)
         for s, path, err in item.bad:
             writer.bad[s] = {"sample": s, "path": path, "error": err}
@@ -384,38 +429,7 @@ def _run_units(
                 flush()
     if writer is not None:
         flush()
-        yield writer.write(cfg.out)
-
-
-def _pin_order(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
-    """Resolve ``view_order``: asked for, else the resumed store's, else "pairs". Rank 0
-    decides, as for the thread count, so every launcher of a job renders in one order."""
-    order: str | None = cfg.view_order
-    if order is None and rank == 0:
-        recorded = None if cfg.overwrite else recorded_config(cfg.out)
-        order = "pairs" if recorded is None else recorded_view_order(recorded)
-    shared = share_from_main(order, world)  # a collective: every rank takes part
-    return cfg.model_copy(update={"view_order": cfg.view_order or shared})
-
-
-def _pin_threads(cfg: GenerateConfig, rank: int, world: int) -> GenerateConfig:
-    """Fix torch's thread count for this job: asked for, else the store's, else the default.
-
-    Every process of a job (any world size, any resume) then computes with the same count, so
-    the teacher's CPU float results, and hence the store's bytes, do not depend on how the job
-    was launched (torchrun starts each rank with one thread, or, with one process per node,
-    with the node's core count). Rank 0 decides; a rank without --threads adopts its count
-    (one asked for another count is refused by the store check in _generate).
-    """
-    threads = cfg.threads
-    if threads is None and rank == 0:
-        recorded = recorded_config(cfg.out) or {}
-        threads = int(recorded.get("threads") or torch.get_num_threads())
-    shared = share_from_main(threads, world)  # a collective: every rank takes part
-    threads = cfg.threads or shared
-    assert threads is not None  # rank 0 always resolves one
-    torch.set_num_threads(threads)
-    return cfg.model_copy(update={"threads": threads})
+        yield writer.write(cfg.out, growth)
 
 
 class StoreWriteError(CommandError):
@@ -463,10 +477,13 @@ def _store_writes(out: str) -> Iterator[None]:
         ) from None
 
 
-def _check_same_job(out: str, attrs: StoreAttrs, rank: int) -> None:
+def _check_same_job(out: str, attrs: StoreAttrs, rank: int, growth: Growth | None) -> None:
     """Refuse to write units that rank 0's store would not describe: every launcher (node) of a
     job must run the same options on the same data, or the store would mix two configs."""
-    diff = store_differences(out, attrs)
+    if growth is not None:  # the root is the old store's until the growth finishes
+        diff = attrs_differences(growth.attrs.to_dict(), attrs.to_dict())
+    else:
+        diff = store_differences(out, attrs)
     if diff:
         raise StoreConflict(
             f"rank {rank}: this launcher's generate options or data differ from rank 0's "
@@ -489,9 +506,11 @@ def run_generate(
     # A bad --out fails now, in one line, before anything is created or deleted.
     output_location(cfg.out)
     check_apart(cfg.data, cfg.out)
+    like = apply_like(cfg) if cfg.like else None  # (cfg with the views of --like, record, attrs)
+    cfg = like[0] if like else cfg
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
-    cfg = _pin_order(_pin_threads(cfg, rank, runtime.world), rank, runtime.world)
+    cfg = settle_job_config(cfg, rank, runtime.world)
     folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
     warning = folder.skipped_summary()
     if warning and rank == 0:
@@ -507,6 +526,9 @@ def run_generate(
     # Every image's content digest, recorded in the attrs and the store, checked on each read.
     folder = with_content(folder, cfg.out, cfg.overwrite, cfg.progress, rank, runtime.world)
     attrs = build_attrs(cfg, folder, info, device.type, order)
+    if like:
+        attrs = attrs.model_copy(update={"like": like[1]})
+        check_like(attrs, like[2])
     teacher = Teacher(model, info, device, cfg.topk, cfg.amp)
     teacher.check_input(int(attrs.teacher["input_size"][1]))  # before the store is created
     with _store_writes(cfg.out):
@@ -546,26 +568,33 @@ def _generate(
     rank, world, _ = dist_env()
     loc = Location.at(cfg.out)
     existed = not loc.is_local or loc.fs.exists(loc.root)
-    resumed = create_store(cfg.out, attrs, cfg.overwrite, folder.content) if rank == 0 else True
+    growth, resumed = None, True
+    if rank == 0:
+        growth = None if cfg.overwrite else begin_growth(cfg.out, attrs, folder.content)
+        resumed = True if growth else create_store(cfg.out, attrs, cfg.overwrite, folder.content)
     units = shard_units(attrs)
     created = rank == 0 and world == 1 and not resumed
     with _undone_on_failure(cfg.out, created, existed) as records:
         barrier(world)
         if rank != 0:
-            _check_same_job(cfg.out, attrs, rank)
+            growth = pending_growth(cfg.out)
+            _check_same_job(cfg.out, attrs, rank, growth)
         done = committed_units(cfg.out, units)
         todo = [u for u in units if u.name not in done]
         barrier(world)  # every rank has its list before anyone commits a unit
         mine = todo[rank::world]
         gpu_decode = teacher.device if cfg.decode == "gpu" else None
         order = recorded_view_order(attrs.config)
-        dataset = _ViewDataset(folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook)
-        total = sum((u.slot_stop - u.slot_start) * (u.stop - u.start) for u in mine)
+        first = growth.first_slot if growth is not None else None
+        dataset = _ViewDataset(
+            folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first
+        )
+        total = sum((u.slot_stop - dataset.first_slot(u)) * (u.stop - u.start) for u in mine)
         show = cfg.progress and rank == 0
         bar = tqdm(total=total, unit="view", disable=not show, file=sys.stderr)
         t0 = time.perf_counter()
         try:
-            for record in _run_units(cfg, dataset, teacher, bar):
+            for record in _run_units(cfg, dataset, teacher, bar, growth):
                 records.append(record)  # appended as committed: a failure after keeps the store
         finally:
             bar.close()  # a failure's one-line message then starts on a line of its own
@@ -573,7 +602,7 @@ def _generate(
     barrier(world)
     manifest = None
     if rank == 0 and len(committed_units(cfg.out, units)) == len(units):
-        manifest = finalize(cfg.out, units)
+        manifest = finish_store(cfg.out, attrs, units)
     barrier(world)
     check_read_some(cfg.data, cfg.out, attrs.num_samples, manifest, world)
     return {
@@ -585,6 +614,7 @@ def _generate(
         "views_computed": total,
         "views_per_s": total / elapsed if elapsed > 0 else 0.0,
         "complete": manifest is not None,
+        "grown_from_views": growth.from_views if growth is not None else None,
         "bad_samples": manifest["bad_samples"] if manifest else [],
         "skipped": [{"path": p, "reason": r} for p, r in folder.skipped],
         "device": str(teacher.device),

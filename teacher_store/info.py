@@ -158,6 +158,37 @@ def _encoding_kl(manifest: dict[str, Any] | None) -> float | None:
     return float(total) / float(views)
 
 
+def _views_of(a: Any, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the store's views come from: their identity, the slots the store was created
+    with (a grown store), what it grew from, and the store whose views it took (--like)."""
+    from teacher_store.store.schema import view_identity
+
+    return {
+        "view_identity": view_identity(a),
+        "base_views": a.base_views,
+        "grown_from": list((manifest or {}).get("grown_from") or []),
+        "like": a.like,
+    }
+
+
+def _growing_to(loc: Location) -> int | None:
+    """The slots a growth under way will give the store (None: no growth under way)."""
+    from teacher_store.store.grow import pending_growth
+
+    growth = pending_growth(loc.url or loc.root)
+    return growth.attrs.views if growth is not None else None
+
+
+def _views_line(v: dict[str, Any]) -> str:
+    parts = [f"identity {v['view_identity']}"]
+    if v["base_views"]:
+        grown = " -> ".join(str(g["views"]) for g in v["grown_from"]) or "?"
+        parts.append(f"grown from {grown} slots (schedule and layout over {v['base_views']})")
+    if v["like"]:
+        parts.append(f"the views of a store of teacher {v['like'].get('teacher')} (--like)")
+    return "  views     " + "; ".join(parts)
+
+
 def _copy(a: Any, manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """A copy's origin and what its smaller K and re-encoding cost (mean nats per view)."""
     if a.copied_from is None:
@@ -217,6 +248,8 @@ def store_info(path: str) -> dict[str, Any]:
         "copied_from": _copy(a, manifest),
         "fidelity": _fidelity(loc),
         "bad_samples": bad,
+        "views_of": _views_of(a, manifest),
+        "growing_to": _growing_to(loc),
         "schema_version": a.schema_version,
         "codec_version": a.codec_version,
         "generate": {
@@ -245,6 +278,13 @@ def _knob_text(knobs: dict[str, Any]) -> str:
 
 def _head_line(info: dict[str, Any]) -> str:
     done, total = info["units_committed"], info["units_total"]
+    growing = info.get("growing_to")
+    if info["complete"] and growing:
+        return (
+            f"store {info['path']}: complete ({total} shard units), growing to {growing} view "
+            "slots: re-run the same `distill generate --views "
+            f"{growing}` to finish the growth"
+        )
     if info["complete"]:
         return f"store {info['path']}: complete ({total} shard units)"
     return (
@@ -346,6 +386,7 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(
         f"  dataset   {d['num_samples']} samples in {d['classes']} classes, sha256 {d['sha256']}"
     )
+    lines.append(_views_line(info["views_of"]))
     lines += _bad_lines(info["bad_samples"])
     if info["complete"] and not info["metadata_digests"]:
         lines.append(f"  {legacy_note(info['path'])}")

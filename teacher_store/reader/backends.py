@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
@@ -33,17 +34,20 @@ from teacher_store.storage.location import Location, Signature
 from teacher_store.store import layout
 from teacher_store.store.blockfmt import BlockFormatError, decode_block_with_header, store_identity
 from teacher_store.store.content import SampleDigests, load_sample_digests
+from teacher_store.store.grow import appended, manifest_lineage
 from teacher_store.store.id_order import check_class_ids
 from teacher_store.store.layout import MANIFEST
 from teacher_store.store.schema import StoreAttrs, check_readable
 from teacher_store.store.store_reader import StoreReader, TargetBlock
 
 _RETRY_STATUS = TRANSIENT_STATUS
+_SETTLE_S = (0.25, 0.5, 1.0, 2.0)  # waits for a store that is finishing a growth
 
 
 class Backend(Protocol):
     attrs: StoreAttrs
     identity: str
+    grown_from: list[dict[str, Any]]  # the stores this one was grown from (its manifest's)
 
     def read_block(self, slot: int, start: int, stop: int) -> TargetBlock: ...
 
@@ -138,6 +142,8 @@ class ServiceBackend:
         self.attrs = check_readable(info["attrs"], self.base, _codec_version())
         self.max_block = max(1, int(info.get("max_block") or self.attrs.num_samples))
         self.identity = str(info.get("identity") or "")
+        self.grown_from = list(info.get("grown_from") or [])
+        self.accepted = {self.identity}  # identities of this store with slots appended
         if not self.identity:
             raise UnsupportedStoreVersion(
                 f"service {self.base} reports no store identity: it is older than this client; "
@@ -188,13 +194,39 @@ class ServiceBackend:
             if not tries.again(last, wait):
                 raise tries.error(last, url)
 
+    def _info_now(self) -> dict[str, Any]:
+        """The store's info, waiting out the instant a growth finishes (its metadata and
+        manifest are several writes: the service may list the store as invalid in between)."""
+        for wait in (0.0, *_SETTLE_S):
+            time.sleep(wait)
+            info = self.get(self.base).json()
+            if info.get("state") == "complete":
+                break
+        return dict(info)
+
+    def _appended(self, seen: str) -> bool:
+        """Whether identity ``seen`` (a block's) is this store's with slots appended."""
+        if seen in self.accepted:
+            return True
+        try:
+            info = self._info_now()
+        except (StoreClientError, ValueError, AttributeError):
+            return False
+        now, lineage = str(info.get("identity") or ""), list(info.get("grown_from") or [])
+        if not now or not appended(self.identity, now, lineage):
+            return False
+        ids = [str(e.get("identity")) for e in lineage if isinstance(e, dict)]
+        after = ids[ids.index(self.identity) + 1 :] if self.identity in ids else []
+        self.accepted.update([*after, now])  # the growths since this client opened the store
+        return seen in self.accepted
+
     def _recheck(self, err: StoreClientError) -> NoReturn:
         """After a 404/409 for a block: StoreChangedError if the store was replaced."""
         try:
-            now = str(self.get(self.base).json().get("identity") or "")
+            now = str(self._info_now().get("identity") or "")
         except (StoreClientError, ValueError, AttributeError):
             raise err from None
-        if now != self.identity:
+        if not self._appended(now):
             raise StoreChangedError(self.base, self.identity, now) from err
         raise err
 
@@ -211,7 +243,7 @@ class ServiceBackend:
                 self._recheck(e)
             try:
                 header, block = decode_block_with_header(reply.body)
-                if header.identity != self.identity:
+                if not self._appended(header.identity):
                     raise StoreChangedError(self.base, self.identity, header.identity)
                 _check_block(block, slot, a, b, self.attrs)
             except BlockFormatError as e:
@@ -251,32 +283,41 @@ class ServiceBackend:
 
 class _ManifestWatch:
     """The store identity from its manifest, re-hashed only when the manifest's signature
-    (``sig()``: stat or fsspec info fields; None when it has none) changes."""
+    (``sig()``: stat or fsspec info fields; None when it has none) changes.
+
+    A new identity is accepted when the new manifest says the store was grown from the one
+    opened (``grown_from``, :func:`~teacher_store.store.grow.appended`): slots were appended,
+    none of those it had changed."""
 
     def __init__(self, url: str, sig: Any, read: Any) -> None:
         self.url, self._sig, self._read = url, sig, read
         self.last_sig = self._sig()
-        self.identity = self._hash()
+        self.identity, self.grown_from = self._hash()
+        self.current = self.identity  # the identity now (an append's, once one is seen)
         if not self.identity:
             raise StoreIncomplete(f"store {url} has no {MANIFEST}; it is unfinished")
 
-    def _hash(self) -> str:
+    def _hash(self) -> tuple[str, list[dict[str, Any]]]:
         try:
-            return store_identity(self._read())
+            raw = self._read()
         except FileNotFoundError:
-            return ""
+            return "", []
+        return store_identity(raw), manifest_lineage(raw)
 
     def check(self) -> None:
-        """StoreChangedError unless the manifest still has the identity seen at open."""
+        """StoreChangedError unless the manifest still has the identity seen at open, or that
+        of the same store with slots appended."""
         try:
             sig = self._sig()
         except FileNotFoundError:
             sig = "missing"
         if sig is not None and sig == self.last_sig:
             return
-        now = "" if sig == "missing" else self._hash()
-        if now != self.identity:
-            raise StoreChangedError(self.url, self.identity, now)
+        now, lineage = ("", []) if sig == "missing" else self._hash()
+        if now != self.current:
+            if not now or not appended(self.identity, now, lineage):
+                raise StoreChangedError(self.url, self.identity, now)
+            self.current = now
         self.last_sig = sig
 
 
@@ -299,7 +340,7 @@ class DirectBackend:
         self.attrs = self.reader.attrs
         read = lambda: self._retrying(lambda: layout.manifest_bytes(location))  # noqa: E731
         self.watch = _ManifestWatch(self.url, self._manifest_sig, read)
-        self.identity = self.watch.identity
+        self.identity, self.grown_from = self.watch.identity, self.watch.grown_from
         if self.identity != checked.identity:  # replaced while it was being opened
             raise StoreChangedError(self.url, checked.identity, self.identity)
 

@@ -53,6 +53,7 @@ from teacher_store.reader.backends import (
 from teacher_store.reader.retry import RetryBudgetError, RetryPolicy, StoreClientError
 from teacher_store.storage.location import Location
 from teacher_store.store.content import SampleDigests
+from teacher_store.store.grow import append_compatible, appended
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.store.store_reader import TargetBlock
 
@@ -154,13 +155,19 @@ class StoreClient:
             else:
                 loc = Location.resolved(kind, self.url)  # the address, resolved once above
                 backend = DirectBackend(loc, self.retry, check_sizes=True, url=self.url)
-            self._validate(backend.attrs, backend.identity)
+            self._validate(backend.attrs, backend.identity, backend.grown_from)
             self._backend = backend
             return backend
 
-    def _validate(self, attrs: StoreAttrs, identity: str) -> None:
-        if self._identity and identity != self._identity:
-            raise StoreChangedError(self.url, self._identity, identity)
+    def _validate(self, attrs: StoreAttrs, identity: str, grown_from: list[dict[str, Any]]) -> None:
+        if self._attrs is not None and self._identity and identity != self._identity:
+            # A reopen (a forked worker) of a store grown since: the slots seen stay as they
+            # were, so the client keeps the attrs and identity it opened with.
+            if not appended(self._identity, identity, grown_from):
+                raise StoreChangedError(self.url, self._identity, identity)
+            if not append_compatible(self._attrs, attrs):
+                raise StoreError(f"store {self.url} changed since this client was created")
+            return
         if self._attrs is not None and attrs != self._attrs:
             raise StoreError(f"store {self.url} changed since this client was created")
         self._identity = identity
@@ -176,6 +183,14 @@ class StoreClient:
         if not self._identity:
             self._open()
         return self._identity
+
+    def continues(self, identity: str) -> bool:
+        """Whether the store with ``identity`` (one recorded earlier: a checkpoint's, a
+        cursor's) is this store, or this store before slots were appended to it: its slots
+        then hold the same stored values here (:func:`~teacher_store.store.grow.appended`)."""
+        now = self.identity
+        backend = self._open()
+        return appended(identity, now, list(getattr(backend, "grown_from", []) or []))
 
     @property
     def attrs(self) -> StoreAttrs:

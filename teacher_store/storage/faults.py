@@ -12,7 +12,8 @@ temporary file of the atomic write, on an object store as the object itself, whi
 never leaves) and ``<kind>-written`` (just after such a write), where the kinds are ``meta``
 (an array's ``zarr.json``), ``root-meta`` (the root ``zarr.json``: at creation, then with the
 consolidated metadata), ``shard``, ``record`` (a unit record), ``digests`` (the samples'
-content digests, at creation) and ``manifest``.
+content digests, at creation), ``manifest`` and ``growth`` (a growth's plan
+``_distill/growth.json`` or a unit record it keeps aside).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import signal
 from collections.abc import Callable
 
 ENV = "DISTILL_CRASH_AT"
-KINDS = ("meta", "root-meta", "shard", "record", "digests", "manifest")
+KINDS = ("meta", "root-meta", "shard", "record", "digests", "manifest", "growth")
 POINTS = ("batch", *(f"{k}-{w}" for k in KINDS for w in ("torn", "written")))
 
 

@@ -11,6 +11,7 @@ Where each of these lives is :mod:`teacher_store.store.layout`'s business.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.storage import MemoryStore
 
-from teacher_store.errors import StoreConflict, StoreIncomplete
+from teacher_store.errors import StoreConflict, StoreDamaged, StoreIncomplete
 from teacher_store.images.digests import SampleDigests
 from teacher_store.reader.address import StoreAddressError
 from teacher_store.storage.location import Location, is_temporary
@@ -53,13 +54,18 @@ __all__ = [
     "ShardUnit",
     "StoreReader",
     "TargetBlock",
+    "attrs_differences",
     "commit_unit",
     "committed_units",
     "create_store",
     "finalize",
+    "memory_group",
     "output_location",
+    "read_stored_unit",
     "recorded_config",
     "shard_units",
+    "write_metadata",
+    "write_stored_unit",
     "write_unit",
 ]
 
@@ -95,7 +101,7 @@ def recorded_config(address: str | os.PathLike[str]) -> dict[str, Any] | None:
     return dict(attrs.get("config") or {}) if attrs else None
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def attrs_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Names of the attrs (and config options) that differ; library versions do not count."""
     out = []
     for k in sorted(set(old) | set(new)):
@@ -113,7 +119,7 @@ def store_differences(address: str | os.PathLike[str], attrs: StoreAttrs) -> lis
     """What differs between the store at ``address`` and ``attrs`` (``["not a store"]`` when
     there is none); empty when ``attrs`` describe that store. Library versions do not count."""
     old = layout.read_root_attrs(Location.at(address))
-    return _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
+    return attrs_differences(old, attrs.to_dict()) if old is not None else ["not a store"]
 
 
 def output_location(address: str | os.PathLike[str]) -> Location:
@@ -153,7 +159,7 @@ def create_store(
         existed = False
     if existed:
         old = layout.read_root_attrs(loc)
-        diff = _differences(old, attrs.to_dict()) if old is not None else ["not a store"]
+        diff = attrs_differences(old, attrs.to_dict()) if old is not None else ["not a store"]
         if not diff:
             # No writer is at work yet (ranks wait for this): temporary files are a killed
             # run's, and would stay in the store forever.
@@ -238,6 +244,15 @@ def _create_arrays(loc: Location, attrs: StoreAttrs, digests: SampleDigests | No
     layout.make_book(loc)
 
 
+def write_metadata(loc: Location, attrs: StoreAttrs, root: bool = True) -> None:
+    """Write the arrays' ``zarr.json`` files, then (``root``) the root's with ``attrs`` (no
+    consolidated metadata: :func:`finalize` adds it)."""
+    mem, _ = memory_group(attrs)
+    for key in sorted(mem, key=lambda k: (k == ROOT_META, k)):
+        if root or key != ROOT_META:
+            layout.write_file(loc, key, mem[key].to_bytes())
+
+
 def _memory_group(
     loc: Location, mode: Literal["r+", "r"] = "r+"
 ) -> tuple[dict[str, Buffer], zarr.Group]:
@@ -263,25 +278,46 @@ def write_unit(
     valid: np.ndarray,
     bad: list[dict[str, Any]],
     stats: dict[str, Any] | None = None,
+    attrs: StoreAttrs | None = None,
 ) -> dict[str, Any]:
     """Write one unit's shards (ids/values [rs, n, K] in rank order, values encoded; valid
     [rs, n]) and then commit its record. The entries are laid out as the store's ``id_order``
     says (:func:`~teacher_store.store.id_order.rank_to_stored`).
 
     Each shard file is encoded in memory and written whole (one PUT on an object store); the
-    record, written after all of them, lists what was written.
+    record, written after all of them, lists what was written. ``attrs``: the store's attrs
+    when they are not (yet) those on disk (a store being grown); default: the store's own.
     """
     loc = Location.at(address)
-    mem, group = _memory_group(loc)
-    ids, values = rank_to_stored(ids, values, StoreAttrs.from_dict(dict(group.attrs)))
+    if attrs is None:
+        attrs = StoreAttrs.from_dict(dict(json.loads(loc.read(ROOT_META))["attributes"]))
+    ids, values = rank_to_stored(ids, values, attrs)
+    return write_stored_unit(loc, unit, attrs, (ids, values, valid), bad, stats)
+
+
+def write_stored_unit(
+    loc: Location,
+    unit: ShardUnit,
+    attrs: StoreAttrs,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
+    bad: list[dict[str, Any]],
+    stats: dict[str, Any] | None = None,
+    staging: str = "",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one unit's shards from ``arrays`` (ids, values, valid) as the arrays hold them
+    (stored order), encoded against ``attrs``, then commit its record. ``staging``: a key
+    prefix to write the shard files under instead of their zarr keys (the record names the
+    keys written); ``extra``: more fields for the record."""
+    mem, group = memory_group(attrs)
     sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
-    for name, data in (("ids", ids), ("values", values), ("valid", valid)):
+    for name, data in zip(ARRAYS, arrays, strict=True):
         _array(group, name)[sl] = data
     shards = {}
     for key in unit.keys().values():
         buf = mem.get(key)  # None: all fill values, zarr writes no shard
         shards[key] = None if buf is None else buf.to_bytes()
-    return commit_unit(loc, unit, shards, bad, stats)
+    return commit_unit(loc, unit, shards, bad, stats, staging=staging, extra=extra)
 
 
 def commit_unit(
@@ -291,6 +327,8 @@ def commit_unit(
     bad: list[dict[str, Any]],
     stats: dict[str, Any] | None = None,
     known: dict[str, layout.FileRecord] | None = None,
+    staging: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write one unit's encoded shard files (``shards``: key -> bytes, None for a shard of fill
     values only, which must not exist) and then commit its record; returns the record.
@@ -299,11 +337,15 @@ def commit_unit(
     verified files as they are, with their records (``known``: key -> the record the bytes
     were checked against, so they are not hashed again). Each file is written whole (one PUT
     on an object store); the record, written after all of them, lists what was written.
+    ``staging``: a key prefix the files go under instead of their zarr keys (a growth's mixed
+    unit, :mod:`teacher_store.store.grow`; the record names the keys written); ``extra``: more
+    fields for the record.
     """
     if set(shards) != set(unit.keys().values()):
         raise ValueError(f"unit {unit.name} has shards {sorted(unit.keys().values())}")
     files = {}
-    for key, data in shards.items():
+    for zkey, data in shards.items():
+        key = f"{staging}{zkey}"
         if data is None:  # an earlier try's shard must go
             loc.remove(key)
             files[key] = layout.EMPTY.to_dict()
@@ -314,8 +356,39 @@ def commit_unit(
     record = {"unit": unit.name, "files": files, "bad": sorted(bad, key=lambda b: b["sample"])}
     if stats is not None:  # e.g. the encoding's KL over the unit's views, for `distill info`
         record["stats"] = stats
+    record.update(extra or {})
     layout.write_unit_record(loc, unit.name, record)
     return record
+
+
+def memory_group(attrs: StoreAttrs) -> tuple[dict[str, Buffer], zarr.Group]:
+    """An empty in-memory store with ``attrs``'s arrays: data written into it is encoded
+    exactly as in the store on disk (same metadata), and read back key by key."""
+    mem: dict[str, Buffer] = {}
+    group = zarr.open_group(MemoryStore(mem), mode="w", zarr_format=3, attributes=attrs.to_dict())
+    _define_arrays(group, attrs)
+    return mem, group
+
+
+def read_stored_unit(
+    loc: Location, attrs: StoreAttrs, unit: ShardUnit, files: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, values, valid) of ``unit`` as the arrays hold them (stored order), decoded from
+    its shard files against ``attrs``; each file is checked against its record in ``files``
+    first (:class:`StoreDamaged` if it is not the file recorded)."""
+    mem, group = memory_group(attrs)
+    for zkey in unit.keys().values():
+        want = layout.FileRecord.from_dict(files[zkey])
+        if not want.size:
+            mem.pop(zkey, None)
+            continue
+        data = loc.read(zkey)
+        if layout.FileRecord.of(data) != want:
+            raise StoreDamaged(zkey, "is not the file its unit record lists")
+        mem[zkey] = default_buffer_prototype().buffer.from_bytes(data)
+    sl = (slice(unit.slot_start, unit.slot_stop), slice(unit.start, unit.stop))
+    ids, values, valid = (np.asarray(_array(group, name)[sl]) for name in ARRAYS)
+    return ids, values, valid
 
 
 def committed_units(address: str | os.PathLike[str], units: list[ShardUnit]) -> set[str]:
@@ -341,14 +414,34 @@ def committed_units(address: str | os.PathLike[str], units: list[ShardUnit]) -> 
     return done
 
 
-def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[str, Any]:
+def finalize(
+    address: str | os.PathLike[str],
+    units: list[ShardUnit],
+    grown_from: list[dict[str, Any]] | None = None,
+    attrs: StoreAttrs | None = None,
+) -> dict[str, Any]:
     """Write the consolidated metadata, then the final manifest (last: the store is complete
     once it exists), which lists the samples' content digests too when the attrs record them
-    (checked against the attrs first: :class:`StoreDamaged` if they are not those)."""
+    (checked against the attrs first: :class:`StoreDamaged` if they are not those).
+    ``grown_from``: the stores this one was grown from (``[{"views": R, "identity": ID},
+    ...]``, :mod:`teacher_store.store.grow`); default: what the store's manifest says, if it
+    has one. ``attrs``: root attrs to write with the consolidated metadata (a grown store's;
+    default: the root's own)."""
     loc = Location.at(address)
+    if grown_from is None:  # a re-run over a finished store keeps its lineage
+        try:
+            old = layout.read_manifest(loc)
+        except StoreDamaged:  # a manifest cut short (a killed write): rewritten here
+            old = None
+        grown_from = list((old or {}).get("grown_from") or [])
     files: dict[str, Any] = {}
     mem, group = _memory_group(loc)
-    attrs = StoreAttrs.from_dict(dict(group.attrs))
+    if attrs is not None:  # one root write: readers never see new attrs without their arrays
+        doc = json.loads(mem[ROOT_META].to_bytes())
+        doc["attributes"] = attrs.to_dict()
+        mem[ROOT_META] = default_buffer_prototype().buffer.from_bytes(json.dumps(doc).encode())
+    else:
+        attrs = StoreAttrs.from_dict(dict(group.attrs))
     digests = load_sample_digests(attrs, loc.read, loc.display)
     if digests is not None:
         files[SAMPLE_DIGESTS] = digests_file_record(digests).to_dict()
@@ -370,6 +463,8 @@ def finalize(address: str | os.PathLike[str], units: list[ShardUnit]) -> dict[st
     }
     if stats:
         manifest["stats"] = stats
+    if grown_from:
+        manifest["grown_from"] = grown_from
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec (yet)
         zarr.consolidate_metadata(MemoryStore(mem))

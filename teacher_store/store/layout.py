@@ -44,6 +44,8 @@ ARRAYS = ("ids", "values", "valid")
 BOOK = "_distill"  # bookkeeping folder inside the store, beside the zarr keys
 SHARDS = f"{BOOK}/shards"
 MANIFEST = f"{BOOK}/manifest.json"
+GROWTH = f"{BOOK}/growth.json"  # the plan of a growth under way (teacher_store.store.grow)
+GROWTH_STAGE = f"{BOOK}/growth/"  # a growth's staged shard files and kept unit records
 SAMPLE_DIGESTS = f"{BOOK}/sample_digests.u64"  # N little-endian uint64, sample order
 # The last `distill verify --record` (teacher_store.fidelity): a side record that names the
 # identity it checked. Never in the manifest, so writing it leaves the identity as it is.
@@ -122,6 +124,8 @@ def kind_of(key: str) -> str:
         return "record"
     if key == ROOT_META:
         return "root-meta"
+    if key == GROWTH or (key.startswith(GROWTH_STAGE) and key.endswith(".json")):
+        return "growth"  # a growth's plan or a kept unit record (teacher_store.store.grow)
     return "meta" if key.endswith(f"/{ROOT_META}") else "shard"
 
 
@@ -394,6 +398,8 @@ __all__ = [
     "BOOK",
     "EMPTY",
     "FIDELITY",
+    "GROWTH",
+    "GROWTH_STAGE",
     "MANIFEST",
     "MAX_JSON",
     "ROOT_META",

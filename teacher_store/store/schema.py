@@ -152,6 +152,14 @@ class RecordedConfig(_Nested):
     max_image_pixels: int | None = Field(None, ge=1)
     decode: Literal["cpu", "gpu"] = "cpu"
     view_order: Literal["sample", "pairs"] = "sample"
+    base_views: int | None = Field(None, ge=1)  # a grown store's (teacher_store.store.grow)
+
+
+class LikeAttrs(_Nested):
+    """``attrs.like``: the store whose views these are (``distill generate --like``)."""
+
+    view_identity: str = Field(pattern=r"^[0-9a-f]{16}$")
+    teacher: str | None = None
 
 
 def _nested(model: type[BaseModel], value: Any, field: str) -> None:
@@ -218,6 +226,12 @@ class StoreAttrs(BaseModel):
     slot_span: int | None = Field(default=None, ge=1)
     # What a copy was taken from (:class:`CopiedFrom`'s fields); None for a generated store.
     copied_from: dict[str, Any] | None = None
+    # The view slots the store was created with, when it has grown since (None: ``views``):
+    # the layout and the recipe's per-slot schedule are defined over them, so growing never
+    # changes an existing slot (docs/store-format.md, "Growing a store").
+    base_views: int | None = None
+    # ``distill generate --like A``: A's view identity and address (the views are A's).
+    like: dict[str, Any] | None = None
 
     @field_validator(
         "num_samples", "views", "topk", "num_classes", "chunk_samples", "shard_samples",
@@ -254,6 +268,13 @@ class StoreAttrs(BaseModel):
     @classmethod
     def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
         _recipe(v)
+        return v
+
+    @field_validator("like")
+    @classmethod
+    def _like(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            _nested(LikeAttrs, v, "like")
         return v
 
     @model_validator(mode="after")
@@ -298,6 +319,17 @@ class StoreAttrs(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _base_within_views(self) -> StoreAttrs:
+        if self.base_views is not None and not 1 <= self.base_views < self.views:
+            raise ValueError(f"base_views {self.base_views} must be in [1, views={self.views})")
+        recorded = self.config.get("base_views")
+        if recorded is not None and recorded != self.base_views:
+            raise ValueError(
+                f"config.base_views {recorded} contradicts base_views {self.base_views}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _order_is_permutation(self) -> StoreAttrs:
         if self.class_order is None:
             return self
@@ -327,8 +359,10 @@ class StoreAttrs(BaseModel):
 
     @property
     def schedule_views(self) -> int:
-        """The slots the recipe's per-slot schedule spans (a copy keeps its source's span)."""
-        return self.slot_span or self.views
+        """The slots the recipe's per-slot schedule spans: a copy keeps its source's span, a
+        grown store its ``base_views``; a slot at or past it takes the knobs of the last slot
+        of the span (teacher_store.views.codec.decode)."""
+        return self.slot_span or self.base_views or self.views
 
     def to_dict(self) -> dict[str, Any]:
         """The attrs as JSON-ready fields (the root ``zarr.json``'s attributes). Fields added
@@ -385,7 +419,39 @@ _BOUNDS = {
 }
 
 
-_OPTIONAL_FIELDS = ("slot_offset", "slot_span", "copied_from")
+# What decides a store's views (not its teacher): two stores with the same view identity hold
+# targets of the very same views in every slot both have (``distill generate --like``).
+_VIEW_FIELDS = ("codec_version", "num_samples", "store_seed", "recipe", "dataset")
+
+
+def view_fields(attrs: StoreAttrs) -> dict[str, Any]:
+    """What decides a store's views, by name: the codec version, samples, store seed, recipe,
+    dataset fingerprint, the schedule's span (staged recipes only), the decode path and the
+    pixel limit (which decide the pixels and which views are valid), and a copy's first slot
+    (its slot r is the views' slot A + r). The teacher, K, the encoding, the layout and the
+    number of slots are not among them."""
+    d = attrs.to_dict()
+    doc = {k: d[k] for k in _VIEW_FIELDS}
+    doc["decode"] = attrs.config.get("decode") or "cpu"
+    doc["max_image_pixels"] = attrs.config.get("max_image_pixels")
+    if int(attrs.recipe.get("stages", 1)) > 1:  # a staged recipe: the span sets each stage
+        doc["schedule_views"] = attrs.schedule_views
+    if attrs.first_slot:  # a copy of slots A:B: its slot r holds the views' slot A + r
+        doc["first_slot"] = attrs.first_slot
+    return doc
+
+
+def view_identity(attrs: StoreAttrs) -> str:
+    """16 hex digits naming a store's views (:func:`view_fields`): two stores with the same
+    view identity hold targets of the very same views in every slot both have."""
+    import hashlib
+    import json
+
+    raw = json.dumps(view_fields(attrs), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+_OPTIONAL_FIELDS = ("slot_offset", "slot_span", "copied_from", "base_views", "like")
 
 
 class CopiedFrom(BaseModel):
@@ -515,12 +581,20 @@ class UnitRecord(_Record):
     _keys = field_validator("files")(_check_keys)
 
 
+class GrownFrom(_Record):
+    """One store a grown store was grown from: its view slots and its identity then."""
+
+    views: int = Field(ge=1)
+    identity: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
 class Manifest(_Record):
     """``_distill/manifest.json``: every committed file of a finished store."""
 
     units: int = Field(ge=1)
     files: dict[str, FileEntry]
     bad_samples: list[dict[str, Any]] = []
+    grown_from: list[GrownFrom] = []  # a grown store's lineage (teacher_store.store.grow)
     # The metadata files (root and arrays' zarr.json) as finished: absent in older manifests.
     meta: dict[str, FileEntry] = {}
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import zarr
 
-from teacher_store.errors import StoreIncomplete
+from teacher_store.errors import StoreDamaged, StoreIncomplete
 from teacher_store.images.digests import SampleDigests
 from teacher_store.storage.location import Location
 from teacher_store.store import layout
@@ -46,6 +46,19 @@ class TargetBlock:
         return decode_values(self.values, self.encoding)
 
 
+def growing_files(loc: Location) -> None:
+    """StoreIncomplete when a growth of the store at ``loc`` is under way
+    (:mod:`teacher_store.store.grow`): finishing it rewrites the arrays' metadata (and shards
+    shared with new slots) just before the root and the new manifest, so for an instant the
+    old manifest does not describe them."""
+    if loc.is_file(layout.GROWTH):
+        raise StoreIncomplete(
+            f"store {loc.display} is finishing a growth (its metadata and manifest are being "
+            "replaced); open it again in a moment, or, if no `distill generate` is growing it, "
+            "re-run the one that did to finish the growth"
+        ) from None
+
+
 def _direct(fn: Callable[[], T]) -> T:
     return fn()
 
@@ -69,17 +82,21 @@ class StoreReader:
         self.location = location
         self.address = location.display  # the folder's path or the store's URL
         location.probe()  # an object store's missing bucket or refused key: one line
-        self.checked = call(lambda: check_store(location))
+        try:
+            self.checked = call(lambda: check_store(location))
+            done = self.checked.manifest is not None
+            self.manifest = json.loads(self.checked.manifest_bytes) if done else None
+            if check_sizes and self.manifest is not None:
+                layout.check_sizes(location, self.manifest["files"])
+        except StoreDamaged:
+            growing_files(location)  # a growth finishing: open it again in a moment
+            raise
         self.attrs = self.checked.attrs
-        done = self.checked.manifest is not None
-        self.manifest = json.loads(self.checked.manifest_bytes) if done else None
         if require_complete and self.manifest is None:
             raise StoreIncomplete(
                 f"store {location.display} is unfinished (no {MANIFEST}); re-run the same "
                 "`distill generate` to finish it before reading it"
             )
-        if check_sizes and self.manifest is not None:
-            layout.check_sizes(location, self.manifest["files"])
         self.group = call(lambda: zarr.open_group(location.zarr_store(), mode="r"))
 
     @property
@@ -111,4 +128,4 @@ class StoreReader:
         return TargetBlock(slot, start, ids, values, valid, a.value_encoding)
 
 
-__all__ = ["StoreReader", "TargetBlock"]
+__all__ = ["StoreReader", "TargetBlock", "growing_files"]

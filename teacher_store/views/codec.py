@@ -569,14 +569,17 @@ def _draw_mix(
 def decode(
     store_seed: int, slot: int, sample: int, num_samples: int, recipe: Recipe, num_slots: int
 ) -> ViewParams:
-    """The parameters of view ``slot`` (of ``num_slots``) of ``sample`` (of ``num_samples``).
+    """The parameters of view ``slot`` of ``sample`` (of ``num_samples``), the recipe's
+    schedule spanning ``num_slots`` slots (a store's ``schedule_views``).
 
-    A pure function of its arguments, using ``recipe.at_slot(slot, num_slots)``.
+    A pure function of its arguments, using ``recipe.at_slot(slot, num_slots)``; a slot at or
+    past ``num_slots`` (appended by growing the store) takes the knobs of slot
+    ``num_slots - 1``: the last stage extends, so no existing slot changes meaning.
     """
     _check_u64("num_samples", num_samples)
     if not 0 <= _check_u64("sample", sample) < num_samples:
         raise ValueError(f"sample {sample} is out of range for {num_samples} samples")
-    resolved = recipe.at_slot(slot, num_slots)
+    resolved = recipe.at_slot(min(slot, num_slots - 1) if slot >= 0 else slot, num_slots)
     seed = view_seed(store_seed, slot, sample)
     base = draw_aug(Stream(seed, _BASE), resolved)
     mix = _draw_mix(store_seed, seed, resolved, slot, sample, num_samples)

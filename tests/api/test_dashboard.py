@@ -208,3 +208,53 @@ def test_a_token_is_asked_for_once_and_sent_as_a_bearer_header(
         page.goto(live.url + "/ui/stores/demo/views?slot=0&sample=5")  # asked once: kept
         page.wait_for_selector("#view-image[src]")
         assert page.locator("#token-form").is_hidden()
+
+
+def test_view_page_shows_each_teachers_top5_on_the_same_views(
+    page: Any, photo_root: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    """Two served stores of one view identity (B made with `generate --like A` by a
+    random-weight resnet10t): A's view page shows B's top-5 beside A's, and links to B's."""
+    import shutil
+
+    import timm
+    import torch
+
+    from api.main import create_app
+    from api.settings import Settings
+    from teacher_store.generate import GenerateConfig, run_generate
+    from tests.store_fixtures import SMALL_GENERATE
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(photo_root / "demo", root / "a")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "resnet10t.pth"
+    torch.save(timm.create_model("resnet10t", num_classes=1000).state_dict(), ckpt)
+    kw = {k: v for k, v in SMALL_GENERATE.items() if k not in ("views", "img_size")}
+    run_generate(
+        GenerateConfig(
+            data=str(demo_data), out=str(root / "b"), like=str(root / "a"), teacher="resnet10t",
+            checkpoint=str(ckpt), value_encoding="logprob-f16", **kw,
+        )  # float16 log-probs: a random network's small probabilities stay non-zero
+    )  # fmt: skip
+    with LiveServer(create_app(Settings(root=root, data=f"a={demo_data}"))) as live:
+        with page.expect_response(lambda r: r.url.endswith("/views/1/3.png")):
+            page.goto(live.url + "/ui/stores/a/views?slot=1&sample=3")
+        page.wait_for_selector('.teacher.peer[data-store="b"]')
+        page.wait_for_function("document.querySelector('#view-image').complete")
+        want = show_view(str(root / "b"), str(demo_data), 3, 1, str(tmp_path / "b.png"))
+        got = page.locator('.teacher.peer[data-store="b"] .peer-top5 .label').all_inner_texts()
+        assert got == [name for name, _ in want] and len(got) == 5
+        mine = show_view(str(root / "a"), str(demo_data), 3, 1, str(tmp_path / "a.png"))
+        assert page.locator(".top5 .label").all_inner_texts() == [name for name, _ in mine]
+        assert "resnet10t" in page.locator(".teacher.peer h2").inner_text()
+        _shot(page, tmp_path, "view-peers")
+        page.click('.teacher.peer[data-store="b"] h2 a')
+        page.wait_for_selector(".teacher.peer[data-store='a']")  # B's page shows A's in turn
+        assert "/ui/stores/b/views?slot=1&sample=3" in page.url
+        page.goto(live.url + "/ui/stores/b")
+        page.wait_for_selector("td.view-identity")
+        assert "the views of a store of teacher efficientnet_lite0" in page.inner_text(
+            "td.view-identity"
+        )

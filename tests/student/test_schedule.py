@@ -63,6 +63,22 @@ def test_stage_is_the_stores_stage_of_the_slot(epochs, views, stages):
     assert got == sorted(got) and got[0] == 0 and got[-1] == stages - 1
 
 
+@pytest.mark.parametrize("epochs,views,span,stages", [(12, 8, 4, 4), (16, 12, 8, 4), (9, 6, 3, 3)])
+def test_stage_of_a_grown_store_is_the_stores_stage_of_the_slot(epochs, views, span, stages):
+    """A store grown from ``span`` to ``views`` slots: appended slots are in the stage of slot
+    span - 1 (the last stage extends), on the student side too."""
+    from teacher_store.views.codec import decode
+
+    recipe = get_recipe("efficientnetv2-progressive").model_copy(update={"stages": stages})
+    for e in range(epochs):
+        slot = slot_for_epoch(e, epochs, views, "stretch")
+        stage = stage_for_epoch(e, epochs, views, stages, span)
+        assert stage == recipe.stage_of(min(slot, span - 1), span)
+        knobs = recipe.at_slot(min(slot, span - 1), span)
+        assert decode(3, slot, 1, 5, recipe, span).base == decode(3, slot, 1, 5, knobs, 1).base
+    assert stage_for_epoch(epochs - 1, epochs, views, stages, span) == stages - 1
+
+
 def test_stage_needs_a_slot_per_stage():
     with pytest.raises(ValueError, match="view slots"):
         stage_for_epoch(0, 8, 3, 4)

@@ -188,7 +188,11 @@ def test_no_partner_with_one_sample_and_range_checks():
     with pytest.raises(ValueError, match="sample"):
         decode(0, 0, 10, 10, get_recipe("default"), 1)
     with pytest.raises(ValueError, match="slot"):
-        decode(0, 5, 0, 10, get_recipe("default"), 5)
+        decode(0, -1, 0, 10, get_recipe("default"), 5)
+    # A slot past the schedule's span (appended by growing a store) takes the last slot's
+    # knobs with its own seed: decoded, not refused.
+    past = decode(0, 5, 0, 10, get_recipe("default"), 5)
+    assert past != decode(0, 4, 0, 10, get_recipe("default"), 5)
 
 
 def test_mix_modes_and_probabilities():

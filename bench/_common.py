@@ -145,3 +145,18 @@ def synthetic_attrs_parts(
     from teacher_store.testing import synthetic_parts
 
     return synthetic_parts(num_samples, num_classes, dataset, recipe, **config)
+
+
+def demo_photos(folder: Path, copies: int) -> int:
+    """The bundled demo photos under ``folder``, each ``copies`` times (the extra copies under
+    new names: more samples of real photos); returns the number of photos before copying."""
+    import shutil
+
+    from teacher_store.images.demo_data import write_demo_data
+
+    write_demo_data(folder)
+    originals = sorted(p for p in folder.rglob("*") if p.is_file())
+    for k in range(1, copies):
+        for p in originals:
+            shutil.copyfile(p, p.with_name(f"copy{k}_{p.name}"))
+    return len(originals)

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine, set_threads, table
+from _common import demo_photos, machine, set_threads, table
 
 
 def rendered_batches(
@@ -271,17 +271,11 @@ def main() -> int:
     args = _parser().parse_args()
     set_threads(args.threads)
 
-    from teacher_store.images.demo_data import write_demo_data
-
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     try:
         data = work / "images"
-        write_demo_data(data)
-        originals = sorted(p for p in data.rglob("*") if p.is_file())
-        for k in range(1, args.copies):
-            for p in originals:
-                shutil.copyfile(p, p.with_name(f"copy{k}_{p.name}"))
+        demo_photos(data, args.copies)
         runs = Runs(args, work, data)
         report(runs, runs.measure())
     finally:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, set_threads, table
+from _common import demo_photos, machine, set_threads, table
 
 
 def main() -> int:
@@ -40,17 +40,12 @@ def main() -> int:
     set_threads(args.threads)
 
     from teacher_store.generate import GenerateConfig, run_generate
-    from teacher_store.images.demo_data import write_demo_data
 
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench_grow_"))
     try:
         data = work / "images"
-        write_demo_data(data)
-        originals = sorted(p for p in data.rglob("*") if p.is_file())
-        for k in range(1, args.copies):
-            for p in originals:
-                shutil.copyfile(p, p.with_name(f"copy{k}_{p.name}"))
+        photos = demo_photos(data, args.copies)
 
         def run(out: Path, views: int) -> tuple[float, float, dict]:
             cfg = GenerateConfig(
@@ -93,7 +88,7 @@ def main() -> int:
             [f"grow {r} -> {2 * r} slots", views["grow"], best_w["grow"], best_c["grow"]],
         ]
         print(
-            f"{len(originals) * args.copies} photos, top-{args.topk}, "
+            f"{photos * args.copies} photos, top-{args.topk}, "
             f"{args.threads} torch thread(s), workers=0; best of {args.repeats} rounds"
         )
         print(table(["run", "views computed", "wall s", "CPU s"], rows))

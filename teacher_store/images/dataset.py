@@ -279,6 +279,23 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def location(self) -> str:
+        """The folder, printable."""
+        return printable_path(self.root)
+
+    def label(self, index: int) -> int:
+        """Sample ``index``'s class label."""
+        return self.labels[index]
+
+    def key(self, index: int) -> str:
+        """Sample ``index``'s path relative to the root (the canonical order's key)."""
+        return self.paths[index]
+
+    def where(self, index: int) -> str:
+        """Sample ``index``'s file, printable."""
+        return printable_path(self.root / self.paths[index])
+
     def fingerprint(self) -> DatasetFingerprint:
         """This folder's :class:`DatasetFingerprint` (sample count, paths and sizes, classes:
         cheap, no image is read), and the content record if attached (:meth:`with_content`)."""

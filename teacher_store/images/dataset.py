@@ -31,12 +31,18 @@ class CorruptImageError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetFingerprint:
-    """What identifies a dataset: sample count, hash of sorted relative paths and sizes, classes.
+    """What identifies a dataset: sample count, classes, labels, names and sizes, content.
 
-    ``content``: the record of its per-sample content digests
-    (:meth:`~teacher_store.images.digests.SampleDigests.record`), when they were computed (a
-    store made by generation keeps it; a folder's cheap fingerprint has none). Checking it
-    takes reading every image, so readers check each image's digest as they read it instead.
+    ``sha256``: of the sorted relative keys and sizes (cheap: no image is read).
+    ``labels_sha256``: of the labels in sample order (little-endian int32); None in stores
+    made before it was recorded. ``content``: the record of the per-sample content digests
+    (:meth:`~teacher_store.images.digests.SampleDigests.record`) when they are known (a store
+    made by generation keeps it; a tar shard index holds them; a folder's cheap fingerprint has
+    none: its reads are checked one by one against the store's digests instead).
+
+    Samples are identified by content: when both sides know it, the content and the labels
+    decide, whatever the names (a folder and the tar shards packed from it, or the same images
+    under another root); otherwise the names and sizes do.
     """
 
     num_samples: int
@@ -44,10 +50,11 @@ class DatasetFingerprint:
     classes: tuple[str, ...]
     version: int = 1
     content: dict[str, Any] | None = None
+    labels_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fingerprint as JSON-ready fields (stored in the attrs and the manifest)."""
-        out = {
+        out: dict[str, Any] = {
             "num_samples": self.num_samples,
             "sha256": self.sha256,
             "classes": list(self.classes),
@@ -55,31 +62,39 @@ class DatasetFingerprint:
         }
         if self.content is not None:  # absent, not null: cheap fingerprints stay as they were
             out["content"] = dict(self.content)
+        if self.labels_sha256 is not None:
+            out["labels_sha256"] = self.labels_sha256
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetFingerprint:
         """The fingerprint from :meth:`to_dict`'s fields."""
         content = d.get("content")
+        labels = d.get("labels_sha256")
         return cls(
             int(d["num_samples"]),
             str(d["sha256"]),
             tuple(d["classes"]),
             int(d["version"]),
             dict(content) if isinstance(content, dict) else None,
+            str(labels) if labels is not None else None,
         )
 
     def mismatch(self, other: DatasetFingerprint) -> str | None:
         """A one-line description of how ``other`` differs, or None when they are the same
-        (content is compared only when both record it)."""
+        dataset: by content and labels when both know them, else by names and sizes."""
         if self.num_samples != other.num_samples:
             return f"{other.num_samples} samples instead of {self.num_samples}"
         if self.classes != other.classes:
             return "different class folders"
+        if self.labels_sha256 and other.labels_sha256 and self.labels_sha256 != other.labels_sha256:
+            return "different labels (same classes and count)"
+        if self.content and other.content:
+            if self.content != other.content:
+                return "different image content"
+            return None  # the same images in the same order: names may differ
         if self.sha256 != other.sha256:
             return "different file names or sizes (same count)"
-        if self.content and other.content and self.content != other.content:
-            return "different image content (same names and sizes)"
         return None
 
 

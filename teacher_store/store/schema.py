@@ -134,6 +134,7 @@ class DatasetAttrs(_Nested):
     classes: list[str]
     version: int = Field(ge=1)
     content: ContentAttrs | None = None  # absent in stores made before content digests
+    labels_sha256: _Sha256 | None = None  # absent in stores made before labels were recorded
 
 
 class RecordedConfig(_Nested):

@@ -107,6 +107,8 @@ def _write_store(
     d = base.to_dict()
     d.update(topk=k, value_encoding=enc, config={**base.config, "topk": k, "value_encoding": enc})
     d.update(layout)
+    # The content digests' record stays with the generated store: a rewrite keeps no digests file.
+    d["dataset"] = {key: v for key, v in d["dataset"].items() if key != "content"}
     if d["schema_version"] == 1:
         d.update(chunk_samples=min(1024, n), shard_samples=min(4096, n), shard_views=min(4, r))
     attrs = StoreAttrs.from_dict(d)

@@ -67,12 +67,13 @@ class ReadAhead:
         self._pid = -1
         self._pool: ThreadPoolExecutor | None = None
         self._pending: OrderedDict[int, Future[bytes]] = OrderedDict()
+        self.served = 0  # reads this process took from the read-ahead (a measure, not state)
 
     # -- the read-ahead ----------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_pid=-1, _pool=None, _pending=OrderedDict())  # threads do not travel
+        state.update(_pid=-1, _pool=None, _pending=OrderedDict(), served=0)  # no threads travel
         return state
 
     def _own_pool(self) -> ThreadPoolExecutor:
@@ -112,7 +113,9 @@ class ReadAhead:
     def _taken(self, index: int) -> Future[bytes] | None:
         if self._pid != os.getpid():
             return None
-        return self._pending.pop(index, None)
+        got = self._pending.pop(index, None)
+        self.served += got is not None
+        return got
 
     def read(self, index: int) -> bytes:
         """Sample ``index``'s bytes: the read started ahead (its bytes, or its error, as the

@@ -138,10 +138,11 @@ class Location:
         options = dict(self.options) or None
         return FsspecStore.from_url(self.url, storage_options=options, read_only=read_only)
 
-    def probe(self) -> None:
+    def probe(self, what: str = "store") -> None:
         """A one-line typed error now, rather than a traceback later, when the object store is
-        unreachable, refuses the credentials or has no such bucket (local roots: nothing)."""
-        failures.probe(self)
+        unreachable, refuses the credentials or has no such bucket (local roots: nothing);
+        ``what`` names the thing at this location in the message (a store, a dataset)."""
+        failures.probe(self, what)
 
     # ---- reading ----------------------------------------------------------------------------
 

@@ -304,6 +304,9 @@ class ImageFolder:
     def __hash__(self) -> int:
         return hash((self.location, len(self), self.classes))
 
+    def __repr__(self) -> str:
+        return f"ImageFolder({self.location!r}, {len(self)} samples, {len(self.classes)} classes)"
+
     @property
     def root(self) -> Path:
         """The local folder; a folder at a URL has none (use :attr:`location`, :meth:`where`
@@ -473,9 +476,7 @@ def _scan_url(loc: Location) -> tuple[tuple[str, ...], SampleTable]:
     except ValueError:
         raise
     except Exception as e:  # botocore, aiohttp: the client library's own types
-        why = storage_failure(loc, e)
-        if why is None:
-            raise
+        why = storage_failure(loc, e) or (f"cannot list it ({first_line(e)})", "check the URL")
         raise StoreAccessError(f"dataset {shown}: {why[0]}; {why[1]}") from None
     if not len(table):
         raise ImageFolderError(f"no images found under {shown} ({expect})")

@@ -36,9 +36,11 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from teacher_store.errors import ImageChangedError
 from teacher_store.images.dataset import DatasetFingerprint, decode_image, default_max_image_pixels
-from teacher_store.images.digests import SampleDigests, content_digest
+from teacher_store.images.digests import SampleDigests, check_content, content_digest
 from teacher_store.images.shard_cache import RangeCache
 from teacher_store.images.shard_index import (
     ShardIndex,
@@ -46,7 +48,6 @@ from teacher_store.images.shard_index import (
     ShardPattern,
     fix_hint,
 )
-from teacher_store.images.source import check_content
 from teacher_store.storage.location import Location
 
 if TYPE_CHECKING:
@@ -168,6 +169,11 @@ class TarShards:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every sample's label, int32 ``[N]`` (the index's array: no object per sample)."""
+        return self.index.table.labels
 
     def label(self, index: int) -> int:
         return int(self.index.table.labels[index])

@@ -36,7 +36,7 @@ import re
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -186,11 +186,13 @@ class ShardIndex:
         return self.table.to_bytes(shard=self.shard, data_offset=self.data_offset, meta=meta)
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str, hint: str) -> ShardIndex:
-        """The index in ``data`` (the file at ``where``); :class:`ShardIndexError` naming it and
-        ``hint`` (the fix) when it does not parse or its arrays disagree."""
+    def from_bytes(cls, data: bytes | IO[bytes], where: str, hint: str) -> ShardIndex:
+        """The index in ``data`` (the file at ``where``: its bytes, or the file opened, which
+        loads the arrays without a second copy of them in memory); :class:`ShardIndexError`
+        naming it and ``hint`` (the fix) when it does not parse or its arrays disagree."""
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            with np.load(source, allow_pickle=False) as arrays:
                 table = SampleTable.from_npz(arrays, where)
                 extra = {k: arrays[k] for k in ("shard", "data_offset", "meta") if k in arrays}
             meta = json.loads(extra["meta"].tobytes()) if "meta" in extra else None

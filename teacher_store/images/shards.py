@@ -69,7 +69,7 @@ def load_index(pattern: ShardPattern, location: Location) -> ShardIndex:
     hint = fix_hint(pattern.text)
     where = pattern.url(pattern.index_name)
     try:
-        data = location.read(pattern.index_name)
+        f = location.open(pattern.index_name)  # read as it loads: no copy of the whole file
     except FileNotFoundError:
         raise ShardIndexError(
             f"no index of the shards {pattern.text} at {where}; build it with {hint} (or pack "
@@ -79,7 +79,8 @@ def load_index(pattern: ShardPattern, location: Location) -> ShardIndex:
         raise ShardIndexError(
             f"{where} is a folder, not a shard index; remove it and run {hint}"
         ) from None
-    index = ShardIndex.from_bytes(data, where, hint)
+    with f:
+        index = ShardIndex.from_bytes(f, where, hint)
     names = tuple(s.name for s in index.shards)
     if names != pattern.shards:
         extra = sorted(set(pattern.shards) - set(names))

@@ -65,10 +65,16 @@ def test_pack_to_s3_and_read_by_ranges(demo_data: Path, s3_server, tmp_path: Pat
         shards.cache.requests
         < sum(int(s) for s in shards.index.table.sizes) // (256 << 10) + 3 * 17
     )
+    # On S3 too: a missing shard, or no index, is one line naming it.
+    s3_server.fs().rm_file(f"{url.removeprefix('s3://')}/shard-000002.tar")
+    with pytest.raises(ShardIndexError, match=f"shard {url}/shard-000002.tar is missing"):
+        TarShards.open(result.pattern)
+    with pytest.raises(ShardIndexError, match="no index of the shards"):
+        TarShards.open(f"{url}/shard-{{000000..000001}}.tar")
     # The same bytes as packing locally.
     local = pack_images(str(demo_data), str(tmp_path / "local"), SHARD_BYTES)
     objects = s3_server.objects(url)
-    for name in ShardPattern.parse(local.pattern).shards:
+    for name in ShardPattern.parse(local.pattern).shards[:2]:
         assert objects[name] == (tmp_path / "local" / name).read_bytes()
 
 

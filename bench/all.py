@@ -5,13 +5,18 @@ Runs each script of ``BENCHMARKS`` in its own process (``PYTHONPATH`` = the repo
 average just before and just after it, its wall time and exit status, and picks its result lines
 out of its output. Then writes the benchmarks page (default ``docs/benchmarks.md``): one row per
 benchmark (command, machine, load at start and end, result) and each benchmark's last output
-lines below. The page holds this run only: earlier figures are dropped, not merged.
+lines below, and the runs' record beside it (``docs/benchmarks.json``). The page holds this run
+only: earlier figures are dropped, not merged.
+
+``--update NAME ...`` reruns the named benchmarks (a new one, or one whose script changed) and
+replaces their rows in the page from its record; each such row says when and at which commit it
+ran, so a page never passes a later figure off as part of the sitting.
 
 ``--quick`` runs every benchmark at a tiny size (seconds each; the figures mean nothing, it checks
 that the page is made) and needs ``--out``; so does ``--only`` (a partial run is no full page).
 Full logs go to ``--logs`` (default ``.bench/logs``).
 
-Usage: ``.venv/bin/python bench/all.py [--quick] [--only NAME ...] [--out FILE]``
+Usage: ``.venv/bin/python bench/all.py [--quick] [--only NAME ... | --update NAME ...] [--out F]``
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import ast
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -28,12 +34,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "benchmarks.md"
 OUTPUT_LINES = 60  # of each benchmark's stdout, on the page
+RECORD_VERSION = 1  # of the runs' record beside the page (PAGE with .json)
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,23 @@ class Run:
     wall_s: float
     status: str  # "ok", "failed (exit N)", "timed out after S s", "skipped: ..."
     stdout: str
+    started: str = ""  # UTC, minutes: when this benchmark started
+    commit: str = ""  # the repository's commit it ran at
+    rerun: bool = False  # made by ``--update``, after the page's sitting
+
+    def to_dict(self) -> dict[str, object]:
+        """The run as JSON-ready fields (the page's record, beside it)."""
+        d = {k: v for k, v in vars(self).items() if k != "bench"}
+        return {"version": RECORD_VERSION, "bench": self.bench.name, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Run | None:
+        """A recorded run, or None when its benchmark is no longer listed."""
+        bench = {b.name: b for b in BENCHMARKS}.get(str(d["bench"]))
+        if bench is None or d.get("version") != RECORD_VERSION:
+            return None
+        fields = {k: v for k, v in d.items() if k not in ("bench", "version")}
+        return cls(bench, **fields)  # type: ignore[arg-type]
 
     def result_lines(self) -> list[str]:
         """The stdout lines the benchmark's patterns select (else its last 3 lines)."""
@@ -233,15 +257,21 @@ def run_bench(bench: Bench, quick: bool, logs: Path, timeout_s: float) -> Run:
     where = machine()
     if bench.gpu and not quick and gpu() is None:
         load = load_average()
-        return Run(bench, command, where, load, load, 0.0, "skipped: no GPU on this machine", "")
+        skipped = "skipped: no GPU on this machine"
+        return Run(bench, command, where, load, load, 0.0, skipped, "", _now(), _commit())
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, str(REPO / "bench" / f"{bench.file}.py"), *args]
-    load_start, t0 = load_average(), time.perf_counter()
+    load_start, t0, started = load_average(), time.perf_counter(), _now()
     stdout, stderr, status = run_command(cmd, env, timeout_s)
     wall, load_end = time.perf_counter() - t0, load_average()
     (logs / f"{bench.name}.out").write_text(stdout)
     (logs / f"{bench.name}.err").write_text(stderr)
-    return Run(bench, command, where, load_start, load_end, wall, status, stdout)
+    run = Run(bench, command, where, load_start, load_end, wall, status, stdout, started, _commit())
+    return run
+
+
+def _now() -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}"
 
 
 def run_command(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[str, str, str]:
@@ -293,19 +323,40 @@ def about(bench: Bench) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
-def render(runs: list[Run], quick: bool, started: dt.datetime, wall_s: float) -> str:
-    """The benchmarks page: one table row per run, then each run's last output lines."""
+@dataclass(frozen=True)
+class Sitting:
+    """The full run a page comes from: when it started, at which commit, how long it took."""
+
+    started: str
+    commit: str
+    wall_s: float
+    quick: bool
+
+
+def render(runs: list[Run], sitting: Sitting) -> str:
+    """The benchmarks page: one table row per run, then each run's last output lines. A run
+    made after the sitting (``--update``) says when and at which commit in its row."""
     kind = "a quick run (tiny sizes: the figures check the page, they measure nothing)"
-    kind = kind if quick else "one full run at the documented sizes"
+    kind = kind if sitting.quick else "one full run at the documented sizes"
+    later = [r for r in runs if r.rerun]
     lines = [
         "# Benchmarks",
         "",
         f"Every figure on this page comes from {kind} of `bench/all.py`, started "
-        f"{started:%Y-%m-%d %H:%M} UTC at commit {_commit()}: each benchmark ran alone, one after "
-        f"another, on the machine its row names ({wall_s / 60:.0f} min in all). The page holds "
-        "the latest run only; `.venv/bin/python bench/all.py` rewrites it. Load is the 1-minute "
-        "load average just before and just after the benchmark: other jobs on the machine show "
-        "there. Ratios measured side by side in one run are what to read.",
+        f"{sitting.started} UTC at commit {sitting.commit}: each benchmark ran alone, one after "
+        f"another, on the machine its row names ({sitting.wall_s / 60:.0f} min in all). The page "
+        "holds the latest run only; `.venv/bin/python bench/all.py` rewrites it. Load is the "
+        "1-minute load average just before and just after the benchmark: other jobs on the "
+        "machine show there. Ratios measured side by side in one run are what to read."
+        + (
+            f" {len(later)} row(s) were rerun later by `bench/all.py --update NAME`: their wall "
+            "cell says when and at which commit."
+            if later
+            else ""
+        ),
+        "",
+        "How each benchmark works, and what the GPU check and the ImageNet-scale simulation "
+        "measure: [Benchmark methods](benchmark-methods.md).",
         "",
         "| benchmark | command | machine | load at start → end | wall | result |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -313,9 +364,11 @@ def render(runs: list[Run], quick: bool, started: dt.datetime, wall_s: float) ->
     for r in runs:
         result = "<br>".join(_cell(compact_line(x)) for x in r.result_lines())
         status = "" if r.status == "ok" else f"**{r.status}**" + ("<br>" if result else "")
+        when = f"<br>(rerun {r.started} UTC at {r.commit})" if r in later else ""
         lines.append(
             f"| {r.bench.name}: {_cell(r.bench.what)} | `{_cell(r.command)}` | {_cell(r.machine)} "
-            f"| {r.load_start:.2f} → {r.load_end:.2f} | {r.wall_s:.0f} s | {status}{result} |"
+            f"| {r.load_start:.2f} → {r.load_end:.2f} | {r.wall_s:.0f} s{when} "
+            f"| {status}{result} |"
         )
     lines += ["", "## Outputs", ""]
     for r in runs:
@@ -325,31 +378,84 @@ def render(runs: list[Run], quick: bool, started: dt.datetime, wall_s: float) ->
     return "\n".join(lines)
 
 
+def record_path(page: Path) -> Path:
+    """The JSON record of a page's runs, beside it (``--update`` reads it)."""
+    return page.with_suffix(".json")
+
+
+def save(page: Path, runs: list[Run], sitting: Sitting) -> None:
+    """Write the page and its record."""
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(render(runs, sitting) + "\n")
+    record = {
+        "version": RECORD_VERSION,
+        "sitting": vars(sitting),
+        "runs": [r.to_dict() for r in runs],
+    }
+    record_path(page).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def load_record(page: Path) -> tuple[list[Run], Sitting]:
+    """The runs and sitting recorded beside ``page``; ValueError naming the file otherwise."""
+    path = record_path(page)
+    try:
+        record = json.loads(path.read_text())
+        if record.get("version") != RECORD_VERSION:
+            raise ValueError(f"record version {record.get('version')!r}")
+        sitting = Sitting(**record["sitting"])
+        runs = [r for r in (Run.from_dict(d) for d in record["runs"]) if r is not None]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: no readable record of a full run ({e}); run bench/all.py "
+                         "in full first") from None  # fmt: skip
+    return runs, sitting
+
+
+def merged(old: list[Run], new: list[Run]) -> list[Run]:
+    """``old`` with ``new`` in place of the runs of the same benchmarks, in BENCHMARKS order."""
+    by_name = {r.bench.name: r for r in old} | {r.bench.name: r for r in new}
+    return [by_name[b.name] for b in BENCHMARKS if b.name in by_name]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [b.name for b in BENCHMARKS]
     p.add_argument("--quick", action="store_true", help="tiny sizes (needs --out)")
-    p.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], help="these only")
+    p.add_argument("--only", nargs="+", choices=names, help="these only (needs --out)")
+    again = "rerun these and replace their rows in the page (the rest is kept)"
+    p.add_argument("--update", nargs="+", choices=names, metavar="NAME", help=again)
     p.add_argument("--out", help=f"the page (default {PAGE.relative_to(REPO)}, full runs only)")
     p.add_argument("--logs", default=str(REPO / ".bench" / "logs"), help="full outputs here")
     p.add_argument("--timeout-s", type=float, help="per benchmark (default 3 h; quick 10 min)")
     args = p.parse_args(argv)
     if (args.quick or args.only) and not args.out:
         p.error("--quick and --only make no full page: pass --out FILE (not docs/benchmarks.md)")
+    if args.update and (args.quick or args.only):
+        p.error("--update reruns benchmarks at the page's own sizes: not with --quick or --only")
     out = Path(args.out) if args.out else PAGE
+    old: list[Run] = []
+    quick = args.quick
+    if args.update:
+        try:
+            old, sitting = load_record(out)
+        except ValueError as e:
+            p.error(str(e))
+        quick = sitting.quick  # reruns at the page's sizes
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    timeout = args.timeout_s or (600.0 if args.quick else 3 * 3600.0)
-    chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
-    started, t0 = dt.datetime.now(dt.UTC), time.perf_counter()
+    timeout = args.timeout_s or (600.0 if quick else 3 * 3600.0)
+    wanted = args.update or args.only
+    chosen = [b for b in BENCHMARKS if not wanted or b.name in wanted]
+    started, t0 = _now(), time.perf_counter()
     runs = []
     for bench in chosen:
         print(f"== {bench.name} (load {load_average():.2f})", flush=True)
-        run = run_bench(bench, args.quick, logs, timeout)
+        run = run_bench(bench, quick, logs, timeout)
         print(f"   {run.status}, {run.wall_s:.0f} s, load {run.load_end:.2f}", flush=True)
-        runs.append(run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(runs, args.quick, started, time.perf_counter() - t0) + "\n")
-    print(f"wrote {out}")
+        runs.append(replace(run, rerun=bool(args.update)))
+    if not args.update:
+        sitting = Sitting(started, _commit(), time.perf_counter() - t0, quick)
+    save(out, merged(old, runs), sitting)
+    print(f"wrote {out} and {record_path(out).name}")
     return 0 if all(r.status == "ok" or r.status.startswith("skipped") for r in runs) else 1
 
 

@@ -19,6 +19,13 @@ its own process so that its peak RSS (``VmHWM``) is its own:
   no images, no model; ``epoch_service``: the same through a real uvicorn's block endpoint;
 - ``tree``: ``ImageFolder.scan`` + ``fingerprint`` of a real tree of ``--files`` small files
   (tiny PNGs), extrapolated linearly to N files (said so in the output).
+- ``index``: the ImageFolder scan's core (listed entries -> the flat ``SampleTable``) on a
+  synthetic listing of ``--index-samples`` files (default ImageNet-22k: 14,197,122 in 21,841
+  classes, ``n01440764/n01440764_10026.JPEG``), its fingerprint and its ``.npz`` save, at the
+  full N (goal: peak RSS <= 1 GiB); ``index_load``: ``np.load`` + ``SampleTable.from_npz``
+  of that file; ``index_tuples``: the tuple-based scan it replaced, on the same listing at
+  ``--index-tuple-samples``, its RSS extrapolated linearly to the full N (said so).
+  ``--index-samples 3000 --index-classes 7`` is the quick mode (tests/bench/test_scale.py).
 
 ``--fraction F`` runs the store steps at N x F samples and extrapolates time linearly (said so).
 ``--store-root`` is a local folder or ``s3://bucket/prefix`` (with ``AWS_ENDPOINT_URL``;
@@ -64,7 +71,20 @@ FITTED = {
     "pool": 181,
     "classes": 1000,
 }
-STEPS = ("write", "info", "verify", "serve", "epoch", "epoch_service", "order", "tree")
+STEPS = (
+    "write",
+    "info",
+    "verify",
+    "serve",
+    "epoch",
+    "epoch_service",
+    "order",
+    "tree",
+    "index",
+    "index_load",
+    "index_tuples",
+)
+INDEX_STEPS = ("index", "index_load", "index_tuples")  # at --index-samples, never scaled
 IN22K_CLASSES = 21_841
 STORE_STEPS = (
     "info",
@@ -148,6 +168,11 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true", help="measure Lite0 now (~30 s)")
     ap.add_argument("--bank", type=int, default=4096, help="synthetic images drawn (relabelled)")
     ap.add_argument("--batch-size", type=int, default=256, help="student batch of the epoch step")
+    ap.add_argument("--index-samples", type=int, default=IN22K, help="files of the index steps")
+    ap.add_argument("--index-classes", type=int, default=IN22K_CLASSES, help="their classes")
+    ap.add_argument(
+        "--index-tuple-samples", type=int, default=1_000_000, help="N of the index_tuples step"
+    )
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--timeout-s", type=float, default=3600, help="per step")
     args = ap.parse_args()
@@ -195,6 +220,10 @@ def run(
         "tree": tree,
         "full_samples": args.samples,
         "workdir": workdir,
+        "index_samples": args.index_samples,
+        "index_classes": args.index_classes,
+        "index_tuple_samples": args.index_tuple_samples,
+        "index_file": str(Path(workdir) / "index.npz"),
     }
     results = {}
     for step in steps:
@@ -206,6 +235,9 @@ def run(
                 ocfg = {**cfg, "samples": size, "classes": classes}
                 results[name] = run_child("order", ocfg, args.timeout_s)
             continue
+        if step == "index_load" and not results.get("index", {"ok": False})["ok"]:
+            results[step] = {"step": step, "ok": False, "error": "skipped: needs the index step"}
+            continue
         if step in STORE_STEPS and not results.get("write", {"ok": True})["ok"]:
             results[step] = {"step": step, "ok": False, "error": "skipped: the write failed"}
             continue
@@ -214,9 +246,13 @@ def run(
         print(f"[{step}: {time.perf_counter() - t0:.1f} s] {results[step]}", file=sys.stderr)
     rows = []
     for step, res in results.items():
-        factor = 1.0 if step.startswith("order") else scale
-        rows.append(_row(step, res, args.samples / args.files if step == "tree" else factor))
-    head = ["step", "seconds", f"seconds at N={args.samples:,}", "peak RSS MiB", "note"]
+        factor = 1.0 if step.startswith("order") or step in ("index", "index_load") else scale
+        if step == "tree":
+            factor = args.samples / args.files
+        elif step == "index_tuples":
+            factor = res.get("scale", 1.0)
+        rows.append(_row(step, res, factor))
+    head = ["step", "seconds", "seconds at N", "peak RSS MiB", "note"]
     print(f"\nN = {n:,} samples x R = {args.views} x K = {args.topk} ({args.fraction:g} of "
           f"{args.samples:,}); store at {cfg['store']}; {_common.load()}")  # fmt: skip
     if scale != 1:
@@ -224,6 +260,9 @@ def run(
             f"store steps ran at {args.fraction:g} of N: their times are extrapolated x{scale:.2f}"
         )
     print(_common.table(head, rows))
+    if any(step in results for step in INDEX_STEPS):
+        print(f"index steps: N = {args.index_samples:,} files in {args.index_classes:,} classes "
+              "(a synthetic listing), at that N; index_tuples extrapolated (its note)")  # fmt: skip
     projection = project(results, n, args.views)
     for line in projection["lines"]:
         print(line)
@@ -248,6 +287,13 @@ def project(results: dict[str, Any], n: int, views: int) -> dict[str, Any]:
             s = r.get("serve_s", r["seconds"]) * IN22K / n
             out[f"{step}_s"] = s
             out["lines"].append(f"  {step}: {s / 60:.1f} min (linear in N)")
+    for step in INDEX_STEPS:
+        r = results.get(step, {})
+        if r.get("ok") and r.get("samples"):
+            out[f"{step}_rss"] = r["peak_rss_at_n"]
+            out["lines"].append(
+                f"  {step}: peak RSS {r['peak_rss_at_n'] / GIB:.2f} GiB ({r['note']})"
+            )
     t = results.get("tree", {})
     if t.get("ok"):
         out["tree_s"] = t["seconds"] * IN22K / t["files"]

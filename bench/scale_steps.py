@@ -309,6 +309,133 @@ def step_tree(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def synthetic_listing(samples: int, classes: int, seed: int = 0) -> Any:
+    """(class names, a generator of ``(label, [(key, size), ...])`` per class folder): an
+    ImageNet-like listing of ``samples`` files, ``n01440764/n01440764_10026.JPEG`` (wnid-style
+    class names, unpadded ids so that ``str`` order is not numeric order), sizes 20-200 KB.
+    One class's entries exist at a time, as when a walk lists one folder."""
+    rng = np.random.default_rng(seed)
+    wnids = np.sort(rng.choice(10**8, size=classes, replace=False))
+    names = tuple(f"n{w:08d}" for w in wnids)
+    per, extra = divmod(samples, classes)
+
+    def listing() -> Any:
+        for label, name in enumerate(names):
+            count = per + (label < extra)
+            crng = np.random.default_rng([seed, label])
+            ids = np.sort(crng.choice(max(2 * count, 16), size=count, replace=False)) + 1
+            sizes = crng.integers(20_000, 200_000, size=count)
+            entries = [
+                (f"{name}/{name}_{i}.JPEG", s)
+                for i, s in zip(ids.tolist(), sizes.tolist(), strict=True)
+            ]
+            rng_order = crng.permutation(count)  # a listing comes in no particular order
+            yield label, [entries[j] for j in rng_order.tolist()]
+
+    return names, listing()
+
+
+def step_index(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ImageFolder scan's core at full N: a synthetic listing -> a flat SampleTable, its
+    fingerprint, then saved as ``.npz`` (peak RSS after each part: the save must add none)."""
+    from teacher_store.images.scan import table_from_listing
+
+    n, c = cfg["index_samples"], cfg["index_classes"]
+    base = vm_hwm()
+    t0 = time.perf_counter()
+    names, listing = synthetic_listing(n, c)
+    table = table_from_listing(listing, names)
+    scan_s = time.perf_counter() - t0
+    scan_rss = vm_hwm()
+    t0 = time.perf_counter()
+    sha = table.names_sha256()
+    labels_sha = table.labels_sha256()
+    fp_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with open(cfg["index_file"], "wb") as f:
+        table.save(f)
+    save_s = time.perf_counter() - t0
+    peak = vm_hwm()
+    assert len(table) == n and table.key(0) < table.key(n - 1)
+    return {
+        "seconds": scan_s,
+        "samples": n,
+        "classes": c,
+        "base_rss": base,
+        "scan_rss": scan_rss,
+        "fingerprint_s": fp_s,
+        "save_s": save_s,
+        "table_bytes": table.nbytes(),
+        "file_bytes": Path(cfg["index_file"]).stat().st_size,
+        "sha256": sha,
+        "labels_sha256": labels_sha,
+        "peak_rss": peak,
+        "peak_rss_at_n": peak,
+        "note": f"N={n:,} in {c:,} classes: scan {scan_s:.1f} s (RSS {scan_rss / 2**20:.0f} MiB),"
+        f" fingerprint {fp_s:.1f} s, save {save_s:.1f} s; table {table.nbytes() / 2**20:.0f} MiB"
+        f"; goal <= 1024 MiB",
+    }
+
+
+def step_index_load(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``np.load`` + ``SampleTable.from_npz`` (every array validated) of the index step's file,
+    and a lookup: what a reader holds for the dataset at full N."""
+    from teacher_store.images.table import SampleTable
+
+    base = vm_hwm()
+    t0 = time.perf_counter()
+    with np.load(cfg["index_file"]) as arrays:
+        table = SampleTable.from_npz(arrays, cfg["index_file"])
+    secs = time.perf_counter() - t0
+    n = len(table)
+    middle = table.key(n // 2)
+    peak = vm_hwm()
+    return {
+        "seconds": secs,
+        "samples": n,
+        "base_rss": base,
+        "peak_rss": peak,
+        "peak_rss_at_n": peak,
+        "note": f"N={n:,}: load {secs:.1f} s ({middle}), table {table.nbytes() / 2**20:.0f} MiB"
+        f"; goal <= 1024 MiB",
+    }
+
+
+def step_index_tuples(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The tuple-based scan this replaced, on the same synthetic listing at a share of N
+    (``index_tuple_samples``), its RSS projected linearly to N: a list of (path, label, size)
+    tuples, sorted, then three tuples (what ImageFolder.scan did until the sample table)."""
+    n, c, full = cfg["index_tuple_samples"], cfg["index_classes"], cfg["index_samples"]
+    n = min(n, full)
+    _, listing = synthetic_listing(full, c)
+    base = vm_hwm()
+    t0 = time.perf_counter()
+    items: list[tuple[str, int, int]] = []
+    for label, entries in listing:
+        items += [(key, label, size) for key, size in entries]
+        if len(items) >= n:
+            break
+    items.sort()
+    paths, labels, sizes = (tuple(col) for col in zip(*items, strict=True))
+    secs = time.perf_counter() - t0
+    peak = vm_hwm()
+    got = len(paths)
+    per = (peak - base) / got
+    at_n = base + per * full
+    del items, labels, sizes
+    return {
+        "seconds": secs,
+        "samples": got,
+        "scale": full / got,
+        "base_rss": base,
+        "rss_per_sample": per,
+        "peak_rss": peak,
+        "peak_rss_at_n": at_n,
+        "note": f"measured at {got:,} samples ({per:.0f} B each over the imports); at "
+        f"{full:,} (extrapolated): {at_n / 2**20:.0f} MiB",
+    }
+
+
 def step_calibrate(cfg: dict[str, Any]) -> dict[str, Any]:
     from scale_teacher import measure_real
 
@@ -327,6 +454,9 @@ STEPS = {
     "tree": step_tree,
     "order": step_order,
     "calibrate": step_calibrate,
+    "index": step_index,
+    "index_load": step_index_load,
+    "index_tuples": step_index_tuples,
 }
 
 

@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-_COMMAND_MODULES = ("teacher_store.commands", "api.cli", "student.cli", "models.cli")
+_COMMAND_MODULES = (
+    "teacher_store.commands",
+    "teacher_store.image_commands",
+    "api.cli",
+    "student.cli",
+    "models.cli",
+)
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

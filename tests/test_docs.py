@@ -64,6 +64,15 @@ def test_cli_reference_has_every_subcommand_and_option_of_the_real_parser():
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
+            if isinstance(action, argparse._SubParsersAction):  # a group: a section per action
+                for sub_name, nested in action.choices.items():
+                    assert f"### `distill {name} {sub_name}`" in section, (name, sub_name)
+                    for a in nested._actions:
+                        if isinstance(a, argparse._HelpAction):
+                            continue
+                        option = a.option_strings[0] if a.option_strings else a.metavar or a.dest
+                        assert f"`{option}" in section, (name, sub_name, option)
+                continue
             for option in action.option_strings or [action.metavar or action.dest]:
                 assert f"`{option}" in section or f", {option}" in section, (name, option)
         assert f"[`distill {name}`](#distill-{name})" in page  # the summary table links it

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from teacher_store.errors import ImageChangedError
+
 ALGORITHM = "xxh3_64"
 # Recorded for a file that could not be read when the store was made (its views are invalid);
 # such a sample is not checked. A real xxh3_64 of 0 has odds 2^-64.
@@ -40,7 +42,7 @@ UNREADABLE = 0
 _DTYPE = np.dtype("<u8")  # little-endian uint64, whatever the machine
 _TASK = 64  # files read and hashed per thread-pool task
 
-__all__ = ["ALGORITHM", "UNREADABLE", "SampleDigests", "content_digest"]
+__all__ = ["ALGORITHM", "UNREADABLE", "SampleDigests", "check_content", "content_digest"]
 
 
 def content_digest(data: bytes | bytearray | memoryview) -> int:
@@ -140,3 +142,23 @@ class SampleDigests:
 def _spans(n: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, size):
         yield start, min(n, start + size)
+
+
+def check_content(
+    content: SampleDigests | None, index: int, data: bytes, where: str, location: str
+) -> None:
+    """Raise :class:`ImageChangedError` when ``data`` (sample ``index``'s bytes, shown as
+    ``where``) is not what ``content`` records; nothing when no record is attached."""
+    if content is None:
+        return
+    want = content.of(index)
+    have = content_digest(data)
+    if want != UNREADABLE and have != want:
+        raise ImageChangedError(
+            f"image {where} (sample {index}) is not the image the store was built from: its "
+            f"content digest ({content.algorithm} {have:016x}) differs from the store's "
+            f"({want:016x}); restore the image, or regenerate the store from {location} as it "
+            "is now",
+            where,
+            index,
+        )

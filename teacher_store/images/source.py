@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from teacher_store.errors import ImageChangedError
-from teacher_store.images.digests import UNREADABLE, SampleDigests, content_digest
+# check_content lives beside the digests (every source imports it; this module imports the
+# sources): re-exported here.
+from teacher_store.images.digests import SampleDigests, check_content
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -102,26 +103,6 @@ class ImageSource(Protocol):
     def skipped_summary(self, limit: int = 5) -> str | None:
         """One warning about entries the listing left out, or None."""
         ...
-
-
-def check_content(
-    content: SampleDigests | None, index: int, data: bytes, where: str, location: str
-) -> None:
-    """Raise :class:`ImageChangedError` when ``data`` (sample ``index``'s bytes, shown as
-    ``where``) is not what ``content`` records; nothing when no record is attached."""
-    if content is None:
-        return
-    want = content.of(index)
-    have = content_digest(data)
-    if want != UNREADABLE and have != want:
-        raise ImageChangedError(
-            f"image {where} (sample {index}) is not the image the store was built from: its "
-            f"content digest ({content.algorithm} {have:016x}) differs from the store's "
-            f"({want:016x}); restore the image, or regenerate the store from {location} as it "
-            "is now",
-            where,
-            index,
-        )
 
 
 def labels_of(source: ImageSource, count: int | None = None) -> np.ndarray:

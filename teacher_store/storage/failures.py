@@ -57,9 +57,10 @@ def protocol_problem(name: str) -> str | None:
     return None
 
 
-def probe(loc: Location) -> None:
+def probe(loc: Location, what: str = "store") -> None:
     """A one-line typed error now, rather than a traceback later, when the object store is
-    unreachable, refuses the credentials or has no such bucket (other storage: nothing)."""
+    unreachable, refuses the credentials or has no such bucket (other storage: nothing);
+    ``what`` names the thing at ``loc`` in the message (a store, a dataset)."""
     p = provider_of(loc.fs)
     if p is None:
         return
@@ -69,17 +70,17 @@ def probe(loc: Location) -> None:
         loc.fs.info(bucket)
     except FileNotFoundError:
         raise StoreNotFound(
-            f"store {loc.display}: bucket {bucket!r} does not exist at {endpoint}; create "
+            f"{what} {loc.display}: bucket {bucket!r} does not exist at {endpoint}; create "
             f"it or fix the address (and {p.endpoint_variable})"
         ) from None
     except PermissionError as e:
         raise StoreAccessError(
-            f"store {loc.display}: {endpoint} refused the credentials ({first_line(e)}); "
+            f"{what} {loc.display}: {endpoint} refused the credentials ({first_line(e)}); "
             f"check {p.credentials}"
         ) from None
     except Exception as e:  # connection refused, DNS, TLS: the client library's own types
         raise StoreAccessError(
-            f"store {loc.display}: cannot reach {endpoint} ({first_line(e)}); check "
+            f"{what} {loc.display}: cannot reach {endpoint} ({first_line(e)}); check "
             f"{p.endpoint_variable} and the network"
         ) from None
 

@@ -12,7 +12,8 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -138,10 +139,11 @@ class Location:
         options = dict(self.options) or None
         return FsspecStore.from_url(self.url, storage_options=options, read_only=read_only)
 
-    def probe(self) -> None:
+    def probe(self, what: str = "store") -> None:
         """A one-line typed error now, rather than a traceback later, when the object store is
-        unreachable, refuses the credentials or has no such bucket (local roots: nothing)."""
-        failures.probe(self)
+        unreachable, refuses the credentials or has no such bucket (local roots: nothing);
+        ``what`` names the thing at this location in the message (a store, a dataset)."""
+        failures.probe(self, what)
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -283,6 +285,31 @@ class Location:
             # disk-full message says where the store stopped.
             raise OSError(e.errno, e.strerror, path) from e
         faults.crash_point(f"{kind}-written")
+
+    @contextlib.contextmanager
+    def open_atomic(self, key: str) -> Iterator[IO[bytes]]:
+        """A file to write ``key`` through, streamed (a tar shard of a GB need not sit in
+        memory): it appears whole when the block ends, and not at all if the block raises.
+
+        Local disk: a temporary file beside ``key`` (:func:`is_temporary`) renamed over it;
+        an object store: a local temporary file uploaded in one PUT (multipart for large
+        files) when the block ends."""
+        path = self.path(key)
+        if self.is_local:
+            parent, base = path.rsplit("/", 1)
+            tmp = f"{parent}/.{base}.tmp{os.getpid()}"
+            try:
+                with _create(tmp) as f:
+                    yield f
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            return
+        with tempfile.NamedTemporaryFile(prefix="distill-upload-") as f:
+            yield f
+            f.flush()
+            self.fs.put_file(f.name, path)
 
     def remove_temporaries(self) -> int:
         """Delete the temporary files that killed writers left (local disk; an object store

@@ -21,7 +21,7 @@ from teacher_store.errors import StoreConflict
 from teacher_store.images.source import is_shard_pattern
 from teacher_store.storage.location import Location
 
-__all__ = ["OutputOverlapsData", "check_apart"]
+__all__ = ["OutputOverlapsData", "check_apart", "overlap"]
 
 _LOCAL = "file"
 # Protocol spellings that name the same storage.
@@ -88,6 +88,14 @@ def _relation(data: str, out: str) -> tuple[str, str, str] | None:
     if _below(d, o, local):
         return "contains", d, o
     return None
+
+
+def overlap(data: str | os.PathLike[str], out: str | os.PathLike[str]) -> str | None:
+    """How folder (or URL) ``out`` overlaps ``data``: "is" (the same folder), "inside" (below
+    it), "contains" (above it), or None when they are apart (same rules as
+    :func:`check_apart`)."""
+    found = _relation(os.fspath(data), os.fspath(out))
+    return None if found is None else found[0]
 
 
 def check_apart(data: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:

@@ -42,6 +42,19 @@ class StorageContract:
         with location.open("r") as f:
             assert f.read(5) == _DATA[:5] and f.read() == _DATA[5:]
 
+    def test_open_atomic(self, location: Location) -> None:
+        with location.open_atomic("w/big.bin") as f:
+            f.write(_DATA)
+            f.write(b"end")
+        assert location.read("w/big.bin") == _DATA + b"end"
+        with pytest.raises(RuntimeError), location.open_atomic("w/big.bin") as f:
+            f.write(b"half")
+            raise RuntimeError("the writer fails midway")
+        assert location.read("w/big.bin") == _DATA + b"end"  # the old file, whole
+        with pytest.raises(RuntimeError), location.open_atomic("w/new.bin") as f:
+            raise RuntimeError("no file at all")
+        assert not location.exists("w/new.bin") and location.keys() == ["w/big.bin"]
+
     def test_listing(self, location: Location) -> None:
         assert location.keys() == [] and location.is_empty() and location.sizes() == (0, 0)
         files = {"zarr.json": b"{}", "ids/c/0/0": _DATA, "ids/c/0/1": b"x", "_d/s/0.json": b"{}"}

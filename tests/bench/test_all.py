@@ -62,6 +62,27 @@ def test_a_quick_run_writes_the_page_from_the_run(tmp_path: Path) -> None:
     assert [int(cells[1]), int(cells[3])] == [res["clients"], res["requests"]]
     assert int(cells[7]) == res["data_lost"] == 0
 
+    # --update reruns one benchmark into the page: its row says so, the other row stays as it was
+    load_row = _row(text, "load")
+    cmd = [sys.executable, str(REPO / "bench" / "all.py"), "--update", "serve", "--out", str(page)]
+    done = subprocess.run([*cmd, "--logs", str(logs)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    updated = page.read_text()
+    assert _row(updated, "load") == load_row and "quick run" in updated
+    assert "(rerun " in _row(updated, "serve")[4] and "(rerun " not in load_row[4]
+    record = json.loads(page.with_suffix(".json").read_text())
+    assert [(r["bench"], r["rerun"]) for r in record["runs"]] == [("serve", True), ("load", False)]
+
+
+def test_update_needs_the_record_of_a_full_run(tmp_path: Path) -> None:
+    page = tmp_path / "bench.md"
+    page.write_text("# Benchmarks\n")  # a page without its record
+    cmd = [sys.executable, str(REPO / "bench" / "all.py"), "--update", "serve", "--out", str(page)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "bench.json: no readable record of a full run" in done.stderr
+    assert page.read_text() == "# Benchmarks\n"
+
 
 def test_quick_or_partial_runs_never_write_the_docs_page(tmp_path: Path) -> None:
     for extra in (["--quick"], ["--only", "serve"]):

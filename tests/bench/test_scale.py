@@ -61,3 +61,37 @@ def test_scale_bench_layout_is_generates_default():
 
     fields = GenerateConfig.model_fields
     assert {k: fields[k].default for k in LAYOUT} == LAYOUT
+
+
+def test_scale_bench_index_steps_quick_mode(tmp_path):
+    """The index rows at a tiny N: the scan's core on the synthetic listing gives the table a
+    sorted list of the same entries gives, saved and loaded in their own processes."""
+    out = tmp_path / "scale.json"
+    cmd = [sys.executable, str(SCRIPT), "--steps", "index,index_load,index_tuples",
+           "--index-samples", "3000", "--index-classes", "7", "--index-tuple-samples", "1000",
+           "--json", str(out)]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]
+    for step in ("index", "index_load", "index_tuples"):
+        assert res[step]["ok"], (step, res[step].get("error"))
+        assert res[step]["peak_rss"] > 10 << 20, step
+    assert res["index"]["samples"] == res["index_load"]["samples"] == 3000
+    assert res["index_tuples"]["samples"] >= 1000 and res["index_tuples"]["rss_per_sample"] > 0
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from scale_steps import synthetic_listing
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from teacher_store.images.table import SampleTable
+
+    names, listing = synthetic_listing(3000, 7)
+    items = sorted((key, label, size) for label, entries in listing for key, size in entries)
+    assert len(items) == 3000 and items[0][0].startswith(names[0] + "/")
+    want = SampleTable.from_items(*(list(col) for col in zip(*items, strict=True)))
+    assert res["index"]["sha256"] == want.names_sha256()
+    assert res["index"]["labels_sha256"] == want.labels_sha256()
+    assert "index steps: N = 3,000 files in 7 classes" in r.stdout

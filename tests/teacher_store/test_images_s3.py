@@ -150,3 +150,19 @@ def test_a_shard_pattern_that_names_nothing_is_one_line(s3_server, tmp_path, whe
     assert rc in (1, 2) and "Traceback" not in err, err
     assert len(err.splitlines()) == 1 and base in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_remote_location_reads_in_a_forked_child(s3_photos, demo_data):
+    """A DataLoader worker is a fork: the parent's s3fs client refuses to run there ("not
+    fork-safe"); the child gets its own client on first use, and reads the same bytes."""
+    import os
+
+    folder = open_images(s3_photos)
+    want = folder.read(0)  # the parent's client is in use (its loop thread running)
+    pid = os.fork()
+    if pid == 0:
+        ok = folder.read(0) == want and folder.read(1) == (demo_data / folder.key(1)).read_bytes()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert folder.read(0) == want  # the parent's client still works

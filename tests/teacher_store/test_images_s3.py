@@ -166,3 +166,25 @@ def test_a_remote_location_reads_in_a_forked_child(s3_photos, demo_data):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert folder.read(0) == want  # the parent's client still works
+
+
+def test_store_loader_from_packed_shards_on_s3_gives_the_local_folders_batches(
+    s3_server, local_store, demo_data
+):
+    """The store was made from the local folder; the student reads the shards packed from it
+    on S3 (another location, names through their index): the same batches, read ahead."""
+    from teacher_store.images.pack import pack_images
+
+    packed = pack_images(str(demo_data), s3_server.url("packed"), shard_bytes=200_000)
+    assert packed.shards >= 2
+    opts = {"img_size": 48, "batch_size": 4, "val_fraction": 0.2, "epochs": 1, "workers": 0}
+    runs = []
+    for data, threads in ((demo_data, 0), (packed.pattern, 0), (packed.pattern, 3)):
+        with StoreLoader(str(local_store), data, read_threads=threads, **opts) as ld:
+            runs.append(list(ld))
+            assert ld.folder.content is not None  # every read checked against the store's
+    assert len(runs[0]) >= 2
+    for other in runs[1:]:
+        assert len(other) == len(runs[0])
+        for a, b in zip(runs[0], other, strict=True):
+            _same(a, b)

@@ -6,6 +6,11 @@ arrays: the relative keys' bytes in one blob with offsets, labels, sizes and (wh
 content digests, about 30 + 8 + 4 + 8 + 8 B per sample, and it saves to and loads from one
 ``.npz`` file without a Python object per sample (``np.load`` of uncompressed arrays).
 
+**File versions.** Version 2 (written now) stores ``offsets`` and ``sizes`` as uint32 when
+every value fits (key blobs and images under 4 GiB: always at ImageNet scale), else int64, and
+a loaded table keeps them so (30 + 4 + 4 + 4 + 8 B per sample); version 1 files (int64 only)
+still load.
+
 Sample i is the i-th key in the canonical order: keys sorted as ``str`` (what
 :class:`~teacher_store.images.dataset.ImageFolder` has always done), so a folder and the tar
 shards packed from it number their samples alike.
@@ -24,9 +29,12 @@ import numpy as np
 
 from teacher_store.images.digests import SampleDigests
 
-__all__ = ["SampleTable", "TableError"]
+__all__ = ["SampleTable", "TableError", "narrowed"]
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1: offsets and sizes always int64
+_WIDE = np.dtype("int64")
+_NARROW = np.dtype("uint32")  # offsets / sizes in a version-2 file when every value fits
 _HASH_BATCH = 65_536  # samples per vectorised fingerprint step
 _CHECK_BATCH = 1 << 20  # offsets checked at once on load (a diff of all would be N x 8 B more)
 
@@ -41,9 +49,9 @@ class SampleTable:
     key), labels, sizes in bytes and, optionally, content digests."""
 
     names: np.ndarray  # uint8 [total key bytes]
-    offsets: np.ndarray  # int64 [N + 1], offsets[0] == 0
+    offsets: np.ndarray  # int64 [N + 1] (uint32 when loaded narrow), offsets[0] == 0
     labels: np.ndarray  # int32 [N]
-    sizes: np.ndarray  # int64 [N]
+    sizes: np.ndarray  # int64 [N] (uint32 when loaded narrow)
     digests: np.ndarray | None = None  # uint64 [N] (xxh3_64 of each sample's bytes)
 
     def __post_init__(self) -> None:
@@ -92,7 +100,9 @@ class SampleTable:
 
     def labels_sha256(self) -> str:
         """sha256 of the labels as little-endian int32: the fingerprint's ``labels_sha256``."""
-        return hashlib.sha256(self.labels.astype("<i4", copy=False).tobytes()).hexdigest()
+        # The array's own buffer (no N x 4 B copy); a copy only on a big-endian host.
+        labels = np.ascontiguousarray(self.labels.astype("<i4", copy=False))
+        return hashlib.sha256(memoryview(labels)).hexdigest()
 
     def sample_digests(self) -> SampleDigests | None:
         """The recorded content digests, when the table has them."""
@@ -117,13 +127,14 @@ class SampleTable:
 
     def save(self, file: str | os.PathLike[str] | IO[bytes], **extra: np.ndarray) -> None:
         """Write :meth:`to_bytes`'s ``.npz`` to ``file`` (a path or a binary file), array by
-        array in chunks: no second copy of the table in memory (14.2 M samples: ~0.7 GB)."""
+        array in chunks: no second copy of the table in memory (14.2 M samples: ~0.7 GB).
+        ``offsets`` and ``sizes`` are written as uint32 when every value fits (version 2)."""
         arrays = {
             "version": np.asarray([TABLE_VERSION], np.int64),
             "names": self.names,
-            "offsets": self.offsets,
+            "offsets": narrowed(self.offsets),
             "labels": self.labels,
-            "sizes": self.sizes,
+            "sizes": narrowed(self.sizes),
             **extra,
         }
         if self.digests is not None:
@@ -135,22 +146,25 @@ class SampleTable:
         """The table in an opened ``.npz`` (``np.load``'s result); :class:`TableError` naming
         ``where`` when an array is missing, of the wrong type or ragged."""
 
-        def get(name: str, dtype: str, optional: bool = False) -> Any:
+        def get(name: str, dtype: str, optional: bool = False, narrow: bool = False) -> Any:
             if name not in arrays.files:
                 if optional:
                     return None
                 raise TableError(f"{where}: no {name!r} array; rebuild the index")
             a = arrays[name]
-            if a.ndim != 1 or a.dtype != np.dtype(dtype):
-                raise TableError(f"{where}: {name!r} is {a.dtype}{list(a.shape)}, not {dtype}[N]")
+            allowed = (np.dtype(dtype), _NARROW) if narrow else (np.dtype(dtype),)
+            if a.ndim != 1 or a.dtype not in allowed:
+                want = " or ".join(str(d) for d in allowed)
+                raise TableError(f"{where}: {name!r} is {a.dtype}{list(a.shape)}, not {want}[N]")
             return a
 
         version = get("version", "int64")
-        if len(version) != 1 or int(version[0]) != TABLE_VERSION:
+        if len(version) != 1 or int(version[0]) not in READ_VERSIONS:
             raise TableError(f"{where}: sample table version {version.tolist()} is not "
                              f"{TABLE_VERSION}; rebuild the index with this distill")  # fmt: skip
-        names, offsets = get("names", "uint8"), get("offsets", "int64")
-        labels, sizes = get("labels", "int32"), get("sizes", "int64")
+        narrow = int(version[0]) >= 2
+        names, offsets = get("names", "uint8"), get("offsets", "int64", narrow=narrow)
+        labels, sizes = get("labels", "int32"), get("sizes", "int64", narrow=narrow)
         digests = get("digests", "uint64", optional=True)
         n = len(labels)
         ragged = (
@@ -161,6 +175,14 @@ class SampleTable:
         if n and (labels.min() < 0 or sizes.min() < 0):
             raise TableError(f"{where}: negative labels or sizes; rebuild the index")
         return cls(names, offsets, labels, sizes, digests)
+
+
+def narrowed(values: np.ndarray) -> np.ndarray:
+    """``values`` (non-negative integers) as uint32 when every one fits, else as they are
+    (what a version-2 file stores; a copy only when narrowed)."""
+    if values.dtype == _WIDE and (len(values) == 0 or 0 <= values.min() <= values.max() < 1 << 32):
+        return values.astype(_NARROW)
+    return values
 
 
 def _decreasing(offsets: np.ndarray) -> bool:

@@ -352,3 +352,37 @@ def test_range_cache_reads_past_the_end_short(tmp_path: Path) -> None:
     cache = RangeCache(mem, ("s.tar",), block_bytes=1000)
     assert cache.read(0, 2500, 2600) == (bytes(range(256)) * 10)[2500:2560]
     assert cache.read(0, 10, 1990) == (bytes(range(256)) * 10)[10:1990]
+
+
+def test_index_version_2_is_narrow_and_version_1_still_reads(packed: str, tmp_path: Path) -> None:
+    """pack writes index version 2 (data offsets, key offsets and sizes as uint32: they fit);
+    an index written by version 1 (every one int64) opens and reads the same bytes."""
+    import numpy as np
+
+    from teacher_store.images.table import SampleTable
+
+    parsed = ShardPattern.parse(packed)
+    out = tmp_path / "shards"
+    out.mkdir()
+    for p in Path(parsed.folder).iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    index_file = out / parsed.index_name
+    with np.load(index_file) as arrays:
+        saved = {k: arrays[k] for k in arrays.files}
+    meta = json.loads(saved["meta"].tobytes())
+    assert meta["version"] == 2 and int(saved["version"][0]) == 2
+    for name in ("data_offset", "offsets", "sizes"):
+        assert saved[name].dtype == np.uint32, name
+    new = TarShards.open(f"{out}/{parsed.name}")
+    old = dict(saved, version=np.asarray([1], np.int64))
+    for name in ("data_offset", "offsets", "sizes"):
+        old[name] = saved[name].astype(np.int64)
+    old["meta"] = np.frombuffer(json.dumps({**meta, "version": 1}).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **old)
+    index_file.write_bytes(buf.getvalue())
+    v1 = TarShards.open(f"{out}/{parsed.name}")
+    assert v1.index.data_offset.dtype == np.int64 and len(v1) == len(new)
+    assert [v1.read(i) for i in range(len(v1))] == [new.read(i) for i in range(len(new))]
+    assert v1.fingerprint() == new.fingerprint()
+    assert isinstance(v1.index.table, SampleTable)

@@ -448,9 +448,8 @@ def step_tar_index(cfg: dict[str, Any]) -> dict[str, Any]:
             f.truncate(record.size)
     index = ShardIndex(table, shard, offset, records, names, pattern.name, "cls")
     assert index.problem() is None
-    meta = np.frombuffer(json.dumps(index.meta(), sort_keys=True).encode(), np.uint8)
     with open(folder / pattern.index_name, "wb") as f:
-        table.save(f, shard=shard, data_offset=offset, meta=meta)
+        index.save(f)
     secs = time.perf_counter() - t0
     size = (folder / pattern.index_name).stat().st_size
     return {

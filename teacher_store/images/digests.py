@@ -96,7 +96,7 @@ class SampleDigests:
         # The array's own buffer (no 8N-byte copy as to_bytes makes); a copy only on a
         # big-endian host.
         values = np.ascontiguousarray(self.values.astype(_DTYPE, copy=False))
-        return hashlib.sha256(memoryview(values)).hexdigest()
+        return hashlib.sha256(values.data).hexdigest()
 
     def record(self) -> dict[str, Any]:
         """What a store's attrs keep of the digests (``dataset.content``)."""

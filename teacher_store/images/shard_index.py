@@ -43,7 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from teacher_store.images.table import SampleTable, TableError, narrowed
+from teacher_store.images.table import SampleTable, TableError
 
 __all__ = [
     "CLASSES_SUFFIX",
@@ -185,11 +185,19 @@ class ShardIndex:
         }
 
     def to_bytes(self) -> bytes:
-        """The index file (``.npz``): the table's arrays, ``shard``, ``data_offset`` and
-        ``meta`` (UTF-8 JSON as uint8)."""
+        """The index file (:meth:`save`) as bytes."""
+        buf = io.BytesIO()
+        self.save(buf)
+        return buf.getvalue()
+
+    def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Write the index file (``.npz``): the table's arrays, ``shard``, ``data_offset``
+        (uint32 when every offset fits, as the table's offsets and sizes) and ``meta`` (UTF-8
+        JSON as uint8), array by array."""
         meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), np.uint8)
-        offsets = narrowed(self.data_offset)
-        return self.table.to_bytes(shard=self.shard, data_offset=offsets, meta=meta)
+        self.table.save(
+            file, ("data_offset",), shard=self.shard, data_offset=self.data_offset, meta=meta
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes | IO[bytes], where: str, hint: str) -> ShardIndex:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from teacher_store.images.digests import SampleDigests
 
-__all__ = ["SampleTable", "TableError", "narrowed"]
+__all__ = ["SampleTable", "TableError"]
 
 TABLE_VERSION = 2
 READ_VERSIONS = (1, 2)  # version 1: offsets and sizes always int64
@@ -102,7 +103,7 @@ class SampleTable:
         """sha256 of the labels as little-endian int32: the fingerprint's ``labels_sha256``."""
         # The array's own buffer (no N x 4 B copy); a copy only on a big-endian host.
         labels = np.ascontiguousarray(self.labels.astype("<i4", copy=False))
-        return hashlib.sha256(memoryview(labels)).hexdigest()
+        return hashlib.sha256(labels.data).hexdigest()
 
     def sample_digests(self) -> SampleDigests | None:
         """The recorded content digests, when the table has them."""
@@ -119,27 +120,39 @@ class SampleTable:
         arrays: list[Any] = [self.names, self.offsets, self.labels, self.sizes, self.digests]
         return sum(a.nbytes for a in arrays if a is not None)
 
-    def to_bytes(self, **extra: np.ndarray) -> bytes:
-        """The table (and ``extra`` arrays, e.g. a shard index's offsets) as an ``.npz``."""
+    def to_bytes(self, narrow: Collection[str] = (), **extra: np.ndarray) -> bytes:
+        """The table (and ``extra`` arrays, e.g. a shard index's offsets) as an ``.npz``
+        (:meth:`save`)."""
         buf = io.BytesIO()
-        self.save(buf, **extra)
+        self.save(buf, narrow, **extra)
         return buf.getvalue()
 
-    def save(self, file: str | os.PathLike[str] | IO[bytes], **extra: np.ndarray) -> None:
+    def save(
+        self,
+        file: str | os.PathLike[str] | IO[bytes],
+        narrow: Collection[str] = (),
+        **extra: np.ndarray,
+    ) -> None:
         """Write :meth:`to_bytes`'s ``.npz`` to ``file`` (a path or a binary file), array by
         array in chunks: no second copy of the table in memory (14.2 M samples: ~0.7 GB).
-        ``offsets`` and ``sizes`` are written as uint32 when every value fits (version 2)."""
+        ``offsets``, ``sizes`` and the ``extra`` arrays named in ``narrow`` (int64) are written
+        as uint32 when every value fits (version 2), converted chunk by chunk; the bytes
+        depend on the arrays only (no time stamps)."""
         arrays = {
             "version": np.asarray([TABLE_VERSION], np.int64),
             "names": self.names,
-            "offsets": narrowed(self.offsets),
+            "offsets": self.offsets,
             "labels": self.labels,
-            "sizes": narrowed(self.sizes),
+            "sizes": self.sizes,
             **extra,
         }
         if self.digests is not None:
             arrays["digests"] = self.digests
-        np.savez(file, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs badly
+        narrowed = {"offsets", "sizes", *narrow}
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, values in arrays.items():
+                dtype = narrow_dtype(values) if name in narrowed else values.dtype
+                _write_npy(zf, name, values, dtype)
 
     @classmethod
     def from_npz(cls, arrays: Any, where: str) -> SampleTable:
@@ -177,12 +190,28 @@ class SampleTable:
         return cls(names, offsets, labels, sizes, digests)
 
 
-def narrowed(values: np.ndarray) -> np.ndarray:
-    """``values`` (non-negative integers) as uint32 when every one fits, else as they are
-    (what a version-2 file stores; a copy only when narrowed)."""
+def narrow_dtype(values: np.ndarray) -> np.dtype[Any]:
+    """uint32 when every one of ``values`` (non-negative int64) fits in it, else their dtype:
+    what a version-2 file stores."""
     if values.dtype == _WIDE and (len(values) == 0 or 0 <= values.min() <= values.max() < 1 << 32):
-        return values.astype(_NARROW)
-    return values
+        return _NARROW
+    return values.dtype
+
+
+def _write_npy(zf: zipfile.ZipFile, name: str, values: np.ndarray, dtype: np.dtype[Any]) -> None:
+    """``values`` (1-D) as ``name.npy`` in ``zf`` as ``dtype``, converted chunk by chunk (no
+    copy of the whole array), dated 1980-01-01 (the same arrays give the same bytes)."""
+    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": values.shape,
+    }
+    with zf.open(info, "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        flat = values.reshape(-1)
+        for start in range(0, len(flat), _CHECK_BATCH):
+            f.write(flat[start : start + _CHECK_BATCH].astype(dtype, copy=False).tobytes())
 
 
 def _decreasing(offsets: np.ndarray) -> bool:

@@ -175,6 +175,7 @@ def _reader(source: Any, threads: int | None) -> Any:
     """``source`` reading ahead as the student's does (``StoreLoader``: ``read_ahead``)."""
     try:
         from teacher_store.images.prefetch import read_ahead
+
         from teacher_store.options import DEFAULT_READ_THREADS
     except ImportError:  # before the read-ahead landed: plain reads
         return source

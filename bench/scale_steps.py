@@ -459,7 +459,8 @@ def step_tar_index(cfg: dict[str, Any]) -> dict[str, Any]:
         "file_bytes": size,
         "key_bytes": int(table.offsets[-1]),
         "peak_rss_at_n": vm_hwm(),
-        "note": f"N={n:,} in {count:,} shards (sparse files): built and saved in {secs:.1f} s, "
+        "note": f"N={n:,} in {count:,} shards (sparse files): built (by the bench, from arrays) "
+        f"and saved in {secs:.1f} s, "
         f"index file {size / 2**20:.0f} MiB ({size / n:.0f} B/sample; keys "
         f"{int(table.offsets[-1]) / n:.1f} B/sample)",
     }

@@ -85,8 +85,10 @@ def _check_listen(host: str, port: int) -> None:
 
 def _data_setting(specs: list[str], root: Any) -> str:
     """``--data`` flags as DISTILL_DATA: each a NAME=DIR (a repeated NAME is refused by
-    :func:`~api.settings.parse_data`), DIR a folder, NAME a store name the service can serve;
-    a NAME with no store under the root yet is warned about (it may still be generated)."""
+    :func:`~api.settings.parse_data`), DIR a folder, a URL of one or a tar shard pattern (a
+    local folder, or a local pattern's folder, must exist; a URL is checked when a view is
+    first rendered), NAME a store name the service can serve; a NAME with no store under the
+    root yet is warned about (it may still be generated)."""
     from api.registry import name_problem
     from api.settings import parse_data
 
@@ -96,7 +98,8 @@ def _data_setting(specs: list[str], root: Any) -> str:
         if why is not None:
             raise ValueError(f"--data {name}={folder}: the service cannot serve a store so named: "
                              f"{why}")  # fmt: skip
-        if not folder.is_dir():
+        local = _local_images(folder)
+        if local is not None and not local.is_dir():
             raise ValueError(f"--data {name}={folder}: not a directory; pass the store's images")
         if not root.is_dir(name):
             print(
@@ -105,7 +108,26 @@ def _data_setting(specs: list[str], root: Any) -> str:
                 file=sys.stderr,
                 flush=True,
             )
-    return ",".join(f"{n}={d.resolve()}" for n, d in dirs.items())
+    return ",".join(f"{n}={_resolved(d)}" for n, d in dirs.items())
+
+
+def _local_images(data: str) -> Path | None:
+    """The local folder ``data`` names (a tar shard pattern: the shards' folder); None for a
+    URL."""
+    from teacher_store.images.source import is_shard_pattern
+
+    if "://" in data:
+        return None
+    return Path(data).parent if is_shard_pattern(data) else Path(data)
+
+
+def _resolved(data: str) -> str:
+    """``data`` with a local folder (or a pattern's folder) made absolute: the renders run
+    in other processes, whose working folder may differ."""
+    local = _local_images(data)
+    if local is None:
+        return data
+    return str(local.resolve() / Path(data).name) if local != Path(data) else str(local.resolve())
 
 
 # flag attribute -> DISTILL_ variable read by api.settings (Settings or ConnectionLimits)
@@ -170,7 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         action="append",
         metavar="NAME=DIR",
-        help="image folder of store NAME: the dashboard and /views render its views (repeatable)",
+        help="the images of store NAME, DIR an ImageFolder (folder or URL such as "
+        "s3://b/train/) or tar shards (shard-{000000..000127}.tar): the dashboard and /views "
+        "render its views (repeatable)",
     )
     p.add_argument(
         "--max-block", type=int, help="most samples per block request, 1..4194304 (131072)"

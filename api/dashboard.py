@@ -45,8 +45,15 @@ def check_view(attrs: Any, slot: int, sample: int) -> None:
         )
 
 
-def _folder_sig(folder: Path) -> tuple[int, ...]:
-    """The image folder's stat signature (a class folder added or removed changes it)."""
+def _folder_sig(data: str) -> tuple[int, ...]:
+    """The images' stat signature: a local folder's (a class folder added or removed changes
+    it), a local shard pattern's folder's; a URL has none (``(-1,)``: checked once per store
+    identity, not listed per request)."""
+    from teacher_store.images.source import is_shard_pattern
+
+    if "://" in data:
+        return (-1,)
+    folder = Path(data).parent if is_shard_pattern(data) else Path(data)
     try:
         st = os.stat(folder)
     except OSError:
@@ -54,24 +61,26 @@ def _folder_sig(folder: Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
-def _scan(entry: StoreEntry, folder: Path) -> tuple[Refusal | None, Any]:
-    """Why ``folder`` cannot render ``entry``'s views (blocking: walks the folder), or None;
-    and the scanned ImageFolder (None when it could not be scanned)."""
+def _scan(entry: StoreEntry, folder: str) -> tuple[Refusal | None, Any]:
+    """Why the images ``folder`` (a folder, URL or shard pattern) cannot render ``entry``'s
+    views (blocking: walks the folder or loads the shard index), or None; and the opened
+    ImageSource (None when it could not be opened)."""
     try:
-        from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+        from teacher_store.images.dataset import DatasetFingerprint
+        from teacher_store.images.source import open_images
     except ImportError as e:
         return (409, "rendering_unavailable", f"{NO_REPLAY}: {e}"), None
     a = entry.attrs
     assert a is not None
     try:
-        scanned = ImageFolder.scan(folder, a.config.get("max_image_pixels"))
+        scanned = open_images(folder, a.config.get("max_image_pixels"))
         diff = DatasetFingerprint.from_dict(a.dataset).mismatch(scanned.fingerprint())
     except (ValueError, OSError) as e:  # no class folders, no images, unreadable
         why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         return (
             409,
             "dataset_unusable",
-            f"the image folder {folder} given for store {entry.name!r} cannot be used: {why}; "
+            f"the images {folder} given for store {entry.name!r} cannot be used: {why}; "
             f"pass the folder the store was built from (--data {entry.name}=DIR)",
         ), None
     if diff:
@@ -89,7 +98,7 @@ def _scan(entry: StoreEntry, folder: Path) -> tuple[Refusal | None, Any]:
 class Dashboard:
     """Caches keyed by store name and identity."""
 
-    def __init__(self, data: dict[str, Path]) -> None:
+    def __init__(self, data: dict[str, str]) -> None:
         self.data = dict(data)
         self.scans = 0  # image-folder scans so far (each store's folder is scanned once)
         self._lock = threading.Lock()
@@ -119,8 +128,9 @@ class Dashboard:
             self._stats[entry.name] = cached
         return cached[1]
 
-    def folder(self, entry: StoreEntry) -> Path:
-        """The store's image folder; ApiError 409 when none is configured."""
+    def folder(self, entry: StoreEntry) -> str:
+        """The store's images (folder, URL or shard pattern); ApiError 409 when none is
+        configured."""
         folder = self.data.get(entry.name)
         if folder is None:
             raise ApiError(409, "dataset_not_configured", HOW_TO_ENABLE.format(name=entry.name))
@@ -205,5 +215,5 @@ class Dashboard:
         """The render job of a view of ``entry`` (its folder checked before)."""
         folder = self.folder(entry)
         return RenderJob(
-            str(entry.path), entry.identity, str(folder), _folder_sig(folder), slot, sample, size
+            str(entry.path), entry.identity, folder, _folder_sig(folder), slot, sample, size
         )

@@ -63,12 +63,13 @@ class Settings(BaseSettings):
     )
     data: str = Field(
         "",
-        description="image folders of stores, 'NAME=DIR[,NAME=DIR...]': lets the dashboard and "
+        description="images of stores, 'NAME=DIR[,NAME=DIR...]', DIR a folder, a URL of one "
+        "(s3://b/train/) or tar shards (shard-{000000..000127}.tar): lets the dashboard and "
         "/v1/stores/{name}/views render views (needs torch)",
     )
 
-    def data_dirs(self) -> dict[str, Path]:
-        """``data`` as {store name: image folder}; ValueError naming a malformed entry."""
+    def data_dirs(self) -> dict[str, str]:
+        """``data`` as {store name: its images}; ValueError naming a malformed entry."""
         return parse_data(self.data)
 
 
@@ -107,10 +108,11 @@ class ConnectionLimits(BaseSettings):
         }
 
 
-def parse_data(spec: str) -> dict[str, Path]:
-    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}; ValueError naming a malformed or repeated
-    entry."""
-    out: dict[str, Path] = {}
+def parse_data(spec: str) -> dict[str, str]:
+    """'NAME=DIR[,NAME=DIR...]' -> {NAME: DIR}, DIR as given (a folder, an fsspec URL of one,
+    or a tar shard pattern: :func:`teacher_store.images.source.open_images`); ValueError naming
+    a malformed or repeated entry."""
+    out: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
@@ -121,7 +123,7 @@ def parse_data(spec: str) -> dict[str, Path]:
                 f"--data {name} is given twice ({out[name]} and {folder.strip()}); give each "
                 "store one image folder"
             )
-        out[name] = Path(folder.strip())
+        out[name] = folder.strip()
     return out
 
 

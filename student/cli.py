@@ -7,7 +7,14 @@ import json
 from typing import Any
 
 from student.curricula import CURRICULA  # torch-free: the choices come from the table
-from teacher_store.options import MAX_BATCH, MAX_IMG_SIZE, MAX_WORKERS
+from teacher_store.options import (
+    DATA_HELP,
+    DEFAULT_READ_THREADS,
+    MAX_BATCH,
+    MAX_IMG_SIZE,
+    MAX_READ_THREADS,
+    MAX_WORKERS,
+)
 
 _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--epochs", int, "epochs (default 10)"),
@@ -32,6 +39,13 @@ _TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--hard-label-weight", float, "CE on folder labels (needs aligned classes; default 0)"),
     ("--val-fraction", float, "held-out share of samples (default 0.1)"),
     ("--workers", int, f"DataLoader workers, 0..{MAX_WORKERS} (default 2)"),
+    (
+        "--read-threads",
+        int,
+        f"threads per DataLoader worker reading the coming batches' images ahead, "
+        f"0..{MAX_READ_THREADS} (0: none; default {DEFAULT_READ_THREADS}); the batches are "
+        "the same",
+    ),
     ("--seed", int, "0..2**64-1 (default 0)"),
     ("--max-steps", int, "stop after this many steps"),
     (
@@ -178,7 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="W",
         help="with several --store: each teacher's weight in the mixture (default equal)",
     )
-    p.add_argument("--data", help="the ImageFolder the store was built from")
+    p.add_argument("--data", help=f"the images the store was built from: {DATA_HELP}")
     p.add_argument("--model", help="timm student name, e.g. tiny_vit_5m_224")
     p.add_argument("--out", help="run directory (checkpoints, metrics, config)")
     p.add_argument("--config", help="YAML file with any of these options; flags override it")
@@ -214,9 +228,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no autocast")
     p.add_argument("--quiet", dest="progress", action="store_false", default=None)
     p.set_defaults(func=_run_train)
-    p = sub.add_parser("eval", help="evaluate a student checkpoint on an ImageFolder")
+    p = sub.add_parser("eval", help="evaluate a student checkpoint on a dataset's images")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--store", help="override the store recorded in the checkpoint")
     p.add_argument("--batch-size", type=int, default=64, help=f"1..{MAX_BATCH} (default 64)")
     p.set_defaults(func=_run_eval)

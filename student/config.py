@@ -23,8 +23,10 @@ from student.recipes import (
     resnet_rs_weight_decay,
 )
 from teacher_store.options import (
+    DEFAULT_READ_THREADS,
     MAX_BATCH,
     MAX_IMG_SIZE,
+    MAX_READ_THREADS,
     MAX_SEED,
     MAX_WORKERS,
     validate_options,
@@ -73,6 +75,8 @@ class TrainConfig(BaseModel):
     view_schedule: Literal["wrap", "stretch"] = "wrap"  # epoch -> view slot, see slot_for_epoch
     val_fraction: float = Field(0.1, ge=0, lt=1)
     workers: int = Field(2, ge=0, le=MAX_WORKERS)
+    # Threads per replaying process reading the coming batches' images ahead (0: none).
+    read_threads: int = Field(DEFAULT_READ_THREADS, ge=0, le=MAX_READ_THREADS)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     token_file: str | None = None
@@ -168,6 +172,7 @@ class TrainConfig(BaseModel):
         mine = {
             "batch_size": self.batch_size,
             "workers": self.workers,
+            "read_threads": self.read_threads,
             "seed": self.seed,
             "val_fraction": self.val_fraction,
             "epochs": self.epochs,

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teacher_store.images.dataset import CorruptImageError, ImageFolder
+from teacher_store.images.dataset import CorruptImageError
 from teacher_store.images.digests import SampleDigests
+from teacher_store.images.prefetch import ReadAhead
+from teacher_store.images.source import ImageSource
 from teacher_store.reader.client import open_store
 from teacher_store.store.arrays import TargetBlock
 from teacher_store.store.schema import StoreAttrs
@@ -68,6 +70,16 @@ def split_samples(
     return np.flatnonzero(mask), held_ids
 
 
+class PlannedKeys(list[tuple[int, int]]):
+    """A batch's keys ``(slot, sample)`` as :class:`BatchPlan` yields them, with ``ahead``:
+    the samples (int64 [B]) of the next batch the same DataLoader worker will get (empty at
+    the epoch's end). A DataLoader hands the list, attributes and all, to its worker."""
+
+    def __init__(self, keys: Sequence[tuple[int, int]], ahead: np.ndarray) -> None:
+        super().__init__(keys)
+        self.ahead = ahead
+
+
 class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Item ``(slot, sample)`` -> the stored view rendered at ``img_size`` plus label info.
 
@@ -75,11 +87,13 @@ class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
     images each worker keeps; none by default, since samples come shuffled (few hits).
     ``draft``: decode JPEGs at a reduced DCT scale where the crop allows (see
     :class:`~teacher_store.views.replay.Replayer`; off by default: not the teacher's pixels).
+    ``folder`` may read ahead (:class:`~teacher_store.images.prefetch.ReadAhead`): a batch of
+    :class:`PlannedKeys` then names its images and the next batch's of this worker to it.
     """
 
     def __init__(
         self,
-        folder: ImageFolder,
+        folder: ImageSource,
         attrs: StoreAttrs,
         img_size: int,
         cache_size: int = 0,
@@ -100,17 +114,38 @@ class ReplayDataset(torch.utils.data.Dataset[dict[str, Any]]):
         return len(self.folder) * self.attrs.views
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        return self.__getitems__([key])[0]
+        return self._render([key])[0]
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
         """A batch's items (DataLoader calls this per batch): each image of the batch is
         decoded and rendered once, so both views of a mixing pair cost one decode each."""
+        self.read_ahead(keys)
+        return self._render(keys)
+
+    def _render(self, keys: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
         views = self.replay.render_many(keys, self.img_size)
         return [self._item(sample, view) for (_, sample), view in zip(keys, views, strict=True)]
 
+    def read_ahead(self, keys: Sequence[tuple[int, int]]) -> None:
+        """Name this batch's images, then those of this worker's next batch (a DataLoader
+        hands its W workers the batches in turn: batch b + W), to a folder that reads ahead,
+        in the order they are read (each view's image, then its partner's). A wrong guess
+        costs reads, never a byte of the batch."""
+        if not isinstance(self.folder, ReadAhead):
+            return
+        batches = [list(keys)]
+        if isinstance(keys, PlannedKeys) and keys:
+            batches.append([(keys[0][0], int(s)) for s in keys.ahead])
+        reads: list[int] = []
+        for batch in batches:
+            for slot, sample in batch:
+                mix = self.replay.params(slot, sample).mix
+                reads += [sample] if mix is None else [sample, mix.partner]
+        self.folder.want(s for s in reads if not self.replay.cached(s))
+
     def _item(self, sample: int, view: ReplayedView | CorruptImageError) -> dict[str, Any]:
         if isinstance(view, CorruptImageError):  # the store marks such views missing
-            label = self.folder.labels[sample]
+            label = self.folder.label(sample)
             pixels = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8)
             partner_label, lam, ok = label, 1.0, False
         else:
@@ -139,7 +174,7 @@ def center_view(image: Image.Image, size: int, crop_pct: float = 0.875) -> torch
 class EvalDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Held-out samples as centre crops (for accuracy against folder labels)."""
 
-    def __init__(self, folder: ImageFolder, samples: Sequence[int], img_size: int) -> None:
+    def __init__(self, folder: ImageSource, samples: Sequence[int], img_size: int) -> None:
         self.folder, self.samples, self.img_size = folder, list(samples), img_size
 
     def __len__(self) -> int:
@@ -151,24 +186,37 @@ class EvalDataset(torch.utils.data.Dataset[dict[str, Any]]):
             pixels, ok = center_view(self.folder.load(s), self.img_size), True
         except CorruptImageError:
             pixels, ok = torch.zeros(3, self.img_size, self.img_size, dtype=torch.uint8), False
-        return {"image": pixels, "sample": s, "label": self.folder.labels[s], "ok": ok}
+        return {"image": pixels, "sample": s, "label": self.folder.label(s), "ok": ok}
 
 
 class BatchPlan(torch.utils.data.Sampler[list[tuple[int, int]]]):
-    """Batches of ``(slot, sample)`` keys for one epoch of one rank, from batch ``start`` on."""
+    """Batches of ``(slot, sample)`` keys for one epoch of one rank, from batch ``start`` on.
+
+    Each batch is a :class:`PlannedKeys` naming the samples of batch b + ``stride`` too: the
+    next batch of the DataLoader worker that gets batch b (``stride``: the loader's workers,
+    which it hands the batches in turn; 1 without workers), for its read-ahead.
+    """
 
     def __init__(self, order: np.ndarray, slot: int, batch_size: int, start: int = 0) -> None:
         self.order, self.slot, self.batch_size, self.start = order, slot, batch_size, start
+        self.stride = 1
 
     def __len__(self) -> int:
-        return max(0, len(self.order) // self.batch_size - self.start)
+        return max(0, self.end - self.start)
+
+    @property
+    def end(self) -> int:
+        """One past the epoch's last whole batch (drop_last: DDP ranks stay in lockstep)."""
+        return len(self.order) // self.batch_size
 
     def batch(self, b: int) -> np.ndarray:
         return self.order[b * self.batch_size : (b + 1) * self.batch_size]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for b in range(self.start, len(self.order) // self.batch_size):  # drop_last: DDP lockstep
-            yield [(self.slot, int(s)) for s in self.batch(b)]
+        for b in range(self.start, self.end):
+            ahead = b + self.stride
+            later = self.batch(ahead) if ahead < self.end else self.order[:0]
+            yield PlannedKeys([(self.slot, int(s)) for s in self.batch(b)], later)
 
 
 class BlockReader(Protocol):

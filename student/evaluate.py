@@ -13,13 +13,14 @@ import torch
 
 from student.data import EvalDataset, ReplayDataset, TargetCache, open_targets, split_samples
 from student.ensemble import TeacherEnsemble, check_same_views
-from teacher_store.images.dataset import ImageFolder
+from teacher_store.images.dataset import DatasetFingerprint
+from teacher_store.images.source import ImageSource, labels_of, open_images
 from teacher_store.options import MAX_BATCH, check_int
 from teacher_store.store.content import checked_folder
 from teacher_store.views.replay import view_to_float
 
 
-def classes_aligned(attrs: Any, folder: ImageFolder) -> bool:
+def classes_aligned(attrs: Any, folder: ImageSource) -> bool:
     """True when the teacher's class index i is the folder's class i (labels are comparable)."""
     names = tuple(attrs.teacher.get("class_names") or ())
     if attrs.num_classes != len(folder.classes):
@@ -35,7 +36,7 @@ def _logits(model: torch.nn.Module, images: torch.Tensor, norm: Any, device: tor
 
 def evaluate(
     model: torch.nn.Module,
-    folder: ImageFolder,
+    folder: ImageSource,
     samples: Sequence[int] | np.ndarray,
     targets: TargetCache,
     attrs: Any,
@@ -130,17 +131,19 @@ def run_eval(
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
     targets = _targets(store or cfg.store, token, cfg.teacher_weights)
     attrs = targets.attrs
-    folder = ImageFolder.scan(data)
+    folder = open_images(data)
     img_size = cfg.img_size or int(attrs.teacher["input_size"][1])
     model = create_student(cfg.model, int(state["num_classes"]), img_size=img_size)
     model.load_state_dict(state["model_ema"] or state["model"])
     norm = (tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"]))
-    same = attrs.dataset["sha256"] == folder.fingerprint().sha256
+    # The store's dataset: by content when both know it (the packed shards of its folder),
+    # else by names and sizes.
+    same = DatasetFingerprint.from_dict(attrs.dataset).mismatch(folder.fingerprint()) is None
     if same:  # the stored views it replays: each image checked against the store's digest
         folder, note = checked_folder(folder, targets.sample_digests(), targets.address)
         if note:
             print(note, file=sys.stderr)
-    samples = split_samples(folder.labels, cfg.val_fraction, cfg.seed)[1] if same else None
+    samples = split_samples(labels_of(folder), cfg.val_fraction, cfg.seed)[1] if same else None
     if samples is None or not len(samples):
         samples = np.arange(len(folder))
     cpu = torch.device("cpu")

@@ -29,12 +29,9 @@ from student.loader_config import (
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.errors import ImageChangedError, StoreMismatch
-from teacher_store.images.dataset import (
-    CorruptImageError,
-    DatasetFingerprint,
-    ImageFolder,
-    printable_path,
-)
+from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint
+from teacher_store.images.prefetch import ReadAhead, read_ahead
+from teacher_store.images.source import ImageSource, labels_of, open_images
 from teacher_store.options import check_int
 from teacher_store.reader.client import DatasetMismatchError
 from teacher_store.store.content import checked_folder
@@ -53,11 +50,11 @@ class StoreBatch:
     """One batch: B replayed views of view slot ``slot`` and the teacher's targets for them."""
 
     images: torch.Tensor  # uint8 [B, 3, H, W], the views as the teacher saw them (any H = W)
-    samples: torch.Tensor  # int64 [B] sample ids in the ImageFolder
+    samples: torch.Tensor  # int64 [B] sample ids (the dataset's canonical order)
     topk_ids: torch.Tensor  # int64 [B, K] teacher class ids in rank order ([B, 0]: no targets)
     topk_logprobs: torch.Tensor  # float32 [B, K] teacher log-probabilities at T = 1
     valid: torch.Tensor  # bool [B]: the teacher computed the view and it replayed here
-    labels: torch.Tensor  # int64 [B] folder labels
+    labels: torch.Tensor  # int64 [B] the dataset's labels
     partner_labels: torch.Tensor  # int64 [B] the MixUp/CutMix partner's label (= labels if none)
     lam: torch.Tensor  # float32 [B] the view's share of the mix (1.0 when unmixed)
     slot: int  # the store's view slot of this epoch
@@ -128,7 +125,7 @@ class _Views(torch.utils.data.Dataset[dict[str, Any]]):
 
 def open_checked_targets(
     store: str,
-    folder: ImageFolder,
+    folder: ImageSource,
     token: str | None = None,
     allow_dataset_mismatch: bool = False,
     retry_budget_s: float = 600.0,
@@ -142,14 +139,14 @@ def open_checked_targets(
     except DatasetMismatchError as e:
         why = DatasetFingerprint.from_dict(e.store_dataset).mismatch(have) or e.why
         raise ValueError(
-            f"--data {folder.root} is not the dataset the store was built from ({why}); "
+            f"--data {folder.location} is not the dataset the store was built from ({why}); "
             "pass --allow-dataset-mismatch to train anyway"
         ) from None
 
 
 def open_teacher_targets(
     stores: str | Sequence[str],
-    folder: ImageFolder,
+    folder: ImageSource,
     token: str | None = None,
     allow_dataset_mismatch: bool = False,
     retry_budget_s: float = 600.0,
@@ -238,7 +235,8 @@ class StoreLoader:
     ``store``: a store path, fsspec URL or service URL ``.../v1/stores/NAME`` (or an open
     :class:`~student.data.TargetCache`), or several stores of the same views: their teachers'
     ensemble (:mod:`student.ensemble`, weighted by ``teacher_weights``, default equal: not
-    part of ``config``, like ``token``); ``data``: the ImageFolder the store was built from.
+    part of ``config``, like ``token``); ``data``: the images the store was built from (an
+    ImageFolder's folder or URL, a tar shard pattern, or an open ImageSource).
     ``cursor``: resume mid-epoch from a :attr:`cursor` saved earlier (it overrides ``epoch``).
     ``config``: a :class:`~student.loader_config.LoaderConfig` (``TrainConfig.loader_config``
     gives ``distill train``'s); its fields are also accepted as keywords (``batch_size=32``,
@@ -249,7 +247,7 @@ class StoreLoader:
     def __init__(
         self,
         store: str | TargetCache | Sequence[str],
-        data: str | Path | ImageFolder,
+        data: str | Path | ImageSource,
         config: LoaderConfig | None = None,
         *,
         epoch: int = 0,
@@ -267,7 +265,7 @@ class StoreLoader:
         )  # fmt: skip
         val_fraction, seed, teacher_size = cfg.val_fraction, cfg.seed, cfg.teacher_size
         _check_start(epoch, cfg.epochs, cursor)  # the config's fields are checked in it
-        self.folder = data if isinstance(data, ImageFolder) else ImageFolder.scan(data)
+        self.folder = open_images(data)
         self._owns = not isinstance(store, TargetCache)
         if isinstance(store, TargetCache):
             self.targets = store
@@ -291,7 +289,9 @@ class StoreLoader:
         size = img_size if img_size is not None else int(self.attrs.teacher["input_size"][1])
         # Online KD renders each view twice (two sizes): cache the image and its partner.
         cache = 2 if teacher_size else 0
-        self.views = ReplayDataset(self.folder, self.attrs, size, cache_size=cache)
+        # Each replaying process reads its coming batches' images ahead (cfg.read_threads).
+        reader = read_ahead(self.folder, cfg.read_threads)
+        self.views = ReplayDataset(reader, self.attrs, size, cache_size=cache)
         self._dataset = _Views(self.views, teacher_size)
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.workers, self.seed, self.pin_memory = cfg.workers, seed, cfg.pin_memory
@@ -300,8 +300,8 @@ class StoreLoader:
         # The store's N samples (a folder allowed to mismatch may hold more or fewer).
         n = int(self.attrs.num_samples)
         labels = np.zeros(n, np.int64)
-        known = min(n, len(self.folder.labels))
-        labels[:known] = self.folder.labels[:known]
+        known = min(n, len(self.folder))
+        labels[:known] = labels_of(self.folder, known)
         self.train_samples, self.held_out = split_samples(labels, val_fraction, seed)
         if len(self.train_samples) // world_size < batch_size:
             raise ValueError(
@@ -317,7 +317,7 @@ class StoreLoader:
             self.close()
             raise
 
-    def _checked(self, folder: ImageFolder, rank: int) -> ImageFolder:
+    def _checked(self, folder: ImageSource, rank: int) -> ImageSource:
         """``folder`` with every image read for replay checked against the store's per-sample
         content digests (a store without them: a one-line note, from rank 0)."""
         digests = self.targets.sample_digests()
@@ -367,6 +367,7 @@ class StoreLoader:
                     f"{self.world_size})"
                 ]
             )
+        plan.stride = max(1, self.workers)  # each worker's next batch, for its read-ahead
         self.epoch, self.start, self.plan = epoch, start, plan
         self.slot = plan.slot
         self.position = start
@@ -412,8 +413,7 @@ class StoreLoader:
         ]
         if changed:  # raised here, in the main process, with its type and one-line message
             message, sample = changed[0]
-            path = printable_path(self.folder.root / self.folder.paths[sample])
-            raise ImageChangedError(message, path, sample)
+            raise ImageChangedError(message, self.folder.where(sample), sample)
         ok = item["ok"].bool()
         if self.with_targets:
             ids, logp, valid = self.targets.gather(self.plan.slot, samples)
@@ -435,7 +435,10 @@ class StoreLoader:
         )
 
     def close(self) -> None:
-        """Close the store reader when this loader opened it."""
+        """Close the store reader when this loader opened it, and the read-ahead threads."""
+        views = getattr(self, "views", None)
+        if views is not None and isinstance(views.folder, ReadAhead):
+            views.folder.close()
         if self._owns:
             self.targets.close()
 
@@ -447,7 +450,7 @@ class StoreLoader:
 
 
 def store_loader(
-    store: str | TargetCache, data: str | Path | ImageFolder, **kw: Any
+    store: str | TargetCache, data: str | Path | ImageSource, **kw: Any
 ) -> StoreLoader:  # kw: StoreLoader's (config=, epoch=, cursor=, token=, LoaderConfig fields)
     """The loader factory: ``StoreLoader(store, data, **kw)`` (see :class:`StoreLoader`)."""
     return StoreLoader(store, data, **kw)

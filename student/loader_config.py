@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from teacher_store.options import (
+    DEFAULT_READ_THREADS,
     MAX_BATCH,
     MAX_IMG_SIZE,
+    MAX_READ_THREADS,
     MAX_SEED,
     MAX_WORKERS,
     MIN_IMG_SIZE,
@@ -49,6 +51,9 @@ class LoaderConfig:
     rank: int = 0
     world_size: int = 1
     workers: int = 2  # DataLoader workers replaying views
+    # Threads per replaying process reading the coming batches' images ahead (0: none): the
+    # batches are the same whatever the count; hides object-storage latency.
+    read_threads: int = DEFAULT_READ_THREADS
     seed: int = 0
     val_fraction: float = 0.1
     epochs: int | None = None
@@ -74,6 +79,7 @@ class LoaderConfig:
             valid = f"must be an integer in [0, {self.world_size - 1}]"
             raise err([f"rank {self.rank!r}: {valid} (world_size {self.world_size})"])
         check_int("workers", self.workers, 0, MAX_WORKERS, err)
+        check_int("read_threads", self.read_threads, 0, MAX_READ_THREADS, err)
         check_int("seed", self.seed, 0, MAX_SEED, err)
         for name, size in (("img_size", self.img_size), ("teacher_size", self.teacher_size)):
             if size is not None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from student.data import center_view
 from student.schedule import lr_at
-from teacher_store.images.dataset import ImageFolder
+from teacher_store.images.source import labels_of, open_images
 from teacher_store.views.codec import decode
 from teacher_store.views.recipe import Recipe, get_recipe
 from teacher_store.views.replay import render_view, view_to_float
@@ -65,7 +65,7 @@ def fit_teacher(
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.img_size < 8:
         raise ValueError(f"epochs and batch_size must be >= 1 and img_size >= 8: {cfg}")
     recipe = recipe or get_recipe(cfg.recipe)
-    folder = ImageFolder.scan(cfg.data)
+    folder = open_images(cfg.data)
     n = len(folder)
     if n < cfg.batch_size:
         raise ValueError(f"{cfg.data} holds {n} images, fewer than one batch of {cfg.batch_size}")
@@ -74,7 +74,7 @@ def fit_teacher(
     pcfg: Any = model.pretrained_cfg
     norm = (tuple(float(x) for x in pcfg["mean"]), tuple(float(x) for x in pcfg["std"]))
     images = [folder.load(i) for i in range(n)]
-    labels = torch.tensor(folder.labels)
+    labels = torch.from_numpy(labels_of(folder))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     losses, t0 = [], time.perf_counter()
@@ -144,9 +144,9 @@ def folder_top1(
     std: Sequence[float],
     batch_size: int = 256,
 ) -> float:
-    """Top-1 % of ``model`` on every image of the ImageFolder ``data`` (centre views at
+    """Top-1 % of ``model`` on every image of ``data`` (a folder, URL or shards; centre views at
     ``img_size``, the students' evaluation view); the model's class i must be folder class i."""
-    folder = ImageFolder.scan(data)
+    folder = open_images(data)
     if not len(folder):
         raise ValueError(f"{data} holds no images to score")
     model.eval()
@@ -155,7 +155,7 @@ def folder_top1(
         ids = range(start, min(start + batch_size, len(folder)))
         x = torch.stack([center_view(folder.load(i), img_size) for i in ids])  # [B, 3, S, S]
         pred = model(view_to_float(x, mean, std)).argmax(-1)
-        hits += int((pred == torch.tensor([folder.labels[i] for i in ids])).sum())
+        hits += int((pred == torch.tensor([folder.label(i) for i in ids])).sum())
     return 100.0 * hits / len(folder)
 
 

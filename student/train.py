@@ -38,7 +38,8 @@ from student.lowfreq import reduce_batch
 from student.sampler import Cursor
 from student.schedule import lr_at
 from teacher_store.errors import DatasetMismatch, StoreMismatch
-from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+from teacher_store.images.dataset import DatasetFingerprint
+from teacher_store.images.source import ImageSource, open_images
 from teacher_store.views.replay import view_to_float
 
 # Options that may differ between a run and its resume without changing what is trained.
@@ -47,6 +48,7 @@ RUNTIME_FIELDS = frozenset(
     {
         "out",
         "workers",
+        "read_threads",
         "progress",
         "device",
         "max_steps",
@@ -61,7 +63,7 @@ RUNTIME_FIELDS = frozenset(
 _TRAIN_AGREEMENT_SAMPLES = 128  # training samples whose views measure the fit to the teacher
 
 
-def _open_targets(cfg: TrainConfig, folder: ImageFolder) -> TargetCache:
+def _open_targets(cfg: TrainConfig, folder: ImageSource) -> TargetCache:
     """The store's targets; the client refuses a store built from another dataset than
     ``folder`` unless ``--allow-dataset-mismatch`` (then no fingerprint is passed)."""
     token = Path(cfg.token_file).read_text().strip() if cfg.token_file else None
@@ -144,7 +146,7 @@ def _build_run(
     return _Run(cfg, model, optimizer, ema)
 
 
-def _store_record(targets: TargetCache, address: str, folder: ImageFolder) -> dict[str, Any]:
+def _store_record(targets: TargetCache, address: str, folder: ImageSource) -> dict[str, Any]:
     """What a checkpoint records of the data a run trains on: the store's identity (its
     manifest's digest: the same through a folder, a URL or the service) and address, and the
     image folder's fingerprint."""
@@ -313,7 +315,7 @@ def _train_epoch(run: _Run, ctx: _Ctx, loader: StoreLoader, bar: Any) -> dict:
 
 
 def _settle(
-    cfg: TrainConfig, attrs: Any, folder: ImageFolder, rt: Runtime
+    cfg: TrainConfig, attrs: Any, folder: ImageSource, rt: Runtime
 ) -> tuple[TrainConfig, Path]:
     """Settle presets against the store and data; the resolved config and the run folder."""
     cfg, notes = _resolve_recipe(cfg, attrs, folder)
@@ -332,7 +334,7 @@ def _settle(
 
 
 def _resolve_recipe(
-    cfg: TrainConfig, attrs: Any, folder: ImageFolder
+    cfg: TrainConfig, attrs: Any, folder: ImageSource
 ) -> tuple[TrainConfig, list[str]]:
     """Store- and model-dependent preset values (see student/recipes.py)."""
     if cfg.recipe is None:
@@ -371,9 +373,10 @@ def _online_teacher(cfg: TrainConfig, device: torch.device) -> Any:
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train (or resume) a student; returns a summary of the last epoch and evaluation."""
     rt = init_runtime(cfg.device)  # joins torchrun's process group when launched by it
-    folder = ImageFolder.scan(cfg.data)
-    if folder.skipped and rt.is_main:
-        print(folder.skipped_summary(), file=sys.stderr)
+    folder = open_images(cfg.data)
+    warning = folder.skipped_summary()
+    if warning and rt.is_main:
+        print(warning, file=sys.stderr)
     targets = _open_targets(cfg, folder)
     try:
         cfg, out = _settle(cfg, targets.attrs, folder, rt)
@@ -383,7 +386,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(
-    cfg: TrainConfig, rt: Runtime, targets: TargetCache, folder: ImageFolder, out: Path
+    cfg: TrainConfig, rt: Runtime, targets: TargetCache, folder: ImageSource, out: Path
 ) -> dict[str, Any]:
     """Build (or resume) the run on this rank and train it; the last epoch's record."""
     attrs, device = targets.attrs, rt.device

@@ -10,9 +10,12 @@ import json
 import sys
 
 from teacher_store.options import (
+    DATA_HELP,
+    DEFAULT_READ_THREADS,
     MAX_BATCH,
     MAX_CHUNK_SAMPLES,
     MAX_IMG_SIZE,
+    MAX_READ_THREADS,
     MAX_THREADS,
     MAX_TOPK,
     MAX_VIEWS,
@@ -71,14 +74,14 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     if (args.data is None) != args.checksums_only:  # bad options: one line, exit status 2
         raise ValueError(
-            "pass --data DIR (the ImageFolder the store was built from), or --checksums-only "
+            "pass --data DATA (the images the store was built from), or --checksums-only "
             "to check the shard files alone"
             if args.data is None
             else "--checksums-only checks the files alone: drop --data, or drop --checksums-only"
         )
     if args.record and (args.checksums_only or args.fraction == 0):
         raise ValueError(
-            "--record records a teacher spot check: pass --data DIR and a --fraction above 0"
+            "--record records a teacher spot check: pass --data DATA and a --fraction above 0"
         )
     report = verify_store(
         args.store,
@@ -179,7 +182,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
 
     p = sub.add_parser("generate", help="run the teacher over augmented views into a Zarr store")
-    p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>)")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output store: a folder or s3://bucket/prefix")
     p.add_argument("--teacher", default="efficientnet_lite0", help="builtin or timm model name")
     p.add_argument("--checkpoint", help="local weights file for --teacher")
@@ -211,6 +214,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         help=f"DataLoader workers rendering views, 0..{MAX_WORKERS} (default 2)",
+    )
+    p.add_argument(
+        "--read-threads",
+        type=int,
+        help=f"threads per rendering process reading the coming images ahead, "
+        f"0..{MAX_READ_THREADS} (0: none; default {DEFAULT_READ_THREADS}); hides object-storage "
+        "latency, never changes the store",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     p.add_argument(
@@ -305,7 +315,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_info)
     p = sub.add_parser("verify", help="check shard checksums, dataset, and re-run the teacher")
     p.add_argument("store")
-    p.add_argument("--data", help="the ImageFolder the store was built from")
+    p.add_argument("--data", help=f"the images the store was built from: {DATA_HELP}")
     p.add_argument(
         "--checksums-only",
         action="store_true",
@@ -325,7 +335,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_copy(sub)
     p = sub.add_parser("show", help="render one stored view with the teacher's top-5")
     p.add_argument("store")
-    p.add_argument("--data", required=True)
+    p.add_argument(
+        "--data", required=True, help=f"the images the store was built from: {DATA_HELP}"
+    )
     p.add_argument("--sample", type=int, required=True)
     p.add_argument("--view", type=int, required=True)
     p.add_argument("--out", required=True, help="PNG file to write (NAME.png)")

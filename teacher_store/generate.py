@@ -31,11 +31,17 @@ from teacher_store.errors import ImageChangedError, StoreConflict, causes
 from teacher_store.generate_data import check_read_some, with_content
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
-    ImageFolder,
     default_max_image_pixels,
     printable_path,
 )
 from teacher_store.images.decode import check_decode
+from teacher_store.images.prefetch import (
+    DEFAULT_READ_THREADS,
+    MAX_READ_THREADS,
+    ReadAhead,
+    read_ahead,
+)
+from teacher_store.images.source import ImageSource, open_images
 from teacher_store.job_config import settle_job_config
 from teacher_store.like import apply_like, check_like
 from teacher_store.options import (
@@ -84,7 +90,17 @@ from teacher_store.views.replay import Replayer, UnreadableSampleError
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
 _DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
-RUNTIME_FIELDS = ("data", "out", "checkpoint", "like", "workers", "device", "overwrite", "progress")
+RUNTIME_FIELDS = (
+    "data",
+    "out",
+    "checkpoint",
+    "like",
+    "workers",
+    "read_threads",
+    "device",
+    "overwrite",
+    "progress",
+)
 # Ranks meet only at the start and the end: the final barrier waits for the slowest rank's
 # whole share of the units, which can take hours longer than the fastest rank's (other GPUs,
 # a node that joined a resumed job with fewer units left), far past torch's 10-30 min default.
@@ -142,6 +158,9 @@ class GenerateConfig(BaseModel):
     # one was made in "sample" order), else "pairs" (each pair rendered from one decode each).
     view_order: Literal["sample", "pairs"] | None = None
     workers: int = Field(2, ge=0, le=MAX_WORKERS)
+    # Threads per rendering process reading the coming images' bytes ahead (0: none, each
+    # read in place); hides object-storage latency, never changes a byte (a runtime field).
+    read_threads: int = Field(DEFAULT_READ_THREADS, ge=0, le=MAX_READ_THREADS)
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -177,7 +196,7 @@ def _libraries() -> dict[str, str]:
 
 def build_attrs(
     cfg: GenerateConfig,
-    folder: ImageFolder,
+    folder: ImageSource,
     teacher: Any,
     device_type: str = "cpu",
     class_order: list[int] | None = None,
@@ -269,7 +288,7 @@ class _Item:
     keys: tuple[tuple[int, int], ...]  # the step's views (slot, sample), in teacher order
     views: torch.Tensor  # [len(keys), 3, H, W] uint8
     ok: torch.Tensor  # [len(keys)] bool
-    bad: tuple[tuple[int, str, str], ...]  # (sample, relative path, error)
+    bad: tuple[tuple[int, str, str], ...]  # (sample, its key, error)
     # An image that is not the one digested at the start (replaced during the job): raised
     # by the main process (from a DataLoader worker it would lose its type and message).
     changed: ImageChangedError | None = None
@@ -284,7 +303,7 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
 
     def __init__(
         self,
-        folder: ImageFolder,
+        folder: ImageSource,
         attrs: StoreAttrs,
         recipe: Recipe,
         units: list[ShardUnit],
@@ -300,7 +319,8 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         # One step per sample of each unit (some steps empty); a unit's steps are computed
         # when first needed, so a rank's work list costs its units, not its views.
         self.offsets = np.cumsum([0] + [u.stop - u.start for u in units]).tolist()
-        self._steps: tuple[int, list[list[tuple[int, int]]]] = (-1, [])
+        self._orders: dict[int, list[list[tuple[int, int]]]] = {}  # the last 2 units'
+        self._ahead: dict[int, list[int]] = {}  # step -> the samples it reads (read-ahead)
         self.units = units
         self.window = _DECODE_WINDOW
         views = max((u.slot_stop - u.slot_start for u in units), default=1)
@@ -314,15 +334,37 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
     def step(self, k: int) -> tuple[int, list[tuple[int, int]]]:
         """Item ``k``: (position of its unit in the work list, its views (slot, sample))."""
         u = bisect.bisect_right(self.offsets, k) - 1
-        if self._steps[0] != u:
+        order = self._orders.get(u)
+        if order is None:
             unit = self.units[u]
             slots = range(self.first_slot(unit), unit.slot_stop)
             samples = range(unit.start, unit.stop)
             order = unit_view_order(
                 self.attrs.store_seed, self.attrs.num_samples, slots, samples, self.order
             )
-            self._steps = (u, order)
-        return u, self._steps[1][k - self.offsets[u]]
+            if len(self._orders) >= 2:  # this unit and the next (read-ahead crosses into it)
+                self._orders.pop(next(iter(self._orders)))
+            self._orders[u] = order
+        return u, order[k - self.offsets[u]]
+
+    def _read_ahead(self, k: int) -> None:
+        """Name the images this process reads in its coming steps (k, k + W, ...: a DataLoader
+        hands its W workers the steps in turn) to the read-ahead, in the order they are read:
+        each view's image, then its partner's. A wrong guess costs a read, never a byte."""
+        if not isinstance(self.folder, ReadAhead):
+            return
+        info = torch.utils.data.get_worker_info()
+        stride = info.num_workers if info is not None else 1
+        steps = range(k, min(len(self), k + stride * 2 * self.folder.threads), stride)
+        self._ahead = {j: v for j, v in self._ahead.items() if j >= k}
+        for j in steps:
+            if j not in self._ahead:
+                reads = []
+                for slot, sample in self.step(j)[1]:
+                    mix = self.replay.params(slot, sample).mix
+                    reads += [sample] if mix is None else [sample, mix.partner]
+                self._ahead[j] = reads
+        self.folder.want(s for j in steps for s in self._ahead[j] if not self.replay.cached(s))
 
     def _preload(self, k: int) -> None:
         """nvJPEG path: decode the next window of steps' images and their partners at once."""
@@ -343,13 +385,14 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
         ok = torch.zeros(len(keys), dtype=torch.bool)
         bad = []
         try:
+            self._read_ahead(k)
             self._preload(k)
             rendered = self.replay.render_many(keys, self.size)
         except ImageChangedError as e:
             return _Item(u, tuple(keys), views, ok, (), e)
         for j, got in enumerate(rendered):
             if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
-                bad.append((got.sample, printable_path(self.folder.paths[got.sample]), str(got)))
+                bad.append((got.sample, printable_path(self.folder.key(got.sample)), str(got)))
                 continue
             views[j], ok[j] = got.pixels, True
         return _Item(u, tuple(keys), views, ok, tuple(bad))
@@ -511,7 +554,7 @@ def run_generate(
     runtime = init_runtime(cfg.device, _BARRIER_TIMEOUT_S)
     rank, device = runtime.rank, runtime.device
     cfg = settle_job_config(cfg, rank, runtime.world)
-    folder = ImageFolder.scan(cfg.data, cfg.max_image_pixels)
+    folder = open_images(cfg.data, cfg.max_image_pixels)
     warning = folder.skipped_summary()
     if warning and rank == 0:
         print(warning, file=sys.stderr)
@@ -558,7 +601,7 @@ def _undone_on_failure(out: str, created: bool, existed: bool) -> Iterator[list[
 
 def _generate(
     cfg: GenerateConfig,
-    folder: ImageFolder,
+    folder: ImageSource,
     attrs: StoreAttrs,
     teacher: Teacher,
     decode_hook: Callable[[int], None] | None = None,
@@ -586,8 +629,10 @@ def _generate(
         gpu_decode = teacher.device if cfg.decode == "gpu" else None
         order = recorded_view_order(attrs.config)
         first = growth.first_slot if growth is not None else None
+        # Each rendering process reads the images of its coming steps ahead, in threads.
+        reader = read_ahead(folder, cfg.read_threads)
         dataset = _ViewDataset(
-            folder, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first
+            reader, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first
         )
         total = sum((u.slot_stop - dataset.first_slot(u)) * (u.stop - u.start) for u in mine)
         show = cfg.progress and rank == 0
@@ -598,6 +643,8 @@ def _generate(
                 records.append(record)  # appended as committed: a failure after keeps the store
         finally:
             bar.close()  # a failure's one-line message then starts on a line of its own
+            if isinstance(reader, ReadAhead):
+                reader.close()
     elapsed = time.perf_counter() - t0
     barrier(world)
     manifest = None
@@ -616,7 +663,8 @@ def _generate(
         "complete": manifest is not None,
         "grown_from_views": growth.from_views if growth is not None else None,
         "bad_samples": manifest["bad_samples"] if manifest else [],
-        "skipped": [{"path": p, "reason": r} for p, r in folder.skipped],
+        # A folder's walk may leave entries out (links out of the root, ...); shards none.
+        "skipped": [{"path": p, "reason": r} for p, r in getattr(folder, "skipped", ())],
         "device": str(teacher.device),
         "world_size": world,
     }

@@ -2,7 +2,7 @@
 none of them.
 
 Before the store is created, rank 0 reads every image once and computes its content digest
-(:meth:`~teacher_store.images.dataset.ImageFolder.sample_digests`: xxh3_64, see
+(:meth:`~teacher_store.images.source.ImageSource.sample_digests`: xxh3_64, see
 :mod:`teacher_store.images.digests`); every rank gets rank 0's digests, so the store's attrs
 (``dataset.content``) and every rank's reads are checked against one record, and a resume whose
 images changed is refused as another dataset. Finalize writes the digests into the store.
@@ -15,7 +15,8 @@ from typing import Any
 
 from models.runtime import share_from_main
 from teacher_store.cli import CommandError
-from teacher_store.images.dataset import ImageFolder, printable_path
+from teacher_store.images.dataset import printable_path
+from teacher_store.images.source import ImageSource
 from teacher_store.store import layout
 from teacher_store.store.content import size_only_note
 from teacher_store.store.layout import Location
@@ -38,8 +39,8 @@ def _resumes_store_without_digests(out: str, overwrite: bool) -> bool:
 
 
 def with_content(
-    folder: ImageFolder, out: str, overwrite: bool, progress: bool, rank: int, world: int
-) -> ImageFolder:
+    folder: ImageSource, out: str, overwrite: bool, progress: bool, rank: int, world: int
+) -> ImageSource:
     """``folder`` with its per-sample content digests attached (rank 0 reads every image once,
     in threads; every rank gets its digests), or as it is when resuming a store begun before
     digests were recorded (with a note). A collective: every rank calls it."""

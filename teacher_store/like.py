@@ -85,7 +85,7 @@ def check_like(attrs: StoreAttrs, source: StoreAttrs) -> None:
     if attrs.dataset != source.dataset:
         raise DatasetMismatch(
             f"--data is not the dataset of the --like store ({_dataset_why(attrs, source)}); "
-            "pass the ImageFolder that store was built from"
+            "pass the images that store was built from"
         )
     raise LikeConflict(
         f"the views would not be the --like store's (view identity {view_identity(attrs)}, "

@@ -28,6 +28,14 @@ MAX_TOPK = 4096  # most teacher outputs kept per view
 MAX_VIEWS = 16384  # most view slots per sample (and per chunk or shard)
 MAX_CHUNK_SAMPLES = 1 << 20  # most samples per chunk or shard
 MAX_SEED = 2**64 - 1  # seeds are 64-bit (the view codec, numpy's and torch's generators)
+# Threads per process reading images ahead (teacher_store.images.prefetch); 0: none.
+DEFAULT_READ_THREADS = 8  # ~8 object reads in flight hide ~40 ms each behind a replay's work
+MAX_READ_THREADS = 256
+# What every --data accepts (teacher_store.images.source.open_images).
+DATA_HELP = (
+    "an ImageFolder (folder or URL such as s3://b/train/) or tar shards "
+    "(shard-{000000..000127}.tar)"
+)
 
 _M = TypeVar("_M")
 

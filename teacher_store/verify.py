@@ -286,17 +286,20 @@ def _check_class_ids(store: Any, units: list[ShardUnit]) -> None:
 
 
 def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
-    """(the image folder at ``data`` or None, whether it is the one the store was built from:
-    names and sizes, and every image's content digest when the store records them)."""
-    from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+    """(the images at ``data`` (a folder, URL or shard pattern) or None, whether they are the
+    ones the store was built from: count, classes and labels, then names and sizes or, when
+    both sides know it, content; and every image's content digest when the store records them)."""
+    from teacher_store.images.dataset import DatasetFingerprint
+    from teacher_store.images.source import open_images
 
     a = store.attrs
     try:
-        folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
+        folder = open_images(data, a.config.get("max_image_pixels"))
     except (ValueError, OSError) as e:
         return None, _fail(f"dataset: {e}")
-    if folder.skipped:
-        print(folder.skipped_summary(), file=sys.stderr)
+    warning = folder.skipped_summary()
+    if warning:
+        print(warning, file=sys.stderr)
     diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
     if diff:
         return folder, _fail(
@@ -314,7 +317,7 @@ def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
         first = int(changed[0])
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         return folder, _fail(
-            f"dataset {data}: image {printable_path(folder.root / folder.paths[first])} (sample "
+            f"dataset {data}: image {folder.where(first)} (sample "
             f"{first}){more} is not the image the store was built from (its content digest "
             "differs, same name and size); restore it, or regenerate the store"
         )
@@ -429,7 +432,7 @@ def _rebuild_teacher(store: Any, folder: Any, dev: Any, checkpoint: str | None) 
             f"store was made with {a.teacher.get('weights_sha256')}; use the same weights"
         )
     # attrs.config omits runtime fields (paths, workers, device); fill the required ones.
-    base = {"data": str(folder.root), "out": store.address, **a.config}
+    base = {"data": folder.location, "out": store.address, **a.config}
     cfg = GenerateConfig.from_dict(base)
     # All classes (see _compare_view), and the digest of the weights actually loaded.
     return Teacher(model, info, dev, a.num_classes, cfg.amp), info.weights_sha256
@@ -478,7 +481,7 @@ class _SpotRun:
 
 
 def _view_name(run: _SpotRun, slot: int, sample: int) -> str:
-    return f"view {slot} of sample {sample} ({printable_path(run.folder.paths[sample])})"
+    return f"view {slot} of sample {sample} ({printable_path(run.folder.key(sample))})"
 
 
 def _judge(results: list[tuple[int, int, _Compare]], run: _SpotRun) -> VerifyReport:

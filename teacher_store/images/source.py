@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
+
 # check_content lives beside the digests (every source imports it; this module imports the
 # sources): re-exported here.
 from teacher_store.images.digests import SampleDigests, check_content
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     from teacher_store.images.dataset import DatasetFingerprint, DraftRule
 
-__all__ = ["ImageSource", "check_content", "is_shard_pattern", "open_images"]
+__all__ = ["ImageSource", "check_content", "is_shard_pattern", "labels_of", "open_images"]
 
 
 @runtime_checkable
@@ -101,6 +103,17 @@ class ImageSource(Protocol):
     def skipped_summary(self, limit: int = 5) -> str | None:
         """One warning about entries the listing left out, or None."""
         ...
+
+
+def labels_of(source: ImageSource, count: int | None = None) -> np.ndarray:
+    """The labels of samples ``0..count-1`` (default: all) as int64 ``[count]``: from the
+    source's flat ``labels`` array when it has one (no Python int per sample: 14 M samples),
+    else :meth:`ImageSource.label` one by one."""
+    n = len(source) if count is None else min(count, len(source))
+    flat = getattr(source, "labels", None)
+    if flat is not None:
+        return np.asarray(flat, np.int64)[:n]
+    return np.fromiter((source.label(i) for i in range(n)), np.int64, n)
 
 
 def is_shard_pattern(data: str) -> bool:

@@ -78,8 +78,21 @@ class DatasetMismatchError(DatasetMismatch):
         self.url, self.why, self.store_dataset = url, why, store_dataset
 
 
+# Fingerprint fields a store may lack (made before they were recorded): compared when both
+# sides have them (DatasetFingerprint.mismatch's rule).
+_OPTIONAL = ("labels_sha256", "content")
+
+
 def _fingerprint_mismatch(have: dict[str, Any], want: dict[str, Any]) -> str | None:
+    """How the store's dataset fingerprint ``have`` differs from ``want``, or None: when both
+    record the content, it decides with the labels (names and sizes may differ: the tar shards
+    packed from the store's folder), else names and sizes do."""
+    by_content = bool(have.get("content")) and bool(want.get("content"))
     for key, value in want.items():
+        if key in _OPTIONAL and (key not in have or value is None):
+            continue
+        if key == "sha256" and by_content:
+            continue
         if key not in have:
             return f"the store's dataset fingerprint has no {key!r}"
         if have[key] != value:

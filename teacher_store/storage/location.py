@@ -13,6 +13,8 @@ import os
 import re
 import stat
 import tempfile
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,61 @@ def info_signature(info: Mapping[str, Any]) -> Signature:
     return Signature(str(info.get("type") or ""), int(info.get("size") or 0), marks)
 
 
+# Remote locations whose client is asynchronous (s3fs): a forked child (a DataLoader worker
+# reading images from object storage) cannot use its parent's client (fsspec refuses: "not
+# fork-safe"), so each is given a fresh one, built from its URL and options, after a fork.
+_ASYNC_LOCATIONS: list[weakref.ref[Location]] = []
+
+
+def _is_async(fs: Any) -> bool:
+    from fsspec.asyn import AsyncFileSystem
+
+    return isinstance(fs, AsyncFileSystem)
+
+
+def _track(loc: Location) -> None:
+    if len(_ASYNC_LOCATIONS) >= 1024:  # drop the dead references now and then
+        _ASYNC_LOCATIONS[:] = [r for r in _ASYNC_LOCATIONS if r() is not None]
+    _ASYNC_LOCATIONS.append(weakref.ref(loc))
+
+
+class _ClientAfterFork:
+    """Stands in a forked child for a Location's client: builds the child's own client (from
+    the URL and options) on first use, then puts it in the Location. Nothing is built in the
+    fork hook itself (a child must not start threads or take locks there)."""
+
+    def __init__(self, loc: Location) -> None:
+        self._loc, self._lock = weakref.ref(loc), threading.Lock()
+        self._fs: Any = None
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._fs is None:
+                loc = self._loc()
+                assert loc is not None  # a Location's own client outlives no Location
+                self._fs = fsspec.core.url_to_fs(loc.url, **dict(loc.options))[0]
+                object.__setattr__(loc, "fs", self._fs)  # frozen: the field a fork replaces
+            return self._fs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
+
+
+def _fresh_clients_after_fork() -> None:
+    """In a forked child: every live remote Location gets a client of its own on first use
+    (fsspec's instance cache is per process, so that builds a new one)."""
+    alive = []
+    for ref in _ASYNC_LOCATIONS:
+        loc = ref()
+        if loc is not None:
+            object.__setattr__(loc, "fs", _ClientAfterFork(loc))
+            alive.append(ref)
+    _ASYNC_LOCATIONS[:] = alive
+
+
+os.register_at_fork(after_in_child=_fresh_clients_after_fork)
+
+
 @dataclass(frozen=True)
 class Location:
     """A store's root on a filesystem; ``name`` is how messages call it (default: the root);
@@ -67,6 +124,10 @@ class Location:
     name: str = ""
     url: str = ""
     options: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.url and (_is_async(self.fs) or isinstance(self.fs, _ClientAfterFork)):
+            _track(self)
 
     @classmethod
     def local(cls, path: str | os.PathLike[str]) -> Location:

@@ -6,8 +6,8 @@ resume compares) and the digests themselves in
 :data:`~teacher_store.store.layout.SAMPLE_DIGESTS`, written with the store (before its root
 ``zarr.json``) and listed in the manifest by finalize (so the service serves it, and ``verify``
 checks it, like any committed file). A reader loads the file, checks it against the attrs'
-record, and attaches it to its image folder (:func:`checked_folder`): every image read for
-replay is then checked. Stores made before digests were recorded have neither; they keep
+record, and attaches it to its images (:func:`checked_folder`, any ImageSource): every image
+read for replay is then checked. Stores made before digests were recorded have neither; they keep
 working, their images checked by name and size only (:func:`size_only_note`).
 """
 
@@ -26,7 +26,7 @@ from teacher_store.store import layout
 from teacher_store.store.layout import SAMPLE_DIGESTS, FileRecord
 
 if TYPE_CHECKING:  # the service reads stores without Pillow: no image code at import
-    from teacher_store.images.dataset import ImageFolder
+    from teacher_store.images.source import ImageSource
 
 __all__ = [
     "SampleDigests",
@@ -86,6 +86,17 @@ def load_sample_digests(
     return digests
 
 
+def _other_dataset(store_dataset: dict[str, Any], folder: ImageSource) -> bool:
+    """Whether ``folder`` is not the store's dataset: its content record differs when both
+    know one (names may differ: a folder and the shards packed from it), else its names and
+    sizes."""
+    have = folder.fingerprint()
+    want = store_dataset.get("content")
+    if isinstance(want, dict) and have.content is not None:
+        return dict(want) != dict(have.content)
+    return bool(store_dataset.get("sha256") != have.sha256)
+
+
 def size_only_note(where: str) -> str:
     """The one-line note for a store made before stores recorded content digests."""
     return (
@@ -95,21 +106,23 @@ def size_only_note(where: str) -> str:
 
 
 def checked_folder(
-    folder: ImageFolder,
+    folder: ImageSource,
     digests: SampleDigests | None,
     where: str,
     store_dataset: dict[str, Any] | None = None,
-) -> tuple[ImageFolder, str | None]:
-    """``folder`` with every read checked against the store's ``digests``, and None; or, for a
-    store without digests, ``folder`` as it is and the note to show once.
+) -> tuple[ImageSource, str | None]:
+    """``folder`` (any image source: a folder, tar shards) with every read checked against
+    the store's ``digests``, and None; or, for a store without digests, ``folder`` as it is
+    and the note to show once.
 
-    ``store_dataset`` (the store's fingerprint dict), when given, leaves unchecked a folder
-    whose names or sizes differ from it: another dataset on purpose (``train
-    --allow-dataset-mismatch``), whose sample i is not the store's sample i.
+    ``store_dataset`` (the store's fingerprint dict), when given, leaves unchecked images that
+    are another dataset (``train --allow-dataset-mismatch``, whose sample i is not the store's
+    sample i): by content when both record it, else by names and sizes.
     """
     if digests is None:
         return folder, size_only_note(where)
-    other = store_dataset is not None and store_dataset.get("sha256") != folder.fingerprint().sha256
-    if other or len(digests) != len(folder):
+    if store_dataset is not None and _other_dataset(store_dataset, folder):
+        return folder, None
+    if len(digests) != len(folder):
         return folder, None
     return folder.with_content(digests), None

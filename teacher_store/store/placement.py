@@ -9,6 +9,8 @@ every entry to generation: the CLI, ``run_generate`` and each torchrun rank).
 Local paths are compared after resolving links, and folders by device and inode as well as by
 path (a bind mount or a case-insensitive filesystem can name one folder twice). Two fsspec URLs
 of the same kind of storage (``s3://`` and ``s3a://`` are one) are compared by bucket/prefix.
+A ``--data`` of tar shards (a ``.tar`` or a brace pattern) is placed at the shards' folder
+(their index lies beside them): a store there, or around it, is refused the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 
 from teacher_store.errors import StoreConflict
+from teacher_store.images.source import is_shard_pattern
 from teacher_store.storage.location import Location
 
 __all__ = ["OutputOverlapsData", "check_apart", "overlap"]
@@ -61,9 +64,20 @@ def _below(child: str, parent: str, local: bool) -> bool:
             return True
 
 
+def _place(data: str) -> str:
+    """Where the dataset ``data`` lies: the folder itself, or tar shards' folder."""
+    if not is_shard_pattern(data):
+        return data
+    if "://" in data:
+        scheme, _, path = data.partition("://")
+        head = path.rsplit("/", 1)[0] if "/" in path else path
+        return f"{scheme}://{head}"
+    return os.path.dirname(data) or "."
+
+
 def _relation(data: str, out: str) -> tuple[str, str, str] | None:
     """How ``out`` overlaps ``data`` ("is", "inside", "contains") and both resolved paths."""
-    (dkind, d), (okind, o) = _where(data), _where(out)
+    (dkind, d), (okind, o) = _where(_place(data)), _where(out)
     if dkind != okind:
         return None
     local = dkind == _LOCAL

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from teacher_store.images.dataset import CorruptImageError, DraftRule, ImageFolder
+from teacher_store.images.dataset import CorruptImageError, DraftRule
 from teacher_store.images.decode import decode_image_data
+from teacher_store.images.source import ImageSource
 from teacher_store.options import MAX_IMG_SIZE, MIN_IMG_SIZE
 from teacher_store.views.codec import (
     AugParams,
@@ -288,7 +289,7 @@ class Replayer:
 
     def __init__(
         self,
-        folder: ImageFolder,
+        folder: ImageSource,
         attrs: StoreAttrs,
         recipe: Recipe | None = None,
         cache_size: int = 64,
@@ -342,7 +343,7 @@ class Replayer:
 
     def _decode_gpu(self, samples: Sequence[int]) -> list[Image.Image | CorruptImageError]:
         """nvJPEG decode of ``samples`` in one batch, their bytes read (and checked against
-        the store's content digests: ImageChangedError) through the folder."""
+        the store's content digests: ImageChangedError) through the source."""
         assert self.decode_device is not None
         items: list[tuple[Any, bytes | CorruptImageError]] = []
         for s in samples:
@@ -350,7 +351,7 @@ class Replayer:
                 data: bytes | CorruptImageError = self.folder.read(s)
             except CorruptImageError as e:
                 data = e
-            items.append((self.folder.root / self.folder.paths[s], data))
+            items.append((self.folder.where(s), data))
         return decode_image_data(items, self.decode_device, self._max_pixels)
 
     @property
@@ -452,7 +453,7 @@ class Replayer:
         out: list[ReplayedView | UnreadableSampleError] = []
         for slot, sample in keys:
             params = self.params(slot, sample)
-            label = self.folder.labels[sample]
+            label = self.folder.label(sample)
             try:
                 arr = base(slot, sample, params.base)
                 if params.mix is None:
@@ -463,7 +464,7 @@ class Replayer:
                 out.append(e)
                 continue
             mixed = mix_arrays(arr, other, params.mix)
-            partner_label = self.folder.labels[params.mix.partner]
+            partner_label = self.folder.label(params.mix.partner)
             out.append(ReplayedView(_chw(mixed), params, label, partner_label, params.mix.lam))
         return out
 

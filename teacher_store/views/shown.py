@@ -36,15 +36,18 @@ def check_view_request(a: Any, sample: int, view: int, size: int | None) -> None
         check_int("--size", size, MIN_IMG_SIZE, MAX_IMG_SIZE)
 
 
-def _matching_folder(a: Any, data: str) -> Any:
-    """The image folder at ``data``; :class:`DatasetMismatch` unless the store was built from it."""
-    from teacher_store.images.dataset import DatasetFingerprint, ImageFolder
+def _matching_folder(a: Any, data: Any) -> Any:
+    """The images at ``data`` (a folder, URL or shard pattern, or an open ImageSource);
+    :class:`DatasetMismatch` unless the store was built from them."""
+    from teacher_store.images.dataset import DatasetFingerprint
+    from teacher_store.images.source import open_images
 
-    folder = ImageFolder.scan(data, a.config.get("max_image_pixels"))
+    folder = open_images(data, a.config.get("max_image_pixels"))
+    shown = getattr(folder, "location", data) if not isinstance(data, str) else data
     diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
     if diff:
         raise DatasetMismatch(
-            f"dataset {data} does not match the store ({diff}); pass the --data it was built from"
+            f"dataset {shown} does not match the store ({diff}); pass the --data it was built from"
         )
     return folder
 
@@ -70,7 +73,7 @@ def _valid_block(store: Any, folder: Any, view: int, sample: int) -> Any:
         )
     raise ValueError(
         f"view {view} of sample {sample} has no targets: its image "
-        f"{printable_path(folder.paths[sample])} (or its mixing partner) was unreadable "
+        f"{printable_path(folder.key(sample))} (or its mixing partner) was unreadable "
         "when the store was made"
     )
 
@@ -93,7 +96,7 @@ def _labels(
     from teacher_store.images.dataset import printable_path
 
     lines = [
-        f"sample {sample}: {printable_path(folder.paths[sample])}",
+        f"sample {sample}: {printable_path(folder.key(sample))}",
         f"view slot {view} (slots 0..{a.views - 1})",
     ]
     if params.mix is not None:
@@ -127,8 +130,9 @@ class ViewRenderer:
     only), else None. ``render`` is not thread-safe: callers serialise it.
     """
 
-    def __init__(self, path: str, data: str, cache_size: int = 0) -> None:
-        """``cache_size``: decoded images kept (a long-lived renderer reuses them)."""
+    def __init__(self, path: str, data: Any, cache_size: int = 0) -> None:
+        """``data``: the images (folder, URL, shard pattern, or an open ImageSource);
+        ``cache_size``: decoded images kept (a long-lived renderer reuses them)."""
         from teacher_store.store.arrays import LocalStore
         from teacher_store.views.replay import Replayer
 

@@ -289,7 +289,9 @@ def test_a_resume_after_an_image_changed_is_refused(reference, demo_data, tmp_pa
 
 
 def test_an_image_replaced_during_the_job_stops_it(demo_data, tmp_path):
-    """Digested at the start, read again to render: the bytes must still be those."""
+    """Digested at the start, read again to render: the bytes must still be those. Reads
+    in place (--read-threads 0): the hook replaces the image just before its decode, after a
+    read-ahead would already have read (and checked) the original bytes."""
     data = shutil.copytree(demo_data, tmp_path / "data")
     path = data / ImageFolder.scan(data).paths[6]
     seen: list[int] = []
@@ -300,7 +302,7 @@ def test_an_image_replaced_during_the_job_stops_it(demo_data, tmp_path):
             replace_same_size(path)
 
     with pytest.raises(ImageChangedError) as e:
-        _generate_hooked(_cfg(data, tmp_path / "store"), hook)
+        _generate_hooked(_cfg(data, tmp_path / "store", read_threads=0), hook)
     assert f"image {path} (sample 6)" in str(e.value) and len(str(e.value).splitlines()) == 1
     assert not (tmp_path / "store" / BOOK / "manifest.json").exists()  # never finished
 

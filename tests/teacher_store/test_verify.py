@@ -175,7 +175,7 @@ def test_checksums_only_checks_the_files_without_data_or_teacher(store, tmp_path
     assert len(err.splitlines()) == 1
     # Neither --data nor --checksums-only (or both): bad options, one line saying which to pass.
     assert main(["verify", str(store)]) == 2
-    assert capsys.readouterr().err.startswith("distill verify: error: pass --data DIR")
+    assert capsys.readouterr().err.startswith("distill verify: error: pass --data DATA")
     assert main(["verify", str(store), "--data", str(tmp_path), "--checksums-only"]) == 2
     assert "drop --data" in capsys.readouterr().err
 

@@ -98,3 +98,27 @@ def test_relative_and_file_url_spellings(data, monkeypatch):
         check_apart("photos", f"file://{data}")
     with pytest.raises(OutputOverlapsData, match="lies inside"):
         check_apart(f"./{data.name}/", "photos/../photos/dog/x")
+
+
+def test_tar_shards_are_placed_at_their_folder(tmp_path, capsys):
+    """A shard pattern's dataset lies in the shards' folder (their index beside them): a store
+    there, inside it or around it is refused; a neighbour is not."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pattern = f"{shards}/train-{{000000..000003}}.tar"
+    with pytest.raises(OutputOverlapsData, match="is the dataset folder"):
+        check_apart(pattern, str(shards))
+    with pytest.raises(OutputOverlapsData, match="lies inside"):
+        check_apart(pattern, str(shards / "store"))
+    with pytest.raises(OutputOverlapsData, match="contains"):
+        check_apart(str(shards / "one.tar"), str(tmp_path))
+    check_apart(pattern, str(tmp_path / "store"))
+    check_apart("s3://b/in22k/shard-{000000..001023}.tar", "s3://b/in22k-store")
+    with pytest.raises(OutputOverlapsData, match="lies inside"):
+        check_apart("s3://b/in22k/shard-{000000..001023}.tar", "s3://b/in22k/store")
+    with pytest.raises(OutputOverlapsData, match="is the dataset folder"):
+        check_apart("s3://b/in22k/shard-{000000..001023}.tar", "s3a://b/in22k/")
+    # Through the command: one line, before anything is read or created.
+    assert _generate_cli(pattern, shards / "store") == 2  # type: ignore[arg-type]
+    _one_line_refusal(capsys, "--out", "lies inside", "--data")
+    assert not (shards / "store").exists()

@@ -285,13 +285,11 @@ class _CountingFolder:
     def __init__(self, folder) -> None:
         self.folder, self.loads = folder, []
 
-    @property
-    def labels(self):
-        return self.folder.labels
+    def label(self, i: int) -> int:
+        return self.folder.label(i)
 
-    @property
-    def paths(self):
-        return self.folder.paths
+    def where(self, i: int) -> str:
+        return self.folder.where(i)
 
     def load(self, i: int):
         self.loads.append(i)
@@ -371,7 +369,7 @@ def test_replayer_names_the_unreadable_sample_and_remembers_it(demo_data, tmp_pa
     shutil.copytree(demo_data, data)
     (data / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage" * 20)
     counting = _CountingFolder(ImageFolder.scan(data))
-    bad = counting.paths.index("cat/broken.jpg")
+    bad = counting.folder.paths.index("cat/broken.jpg")
     with pytest.raises(CorruptImageError) as plain:
         counting.folder.load(bad)
     attrs = _attrs(counting.folder, views=8, recipe=get_recipe("default"))  # every view mixed
@@ -379,7 +377,7 @@ def test_replayer_names_the_unreadable_sample_and_remembers_it(demo_data, tmp_pa
     with pytest.raises(UnreadableSampleError) as own:
         replay.render(0, bad)
     assert own.value.sample == bad and str(own.value) == str(plain.value)
-    n = len(counting.paths)
+    n = len(counting.folder)
     mixes = {(slot, i): replay.params(slot, i).mix for slot in range(8) for i in range(n)}
     slot, user = next(key for key, m in mixes.items() if m is not None and m.partner == bad)
     with pytest.raises(UnreadableSampleError) as partner:

@@ -173,12 +173,9 @@ def replay_round(src: Sources, name: str) -> tuple[float, float]:
 
 def _reader(source: Any, threads: int | None) -> Any:
     """``source`` reading ahead as the student's does (``StoreLoader``: ``read_ahead``)."""
-    try:
-        from teacher_store.images.prefetch import read_ahead
+    from teacher_store.images.prefetch import read_ahead
+    from teacher_store.options import DEFAULT_READ_THREADS
 
-        from teacher_store.options import DEFAULT_READ_THREADS
-    except ImportError:  # before the read-ahead landed: plain reads
-        return source
     return read_ahead(source, DEFAULT_READ_THREADS if threads is None else threads)
 
 
@@ -187,9 +184,11 @@ def generate_round(src: Sources, name: str, out: Path) -> float:
     from teacher_store.generate import GenerateConfig, run_generate
 
     a = src.args
+    threads = {} if a.read_threads is None else {"read_threads": a.read_threads}
     cfg = GenerateConfig(
         data=src.urls[name], out=str(out), views=a.gen_views, img_size=a.gen_img_size,
         batch_size=a.batch_size, workers=0, progress=False, device="cpu", overwrite=True,
+        **threads,
     )  # fmt: skip
     s = run_generate(cfg)
     assert s["complete"], s

@@ -91,7 +91,7 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy teacher_store api
+	$(BIN)/mypy teacher_store api student models
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) site

@@ -208,7 +208,8 @@ def create_teacher(
         raise ValueError(f"unknown timm model {arch!r}: {e}") from None
     _load_weights(model, state, path)
     model.eval()
-    cfg = model.pretrained_cfg
+    # timm sets it; nn.Module's __getattr__ types every attribute as Tensor | Module.
+    cfg: dict[str, Any] = model.pretrained_cfg  # type: ignore[assignment]
     class_names = tuple(meta.get("class_names") or ())
     if not class_names and classes == 1000:
         from timm.data import ImageNetInfo
@@ -221,8 +222,8 @@ def create_teacher(
         architecture=arch,
         num_classes=classes,
         input_size=(int(input_size[0]), int(input_size[1]), int(input_size[2])),
-        mean=tuple(float(x) for x in meta.get("mean") or cfg.get("mean")),  # type: ignore[arg-type]
-        std=tuple(float(x) for x in meta.get("std") or cfg.get("std")),  # type: ignore[arg-type]
+        mean=tuple(float(x) for x in meta.get("mean") or cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(x) for x in meta.get("std") or cfg["std"]),  # type: ignore[arg-type]
         interpolation=str(cfg.get("interpolation", "bicubic")),
         weights_sha256=sha256_file(path),
         class_names=class_names,

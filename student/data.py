@@ -174,8 +174,10 @@ def center_view(image: Image.Image, size: int, crop_pct: float = 0.875) -> torch
 class EvalDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Held-out samples as centre crops (for accuracy against folder labels)."""
 
-    def __init__(self, folder: ImageSource, samples: Sequence[int], img_size: int) -> None:
-        self.folder, self.samples, self.img_size = folder, list(samples), img_size
+    def __init__(
+        self, folder: ImageSource, samples: Sequence[int] | np.ndarray, img_size: int
+    ) -> None:
+        self.folder, self.samples, self.img_size = folder, [int(s) for s in samples], img_size
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -231,11 +231,12 @@ def _store(cfg: MnistDemoConfig, train: Path, ckpt: str, out: Path) -> dict[str,
     from teacher_store.info import store_info
     from teacher_store.views.recipe import get_recipe
 
-    gen = GenerateConfig(
-        data=str(train), out=str(out), teacher=cfg.teacher, checkpoint=ckpt, views=cfg.views,
-        topk=cfg.topk, seed=cfg.seed, batch_size=256, recipe=get_recipe("digits"),
-        img_size=cfg.img_size, workers=0, device="cpu", overwrite=True, progress=False,
-    )  # fmt: skip
+    gen = GenerateConfig.model_validate({
+        "data": str(train), "out": str(out), "teacher": cfg.teacher, "checkpoint": ckpt,
+        "views": cfg.views, "topk": cfg.topk, "seed": cfg.seed, "batch_size": 256,
+        "recipe": get_recipe("digits"), "img_size": cfg.img_size, "workers": 0, "device": "cpu",
+        "overwrite": True, "progress": False,
+    })  # fmt: skip
     _, wall = _timed(lambda: run_generate(gen))
     info = store_info(str(out))
     keep = ("views_written", "bytes_per_view", "tinyvit_bytes_per_view", "value_encoding")

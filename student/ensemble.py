@@ -182,8 +182,8 @@ class TeacherEnsemble(TargetCache):
             ids, logp, ok = c.gather(slot, samples)
             parts.append((ids.numpy(), logp.numpy()))
             valid &= ok.numpy()
-        ids, logp = ensemble_targets(parts, self.weights, int(self.attrs.num_classes))
-        return torch.from_numpy(ids), torch.from_numpy(logp), torch.from_numpy(valid)
+        mixed_ids, mixed_logp = ensemble_targets(parts, self.weights, int(self.attrs.num_classes))
+        return torch.from_numpy(mixed_ids), torch.from_numpy(mixed_logp), torch.from_numpy(valid)
 
     def close(self) -> None:
         """Close every store's reader."""

@@ -10,6 +10,7 @@ teacher targets gathered block-wise (with read-ahead) from the store in the main
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,7 +29,7 @@ from student.loader_config import (
 )
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
-from teacher_store.errors import ImageChangedError, StoreMismatch
+from teacher_store.errors import StoreMismatch, portable
 from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint
 from teacher_store.images.prefetch import ReadAhead, read_ahead
 from teacher_store.images.source import ImageSource, labels_of, open_images
@@ -86,27 +87,28 @@ class _Views(torch.utils.data.Dataset[dict[str, Any]]):
         """A batch at once (one decode per image), as ReplayDataset does, unless the teacher
         needs its own render of each view.
 
-        An image that is not the store's (ImageChangedError) comes back as the batch's
-        ``changed`` message, for the main process to raise: an exception raised in a
-        DataLoader worker reaches it as a multi-line RuntimeError, without its type.
+        A fatal error (an image that is not the store's, a shard gone, storage refused: a
+        ``ValueError``; unreadable images are invalid views, not errors) comes back pickled as
+        the batch's ``failure``, for the main process to raise: raised in a DataLoader worker it
+        would reach the main process as a multi-line RuntimeError, without its type.
         """
         try:
             if self.teacher_size is None:
                 items = self.views.__getitems__(keys)
             else:
                 items = [self[k] for k in keys]
-        except ImageChangedError as e:
-            return [self._changed(key, e) for key in keys]
+        except ValueError as e:
+            failure = pickle.dumps(portable(e))
+            return [self._failed(key, failure) for key in keys]
         for item in items:
-            item.update(changed="", changed_sample=-1)
+            item["failure"] = b""
         return items
 
-    def _changed(self, key: tuple[int, int], e: ImageChangedError) -> dict[str, Any]:
-        """A placeholder item carrying ``e`` (every field present: the batch is collated)."""
+    def _failed(self, key: tuple[int, int], failure: bytes) -> dict[str, Any]:
+        """A placeholder item carrying ``failure`` (every field present: the batch is collated)."""
         size = self.views.img_size
         item = {"image": torch.zeros(3, size, size, dtype=torch.uint8), "sample": key[1]}
-        item.update(label=0, partner_label=0, lam=1.0, ok=False)
-        item.update(changed=str(e), changed_sample=e.sample)
+        item.update(label=0, partner_label=0, lam=1.0, ok=False, failure=failure)
         if self.teacher_size is not None:
             t = self.teacher_size
             item["teacher_image"] = torch.zeros(3, t, t, dtype=torch.uint8)
@@ -430,12 +432,9 @@ class StoreLoader:
             yield batch
 
     def _batch(self, item: dict[str, Any], samples: np.ndarray) -> StoreBatch:
-        changed = [
-            (m, int(s)) for m, s in zip(item["changed"], item["changed_sample"], strict=True) if m
-        ]
-        if changed:  # raised here, in the main process, with its type and one-line message
-            message, sample = changed[0]
-            raise ImageChangedError(message, self.folder.where(sample), sample)
+        failures = [f for f in item["failure"] if f]
+        if failures:  # raised here, in the main process, with its type and one-line message
+            raise pickle.loads(failures[0])  # our own worker's bytes
         ok = item["ok"].bool()
         if self.with_targets:
             ids, logp, valid = self.targets.gather(self.plan.slot, samples)

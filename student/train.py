@@ -103,7 +103,7 @@ class _Run:
             "cursor": self.cursor.to_dict(),
             "rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
-            "num_classes": int(module.num_classes),
+            "num_classes": int(module.num_classes),  # type: ignore[arg-type]  # timm's attribute
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -425,7 +425,7 @@ def _train(
     ctx = _Ctx(
         cfg,
         device,
-        (tuple(module.pretrained_cfg["mean"]), tuple(module.pretrained_cfg["std"])),
+        _mean_std(module),
         targets,
         total,  # max_steps only stops early: it must not change the schedule
         int(cfg.warmup_epochs * steps_per_epoch),
@@ -552,3 +552,9 @@ def _loop(
         if cfg.max_steps and run.step >= cfg.max_steps:
             break
     return summary
+
+
+def _mean_std(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input normalisation timm records on the model (``pretrained_cfg``)."""
+    cfg: dict[str, Any] = model.pretrained_cfg  # type: ignore[assignment]  # nn.Module types it badly
+    return tuple(cfg["mean"]), tuple(cfg["std"])

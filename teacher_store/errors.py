@@ -7,6 +7,7 @@ service maps each type to an HTTP status) catch the type instead of parsing the 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,3 +124,20 @@ __all__ = [
     "StoreNotFound",
     "UnsupportedStoreVersion",
 ]
+
+
+def portable(e: ValueError) -> ValueError:
+    """``e`` fit to cross a process boundary: itself when it survives pickling with its type and
+    message, else a plain ``ValueError`` of its message.
+
+    A DataLoader worker returns a fatal error inside its item for the main process to raise:
+    raised in the worker, it would reach the main process as a multi-line ``RuntimeError``
+    quoting the worker's traceback, its type lost (a one-line error would become a traceback).
+    """
+    try:
+        back = pickle.loads(pickle.dumps(e))
+        if type(back) is type(e) and str(back) == str(e):
+            return e
+    except Exception:  # any failure to round-trip: fall back to the message
+        pass
+    return ValueError(str(e))

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
-from teacher_store.errors import ImageChangedError, StoreConflict, causes
+from teacher_store.errors import StoreConflict, causes, portable
 from teacher_store.generate_data import check_read_some, with_content
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
@@ -289,9 +289,9 @@ class _Item:
     views: torch.Tensor  # [len(keys), 3, H, W] uint8
     ok: torch.Tensor  # [len(keys)] bool
     bad: tuple[tuple[int, str, str], ...]  # (sample, its key, error)
-    # An image that is not the one digested at the start (replaced during the job): raised
-    # by the main process (from a DataLoader worker it would lose its type and message).
-    changed: ImageChangedError | None = None
+    # A fatal one-line error (an image replaced during the job, a shard gone, storage refused):
+    # raised by the main process (from a DataLoader worker it would lose its type and message).
+    failure: ValueError | None = None
 
 
 class _ViewDataset(torch.utils.data.Dataset[_Item]):
@@ -388,8 +388,8 @@ class _ViewDataset(torch.utils.data.Dataset[_Item]):
             self._read_ahead(k)
             self._preload(k)
             rendered = self.replay.render_many(keys, self.size)
-        except ImageChangedError as e:
-            return _Item(u, tuple(keys), views, ok, (), e)
+        except ValueError as e:  # unreadable images come back in ``rendered``: this is fatal
+            return _Item(u, tuple(keys), views, ok, (), portable(e))
         for j, got in enumerate(rendered):
             if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
                 bad.append((got.sample, printable_path(self.folder.key(got.sample)), str(got)))
@@ -454,8 +454,8 @@ def _run_units(
             where.clear()
 
     for item in loader:
-        if item.changed is not None:
-            raise item.changed
+        if item.failure is not None:
+            raise item.failure
         if writer is None or dataset.units[item.unit] is not writer.unit:
             if writer is not None:  # previous unit complete: batches never span units
                 flush()

@@ -47,7 +47,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         val_fraction=args.val_fraction,
     )
     model = timm.create_model(args.model, num_classes=loader.attrs.num_classes)
-    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+    normalise: dict = model.pretrained_cfg  # type: ignore[assignment]  # timm's, typed by nn.Module
+    mean, std = normalise["mean"], normalise["std"]
     optimizer = create_optimizer_v2(model, opt="adamw", lr=args.lr, weight_decay=0.05)
     steps = loader.steps_per_epoch
     scheduler, _ = create_scheduler_v2(

@@ -386,3 +386,30 @@ def test_index_version_2_is_narrow_and_version_1_still_reads(packed: str, tmp_pa
     assert [v1.read(i) for i in range(len(v1))] == [new.read(i) for i in range(len(new))]
     assert v1.fingerprint() == new.fingerprint()
     assert isinstance(v1.index.table, SampleTable)
+
+
+def test_scattered_reads_fetch_their_bytes_and_ordered_reads_blocks() -> None:
+    """Over object storage, reads in order share aligned blocks (one request serves several
+    samples); a read elsewhere in its shard (a shuffled epoch over more data than the cache
+    holds) fetches its own bytes, not a block for one sample; a read of cached blocks is free."""
+    import numpy as np
+
+    data = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    mem = Location.at("memory://scattered")
+    mem.write_atomic("a.tar", data)
+    block, size = 64 << 10, 10_000
+    ordered = RangeCache(mem, ("a.tar",), block_bytes=block, memory_bytes=4 << 20)
+    for k in range(100):  # 1 MB in order: 16 blocks of 64 KiB
+        assert ordered.read(0, k * size, (k + 1) * size) == data[k * size : (k + 1) * size]
+    assert ordered.requests <= 17 and ordered.fetched <= 17 * block
+    scattered = RangeCache(mem, ("a.tar",), block_bytes=block, memory_bytes=4 << 20)
+    starts = [(k * 7 % 19) * 210_000 + 1000 for k in range(19)]  # >= 200 kB apart, mixed
+    assert len(set(starts)) == 19
+    for start in starts:
+        assert scattered.read(0, start, start + size) == data[start : start + size]
+    # The first read of the shard takes its block; every later one its 10,000 bytes.
+    assert scattered.requests == 19 and scattered.fetched == block + 18 * size
+    assert (
+        scattered.read(0, starts[0] + 10, starts[0] + 20) == data[starts[0] + 10 : starts[0] + 20]
+    )
+    assert scattered.requests == 19  # from the cached block

@@ -132,7 +132,13 @@ BENCHMARKS: tuple[Bench, ...] = (
         "replay images/s from a local folder, tar shards (local, S3) and the folder on S3; "
         "generation views/s from S3 shards vs the folder",
         quick="--quick",
-        result=(r"^\| replay source", r"^\|\s+\(", r"^replay \(c\)/\(a\)", r"^generation views/s"),
+        result=(
+            r"^\| replay source",
+            r"^\|\s+\(",
+            r"^replay \(c\)/\(a\)",
+            r"^client CPU",
+            r"^generation views/s",
+        ),
     ),
     Bench(
         "copy_store",

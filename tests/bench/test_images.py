@@ -38,6 +38,10 @@ def test_images_bench_quick(tmp_path: Path) -> None:
         f"(d)/(a) {best['folder on S3'] / a:.2f}"
     )
     assert want in done.stdout, done.stdout
+    cpu = {name: min(r[1] for r in rounds) for name, rounds in rec["replay"].items()}
+    line = next(x for x in done.stdout.splitlines() if x.startswith("client CPU per image"))
+    assert f"(c) {cpu['tar on S3'] / cpu['folder']:.2f}" in line, line
+    assert f"(d) {cpu['folder on S3'] / cpu['folder']:.2f}" in line, line
     g = {name: max(v) for name, v in rec["generation"].items()}
     ratio = g["tar on S3"] / g["folder"]
     assert f"(c)/(a) {ratio:.2f} (goal >= 0.9" in done.stdout

@@ -160,3 +160,19 @@ def demo_photos(folder: Path, copies: int) -> int:
         for p in originals:
             shutil.copyfile(p, p.with_name(f"copy{k}_{p.name}"))
     return len(originals)
+
+
+def imagenet_like(src: Path, out: Path, long_side: int = 500, quality: int = 90) -> Path:
+    """The images under ``src`` re-encoded under ``out`` as ImageNet-like JPEGs (long side
+    ``long_side`` px, ``quality``; ``class/name.jpg``); returns ``out``."""
+    from PIL import Image
+
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+        scale = long_side / max(rgb.size)
+        size = (round(rgb.width * scale), round(rgb.height * scale))
+        target = out / path.parent.name / (path.stem + ".jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rgb.resize(size, Image.Resampling.BICUBIC).save(target, quality=quality)
+    return out

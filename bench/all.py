@@ -128,6 +128,19 @@ BENCHMARKS: tuple[Bench, ...] = (
         result=(r"^(write|resume scan|read) \(wall\)", r"identical"),
     ),
     Bench(
+        "images",
+        "replay images/s from a local folder, tar shards (local, S3) and the folder on S3; "
+        "generation views/s from S3 shards vs the folder",
+        quick="--quick",
+        result=(
+            r"^\| replay source",
+            r"^\|\s+\(",
+            r"^replay \(c\)/\(a\)",
+            r"^client CPU",
+            r"^generation views/s",
+        ),
+    ),
+    Bench(
         "copy_store",
         "distill copy of a whole store through the service against cp -r of its files",
         quick="--views 2 --samples 4096 --rounds 1 --workers 2",

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, load, machine, set_threads, synthetic_attrs_parts, table
+from _common import REPO, imagenet_like, load, machine, set_threads, synthetic_attrs_parts, table
 
 sys.path.insert(0, str(REPO))  # the repository's student package, not bench/student.py
 
@@ -51,21 +51,6 @@ def _clamp_timm_posterize() -> None:
 
     for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
         aa.NAME_TO_OP[name] = posterize
-
-
-def _imagenet_like(src: Path, out: Path) -> Path:
-    """The demo photos re-encoded as JPEGs with a 500 px long side, quality 90."""
-    from PIL import Image
-
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-        scale = 500 / max(rgb.size)
-        size = (round(rgb.width * scale), round(rgb.height * scale))
-        target = out / path.parent.name / (path.stem + ".jpg")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        rgb.resize(size, Image.Resampling.BICUBIC).save(target, quality=90)
-    return out
 
 
 def _attrs(folder: Any, mix: bool) -> Any:
@@ -198,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"
         write_demo_data(demo)
-        sets = {"demo photos": demo, "ImageNet-like JPEG": _imagenet_like(demo, Path(tmp) / "in")}
+        sets = {"demo photos": demo, "ImageNet-like JPEG": imagenet_like(demo, Path(tmp) / "in")}
         for name, data in sets.items():
             for size in args.sizes:
                 for mix in (True, False):

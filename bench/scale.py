@@ -25,6 +25,11 @@ its own process so that its peak RSS (``VmHWM``) is its own:
   full N (goal: peak RSS <= 1 GiB); ``index_load``: ``np.load`` + ``SampleTable.from_npz``
   of that file; ``index_tuples``: the tuple-based scan it replaced, on the same listing at
   ``--index-tuple-samples``, its RSS extrapolated linearly to the full N (said so).
+  ``tar_index``: a tar shard index of that listing (what ``distill images pack`` of such a
+  folder writes: the table with content digests, each sample's shard and data offset) built
+  from arrays, no tar written, saved beside ``--tar-shards`` sparse shard files of the
+  recorded sizes; ``tar_index_load``: ``TarShards.open`` of them (the index load with every
+  check, the shards' listing) and its fingerprint, at the full N (goal: peak RSS <= 1 GiB).
   ``--index-samples 3000 --index-classes 7`` is the quick mode (tests/bench/test_scale.py).
 
 ``--fraction F`` runs the store steps at N x F samples and extrapolates time linearly (said so).
@@ -83,8 +88,16 @@ STEPS = (
     "index",
     "index_load",
     "index_tuples",
+    "tar_index",
+    "tar_index_load",
 )
-INDEX_STEPS = ("index", "index_load", "index_tuples")  # at --index-samples, never scaled
+INDEX_STEPS = (
+    "index",
+    "index_load",
+    "index_tuples",
+    "tar_index",
+    "tar_index_load",
+)  # at --index-samples, never scaled
 IN22K_CLASSES = 21_841
 STORE_STEPS = (
     "info",
@@ -173,6 +186,7 @@ def main() -> None:
     ap.add_argument(
         "--index-tuple-samples", type=int, default=1_000_000, help="N of the index_tuples step"
     )
+    ap.add_argument("--tar-shards", type=int, default=1024, help="shards of the tar_index step")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--timeout-s", type=float, default=3600, help="per step")
     args = ap.parse_args()
@@ -224,6 +238,9 @@ def run(
         "index_classes": args.index_classes,
         "index_tuple_samples": args.index_tuple_samples,
         "index_file": str(Path(workdir) / "index.npz"),
+        "tar_shards": args.tar_shards,
+        "tar_folder": str(Path(workdir) / "tars"),
+        "tar_pattern": f"{Path(workdir) / 'tars'}/shard-{{000000..{args.tar_shards - 1:06d}}}.tar",
     }
     results = {}
     for step in steps:
@@ -235,8 +252,9 @@ def run(
                 ocfg = {**cfg, "samples": size, "classes": classes}
                 results[name] = run_child("order", ocfg, args.timeout_s)
             continue
-        if step == "index_load" and not results.get("index", {"ok": False})["ok"]:
-            results[step] = {"step": step, "ok": False, "error": "skipped: needs the index step"}
+        need = {"index_load": "index", "tar_index_load": "tar_index"}.get(step)
+        if need and not results.get(need, {"ok": False})["ok"]:
+            results[step] = {"step": step, "ok": False, "error": f"skipped: needs the {need} step"}
             continue
         if step in STORE_STEPS and not results.get("write", {"ok": True})["ok"]:
             results[step] = {"step": step, "ok": False, "error": "skipped: the write failed"}
@@ -246,7 +264,8 @@ def run(
         print(f"[{step}: {time.perf_counter() - t0:.1f} s] {results[step]}", file=sys.stderr)
     rows = []
     for step, res in results.items():
-        factor = 1.0 if step.startswith("order") or step in ("index", "index_load") else scale
+        at_n = ("index", "index_load", "tar_index", "tar_index_load")
+        factor = 1.0 if step.startswith("order") or step in at_n else scale
         if step == "tree":
             factor = args.samples / args.files
         elif step == "index_tuples":

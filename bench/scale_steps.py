@@ -401,6 +401,104 @@ def step_index_load(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _tar_layout(sizes: np.ndarray, shards: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shard int32 [N], data offset int64 [N], shard sizes int64 [S]) of samples of ``sizes``
+    bytes packed in order into ``shards`` tars as ``distill images pack`` lays them out: per
+    sample a header, the image padded to 512 B, the ``.cls`` member (header + one block)."""
+    n, block = len(sizes), 512
+    shard = (np.arange(n, dtype=np.int64) * shards // max(n, 1)).astype(np.int32)
+    member = block + (sizes + block - 1) // block * block + 2 * block
+    end = np.cumsum(member)
+    starts = np.searchsorted(shard, np.arange(shards))  # first sample of each shard
+    first = np.concatenate([[0], end])[starts]  # bytes before each shard's first sample
+    offset = end - member - first[shard] + block
+    last = np.concatenate([starts[1:], [n]]) - 1
+    shard_sizes = end[last] - first + 20 * block  # the end blocks, padded to 10 KiB
+    return shard, offset, shard_sizes
+
+
+def step_tar_index(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A tar shard index at full N without tars: the synthetic listing's table (what
+    ``distill images pack`` of that folder would index), random digests, the shards' layout,
+    saved as ``NAME.index.npz`` beside sparse shard files of the recorded sizes (so that
+    ``TarShards.open`` finds every shard with its size, reading none of it)."""
+    from teacher_store.images.scan import table_from_listing
+    from teacher_store.images.shard_index import ShardIndex, ShardPattern, ShardRecord
+    from teacher_store.images.table import SampleTable
+
+    n, c, count = cfg["index_samples"], cfg["index_classes"], cfg["tar_shards"]
+    t0 = time.perf_counter()
+    names, listing = synthetic_listing(n, c)
+    table = table_from_listing(listing, names)
+    digests = np.random.default_rng(1).integers(0, 2**63, size=n, dtype=np.int64)
+    table = SampleTable(table.names, table.offsets, table.labels, table.sizes,
+                        digests.view(np.uint64))  # fmt: skip
+    shard, offset, shard_sizes = _tar_layout(table.sizes, count)
+    folder = Path(cfg["tar_folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = ShardPattern.parse(cfg["tar_pattern"])
+    assert len(pattern.shards) == count and Path(pattern.folder) == folder
+    per = np.bincount(shard, minlength=count)
+    records = tuple(
+        ShardRecord(name, int(size), "0" * 64, int(k))
+        for name, size, k in zip(pattern.shards, shard_sizes.tolist(), per.tolist(), strict=True)
+    )
+    for record in records:  # sparse: the size is recorded, no byte is written
+        with open(folder / record.name, "wb") as f:
+            f.truncate(record.size)
+    index = ShardIndex(table, shard, offset, records, names, pattern.name, "cls")
+    assert index.problem() is None
+    with open(folder / pattern.index_name, "wb") as f:
+        index.save(f)
+    secs = time.perf_counter() - t0
+    size = (folder / pattern.index_name).stat().st_size
+    return {
+        "seconds": secs,
+        "samples": n,
+        "pattern": pattern.text,
+        "file_bytes": size,
+        "key_bytes": int(table.offsets[-1]),
+        "peak_rss_at_n": vm_hwm(),
+        "note": f"N={n:,} in {count:,} shards (sparse files): built (by the bench, from arrays) "
+        f"and saved in {secs:.1f} s, "
+        f"index file {size / 2**20:.0f} MiB ({size / n:.0f} B/sample; keys "
+        f"{int(table.offsets[-1]) / n:.1f} B/sample)",
+    }
+
+
+def step_tar_index_load(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``TarShards.open`` of the tar_index step's shards (index load with every check, the
+    shards' listing) and a read's lookups: what a generation or a student holds for the
+    dataset's images at full N."""
+    from teacher_store.images.shards import TarShards
+
+    pattern = cfg["tar_pattern"]
+    base = vm_hwm()
+    t0 = time.perf_counter()
+    shards = TarShards.open(pattern)
+    secs = time.perf_counter() - t0
+    n = len(shards)
+    middle = shards.where(n // 2)
+    held = shards.index.table.nbytes() + shards.index.shard.nbytes + shards.index.data_offset.nbytes
+    fp_t0 = time.perf_counter()
+    fp = shards.fingerprint()
+    fp_s = time.perf_counter() - fp_t0
+    peak = vm_hwm()
+    return {
+        "seconds": secs,
+        "samples": n,
+        "base_rss": base,
+        "held_bytes": held,
+        "fingerprint_s": fp_s,
+        "content": fp.content is not None,
+        "peak_rss": peak,
+        "peak_rss_at_n": peak,
+        "note": f"N={n:,}: open {secs:.1f} s ({middle.rsplit('/', 1)[-1]}), arrays "
+        f"{held / 2**20:.0f} MiB ({held / n:.0f} B/sample), fingerprint {fp_s:.1f} s; "
+        f"goal <= 1024 MiB",
+    }
+
+
 def step_index_tuples(cfg: dict[str, Any]) -> dict[str, Any]:
     """The tuple-based scan this replaced, on the same synthetic listing at a share of N
     (``index_tuple_samples``), its RSS projected linearly to N: a list of (path, label, size)
@@ -457,6 +555,8 @@ STEPS = {
     "index": step_index,
     "index_load": step_index_load,
     "index_tuples": step_index_tuples,
+    "tar_index": step_tar_index,
+    "tar_index_load": step_tar_index_load,
 }
 
 

@@ -139,11 +139,33 @@ def open_checked_targets(
     try:
         return open_targets(store, token, want, retry_budget_s)
     except DatasetMismatchError as e:
-        why = DatasetFingerprint.from_dict(e.store_dataset).mismatch(have) or e.why
+        stored = DatasetFingerprint.from_dict(e.store_dataset)
+        why = stored.mismatch(have) or e.why
+        if stored.content and have.content and stored.content != have.content:
+            why += _first_changed(store, folder, token, retry_budget_s)
         raise ValueError(
             f"--data {folder.location} is not the dataset the store was built from ({why}); "
             "pass --allow-dataset-mismatch to train anyway"
         ) from None
+
+
+def _first_changed(store: str, folder: ImageSource, token: str | None, budget: float) -> str:
+    """``: sample i, WHERE, and k more`` naming the first image whose content digest differs
+    from the store's (both sides know theirs: a tar index, a store's digests file), or ``""``
+    when the store's digests cannot be read (or the counts differ)."""
+    targets = open_targets(store, token, None, budget)
+    try:
+        recorded = targets.sample_digests()
+    finally:
+        targets.close()
+    if recorded is None or len(recorded) != len(folder):
+        return ""
+    changed = recorded.differences(folder.sample_digests())
+    if not len(changed):
+        return ""
+    i = int(changed[0])
+    more = f", and {len(changed) - 1} more" if len(changed) > 1 else ""
+    return f": sample {i}, {folder.where(i)}{more}"
 
 
 def open_teacher_targets(

@@ -3,7 +3,11 @@
 A sample of a shard on object storage is one ranged GET. Samples read in order (generation
 walks shard units in sample order, the packed shards' order) lie next to each other, so the
 reader fetches aligned blocks (``block_bytes``, 1 MiB by default): one request then serves
-the ~9 ImageNet images in it. Blocks stay in a memory LRU bounded by ``memory_bytes`` and,
+the ~9 ImageNet images in it. A read that does not follow on from its shard's previous one
+(a shuffled epoch: the next sample is anywhere) fetches its own byte range only, unless its
+blocks are cached or on their way: over a dataset far larger than the cache, a block would
+serve one image of its ~9 (``bench/images.py``'s small-cache row measures that case). Blocks
+stay in a memory LRU bounded by ``memory_bytes`` and,
 optionally, in files under ``cache_dir`` bounded by ``disk_bytes`` (oldest evicted first),
 which outlive the process (the next epoch, the DataLoader's next worker). Threads reading
 neighbouring samples share one request per block (in-flight blocks are awaited, not refetched).
@@ -117,6 +121,8 @@ class RangeCache:
         self._pending: dict[_Key, Future[bytes]] = {}
         self.held = 0  # bytes in the memory LRU
         self.requests = 0  # ranged reads sent to the storage
+        self.fetched = 0  # bytes they returned
+        self._last: dict[int, int] = {}  # shard -> end of its latest read
         self._disk = (
             _DiskBlocks(Path(self.cache_dir), self.disk_bytes)
             if self.cache_dir is not None
@@ -133,16 +139,36 @@ class RangeCache:
 
     def read(self, shard: int, start: int, stop: int) -> bytes:
         """Bytes ``[start, stop)`` of shard ``shard`` (fewer past its end);
-        FileNotFoundError when the shard is gone."""
+        FileNotFoundError when the shard is gone.
+
+        Whole blocks are fetched for a read that follows on from the previous one in its shard
+        (within a block: samples read in order) or whose blocks are cached or on their way; a
+        read elsewhere in a shard (a shuffled epoch over more data than the cache holds) fetches
+        its own bytes only, not 1 MiB for one ~100 kB image. With ``cache_dir``, always blocks."""
         cached = self.memory_bytes > 0 or self._disk is not None
-        if not cached or stop - start > max(self.memory_bytes // 4, self.block_bytes * 4):
-            self.requests += 1
-            return self.location.read_range(self.names[shard], start, stop)
         b = self.block_bytes
         first, last = start // b, (stop - 1) // b
+        big = stop - start > max(self.memory_bytes // 4, b * 4)
+        if not cached or big or not self._blockwise(shard, start, stop, first, last):
+            self.requests += 1
+            data = self.location.read_range(self.names[shard], start, stop)
+            self.fetched += len(data)
+            return data
         blocks = self._get(shard, first, last)
         data = b"".join(blocks)
         return data[start - first * b : stop - first * b]
+
+    def _blockwise(self, shard: int, start: int, stop: int, first: int, last: int) -> bool:
+        """Whether to read ``[start, stop)`` of ``shard`` by blocks (see :meth:`read`); notes
+        it as the shard's latest read."""
+        b = self.block_bytes
+        with self._lock:
+            previous = self._last.get(shard)
+            self._last[shard] = stop
+            if self._disk is not None or previous is None or abs(start - previous) <= b:
+                return True  # the shard's first read too: a walk in order starts there
+            keys = [(shard, block) for block in range(first, last + 1)]
+            return all(k in self._blocks or k in self._pending for k in keys)
 
     def forget(self, shard: int, start: int, stop: int) -> None:
         """Drop the cached blocks of ``[start, stop)`` (their bytes did not check out)."""
@@ -214,6 +240,7 @@ class RangeCache:
         for run in _runs(missing):
             self.requests += 1
             data = self.location.read_range(self.names[shard], run[0] * b, (run[-1] + 1) * b)
+            self.fetched += len(data)
             for i, block in enumerate(run):
                 out[block] = piece = data[i * b : (i + 1) * b]
                 if self._disk is not None and piece:

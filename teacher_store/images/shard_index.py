@@ -13,10 +13,13 @@ last component kept as written, braces included: ``shard-{000000..001023}.tar.in
 canonical order (keys sorted as ``str``: a sample's key is its image member's name, e.g.
 ``cls/img.jpg``, the folder's relative path for packed shards), with the content digest of
 every image (always: pack and index compute them), plus per sample the shard number (int32) and
-the byte offset of the image's data in its shard (int64), and a JSON record: the pattern, the
-class names, where labels came from, and for each shard its name, size, sample count and
-sha256. The arrays load without a Python object per sample (~60 B per sample in all: 0.85 GB
-at 14.2 M samples of ImageNet-22k's ~30-character keys).
+the byte offset of the image's data in its shard, and a JSON record: the pattern, the class
+names, where labels came from, and for each shard its name, size, sample count and sha256. The
+arrays load without a Python object per sample and are checked in batches (no N-sized
+temporary). Version 2 (written now) stores the data offsets, like the table's key offsets and
+sizes, as uint32 when every value fits (shards under 4 GiB), else int64: ~56 B per sample,
+0.74 GiB at 14.2 M samples of ImageNet-22k's ~28-character keys (``bench/scale.py``'s
+``tar_index_load`` measures the load's peak RSS); version 1 indexes (int64) still load.
 
 Why we wrote this rather than use ``wids`` (WebDataset's indexed reader): wids downloads whole
 shards to a local cache before reading one sample (a random-access epoch over 1,024 shards of
@@ -56,7 +59,9 @@ __all__ = [
 INDEX_SUFFIX = ".index.npz"
 CLASSES_SUFFIX = ".classes.json"
 INDEX_FORMAT = "distill-tar-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1: data offsets always int64
+_CHECK_BATCH = 1 << 20  # samples checked at once (no N-sized temporaries beside the index)
 MAX_SHARDS = 1 << 20
 # WebDataset's grouping rule (webdataset.tariterators.base_plus_ext): a member's sample key is
 # its name up to the first dot of its file name; the rest is the member's extension.
@@ -159,7 +164,7 @@ class ShardIndex:
 
     table: SampleTable
     shard: np.ndarray  # int32 [N]: index into ``shards``
-    data_offset: np.ndarray  # int64 [N]: first byte of the image's data in its shard
+    data_offset: np.ndarray  # int64 (or uint32) [N]: first byte of the image's data in its shard
     shards: tuple[ShardRecord, ...]
     classes: tuple[str, ...]
     pattern: str  # the pattern's last component it was built for
@@ -180,10 +185,19 @@ class ShardIndex:
         }
 
     def to_bytes(self) -> bytes:
-        """The index file (``.npz``): the table's arrays, ``shard``, ``data_offset`` and
-        ``meta`` (UTF-8 JSON as uint8)."""
+        """The index file (:meth:`save`) as bytes."""
+        buf = io.BytesIO()
+        self.save(buf)
+        return buf.getvalue()
+
+    def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Write the index file (``.npz``): the table's arrays, ``shard``, ``data_offset``
+        (uint32 when every offset fits, as the table's offsets and sizes) and ``meta`` (UTF-8
+        JSON as uint8), array by array."""
         meta = np.frombuffer(json.dumps(self.meta(), sort_keys=True).encode(), np.uint8)
-        return self.table.to_bytes(shard=self.shard, data_offset=self.data_offset, meta=meta)
+        self.table.save(
+            file, ("data_offset",), shard=self.shard, data_offset=self.data_offset, meta=meta
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes | IO[bytes], where: str, hint: str) -> ShardIndex:
@@ -202,7 +216,7 @@ class ShardIndex:
             meta = None
         if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
             raise ShardIndexError(f"{where} is not a tar shard index; rebuild it with {hint}")
-        if meta.get("version") != INDEX_VERSION:
+        if meta.get("version") not in READ_VERSIONS:
             raise ShardIndexError(
                 f"{where}: index version {meta.get('version')} is not "
                 f"{INDEX_VERSION}; rebuild it with {hint}"
@@ -228,28 +242,38 @@ class ShardIndex:
         return index
 
     def problem(self) -> str | None:
-        """What is inconsistent in the index (vectorised checks), or None."""
+        """What is inconsistent in the index (vectorised checks in batches), or None."""
         n, t = len(self.table), self.table
         if t.digests is None:
             return "no content digests"
-        for name, a, dtype in (
-            ("shard", self.shard, "int32"),
-            ("data_offset", self.data_offset, "int64"),
+        for name, a, dtypes in (
+            ("shard", self.shard, ("int32",)),
+            ("data_offset", self.data_offset, ("int64", "uint32")),
         ):
-            if a.ndim != 1 or a.dtype != np.dtype(dtype) or len(a) != n:
-                return f"{name!r} is {a.dtype}{list(a.shape)}, not {dtype}[{n}]"
+            if a.ndim != 1 or a.dtype not in [np.dtype(d) for d in dtypes] or len(a) != n:
+                return f"{name!r} is {a.dtype}{list(a.shape)}, not {' or '.join(dtypes)}[{n}]"
         if not self.shards:
             return "no shards"
         if n == 0:
             return None
         if self.shard.min() < 0 or self.shard.max() >= len(self.shards):
             return "a sample's shard number is out of range"
-        ends = np.asarray([s.size for s in self.shards], np.int64)[self.shard]
-        if self.data_offset.min() < 0 or np.any(self.data_offset + t.sizes > ends):
+        if self.data_offset.min() < 0 or _past_shard_end(self):
             return "a sample's byte range lies outside its shard"
         if int(t.labels.max()) >= len(self.classes):
             return f"a label is {int(t.labels.max())}, past the {len(self.classes)} classes"
         return None
+
+
+def _past_shard_end(index: ShardIndex) -> bool:
+    """Whether any sample's bytes end past its shard's size (in batches of samples)."""
+    ends = np.asarray([s.size for s in index.shards], np.int64)
+    for start in range(0, len(index), _CHECK_BATCH):
+        part = slice(start, start + _CHECK_BATCH)
+        stop = index.data_offset[part].astype(np.int64) + index.table.sizes[part]
+        if np.any(stop > ends[index.shard[part]]):
+            return True
+    return False
 
 
 class IndexBuilder:

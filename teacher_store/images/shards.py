@@ -31,7 +31,6 @@ through :class:`~teacher_store.storage.Location`; ``braceexpand`` for patterns; 
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -143,7 +142,9 @@ class TarShards:
             options["disk_bytes"] = disk_bytes
         folder = None
         if cache_dir is not None:  # one folder per index version: a rebuilt index starts anew
-            tag = hashlib.sha256(index.table.digests.tobytes()).hexdigest()[:16]  # type: ignore[union-attr]
+            digests = index.table.sample_digests()
+            assert digests is not None  # an index always has them (ShardIndex.problem)
+            tag = digests.sha256[:16]
             folder = os.path.join(os.fspath(cache_dir), f"shards-{tag}")
         cache = RangeCache(
             location, parsed.shards, memory_bytes=memory_bytes, cache_dir=folder, **options

@@ -6,6 +6,11 @@ arrays: the relative keys' bytes in one blob with offsets, labels, sizes and (wh
 content digests, about 30 + 8 + 4 + 8 + 8 B per sample, and it saves to and loads from one
 ``.npz`` file without a Python object per sample (``np.load`` of uncompressed arrays).
 
+**File versions.** Version 2 (written now) stores ``offsets`` and ``sizes`` as uint32 when
+every value fits (key blobs and images under 4 GiB: always at ImageNet scale), else int64, and
+a loaded table keeps them so (30 + 4 + 4 + 4 + 8 B per sample); version 1 files (int64 only)
+still load.
+
 Sample i is the i-th key in the canonical order: keys sorted as ``str`` (what
 :class:`~teacher_store.images.dataset.ImageFolder` has always done), so a folder and the tar
 shards packed from it number their samples alike.
@@ -16,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -26,7 +32,10 @@ from teacher_store.images.digests import SampleDigests
 
 __all__ = ["SampleTable", "TableError"]
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1: offsets and sizes always int64
+_WIDE = np.dtype("int64")
+_NARROW = np.dtype("uint32")  # offsets / sizes in a version-2 file when every value fits
 _HASH_BATCH = 65_536  # samples per vectorised fingerprint step
 _CHECK_BATCH = 1 << 20  # offsets checked at once on load (a diff of all would be N x 8 B more)
 
@@ -41,9 +50,9 @@ class SampleTable:
     key), labels, sizes in bytes and, optionally, content digests."""
 
     names: np.ndarray  # uint8 [total key bytes]
-    offsets: np.ndarray  # int64 [N + 1], offsets[0] == 0
+    offsets: np.ndarray  # int64 [N + 1] (uint32 when loaded narrow), offsets[0] == 0
     labels: np.ndarray  # int32 [N]
-    sizes: np.ndarray  # int64 [N]
+    sizes: np.ndarray  # int64 [N] (uint32 when loaded narrow)
     digests: np.ndarray | None = None  # uint64 [N] (xxh3_64 of each sample's bytes)
 
     def __post_init__(self) -> None:
@@ -92,7 +101,9 @@ class SampleTable:
 
     def labels_sha256(self) -> str:
         """sha256 of the labels as little-endian int32: the fingerprint's ``labels_sha256``."""
-        return hashlib.sha256(self.labels.astype("<i4", copy=False).tobytes()).hexdigest()
+        # The array's own buffer (no N x 4 B copy); a copy only on a big-endian host.
+        labels = np.ascontiguousarray(self.labels.astype("<i4", copy=False))
+        return hashlib.sha256(labels.data).hexdigest()
 
     def sample_digests(self) -> SampleDigests | None:
         """The recorded content digests, when the table has them."""
@@ -109,15 +120,24 @@ class SampleTable:
         arrays: list[Any] = [self.names, self.offsets, self.labels, self.sizes, self.digests]
         return sum(a.nbytes for a in arrays if a is not None)
 
-    def to_bytes(self, **extra: np.ndarray) -> bytes:
-        """The table (and ``extra`` arrays, e.g. a shard index's offsets) as an ``.npz``."""
+    def to_bytes(self, narrow: Collection[str] = (), **extra: np.ndarray) -> bytes:
+        """The table (and ``extra`` arrays, e.g. a shard index's offsets) as an ``.npz``
+        (:meth:`save`)."""
         buf = io.BytesIO()
-        self.save(buf, **extra)
+        self.save(buf, narrow, **extra)
         return buf.getvalue()
 
-    def save(self, file: str | os.PathLike[str] | IO[bytes], **extra: np.ndarray) -> None:
+    def save(
+        self,
+        file: str | os.PathLike[str] | IO[bytes],
+        narrow: Collection[str] = (),
+        **extra: np.ndarray,
+    ) -> None:
         """Write :meth:`to_bytes`'s ``.npz`` to ``file`` (a path or a binary file), array by
-        array in chunks: no second copy of the table in memory (14.2 M samples: ~0.7 GB)."""
+        array in chunks: no second copy of the table in memory (14.2 M samples: ~0.7 GB).
+        ``offsets``, ``sizes`` and the ``extra`` arrays named in ``narrow`` (int64) are written
+        as uint32 when every value fits (version 2), converted chunk by chunk; the bytes
+        depend on the arrays only (no time stamps)."""
         arrays = {
             "version": np.asarray([TABLE_VERSION], np.int64),
             "names": self.names,
@@ -128,29 +148,36 @@ class SampleTable:
         }
         if self.digests is not None:
             arrays["digests"] = self.digests
-        np.savez(file, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs badly
+        narrowed = {"offsets", "sizes", *narrow}
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, values in arrays.items():
+                dtype = narrow_dtype(values) if name in narrowed else values.dtype
+                _write_npy(zf, name, values, dtype)
 
     @classmethod
     def from_npz(cls, arrays: Any, where: str) -> SampleTable:
         """The table in an opened ``.npz`` (``np.load``'s result); :class:`TableError` naming
         ``where`` when an array is missing, of the wrong type or ragged."""
 
-        def get(name: str, dtype: str, optional: bool = False) -> Any:
+        def get(name: str, dtype: str, optional: bool = False, narrow: bool = False) -> Any:
             if name not in arrays.files:
                 if optional:
                     return None
                 raise TableError(f"{where}: no {name!r} array; rebuild the index")
             a = arrays[name]
-            if a.ndim != 1 or a.dtype != np.dtype(dtype):
-                raise TableError(f"{where}: {name!r} is {a.dtype}{list(a.shape)}, not {dtype}[N]")
+            allowed = (np.dtype(dtype), _NARROW) if narrow else (np.dtype(dtype),)
+            if a.ndim != 1 or a.dtype not in allowed:
+                want = " or ".join(str(d) for d in allowed)
+                raise TableError(f"{where}: {name!r} is {a.dtype}{list(a.shape)}, not {want}[N]")
             return a
 
         version = get("version", "int64")
-        if len(version) != 1 or int(version[0]) != TABLE_VERSION:
+        if len(version) != 1 or int(version[0]) not in READ_VERSIONS:
             raise TableError(f"{where}: sample table version {version.tolist()} is not "
                              f"{TABLE_VERSION}; rebuild the index with this distill")  # fmt: skip
-        names, offsets = get("names", "uint8"), get("offsets", "int64")
-        labels, sizes = get("labels", "int32"), get("sizes", "int64")
+        narrow = int(version[0]) >= 2
+        names, offsets = get("names", "uint8"), get("offsets", "int64", narrow=narrow)
+        labels, sizes = get("labels", "int32"), get("sizes", "int64", narrow=narrow)
         digests = get("digests", "uint64", optional=True)
         n = len(labels)
         ragged = (
@@ -161,6 +188,30 @@ class SampleTable:
         if n and (labels.min() < 0 or sizes.min() < 0):
             raise TableError(f"{where}: negative labels or sizes; rebuild the index")
         return cls(names, offsets, labels, sizes, digests)
+
+
+def narrow_dtype(values: np.ndarray) -> np.dtype[Any]:
+    """uint32 when every one of ``values`` (non-negative int64) fits in it, else their dtype:
+    what a version-2 file stores."""
+    if values.dtype == _WIDE and (len(values) == 0 or 0 <= values.min() <= values.max() < 1 << 32):
+        return _NARROW
+    return values.dtype
+
+
+def _write_npy(zf: zipfile.ZipFile, name: str, values: np.ndarray, dtype: np.dtype[Any]) -> None:
+    """``values`` (1-D) as ``name.npy`` in ``zf`` as ``dtype``, converted chunk by chunk (no
+    copy of the whole array), dated 1980-01-01 (the same arrays give the same bytes)."""
+    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": values.shape,
+    }
+    with zf.open(info, "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        flat = values.reshape(-1)
+        for start in range(0, len(flat), _CHECK_BATCH):
+            f.write(flat[start : start + _CHECK_BATCH].astype(dtype, copy=False).tobytes())
 
 
 def _decreasing(offsets: np.ndarray) -> bool:

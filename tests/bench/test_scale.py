@@ -67,8 +67,9 @@ def test_scale_bench_index_steps_quick_mode(tmp_path):
     """The index rows at a tiny N: the scan's core on the synthetic listing gives the table a
     sorted list of the same entries gives, saved and loaded in their own processes."""
     out = tmp_path / "scale.json"
-    cmd = [sys.executable, str(SCRIPT), "--steps", "index,index_load,index_tuples",
-           "--index-samples", "3000", "--index-classes", "7", "--index-tuple-samples", "1000",
+    cmd = [sys.executable, str(SCRIPT), "--steps",
+           "index,index_load,index_tuples,tar_index,tar_index_load", "--index-samples", "3000",
+           "--index-classes", "7", "--index-tuple-samples", "1000", "--tar-shards", "4",
            "--json", str(out)]  # fmt: skip
     r = subprocess.run(
         cmd, capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -76,10 +77,19 @@ def test_scale_bench_index_steps_quick_mode(tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())["results"]
-    for step in ("index", "index_load", "index_tuples"):
+    for step in ("index", "index_load", "index_tuples", "tar_index", "tar_index_load"):
         assert res[step]["ok"], (step, res[step].get("error"))
         assert res[step]["peak_rss"] > 10 << 20, step
     assert res["index"]["samples"] == res["index_load"]["samples"] == 3000
+    # The tar index of the same listing, opened by TarShards (every check, the shards listed).
+    tar = res["tar_index_load"]
+    assert (
+        tar["samples"] == 3000
+        and tar["content"]
+        and "shard-{000000..000003}.tar" in (res["tar_index"]["pattern"])
+    )
+    assert 3000 * 40 < tar["held_bytes"] < 3000 * 70  # flat arrays: ~28 B of key + 28 B
+    assert "tar_index_load: peak RSS" in r.stdout
     assert res["index_tuples"]["samples"] >= 1000 and res["index_tuples"]["rss_per_sample"] > 0
     sys.path.insert(0, str(REPO / "bench"))
     try:

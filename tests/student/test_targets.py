@@ -58,8 +58,16 @@ def test_open_targets_refuses_bad_addresses_and_other_datasets(small_store: Path
         open_targets(f"foo://{small_store}")
     fp = LocalStore(small_store).attrs.dataset
     open_targets(str(small_store), expected_fingerprint=fp).close()
+    # Without a content record on the expecting side, names and sizes decide.
+    names_only = {k: v for k, v in fp.items() if k != "content"}
     with pytest.raises(DatasetMismatchError, match="sha256"):
-        open_targets(str(small_store), expected_fingerprint={**fp, "sha256": "0" * 64})
+        open_targets(str(small_store), expected_fingerprint={**names_only, "sha256": "0" * 64})
+    # Both record the content: it decides (other names, e.g. the packed shards, are accepted).
+    assert fp.get("content")
+    open_targets(str(small_store), expected_fingerprint={**fp, "sha256": "0" * 64}).close()
+    other = {**fp, "content": {**fp["content"], "sha256": "1" * 64}}
+    with pytest.raises(DatasetMismatchError, match="content"):
+        open_targets(str(small_store), expected_fingerprint=other)
 
 
 def test_dataset_mismatch_message_and_allow_flag(

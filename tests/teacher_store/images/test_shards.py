@@ -352,3 +352,64 @@ def test_range_cache_reads_past_the_end_short(tmp_path: Path) -> None:
     cache = RangeCache(mem, ("s.tar",), block_bytes=1000)
     assert cache.read(0, 2500, 2600) == (bytes(range(256)) * 10)[2500:2560]
     assert cache.read(0, 10, 1990) == (bytes(range(256)) * 10)[10:1990]
+
+
+def test_index_version_2_is_narrow_and_version_1_still_reads(packed: str, tmp_path: Path) -> None:
+    """pack writes index version 2 (data offsets, key offsets and sizes as uint32: they fit);
+    an index written by version 1 (every one int64) opens and reads the same bytes."""
+    import numpy as np
+
+    from teacher_store.images.table import SampleTable
+
+    parsed = ShardPattern.parse(packed)
+    out = tmp_path / "shards"
+    out.mkdir()
+    for p in Path(parsed.folder).iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    index_file = out / parsed.index_name
+    with np.load(index_file) as arrays:
+        saved = {k: arrays[k] for k in arrays.files}
+    meta = json.loads(saved["meta"].tobytes())
+    assert meta["version"] == 2 and int(saved["version"][0]) == 2
+    for name in ("data_offset", "offsets", "sizes"):
+        assert saved[name].dtype == np.uint32, name
+    new = TarShards.open(f"{out}/{parsed.name}")
+    old = dict(saved, version=np.asarray([1], np.int64))
+    for name in ("data_offset", "offsets", "sizes"):
+        old[name] = saved[name].astype(np.int64)
+    old["meta"] = np.frombuffer(json.dumps({**meta, "version": 1}).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **old)
+    index_file.write_bytes(buf.getvalue())
+    v1 = TarShards.open(f"{out}/{parsed.name}")
+    assert v1.index.data_offset.dtype == np.int64 and len(v1) == len(new)
+    assert [v1.read(i) for i in range(len(v1))] == [new.read(i) for i in range(len(new))]
+    assert v1.fingerprint() == new.fingerprint()
+    assert isinstance(v1.index.table, SampleTable)
+
+
+def test_scattered_reads_fetch_their_bytes_and_ordered_reads_blocks() -> None:
+    """Over object storage, reads in order share aligned blocks (one request serves several
+    samples); a read elsewhere in its shard (a shuffled epoch over more data than the cache
+    holds) fetches its own bytes, not a block for one sample; a read of cached blocks is free."""
+    import numpy as np
+
+    data = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    mem = Location.at("memory://scattered")
+    mem.write_atomic("a.tar", data)
+    block, size = 64 << 10, 10_000
+    ordered = RangeCache(mem, ("a.tar",), block_bytes=block, memory_bytes=4 << 20)
+    for k in range(100):  # 1 MB in order: 16 blocks of 64 KiB
+        assert ordered.read(0, k * size, (k + 1) * size) == data[k * size : (k + 1) * size]
+    assert ordered.requests <= 17 and ordered.fetched <= 17 * block
+    scattered = RangeCache(mem, ("a.tar",), block_bytes=block, memory_bytes=4 << 20)
+    starts = [(k * 7 % 19) * 210_000 + 1000 for k in range(19)]  # >= 200 kB apart, mixed
+    assert len(set(starts)) == 19
+    for start in starts:
+        assert scattered.read(0, start, start + size) == data[start : start + size]
+    # The first read of the shard takes its block; every later one its 10,000 bytes.
+    assert scattered.requests == 19 and scattered.fetched == block + 18 * size
+    assert (
+        scattered.read(0, starts[0] + 10, starts[0] + 20) == data[starts[0] + 10 : starts[0] + 20]
+    )
+    assert scattered.requests == 19  # from the cached block

@@ -4,15 +4,17 @@ fingerprints unchanged from the tuple-based scan, no Python object per sample.""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from teacher_store.images.dataset import ColumnSequence, ImageFolder, KeySequence
 from teacher_store.images.scan import TableBuilder, class_order, table_from_listing
-from teacher_store.images.table import SampleTable
+from teacher_store.images.table import SampleTable, TableError
 
 # name -> size: fixed bytes (b"x" * size), so the fingerprint never depends on an encoder.
 TREE = {"dog/b.jpg": 7, "dog/a.JPEG": 11, "cat/é.png": 3, "cat/sub/z.png": 5, "cat-2/0.png": 1}
@@ -113,3 +115,44 @@ def test_folder_views_are_not_tuples_and_compare_by_content(tmp_path):
     assert folder.labels == (1, 0, 0, 2, 2) and folder.labels != (1, 0, 0, 2)
     assert np.asarray(folder.sizes).dtype == np.int64 and list(folder.sizes[:2]) == [1, 5]
     assert folder == ImageFolder.scan(tmp_path) and hash(folder) == hash(ImageFolder.scan(tmp_path))
+
+
+def _saved(table: SampleTable, **extra: np.ndarray) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(table.to_bytes(**extra))) as arrays:
+        return {k: arrays[k] for k in arrays.files}
+
+
+def test_table_file_narrows_what_fits_and_reads_version_1():
+    """Version 2 stores offsets and sizes as uint32 when every value fits (the index's load
+    at ImageNet-22k then holds 8 B per sample less), int64 when one does not; a version-1
+    file (int64 only) still loads, and an unknown version is one line."""
+    table = SampleTable.from_items(["a/x.jpg", "b/y.jpg"], [0, 1], [5, 7])
+    arrays = _saved(table)
+    assert int(arrays["version"][0]) == 2
+    assert arrays["offsets"].dtype == arrays["sizes"].dtype == np.uint32
+    loaded = SampleTable.from_npz(_Npz(arrays), "t.npz")
+    assert loaded.sizes.dtype == np.uint32 and loaded.key(1) == "b/y.jpg"
+    assert loaded.names_sha256() == table.names_sha256() and loaded.nbytes() < table.nbytes()
+    assert loaded.labels_sha256() == table.labels_sha256()
+    big = SampleTable.from_items(["a/x.jpg", "b/y.jpg"], [0, 1], [5, (1 << 32) + 3])
+    wide = _saved(big)
+    assert wide["offsets"].dtype == np.uint32 and wide["sizes"].dtype == np.int64
+    again = SampleTable.from_npz(_Npz(wide), "t.npz")
+    assert int(again.sizes[1]) == (1 << 32) + 3 and again.names_sha256() == big.names_sha256()
+    old = {**arrays, "version": np.asarray([1], np.int64)}
+    old.update(offsets=table.offsets, sizes=table.sizes)  # what version 1 wrote: int64
+    assert SampleTable.from_npz(_Npz(old), "t.npz").names_sha256() == table.names_sha256()
+    old["sizes"] = arrays["sizes"]  # a version-1 file never held uint32
+    with pytest.raises(TableError, match=r"'sizes' is uint32\[2\], not int64\[N\]"):
+        SampleTable.from_npz(_Npz(old), "t.npz")
+    future = {**arrays, "version": np.asarray([3], np.int64)}
+    with pytest.raises(TableError, match=r"t.npz: sample table version \[3\] is not 2; rebuild"):
+        SampleTable.from_npz(_Npz(future), "t.npz")
+
+
+class _Npz(dict):  # type: ignore[type-arg]
+    """A dict of arrays with ``np.load``'s ``files`` attribute."""
+
+    @property
+    def files(self) -> list[str]:
+        return list(self)

@@ -171,11 +171,15 @@ BENCHMARKS: tuple[Bench, ...] = (
     ),
     Bench(
         "scale",
-        "ImageNet-scale simulation (N = 1,281,167 x R = 50 x K = 10) at a fifth of N",
+        "ImageNet-scale simulation (N = 1,281,167 x R = 50 x K = 10) at a fifth of N; the image "
+        "index (folder table, tar shard index) at ImageNet-22k's 14.2 M samples",
         full="--fraction 0.2 --store-root {work}/stores --json {work}/scale.json",
         quick="--samples 300 --views 4 --files 300 --batch-size 32 --store-root {work}/stores "
         "--tree {work}/tree --json {work}/scale.json",
-        result=(r"^\| step", r"^\|\s+(write|verify|serve|epoch_service|tree) "),
+        result=(
+            r"^\| step",
+            r"^\|\s+(write|verify|serve|epoch_service|tree|index|index_load|tar_index_load) ",
+        ),
     ),
     Bench(
         "gpu_check",

@@ -108,3 +108,35 @@ __all__ = [
     "replace_same_size",
     "student_config",
 ]
+
+
+# The tensors of a StoreBatch that two runs over the same store and images must agree on.
+BATCH_TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
+BATCH_TENSORS += ("partner_labels", "lam")
+
+
+def assert_same_batch(a: Any, b: Any) -> None:
+    """Two StoreBatches are the same batch: slot and every tensor equal."""
+    import torch
+
+    assert a.slot == b.slot
+    for name in BATCH_TENSORS:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def trained_batches(cfg: Any, monkeypatch: Any) -> list[Any]:
+    """The batches ``run_train(cfg)`` trains on, in order (its step is wrapped to record them)."""
+    import student.train
+
+    got: list[Any] = []
+    step = student.train._step
+
+    def record(run: Any, ctx: Any, batch: Any) -> Any:  # what the trainer consumes, then trains
+        got.append(batch)
+        return step(run, ctx, batch)
+
+    monkeypatch.setattr(student.train, "_step", record)
+    summary = student.train.run_train(cfg)
+    monkeypatch.setattr(student.train, "_step", step)
+    assert summary["step"] == len(got) >= 2
+    return got

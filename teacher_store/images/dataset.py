@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from teacher_store.errors import ImageChangedError, StoreAccessError
-from teacher_store.images.digests import UNREADABLE, SampleDigests, content_digest
+from teacher_store.errors import StoreAccessError
+from teacher_store.images.digests import SampleDigests, check_content
 from teacher_store.images.scan import IMAGE_EXTENSIONS, list_location, printable_path, walk_local
 from teacher_store.images.table import SampleTable
 from teacher_store.storage.failures import storage_failure
@@ -421,18 +421,7 @@ class ImageFolder:
         except OSError as e:
             why = e.strerror or ("no such object" if isinstance(e, FileNotFoundError) else e)
             raise CorruptImageError(f"cannot read image {self.where(index)}: {why}") from None
-        if self.content is not None:
-            want = self.content.of(index)
-            have = content_digest(data)
-            if want != UNREADABLE and have != want:
-                raise ImageChangedError(
-                    f"image {self.where(index)} (sample {index}) is not the image the store "
-                    f"was built from: its content digest ({self.content.algorithm} {have:016x}) "
-                    f"differs from the store's ({want:016x}); restore the image, or regenerate "
-                    f"the store from {self.location} as it is now",
-                    self.where(index),
-                    index,
-                )
+        check_content(self.content, index, data, self.where(index), self.location)
         return data
 
     def load(self, index: int, draft: DraftRule | None = None) -> Image.Image:

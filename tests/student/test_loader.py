@@ -21,17 +21,9 @@ from teacher_store.cli import main
 from teacher_store.errors import ImageChangedError, StoreMismatch
 from teacher_store.store.blockfmt import store_identity
 from teacher_store.views.codec import mix64
-from tests.store_fixtures import V1_FIXTURE, replace_same_size, student_config
+from tests.store_fixtures import V1_FIXTURE, assert_same_batch, replace_same_size, student_config
 
 TRAINING_PAGE = Path(__file__).resolve().parents[2] / "docs" / "training.md"
-_TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
-_TENSORS += ("partner_labels", "lam")
-
-
-def _same(a: StoreBatch, b: StoreBatch) -> None:
-    assert a.slot == b.slot
-    for name in _TENSORS:
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
 def _split_reference(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
@@ -107,7 +99,7 @@ def test_loader_yields_the_batches_distill_train_sees(
         assert loader.cursor == Cursor(2, 0)
     assert len(mine) == len(seen)
     for a, b in zip(mine, seen, strict=True):
-        _same(a, b)
+        assert_same_batch(a, b)
     assert {b.slot for b in mine} == {0, 1}
     assert all(b.topk_ids.shape == (4, 10) and b.valid.dtype == torch.bool for b in mine)
 
@@ -115,7 +107,7 @@ def test_loader_yields_the_batches_distill_train_sees(
     with StoreLoader(str(small_store), demo_data, cursor=Cursor(1, 1), **opts) as loader:
         rest = list(loader)
     for a, b in zip(rest, seen[steps + 1 :], strict=True):
-        _same(a, b)
+        assert_same_batch(a, b)
 
     # The trainer's own LoaderConfig (TrainConfig.loader_config) is the keywords' config, and
     # a loader given it yields the same batches.
@@ -125,7 +117,7 @@ def test_loader_yields_the_batches_distill_train_sees(
         assert loader.config == from_train
         again = list(loader)
     for a, b in zip(again, seen[steps:], strict=True):
-        _same(a, b)
+        assert_same_batch(a, b)
 
 
 def test_a_cursor_taken_on_another_store_is_refused(small_store, other_store, demo_data):

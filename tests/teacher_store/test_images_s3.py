@@ -11,25 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-import student.train
-from student import StoreBatch, StoreLoader
-from student.train import run_train
+from student import StoreLoader
 from teacher_store.cli import main
 from teacher_store.images.source import open_images
 from tests.s3_fixtures import S3Server
-from tests.store_fixtures import file_digests, generate_small, student_config
+from tests.store_fixtures import (
+    assert_same_batch,
+    file_digests,
+    generate_small,
+    student_config,
+    trained_batches,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-_TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
-_TENSORS += ("partner_labels", "lam")
-
-
-def _same(a: StoreBatch, b: StoreBatch) -> None:
-    assert a.slot == b.slot
-    for name in _TENSORS:
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
 @pytest.fixture(scope="module")
@@ -92,30 +87,20 @@ def test_store_loader_from_the_s3_folder_gives_the_local_batches(s3_photos, loca
     for other in runs[1:]:
         assert len(other) == len(runs[0])
         for a, b in zip(runs[0], other, strict=True):
-            _same(a, b)
+            assert_same_batch(a, b)
 
 
 def test_distill_train_from_the_s3_folder_sees_the_local_batches(
     s3_photos, local_store, demo_data, tmp_path, monkeypatch
 ):
-    seen: dict[str, list[StoreBatch]] = {}
-    step = student.train._step
-
-    for name, data in (("local", demo_data), ("s3", s3_photos)):
-        got: list[StoreBatch] = []
-
-        def record(run, ctx, batch, got=got):  # what the trainer consumes, then trains on it
-            got.append(batch)
-            return step(run, ctx, batch)
-
-        monkeypatch.setattr(student.train, "_step", record)
-        cfg = student_config(local_store, data, tmp_path / name, epochs=1, workers=1)
-        summary = run_train(cfg)
-        assert summary["step"] == len(got) >= 2
-        seen[name] = got
-    for a, b in zip(seen["local"], seen["s3"], strict=True):
-        _same(a, b)
-    assert len(seen["local"]) == len(seen["s3"])
+    local, s3 = (
+        trained_batches(student_config(local_store, data, tmp_path / name, epochs=1, workers=1),
+                        monkeypatch)
+        for name, data in (("local", demo_data), ("s3", s3_photos))
+    )  # fmt: skip
+    assert len(local) == len(s3)
+    for a, b in zip(local, s3, strict=True):
+        assert_same_batch(a, b)
 
 
 @pytest.mark.parametrize("command", ["generate", "verify", "show", "train"])
@@ -187,4 +172,4 @@ def test_store_loader_from_packed_shards_on_s3_gives_the_local_folders_batches(
     for other in runs[1:]:
         assert len(other) == len(runs[0])
         for a, b in zip(runs[0], other, strict=True):
-            _same(a, b)
+            assert_same_batch(a, b)

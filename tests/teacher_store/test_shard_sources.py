@@ -17,29 +17,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import student.train
 from student import StoreBatch, StoreLoader
-from student.train import run_train
 from teacher_store.cli import main
 from teacher_store.images.pack import pack_images
 from teacher_store.images.shard_index import ShardPattern
 from teacher_store.images.shards import TarShards
 from tests.s3_fixtures import S3Server
-from tests.store_fixtures import file_digests, generate_small, student_config
+from tests.store_fixtures import (
+    assert_same_batch,
+    file_digests,
+    generate_small,
+    student_config,
+    trained_batches,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SHARD_BYTES = 2_000_000  # the 17 demo photos (5 MB) make 3 shards
-_TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
-_TENSORS += ("partner_labels", "lam")
 LOADER = {"img_size": 48, "batch_size": 4, "val_fraction": 0.2, "epochs": 2, "workers": 0}
-
-
-def _same(a: StoreBatch, b: StoreBatch) -> None:
-    assert a.slot == b.slot
-    for name in _TENSORS:
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
 @pytest.fixture(scope="module")
@@ -93,23 +88,14 @@ def test_generate_cli_from_s3_shards_in_workers(s3_shards, local_store, tmp_path
 def test_distill_train_from_s3_shards_sees_the_folders_batches(
     s3_shards, local_store, demo_data, tmp_path, monkeypatch
 ):
-    seen: dict[str, list[StoreBatch]] = {}
-    step = student.train._step
-    for name, data in (("local", demo_data), ("s3", s3_shards)):
-        got: list[StoreBatch] = []
-
-        def record(run, ctx, batch, got=got):  # what the trainer consumes, then trains on it
-            got.append(batch)
-            return step(run, ctx, batch)
-
-        monkeypatch.setattr(student.train, "_step", record)
-        cfg = student_config(local_store, data, tmp_path / name, epochs=1, workers=1)
-        summary = run_train(cfg)
-        assert summary["step"] == len(got) >= 2
-        seen[name] = got
-    assert len(seen["local"]) == len(seen["s3"])
-    for a, b in zip(seen["local"], seen["s3"], strict=True):
-        _same(a, b)
+    local, s3 = (
+        trained_batches(student_config(local_store, data, tmp_path / name, epochs=1, workers=1),
+                        monkeypatch)
+        for name, data in (("local", demo_data), ("s3", s3_shards))
+    )  # fmt: skip
+    assert len(local) == len(s3)
+    for a, b in zip(local, s3, strict=True):
+        assert_same_batch(a, b)
 
 
 def test_a_store_from_the_shards_trains_from_the_folder(local_shards, demo_data, tmp_path):
@@ -120,7 +106,7 @@ def test_a_store_from_the_shards_trains_from_the_folder(local_shards, demo_data,
     got = _batches(store, demo_data, 0)
     assert len(got) == len(want) >= 4
     for a, b in zip(want, got, strict=True):
-        _same(a, b)
+        assert_same_batch(a, b)
 
 
 def _copy_shards(pattern: str, out: Path) -> tuple[str, ShardPattern]:

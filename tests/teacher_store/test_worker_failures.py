@@ -4,12 +4,10 @@ worker's traceback wrapped in a RuntimeError; generation and the student's loade
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from student.loader import StoreLoader
 from teacher_store.errors import StoreDamaged, portable
@@ -20,6 +18,7 @@ from teacher_store.store.arrays import BOOK
 from tests.store_fixtures import SMALL_GENERATE
 
 SHARD_BYTES = 2_000_000  # the 17 demo photos make 3 shards
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/teacher_store/conftest.py
 
 
 class _Unpicklable(ValueError):
@@ -43,16 +42,6 @@ def shards(demo_data: Path, tmp_path: Path) -> tuple[str, Path]:
     return result.pattern, last
 
 
-@contextlib.contextmanager
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _first_line_only(e: BaseException, *parts: str) -> None:
     text = str(e)
     assert len(text.splitlines()) == 1 and "Traceback" not in text, text
@@ -70,7 +59,7 @@ def test_generation_raises_a_shard_gone_in_a_worker_as_one_line(shards, tmp_path
 
     cfg = GenerateConfig(data=pattern, out=str(tmp_path / "store"),  # type: ignore[arg-type]
                          **{**SMALL_GENERATE, "workers": 2, "read_threads": 0})  # fmt: skip
-    with _one_thread(), pytest.raises(ShardIndexError) as e:
+    with pytest.raises(ShardIndexError) as e:
         run_generate(cfg, decode_hook=hook)
     _first_line_only(e.value, last.name, "is gone", "distill images index")
     assert not (tmp_path / "store" / BOOK / "manifest.json").exists()  # never finished
@@ -79,8 +68,7 @@ def test_generation_raises_a_shard_gone_in_a_worker_as_one_line(shards, tmp_path
 def test_the_loader_raises_a_shard_gone_in_a_worker_as_one_line(shards, tmp_path) -> None:
     pattern, last = shards
     cfg = GenerateConfig(data=pattern, out=str(tmp_path / "store"), **SMALL_GENERATE)  # type: ignore[arg-type]
-    with _one_thread():
-        run_generate(cfg)
+    run_generate(cfg)
     opts = {"img_size": 32, "batch_size": 4, "val_fraction": 0.0, "workers": 2}
     with StoreLoader(str(tmp_path / "store"), pattern, read_threads=0, **opts) as loader:
         os.remove(last)  # after the index was opened and checked: gone while training

@@ -19,10 +19,7 @@ from teacher_store.images.dataset import CorruptImageError, ImageFolder
 from teacher_store.images.digests import SampleDigests
 from teacher_store.images.prefetch import ReadAhead, read_ahead, wanted
 from teacher_store.options import OptionsError, validate_options
-from tests.store_fixtures import file_digests, generate_small, replace_same_size
-
-_TENSORS = ("images", "samples", "topk_ids", "topk_logprobs", "valid", "labels")
-_TENSORS += ("partner_labels", "lam")
+from tests.store_fixtures import BATCH_TENSORS, file_digests, generate_small, replace_same_size
 
 
 class _Slow:
@@ -213,5 +210,5 @@ def test_store_loader_batches_are_the_same_whatever_the_read_ahead(reference, de
     for other in runs[1:]:
         assert len(other) == len(first)
         for a, b in zip(first, other, strict=True):
-            for name in _TENSORS:
+            for name in BATCH_TENSORS:
                 assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -129,8 +129,11 @@ class TarShards:
         """The shards ``pattern`` names (a ``.tar`` or a brace pattern, local or an fsspec URL)
         with their index; :class:`ShardIndexError` (one line naming the shard or index and
         the fix) for a missing or wrong index, or a shard missing or of another size than the
-        index records. ``cache_dir``: keep fetched blocks there (up to ``disk_bytes``)."""
+        index records. ``cache_dir``: keep fetched blocks there (up to ``disk_bytes``); by
+        default the environment's ``DISTILL_SHARD_CACHE_DIR`` and ``DISTILL_SHARD_CACHE_BYTES``
+        (so every command, and every process of a job, shares one cache on a node's disk)."""
         parsed = ShardPattern.parse(os.fspath(pattern))
+        cache_dir, disk_bytes = _cache_settings(cache_dir, disk_bytes)
         location = Location.at(parsed.folder)
         index = load_index(parsed, location)
         _check_shards(parsed, index, location)
@@ -290,3 +293,24 @@ def _check_shards(pattern: ShardPattern, index: ShardIndex, location: Location) 
                 f"{record.size} (truncated or rewritten); restore it, or rebuild the index "
                 f"with {hint}"
             )
+
+
+def _cache_settings(
+    cache_dir: str | os.PathLike[str] | None, disk_bytes: int | None
+) -> tuple[str | os.PathLike[str] | None, int | None]:
+    """``cache_dir`` and ``disk_bytes``, else ``DISTILL_SHARD_CACHE_DIR`` and
+    ``DISTILL_SHARD_CACHE_BYTES`` from the environment (a ValueError naming a bad one)."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("DISTILL_SHARD_CACHE_DIR", "").strip() or None
+    raw = os.environ.get("DISTILL_SHARD_CACHE_BYTES", "").strip()
+    if disk_bytes is None and raw:
+        try:
+            disk_bytes = int(float(raw.replace("_", "")))
+        except (ValueError, OverflowError):
+            disk_bytes = 0
+        if not 1 << 20 <= disk_bytes <= 1 << 50:
+            raise ValueError(
+                f"DISTILL_SHARD_CACHE_BYTES={raw!r} must be a byte count from 1 MiB to 1 PiB "
+                "(e.g. 500e9)"
+            )
+    return cache_dir, disk_bytes

@@ -312,6 +312,28 @@ def test_block_cache_stays_within_its_bounds(demo_data: Path, packed: str, tmp_p
     assert all(third.read(i) == folder.read(i) for i in range(len(third)))
 
 
+def test_the_disk_cache_is_set_by_the_environment(
+    demo_data: Path, packed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DISTILL_SHARD_CACHE_DIR / _BYTES reach every command that opens shards (no flag each)."""
+    parsed = ShardPattern.parse(packed)
+    url = "memory://cache-env"
+    mem = Location.at(url)
+    for p in Path(parsed.folder).iterdir():
+        mem.write_atomic(p.name, p.read_bytes())
+    monkeypatch.setenv("DISTILL_SHARD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DISTILL_SHARD_CACHE_BYTES", "2e6")
+    shards = open_images(f"{url}/{parsed.name}")
+    folder = ImageFolder.scan(demo_data)
+    assert all(shards.read(i) == folder.read(i) for i in range(len(shards)))
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.blk"))
+    assert 0 < on_disk <= 2_000_000 + (1 << 20)  # the bound, plus the block just written
+    for bad in ("lots", "10", "1e20"):
+        monkeypatch.setenv("DISTILL_SHARD_CACHE_BYTES", bad)
+        with pytest.raises(ValueError, match=r"DISTILL_SHARD_CACHE_BYTES=.* must be a byte count"):
+            open_images(f"{url}/{parsed.name}")
+
+
 def test_threads_share_the_cache_and_a_copy_pickles(demo_data: Path, packed: str) -> None:
     parsed = ShardPattern.parse(packed)
     mem = Location.at("memory://threads")

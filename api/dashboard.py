@@ -61,20 +61,20 @@ def _folder_sig(data: str) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
-def _scan(entry: StoreEntry, folder: str) -> tuple[Refusal | None, Any]:
+def _scan(entry: StoreEntry, folder: str, recorded: Any) -> tuple[Refusal | None, Any]:
     """Why the images ``folder`` (a folder, URL or shard pattern) cannot render ``entry``'s
     views (blocking: walks the folder or loads the shard index), or None; and the opened
     ImageSource (None when it could not be opened)."""
     try:
-        from teacher_store.images.dataset import DatasetFingerprint
         from teacher_store.images.source import open_images
+        from teacher_store.store.content import dataset_difference
     except ImportError as e:
         return (409, "rendering_unavailable", f"{NO_REPLAY}: {e}"), None
     a = entry.attrs
     assert a is not None
     try:
         scanned = open_images(folder, a.config.get("max_image_pixels"))
-        diff = DatasetFingerprint.from_dict(a.dataset).mismatch(scanned.fingerprint())
+        diff = dataset_difference(a.dataset, scanned, recorded)
     except (ValueError, OSError) as e:  # no class folders, no images, unreadable
         why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         return (
@@ -160,7 +160,7 @@ class Dashboard:
             if known:
                 return problem
             key = (entry.identity, _folder_sig(folder))
-            problem, scanned = _scan(entry, folder)
+            problem, scanned = _scan(entry, folder, self.store(entry).sample_digests)
             self.scans += 1
             if problem is None:
                 self._folders[entry.name] = (key, self._checked(entry, scanned))

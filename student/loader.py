@@ -35,7 +35,7 @@ from teacher_store.images.prefetch import ReadAhead, read_ahead
 from teacher_store.images.source import ImageSource, labels_of, open_images
 from teacher_store.options import check_int
 from teacher_store.reader.client import DatasetMismatchError
-from teacher_store.store.content import checked_folder
+from teacher_store.store.content import checked_folder, first_changed
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
 from teacher_store.views.pairing import slot_partners
@@ -150,22 +150,14 @@ def open_checked_targets(
 
 
 def _first_changed(store: str, folder: ImageSource, token: str | None, budget: float) -> str:
-    """``: sample i, WHERE, and k more`` naming the first image whose content digest differs
-    from the store's (both sides know theirs: a tar index, a store's digests file), or ``""``
-    when the store's digests cannot be read (or the counts differ)."""
+    """:func:`~teacher_store.store.content.first_changed` with the store's digests read over
+    the store's address (``""`` when they cannot be)."""
     targets = open_targets(store, token, None, budget)
     try:
         recorded = targets.sample_digests()
     finally:
         targets.close()
-    if recorded is None or len(recorded) != len(folder):
-        return ""
-    changed = recorded.differences(folder.sample_digests())
-    if not len(changed):
-        return ""
-    i = int(changed[0])
-    more = f", and {len(changed) - 1} more" if len(changed) > 1 else ""
-    return f": sample {i}, {folder.where(i)}{more}"
+    return first_changed(recorded, folder)
 
 
 def open_teacher_targets(

@@ -47,7 +47,7 @@ import numpy as np
 from teacher_store.errors import StoreDamaged
 from teacher_store.images.dataset import printable_path
 from teacher_store.store import layout
-from teacher_store.store.content import size_only_note
+from teacher_store.store.content import dataset_difference, size_only_note
 from teacher_store.store.id_order import stored_to_rank
 from teacher_store.store.integrity import legacy_note
 from teacher_store.store.layout import ShardUnit, shard_units
@@ -289,7 +289,6 @@ def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
     """(the images at ``data`` (a folder, URL or shard pattern) or None, whether they are the
     ones the store was built from: count, classes and labels, then names and sizes or, when
     both sides know it, content; and every image's content digest when the store records them)."""
-    from teacher_store.images.dataset import DatasetFingerprint
     from teacher_store.images.source import open_images
 
     a = store.attrs
@@ -300,7 +299,7 @@ def _scan_dataset(store: Any, data: str) -> tuple[Any, VerifyReport]:
     warning = folder.skipped_summary()
     if warning:
         print(warning, file=sys.stderr)
-    diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
+    diff = dataset_difference(a.dataset, folder, store.sample_digests)
     if diff:
         return folder, _fail(
             f"dataset {data} does not match the store ({diff}); pass the --data the store "

@@ -13,6 +13,7 @@ working, their images checked by name and size only (:func:`size_only_note`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,9 @@ __all__ = [
     "SampleDigests",
     "checked_folder",
     "content_record",
+    "dataset_difference",
     "digests_file_record",
+    "first_changed",
     "load_sample_digests",
     "size_only_note",
     "write_sample_digests",
@@ -126,3 +129,37 @@ def checked_folder(
     if len(digests) != len(folder):
         return folder, None
     return folder.with_content(digests), None
+
+
+def first_changed(recorded: SampleDigests | None, source: ImageSource) -> str:
+    """``: sample i, WHERE (and k more)`` naming the first sample whose content digest differs
+    from the store's ``recorded`` ones, or ``""`` (no record, other counts, none differ).
+    Call it when the source knows its digests (a tar index): a folder's are read whole."""
+    if recorded is None or len(recorded) != len(source):
+        return ""
+    changed = recorded.differences(source.sample_digests())
+    if not len(changed):
+        return ""
+    i = int(changed[0])
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return f": sample {i}, {source.where(i)}{more}"
+
+
+def dataset_difference(
+    store_dataset: dict[str, Any],
+    source: ImageSource,
+    recorded: Callable[[], SampleDigests | None],
+) -> str | None:
+    """How ``source`` differs from the dataset a store was built from, in one phrase, or None.
+    When both know their content and it differs, the phrase names the first changed sample
+    (``recorded()`` gives the store's digests; it is called only then: a damaged digests
+    file leaves the phrase unnamed, its damage is reported where the file is read)."""
+    from teacher_store.images.dataset import DatasetFingerprint
+
+    stored, have = DatasetFingerprint.from_dict(store_dataset), source.fingerprint()
+    why = stored.mismatch(have)
+    if why and stored.content and have.content and stored.content != have.content:
+        # A damaged digests file leaves the phrase unnamed: its damage is reported where read.
+        with contextlib.suppress(StoreDamaged):
+            why += first_changed(recorded(), source)
+    return why

@@ -36,15 +36,16 @@ def check_view_request(a: Any, sample: int, view: int, size: int | None) -> None
         check_int("--size", size, MIN_IMG_SIZE, MAX_IMG_SIZE)
 
 
-def _matching_folder(a: Any, data: Any) -> Any:
+def _matching_folder(a: Any, data: Any, recorded: Any = lambda: None) -> Any:
     """The images at ``data`` (a folder, URL or shard pattern, or an open ImageSource);
-    :class:`DatasetMismatch` unless the store was built from them."""
-    from teacher_store.images.dataset import DatasetFingerprint
+    :class:`DatasetMismatch` unless the store was built from them (``recorded()``: the store's
+    content digests, to name a changed sample)."""
     from teacher_store.images.source import open_images
+    from teacher_store.store.content import dataset_difference
 
     folder = open_images(data, a.config.get("max_image_pixels"))
     shown = getattr(folder, "location", data) if not isinstance(data, str) else data
-    diff = DatasetFingerprint.from_dict(a.dataset).mismatch(folder.fingerprint())
+    diff = dataset_difference(a.dataset, folder, recorded)
     if diff:
         raise DatasetMismatch(
             f"dataset {shown} does not match the store ({diff}); pass the --data it was built from"
@@ -141,7 +142,9 @@ class ViewRenderer:
         self.attrs = self.store.attrs
         # Every image read is checked against the store's per-sample content digests.
         self.folder, self.note = checked_folder(
-            _matching_folder(self.attrs, data), self.store.sample_digests(), self.store.address
+            _matching_folder(self.attrs, data, self.store.sample_digests),
+            self.store.sample_digests(),
+            self.store.address,
         )
         self.replayer = Replayer(self.folder, self.attrs, cache_size=cache_size)
 

@@ -134,6 +134,18 @@ def test_a_replaced_image_in_a_shard_is_refused_with_its_key(
     assert "sample 4, " in err and f"shard-000000.tar: {keys[4]}" in err, err
     with pytest.raises(ValueError, match="different image content: sample 4, "):
         StoreLoader(str(local_store), pattern, **LOADER)
+    # verify and show name it too (the dashboard: tests/api/test_view_sources.py)
+    show = ["show", str(local_store), "--data", pattern, "--sample", "0", "--view", "0"]
+    for args in (
+        ["verify", str(local_store), "--data", pattern],
+        [*show, "--out", str(tmp_path / "v.png")],
+    ):
+        rc = main(args)
+        out = capsys.readouterr()
+        said = [x for x in (out.out + out.err).splitlines() if keys[4] in x]
+        assert rc != 0 and "Traceback" not in out.err and len(said) == 1, (args[0], out)
+        assert f"sample 4, {tmp_path / 'shards'}/shard-000000.tar: {keys[4]}" in said[0]
+    assert not (tmp_path / "v.png").exists()
 
 
 def _run(args: list[str], capsys) -> str:

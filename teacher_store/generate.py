@@ -10,13 +10,11 @@ can change with batch composition).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.runtime import barrier, dist_env, init_runtime
 from teacher_store.cli import CommandError
-from teacher_store.errors import StoreConflict, causes, portable
+from teacher_store.errors import StoreConflict, causes
 from teacher_store.generate_data import check_read_some, with_content
 from teacher_store.images.dataset import (
     PILLOW_HARD_LIMIT,
@@ -84,12 +82,11 @@ from teacher_store.store.schema import (
 )
 from teacher_store.teacher import Teacher
 from teacher_store.views.codec import CODEC_VERSION
-from teacher_store.views.pairing import recorded_view_order, unit_view_order
+from teacher_store.views.pairing import recorded_view_order
 from teacher_store.views.recipe import Recipe, get_recipe
-from teacher_store.views.replay import Replayer, UnreadableSampleError
+from teacher_store.views.unit_views import UnitViews
 
 # Config fields that do not change a store's bytes: a resume may change them freely.
-_DECODE_WINDOW = 32  # nvJPEG path: base images decoded per batch (with their partners)
 RUNTIME_FIELDS = (
     "data",
     "out",
@@ -282,122 +279,6 @@ def _chunking(cfg: GenerateConfig, n: int, views: int) -> tuple[int, int]:
     return chunk, cviews
 
 
-@dataclass(frozen=True)
-class _Item:
-    unit: int  # position in this rank's work list
-    keys: tuple[tuple[int, int], ...]  # the step's views (slot, sample), in teacher order
-    views: torch.Tensor  # [len(keys), 3, H, W] uint8
-    ok: torch.Tensor  # [len(keys)] bool
-    bad: tuple[tuple[int, str, str], ...]  # (sample, its key, error)
-    # A fatal one-line error (an image replaced during the job, a shard gone, storage refused):
-    # raised by the main process (from a DataLoader worker it would lose its type and message).
-    failure: ValueError | None = None
-
-
-class _ViewDataset(torch.utils.data.Dataset[_Item]):
-    """One item per step of a unit's view order (:func:`unit_view_order`), rendered.
-
-    In pair order a step renders a view and its partner's view together (``render_many``):
-    one decode and one base render of each image serve both views of the pair.
-    """
-
-    def __init__(
-        self,
-        folder: ImageSource,
-        attrs: StoreAttrs,
-        recipe: Recipe,
-        units: list[ShardUnit],
-        device: torch.device | None = None,
-        order: str = "pairs",
-        decode_hook: Callable[[int], None] | None = None,
-        first_slot: Callable[[ShardUnit], int] | None = None,
-    ):
-        self.folder, self.attrs, self.order = folder, attrs, order
-        # A growth computes a mixed unit's new slots only (teacher_store.store.grow).
-        self.first_slot = first_slot or (lambda u: u.slot_start)
-        self.size = int(attrs.teacher["input_size"][1])
-        # One step per sample of each unit (some steps empty); a unit's steps are computed
-        # when first needed, so a rank's work list costs its units, not its views.
-        self.offsets = np.cumsum([0] + [u.stop - u.start for u in units]).tolist()
-        self._orders: dict[int, list[list[tuple[int, int]]]] = {}  # the last 2 units'
-        self._ahead: dict[int, list[int]] = {}  # step -> the samples it reads (read-ahead)
-        self.units = units
-        self.window = _DECODE_WINDOW
-        views = max((u.slot_stop - u.slot_start for u in units), default=1)
-        # Pillow: 64 images (a step's own image stays while its partners pass). nvJPEG: a
-        # decode window's images and all their partners, decoded in one batch.
-        cache = 64 if device is None else max(64, self.window * (1 + 2 * views))
-        self.replay = Replayer(
-            folder, attrs, recipe, cache_size=cache, device=device, decode_hook=decode_hook
-        )
-
-    def step(self, k: int) -> tuple[int, list[tuple[int, int]]]:
-        """Item ``k``: (position of its unit in the work list, its views (slot, sample))."""
-        u = bisect.bisect_right(self.offsets, k) - 1
-        order = self._orders.get(u)
-        if order is None:
-            unit = self.units[u]
-            slots = range(self.first_slot(unit), unit.slot_stop)
-            samples = range(unit.start, unit.stop)
-            order = unit_view_order(
-                self.attrs.store_seed, self.attrs.num_samples, slots, samples, self.order
-            )
-            if len(self._orders) >= 2:  # this unit and the next (read-ahead crosses into it)
-                self._orders.pop(next(iter(self._orders)))
-            self._orders[u] = order
-        return u, order[k - self.offsets[u]]
-
-    def _read_ahead(self, k: int) -> None:
-        """Name the images this process reads in its coming steps (k, k + W, ...: a DataLoader
-        hands its W workers the steps in turn) to the read-ahead, in the order they are read:
-        each view's image, then its partner's. A wrong guess costs a read, never a byte."""
-        if not isinstance(self.folder, ReadAhead):
-            return
-        info = torch.utils.data.get_worker_info()
-        stride = info.num_workers if info is not None else 1
-        steps = range(k, min(len(self), k + stride * 2 * self.folder.threads), stride)
-        self._ahead = {j: v for j, v in self._ahead.items() if j >= k}
-        for j in steps:
-            if j not in self._ahead:
-                reads = []
-                for slot, sample in self.step(j)[1]:
-                    mix = self.replay.params(slot, sample).mix
-                    reads += [sample] if mix is None else [sample, mix.partner]
-                self._ahead[j] = reads
-        self.folder.want(s for j in steps for s in self._ahead[j] if not self.replay.cached(s))
-
-    def _preload(self, k: int) -> None:
-        """nvJPEG path: decode the next window of steps' images and their partners at once."""
-        keys = self.step(k)[1]
-        if self.replay.decode_device is None or not keys or self.replay.cached(keys[0][1]):
-            return
-        stop = min(len(self), k + self.window)
-        window = [key for j in range(k, stop) for key in self.step(j)[1]]
-        partners = [p.mix.partner for s in window if (p := self.replay.params(*s)).mix]
-        self.replay.preload([s for _, s in window] + partners)
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, k: int) -> _Item:
-        u, keys = self.step(k)
-        views = torch.zeros(len(keys), 3, self.size, self.size, dtype=torch.uint8)
-        ok = torch.zeros(len(keys), dtype=torch.bool)
-        bad = []
-        try:
-            self._read_ahead(k)
-            self._preload(k)
-            rendered = self.replay.render_many(keys, self.size)
-        except ValueError as e:  # unreadable images come back in ``rendered``: this is fatal
-            return _Item(u, tuple(keys), views, ok, (), portable(e))
-        for j, got in enumerate(rendered):
-            if isinstance(got, UnreadableSampleError):  # a bad sample: the view is invalid
-                bad.append((got.sample, printable_path(self.folder.key(got.sample)), str(got)))
-                continue
-            views[j], ok[j] = got.pixels, True
-        return _Item(u, tuple(keys), views, ok, tuple(bad))
-
-
 class _UnitWriter:
     """Collects one unit's teacher outputs and writes the unit when its last sample is in."""
 
@@ -430,7 +311,7 @@ class _UnitWriter:
 
 def _run_units(
     cfg: GenerateConfig,
-    dataset: _ViewDataset,
+    dataset: UnitViews,
     teacher: Teacher,
     bar: Any,
     growth: Growth | None = None,
@@ -631,9 +512,7 @@ def _generate(
         first = growth.first_slot if growth is not None else None
         # Each rendering process reads the images of its coming steps ahead, in threads.
         reader = read_ahead(folder, cfg.read_threads)
-        dataset = _ViewDataset(
-            reader, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first
-        )
+        dataset = UnitViews(reader, attrs, cfg.recipe, mine, gpu_decode, order, decode_hook, first)
         total = sum((u.slot_stop - dataset.first_slot(u)) * (u.stop - u.start) for u in mine)
         show = cfg.progress and rank == 0
         bar = tqdm(total=total, unit="view", disable=not show, file=sys.stderr)

@@ -391,10 +391,10 @@ def test_replayer_names_the_unreadable_sample_and_remembers_it(demo_data, tmp_pa
 def test_student_generation_and_show_replay_the_same_pixels(folder, tmp_path):
     """The same (slot, sample) through the student dataset, generation's views and show's PNG."""
     from student.data import ReplayDataset
-    from teacher_store.generate import _ViewDataset
     from teacher_store.show import show_view
     from teacher_store.store.arrays import LocalStore, shard_units
     from teacher_store.views.replay import Replayer
+    from teacher_store.views.unit_views import UnitViews
     from tests.store_fixtures import build_store
 
     a = _attrs(folder, size=64, recipe=get_recipe("default"))
@@ -402,7 +402,7 @@ def test_student_generation_and_show_replay_the_same_pixels(folder, tmp_path):
     valid = LocalStore(store).read_block
     student = ReplayDataset(folder, a, 64)
     units = shard_units(a)
-    generation = _ViewDataset(folder, a, get_recipe("default"), units)
+    generation = UnitViews(folder, a, get_recipe("default"), units)
     replay = Replayer(folder, a)
     keys = [(0, 0), (1, 3), (0, 9), (1, 16)]
     shown = 0

@@ -65,7 +65,8 @@ def _scan(entry: StoreEntry, folder: str, recorded: Any) -> tuple[Refusal | None
     """Why the images ``folder`` (a folder, URL or shard pattern) cannot render ``entry``'s
     views (blocking: walks the folder or loads the shard index), or None; and the opened
     ImageSource (None when it could not be opened)."""
-    try:
+    try:  # the image code needs Pillow, which the slim API image does not have
+        from teacher_store.images.dataset import ImageFolder  # noqa: F401
         from teacher_store.images.source import open_images
         from teacher_store.store.content import dataset_difference
     except ImportError as e:
@@ -75,6 +76,8 @@ def _scan(entry: StoreEntry, folder: str, recorded: Any) -> tuple[Refusal | None
     try:
         scanned = open_images(folder, a.config.get("max_image_pixels"))
         diff = dataset_difference(a.dataset, scanned, recorded)
+    except ImportError as e:  # a source's library missing from this image (lazily imported)
+        return (409, "rendering_unavailable", f"{NO_REPLAY}: {e}"), None
     except (ValueError, OSError) as e:  # no class folders, no images, unreadable
         why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         return (

@@ -127,6 +127,12 @@ class _Samples:
     def __len__(self) -> int:
         return self.n
 
+    def label(self, index: int) -> int:
+        return self.labels[index]
+
+    def where(self, index: int) -> str:
+        return self.folder.where(index % len(self.folder.paths))
+
     def load(self, index: int, draft: Any = None) -> Image.Image:
         return self.folder.load(index % len(self.folder.paths), draft)
 

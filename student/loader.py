@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from student.data import BatchPlan, ReplayDataset, TargetCache, open_targets, split_samples
+from student.data import (
+    SAMPLER_WINDOW_PAIRS,
+    BatchPlan,
+    ReplayDataset,
+    TargetCache,
+    open_targets,
+    split_samples,
+)
 from student.ensemble import TeacherEnsemble, check_same_views
 from student.loader_config import (
     MAX_EPOCHS,
@@ -42,7 +49,6 @@ from teacher_store.views.pairing import slot_partners
 from teacher_store.views.replay import view_to_float
 
 log = logging.getLogger("distill.student")
-WINDOW_BLOCKS = 4  # sampler window: blocks of samples shuffled together
 _READ_AHEAD = 2  # batches whose target blocks are fetched early
 
 
@@ -225,8 +231,8 @@ def epoch_plan(
     slot = slot_for_epoch(epoch, epochs or epoch + 1, int(attrs.views), view_schedule)
     # A copy of slots A:B pairs its slot r as the views' slot A + r.
     partners = slot_partners(int(attrs.store_seed), attrs.view_slot(slot), int(attrs.num_samples))
-    window = max(1, WINDOW_BLOCKS // 2)  # a tile pair is two blocks at the default chunk
-    paired, of = pair_order(seed, epoch, train_samples, mix_groups(partners), PAIR_TILE, window)
+    groups = mix_groups(partners)
+    paired, of = pair_order(seed, epoch, train_samples, groups, PAIR_TILE, SAMPLER_WINDOW_PAIRS)
     order = rank_share(paired, of, rank, world_size, batch_size)
     return BatchPlan(order, slot, batch_size, start)
 

@@ -65,3 +65,19 @@ def test_rank_shares_split_no_group_and_see_every_sample(groups, world, batch):
     assert sum(len(np.unique(s)) for s in shares) == N
     with pytest.raises(ValueError, match="rank"):
         rank_share(order, keys, world, world, batch)
+
+
+def test_an_epochs_batches_mix_samples_from_across_the_dataset() -> None:
+    """A folder numbers its samples class by class, and a pairing tile is 1,024 consecutive
+    ids (one or two classes at ImageNet): every batch must draw from many tiles. A window of
+    two tile pairs (before) gave each batch at most 4 tiles, and curricula lost ~1.4 points."""
+    from student.data import SAMPLER_WINDOW_PAIRS
+    from student.loader import epoch_plan
+    from teacher_store.views.codec import PAIR_TILE
+    from tests.store_fixtures import make_attrs
+
+    n = 32 * PAIR_TILE  # 32 tiles: "classes" 0..31 in id order
+    a = make_attrs(num_samples=n, views=1, chunk=64, shard=4096, shard_views=1)
+    plan = epoch_plan(a, np.arange(n), seed=0, epoch=0, batch_size=256)
+    tiles = [len(np.unique(plan.batch(b) // PAIR_TILE)) for b in range(8)]
+    assert min(tiles) >= min(32, 2 * SAMPLER_WINDOW_PAIRS) * 3 // 4, tiles

@@ -37,12 +37,12 @@ from student.loader_config import (
 from student.sampler import Cursor, mix_groups, pair_order, rank_share
 from student.schedule import slot_for_epoch
 from teacher_store.errors import StoreMismatch, portable
-from teacher_store.images.dataset import CorruptImageError, DatasetFingerprint
+from teacher_store.images.dataset import CorruptImageError
 from teacher_store.images.prefetch import ReadAhead, read_ahead
 from teacher_store.images.source import ImageSource, labels_of, open_images
 from teacher_store.options import check_int
 from teacher_store.reader.client import DatasetMismatchError
-from teacher_store.store.content import checked_folder, first_changed
+from teacher_store.store.content import SampleDigests, checked_folder, dataset_difference
 from teacher_store.store.schema import StoreAttrs
 from teacher_store.views.codec import PAIR_TILE
 from teacher_store.views.pairing import slot_partners
@@ -145,25 +145,22 @@ def open_checked_targets(
     try:
         return open_targets(store, token, want, retry_budget_s)
     except DatasetMismatchError as e:
-        stored = DatasetFingerprint.from_dict(e.store_dataset)
-        why = stored.mismatch(have) or e.why
-        if stored.content and have.content and stored.content != have.content:
-            why += _first_changed(store, folder, token, retry_budget_s)
+        recorded = lambda: _store_digests(store, token, retry_budget_s)  # noqa: E731
+        why = dataset_difference(e.store_dataset, folder, recorded) or e.why
         raise ValueError(
             f"--data {folder.location} is not the dataset the store was built from ({why}); "
             "pass --allow-dataset-mismatch to train anyway"
         ) from None
 
 
-def _first_changed(store: str, folder: ImageSource, token: str | None, budget: float) -> str:
-    """:func:`~teacher_store.store.content.first_changed` with the store's digests read over
-    the store's address (``""`` when they cannot be)."""
+def _store_digests(store: str, token: str | None, budget: float) -> SampleDigests | None:
+    """The store's per-sample content digests, read over its address (to name a changed
+    sample in a refusal)."""
     targets = open_targets(store, token, None, budget)
     try:
-        recorded = targets.sample_digests()
+        return targets.sample_digests()
     finally:
         targets.close()
-    return first_changed(recorded, folder)
 
 
 def open_teacher_targets(

@@ -113,7 +113,6 @@ class TarShards:
         self.pattern, self.index, self.shard_location, self.cache = pattern, index, location, cache
         self._max_image_pixels = max_image_pixels
         self._content = content
-        self._names_sha256: str | None = None
 
     @classmethod
     def open(
@@ -236,13 +235,11 @@ class TarShards:
     def fingerprint(self) -> DatasetFingerprint:
         """Count, classes, names and sizes, labels, and the content record of the index's
         digests (the same as the folder's when it was packed from one)."""
-        if self._names_sha256 is None:
-            self._names_sha256 = self.index.table.names_sha256()
         digests = self.index.table.sample_digests()
         assert digests is not None  # an index always has them (ShardIndex.problem)
         return DatasetFingerprint(
             len(self),
-            self._names_sha256,
+            self.index.table.names_sha256(),
             self.classes,
             content=digests.record(),
             labels_sha256=self.index.table.labels_sha256(),

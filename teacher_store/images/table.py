@@ -89,7 +89,11 @@ class SampleTable:
 
     def names_sha256(self) -> str:
         """sha256 over ``key \\0 size \\n`` of every sample: the dataset fingerprint's
-        ``sha256`` (the formula :class:`ImageFolder` has always used)."""
+        ``sha256`` (the formula :class:`ImageFolder` has always used). Computed once per
+        table (~8 s at 14.2 M samples) and kept: every source sharing the table reuses it."""
+        cached = self.__dict__.get("_names_sha256")
+        if cached is not None:
+            return str(cached)
         h = hashlib.sha256()
         for start in range(0, len(self), _HASH_BATCH):
             stop = min(len(self), start + _HASH_BATCH)
@@ -97,6 +101,7 @@ class SampleTable:
             for i in range(start, stop):
                 parts.append(self.key_bytes(i) + f"\0{int(self.sizes[i])}\n".encode())
             h.update(b"".join(parts))
+        object.__setattr__(self, "_names_sha256", h.hexdigest())  # frozen: the table's memo
         return h.hexdigest()
 
     def labels_sha256(self) -> str:
